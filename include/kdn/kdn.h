@@ -1,0 +1,223 @@
+/* KDN engine library: load precomputed, compressed KV caches (`.kv` files) into an inference
+ * engine's KV memory, on the CPU or a CUDA device, and blend several of them into one context.
+ *
+ * A C ABI, usable from C, C++, Python (ctypes), Rust. Every function returns a kdn_status; on an
+ * error, kdn_last_error() gives a message for the calling thread ("layer 3 V block: checksum
+ * mismatch"). No exception, signal or abort crosses this boundary. Handles are opaque.
+ *
+ * Typical use:
+ *   kdn_ctx* ctx;     kdn_ctx_create(0, &ctx);             // CUDA device 0; -1 = CPU
+ *   kdn_cache* c;     kdn_open(ctx, "/kdn/llama3-8b/legal/contract.kv", &c);
+ *   kdn_expect_model(c, &my_model);                         // never load KV into the wrong model
+ *   kdn_dest d;       kdn_dest_paged(&d, ...);                 // where the engine keeps its KV
+ *   kdn_load(c, 0, n_layers, &d, stream);                   // enqueued on the engine's stream
+ *   for (l...) { kdn_layer_wait(c, l) or wait on kdn_layer_event(c, l); compute layer l; }
+ *   kdn_close(c); kdn_ctx_destroy(ctx);
+ */
+#ifndef KDN_KDN_H_
+#define KDN_KDN_H_
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(__GNUC__)
+#define KDN_EXPORT __attribute__((visibility("default")))
+#else
+#define KDN_EXPORT
+#endif
+
+/* Bumped on any incompatible change of this header; kdn_api_version() returns the library's. */
+#define KDN_API_VERSION 1
+
+typedef enum kdn_status {
+  KDN_OK = 0,
+  KDN_E_INVALID_ARG = 1,    /* a malformed argument or descriptor */
+  KDN_E_IO = 2,             /* the OS failed a read or write */
+  KDN_E_NOT_FOUND = 3,      /* no such file */
+  KDN_E_CORRUPT = 4,        /* a structure or checksum check failed: the message names the block */
+  KDN_E_UNSUPPORTED = 5,    /* a file version, codec or layout this build cannot serve */
+  KDN_E_MODEL_MISMATCH = 6, /* the cache was computed by another model: the message names the field */
+  KDN_E_NO_MEMORY = 7,
+  KDN_E_NO_DEVICE = 8,      /* CUDA requested but not built in, or no such device */
+  KDN_E_CUDA = 9,           /* a CUDA call failed: the message has the CUDA error */
+  KDN_E_NO_SPACE = 10,      /* kdn_save: the disk or store is full */
+  KDN_E_INTERNAL = 11
+} kdn_status;
+
+KDN_EXPORT int kdn_api_version(void);
+KDN_EXPORT const char* kdn_version_string(void);
+/* The calling thread's message for its last failed call (empty string when none). */
+KDN_EXPORT const char* kdn_last_error(void);
+KDN_EXPORT const char* kdn_status_name(kdn_status s); /* "KDN_E_CORRUPT" */
+
+typedef enum kdn_dtype { KDN_F16 = 1, KDN_BF16 = 2, KDN_F32 = 3 } kdn_dtype;
+typedef enum kdn_rope_style { KDN_ROPE_NONE = 0, KDN_ROPE_NEOX = 1, KDN_ROPE_GPTJ = 2 } kdn_rope_style;
+typedef enum kdn_kv { KDN_K = 0, KDN_V = 1 } kdn_kv;
+
+/* What KV depends on. Must match the cache's identity exactly for kdn_expect_model. */
+typedef struct kdn_model_desc {
+  const char* name;           /* e.g. "llama3-8b" */
+  uint32_t n_layers;
+  uint32_t n_heads;           /* query heads; not compared (KV does not depend on it) */
+  uint32_t n_kv_heads;
+  uint32_t head_dim;
+  kdn_dtype dtype;            /* dtype in which the model computes KV */
+  kdn_rope_style rope_style;
+  uint32_t rotary_dim;        /* 0 = head_dim */
+  float rope_theta;
+  float rope_scale;           /* linear position scaling; 1 = none (0 is read as 1) */
+} kdn_model_desc;
+
+typedef struct kdn_ctx kdn_ctx;
+typedef struct kdn_cache kdn_cache;
+
+/* device -1: CPU backend (host memory). device >= 0: that CUDA device (KDN_E_NO_DEVICE when the
+ * library was built without CUDA or the device does not exist). A context owns a pinned staging
+ * pool and worker threads; it may be used from several threads. */
+KDN_EXPORT kdn_status kdn_ctx_create(int device, kdn_ctx** out);
+KDN_EXPORT void kdn_ctx_destroy(kdn_ctx* ctx);
+KDN_EXPORT int kdn_ctx_device(const kdn_ctx* ctx);
+
+/* Opens a `.kv` file: reads and validates the header. When the file lives on kdnfs and its
+ * `user.kdn.extents` attribute is readable, bytes are read straight from the store's segment files
+ * (the fast path); otherwise through the file. Nothing is decoded yet. */
+KDN_EXPORT kdn_status kdn_open(kdn_ctx* ctx, const char* path, kdn_cache** out);
+/* Waits for this cache's pending loads, then frees it. */
+KDN_EXPORT void kdn_close(kdn_cache* cache);
+
+typedef struct kdn_cache_info {
+  kdn_model_desc model;       /* model.name points into the cache; valid until kdn_close */
+  uint8_t fingerprint[16];    /* model fingerprint as stored (little-endian lo, then hi) */
+  uint32_t n_tokens;
+  uint32_t position_offset;   /* position of token 0 when the KV was computed */
+  const uint32_t* tokens;     /* n_tokens ids; valid until kdn_close */
+  char codec[32];             /* canonical codec name: "raw", "lossless", "q4", "q4+zstd"... */
+  uint64_t file_bytes;
+  uint64_t decoded_bytes;     /* all layers, K and V, in the model dtype */
+  int fast_path;              /* 1 when bytes come straight from the store's segment files */
+} kdn_cache_info;
+KDN_EXPORT kdn_status kdn_info(const kdn_cache* cache, kdn_cache_info* out);
+
+/* KDN_OK when the cache was computed by `model`; KDN_E_MODEL_MISMATCH with a message naming the
+ * first differing field otherwise (name, layers, kv heads, head dim, dtype, RoPE style/theta/
+ * rotary dims/scale). */
+KDN_EXPORT kdn_status kdn_expect_model(const kdn_cache* cache, const kdn_model_desc* model);
+
+/* Where KV goes: one addressing scheme covers contiguous and paged layouts.
+ *
+ * Token t of the destination sequence, head h, dim d, of layer l (K or V) lives at
+ *   base[l] + (phys_block * block_stride + (t % block_size) * token_stride + h * head_stride + d)
+ * elements, where phys_block = block_table ? block_table[t / block_size] : t / block_size, or, when
+ * slot_mapping is set, phys_block = slot_mapping[t] / block_size and t % block_size is replaced by
+ * slot_mapping[t] % block_size. Head dims are contiguous.
+ *   contiguous [tokens][kv_heads][head_dim]: block_size 1, block_stride kv_heads*head_dim,
+ *     head_stride head_dim (token_stride unused);
+ *   paged NHD [blocks][block_size][kv_heads][head_dim]: token_stride kv_heads*head_dim,
+ *     head_stride head_dim, block_stride block_size*kv_heads*head_dim;
+ *   paged HND [blocks][kv_heads][block_size][head_dim]: token_stride head_dim,
+ *     head_stride block_size*head_dim, block_stride kv_heads*block_size*head_dim.
+ * Use the kdn_dest_* helpers below to fill one. Pointers are host pointers for a CPU context and
+ * device pointers for a CUDA context. */
+typedef struct kdn_dest {
+  kdn_dtype dtype;            /* what to write: conversion happens during decode */
+  uint32_t n_layers;          /* entries in k_base and v_base */
+  void* const* k_base;        /* per layer; NULL entries are skipped */
+  void* const* v_base;
+  uint32_t n_kv_heads;
+  uint32_t head_dim;
+  uint32_t block_size;
+  int64_t block_stride;       /* in elements */
+  int64_t token_stride;
+  int64_t head_stride;
+  const int32_t* block_table; /* logical -> physical block; NULL = identity */
+  uint32_t n_block_table;     /* entries in block_table (bounds check) */
+  const int64_t* slot_mapping;/* per destination token; NULL = use block_table; entries < 0 skip */
+  uint32_t n_slots;           /* entries in slot_mapping */
+  uint32_t capacity_tokens;   /* destination tokens addressable (bounds check) */
+} kdn_dest;
+
+KDN_EXPORT kdn_status kdn_dest_contiguous(kdn_dest* d, kdn_dtype dtype, uint32_t n_layers,
+                                          void* const* k_base, void* const* v_base,
+                                          uint32_t n_kv_heads, uint32_t head_dim,
+                                          uint32_t capacity_tokens);
+/* hnd = 0: NHD; hnd = 1: HND. */
+KDN_EXPORT kdn_status kdn_dest_paged(kdn_dest* d, kdn_dtype dtype, uint32_t n_layers,
+                                     void* const* k_base, void* const* v_base, uint32_t n_kv_heads,
+                                     uint32_t head_dim, uint32_t block_size, int hnd,
+                                     const int32_t* block_table, uint32_t n_block_table);
+
+/* Decodes layers [layer_begin, layer_end) of `cache` into `dest`, the cache's token i going to
+ * destination token dest_token_offset + i. Keys are written as stored (at the positions they were
+ * computed at); kdn_blend_load re-positions them.
+ *
+ * May return before the data is in place: CUDA work is enqueued on `stream` (a cudaStream_t; NULL
+ * = the legacy default stream); CPU work runs on the context's workers. Layer l is complete when
+ * kdn_layer_wait(cache, l) returns KDN_OK, or (CUDA) when kdn_layer_event(cache, l) has fired.
+ * Checksums are verified on this path: a bad block makes this call, or kdn_layer_wait for that
+ * layer, return KDN_E_CORRUPT naming the layer and block, and nothing of that block is trusted. */
+KDN_EXPORT kdn_status kdn_load(kdn_cache* cache, uint32_t layer_begin, uint32_t layer_end,
+                               const kdn_dest* dest, uint32_t dest_token_offset, void* stream);
+KDN_EXPORT kdn_status kdn_layer_wait(kdn_cache* cache, uint32_t layer);
+/* CUDA: the cudaEvent_t (as void*) recorded after layer l's last write; NULL for the CPU backend
+ * or when no load of that layer is pending. Owned by the cache. */
+KDN_EXPORT void* kdn_layer_event(kdn_cache* cache, uint32_t layer);
+/* Waits for every pending load of this cache; returns the first error among them. */
+KDN_EXPORT kdn_status kdn_sync(kdn_cache* cache);
+
+/* A codec by name: "raw", "lossless", "q8", "q4", "q2", with options "+zstd", ":g64". */
+typedef struct kdn_save_opts {
+  const char* codec;          /* NULL = "raw" */
+  uint32_t chunk_tokens;      /* prefix hash granularity; 0 = 256 */
+  int fsync;                  /* fsync the file before returning */
+} kdn_save_opts;
+
+/* Encodes KV tensors and writes a `.kv` file at `path` (atomically: a temporary file in the same
+ * directory, then rename). `src` describes where token i of the sequence lives (dtype must be the
+ * model's dtype), tokens are the n_tokens ids, computed at positions position_offset + i. */
+KDN_EXPORT kdn_status kdn_save(kdn_ctx* ctx, const kdn_model_desc* model, const uint32_t* tokens,
+                               uint32_t n_tokens, uint32_t position_offset, const kdn_dest* src,
+                               const kdn_save_opts* opts, const char* path);
+
+/* --- Blending (CacheBlend-style reuse of non-prefix chunks) --------------------------------- */
+
+/* Re-rotates keys of layers [layer_begin, layer_end), destination tokens [token_begin,
+ * token_begin + n_tokens), in place, from position p to p + delta, per the model's RoPE. */
+KDN_EXPORT kdn_status kdn_rope_shift(kdn_ctx* ctx, const kdn_model_desc* model,
+                                     const kdn_dest* keys, uint32_t layer_begin, uint32_t layer_end,
+                                     uint32_t token_begin, uint32_t n_tokens, int64_t delta,
+                                     void* stream);
+
+/* Places n caches into one destination: cache i's tokens go to destination tokens starting at
+ * dest_token_offsets[i], its keys re-rotated from their stored positions to position_base +
+ * dest_token_offset[i] + j. Equivalent to kdn_load + kdn_rope_shift per cache, fused. */
+KDN_EXPORT kdn_status kdn_blend_load(kdn_cache* const* caches, uint32_t n_caches,
+                                     const uint32_t* dest_token_offsets, uint32_t position_base,
+                                     const kdn_model_desc* model, uint32_t layer_begin,
+                                     uint32_t layer_end, const kdn_dest* dest, void* stream);
+
+/* Per-token squared deviation between `fresh` (recomputed rows, contiguous [n_tokens][kv_heads *
+ * head_dim] of dest->dtype) and the cached rows of destination tokens [token_begin, token_begin +
+ * n_tokens) of layer `layer`, K or V, in `cached`. Writes the indices (relative to token_begin) of
+ * the ceil(ratio * n_tokens) most deviating tokens, largest first, to out_indices (capacity
+ * n_tokens), their count to *out_count, and, when out_deviation is not NULL, every token's
+ * deviation. Synchronous: results are on the host when it returns. */
+KDN_EXPORT kdn_status kdn_select_deviation(kdn_ctx* ctx, const void* fresh, const kdn_dest* cached,
+                                           uint32_t layer, kdn_kv kv, uint32_t token_begin,
+                                           uint32_t n_tokens, float ratio, uint32_t* out_indices,
+                                           uint32_t* out_count, float* out_deviation, void* stream);
+
+/* Writes n_rows rows (contiguous [n_rows][kv_heads * head_dim] of dest->dtype) to destination
+ * tokens token_indices[i] of layer `layer`, K or V. */
+KDN_EXPORT kdn_status kdn_scatter_rows(kdn_ctx* ctx, const void* rows, const uint32_t* token_indices,
+                                       uint32_t n_rows, const kdn_dest* dest, uint32_t layer,
+                                       kdn_kv kv, void* stream);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* KDN_KDN_H_ */
