@@ -40,6 +40,37 @@ Status EncodeBlock(const CodecSpec& codec, KvKind kind, const BlockShape& shape,
 Status DecodeBlock(const CodecSpec& codec, KvKind kind, const BlockShape& shape,
                    std::span<const std::byte> encoded, DType out_dtype, std::span<std::byte> out);
 
+// A block made ready for random-access decoding: the zstd stage undone (into memory it owns) and
+// the layout checked against the shape. The engine library decodes token tiles from it on several
+// threads (CPU backend) or uploads payload() and decodes on the device (CUDA backend).
+class PreparedBlock {
+ public:
+  static Result<PreparedBlock> Prepare(const CodecSpec& codec, KvKind kind, const BlockShape& shape,
+                                       std::span<const std::byte> encoded);
+
+  // Decodes tokens [t_begin, t_end): token t's row of `channels` values of `out_dtype` is written
+  // at out + (t - t_begin) * row_stride_bytes. Thread-safe (const).
+  Status DecodeRows(uint32_t t_begin, uint32_t t_end, DType out_dtype, std::byte* out,
+                    size_t row_stride_bytes) const;
+
+  // The bytes a device decoder reads, laid out as docs/kv-format.md says for this codec after its
+  // zstd stage: raw values (raw), byte planes (lossless), params + pad + codes (quant).
+  std::span<const std::byte> payload() const { return payload_; }
+  const CodecSpec& codec() const { return codec_; }
+  KvKind kind() const { return kind_; }
+  const BlockShape& shape() const { return shape_; }
+  // quant: byte offset of the codes within payload() (params start at 0).
+  size_t codes_offset() const { return codes_offset_; }
+
+ private:
+  CodecSpec codec_;
+  KvKind kind_ = KvKind::kKey;
+  BlockShape shape_;
+  std::vector<std::byte> owned_;        // decompressed bytes when there is a zstd stage
+  std::span<const std::byte> payload_;  // owned_ or the caller's encoded bytes (must outlive this)
+  size_t codes_offset_ = 0;
+};
+
 // Converts n elements between dtypes (round to nearest even when narrowing).
 void ConvertDType(DType from, const void* src, DType to, void* dst, size_t n);
 
