@@ -18,6 +18,9 @@ PagedKvCache::PagedKvCache(uint32_t n_layers, uint32_t n_kv_heads, uint32_t head
     k_bases_.push_back(k_pool_[l].data());
     v_bases_.push_back(v_pool_[l].data());
   }
+  // The block table never reallocates, so a descriptor handed to libkdn stays valid while the
+  // sequence grows behind a running load.
+  block_table_.reserve(n_physical_);
   // Block 0 is handed out last: see the header.
   for (uint32_t b = 0; b < n_physical_; ++b) free_blocks_.push_back(static_cast<int32_t>(b));
 }

@@ -42,7 +42,8 @@ class PagedKvCache {
   const float* value(uint32_t layer, uint32_t t) const { return v_pool_[layer].data() + Offset(t); }
 
   // The addressing a KV library needs (libkdn's kdn_dest_paged): per-layer pool bases, the block
-  // table (logical -> physical, one entry per mapped block), strides in elements.
+  // table (logical -> physical, one entry per mapped block), strides in elements. These pointers
+  // stay valid for the cache's lifetime (the table has room for every block from the start).
   void* const* key_bases() const { return k_bases_.data(); }
   void* const* value_bases() const { return v_bases_.data(); }
   const int32_t* block_table() const { return block_table_.data(); }

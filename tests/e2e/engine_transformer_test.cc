@@ -11,6 +11,7 @@
 #include "engine/session.h"
 #include "engine/thread_pool.h"
 #include "engine/transformer.h"
+#include "reference_llama.h"
 #include "test_util.h"
 
 namespace kdn::engine {
@@ -195,6 +196,17 @@ TEST_F(TransformerTest, RefusesWhatDoesNotFit) {
   EXPECT_FALSE(s.Prefill(Tokens(7, 1), LogitsFor::kLast, &logits).ok());
   EXPECT_TRUE(s.Prefill(Tokens(6, 1), LogitsFor::kLast, &logits).ok());
   EXPECT_EQ(0u, s.tokens().size() - 6);
+}
+
+TEST_F(TransformerTest, MatchesThePlainReference) {
+  const auto tokens = Tokens(40, 13);
+  const auto engine = Run(tokens, {40});
+  reference::ReferenceLlama ref(*model_);
+  const size_t vocab = Shape().vocab_size;
+  for (uint32_t pos = 0; pos < tokens.size(); ++pos) {
+    const std::vector<float> r = ref.Step(tokens[pos], pos);
+    for (size_t i = 0; i < vocab; ++i) ASSERT_NEAR(r[i], engine[pos * vocab + i], 1e-4) << pos;
+  }
 }
 
 TEST(SyntheticShapeTest, SameShapeAndSeedGiveTheSameLogits) {
