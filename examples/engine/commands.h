@@ -26,6 +26,7 @@ constexpr const char* kModelHelp =
     "  --model PATH             llama2.c checkpoint (e.g. ../shared/models/stories260K.bin)\n"
     "  --synthetic-shape SHAPE  deterministic random weights instead: 'stories260K' or\n"
     "                           dim=N,layers=N,heads=N,kv_heads=N,hidden=N,vocab=N,seq=N\n"
+    "                           (also written --model synthetic:SHAPE)\n"
     "  --seed N                 seed of the synthetic weights (default 1)\n"
     "  --threads N              worker threads (default: all cores)\n";
 

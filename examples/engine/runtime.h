@@ -13,7 +13,7 @@
 namespace kdn::engine {
 
 struct RuntimeOptions {
-  std::string model_path;       // a llama2.c checkpoint, or
+  std::string model_path;       // a llama2.c checkpoint ("synthetic:SHAPE" means the shape), or
   std::string synthetic_shape;  // ParseSyntheticShape's syntax
   uint64_t seed = 1;            // synthetic weights
   unsigned threads = 0;         // 0 = all cores
