@@ -56,25 +56,27 @@ __attribute__((target("avx2,fma"))) inline float Hsum256(__m256 v) {
   return _mm_cvtss_f32(s);
 }
 
+// Rows r of w (stride ldw) times rows t of x (stride ldx), n values each, into y[t * ldy + r].
 template <int R, int T>
-__attribute__((target("avx2,fma"))) inline void Tile256(const float* w, const float* x, size_t in,
-                                                        float* y, size_t ldy) {
+__attribute__((target("avx2,fma"))) inline void Tile256(const float* w, size_t ldw, const float* x,
+                                                        size_t ldx, size_t n, float* y,
+                                                        size_t ldy) {
   __m256 acc[R][T];
   for (int r = 0; r < R; ++r)
     for (int t = 0; t < T; ++t) acc[r][t] = _mm256_setzero_ps();
   size_t i = 0;
-  for (; i + 8 <= in; i += 8) {
+  for (; i + 8 <= n; i += 8) {
     __m256 xv[T];
-    for (int t = 0; t < T; ++t) xv[t] = _mm256_loadu_ps(x + t * in + i);
+    for (int t = 0; t < T; ++t) xv[t] = _mm256_loadu_ps(x + t * ldx + i);
     for (int r = 0; r < R; ++r) {
-      const __m256 wv = _mm256_loadu_ps(w + r * in + i);
+      const __m256 wv = _mm256_loadu_ps(w + r * ldw + i);
       for (int t = 0; t < T; ++t) acc[r][t] = _mm256_fmadd_ps(wv, xv[t], acc[r][t]);
     }
   }
   for (int r = 0; r < R; ++r) {
     for (int t = 0; t < T; ++t) {
       float s = Hsum256(acc[r][t]);
-      for (size_t j = i; j < in; ++j) s += w[r * in + j] * x[t * in + j];
+      for (size_t j = i; j < n; ++j) s += w[r * ldw + j] * x[t * ldx + j];
       y[t * ldy + r] = s;
     }
   }
@@ -82,8 +84,42 @@ __attribute__((target("avx2,fma"))) inline void Tile256(const float* w, const fl
 
 __attribute__((target("avx2,fma"))) float DotAvx2(const float* a, const float* b, size_t n) {
   float s;
-  Tile256<1, 1>(a, b, n, &s, 1);
+  Tile256<1, 1>(a, n, b, n, n, &s, 1);
   return s;
+}
+
+// Four keys at a time: four independent accumulator chains instead of one, same bits per key.
+__attribute__((target("avx2,fma"))) void DotManyAvx2(const float* q, const float* k, size_t stride,
+                                                     size_t n_keys, size_t n, float* out) {
+  size_t j = 0;
+  for (; j + 4 <= n_keys; j += 4) Tile256<1, 4>(q, n, k + j * stride, stride, n, out + j, 1);
+  for (; j < n_keys; ++j) Tile256<1, 1>(q, n, k + j * stride, stride, n, out + j, 1);
+}
+
+// y += p[j] * v_j for j in order, eight vectors of y held in registers across the keys.
+template <int V>
+__attribute__((target("avx2,fma"))) inline void AxpyColumns(float* y, const float* p,
+                                                            const float* v, size_t stride,
+                                                            size_t n_keys) {
+  __m256 acc[V];
+  for (int i = 0; i < V; ++i) acc[i] = _mm256_loadu_ps(y + 8 * i);
+  for (size_t j = 0; j < n_keys; ++j) {
+    const __m256 pj = _mm256_set1_ps(p[j]);
+    for (int i = 0; i < V; ++i) {
+      acc[i] = _mm256_fmadd_ps(pj, _mm256_loadu_ps(v + j * stride + 8 * i), acc[i]);
+    }
+  }
+  for (int i = 0; i < V; ++i) _mm256_storeu_ps(y + 8 * i, acc[i]);
+}
+
+__attribute__((target("avx2,fma"))) void AxpyManyAvx2(float* y, const float* p, const float* v,
+                                                      size_t stride, size_t n_keys, size_t n) {
+  size_t d = 0;
+  for (; d + 64 <= n; d += 64) AxpyColumns<8>(y + d, p, v + d, stride, n_keys);
+  for (; d + 8 <= n; d += 8) AxpyColumns<1>(y + d, p, v + d, stride, n_keys);
+  for (; d < n; ++d) {
+    for (size_t j = 0; j < n_keys; ++j) y[d] = std::fma(p[j], v[j * stride + d], y[d]);
+  }
 }
 
 __attribute__((target("avx2,fma"))) void AxpyAvx2(float* y, float a, const float* x, size_t n) {
@@ -100,8 +136,8 @@ __attribute__((target("avx2,fma"))) void TokenRun256(const float* x, size_t t0, 
                                                      size_t in, const float* w, float* y,
                                                      size_t ldy) {
   size_t t = t0;
-  for (; t + T <= t1; t += T) Tile256<R, T>(w, x + t * in, in, y + t * ldy, ldy);
-  for (; t < t1; ++t) Tile256<R, 1>(w, x + t * in, in, y + t * ldy, ldy);
+  for (; t + T <= t1; t += T) Tile256<R, T>(w, in, x + t * in, in, in, y + t * ldy, ldy);
+  for (; t < t1; ++t) Tile256<R, 1>(w, in, x + t * in, in, in, y + t * ldy, ldy);
 }
 
 __attribute__((target("avx2,fma"))) void RowsAvx2(const float* x, size_t n, size_t in,
@@ -202,6 +238,22 @@ void Axpy(float* y, float a, const float* x, size_t n) {
     AxpyAvx2(y, a, x, n);
   } else {
     AxpyPortable(y, a, x, n);
+  }
+}
+
+void DotMany(const float* q, const float* k, size_t stride, size_t n_keys, size_t n, float* out) {
+  if (g_isa == Isa::kAvx2) {
+    DotManyAvx2(q, k, stride, n_keys, n, out);
+  } else {
+    for (size_t j = 0; j < n_keys; ++j) out[j] = DotPortable(q, k + j * stride, n);
+  }
+}
+
+void AxpyMany(float* y, const float* p, const float* v, size_t stride, size_t n_keys, size_t n) {
+  if (g_isa == Isa::kAvx2) {
+    AxpyManyAvx2(y, p, v, stride, n_keys, n);
+  } else {
+    for (size_t j = 0; j < n_keys; ++j) AxpyPortable(y, p[j], v + j * stride, n);
   }
 }
 

@@ -37,6 +37,12 @@ float Dot(const float* a, const float* b, size_t n);
 // y[i] += a * x[i] (fused on AVX2).
 void Axpy(float* y, float a, const float* x, size_t n);
 
+// out[j] = Dot(q, k + j * stride, n) for j < n_keys: the same bits as Dot, several keys at once.
+void DotMany(const float* q, const float* k, size_t stride, size_t n_keys, size_t n, float* out);
+
+// Axpy(y, p[j], v + j * stride, n) for j = 0, 1, ... n_keys - 1 in order: the same bits.
+void AxpyMany(float* y, const float* p, const float* v, size_t stride, size_t n_keys, size_t n);
+
 // out = x / sqrt(mean(x^2) + eps) * weight, for one row of n values (out may alias x).
 void RmsNorm(float* out, const float* x, const float* weight, size_t n, float eps);
 

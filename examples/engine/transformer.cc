@@ -125,55 +125,73 @@ void Transformer::StoreKv(uint32_t layer, const Rows& rows, PagedKvCache& cache)
 }
 
 // Row r, head h attends to cache slots [0, slot[r]]: scores in slot order, a softmax, then the
-// values summed in slot order. Nothing depends on which other rows are in the batch.
+// values summed in slot order. Nothing depends on which other rows are in the batch. Rows are
+// taken in tiles that walk each key block together, so a block is read from memory once per tile
+// rather than once per row (attention is bound by memory traffic, not arithmetic).
 void Transformer::Attend(uint32_t layer, Rows& rows, const PagedKvCache& cache) {
+  constexpr size_t kRowTile = 16;
   const ModelConfig& c = config();
   const uint32_t hs = c.head_dim(), group = c.n_heads / c.n_kv_heads, bs = cache.block_size();
-  const size_t dim = c.dim;
+  const size_t dim = c.dim, n = rows.size();
   const float sqrt_hs = std::sqrt(static_cast<float>(hs));
   uint32_t max_slot = 0;
   for (uint32_t s : rows.slot) max_slot = std::max(max_slot, s);
+  const size_t stride = size_t{max_slot} + 1;  // of the scores matrix
   const int32_t* table = cache.block_table();
   const float* k_pool = static_cast<const float*>(cache.key_bases()[layer]);
   const float* v_pool = static_cast<const float*>(cache.value_bases()[layer]);
   const size_t block_stride = size_t{bs} * cache.kv_dim(), token_stride = cache.kv_dim();
+  const size_t tiles = (n + kRowTile - 1) / kRowTile;
 
   auto work = [&](size_t i0, size_t i1) {
-    std::vector<float> scores(size_t{max_slot} + 1);
+    std::vector<float> scores(kRowTile * stride);
     for (size_t i = i0; i < i1; ++i) {
-      const size_t r = i / c.n_heads;
+      // Tiles in zigzag order (first, last, second, ...): later rows attend to more keys, and
+      // ParallelFor hands each thread a contiguous range, which this keeps balanced.
+      const size_t k = i / c.n_heads, tile = k % 2 == 0 ? k / 2 : tiles - 1 - k / 2;
+      const size_t r0 = tile * kRowTile, r1 = std::min(n, r0 + kRowTile);
       const uint32_t h = static_cast<uint32_t>(i % c.n_heads);
       const size_t head_off = size_t{h / group} * hs;
-      const float* q = &rows.q[r * dim + size_t{h} * hs];
-      float* out = &rows.att[r * dim + size_t{h} * hs];
-      const uint32_t n_keys = rows.slot[r] + 1;
-      float max_score = -std::numeric_limits<float>::infinity();
-      for (uint32_t j0 = 0; j0 < n_keys; j0 += bs) {
+      uint32_t tile_keys = 0;
+      for (size_t r = r0; r < r1; ++r) tile_keys = std::max(tile_keys, rows.slot[r] + 1);
+      for (uint32_t j0 = 0; j0 < tile_keys; j0 += bs) {
         const float* kb = k_pool + size_t(table[j0 / bs]) * block_stride + head_off;
-        const uint32_t j1 = std::min(n_keys, j0 + bs);
-        for (uint32_t j = j0; j < j1; ++j) {
-          const float s = Dot(q, kb + (j - j0) * token_stride, hs) / sqrt_hs;
-          scores[j] = s;
-          max_score = std::max(max_score, s);
+        for (size_t r = r0; r < r1; ++r) {
+          const uint32_t n_keys = rows.slot[r] + 1;
+          if (j0 >= n_keys) continue;
+          DotMany(&rows.q[r * dim + size_t{h} * hs], kb, token_stride, std::min(bs, n_keys - j0),
+                  hs, &scores[(r - r0) * stride + j0]);
         }
       }
-      float sum = 0.0f;
-      for (uint32_t j = 0; j < n_keys; ++j) {
-        scores[j] = std::exp(scores[j] - max_score);
-        sum += scores[j];
+      for (size_t r = r0; r < r1; ++r) {
+        float* p = &scores[(r - r0) * stride];
+        const uint32_t n_keys = rows.slot[r] + 1;
+        float max_score = -std::numeric_limits<float>::infinity();
+        for (uint32_t j = 0; j < n_keys; ++j) {
+          p[j] /= sqrt_hs;
+          max_score = std::max(max_score, p[j]);
+        }
+        float sum = 0.0f;
+        for (uint32_t j = 0; j < n_keys; ++j) {
+          p[j] = std::exp(p[j] - max_score);
+          sum += p[j];
+        }
+        for (uint32_t j = 0; j < n_keys; ++j) p[j] /= sum;
+        std::fill_n(&rows.att[r * dim + size_t{h} * hs], hs, 0.0f);
       }
-      std::fill_n(out, hs, 0.0f);
-      for (uint32_t j0 = 0; j0 < n_keys; j0 += bs) {
+      for (uint32_t j0 = 0; j0 < tile_keys; j0 += bs) {
         const float* vb = v_pool + size_t(table[j0 / bs]) * block_stride + head_off;
-        const uint32_t j1 = std::min(n_keys, j0 + bs);
-        for (uint32_t j = j0; j < j1; ++j) {
-          Axpy(out, scores[j] / sum, vb + (j - j0) * token_stride, hs);
+        for (size_t r = r0; r < r1; ++r) {
+          const uint32_t n_keys = rows.slot[r] + 1;
+          if (j0 >= n_keys) continue;
+          AxpyMany(&rows.att[r * dim + size_t{h} * hs], &scores[(r - r0) * stride + j0], vb,
+                   token_stride, std::min(bs, n_keys - j0), hs);
         }
       }
     }
   };
-  const size_t items = rows.size() * c.n_heads;
-  if (items * (size_t{max_slot} + 1) * hs >= kParallelRowsWork) {
+  const size_t items = tiles * c.n_heads;
+  if (n * stride * hs * c.n_heads >= kParallelRowsWork) {
     pool_.ParallelFor(items, work);
   } else {
     work(0, items);

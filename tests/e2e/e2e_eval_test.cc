@@ -6,10 +6,10 @@
 #include <string>
 #include <vector>
 
+#include "e2e_util.h"
 #include "engine/eval.h"
 #include "engine/kv_io.h"
 #include "engine/runtime.h"
-#include "e2e_util.h"
 #include "kdn_root.h"
 #include "test_util.h"
 
@@ -81,8 +81,8 @@ TEST_P(EvalTest, LossyCodecsStayCloseAndQ8Agrees98Percent) {
   for (size_t i = 0; i < codecs.size(); ++i) {
     agree[i] /= positions;
     kl[i] /= positions;
-    std::printf("%-9s agreement %.4f  mean KL %.6f  bits/value %.2f\n", codecs[i].c_str(),
-                agree[i], kl[i], bits[i]);
+    std::printf("%-9s agreement %.4f  mean KL %.6f  bits/value %.2f\n", codecs[i].c_str(), agree[i],
+                kl[i], bits[i]);
   }
   // raw and lossless: the same logits, bit for bit (KL exactly 0).
   EXPECT_EQ(1.0, agree[0]);

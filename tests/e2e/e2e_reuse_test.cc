@@ -46,8 +46,8 @@ class ReuseTest : public ::testing::TestWithParam<RootKind> {
   // `prefill` into the root; asserts success.
   void Prefill(const std::string& text_file, const std::string& out, const std::string& codec,
                uint32_t position = 0) {
-    const CommandResult r = Engine({"prefill", "--text", kData + text_file, "--out", out,
-                                    "--codec", codec, "--position", std::to_string(position)});
+    const CommandResult r = Engine({"prefill", "--text", kData + text_file, "--out", out, "--codec",
+                                    codec, "--position", std::to_string(position)});
     ASSERT_EQ(0, r.exit_code) << Describe(r);
   }
   // `generate`; returns stdout, the logits in *logits.
@@ -110,9 +110,9 @@ TEST_P(ReuseTest, ACacheComputedAtPositionPIsExactThere) {
   const std::string expected = Generate(
       {"--position", std::to_string(p), "--prompt", ReadFile(kData + "garden.txt") + question},
       &full);
-  EXPECT_EQ(expected,
-            Generate({"--position", std::to_string(p), "--context", kv, "--prompt", question},
-                     &reused));
+  EXPECT_EQ(
+      expected,
+      Generate({"--position", std::to_string(p), "--context", kv, "--prompt", question}, &reused));
   EXPECT_EQ(0, std::memcmp(full.data(), reused.data(), full.size() * sizeof(float)));
 }
 
@@ -133,10 +133,10 @@ TEST_P(ReuseTest, PlacingACacheAtAnotherPositionIsExactUpToRope) {
   Prefill("garden.txt", atp, "raw", p);
   const std::string question = ReadFile(kData + "question-garden.txt");
   std::vector<float> moved, native;
-  const std::string a = Generate(
-      {"--position", std::to_string(p), "--context", at0, "--prompt", question}, &moved);
-  const std::string b = Generate(
-      {"--position", std::to_string(p), "--context", atp, "--prompt", question}, &native);
+  const std::string a =
+      Generate({"--position", std::to_string(p), "--context", at0, "--prompt", question}, &moved);
+  const std::string b =
+      Generate({"--position", std::to_string(p), "--context", atp, "--prompt", question}, &native);
   EXPECT_EQ(b, a);
   EXPECT_LT(MaxDiff(native, moved), 2e-3) << "re-rotated keys drift from keys computed there";
   EXPECT_GT(MaxDiff(native, moved), 0.0) << "the cache at 0 was not re-rotated";
@@ -173,7 +173,7 @@ TEST_P(ReuseTest, InfoReportsWhatWasSaved) {
 TEST_P(ReuseTest, RefusesAnotherModelsCache) {
   const std::string kv = dir_ + "/synthetic.kv";
   const CommandResult made = RunCommand({kEngine, "prefill", "--synthetic-shape", "stories260K",
-                                  "--text", kData + "rain.txt", "--out", kv});
+                                         "--text", kData + "rain.txt", "--out", kv});
   ASSERT_EQ(0, made.exit_code) << Describe(made);
   const CommandResult r = Engine({"generate", "--context", kv, "--prompt", "Hi"});
   EXPECT_EQ(1, r.exit_code) << Describe(r);

@@ -61,6 +61,31 @@ TEST_P(IsaTest, LargeMatMulSplitsAcrossThreadsIdentically) {
   ASSERT_EQ(0, std::memcmp(a.data(), b.data(), a.size() * sizeof(float)));
 }
 
+TEST_P(IsaTest, ManyKeysGiveTheSameBitsAsOneAtATime) {
+  for (size_t n : {size_t{8}, size_t{13}, size_t{75}, size_t{128}}) {
+    const size_t stride = n + 5, n_keys = 11;
+    const std::vector<float> q = RandomVector(n, 7), k = RandomVector(n_keys * stride, 8);
+    const std::vector<float> p = RandomVector(n_keys, 9), y0 = RandomVector(n, 10);
+    std::vector<float> scores(n_keys);
+    DotMany(q.data(), k.data(), stride, n_keys, n, scores.data());
+    for (size_t j = 0; j < n_keys; ++j) {
+      ASSERT_EQ(Dot(q.data(), &k[j * stride], n), scores[j]) << "n=" << n << " key " << j;
+    }
+    std::vector<float> many = y0, one = y0, split = y0;
+    AxpyMany(many.data(), p.data(), k.data(), stride, n_keys, n);
+    for (size_t j = 0; j < n_keys; ++j) Axpy(one.data(), p[j], &k[j * stride], n);
+    AxpyMany(split.data(), p.data(), k.data(), stride, 4, n);
+    AxpyMany(split.data(), p.data() + 4, &k[4 * stride], stride, n_keys - 4, n);
+    ASSERT_EQ(0, std::memcmp(many.data(), one.data(), n * sizeof(float))) << "n=" << n;
+    ASSERT_EQ(0, std::memcmp(many.data(), split.data(), n * sizeof(float))) << "n=" << n;
+    for (size_t d = 0; d < n; ++d) {
+      double ref = y0[d];
+      for (size_t j = 0; j < n_keys; ++j) ref += double{p[j]} * k[j * stride + d];
+      ASSERT_NEAR(ref, many[d], 1e-5);
+    }
+  }
+}
+
 TEST_P(IsaTest, RmsNormMatchesDefinition) {
   const std::vector<float> x = RandomVector(37, 5), weight = RandomVector(37, 6);
   std::vector<float> out(37);
