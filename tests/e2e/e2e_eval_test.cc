@@ -60,15 +60,24 @@ class EvalTest : public ::testing::TestWithParam<RootKind> {
 };
 
 TEST_P(EvalTest, LossyCodecsStayCloseAndQ8Agrees98Percent) {
-  // Every bundled document, its second half teacher-forced after its cached first half.
+  // Documents cached together, then a question teacher-forced after them: several orders and
+  // questions, so that agreement is a share of ~700 positions, not of one short text.
   const std::vector<std::string> codecs = {"raw", "lossless", "q8", "q4", "q2"};
+  const std::vector<std::pair<std::vector<std::string>, std::string>> setups = {
+      {{"boat.txt", "owl.txt", "garden.txt"}, "question-garden.txt"},
+      {{"garden.txt", "owl.txt", "boat.txt"}, "question-boat.txt"},
+      {{"rain.txt", "garden.txt"}, "question-garden.txt"},
+      {{"owl.txt", "rain.txt", "boat.txt"}, "question-boat.txt"},
+      {{"garden.txt"}, "question-garden.txt"},
+      {{"boat.txt"}, "question-boat.txt"}};
   std::vector<double> agree(codecs.size()), kl(codecs.size()), bits(codecs.size());
   size_t positions = 0;
-  for (const std::string doc : {"garden.txt", "boat.txt", "owl.txt", "rain.txt"}) {
+  for (size_t s = 0; s < setups.size(); ++s) {
     EvalOptions o;
     o.codecs = codecs;
     o.ratios = {};
-    const EvalReport r = Evaluate({doc}, "", o, std::string("codecs-") + doc);
+    const EvalReport r =
+        Evaluate(setups[s].first, setups[s].second, o, "codecs-" + std::to_string(s));
     ASSERT_EQ(codecs.size(), r.codecs.size());
     for (size_t i = 0; i < codecs.size(); ++i) {
       agree[i] += r.codecs[i].quality.agreement * r.query_tokens;
@@ -77,7 +86,7 @@ TEST_P(EvalTest, LossyCodecsStayCloseAndQ8Agrees98Percent) {
     }
     positions += r.query_tokens;
   }
-  ASSERT_GE(positions, 200u);
+  ASSERT_GE(positions, 600u);
   for (size_t i = 0; i < codecs.size(); ++i) {
     agree[i] /= positions;
     kl[i] /= positions;
@@ -94,7 +103,7 @@ TEST_P(EvalTest, LossyCodecsStayCloseAndQ8Agrees98Percent) {
   EXPECT_LT(kl[3], kl[4]);
   EXPECT_GE(agree[2], agree[3]);
   EXPECT_GE(agree[3], agree[4]);
-  EXPECT_GT(agree[4], 0.2) << "q2 should still be far better than chance";
+  EXPECT_GT(agree[4], 0.05) << "q2 should still be far above chance (1/512)";
   EXPECT_NEAR(32.0, bits[0], 0.01);
   EXPECT_LT(bits[1], 32.0);
   EXPECT_LT(bits[2], 10.0);
