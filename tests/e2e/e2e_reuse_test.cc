@@ -138,7 +138,8 @@ TEST_P(ReuseTest, PlacingACacheAtAnotherPositionIsExactUpToRope) {
   const std::string b =
       Generate({"--position", std::to_string(p), "--context", atp, "--prompt", question}, &native);
   EXPECT_EQ(b, a);
-  EXPECT_LT(MaxDiff(native, moved), 2e-3) << "re-rotated keys drift from keys computed there";
+  // Logits are ~10 in magnitude; re-rotation differs from direct rotation by float rounding.
+  EXPECT_LT(MaxDiff(native, moved), 1e-4) << "re-rotated keys drift from keys computed there";
   EXPECT_GT(MaxDiff(native, moved), 0.0) << "the cache at 0 was not re-rotated";
 }
 
@@ -156,7 +157,15 @@ TEST_P(ReuseTest, ASecondDocumentPlacedAfterTheFirstIsExactUpToRope) {
   const std::string a = Generate({"--context", boat, "--context", at0, "--prompt", q}, &moved);
   const std::string b = Generate({"--context", boat, "--context", there, "--prompt", q}, &native);
   EXPECT_EQ(b, a);
-  EXPECT_LT(MaxDiff(native, moved), 2e-3);
+  EXPECT_LT(MaxDiff(native, moved), 1e-4);
+  // And blending them runs through the CLI: every context token recomputed at ratio 1.
+  const CommandResult r = Engine({"generate", "--context", boat, "--context", at0, "--prompt", q,
+                                  "--blend-ratio", "1", "--max-new", "4"});
+  ASSERT_EQ(0, r.exit_code) << Describe(r);
+  const size_t garden_tokens = ReadFile(kData + "garden.txt").size() + 1;
+  EXPECT_NE(std::string::npos,
+            r.err.find("recomputed_tokens=" + std::to_string(boat_tokens + garden_tokens)))
+      << r.err;
 }
 
 TEST_P(ReuseTest, InfoReportsWhatWasSaved) {
