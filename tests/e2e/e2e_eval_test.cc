@@ -34,10 +34,11 @@ class EvalTest : public ::testing::TestWithParam<RootKind> {
     auto ctx = engine::KdnContext::Create();
     ASSERT_TRUE(ctx.ok()) << ctx.status().ToString();
     ctx_ = std::move(*ctx);
-    auto root = KdnRoot::Make(GetParam());
+    auto root = roots_.Get(GetParam());
     ASSERT_TRUE(root.ok()) << root.status().ToString();
-    root_ = std::move(*root);
+    dir_ = (*root)->path() + "/" + TestDirName();
   }
+  static void TearDownTestSuite() { roots_.Clear(); }
 
   EvalReport Evaluate(const std::vector<std::string>& files, const std::string& query_file,
                       EvalOptions options, const std::string& tag) {
@@ -46,7 +47,7 @@ class EvalTest : public ::testing::TestWithParam<RootKind> {
     const std::string query = query_file.empty() ? "" : ReadFile(kData + query_file);
     auto input = engine::MakeEvalInput(texts, query, 128, 0);
     EXPECT_TRUE(input.ok()) << input.status().ToString();
-    options.work_dir = root_->path() + "/" + tag;
+    options.work_dir = dir_ + "/" + tag;
     std::filesystem::create_directories(options.work_dir);
     options.runs = 1;  // timings are the benchmark's job
     auto report = engine::Evaluate(*rt_, *ctx_, *input, options);
@@ -56,8 +57,11 @@ class EvalTest : public ::testing::TestWithParam<RootKind> {
 
   std::unique_ptr<engine::Runtime> rt_;
   std::unique_ptr<engine::KdnContext> ctx_;
-  std::unique_ptr<KdnRoot> root_;
+  static SharedRoots roots_;
+  std::string dir_;
 };
+
+SharedRoots EvalTest::roots_;
 
 TEST_P(EvalTest, LossyCodecsStayCloseAndQ8Agrees98Percent) {
   // Documents cached together, then a question teacher-forced after them: several orders and

@@ -31,12 +31,12 @@ class ReuseTest : public ::testing::TestWithParam<RootKind> {
   void SetUp() override {
     model_ = kdn::test::TestModelPath();
     KDN_REQUIRE_OR_SKIP(!model_.empty(), "the test model (stories260K.bin) is not available");
-    auto root = KdnRoot::Make(GetParam());
+    auto root = roots_.Get(GetParam());
     ASSERT_TRUE(root.ok()) << root.status().ToString();
-    root_ = std::move(*root);
-    dir_ = root_->path() + "/set";
+    dir_ = (*root)->path() + "/" + TestDirName();
     std::filesystem::create_directories(dir_);
   }
+  static void TearDownTestSuite() { roots_.Clear(); }
 
   CommandResult Engine(std::vector<std::string> args) {
     args.insert(args.begin(), kEngine);
@@ -66,12 +66,14 @@ class ReuseTest : public ::testing::TestWithParam<RootKind> {
     return r.out;
   }
 
+  static SharedRoots roots_;
   std::string model_;
-  std::unique_ptr<KdnRoot> root_;
   std::string dir_;
   kdn::test::TempDir scratch_{"kdn-e2e"};
   int n_runs_ = 0;
 };
+
+SharedRoots ReuseTest::roots_;
 
 TEST_P(ReuseTest, RawAndLosslessReuseIsBitIdenticalToFullPrefill) {
   const std::string doc = ReadFile(kData + "garden.txt");

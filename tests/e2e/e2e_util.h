@@ -36,7 +36,7 @@ inline void WriteFile(const std::string& path, const std::string& bytes) {
 // Runs argv (argv[0] looked up in PATH unless it has a slash), stdout and stderr captured apart.
 // `env` entries ("NAME=value") are added to the environment.
 inline CommandResult RunCommand(const std::vector<std::string>& argv,
-                         const std::vector<std::string>& env = {}) {
+                                const std::vector<std::string>& env = {}) {
   kdn::test::TempDir dir("kdn-run");
   const std::string out_path = dir / "out", err_path = dir / "err";
   CommandResult r;

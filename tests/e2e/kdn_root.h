@@ -26,7 +26,9 @@ namespace kdn::e2e {
 
 enum class RootKind { kPlain, kMount };
 
-inline std::string_view RootName(RootKind k) { return k == RootKind::kPlain ? "plain" : "mount"; }
+inline std::string_view RootName(RootKind k) {
+  return k == RootKind::kPlain ? "plain" : "mount";
+}
 
 inline bool MountBuilt() {
 #ifdef KDN_KDNFS_BIN
@@ -68,15 +70,25 @@ class KdnRoot {
 #endif
   }
 
-  ~KdnRoot() { Unmount(); }
+  ~KdnRoot() {
+    Unmount();
+  }
   KdnRoot(const KdnRoot&) = delete;
   KdnRoot& operator=(const KdnRoot&) = delete;
 
-  const std::string& path() const { return path_; }
-  bool mounted() const { return pid_ > 0; }
+  const std::string& path() const {
+    return path_;
+  }
+  bool mounted() const {
+    return pid_ > 0;
+  }
   // Where the store lives (mount kind).
-  const std::string& store() const { return store_; }
-  std::string daemon_log() const { return ReadFile(log_); }
+  const std::string& store() const {
+    return store_;
+  }
+  std::string daemon_log() const {
+    return ReadFile(log_);
+  }
 
  private:
   KdnRoot() = default;
@@ -143,6 +155,35 @@ class KdnRoot {
   std::string path_, store_, log_;
   pid_t pid_ = -1;
 };
+
+// One root per kind, shared by the tests of a suite (tearing a mount down takes the daemon a few
+// seconds): a fixture calls Get in SetUp, gives each test its own subdirectory, and calls Clear
+// in TearDownTestSuite.
+class SharedRoots {
+ public:
+  Result<KdnRoot*> Get(RootKind kind) {
+    auto& slot = roots_[static_cast<int>(kind)];
+    if (!slot) {
+      KDN_ASSIGN_OR_RETURN(slot, KdnRoot::Make(kind));
+    }
+    return slot.get();
+  }
+  void Clear() {
+    for (auto& r : roots_) r.reset();
+  }
+
+ private:
+  std::unique_ptr<KdnRoot> roots_[2];
+};
+
+// A directory name for the running test ("RawAndLossless..._plain").
+inline std::string TestDirName() {
+  std::string name = ::testing::UnitTest::GetInstance()->current_test_info()->name();
+  for (char& c : name) {
+    if (c == '/') c = '_';
+  }
+  return name;
+}
 
 }  // namespace kdn::e2e
 
