@@ -23,11 +23,15 @@ double Ms(Clock::time_point a, Clock::time_point b) {
   return std::chrono::duration<double, std::milli>(b - a).count();
 }
 
-// Median wall time of `runs` calls of fn, after one call that warms caches and page tables.
+// Median wall time of `runs` calls of fn, after one call that warms caches and page tables. A
+// first call of more than a second is counted as a run instead: what it warms is noise there.
 Result<double> MedianMs(unsigned runs, const std::function<Status()>& fn) {
-  KDN_RETURN_IF_ERROR(fn());
+  runs = std::max(1u, runs);
   std::vector<double> times;
-  for (unsigned i = 0; i < std::max(1u, runs); ++i) {
+  const auto warm = Clock::now();
+  KDN_RETURN_IF_ERROR(fn());
+  if (const double ms = Ms(warm, Clock::now()); ms > 1000.0) times.push_back(ms);
+  while (times.size() < runs) {
     const auto start = Clock::now();
     KDN_RETURN_IF_ERROR(fn());
     times.push_back(Ms(start, Clock::now()));
