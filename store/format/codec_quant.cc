@@ -197,11 +197,7 @@ Status DecodeQuantRows(const CodecSpec& codec, KvKind kind, const BlockShape& sh
     if (kind == KvKind::kKey) {
       const uint32_t g = t / group;
       if (g != widened) {
-        const uint8_t* rec = params + 4 * uint64_t{g} * channels;
-        for (uint32_t c = 0; c < channels; ++c) {
-          scale[c] = elem::HalfToFloat(scalar::LoadU16(rec + 4 * c));
-          zero[c] = elem::HalfToFloat(scalar::LoadU16(rec + 4 * c + 2));
-        }
+        k.widen_params(params + 4 * uint64_t{g} * channels, channels, scale, zero);
         widened = g;
       }
     } else {

@@ -41,6 +41,7 @@ void FillScalarKernels(Kernels* k) {
   k->unplane[1] = scalar::Unplane<4>;
   k->plane[0] = scalar::Plane<2>;
   k->plane[1] = scalar::Plane<4>;
+  k->widen_params = scalar::WidenParams;
 }
 
 }  // namespace kdn::simd

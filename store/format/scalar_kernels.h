@@ -79,6 +79,13 @@ void DequantGroups(const uint8_t* codes, uint32_t channels, const uint8_t* param
   }
 }
 
+inline void WidenParams(const uint8_t* rec, size_t n, float* scale, float* zero) {
+  for (size_t i = 0; i < n; ++i) {
+    scale[i] = elem::HalfToFloat(LoadU16(rec + 4 * i));
+    zero[i] = elem::HalfToFloat(LoadU16(rec + 4 * i + 2));
+  }
+}
+
 template <DType I, DType O>
 inline void ConvertRange(const void* src, void* dst, size_t i0, size_t i1) {
   for (size_t i = i0; i < i1; ++i) StoreElem<O>(dst, i, LoadElem<I>(src, i));

@@ -19,6 +19,9 @@ bool CpuHas(Isa isa) {
       return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
              __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx2") &&
              __builtin_cpu_supports("f16c");
+    case Isa::kAvx512Bf16:
+      return CpuHas(Isa::kAvx512) && __builtin_cpu_supports("avx512dq") &&
+             __builtin_cpu_supports("avx512bf16");
   }
   return false;
 #else
@@ -37,6 +40,10 @@ Kernels Build(Isa isa) {
     FillQuantAvx512(&k);
     FillConvertAvx512(&k);
     FillPlaneAvx512(&k);
+  } else if (isa == Isa::kAvx512Bf16) {
+    FillQuantAvx512Bf16(&k);
+    FillConvertAvx512Bf16(&k);
+    FillPlaneAvx512(&k);  // no bfloat16 arithmetic in the planes
   }
   k.isa = isa;
   return k;
@@ -52,6 +59,8 @@ std::string_view IsaName(Isa isa) {
       return "avx2";
     case Isa::kAvx512:
       return "avx512";
+    case Isa::kAvx512Bf16:
+      return "avx512bf16";
   }
   return "invalid";
 }
@@ -66,7 +75,7 @@ bool IsaSupported(Isa isa) {
 
 std::vector<Isa> SupportedIsas() {
   std::vector<Isa> out;
-  for (Isa isa : {Isa::kScalar, Isa::kAvx2, Isa::kAvx512}) {
+  for (Isa isa : kAllIsas) {
     if (IsaSupported(isa)) out.push_back(isa);
   }
   return out;
@@ -75,10 +84,11 @@ std::vector<Isa> SupportedIsas() {
 Isa BestIsa() {
   static const Isa best = [] {
     if (const char* env = std::getenv("KDN_ISA"); env != nullptr && *env != '\0') {
-      for (Isa isa : {Isa::kScalar, Isa::kAvx2, Isa::kAvx512}) {
+      for (Isa isa : kAllIsas) {
         if (IsaName(isa) == env && IsaSupported(isa)) return isa;
       }
     }
+    if (IsaSupported(Isa::kAvx512Bf16)) return Isa::kAvx512Bf16;
     if (IsaSupported(Isa::kAvx512)) return Isa::kAvx512;
     if (IsaSupported(Isa::kAvx2)) return Isa::kAvx2;
     return Isa::kScalar;
@@ -87,9 +97,11 @@ Isa BestIsa() {
 }
 
 const Kernels& KernelsFor(Isa isa) {
-  static const Kernels tables[3] = {
-      Build(Isa::kScalar), IsaSupported(Isa::kAvx2) ? Build(Isa::kAvx2) : Build(Isa::kScalar),
-      IsaSupported(Isa::kAvx512) ? Build(Isa::kAvx512) : Build(Isa::kScalar)};
+  // Unsupported ISAs get the scalar table (whose isa field says so).
+  static const Kernels tables[4] = {
+      Build(Isa::kScalar), Build(IsaSupported(Isa::kAvx2) ? Isa::kAvx2 : Isa::kScalar),
+      Build(IsaSupported(Isa::kAvx512) ? Isa::kAvx512 : Isa::kScalar),
+      Build(IsaSupported(Isa::kAvx512Bf16) ? Isa::kAvx512Bf16 : Isa::kScalar)};
   return tables[static_cast<int>(isa)];
 }
 

@@ -14,12 +14,14 @@
 
 namespace kdn::simd {
 
-enum class Isa : uint8_t { kScalar = 0, kAvx2 = 1, kAvx512 = 2 };
-std::string_view IsaName(Isa isa);  // "scalar", "avx2", "avx512"
+// kAvx512Bf16 is kAvx512 whose conversions to bfloat16 use AVX512-BF16 (with AVX512-DQ).
+enum class Isa : uint8_t { kScalar = 0, kAvx2 = 1, kAvx512 = 2, kAvx512Bf16 = 3 };
+inline constexpr Isa kAllIsas[] = {Isa::kScalar, Isa::kAvx2, Isa::kAvx512, Isa::kAvx512Bf16};
+std::string_view IsaName(Isa isa);  // "scalar", "avx2", "avx512", "avx512bf16"
 // Compiled in and supported by this CPU.
 bool IsaSupported(Isa isa);
 std::vector<Isa> SupportedIsas();
-// The best supported ISA, or the one named by $KDN_ISA (scalar, avx2, avx512) when supported:
+// The best supported ISA, or the one named by $KDN_ISA (a name above) when supported:
 // benchmarks and tests compare paths that way.
 Isa BestIsa();
 
@@ -38,6 +40,9 @@ using UnplaneFn = void (*)(const uint8_t* planes, uint64_t plane_stride, uint64_
                            void* out);
 using PlaneFn = void (*)(const void* src, size_t n, uint8_t* planes, uint64_t plane_stride,
                          uint64_t first);
+// n parameter records {scale fp16, zero fp16} widened to floats (as elem::HalfToFloat, except that
+// signaling NaNs may come out quiet: the dequantized values are the same either way).
+using WidenParamsFn = void (*)(const uint8_t* records, size_t n, float* scale, float* zero);
 
 struct Kernels {
   Isa isa = Isa::kScalar;
@@ -49,6 +54,7 @@ struct Kernels {
   ConvertFn convert[3][3] = {};  // [from][to]; the diagonal is unused
   UnplaneFn unplane[2] = {};     // [0]: 2-byte elements, [1]: 4-byte elements
   PlaneFn plane[2] = {};
+  WidenParamsFn widen_params = nullptr;
 };
 
 inline int BitsIndex(uint32_t bits) {
@@ -69,8 +75,10 @@ const Kernels& ActiveKernels();
 void FillScalarKernels(Kernels* k);
 void FillQuantAvx2(Kernels* k);
 void FillQuantAvx512(Kernels* k);
+void FillQuantAvx512Bf16(Kernels* k);
 void FillConvertAvx2(Kernels* k);
 void FillConvertAvx512(Kernels* k);
+void FillConvertAvx512Bf16(Kernels* k);
 void FillPlaneAvx2(Kernels* k);
 void FillPlaneAvx512(Kernels* k);
 

@@ -112,6 +112,37 @@ TEST(SimdTest, DequantGroupsMatchesScalar) {
   }
 }
 
+TEST(SimdTest, WidenParamsMatchesScalar) {
+  REQUIRE_SIMD();
+  const Kernels& ref = simd::KernelsFor(Isa::kScalar);
+  for (Isa isa : SimdIsas()) {
+    const Kernels& k = simd::KernelsFor(isa);
+    // Every fp16 pattern as a scale and as a zero.
+    std::vector<uint8_t> rec(4 * 65536 + 1);
+    for (uint32_t i = 0; i < 65536; ++i) {
+      const uint16_t s = static_cast<uint16_t>(i), z = static_cast<uint16_t>(i * 40503u);
+      std::memcpy(&rec[1 + 4 * i], &s, 2);
+      std::memcpy(&rec[1 + 4 * i + 2], &z, 2);
+    }
+    for (size_t n : {size_t{65536}, size_t{65535}, size_t{7}}) {
+      std::vector<float> s1(n), z1(n), s2(n), z2(n);
+      ref.widen_params(rec.data() + 1, n, s1.data(), z1.data());
+      k.widen_params(rec.data() + 1, n, s2.data(), z2.data());
+      auto same = [](float a, float b) {
+        uint32_t x, y;
+        std::memcpy(&x, &a, 4);
+        std::memcpy(&y, &b, 4);
+        // Signaling NaNs may come out quiet (bit 22 set): any arithmetic quiets them anyway.
+        return x == y || (std::isnan(a) && (x | 0x400000u) == y);
+      };
+      for (size_t i = 0; i < n; ++i) {
+        ASSERT_TRUE(same(s1[i], s2[i])) << simd::IsaName(isa) << " scale " << i;
+        ASSERT_TRUE(same(z1[i], z2[i])) << simd::IsaName(isa) << " zero " << i;
+      }
+    }
+  }
+}
+
 bool IsSignalingHalfNaN(uint16_t h) {
   return (h & 0x7c00) == 0x7c00 && (h & 0x3ff) != 0 && !(h & 0x200);
 }
