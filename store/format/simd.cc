@@ -2,23 +2,34 @@
 #include "store/format/simd.h"
 
 #include <cstdlib>
+#if defined(__x86_64__)
+#include <cpuid.h>
+#endif
 #include <string>
 
 namespace kdn::simd {
 
 namespace {
 
+#if defined(__x86_64__)
+// F16C from CPUID (clang 14's __builtin_cpu_supports does not know "f16c"). It uses the AVX
+// register state, whose OS support __builtin_cpu_supports("avx2") has already checked.
+bool HasF16c() {
+  unsigned eax, ebx, ecx, edx;
+  return __get_cpuid(1, &eax, &ebx, &ecx, &edx) != 0 && (ecx & bit_F16C) != 0;
+}
+#endif
+
 bool CpuHas(Isa isa) {
-#if defined(__x86_64__) || defined(__i386__)
+#if defined(__x86_64__)
   switch (isa) {
     case Isa::kScalar:
       return true;
     case Isa::kAvx2:
-      return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c");
+      return __builtin_cpu_supports("avx2") && HasF16c();
     case Isa::kAvx512:
       return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-             __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx2") &&
-             __builtin_cpu_supports("f16c");
+             __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx2") && HasF16c();
     case Isa::kAvx512Bf16:
       return CpuHas(Isa::kAvx512) && __builtin_cpu_supports("avx512dq") &&
              __builtin_cpu_supports("avx512bf16");
