@@ -74,15 +74,18 @@ Result<std::unique_ptr<KvReader>> KvReader::Open(std::unique_ptr<ByteSource> sou
 Status KvReader::ReadBlock(uint32_t layer, KvKind kind, std::span<std::byte> out) const {
   KDN_RETURN_IF_ERROR(CheckBlockIndex(header_, layer, kind));
   const BlockEntry& b = header_.block(layer, kind);
-  const std::string name = layout::BlockName(layer, kind);
+  // Block names are built on error paths only: this runs once per block on every load.
   if (out.size() < b.encoded_bytes) {
-    return Status::InvalidArgument(name + ": buffer of " + std::to_string(out.size()) +
-                                   " bytes, the block has " + std::to_string(b.encoded_bytes));
+    return Status::InvalidArgument(layout::BlockName(layer, kind) + ": buffer of " +
+                                   std::to_string(out.size()) + " bytes, the block has " +
+                                   std::to_string(b.encoded_bytes));
   }
   const std::span<std::byte> dst = out.first(b.encoded_bytes);
-  KDN_RETURN_IF_ERROR(source_->ReadAt(b.offset, dst).WithContext(name));
+  if (Status st = source_->ReadAt(b.offset, dst); !st.ok()) {
+    return st.WithContext(layout::BlockName(layer, kind));
+  }
   const uint64_t sum = HashBytes64(dst.data(), dst.size());
-  if (sum != b.checksum) return ChecksumMismatch(name, b.checksum, sum);
+  if (sum != b.checksum) return ChecksumMismatch(layout::BlockName(layer, kind), b.checksum, sum);
   return Status::OK();
 }
 
@@ -90,12 +93,14 @@ Status KvReader::DecodeBlock(uint32_t layer, KvKind kind, DType dtype,
                              std::span<std::byte> out) const {
   KDN_RETURN_IF_ERROR(CheckBlockIndex(header_, layer, kind));
   const BlockEntry& b = header_.block(layer, kind);
-  const std::string name = layout::BlockName(layer, kind);
   KDN_ASSIGN_OR_RETURN(std::span<std::byte> enc,
                        scratch::Get(scratch::Slot::kEncoded, b.encoded_bytes));
   KDN_RETURN_IF_ERROR(ReadBlock(layer, kind, enc));
   const BlockShape shape{header_.n_tokens, header_.model.channels(), header_.model.dtype};
-  return kdn::DecodeBlock(header_.codec, kind, shape, enc, dtype, out).WithContext(name);
+  if (Status st = kdn::DecodeBlock(header_.codec, kind, shape, enc, dtype, out); !st.ok()) {
+    return st.WithContext(layout::BlockName(layer, kind));
+  }
+  return Status::OK();
 }
 
 Status KvReader::VerifyAll() const {

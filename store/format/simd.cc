@@ -1,6 +1,7 @@
 // ISA detection and the kernel tables.
 #include "store/format/simd.h"
 
+#include <atomic>
 #include <cstdlib>
 #if defined(__x86_64__)
 #include <cpuid.h>
@@ -45,14 +46,17 @@ Kernels Build(Isa isa) {
   FillScalarKernels(&k);
   if (isa == Isa::kAvx2) {
     FillQuantAvx2(&k);
+    FillQuantEncodeAvx2(&k);
     FillConvertAvx2(&k);
     FillPlaneAvx2(&k);
   } else if (isa == Isa::kAvx512) {
     FillQuantAvx512(&k);
+    FillQuantEncodeAvx512(&k);
     FillConvertAvx512(&k);
     FillPlaneAvx512(&k);
   } else if (isa == Isa::kAvx512Bf16) {
     FillQuantAvx512Bf16(&k);
+    FillQuantEncodeAvx512(&k);  // no bfloat16 in the encoder
     FillConvertAvx512Bf16(&k);
     FillPlaneAvx512(&k);  // no bfloat16 arithmetic in the planes
   }
@@ -116,9 +120,21 @@ const Kernels& KernelsFor(Isa isa) {
   return tables[static_cast<int>(isa)];
 }
 
+namespace {
+std::atomic<const Kernels*> g_active{nullptr};
+}  // namespace
+
 const Kernels& ActiveKernels() {
-  static const Kernels& active = KernelsFor(BestIsa());
-  return active;
+  const Kernels* k = g_active.load(std::memory_order_acquire);
+  if (__builtin_expect(k == nullptr, 0)) {
+    k = &KernelsFor(BestIsa());
+    g_active.store(k, std::memory_order_release);
+  }
+  return *k;
+}
+
+void SetActiveIsaForTesting(Isa isa) {
+  g_active.store(&KernelsFor(isa), std::memory_order_release);
 }
 
 }  // namespace kdn::simd

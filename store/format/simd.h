@@ -44,6 +44,27 @@ using PlaneFn = void (*)(const void* src, size_t n, uint8_t* planes, uint64_t pl
 // signaling NaNs may come out quiet: the dequantized values are the same either way).
 using WidenParamsFn = void (*)(const uint8_t* records, size_t n, float* scale, float* zero);
 
+// Quant encoder steps (docs/kv-format.md, "quant"). All exact, so every ISA gives the same bytes.
+// True when every x[i] is finite with |x[i]| <= 65504 (what fp16 parameters can describe).
+using InRangeFn = bool (*)(const float* x, size_t n);
+// lo[i] = min(lo[i], x[i]), hi[i] = max(hi[i], x[i]) (no NaN: InRangeFn came first).
+using MinMaxFn = void (*)(const float* x, size_t n, float* lo, float* hi);
+// lo[g], hi[g] of each run of `group` values (the last may be shorter).
+using GroupRangeFn = void (*)(const float* x, size_t n, uint32_t group, float* lo, float* hi);
+// Parameter records of n groups from their ranges: zero = fp16(lo), scale = fp16((hi - lo) / maxq),
+// written as {scale, zero} fp16 pairs (little-endian, any alignment), and widened back to floats
+// (the values the encoder quantizes with).
+using MakeParamsFn = void (*)(const float* lo, const float* hi, size_t n, float maxq,
+                              uint8_t* records, float* scale, float* zero);
+// codes[i] = clamp(round_half_even((x[i] - zero[i]) / scale[i]), 0, maxq), 0 where scale[i] == 0.
+using QuantizeFn = void (*)(const float* x, size_t n, const float* scale, const float* zero,
+                            float maxq, uint8_t* codes);
+// Same with one scale and zero per run of `group` values (V: groups of channels).
+using QuantizeGroupsFn = void (*)(const float* x, size_t n, uint32_t group, const float* scale,
+                                  const float* zero, float maxq, uint8_t* codes);
+// n one-byte codes of `bits` bits packed LSB first into ceil(n * bits / 8) bytes.
+using PackFn = void (*)(const uint8_t* codes, size_t n, uint32_t bits, uint8_t* out);
+
 struct Kernels {
   Isa isa = Isa::kScalar;
   // dequant_groups is used only when group % group_multiple == 0 (else the parameters are widened
@@ -55,6 +76,13 @@ struct Kernels {
   UnplaneFn unplane[2] = {};     // [0]: 2-byte elements, [1]: 4-byte elements
   PlaneFn plane[2] = {};
   WidenParamsFn widen_params = nullptr;
+  InRangeFn in_range = nullptr;
+  MinMaxFn min_max = nullptr;
+  GroupRangeFn group_range = nullptr;
+  MakeParamsFn make_params = nullptr;
+  QuantizeFn quantize = nullptr;
+  QuantizeGroupsFn quantize_groups = nullptr;
+  PackFn pack = nullptr;
 };
 
 inline int BitsIndex(uint32_t bits) {
@@ -70,6 +98,8 @@ inline int PlaneIndex(size_t dtype_size) {
 // Kernels of one ISA (which must be supported), and the ones in use (BestIsa()).
 const Kernels& KernelsFor(Isa isa);
 const Kernels& ActiveKernels();
+// Tests run the whole codec pipeline on each ISA this way (not thread-safe against running codecs).
+void SetActiveIsaForTesting(Isa isa);
 
 // Per-ISA table builders (scalar_kernels.cc, *_avx2.cc, *_avx512.cc).
 void FillScalarKernels(Kernels* k);
@@ -79,6 +109,8 @@ void FillQuantAvx512Bf16(Kernels* k);
 void FillConvertAvx2(Kernels* k);
 void FillConvertAvx512(Kernels* k);
 void FillConvertAvx512Bf16(Kernels* k);
+void FillQuantEncodeAvx2(Kernels* k);
+void FillQuantEncodeAvx512(Kernels* k);
 void FillPlaneAvx2(Kernels* k);
 void FillPlaneAvx512(Kernels* k);
 

@@ -15,6 +15,8 @@
 #include <string>
 #include <vector>
 
+#include <zstd.h>
+
 #include "kdn/codec.h"
 #include "kdn/format.h"
 #include "kdn/synthetic.h"
@@ -141,6 +143,26 @@ int main() {
         Print(p + "_decode" + suffix + "_vs_memcpy", mbps / baseline);
       };
       decode(model.dtype, "", base);
+      if (codec.id == CodecId::kLossless) {
+        // The zstd stage alone, into memory of the same size: what lossless decode approaches.
+        std::vector<std::byte> planes(block);
+        const double s = MedianSeconds(runs, [&] {
+          for (size_t i = 0; i < n_blocks; ++i) {
+            const size_t n = ZSTD_decompress(planes.data(), planes.size(), enc[i].data(), enc[i].size());
+            if (n != planes.size()) Die(Status::Internal("zstd"), "zstd only");
+          }
+        });
+        const double zstd_mbps = double(block) * n_blocks / s / 1e6;
+        Print(p + "_zstd_only_mbps", zstd_mbps);
+        const double dec_s = MedianSeconds(runs, [&] {
+          for (size_t i = 0; i < n_blocks; ++i) {
+            Die(DecodeBlock(codec, static_cast<KvKind>(i % 2), shape, enc[i], model.dtype,
+                            std::span(out).first(block)),
+                "decode");
+          }
+        });
+        Print(p + "_decode_vs_zstd", s / dec_s);
+      }
       if (codec.id == CodecId::kQuant && !codec.zstd) {
         decode(DType::kF16, "_fp16", base);
         decode(DType::kF32, "_fp32", base32);
