@@ -5,6 +5,7 @@
 #include <limits>
 
 #include "format_test_util.h"
+#include "store/format/guard_alloc.h"
 
 namespace kdn {
 namespace {
@@ -257,6 +258,25 @@ TEST(ModelPresetTest, KnownShapes) {
   auto bad = ModelPreset("gpt-9");
   ASSERT_FALSE(bad.ok());
   EXPECT_NE(bad.status().message().find("llama3-8b"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace kdn
+
+namespace kdn {
+namespace {
+
+TEST(GuardAllocTest, AllocationFailuresBecomeStatuses) {
+  const Status st = GuardAlloc("encode", []() -> Status { throw std::bad_alloc(); });
+  EXPECT_EQ(st.code(), Code::kNoSpace);
+  EXPECT_EQ(st.message(), "encode: out of memory");
+  const Result<int> r = GuardAlloc("x", []() -> Result<int> {
+    std::vector<int> v;
+    v.reserve(v.max_size() + 1);  // length_error
+    return 1;
+  });
+  EXPECT_EQ(r.status().code(), Code::kNoSpace);
+  EXPECT_EQ(*GuardAlloc("y", []() -> Result<int> { return 7; }), 7);
 }
 
 }  // namespace
