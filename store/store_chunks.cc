@@ -253,7 +253,18 @@ void Store::Impl::FreeUnpublished(PreparedChunk& chunk) {
   std::lock_guard lock(alloc_mu);
   alloc.Free(chunk.allocation);
   chunk.allocation.clear();
+  chunk.written_fds.clear();
   chunk.written = false;
+}
+
+void Store::Impl::CacheLayout(const PreparedChunk& chunk, uint64_t generation) {
+  auto layout = std::make_shared<ChunkLayout>();
+  layout->id = chunk.id;
+  layout->size = chunk.size;
+  layout->sums = chunk.sums;
+  layout->extents = store::ExtentsFor(chunk.allocation, chunk.size);
+  layout->kv = chunk.kv.has_value();
+  layouts.Insert(std::move(layout), generation);
 }
 
 Status Store::Impl::WriteData(PreparedChunk& chunk, store::ChunkSource& source) {
@@ -269,8 +280,9 @@ Status Store::Impl::WriteData(PreparedChunk& chunk, store::ChunkSource& source) 
   Status s;
   {
     Result<store::EnginePool::Lease> engine = engines->Acquire();
-    s = engine.ok() ? store::WriteChunk(**engine, segments, layout, source, shape, sync_full)
-                    : engine.status();
+    s = engine.ok()
+            ? store::WriteChunk(**engine, segments, layout, source, shape, &chunk.written_fds)
+            : engine.status();
   }
   if (!s.ok()) {
     ++counters.errors;

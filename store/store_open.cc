@@ -240,25 +240,6 @@ Status Store::Impl::CleanStaging() {
   return Status::OK();
 }
 
-void Store::Impl::ApplyEffects(store::TxnEffects& fx) {
-  for (const ChunkId& id : fx.deleted_chunks) layouts.Erase(id);
-  for (store::PreparedChunk* p : fx.published) p->published = true;
-  if (!fx.retired.empty()) {
-    // After the cache no longer has them: reads that start from now on cannot reach this space.
-    uint64_t tag = epochs.Advance();
-    std::lock_guard lock(alloc_mu);
-    alloc.Retire(std::move(fx.retired), tag);
-    alloc.Reclaim(epochs.OldestActive());
-  }
-  chunk_count += fx.chunk_delta;
-  inode_count += fx.inode_delta;
-  if (fx.evicted_chunks > 0) {
-    counters.evictions += fx.evicted_chunks;
-    counters.evicted_bytes += fx.evicted_bytes;
-    if (options.on_evict && !fx.evicted.empty()) options.on_evict(fx.evicted);
-  }
-}
-
 bool Store::Impl::IsOpen(Ino ino) {
   auto it = open_counts.find(ino);
   return it != open_counts.end() && it->second > 0;
