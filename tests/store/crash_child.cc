@@ -1,6 +1,6 @@
-// The crash test's victim: puts chunks, releases some and commits files in a loop until it is
-// killed, reporting each step on a pipe: an intent line before an operation, an acknowledgement
-// after it returned success.
+// The crash test's victim: two threads put chunks, release some and commit files in a loop until
+// the process is killed (their commits are grouped), reporting each step on a pipe: an intent
+// line before an operation, an acknowledgement after it returned success, or "E" when it failed.
 //   store_crash_child STORE_DIR BASE_SEED ACK_FD
 // Fault injection comes from KDN_FAULT (set by the test).
 #include <sys/stat.h>
@@ -8,7 +8,9 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include <mutex>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "crash_content.h"
@@ -20,22 +22,75 @@ namespace {
 int ack_fd = -1;
 
 void Say(const std::string& line) {
+  // One write(2) per line: lines of the two threads never interleave.
   std::string l = line + "\n";
   if (::write(ack_fd, l.data(), l.size()) != static_cast<ssize_t>(l.size())) ::_exit(3);
 }
 
+// Any failure the test did not inject ends the process at once (the other thread must not go
+// on, and the test must see an exit rather than its own kill).
 int Fail(const kdn::Status& s) {
   std::fprintf(stderr, "crash child: %s\n", s.ToString().c_str());
-  return 2;
+  std::_Exit(2);
 }
 
 // With injected I/O failures an operation may fail: it says so and goes on (the test then checks
 // that the failed operation left no trace). Without them any failure is a bug.
-bool Tolerate(const kdn::Status& s) {
+bool Tolerate(const std::string& intent, const kdn::Status& s) {
   const char* fault = std::getenv("KDN_FAULT");
   if (fault == nullptr || std::string(fault).find("fail_at") == std::string::npos) return false;
-  Say("E " + s.ToString());
+  Say("E " + intent);
+  std::fprintf(stderr, "crash child: tolerated: %s\n", s.ToString().c_str());
   return true;
+}
+
+// One thread's loop. Thread t commits to files t, t+2, t+4, t+6 only, and releases only its own
+// puts, so that every intent line names exactly one operation in flight.
+int Loop(kdn::Store& store, const std::vector<kdn::Ino>& files, uint64_t base, int t) {
+  std::vector<kdn::ChunkId> mine;  // acknowledged puts of this thread, not yet released
+  for (uint64_t op = 0;; ++op) {
+    const uint64_t seed = (base * 100000 + op) * 2 + static_cast<uint64_t>(t);
+    const uint64_t pick = (seed * 0x9e3779b97f4a7c15ull) >> 58;  // 0..63
+    const size_t size = kdn::test::CrashSize(seed);
+    if (pick < 36) {
+      auto bytes = kdn::test::CrashContent(seed, size);
+      std::string what = std::to_string(seed) + " " + std::to_string(size) + " " +
+                         kdn::store::IdHex(kdn::store::HashChunk(bytes));
+      Say("p " + what);
+      auto id = store.Put(bytes);
+      if (!id.ok() && Tolerate("p " + what, id.status())) continue;
+      if (!id.ok()) return Fail(id.status());
+      Say("P " + what);
+      mine.push_back(*id);
+    } else if (pick < 50 && !mine.empty()) {
+      const size_t at = seed % mine.size();
+      kdn::ChunkId id = mine[at];
+      mine.erase(mine.begin() + static_cast<long>(at));
+      Say("r " + kdn::store::IdHex(id));
+      kdn::Status s = store.Release(id);
+      if (!s.ok()) return Fail(s);
+      Say("R " + kdn::store::IdHex(id));
+    } else {
+      const size_t k = 2 * (seed % (files.size() / 2)) + static_cast<size_t>(t);
+      std::string what =
+          std::to_string(k) + " " + std::to_string(seed) + " " + std::to_string(size);
+      std::string staged = store.NewStagingPath();
+      FILE* f = std::fopen(staged.c_str(), "wb");
+      auto bytes = kdn::test::CrashContent(seed, size);
+      if (f == nullptr || std::fwrite(bytes.data(), 1, bytes.size(), f) != bytes.size()) {
+        return Fail(kdn::Status::IOError("cannot write " + staged));
+      }
+      std::fclose(f);
+      Say("c " + what);
+      auto a = store.CommitFileContent(files[k], staged);
+      if (!a.ok() && Tolerate("c " + what, a.status())) {
+        ::unlink(staged.c_str());
+        continue;
+      }
+      if (!a.ok()) return Fail(a.status());
+      Say("C " + what);
+    }
+  }
 }
 
 }  // namespace
@@ -68,45 +123,8 @@ int main(int argc, char** argv) {
     files.push_back(f->ino);
   }
 
-  std::vector<kdn::ChunkId> mine;  // acknowledged puts of this life, not yet released
-  for (uint64_t op = 0;; ++op) {
-    const uint64_t seed = base * 100000 + op;
-    const uint64_t pick = (seed * 0x9e3779b97f4a7c15ull) >> 58;  // 0..63
-    const size_t size = kdn::test::CrashSize(seed);
-    if (pick < 36) {
-      auto bytes = kdn::test::CrashContent(seed, size);
-      std::string what = std::to_string(seed) + " " + std::to_string(size) + " " +
-                         kdn::store::IdHex(kdn::store::HashChunk(bytes));
-      Say("p " + what);
-      auto id = store.Put(bytes);
-      if (!id.ok() && Tolerate(id.status())) continue;
-      if (!id.ok()) return Fail(id.status());
-      Say("P " + what);
-      mine.push_back(*id);
-    } else if (pick < 50 && !mine.empty()) {
-      kdn::ChunkId id = mine[seed % mine.size()];
-      mine.erase(mine.begin() + static_cast<long>(seed % mine.size()));
-      Say("r " + kdn::store::IdHex(id));
-      kdn::Status s = store.Release(id);
-      if (!s.ok()) return Fail(s);
-      Say("R " + kdn::store::IdHex(id));
-    } else {
-      const size_t k = seed % files.size();
-      std::string what =
-          std::to_string(k) + " " + std::to_string(seed) + " " + std::to_string(size);
-      std::string staged = store.NewStagingPath();
-      FILE* f = std::fopen(staged.c_str(), "wb");
-      auto bytes = kdn::test::CrashContent(seed, size);
-      if (f == nullptr || std::fwrite(bytes.data(), 1, bytes.size(), f) != bytes.size()) return 2;
-      std::fclose(f);
-      Say("c " + what);
-      auto a = store.CommitFileContent(files[k], staged);
-      if (!a.ok() && Tolerate(a.status())) {
-        ::unlink(staged.c_str());
-        continue;
-      }
-      if (!a.ok()) return Fail(a.status());
-      Say("C " + what);
-    }
-  }
+  std::thread other([&] { Loop(store, files, base, 1); });
+  Loop(store, files, base, 0);  // runs until the process is killed or fails
+  other.join();
+  return 2;
 }

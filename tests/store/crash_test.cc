@@ -169,9 +169,20 @@ void Apply(const std::vector<std::string>& lines, Model* m) {
       }
     }
     if (tag == "E") {
-      // The operation in flight failed: it must have left no trace.
-      for (auto& [hex, c] : m->chunks) c.put_intent = 0;
-      for (auto& [k, f] : m->files) f.pending = false;
+      // The operation failed: it must have left no trace.
+      std::string what;
+      in >> what;
+      if (what == "p") {
+        uint64_t seed;
+        size_t size;
+        std::string hex;
+        in >> seed >> size >> hex;
+        m->chunks[hex].put_intent = 0;
+      } else if (what == "c") {
+        int k;
+        in >> k;
+        m->files[k].pending = false;
+      }
     }
   }
 }
