@@ -28,7 +28,7 @@ IoPipeline::DescribeFd SegmentNamer(const SegmentSet& segments) {
 Result<int> SegmentFd(const SegmentSet& segments, uint32_t seg, const ChunkId& id) {
   int fd = segments.fd(seg);
   if (fd < 0) {
-    return Status::Corruption("chunk " + IdHex(id) + ": segment " + std::to_string(seg) +
+    return Status::Corruption("chunk " + id.ToHex() + ": segment " + std::to_string(seg) +
                               " does not exist");
   }
   return fd;
@@ -37,7 +37,7 @@ Result<int> SegmentFd(const SegmentSet& segments, uint32_t seg, const ChunkId& i
 Status Mismatch(const ChunkLayout& layout, uint64_t block) {
   uint64_t start = block * layout.block_bytes;
   uint64_t end = std::min(start + layout.block_bytes, layout.size);
-  return Status::Corruption("chunk " + IdHex(layout.id) + " block " + std::to_string(block) +
+  return Status::Corruption("chunk " + layout.id.ToHex() + " block " + std::to_string(block) +
                             " (bytes " + std::to_string(start) + ".." + std::to_string(end) +
                             "): checksum mismatch");
 }

@@ -204,7 +204,7 @@ Status Store::Impl::StoreAndCommit(store::PreparedChunk& chunk, store::ChunkSour
     if (s.ok() && chunk.published) CacheLayout(chunk, generation);
     return s;
   }
-  return Status::Internal("chunk " + store::IdHex(chunk.id) + " kept vanishing during commit");
+  return Status::Internal("chunk " + chunk.id.ToHex() + " kept vanishing during commit");
 }
 
 }  // namespace kdn

@@ -199,10 +199,10 @@ Status Store::Impl::RebuildFreeSpace() {
     PhysExtent e{static_cast<uint32_t>(q.Int(2)), q.U64(3),
                  io::AlignUp(q.U64(4), io::kDirectAlign)};
     if (q.Int(2) <= 0 || q.Int(3) < 0 || q.Int(4) <= 0 || !alloc.MarkUsed(e)) {
-      open_problems.push_back(
-          "chunk " + store::IdHex(q.Id(0)) + " extent " + std::to_string(q.Int(1)) + " (segment " +
-          std::to_string(q.Int(2)) + " offset " + std::to_string(q.Int(3)) + " length " +
-          std::to_string(q.Int(4)) + ") lies outside its segment or overlaps another extent");
+      open_problems.push_back("chunk " + q.Id(0).ToHex() + " extent " + std::to_string(q.Int(1)) +
+                              " (segment " + std::to_string(q.Int(2)) + " offset " +
+                              std::to_string(q.Int(3)) + " length " + std::to_string(q.Int(4)) +
+                              ") lies outside its segment or overlaps another extent");
     }
   }
   for (const std::string& p : open_problems)

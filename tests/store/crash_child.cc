@@ -55,7 +55,7 @@ int Loop(kdn::Store& store, const std::vector<kdn::Ino>& files, uint64_t base, i
     if (pick < 36) {
       auto bytes = kdn::test::CrashContent(seed, size);
       std::string what = std::to_string(seed) + " " + std::to_string(size) + " " +
-                         kdn::store::IdHex(kdn::store::HashChunk(bytes));
+                         kdn::store::HashChunk(bytes).ToHex();
       Say("p " + what);
       auto id = store.Put(bytes);
       if (!id.ok() && Tolerate("p " + what, id.status())) continue;
@@ -66,10 +66,10 @@ int Loop(kdn::Store& store, const std::vector<kdn::Ino>& files, uint64_t base, i
       const size_t at = seed % mine.size();
       kdn::ChunkId id = mine[at];
       mine.erase(mine.begin() + static_cast<long>(at));
-      Say("r " + kdn::store::IdHex(id));
+      Say("r " + id.ToHex());
       kdn::Status s = store.Release(id);
       if (!s.ok()) return Fail(s);
-      Say("R " + kdn::store::IdHex(id));
+      Say("R " + id.ToHex());
     } else {
       const size_t k = 2 * (seed % (files.size() / 2)) + static_cast<size_t>(t);
       std::string what =
