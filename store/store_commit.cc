@@ -1,10 +1,13 @@
-// Group commit: concurrent changes share one data sync and one SQLite transaction.
+// Group commit: concurrent changes share data syncs and SQLite transactions.
 //
 // With synchronous=FULL every transaction costs a WAL fsync, and every put a data fdatasync
-// before it: milliseconds each on real disks. Callers queue their change; whoever finds no leader
-// becomes it, takes everything queued, syncs the segments those changes wrote, runs each change
-// in its own savepoint inside one transaction and commits once. The commit order per change is
-// unchanged (its data is durable before the transaction that publishes it), only shared.
+// before it: milliseconds each on busy disks. Changes pass two stages, each run by whichever
+// waiting caller finds it free (the leader), for everything queued at that moment:
+//   1. sync: fdatasync of the segments the queued changes wrote;
+//   2. commit: one transaction running each change in its own savepoint, one COMMIT.
+// The stages overlap (the data of the next group syncs while the previous group commits), and the
+// order per change is unchanged: its data is durable before the transaction that publishes it.
+#include <map>
 #include <set>
 
 #include "store/store_impl.h"
@@ -19,22 +22,37 @@ Status Store::Impl::Write(bool lock_opens, TxnBody body, std::vector<int> sync_f
   req.body = std::move(body);
   req.lock_opens = lock_opens;
   req.sync_fds = std::move(sync_fds);
+  if (!sync_full) req.sync_fds.clear();
   {
     std::unique_lock lock(group_mu);
-    group_queue.push_back(&req);
+    (req.sync_fds.empty() ? commit_queue : sync_queue).push_back(&req);
     while (!req.done) {
-      if (group_leader) {
+      if (!sync_leader && !sync_queue.empty()) {
+        sync_leader = true;
+        std::vector<WriteRequest*> batch;
+        batch.swap(sync_queue);
+        lock.unlock();
+        SyncBatch(batch);
+        lock.lock();
+        for (WriteRequest* r : batch) {
+          if (r->done) continue;  // its data could not be synced: failed
+          commit_queue.push_back(r);
+        }
+        sync_leader = false;
+        group_cv.notify_all();
+      } else if (!commit_leader && !commit_queue.empty()) {
+        commit_leader = true;
+        std::vector<WriteRequest*> batch;
+        batch.swap(commit_queue);
+        lock.unlock();
+        CommitBatch(batch);
+        lock.lock();
+        for (WriteRequest* r : batch) r->done = true;
+        commit_leader = false;
+        group_cv.notify_all();
+      } else {
         group_cv.wait(lock);
-        continue;
       }
-      group_leader = true;
-      std::vector<WriteRequest*> batch;
-      batch.swap(group_queue);
-      lock.unlock();
-      RunBatch(batch);
-      lock.lock();
-      group_leader = false;
-      group_cv.notify_all();
     }
   }
   if (req.status.ok()) ApplyEffects(req.fx);
@@ -50,40 +68,41 @@ Status Exec(Db& db, const char* sql) {
 
 }  // namespace
 
-void Store::Impl::RunBatch(const std::vector<WriteRequest*>& batch) {
-  // 1. The data the changes publish reaches the disk first.
+void Store::Impl::SyncBatch(const std::vector<WriteRequest*>& batch) {
   std::set<int> fds;
   for (WriteRequest* r : batch) fds.insert(r->sync_fds.begin(), r->sync_fds.end());
-  std::set<int> failed_fds;
-  Status sync_error;
-  if (!fds.empty() && sync_full) {
-    Result<store::EnginePool::Lease> engine = engines->Acquire();
-    for (int fd : fds) {
-      Status s = engine.ok() ? (*engine)->SyncData(fd) : engine.status();
-      if (!s.ok()) {
-        ++counters.errors;
-        failed_fds.insert(fd);
-        sync_error = s.WithContext("syncing segment data");
-      }
+  std::map<int, Status> failed;
+  Result<store::EnginePool::Lease> engine = engines->Acquire();
+  for (int fd : fds) {
+    Status s = engine.ok() ? (*engine)->SyncData(fd) : engine.status();
+    if (!s.ok()) {
+      ++counters.errors;
+      failed[fd] = s.WithContext("syncing segment data");
     }
   }
-  // 2. One transaction, a savepoint per change.
+  if (failed.empty()) return;
+  std::lock_guard lock(group_mu);
+  for (WriteRequest* r : batch) {
+    for (int fd : r->sync_fds) {
+      auto it = failed.find(fd);
+      if (it == failed.end()) continue;
+      r->status = it->second;  // never published: its data may not be on disk
+      r->done = true;
+      break;
+    }
+  }
+}
+
+void Store::Impl::CommitBatch(const std::vector<WriteRequest*>& batch) {
   bool lock_opens = false;
   for (WriteRequest* r : batch) lock_opens = lock_opens || r->lock_opens;
   std::unique_lock wlock(write_mu);
   std::unique_lock olock(open_mu, std::defer_lock);
   if (lock_opens) olock.lock();
   Status begin = Exec(*writer, "BEGIN IMMEDIATE");
-  size_t applied = 0;
   for (WriteRequest* r : batch) {
     if (!begin.ok()) {
       r->status = begin;
-      continue;
-    }
-    bool synced = true;
-    for (int fd : r->sync_fds) synced = synced && failed_fds.count(fd) == 0;
-    if (!synced) {
-      r->status = sync_error;
       continue;
     }
     r->status = Exec(*writer, "SAVEPOINT change");
@@ -96,24 +115,17 @@ void Store::Impl::RunBatch(const std::vector<WriteRequest*>& batch) {
       (void)Exec(*writer, "RELEASE change");
       r->fx = store::TxnEffects();
     }
-    if (r->status.ok()) ++applied;
   }
-  if (begin.ok()) {
-    Status commit = Exec(*writer, "COMMIT");
-    if (!commit.ok()) {
-      (void)Exec(*writer, "ROLLBACK");
-      for (WriteRequest* r : batch) {
-        if (r->status.ok()) {
-          r->status = commit;
-          r->fx = store::TxnEffects();
-        }
-      }
+  if (!begin.ok()) return;
+  Status commit = Exec(*writer, "COMMIT");
+  if (commit.ok()) return;
+  (void)Exec(*writer, "ROLLBACK");
+  for (WriteRequest* r : batch) {
+    if (r->status.ok()) {
+      r->status = commit;
+      r->fx = store::TxnEffects();
     }
   }
-  if (olock.owns_lock()) olock.unlock();
-  wlock.unlock();
-  std::lock_guard lock(group_mu);
-  for (WriteRequest* r : batch) r->done = true;
 }
 
 void Store::Impl::ApplyEffects(store::TxnEffects& fx) {

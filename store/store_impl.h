@@ -117,8 +117,8 @@ struct Store::Impl {
 
   // ---- transactions (store_commit.cc)
   // Runs `body` as one atomic change and returns once it is durable. Concurrent callers are
-  // committed together (group commit): one leader syncs the data files they name (`sync_fds`:
-  // segments they wrote) and then runs every body in one SQLite transaction, each inside its own
+  // committed together (group commit): the data files they name (`sync_fds`: segments they
+  // wrote) are synced first, then every body runs in one SQLite transaction, each inside its own
   // savepoint so that one failure leaves the others alone. With `lock_opens`, open counts are
   // frozen while the body runs (for changes that may delete inodes). Effects are applied by the
   // caller's thread after the commit.
@@ -132,11 +132,14 @@ struct Store::Impl {
     Status status;
     bool done = false;
   };
-  void RunBatch(const std::vector<WriteRequest*>& batch);
+  void SyncBatch(const std::vector<WriteRequest*>& batch);    // stage 1: data durable
+  void CommitBatch(const std::vector<WriteRequest*>& batch);  // stage 2: one transaction
   std::mutex group_mu;
   std::condition_variable group_cv;
-  std::vector<WriteRequest*> group_queue;
-  bool group_leader = false;
+  std::vector<WriteRequest*> sync_queue;    // waiting for their data to be synced
+  std::vector<WriteRequest*> commit_queue;  // waiting for a transaction
+  bool sync_leader = false;
+  bool commit_leader = false;
 
   void ApplyEffects(store::TxnEffects& fx);
   bool IsOpen(Ino ino);  // caller holds open_mu

@@ -2,8 +2,10 @@
 // write includes hashing, fdatasync and the metadata commit; each read verifies every block), and
 // put/get latency percentiles of small chunks. Prints `name: value` lines; tests/bench/groups/store
 // runs it next to fio and turns the speeds into ratios.
-//   kdn_bench_store DIR [--chunk-mib N] [--total-mib N] [--runs N] [--writers N] [--readers N]
-//                   [--latency]
+//   kdn_bench_store DIR [--chunk-mib N] [--total-mib N] [--runs N] [--warmup N] [--writers N]
+//                   [--readers N] [--fresh] [--latency]
+// DIR is a store, created if needed (--fresh: recreated). Every run releases what it wrote, so a
+// store left by a warm-up has its segments allocated and written, as a store in service does.
 // With several writers (or readers), each takes a contiguous share of the chunks, as kdnfs's
 // threads do for files closed (or read) at the same time.
 #include <sys/mman.h>
@@ -63,9 +65,9 @@ void Fill(std::byte* p, size_t n, uint64_t seed) {
   std::exit(1);
 }
 
-std::unique_ptr<kdn::Store> OpenFresh(const std::string& dir) {
+std::unique_ptr<kdn::Store> OpenStore(const std::string& dir, bool fresh) {
   std::error_code ec;
-  std::filesystem::remove_all(dir, ec);
+  if (fresh) std::filesystem::remove_all(dir, ec);
   auto store = kdn::Store::Open(dir);
   if (!store.ok()) Die(store.status(), "open");
   return std::move(*store);
@@ -154,8 +156,8 @@ int main(int argc, char** argv) {
   }
   const std::string dir = argv[1];
   size_t chunk_mib = 8, total_mib = 1024, writers = 1, readers = 1;
-  int runs = 3;
-  bool latency = false;
+  int runs = 3, warmup = 1;
+  bool latency = false, fresh = false;
   for (int i = 2; i < argc; ++i) {
     std::string a = argv[i];
     if (a == "--chunk-mib" && i + 1 < argc) {
@@ -168,6 +170,10 @@ int main(int argc, char** argv) {
       writers = std::max<size_t>(1, std::strtoul(argv[++i], nullptr, 10));
     } else if (a == "--readers" && i + 1 < argc) {
       readers = std::max<size_t>(1, std::strtoul(argv[++i], nullptr, 10));
+    } else if (a == "--warmup" && i + 1 < argc) {
+      warmup = std::atoi(argv[++i]);
+    } else if (a == "--fresh") {
+      fresh = true;
     } else if (a == "--latency") {
       latency = true;
     } else {
@@ -175,7 +181,7 @@ int main(int argc, char** argv) {
       return 2;
     }
   }
-  auto store = OpenFresh(dir);
+  auto store = OpenStore(dir, fresh);
   if (latency) {
     Latency(*store, 4096, "4k", 2000);
     Latency(*store, 65536, "64k", 1000);
@@ -189,9 +195,8 @@ int main(int argc, char** argv) {
     Fill(data[t], chunk, 1 + t);
   }
   for (size_t t = 0; t < readers; ++t) out[t] = AlignedBytes(chunk);
-  // Warm-up: allocates the segments and warms every cache; later runs reuse the space, as a store
-  // in service does.
-  SequentialRun(*store, data, out, chunk, count, 0);
+  // Warm-up: allocates the segments and warms every cache; later runs reuse the space.
+  for (int w = 0; w < warmup; ++w) SequentialRun(*store, data, out, chunk, count, 1000 + w);
   std::vector<double> write_gbps, read_gbps;
   for (int r = 1; r <= runs; ++r) {
     auto [w, rd] = SequentialRun(*store, data, out, chunk, count, static_cast<uint64_t>(r));
@@ -203,8 +208,10 @@ int main(int argc, char** argv) {
                  "(%zu readers)\n",
                  chunk_mib, r, write_gbps.back(), writers, read_gbps.back(), readers);
   }
-  std::printf("store_write_gbps_%zumib: %.3f\n", chunk_mib, Median(write_gbps));
-  std::printf("store_read_gbps_%zumib: %.3f\n", chunk_mib, Median(read_gbps));
+  if (runs > 0) {
+    std::printf("store_write_gbps_%zumib: %.3f\n", chunk_mib, Median(write_gbps));
+    std::printf("store_read_gbps_%zumib: %.3f\n", chunk_mib, Median(read_gbps));
+  }
   std::fprintf(stderr, "  io engine: %s\n", store->Stats().io_engine.c_str());
   return 0;
 }
