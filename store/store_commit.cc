@@ -100,6 +100,17 @@ void Store::Impl::CommitBatch(const std::vector<WriteRequest*>& batch) {
   std::unique_lock olock(open_mu, std::defer_lock);
   if (lock_opens) olock.lock();
   Status begin = Exec(*writer, "BEGIN IMMEDIATE");
+  bool flush_touches;
+  {
+    std::lock_guard lock(touch_mu);
+    flush_touches = touched.size() >= 4096;
+  }
+  // LRU times ride along with some transaction now and then, so the map stays small. Failing to
+  // write them loses nothing but recency.
+  if (begin.ok() && flush_touches && Exec(*writer, "SAVEPOINT touches").ok()) {
+    if (!FlushTouched(*writer).ok()) (void)Exec(*writer, "ROLLBACK TO touches");
+    (void)Exec(*writer, "RELEASE touches");
+  }
   for (WriteRequest* r : batch) {
     if (!begin.ok()) {
       r->status = begin;
