@@ -123,7 +123,7 @@ KDN_EXPORT const char* kdn_last_error(void) {
 }
 
 KDN_EXPORT const char* kdn_status_name(kdn_status s) {
-  switch (s) {
+  switch (g::RawEnum(s)) {
     case KDN_OK:
       return "KDN_OK";
     case KDN_E_INVALID_ARG:
@@ -224,7 +224,7 @@ KDN_EXPORT kdn_status kdn_dest_contiguous(kdn_dest* d, kdn_dtype dtype, uint32_t
                                           uint32_t capacity_tokens) {
   return g::Api([&]() -> Status {
     KDN_RETURN_IF_ERROR(g::NotNull(d, "dest"));
-    KDN_RETURN_IF_ERROR(g::FromApiDType(dtype, "dtype").status());
+    KDN_RETURN_IF_ERROR(g::FromApiDType(g::RawEnum(dtype), "dtype").status());
     if (n_kv_heads == 0 || head_dim == 0)
       return Status::InvalidArgument("n_kv_heads and head_dim must be > 0");
     std::memset(d, 0, sizeof *d);
@@ -249,7 +249,7 @@ KDN_EXPORT kdn_status kdn_dest_paged(kdn_dest* d, kdn_dtype dtype, uint32_t n_la
                                      const int32_t* block_table, uint32_t n_block_table) {
   return g::Api([&]() -> Status {
     KDN_RETURN_IF_ERROR(g::NotNull(d, "dest"));
-    KDN_RETURN_IF_ERROR(g::FromApiDType(dtype, "dtype").status());
+    KDN_RETURN_IF_ERROR(g::FromApiDType(g::RawEnum(dtype), "dtype").status());
     if (n_kv_heads == 0 || head_dim == 0 || block_size == 0) {
       return Status::InvalidArgument("n_kv_heads, head_dim and block_size must be > 0");
     }
@@ -446,7 +446,7 @@ KDN_EXPORT kdn_status kdn_select_deviation(kdn_ctx* ctx, const void* fresh, cons
     KDN_RETURN_IF_ERROR(g::NotNull(ctx, "ctx"));
     KDN_RETURN_IF_ERROR(g::NotNull(cached, "cached"));
     KDN_RETURN_IF_ERROR(g::NotNull(out_count, "out_count"));
-    KDN_ASSIGN_OR_RETURN(KvKind kind, g::FromApiKv(kv));
+    KDN_ASSIGN_OR_RETURN(KvKind kind, g::FromApiKv(g::RawEnum(kv)));
     KDN_ASSIGN_OR_RETURN(uint32_t k, g::SelectionCount(ratio, n_tokens));
     if (n_tokens == 0) return Status::OK();
     KDN_RETURN_IF_ERROR(g::NotNull(fresh, "fresh"));
@@ -481,7 +481,7 @@ KDN_EXPORT kdn_status kdn_scatter_rows(kdn_ctx* ctx, const void* rows,
   return g::Api([&]() -> Status {
     KDN_RETURN_IF_ERROR(g::NotNull(ctx, "ctx"));
     KDN_RETURN_IF_ERROR(g::NotNull(dest, "dest"));
-    KDN_ASSIGN_OR_RETURN(KvKind kind, g::FromApiKv(kv));
+    KDN_ASSIGN_OR_RETURN(KvKind kind, g::FromApiKv(g::RawEnum(kv)));
     if (n_rows == 0) return Status::OK();
     KDN_RETURN_IF_ERROR(g::NotNull(rows, "rows"));
     KDN_RETURN_IF_ERROR(g::NotNull(token_indices, "token_indices"));

@@ -14,7 +14,7 @@ using Wide = __int128;
 Status CheckStructure(const kdn_dest* d, const DestUse& use, DestSpec* spec) {
   const std::string w = use.what;
   if (d == nullptr) return Status::InvalidArgument(w + " descriptor is NULL");
-  KDN_ASSIGN_OR_RETURN(spec->dtype, FromApiDType(d->dtype, (w + ".dtype").c_str()));
+  KDN_ASSIGN_OR_RETURN(spec->dtype, FromApiDType(RawEnum(d->dtype), (w + ".dtype").c_str()));
   spec->elem_size = DTypeSize(spec->dtype);
   if (use.need_dtype && spec->dtype != use.dtype) {
     return Status::InvalidArgument(w + ".dtype is " + std::string(DTypeName(spec->dtype)) +

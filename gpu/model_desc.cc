@@ -53,8 +53,9 @@ Result<ModelIdentity> FromApiModel(const kdn_model_desc* model) {
   m.n_heads = model->n_heads;
   m.n_kv_heads = model->n_kv_heads;
   m.head_dim = model->head_dim;
-  KDN_ASSIGN_OR_RETURN(m.dtype, FromApiDType(model->dtype, "model.dtype"));
-  switch (model->rope_style) {
+  KDN_ASSIGN_OR_RETURN(m.dtype, FromApiDType(RawEnum(model->dtype), "model.dtype"));
+  const int style = RawEnum(model->rope_style);
+  switch (style) {
     case KDN_ROPE_NONE:
       m.rope_style = RopeStyle::kNone;
       break;
@@ -65,8 +66,7 @@ Result<ModelIdentity> FromApiModel(const kdn_model_desc* model) {
       m.rope_style = RopeStyle::kGptj;
       break;
     default:
-      return Status::InvalidArgument("model.rope_style: unknown style " +
-                                     std::to_string(static_cast<int>(model->rope_style)));
+      return Status::InvalidArgument("model.rope_style: unknown style " + std::to_string(style));
   }
   m.rotary_dim = model->rotary_dim;
   m.rope_theta = model->rope_theta;

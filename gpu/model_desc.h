@@ -2,11 +2,24 @@
 #ifndef KDN_GPU_MODEL_DESC_H_
 #define KDN_GPU_MODEL_DESC_H_
 
+#include <cstring>
+
 #include "kdn/format.h"
 #include "kdn/kdn.h"
 #include "kdn/status.h"
 
 namespace kdn::gpu {
+
+// The integer a C caller stored in an enum-typed argument or field, read without loading it as
+// the enum: a C program may pass any int there, and loading an out-of-range enumerator is
+// undefined in C++.
+template <typename E>
+int RawEnum(const E& e) {
+  static_assert(sizeof(E) == sizeof(int), "C enums are int-sized");
+  int v;
+  std::memcpy(&v, &e, sizeof v);
+  return v;
+}
 
 Result<DType> FromApiDType(int dtype, const char* what);
 kdn_dtype ToApiDType(DType t);

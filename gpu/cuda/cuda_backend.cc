@@ -48,6 +48,12 @@ class CudaCacheState final : public CacheDeviceState {
 // Device copies of a destination's block table or slot mapping, and the addressing that uses them.
 class DeviceTables {
  public:
+  DeviceTables() = default;
+  // The pinned source must not go back to the pool while its copy may still be reading it.
+  ~DeviceTables() { (void)WaitCopied(); }
+  DeviceTables(const DeviceTables&) = delete;
+  DeviceTables& operator=(const DeviceTables&) = delete;
+
   // Uploads on `stream` from pinned staging (kept until the copy is done: WaitCopied).
   Status Upload(const DestSpec& d, cudaMemPool_t pool, cudaStream_t stream, StagingPool* staging) {
     addr_ = d.addressing();
@@ -111,6 +117,11 @@ struct StagingSlot {
   StagingBuffer buffer;
   CudaEvent copied;  // recorded after the host-to-device copy out of `buffer`
   bool in_flight = false;
+
+  StagingSlot() = default;
+  ~StagingSlot() { (void)WaitIdle(); }
+  StagingSlot(const StagingSlot&) = delete;
+  StagingSlot& operator=(const StagingSlot&) = delete;
 
   Status WaitIdle() {
     if (in_flight) {
