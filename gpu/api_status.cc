@@ -47,11 +47,6 @@ kdn_status Fail(const Status& s) {
   return code;
 }
 
-kdn_status Fail(kdn_status code, std::string message) {
-  tls_last_error = std::move(message);
-  return code;
-}
-
 const char* LastError() {
   return tls_last_error.c_str();
 }

@@ -30,7 +30,6 @@ kdn_status ToApiStatus(const Status& s);
 
 // Records `s` as the calling thread's last error (when it is not OK) and returns its code.
 kdn_status Fail(const Status& s);
-kdn_status Fail(kdn_status code, std::string message);
 const char* LastError();
 
 }  // namespace kdn::gpu
