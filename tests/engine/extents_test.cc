@@ -23,6 +23,11 @@ class Extents : public ::testing::Test {
     ASSERT_EQ(bytes_.size() % kPage, 0u);
     ASSERT_GE(bytes_.size(), 3 * kPage);
     ctx_ = MakeCtx();
+    const char probe[] = "probe";
+    const bool xattrs = ::setxattr(path_.c_str(), "user.kdn.probe", probe, sizeof probe, 0) == 0;
+    KDN_REQUIRE_OR_SKIP(
+        xattrs, "the filesystem of " + dir_.str() + " has no user xattrs: " + strerror(errno));
+    ::removexattr(path_.c_str(), "user.kdn.probe");
   }
 
   // Writes the file's bytes into two segment files, between unrelated bytes, and returns the
