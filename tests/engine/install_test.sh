@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the build tree into a temporary prefix, builds examples/c/load_cache.c outside the tree
 # against it (MODE pkgconfig: cc + pkg-config; MODE cmake: find_package(kdn) + kdn::kdn), runs it
-# on a synthetic cache, and compares its output with the format library's export.
+# on a synthetic cache, and compares its output with the format library's export (and with the
+# installed `kdnctl export`, when there is one).
 #   install_test.sh BUILD_DIR SOURCE_DIR MAKE_TEST_CACHE MODE
 set -euo pipefail
 build=$1 src=$2 make_cache=$3 mode=$4
@@ -39,4 +40,8 @@ esac
 
 "$tmp/load_cache" "$tmp/a.kv" 3 "$tmp/out.bin"
 cmp "$tmp/out.bin" "$tmp/ref.bin"
+if [ -x "$tmp/prefix/bin/kdnctl" ]; then
+  "$tmp/prefix/bin/kdnctl" export --layer 3 --kv k --dtype fp16 "$tmp/a.kv" -o "$tmp/kdnctl.bin"
+  cmp "$tmp/out.bin" "$tmp/kdnctl.bin"
+fi
 echo "load_cache ($mode) output equals the reference export"
