@@ -1,0 +1,390 @@
+// The chunk store: content-addressed chunks on local NVMe, and the namespace that names them.
+//
+// A store is a directory:
+//   meta.db           SQLite (WAL, synchronous=FULL): chunks, extents, inodes, directory entries,
+//                     xattrs, `.kv` metadata and prefix hashes. One transaction per operation.
+//   seg/NNNNNN.seg    preallocated segment files holding chunk bytes in 4 KiB-aligned extents,
+//                     written and read with O_DIRECT through the I/O engine (io_uring).
+//   staging/          files being written by kdnfs; handed to the store at commit; stray ones are
+//                     removed when the store is opened.
+//   LOCK              flock()ed for the lifetime of the Store: a second process gets kBusy.
+//
+// Chunks are content addressed: id = xxh3-128 of the bytes, the same bytes are stored once and
+// reference counted. A chunk is immutable. Commit order: the bytes are written and fdatasync'ed,
+// then one SQLite transaction publishes them; a crash at any point leaves either the old state or
+// the new one, and space that no committed row references is free again on the next open. Every
+// read is verified (per-block xxh3-64 checksums of the stored bytes, computed at put time).
+//
+// Content that starts with the `.kv` magic is validated at put/commit time (header, every block
+// checksum) and its header and prefix hashes are indexed, so that kdnfs can answer prefix lookups.
+// Invalid `.kv` content is refused with kInvalidArgument and nothing changes.
+//
+// Capacity: a byte limit on stored extents. A put that would exceed it evicts chunks that only
+// evictable, unpinned references hold, least recently used first (eviction removes every name of
+// the files that hold such a chunk); when that is not enough it fails with kNoSpace (ENOSPC) and
+// nothing of it is visible.
+//
+// Every method is thread-safe: many readers and writers may call concurrently. Every change is
+// atomic and durable when its call returns; concurrent changes share data syncs and SQLite
+// transactions (group commit), each isolated in its own savepoint. Errors carry the errno kdnfs
+// should answer in Status::sys_errno() (ENOTEMPTY, ENOTDIR, EISDIR, EEXIST, ENOSPC...).
+#ifndef KDN_STORE_H_
+#define KDN_STORE_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <limits>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "kdn/format.h"
+#include "kdn/status.h"
+
+namespace kdn {
+
+// xxh3-128 of a chunk's bytes. The all-zero id means "no chunk" (an empty file has none).
+using ChunkId = Hash128;
+
+// Inode numbers are never reused within a store (they only grow) and stay below 2^48, so kdnfs
+// may use the numbers above for its virtual files. The root directory is kRootIno.
+using Ino = uint64_t;
+inline constexpr Ino kRootIno = 1;
+inline constexpr Ino kMaxStoreIno = (Ino{1} << 48) - 1;
+
+// A time argument meaning "the current time" (like UTIME_NOW).
+inline constexpr int64_t kTimeNow = std::numeric_limits<int64_t>::min();
+
+enum class IoEngineKind : uint8_t {
+  kAuto = 0,     // io_uring when the kernel allows it, else pread/pwrite (logged once);
+                 // the environment variable KDN_IO_ENGINE=psync|io_uring overrides kAuto
+  kIoUring = 1,  // io_uring or fail at open
+  kPsync = 2,    // pread/pwrite (and fdatasync) only
+};
+
+enum class SyncPolicy : uint8_t {
+  kFull = 0,  // data fdatasync'ed before every commit, SQLite synchronous=FULL: a committed
+              // operation survives a power cut
+  kNone = 1,  // no syncs: for scratch stores only; a crash of the machine may lose or corrupt data
+};
+
+// One name removed by eviction (for kdnfs to invalidate the kernel's cache of it).
+struct EvictedName {
+  Ino parent = 0;
+  std::string name;
+  Ino ino = 0;
+};
+
+struct StoreOptions {
+  bool create_if_missing = true;
+  // Limit on the bytes of stored extents (4 KiB-rounded chunk sizes). At creation, 0 means "no
+  // limit but the filesystem's free space"; at open, 0 keeps the recorded limit and any other value
+  // replaces it (it may be below current use: later puts then evict or fail).
+  uint64_t capacity_bytes = 0;
+  // Size of each new segment file (multiple of 4 KiB, at least 64 KiB). The last segment is cut
+  // short so that the segments never exceed the capacity.
+  uint64_t segment_bytes = uint64_t{1} << 30;
+  IoEngineKind io_engine = IoEngineKind::kAuto;
+  SyncPolicy sync = SyncPolicy::kFull;
+  uint32_t queue_depth = 32;     // I/O requests in flight per operation
+  uint32_t io_bytes = 1u << 20;  // bytes per I/O request (multiple of 4 KiB)
+  // Called after an eviction has committed, on the thread whose put triggered it, with no store
+  // lock held (it may call back into the store). Optional.
+  std::function<void(const std::vector<EvictedName>&)> on_evict;
+};
+
+// What `df` shows.
+struct StoreUsage {
+  uint64_t capacity_bytes = 0;  // the limit, or used + the filesystem's free space when unlimited
+  uint64_t used_bytes = 0;  // 4 KiB-rounded extents held by chunks (and freed but not yet reusable)
+  uint64_t free_bytes = 0;  // what a put can still use (without evicting)
+  uint64_t chunks = 0;
+  uint64_t inodes = 0;  // every inode, directories included
+};
+
+// The `.kv` header fields kdnfs shows as user.kdn.* xattrs.
+struct KvSummary {
+  std::string model;  // model name
+  Hash128 fingerprint;
+  uint32_t n_layers = 0;
+  uint32_t n_tokens = 0;
+  uint32_t position_offset = 0;
+  uint32_t chunk_tokens = 0;
+  std::string codec;       // CodecSpec::Name()
+  uint64_t raw_bytes = 0;  // decoded size of every block in the model dtype
+  uint64_t file_bytes = 0;
+  uint32_t n_prefix_hashes = 0;
+};
+
+struct ChunkInfo {
+  ChunkId id;
+  uint64_t size = 0;          // bytes of content
+  uint64_t stored_bytes = 0;  // 4 KiB-rounded extents
+  uint32_t refs = 0;          // references: inodes holding it as content + Put references
+  uint32_t pins = 0;
+  bool evictable = false;  // only evictable, unpinned references hold it
+  int64_t atime_ns = 0;    // last access (LRU), ns since the epoch
+  int64_t created_ns = 0;
+  std::optional<KvSummary> kv;  // set when the content is a `.kv` file
+};
+
+// Where the bytes of a chunk lie: concatenated in order they are the chunk (docs/xattrs.md).
+struct Extent {
+  std::string path;     // absolute path of the segment file
+  uint64_t offset = 0;  // 4 KiB-aligned
+  uint64_t length = 0;  // bytes of the chunk here (only the last extent may end off alignment)
+};
+
+struct PutOptions {
+  // The reference this put returns is evictable (a cache entry): the chunk may be evicted while
+  // only evictable references hold it, after which Release of it returns kNotFound.
+  bool evictable = false;
+};
+
+// Attributes of an inode. `mode` is a full st_mode: type bits (S_IFREG, S_IFDIR, S_IFLNK, S_IFCHR,
+// S_IFBLK, S_IFIFO, S_IFSOCK) and permission bits (with setuid/setgid/sticky).
+struct InodeAttr {
+  Ino ino = 0;
+  uint32_t mode = 0;
+  uint32_t uid = 0;
+  uint32_t gid = 0;
+  uint32_t nlink = 0;  // directories: 2 + subdirectories
+  uint64_t size = 0;   // regular: content bytes; symlink: target length; directory: 0
+  int64_t atime_ns = 0;
+  int64_t mtime_ns = 0;
+  int64_t ctime_ns = 0;
+  uint64_t rdev = 0;
+  ChunkId chunk;           // regular files: the committed content (zero when empty)
+  bool evictable = false;  // inherited from the parent directory at creation
+  bool pinned = false;
+  friend bool operator==(const InodeAttr&, const InodeAttr&) = default;
+};
+
+// A node to create. Type and permission bits in `mode` (kdnfs applies the umask first).
+struct NewNode {
+  uint32_t mode = 0;
+  uint32_t uid = 0;
+  uint32_t gid = 0;
+  uint64_t rdev = 0;           // S_IFCHR / S_IFBLK
+  std::string symlink_target;  // S_IFLNK (1..4095 bytes)
+  int64_t time_ns = kTimeNow;  // atime = mtime = ctime
+};
+
+// Fields to change; unset fields stay. ctime becomes now whenever anything changes (or ctime_ns).
+struct SetAttrRequest {
+  std::optional<uint32_t> mode;  // permission bits only; the type bits of the inode stay
+  std::optional<uint32_t> uid;
+  std::optional<uint32_t> gid;
+  // Regular files only. Committed content is immutable: 0 drops the content (released), the
+  // current size is accepted as a no-op, any other size is kInvalidArgument (kdnfs re-stages the
+  // file and commits the truncated bytes with CommitFileContent).
+  std::optional<uint64_t> size;
+  std::optional<int64_t> atime_ns;  // or kTimeNow
+  std::optional<int64_t> mtime_ns;  // or kTimeNow
+  std::optional<int64_t> ctime_ns;  // or kTimeNow
+};
+
+// Flags of Rename, with the values of Linux's renameat2 flags.
+inline constexpr uint32_t kRenameNoReplace =
+    1;  // RENAME_NOREPLACE: kAlreadyExists if the target exists
+inline constexpr uint32_t kRenameExchange = 2;  // RENAME_EXCHANGE: swap two existing names
+
+// One entry of a directory listing. `cookie` resumes the listing right after this entry.
+struct DirEntry {
+  std::string name;
+  InodeAttr attr;
+  uint64_t cookie = 0;
+};
+
+enum class XattrSetMode : uint8_t { kAny = 0, kCreate = 1, kReplace = 2 };  // XATTR_CREATE/REPLACE
+
+struct CommitOptions {
+  int64_t mtime_ns = kTimeNow;  // the content's modification time (ctime becomes now)
+};
+
+// A `.kv` chunk whose chained prefix hash at index `index` equals the one asked for: its first
+// min((index + 1) * chunk_tokens, n_tokens) tokens are the prefix.
+struct PrefixMatch {
+  ChunkId chunk;
+  uint32_t index = 0;
+  uint32_t n_tokens = 0;  // tokens of the whole chunk
+  Ino ino = 0;            // a regular file holding the chunk (0 when only Put references hold it)
+};
+
+// Counters for /.kdn/stats. Byte and count totals come from the database (exact, since open or
+// creation as noted); operation counters and latencies count since this Store was opened.
+struct StoreStats {
+  std::string io_engine;  // "io_uring" or "psync"
+  uint64_t files = 0;     // regular files (inodes), hard links counted once
+  uint64_t directories = 0;
+  uint64_t chunks = 0;
+  uint64_t logical_bytes = 0;    // sum of regular file sizes
+  uint64_t stored_bytes = 0;     // sum of distinct chunk sizes
+  uint64_t allocated_bytes = 0;  // 4 KiB-rounded extents
+  double dedup_ratio = 1.0;      // logical / stored (1 when empty)
+  uint64_t kv_chunks = 0;
+  uint64_t kv_raw_bytes = 0;       // decoded size of the `.kv` chunks
+  uint64_t kv_stored_bytes = 0;    // their encoded size
+  double compression_ratio = 1.0;  // kv_raw / kv_stored (1 when none)
+  // Since open:
+  uint64_t puts = 0;
+  uint64_t put_bytes = 0;
+  uint64_t dedup_hits = 0;  // puts whose bytes were already stored
+  uint64_t reads = 0;       // Get calls that succeeded
+  uint64_t read_bytes = 0;
+  uint64_t prefix_lookups = 0;
+  uint64_t prefix_hits = 0;
+  uint64_t evictions = 0;  // chunks evicted
+  uint64_t evicted_bytes = 0;
+  uint64_t errors = 0;               // I/O errors and checksum failures seen by any operation
+  uint64_t read_latency_p50_ns = 0;  // Get latency percentiles (0 before the first read)
+  uint64_t read_latency_p90_ns = 0;
+  uint64_t read_latency_p99_ns = 0;
+  uint64_t read_latency_max_ns = 0;
+};
+
+struct FsckOptions {
+  bool verify_data = true;  // read every chunk: whole-chunk hash, block checksums, `.kv` checksums
+};
+
+struct FsckReport {
+  uint64_t chunks = 0;
+  uint64_t inodes = 0;
+  uint64_t dentries = 0;
+  uint64_t bytes_verified = 0;
+  std::vector<std::string> problems;  // one line each, empty when the store is sound
+  bool clean() const { return problems.empty(); }
+};
+
+class Store {
+ public:
+  // Opens (or creates, when allowed and `dir` is empty or missing) the store in `dir`, takes its
+  // lock (kBusy when another process holds it), reclaims orphans (unlinked inodes left by a crash)
+  // and removes stray staging files.
+  static Result<std::unique_ptr<Store>> Open(const std::string& dir,
+                                             const StoreOptions& options = {});
+  // Opens the store and checks it (see Fsck below). kBusy when it is in use.
+  static Result<FsckReport> Fsck(const std::string& dir, const FsckOptions& options = {});
+
+  ~Store();
+  Store(const Store&) = delete;
+  Store& operator=(const Store&) = delete;
+
+  const std::string& dir() const;   // absolute path
+  std::string staging_dir() const;  // dir()/staging
+  // A fresh, unused path inside staging_dir() for kdnfs to create (O_CREAT|O_EXCL) and fill.
+  std::string NewStagingPath();
+  StoreUsage Usage() const;
+  StoreStats Stats() const;
+
+  // ---- Chunks.
+
+  // Stores `bytes` (or takes one more reference when they are already stored) and returns the id
+  // with one reference held by the caller.
+  Result<ChunkId> Put(std::span<const std::byte> bytes, const PutOptions& options = {});
+  // Same from a staged file (any path; normally NewStagingPath()). The file is removed on success
+  // and left in place on failure.
+  Result<ChunkId> PutFile(const std::string& staged_path, const PutOptions& options = {});
+  // Reads up to out.size() bytes of the chunk from `offset`, verified; returns the bytes read
+  // (fewer at the end of the chunk, 0 at or past it). Any buffer works; a 4 KiB-aligned buffer and
+  // offset avoid a copy. Counts as an access for LRU.
+  Result<size_t> Get(const ChunkId& id, uint64_t offset, std::span<std::byte> out);
+  Result<ChunkInfo> StatChunk(const ChunkId& id);
+  // Drops one Put reference; the space is reused once the release is durable and no read is using
+  // it.
+  Status Release(const ChunkId& id);
+  Result<std::vector<Extent>> Extents(const ChunkId& id);
+  // Pinned chunks are never evicted. Pins are counted.
+  Status Pin(const ChunkId& id);
+  Status Unpin(const ChunkId& id);
+  // Marks an access for LRU (kept in memory, written lazily; a crash may forget recent touches).
+  void Touch(const ChunkId& id);
+  // Reads the whole chunk: its hash must equal its id; `.kv` content must pass every checksum.
+  Status VerifyChunk(const ChunkId& id);
+
+  // ---- The namespace. Each call is one atomic change. Names are 1..255 bytes without '/' or NUL,
+  // and not "." or "..".
+
+  Result<InodeAttr> GetAttr(Ino ino);
+  Result<InodeAttr> Lookup(Ino parent, std::string_view name);
+  // Creates a regular file, directory, symlink or device/fifo/socket node named `name` in `parent`.
+  // It inherits the parent's evictable flag.
+  Result<InodeAttr> MakeNode(Ino parent, std::string_view name, const NewNode& node);
+  // Creates a regular file with no name (nlink 0, like O_TMPFILE), already opened once
+  // (OpenInode); `flags_from` is the directory whose evictable flag it inherits. Give it a name
+  // with Link, or it disappears at CloseInode.
+  Result<InodeAttr> MakeUnlinkedFile(Ino flags_from, const NewNode& node);
+  Result<std::string> ReadLink(Ino ino);
+  // A new name for a non-directory (kPermissionDenied/EPERM for directories).
+  Result<InodeAttr> Link(Ino ino, Ino new_parent, std::string_view new_name);
+  // Removes a non-directory name; returns the inode as it is afterwards. The inode and its content
+  // are reclaimed at once when nlink drops to 0 and it is not open, else at its last CloseInode.
+  Result<InodeAttr> Unlink(Ino parent, std::string_view name);
+  // Removes an empty directory (ENOTEMPTY status with sys_errno() ENOTEMPTY when it is not).
+  Status Rmdir(Ino parent, std::string_view name);
+  // Atomic rename. Replaces an existing target (a file by a file, a directory by an empty
+  // directory), or with kRenameNoReplace/kRenameExchange as renameat2. Moving a directory into its
+  // own subtree is refused (EINVAL).
+  Status Rename(Ino parent, std::string_view name, Ino new_parent, std::string_view new_name,
+                uint32_t flags = 0);
+  Result<InodeAttr> SetAttr(Ino ino, const SetAttrRequest& request);
+  // Up to `max_entries` entries after `cookie` (0 starts the listing with "." and ".."). Cookies
+  // are stable: entries added or removed meanwhile do not shift the others.
+  Result<std::vector<DirEntry>> ReadDir(Ino dir, uint64_t cookie, size_t max_entries);
+  // A path of the inode from the root ("/a/b.kv"), through any one of its names.
+  Result<std::string> PathOf(Ino ino);
+
+  // Extended attributes, stored as given (kdnfs decides which names users may touch). A missing
+  // attribute is kNotFound (kdnfs answers ENODATA). Values up to 64 KiB, names up to 255 bytes.
+  Result<std::string> GetXattr(Ino ino, std::string_view name);
+  Status SetXattr(Ino ino, std::string_view name, std::string_view value,
+                  XattrSetMode mode = XattrSetMode::kAny);
+  Result<std::vector<std::string>> ListXattr(Ino ino);
+  Status RemoveXattr(Ino ino, std::string_view name);
+
+  // user.kdn.evictable (directories pass it on to entries created later; files make their content
+  // evictable) and user.kdn.pin (files: their content is never evicted).
+  Status SetEvictable(Ino ino, bool evictable);
+  Status SetPinned(Ino ino, bool pinned);
+
+  // Open handles (counted in memory): an unlinked inode keeps its content while open and is
+  // reclaimed at its last close; after a crash, on the next Open. Eviction skips open files.
+  Status OpenInode(Ino ino);
+  Status CloseInode(Ino ino);
+
+  // Publishes new content for a regular file in one transaction with the chunk: the staged file is
+  // validated (`.kv` content must parse and pass every checksum: kInvalidArgument otherwise, and
+  // nothing changes), stored (deduplicated), and becomes the inode's content; the old content is
+  // released. The staged file is removed on success and left in place on failure.
+  Result<InodeAttr> CommitFileContent(Ino ino, const std::string& staged_path,
+                                      const CommitOptions& options = {});
+  // Same with a chunk already stored (the inode takes its own reference; the caller keeps its).
+  Result<InodeAttr> CommitFileChunk(Ino ino, const ChunkId& chunk,
+                                    const CommitOptions& options = {});
+
+  // `.kv` chunks whose prefix chain holds `hash` (counted as a prefix lookup, and a hit when
+  // found).
+  Result<std::vector<PrefixMatch>> LookupPrefix(const Hash128& hash, size_t max_results = 16);
+  // Regular files whose content is `chunk`.
+  Result<std::vector<Ino>> InodesWithChunk(const ChunkId& chunk, size_t max_results = 16);
+
+  // ---- Checks.
+
+  // Checks everything: the database, every extent against the segments and the other extents,
+  // reference counts, the namespace's links, and (verify_data) every chunk's bytes. Writers wait
+  // while the metadata is checked (not while the bytes are read); readers never wait.
+  Result<FsckReport> Fsck(const FsckOptions& options = {});
+
+ private:
+  struct Impl;
+  explicit Store(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace kdn
+
+#endif  // KDN_STORE_H_
