@@ -30,6 +30,10 @@ enum class RootKind { kPlain, kMount };
 inline std::string_view RootName(RootKind k) {
   return k == RootKind::kPlain ? "plain" : "mount";
 }
+// For gtest's test names and messages.
+inline void PrintTo(RootKind k, std::ostream* os) {
+  *os << RootName(k);
+}
 
 inline bool MountBuilt() {
 #ifdef KDN_KDNFS_BIN
