@@ -159,6 +159,7 @@ struct InodeAttr {
   ChunkId chunk;           // regular files: the committed content (zero when empty)
   bool evictable = false;  // inherited from the parent directory at creation
   bool pinned = false;
+  friend bool operator==(const InodeAttr&, const InodeAttr&) = default;
 };
 
 // A node to create. Type and permission bits in `mode` (kdnfs applies the umask first).

@@ -1,0 +1,63 @@
+#include "store/chunk_id.h"
+
+#include <xxhash.h>
+
+namespace kdn::store {
+
+ChunkId HashChunk(std::span<const std::byte> bytes) {
+  XXH128_hash_t h = XXH3_128bits(bytes.data(), bytes.size());
+  return ChunkId{h.low64, h.high64};
+}
+
+ChunkHasher::ChunkHasher() : state_(XXH3_createState()) {
+  XXH3_128bits_reset(static_cast<XXH3_state_t*>(state_));
+}
+
+ChunkHasher::~ChunkHasher() {
+  XXH3_freeState(static_cast<XXH3_state_t*>(state_));
+}
+
+void ChunkHasher::Update(std::span<const std::byte> bytes) {
+  XXH3_128bits_update(static_cast<XXH3_state_t*>(state_), bytes.data(), bytes.size());
+}
+
+ChunkId ChunkHasher::Finish() {
+  XXH128_hash_t h = XXH3_128bits_digest(static_cast<XXH3_state_t*>(state_));
+  return ChunkId{h.low64, h.high64};
+}
+
+uint64_t BlockSum(std::span<const std::byte> bytes) {
+  return XXH3_64bits(bytes.data(), bytes.size());
+}
+
+std::string IdHex(const Hash128& id) {
+  static constexpr char kDigits[] = "0123456789abcdef";
+  std::string out(32, '0');
+  for (int i = 0; i < 16; ++i) {
+    out[15 - i] = kDigits[(id.hi >> (4 * i)) & 0xf];
+    out[31 - i] = kDigits[(id.lo >> (4 * i)) & 0xf];
+  }
+  return out;
+}
+
+IdKey ToKey(const Hash128& id) {
+  IdKey key;
+  for (int i = 0; i < 8; ++i) {
+    key[i] = static_cast<std::byte>(id.hi >> (56 - 8 * i));
+    key[8 + i] = static_cast<std::byte>(id.lo >> (56 - 8 * i));
+  }
+  return key;
+}
+
+bool FromKey(std::span<const std::byte> key, Hash128* id) {
+  if (key.size() != 16) return false;
+  uint64_t hi = 0, lo = 0;
+  for (int i = 0; i < 8; ++i) {
+    hi = (hi << 8) | static_cast<uint8_t>(key[i]);
+    lo = (lo << 8) | static_cast<uint8_t>(key[8 + i]);
+  }
+  *id = Hash128{lo, hi};
+  return true;
+}
+
+}  // namespace kdn::store

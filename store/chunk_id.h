@@ -1,0 +1,50 @@
+// Chunk ids: hashing, hex text and the 16-byte key form used in the database.
+#ifndef KDN_STORE_CHUNK_ID_H_
+#define KDN_STORE_CHUNK_ID_H_
+
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <span>
+#include <string>
+
+#include "kdn/store.h"
+
+namespace kdn::store {
+
+// xxh3-128, seed 0: the same function as the format library's HashBytes128.
+ChunkId HashChunk(std::span<const std::byte> bytes);
+
+// Incremental form of HashChunk, for content read in pieces.
+class ChunkHasher {
+ public:
+  ChunkHasher();
+  ~ChunkHasher();
+  ChunkHasher(const ChunkHasher&) = delete;
+  ChunkHasher& operator=(const ChunkHasher&) = delete;
+  void Update(std::span<const std::byte> bytes);
+  ChunkId Finish();
+
+ private:
+  void* state_;  // XXH3_state_t
+};
+
+// xxh3-64 of one block of stored bytes (the per-block read checksum).
+uint64_t BlockSum(std::span<const std::byte> bytes);
+
+// 32 lowercase hex digits, hi first (as Hash128::ToHex).
+std::string IdHex(const Hash128& id);
+
+// Big-endian hi then lo: byte order equals hex order, so keys sort like their text.
+using IdKey = std::array<std::byte, 16>;
+IdKey ToKey(const Hash128& id);
+bool FromKey(std::span<const std::byte> key, Hash128* id);
+
+struct IdHasher {
+  size_t operator()(const Hash128& id) const { return static_cast<size_t>(id.lo ^ (id.hi * 31)); }
+};
+
+}  // namespace kdn::store
+
+#endif  // KDN_STORE_CHUNK_ID_H_

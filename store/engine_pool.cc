@@ -1,0 +1,37 @@
+#include "store/engine_pool.h"
+
+namespace kdn::store {
+
+Result<EnginePool::Lease> EnginePool::Acquire() {
+  std::unique_ptr<io::IoEngine> engine;
+  {
+    std::lock_guard lock(mu_);
+    if (!idle_.empty()) {
+      engine = std::move(idle_.back());
+      idle_.pop_back();
+    }
+  }
+  if (!engine) {
+    KDN_ASSIGN_OR_RETURN(engine, io::CreateIoEngine(options_));
+    std::lock_guard lock(mu_);
+    kind_ = engine->kind();
+  }
+  // Segments only ever get added and their descriptors stay open until the store closes (after
+  // every engine is gone), so registering each descriptor once per engine is enough.
+  for (const SegmentInfo& s : segments_.List()) KDN_RETURN_IF_ERROR(engine->RegisterFile(s.fd));
+  return Lease(this, std::move(engine));
+}
+
+io::EngineKind EnginePool::kind() const {
+  std::lock_guard lock(mu_);
+  return kind_;
+}
+
+void EnginePool::Return(std::unique_ptr<io::IoEngine> engine) {
+  // An engine left with operations in flight (only after an internal error) is not reused.
+  if (engine->outstanding() != 0) return;
+  std::lock_guard lock(mu_);
+  idle_.push_back(std::move(engine));
+}
+
+}  // namespace kdn::store

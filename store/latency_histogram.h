@@ -1,0 +1,58 @@
+// Lock-free latency histogram for /.kdn/stats: log-linear buckets (4 per power of two), so a
+// percentile is known within 25% whatever the scale.
+#ifndef KDN_STORE_LATENCY_HISTOGRAM_H_
+#define KDN_STORE_LATENCY_HISTOGRAM_H_
+
+#include <algorithm>
+#include <array>
+#include <atomic>
+#include <bit>
+#include <cstdint>
+
+namespace kdn::store {
+
+class LatencyHistogram {
+ public:
+  void Record(uint64_t ns) {
+    buckets_[Bucket(ns)].fetch_add(1, std::memory_order_relaxed);
+    uint64_t prev = max_.load(std::memory_order_relaxed);
+    while (ns > prev && !max_.compare_exchange_weak(prev, ns, std::memory_order_relaxed)) {
+    }
+  }
+  // Upper bound of the bucket holding quantile q (0..1); 0 when empty.
+  uint64_t Percentile(double q) const {
+    uint64_t total = 0;
+    std::array<uint64_t, kBuckets> snap;
+    for (size_t i = 0; i < kBuckets; ++i)
+      total += snap[i] = buckets_[i].load(std::memory_order_relaxed);
+    if (total == 0) return 0;
+    uint64_t rank = static_cast<uint64_t>(q * static_cast<double>(total - 1)) + 1, seen = 0;
+    for (size_t i = 0; i < kBuckets; ++i) {
+      seen += snap[i];
+      if (seen >= rank) return std::min(UpperBound(i), max());
+    }
+    return max();
+  }
+  uint64_t max() const { return max_.load(std::memory_order_relaxed); }
+
+ private:
+  static constexpr size_t kBuckets = 64 * 4;
+  static size_t Bucket(uint64_t ns) {
+    if (ns < 4) return static_cast<size_t>(ns);
+    int log = 63 - std::countl_zero(ns);   // ns in [2^log, 2^(log+1))
+    uint64_t sub = (ns >> (log - 2)) & 3;  // quarter within that range
+    return static_cast<size_t>(log) * 4 + static_cast<size_t>(sub);
+  }
+  static uint64_t UpperBound(size_t bucket) {
+    if (bucket < 4) return bucket;
+    size_t log = bucket / 4, sub = bucket % 4;
+    if (log >= 63) return UINT64_MAX;
+    return (uint64_t{1} << log) + ((sub + 1) << (log - 2)) - 1;
+  }
+  std::array<std::atomic<uint64_t>, kBuckets> buckets_{};
+  std::atomic<uint64_t> max_{0};
+};
+
+}  // namespace kdn::store
+
+#endif  // KDN_STORE_LATENCY_HISTOGRAM_H_

@@ -1,0 +1,723 @@
+// Chunks: hashing and validation, space reservation and eviction, writing, publishing,
+// reference counting, verified reads.
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstring>
+#include <thread>
+
+#include "iouring/aligned_buffer.h"
+#include "store/byte_sources.h"
+#include "store/clock.h"
+#include "store/store_impl.h"
+
+namespace kdn {
+
+using store::ChunkLayout;
+using store::Db;
+using store::NowNs;
+using store::PhysExtent;
+using store::PreparedChunk;
+using store::RefKind;
+using store::Stmt;
+using store::TxnEffects;
+
+namespace {
+
+uint64_t MonoNs() {
+  return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                   std::chrono::steady_clock::now().time_since_epoch())
+                                   .count());
+}
+
+Status NotFoundChunk(const ChunkId& id) {
+  return Status::NotFound("chunk " + store::IdHex(id) + " is not in the store");
+}
+
+// Invalid `.kv` content is the caller's error (kdnfs answers EINVAL at close).
+Status KvRefused(const Status& s) {
+  if (s.code() == Code::kInvalidArgument || s.code() == Code::kUnsupported) return s;
+  if (s.code() == Code::kCorruption || s.code() == Code::kModelMismatch) {
+    return Status::InvalidArgument("invalid .kv content: " + s.message());
+  }
+  return s;
+}
+
+class Fd {
+ public:
+  explicit Fd(int fd) : fd_(fd) {}
+  ~Fd() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  Fd(const Fd&) = delete;
+  Fd& operator=(const Fd&) = delete;
+  int get() const { return fd_; }
+
+ private:
+  int fd_;
+};
+
+// A chunk's bytes through the store, for the format library's reader (verification).
+class ChunkByteSource final : public ByteSource {
+ public:
+  ChunkByteSource(store::EnginePool& engines, const store::SegmentSet& segments,
+                  const store::IoShape& shape, std::shared_ptr<const ChunkLayout> layout)
+      : engines_(engines), segments_(segments), shape_(shape), layout_(std::move(layout)) {}
+  uint64_t size() const override { return layout_->size; }
+  Status ReadAt(uint64_t offset, std::span<std::byte> out) const override {
+    if (offset > layout_->size || out.size() > layout_->size - offset) {
+      return Status::Corruption("read beyond the end of chunk " + store::IdHex(layout_->id));
+    }
+    KDN_ASSIGN_OR_RETURN(store::EnginePool::Lease engine, engines_.Acquire());
+    return store::ReadChunk(*engine, segments_, *layout_, offset, out, shape_);
+  }
+
+ private:
+  store::EnginePool& engines_;
+  const store::SegmentSet& segments_;
+  const store::IoShape& shape_;
+  std::shared_ptr<const ChunkLayout> layout_;
+};
+
+}  // namespace
+
+// ---- lookups
+// --------------------------------------------------------------------------------------
+
+Result<std::shared_ptr<const ChunkLayout>> Store::Impl::LoadLayout(const ChunkId& id) {
+  if (auto cached = layouts.Find(id)) return cached;
+  const uint64_t generation = layouts.generation();
+  KDN_ASSIGN_OR_RETURN(store::DbPool::Lease db, readers->Acquire());
+  KDN_ASSIGN_OR_RETURN(store::ReadTxn snapshot, store::ReadTxn::Begin(*db));
+  auto layout = std::make_shared<ChunkLayout>();
+  layout->id = id;
+  {
+    KDN_ASSIGN_OR_RETURN(
+        Stmt q, db->Prepare("SELECT size, block_bytes, sums, kv FROM chunks WHERE id = ?"));
+    q.BindId(1, id);
+    KDN_ASSIGN_OR_RETURN(bool row, q.Step());
+    if (!row) return NotFoundChunk(id);
+    layout->size = q.U64(0);
+    layout->block_bytes = static_cast<uint32_t>(q.U64(1));
+    if (!store::DecodeSums(q.Blob(2), &layout->sums)) layout->sums.clear();
+    layout->kv = q.Int(3) != 0;
+  }
+  {
+    KDN_ASSIGN_OR_RETURN(
+        Stmt q, db->Prepare("SELECT seg, off, len FROM extents WHERE chunk = ? ORDER BY idx"));
+    q.BindId(1, id);
+    while (true) {
+      KDN_ASSIGN_OR_RETURN(bool row, q.Step());
+      if (!row) break;
+      if (q.Int(0) <= 0 || q.Int(1) < 0 || q.Int(2) <= 0) {
+        return Status::Corruption("chunk " + store::IdHex(id) + ": malformed extent row");
+      }
+      layout->extents.push_back(
+          store::ChunkExtent{static_cast<uint32_t>(q.U64(0)), q.U64(1), q.U64(2)});
+    }
+  }
+  Status check = store::CheckLayout(*layout);
+  if (!check.ok()) {
+    ++counters.errors;
+    return check;
+  }
+  layouts.Insert(layout, generation);
+  return std::shared_ptr<const ChunkLayout>(std::move(layout));
+}
+
+Result<bool> Store::Impl::ChunkExists(const ChunkId& id) {
+  if (layouts.Find(id)) return true;
+  KDN_ASSIGN_OR_RETURN(store::DbPool::Lease db, readers->Acquire());
+  KDN_ASSIGN_OR_RETURN(Stmt q, db->Prepare("SELECT 1 FROM chunks WHERE id = ?"));
+  q.BindId(1, id);
+  return q.Step();
+}
+
+// ---- preparing content
+// ----------------------------------------------------------------------------
+
+Result<std::unique_ptr<PreparedChunk>> Store::Impl::PrepareMemory(
+    std::span<const std::byte> bytes) {
+  auto chunk = std::make_unique<PreparedChunk>();
+  chunk->size = bytes.size();
+  store::ChunkHasher hasher;
+  for (uint64_t off = 0; off < bytes.size(); off += store::kBlockBytes) {
+    auto block = bytes.subspan(off, std::min<uint64_t>(store::kBlockBytes, bytes.size() - off));
+    hasher.Update(block);
+    chunk->sums.push_back(store::BlockSum(block));
+  }
+  chunk->id = hasher.Finish();
+  store::SpanByteSource source(bytes);
+  Result<std::optional<store::KvIndex>> kv = store::InspectKvContent(source);
+  if (!kv.ok()) return KvRefused(kv.status());
+  chunk->kv = std::move(*kv);
+  return chunk;
+}
+
+Result<std::unique_ptr<PreparedChunk>> Store::Impl::PrepareFile(int fd, const std::string& path) {
+  struct stat st;
+  if (::fstat(fd, &st) != 0) return Status::FromErrno("stat of " + path, errno);
+  if (!S_ISREG(st.st_mode)) return Status::InvalidArgument(path + " is not a regular file");
+  auto chunk = std::make_unique<PreparedChunk>();
+  chunk->size = static_cast<uint64_t>(st.st_size);
+  // One pass to hash (the id decides whether the bytes need writing at all), through a buffer
+  // reused by this thread.
+  static thread_local io::AlignedBuffer window(32 * size_t{store::kBlockBytes});
+  if (window.empty()) return Status::NoSpace("cannot allocate a read buffer");
+  store::FdByteSource source(fd, chunk->size, path);
+  store::ChunkHasher hasher;
+  for (uint64_t off = 0; off < chunk->size; off += window.size()) {
+    uint64_t n = std::min<uint64_t>(window.size(), chunk->size - off);
+    KDN_RETURN_IF_ERROR(source.ReadAt(off, {window.data(), n}));
+    for (uint64_t b = 0; b < n; b += store::kBlockBytes) {
+      std::span<const std::byte> block(window.data() + b,
+                                       std::min<uint64_t>(store::kBlockBytes, n - b));
+      hasher.Update(block);
+      chunk->sums.push_back(store::BlockSum(block));
+    }
+  }
+  chunk->id = hasher.Finish();
+  Result<std::optional<store::KvIndex>> kv = store::InspectKvContent(source);
+  if (!kv.ok()) return KvRefused(kv.status().WithContext(path));
+  chunk->kv = std::move(*kv);
+  return chunk;
+}
+
+// ---- space
+// ----------------------------------------------------------------------------------------
+
+Result<std::vector<PhysExtent>> Store::Impl::Reserve(uint64_t bytes) {
+  const uint64_t cap0 = capacity.load();
+  if (cap0 != 0 && bytes > cap0) {
+    return Status::NoSpace("a chunk of " + std::to_string(bytes) +
+                           " bytes is larger than the store's capacity (" + std::to_string(cap0) +
+                           " bytes)");
+  }
+  auto give_up_at = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  while (true) {
+    uint64_t deficit = 0, grow = 0, pending = 0, live = 0;
+    const uint64_t cap = capacity.load();
+    {
+      std::lock_guard lock(alloc_mu);
+      alloc.Reclaim(epochs.OldestActive());
+      live = alloc.live_bytes();
+      pending = alloc.pending_bytes();
+      if (cap != 0 && live + bytes > cap) {
+        deficit = live + bytes - cap;
+      } else if (alloc.free_bytes() >= bytes) {
+        return alloc.Allocate(bytes);
+      } else {
+        uint64_t total = alloc.segment_bytes();
+        uint64_t room = cap == 0 ? options.segment_bytes
+                                 : (io::AlignDown(cap, io::kDirectAlign) > total
+                                        ? io::AlignDown(cap, io::kDirectAlign) - total
+                                        : 0);
+        grow = std::min<uint64_t>(options.segment_bytes, room);
+      }
+    }
+    if (deficit > 0) {
+      KDN_ASSIGN_OR_RETURN(uint64_t evicted, Evict(deficit));
+      if (evicted == 0) {
+        return Status::NoSpace("store is full: capacity " + std::to_string(cap) + " bytes, " +
+                               std::to_string(live) + " in use, " + std::to_string(bytes) +
+                               " more needed, and nothing evictable");
+      }
+      continue;
+    }
+    if (grow > 0) {
+      std::lock_guard glock(grow_mu);
+      {
+        // Someone else may have grown (or freed) meanwhile.
+        std::lock_guard lock(alloc_mu);
+        if (alloc.free_bytes() >= bytes) continue;
+      }
+      KDN_ASSIGN_OR_RETURN(store::SegmentInfo seg, segments.Create(grow));
+      std::lock_guard lock(alloc_mu);
+      alloc.AddSegment(seg.id, seg.bytes);
+      continue;
+    }
+    if (pending > 0 && std::chrono::steady_clock::now() < give_up_at) {
+      // Released space becomes free as soon as the reads that may still use it finish.
+      std::this_thread::sleep_for(std::chrono::microseconds(200));
+      continue;
+    }
+    return Status::NoSpace("store is full: no free space in its segments (" +
+                           std::to_string(bytes) + " bytes needed)");
+  }
+}
+
+void Store::Impl::FreeUnpublished(PreparedChunk& chunk) {
+  if (chunk.published || chunk.allocation.empty()) return;
+  std::lock_guard lock(alloc_mu);
+  alloc.Free(chunk.allocation);
+  chunk.allocation.clear();
+  chunk.written = false;
+}
+
+Status Store::Impl::WriteData(PreparedChunk& chunk, store::ChunkSource& source) {
+  if (chunk.size == 0) {
+    chunk.written = true;
+    return Status::OK();
+  }
+  KDN_ASSIGN_OR_RETURN(chunk.allocation, Reserve(io::AlignUp(chunk.size, io::kDirectAlign)));
+  ChunkLayout layout;
+  layout.id = chunk.id;
+  layout.size = chunk.size;
+  layout.extents = store::ExtentsFor(chunk.allocation, chunk.size);
+  Status s;
+  {
+    Result<store::EnginePool::Lease> engine = engines->Acquire();
+    s = engine.ok() ? store::WriteChunk(**engine, segments, layout, source, shape, sync_full)
+                    : engine.status();
+  }
+  if (!s.ok()) {
+    ++counters.errors;
+    FreeUnpublished(chunk);
+    return s.WithContext("writing chunk " + store::IdHex(chunk.id));
+  }
+  chunk.written = true;
+  return Status::OK();
+}
+
+Result<uint64_t> Store::Impl::Evict(uint64_t want_bytes) {
+  uint64_t got = 0;
+  KDN_RETURN_IF_ERROR(Write(true, [&](Db& db, TxnEffects& fx) -> Status {
+    KDN_RETURN_IF_ERROR(FlushTouched(db));
+    const int64_t now = NowNs();
+    int64_t skipped = 0;
+    while (got < want_bytes) {
+      std::vector<std::pair<ChunkId, uint64_t>> batch;
+      {
+        KDN_ASSIGN_OR_RETURN(Stmt q, db.Prepare("SELECT id, stored FROM chunks WHERE put_keep = 0 "
+                                                "AND inode_keep = 0 AND pins = 0 "
+                                                "ORDER BY atime, id LIMIT 32 OFFSET ?"));
+        q.BindInt(1, skipped);
+        while (true) {
+          KDN_ASSIGN_OR_RETURN(bool row, q.Step());
+          if (!row) break;
+          batch.emplace_back(q.Id(0), q.U64(1));
+        }
+      }
+      if (batch.empty()) break;
+      for (const auto& [id, stored] : batch) {
+        std::vector<Ino> inodes;
+        {
+          KDN_ASSIGN_OR_RETURN(Stmt q, db.Prepare("SELECT ino FROM inodes WHERE chunk = ?"));
+          q.BindId(1, id);
+          while (true) {
+            KDN_ASSIGN_OR_RETURN(bool row, q.Step());
+            if (!row) break;
+            inodes.push_back(q.U64(0));
+          }
+        }
+        bool busy = false;
+        for (Ino ino : inodes) busy = busy || IsOpen(ino);
+        if (busy) {  // an open file keeps its content
+          ++skipped;
+          continue;
+        }
+        for (Ino ino : inodes) {
+          // Every name of the file goes, then the file, which releases the chunk.
+          {
+            KDN_ASSIGN_OR_RETURN(Stmt q,
+                                 db.Prepare("SELECT parent, name FROM dentries WHERE ino = ?"));
+            q.BindInt(1, ino);
+            while (true) {
+              KDN_ASSIGN_OR_RETURN(bool row, q.Step());
+              if (!row) break;
+              auto name = q.Blob(1);
+              fx.evicted.push_back(EvictedName{
+                  q.U64(0), std::string(reinterpret_cast<const char*>(name.data()), name.size()),
+                  ino});
+            }
+          }
+          for (const EvictedName& n : fx.evicted) {
+            if (n.ino != ino) continue;
+            KDN_ASSIGN_OR_RETURN(Stmt t, db.Prepare("UPDATE inodes SET mtime = ?, ctime = ? "
+                                                    "WHERE ino = ?"));
+            t.BindInt(1, now).BindInt(2, now).BindInt(3, n.parent);
+            KDN_RETURN_IF_ERROR(t.Run());
+          }
+          KDN_ASSIGN_OR_RETURN(Stmt del, db.Prepare("DELETE FROM dentries WHERE ino = ?"));
+          del.BindInt(1, ino);
+          KDN_RETURN_IF_ERROR(del.Run());
+          KDN_RETURN_IF_ERROR(DropInode(db, ino, fx));
+        }
+        KDN_ASSIGN_OR_RETURN(Stmt still, db.Prepare("SELECT 1 FROM chunks WHERE id = ?"));
+        still.BindId(1, id);
+        KDN_ASSIGN_OR_RETURN(bool exists, still.Step());
+        still.Reset();
+        if (exists) KDN_RETURN_IF_ERROR(DeleteChunkRows(db, id, fx));  // weak Put references
+        got += stored;
+        ++fx.evicted_chunks;
+        fx.evicted_bytes += stored;
+        if (got >= want_bytes) break;
+      }
+    }
+    return Status::OK();
+  }));
+  return got;
+}
+
+// ---- publishing and references
+// --------------------------------------------------------------------
+
+Result<bool> Store::Impl::InstallChunk(Db& db, PreparedChunk& chunk, RefKind kind, bool keep,
+                                       TxnEffects& fx) {
+  bool exists;
+  {
+    KDN_ASSIGN_OR_RETURN(Stmt q, db.Prepare("SELECT 1 FROM chunks WHERE id = ?"));
+    q.BindId(1, chunk.id);
+    KDN_ASSIGN_OR_RETURN(exists, q.Step());
+  }
+  if (exists) {
+    KDN_RETURN_IF_ERROR(AddChunkRef(db, chunk.id, kind, keep));
+    return true;
+  }
+  if (chunk.size > 0 && !chunk.written) return false;
+  const int64_t now = NowNs();
+  {
+    KDN_ASSIGN_OR_RETURN(
+        Stmt q, db.Prepare("INSERT INTO chunks(id, size, stored, block_bytes, sums, put_refs, "
+                           "put_keep, inode_refs, inode_keep, pins, atime, ctime, kv) "
+                           "VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?)"));
+    const bool put = kind == RefKind::kPut;
+    q.BindId(1, chunk.id).BindInt(2, chunk.size);
+    q.BindInt(3, io::AlignUp(chunk.size, io::kDirectAlign)).BindInt(4, store::kBlockBytes);
+    q.BindBlob(5, store::EncodeSums(chunk.sums));
+    q.BindInt(6, put ? 1 : 0).BindInt(7, put && keep ? 1 : 0);
+    q.BindInt(8, put ? 0 : 1).BindInt(9, !put && keep ? 1 : 0);
+    q.BindInt(10, now).BindInt(11, now).BindInt(12, chunk.kv ? 1 : 0);
+    KDN_RETURN_IF_ERROR(q.Run());
+  }
+  {
+    KDN_ASSIGN_OR_RETURN(
+        Stmt q, db.Prepare("INSERT INTO extents(chunk, idx, seg, off, len) VALUES(?, ?, ?, ?, ?)"));
+    int64_t idx = 0;
+    for (const store::ChunkExtent& e : store::ExtentsFor(chunk.allocation, chunk.size)) {
+      q.BindId(1, chunk.id).BindInt(2, idx++).BindInt(3, e.seg).BindInt(4, e.off).BindInt(5, e.len);
+      KDN_RETURN_IF_ERROR(q.Run());
+    }
+  }
+  if (chunk.kv) {
+    const KvSummary& k = chunk.kv->summary;
+    KDN_ASSIGN_OR_RETURN(
+        Stmt q, db.Prepare("INSERT INTO kv_meta(chunk, model, fingerprint, n_layers, n_tokens, "
+                           "position_offset, chunk_tokens, codec, raw_bytes, file_bytes, n_prefix) "
+                           "VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"));
+    q.BindId(1, chunk.id).BindText(2, k.model).BindId(3, k.fingerprint).BindInt(4, k.n_layers);
+    q.BindInt(5, k.n_tokens).BindInt(6, k.position_offset).BindInt(7, k.chunk_tokens);
+    q.BindText(8, k.codec).BindInt(9, k.raw_bytes).BindInt(10, k.file_bytes);
+    q.BindInt(11, chunk.kv->prefix_hashes.size());
+    KDN_RETURN_IF_ERROR(q.Run());
+    KDN_ASSIGN_OR_RETURN(
+        Stmt p, db.Prepare("INSERT OR IGNORE INTO prefixes(hash, chunk, idx) VALUES(?, ?, ?)"));
+    for (size_t i = 0; i < chunk.kv->prefix_hashes.size(); ++i) {
+      p.BindId(1, chunk.kv->prefix_hashes[i]).BindId(2, chunk.id).BindInt(3, i);
+      KDN_RETURN_IF_ERROR(p.Run());
+    }
+  }
+  fx.published.push_back(&chunk);
+  ++fx.chunk_delta;
+  return true;
+}
+
+Status Store::Impl::AddChunkRef(Db& db, const ChunkId& id, RefKind kind, bool keep) {
+  KDN_ASSIGN_OR_RETURN(
+      Stmt q, db.Prepare(kind == RefKind::kPut
+                             ? "UPDATE chunks SET put_refs = put_refs + 1, put_keep = put_keep + ? "
+                               "WHERE id = ?"
+                             : "UPDATE chunks SET inode_refs = inode_refs + 1, "
+                               "inode_keep = inode_keep + ? WHERE id = ?"));
+  q.BindInt(1, keep ? 1 : 0).BindId(2, id);
+  KDN_RETURN_IF_ERROR(q.Run());
+  if (db.Changes() != 1) return NotFoundChunk(id);
+  return Status::OK();
+}
+
+Status Store::Impl::DropChunkRef(Db& db, const ChunkId& id, RefKind kind, bool keep,
+                                 TxnEffects& fx) {
+  int64_t put_refs, put_keep, inode_refs, inode_keep;
+  {
+    KDN_ASSIGN_OR_RETURN(Stmt q, db.Prepare("SELECT put_refs, put_keep, inode_refs, inode_keep "
+                                            "FROM chunks WHERE id = ?"));
+    q.BindId(1, id);
+    KDN_ASSIGN_OR_RETURN(bool row, q.Step());
+    if (!row) {
+      // An inode naming a chunk that is gone (fsck reports it): nothing left to release.
+      if (kind == RefKind::kInode) return Status::OK();
+      return NotFoundChunk(id);
+    }
+    put_refs = q.Int(0);
+    put_keep = q.Int(1);
+    inode_refs = q.Int(2);
+    inode_keep = q.Int(3);
+  }
+  if (kind == RefKind::kPut) {
+    if (put_refs <= 0) {
+      return Status::NotFound("chunk " + store::IdHex(id) + " has no Put reference to release");
+    }
+    // Evictable references go first: releasing one never makes the chunk less protected.
+    if (put_refs - put_keep <= 0) --put_keep;
+    --put_refs;
+  } else {
+    if (inode_refs > 0) --inode_refs;
+    if (keep && inode_keep > 0) --inode_keep;
+  }
+  if (put_refs + inode_refs <= 0) return DeleteChunkRows(db, id, fx);
+  KDN_ASSIGN_OR_RETURN(Stmt u, db.Prepare("UPDATE chunks SET put_refs = ?, put_keep = ?, "
+                                          "inode_refs = ?, inode_keep = ? WHERE id = ?"));
+  u.BindInt(1, put_refs).BindInt(2, put_keep).BindInt(3, inode_refs).BindInt(4, inode_keep);
+  u.BindId(5, id);
+  return u.Run();
+}
+
+Status Store::Impl::DeleteChunkRows(Db& db, const ChunkId& id, TxnEffects& fx) {
+  {
+    KDN_ASSIGN_OR_RETURN(Stmt q, db.Prepare("SELECT seg, off, len FROM extents WHERE chunk = ?"));
+    q.BindId(1, id);
+    while (true) {
+      KDN_ASSIGN_OR_RETURN(bool row, q.Step());
+      if (!row) break;
+      if (q.Int(0) <= 0 || q.Int(1) < 0 || q.Int(2) <= 0) continue;  // never free garbage
+      fx.retired.push_back(PhysExtent{static_cast<uint32_t>(q.U64(0)), q.U64(1),
+                                      io::AlignUp(q.U64(2), io::kDirectAlign)});
+    }
+  }
+  static constexpr const char* kDeletes[] = {
+      "DELETE FROM chunks WHERE id = ?", "DELETE FROM extents WHERE chunk = ?",
+      "DELETE FROM kv_meta WHERE chunk = ?", "DELETE FROM prefixes WHERE chunk = ?"};
+  for (const char* sql : kDeletes) {
+    KDN_ASSIGN_OR_RETURN(Stmt q, db.Prepare(sql));
+    q.BindId(1, id);
+    KDN_RETURN_IF_ERROR(q.Run());
+  }
+  fx.deleted_chunks.push_back(id);
+  --fx.chunk_delta;
+  return Status::OK();
+}
+
+Status Store::Impl::ReadAll(const ChunkId& id,
+                            const std::function<Status(std::span<const std::byte>)>& sink) {
+  store::ReadGuard guard(epochs);
+  KDN_ASSIGN_OR_RETURN(std::shared_ptr<const ChunkLayout> layout, LoadLayout(id));
+  io::AlignedBuffer window(8u << 20);
+  if (window.empty()) return Status::NoSpace("cannot allocate a read buffer");
+  KDN_ASSIGN_OR_RETURN(store::EnginePool::Lease engine, engines->Acquire());
+  for (uint64_t off = 0; off < layout->size; off += window.size()) {
+    uint64_t n = std::min<uint64_t>(window.size(), layout->size - off);
+    Status s = store::ReadChunk(*engine, segments, *layout, off, {window.data(), n}, shape);
+    if (!s.ok()) {
+      ++counters.errors;
+      return s;
+    }
+    KDN_RETURN_IF_ERROR(sink({window.data(), n}));
+  }
+  return Status::OK();
+}
+
+// ---- public chunk API
+// -----------------------------------------------------------------------------
+
+namespace {
+// The commit body's way to say "the chunk is not stored and we have no bytes written".
+Status Vanished(bool* flag) {
+  *flag = true;
+  return Status::Internal("chunk vanished during commit");
+}
+}  // namespace
+
+Result<ChunkId> Store::Put(std::span<const std::byte> bytes, const PutOptions& options) {
+  KDN_ASSIGN_OR_RETURN(std::unique_ptr<PreparedChunk> chunk, impl_->PrepareMemory(bytes));
+  store::MemoryChunkSource source(bytes);
+  bool dedup = false;
+  KDN_RETURN_IF_ERROR(impl_->StoreAndCommit(
+      *chunk, source, false, [&](Db& db, TxnEffects& fx, bool* vanished) -> Status {
+        KDN_ASSIGN_OR_RETURN(
+            bool ok, impl_->InstallChunk(db, *chunk, RefKind::kPut, !options.evictable, fx));
+        if (!ok) return Vanished(vanished);
+        dedup = fx.published.empty();
+        return Status::OK();
+      }));
+  ++impl_->counters.puts;
+  impl_->counters.put_bytes += bytes.size();
+  if (dedup) ++impl_->counters.dedup_hits;
+  return chunk->id;
+}
+
+Result<ChunkId> Store::PutFile(const std::string& staged_path, const PutOptions& options) {
+  Fd fd(::open(staged_path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (fd.get() < 0) return Status::FromErrno("opening " + staged_path, errno);
+  KDN_ASSIGN_OR_RETURN(std::unique_ptr<PreparedChunk> chunk,
+                       impl_->PrepareFile(fd.get(), staged_path));
+  store::FileChunkSource source(fd.get(), chunk->size, staged_path);
+  bool dedup = false;
+  KDN_RETURN_IF_ERROR(impl_->StoreAndCommit(
+      *chunk, source, false, [&](Db& db, TxnEffects& fx, bool* vanished) -> Status {
+        if (chunk->written && chunk->size > 0)
+          KDN_RETURN_IF_ERROR(source.CheckUnchanged(chunk->id));
+        KDN_ASSIGN_OR_RETURN(
+            bool ok, impl_->InstallChunk(db, *chunk, RefKind::kPut, !options.evictable, fx));
+        if (!ok) return Vanished(vanished);
+        dedup = fx.published.empty();
+        return Status::OK();
+      }));
+  ::unlink(staged_path.c_str());
+  ++impl_->counters.puts;
+  impl_->counters.put_bytes += chunk->size;
+  if (dedup) ++impl_->counters.dedup_hits;
+  return chunk->id;
+}
+
+Result<size_t> Store::Get(const ChunkId& id, uint64_t offset, std::span<std::byte> out) {
+  const uint64_t t0 = MonoNs();
+  size_t n = 0;
+  {
+    store::ReadGuard guard(impl_->epochs);
+    KDN_ASSIGN_OR_RETURN(std::shared_ptr<const ChunkLayout> layout, impl_->LoadLayout(id));
+    if (offset >= layout->size || out.empty()) return size_t{0};
+    n = static_cast<size_t>(std::min<uint64_t>(out.size(), layout->size - offset));
+    KDN_ASSIGN_OR_RETURN(store::EnginePool::Lease engine, impl_->engines->Acquire());
+    Status s =
+        store::ReadChunk(*engine, impl_->segments, *layout, offset, out.first(n), impl_->shape);
+    if (!s.ok()) {
+      ++impl_->counters.errors;
+      return s;
+    }
+  }
+  Touch(id);
+  ++impl_->counters.reads;
+  impl_->counters.read_bytes += n;
+  impl_->read_latency.Record(MonoNs() - t0);
+  return n;
+}
+
+Result<ChunkInfo> Store::StatChunk(const ChunkId& id) {
+  ChunkInfo info;
+  info.id = id;
+  KDN_ASSIGN_OR_RETURN(store::DbPool::Lease db, impl_->readers->Acquire());
+  KDN_ASSIGN_OR_RETURN(store::ReadTxn snapshot, store::ReadTxn::Begin(*db));
+  {
+    KDN_ASSIGN_OR_RETURN(
+        Stmt q, db->Prepare("SELECT size, stored, put_refs + inode_refs, pins, "
+                            "put_keep = 0 AND inode_keep = 0 AND pins = 0, atime, ctime, kv "
+                            "FROM chunks WHERE id = ?"));
+    q.BindId(1, id);
+    KDN_ASSIGN_OR_RETURN(bool row, q.Step());
+    if (!row) return NotFoundChunk(id);
+    info.size = q.U64(0);
+    info.stored_bytes = q.U64(1);
+    info.refs = static_cast<uint32_t>(q.U64(2));
+    info.pins = static_cast<uint32_t>(q.U64(3));
+    info.evictable = q.Int(4) != 0;
+    info.atime_ns = q.Int(5);
+    info.created_ns = q.Int(6);
+    if (q.Int(7) == 0) {
+      std::lock_guard lock(impl_->touch_mu);
+      if (auto it = impl_->touched.find(id); it != impl_->touched.end()) {
+        info.atime_ns = std::max(info.atime_ns, it->second);
+      }
+      return info;
+    }
+  }
+  KDN_ASSIGN_OR_RETURN(
+      Stmt k, db->Prepare("SELECT model, fingerprint, n_layers, n_tokens, position_offset, "
+                          "chunk_tokens, codec, raw_bytes, file_bytes, n_prefix "
+                          "FROM kv_meta WHERE chunk = ?"));
+  k.BindId(1, id);
+  KDN_ASSIGN_OR_RETURN(bool row, k.Step());
+  if (row) {
+    KvSummary s;
+    s.model = k.Text(0);
+    s.fingerprint = k.Id(1);
+    s.n_layers = static_cast<uint32_t>(k.U64(2));
+    s.n_tokens = static_cast<uint32_t>(k.U64(3));
+    s.position_offset = static_cast<uint32_t>(k.U64(4));
+    s.chunk_tokens = static_cast<uint32_t>(k.U64(5));
+    s.codec = k.Text(6);
+    s.raw_bytes = k.U64(7);
+    s.file_bytes = k.U64(8);
+    s.n_prefix_hashes = static_cast<uint32_t>(k.U64(9));
+    info.kv = std::move(s);
+  }
+  std::lock_guard lock(impl_->touch_mu);
+  if (auto it = impl_->touched.find(id); it != impl_->touched.end()) {
+    info.atime_ns = std::max(info.atime_ns, it->second);
+  }
+  return info;
+}
+
+Status Store::Release(const ChunkId& id) {
+  return impl_->Write(false, [&](Db& db, TxnEffects& fx) {
+    return impl_->DropChunkRef(db, id, RefKind::kPut, false, fx);
+  });
+}
+
+Result<std::vector<Extent>> Store::Extents(const ChunkId& id) {
+  store::ReadGuard guard(impl_->epochs);
+  KDN_ASSIGN_OR_RETURN(std::shared_ptr<const ChunkLayout> layout, impl_->LoadLayout(id));
+  std::vector<Extent> out;
+  for (const store::ChunkExtent& e : layout->extents) {
+    out.push_back(Extent{impl_->segments.path(e.seg), e.off, e.len});
+  }
+  return out;
+}
+
+Status Store::Pin(const ChunkId& id) {
+  return impl_->Write(false, [&](Db& db, TxnEffects&) -> Status {
+    KDN_ASSIGN_OR_RETURN(Stmt q, db.Prepare("UPDATE chunks SET pins = pins + 1 WHERE id = ?"));
+    q.BindId(1, id);
+    KDN_RETURN_IF_ERROR(q.Run());
+    return db.Changes() == 1 ? Status::OK() : NotFoundChunk(id);
+  });
+}
+
+Status Store::Unpin(const ChunkId& id) {
+  return impl_->Write(false, [&](Db& db, TxnEffects&) -> Status {
+    KDN_ASSIGN_OR_RETURN(Stmt q, db.Prepare("UPDATE chunks SET pins = pins - 1 "
+                                            "WHERE id = ? AND pins > 0"));
+    q.BindId(1, id);
+    KDN_RETURN_IF_ERROR(q.Run());
+    if (db.Changes() == 1) return Status::OK();
+    KDN_ASSIGN_OR_RETURN(bool exists, impl_->ChunkExists(id));
+    return exists ? Status::InvalidArgument("chunk " + store::IdHex(id) + " is not pinned")
+                  : NotFoundChunk(id);
+  });
+}
+
+void Store::Touch(const ChunkId& id) {
+  std::lock_guard lock(impl_->touch_mu);
+  impl_->touched[id] = NowNs();
+}
+
+Status Store::VerifyChunk(const ChunkId& id) {
+  store::ChunkHasher hasher;
+  uint64_t size = 0;
+  KDN_RETURN_IF_ERROR(impl_->ReadAll(id, [&](std::span<const std::byte> bytes) {
+    hasher.Update(bytes);
+    size += bytes.size();
+    return Status::OK();
+  }));
+  ChunkId actual = hasher.Finish();
+  if (!(actual == id)) {
+    ++impl_->counters.errors;
+    return Status::Corruption("chunk " + store::IdHex(id) + ": content hashes to " +
+                              store::IdHex(actual));
+  }
+  store::ReadGuard guard(impl_->epochs);
+  KDN_ASSIGN_OR_RETURN(std::shared_ptr<const ChunkLayout> layout, impl_->LoadLayout(id));
+  if (!layout->kv) return Status::OK();
+  ChunkByteSource source(*impl_->engines, impl_->segments, impl_->shape, layout);
+  Result<std::optional<store::KvIndex>> kv = store::InspectKvContent(source);
+  if (!kv.ok() || !kv->has_value()) {
+    ++impl_->counters.errors;
+    return Status::Corruption(
+        "chunk " + store::IdHex(id) + ": " +
+        (kv.ok() ? std::string("no longer a .kv file") : kv.status().message()));
+  }
+  return Status::OK();
+}
+
+}  // namespace kdn

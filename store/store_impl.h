@@ -1,0 +1,195 @@
+// Store::Impl: the state behind kdn::Store, shared by the files that implement its parts
+// (store_open.cc, store_chunks.cc, store_namespace.cc, store_fsck.cc).
+//
+// Concurrency:
+//   write_mu   the one writer connection; every change is one transaction under it.
+//   open_mu    open counts; held (after write_mu) by transactions that may delete inodes, so an
+//              inode is never deleted while an OpenInode of it is in progress.
+//   alloc_mu   the free-space map; never held while waiting for write_mu.
+//   grow_mu    segment creation, one at a time.
+//   reads      lease a reader connection and an engine; their epoch guards the space they read.
+#ifndef KDN_STORE_STORE_IMPL_H_
+#define KDN_STORE_STORE_IMPL_H_
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "kdn/store.h"
+#include "store/chunk_id.h"
+#include "store/chunk_io.h"
+#include "store/chunk_layout.h"
+#include "store/db_pool.h"
+#include "store/engine_pool.h"
+#include "store/extent_allocator.h"
+#include "store/kv_content.h"
+#include "store/latency_histogram.h"
+#include "store/read_epochs.h"
+#include "store/segment_set.h"
+#include "store/sqlite_db.h"
+
+namespace kdn {
+
+namespace store {
+
+// Operation counters since open.
+struct Counters {
+  std::atomic<uint64_t> puts{0}, put_bytes{0}, dedup_hits{0}, reads{0}, read_bytes{0};
+  std::atomic<uint64_t> prefix_lookups{0}, prefix_hits{0}, evictions{0}, evicted_bytes{0};
+  std::atomic<uint64_t> errors{0};
+};
+
+// Content hashed, checked and (unless already stored) written: ready for a transaction to
+// publish it. Space it holds and no commit published is freed when it goes away.
+struct PreparedChunk {
+  ChunkId id;
+  uint64_t size = 0;
+  std::vector<uint64_t> sums;
+  std::optional<KvIndex> kv;
+  std::vector<PhysExtent> allocation;  // written space; empty until written (or for empty content)
+  bool written = false;
+  bool published = false;
+};
+
+// What a committed transaction changes outside the database; applied only after COMMIT.
+struct TxnEffects {
+  std::vector<PhysExtent> retired;
+  std::vector<ChunkId> deleted_chunks;
+  std::vector<PreparedChunk*> published;
+  int64_t chunk_delta = 0;
+  int64_t inode_delta = 0;
+  std::vector<EvictedName> evicted;
+  uint64_t evicted_chunks = 0;
+  uint64_t evicted_bytes = 0;
+};
+
+enum class RefKind { kPut, kInode };
+
+}  // namespace store
+
+struct Store::Impl {
+  std::string dir;
+  StoreOptions options;
+  bool sync_full = true;
+  store::IoShape shape;
+  int lock_fd = -1;
+
+  std::mutex write_mu;
+  std::unique_ptr<store::Db> writer;
+  std::unique_ptr<store::DbPool> readers;
+
+  store::SegmentSet segments;
+  std::mutex grow_mu;
+  std::mutex alloc_mu;
+  store::ExtentAllocator alloc;
+  std::atomic<uint64_t> capacity{0};
+  store::ReadEpochs epochs;
+  std::unique_ptr<store::EnginePool> engines;  // after segments: engines go first at close
+  store::LayoutCache layouts{8192};
+
+  std::mutex open_mu;
+  std::unordered_map<Ino, uint32_t> open_counts;
+  std::mutex touch_mu;
+  std::unordered_map<ChunkId, int64_t, store::IdHasher> touched;
+
+  store::Counters counters;
+  store::LatencyHistogram read_latency;
+  std::atomic<int64_t> chunk_count{0};
+  std::atomic<int64_t> inode_count{0};
+  std::atomic<uint64_t> staging_seq{0};
+  std::vector<std::string> open_problems;  // found while rebuilding at open; fsck reports them
+
+  ~Impl();
+
+  // ---- store_open.cc
+  Status OpenAll(const std::string& path, const StoreOptions& opts);
+  Status RebuildFreeSpace();
+  Status ReclaimOrphans();
+  Status CleanStaging();
+
+  // ---- transactions (store_open.cc)
+  // Runs `body` in one write transaction; with `lock_opens`, open counts are frozen until commit
+  // (for transactions that may delete inodes). Effects are applied after a successful commit.
+  template <typename Body>
+  Status Write(bool lock_opens, Body&& body) {
+    store::TxnEffects fx;
+    {
+      std::unique_lock wlock(write_mu);
+      std::unique_lock olock(open_mu, std::defer_lock);
+      if (lock_opens) olock.lock();
+      KDN_ASSIGN_OR_RETURN(store::WriteTxn txn, store::WriteTxn::Begin(*writer));
+      KDN_RETURN_IF_ERROR(body(*writer, fx));
+      KDN_RETURN_IF_ERROR(txn.Commit());
+    }
+    ApplyEffects(fx);
+    return Status::OK();
+  }
+  void ApplyEffects(store::TxnEffects& fx);
+  bool IsOpen(Ino ino);  // caller holds open_mu
+  Status FlushTouched(store::Db& db);
+
+  // ---- store_chunks.cc
+  Result<std::shared_ptr<const store::ChunkLayout>> LoadLayout(const ChunkId& id);
+  Result<std::unique_ptr<store::PreparedChunk>> PrepareMemory(std::span<const std::byte> bytes);
+  Result<std::unique_ptr<store::PreparedChunk>> PrepareFile(int fd, const std::string& path);
+  Status WriteData(store::PreparedChunk& chunk, store::ChunkSource& source);
+  Result<bool> ChunkExists(const ChunkId& id);
+  // Publishes (or references) a prepared chunk inside a transaction. False when the chunk is not
+  // stored and `chunk` was not written (it vanished since we looked): write it and retry.
+  Result<bool> InstallChunk(store::Db& db, store::PreparedChunk& chunk, store::RefKind kind,
+                            bool keep, store::TxnEffects& fx);
+  Status AddChunkRef(store::Db& db, const ChunkId& id, store::RefKind kind, bool keep);
+  Status DropChunkRef(store::Db& db, const ChunkId& id, store::RefKind kind, bool keep,
+                      store::TxnEffects& fx);
+  Status DeleteChunkRows(store::Db& db, const ChunkId& id, store::TxnEffects& fx);
+  // Stores content (written when new) and takes a reference with `commit` in one transaction.
+  template <typename Commit>
+  Status StoreAndCommit(store::PreparedChunk& chunk, store::ChunkSource& source, bool lock_opens,
+                        Commit&& commit);
+  Result<std::vector<store::PhysExtent>> Reserve(uint64_t bytes);
+  void FreeUnpublished(store::PreparedChunk& chunk);
+  Result<uint64_t> Evict(uint64_t want_bytes);
+  Status ReadAll(const ChunkId& id, const std::function<Status(std::span<const std::byte>)>& sink);
+
+  // ---- store_namespace.cc
+  Status DropInode(store::Db& db, Ino ino, store::TxnEffects& fx);
+  // One name fewer for a non-directory; reclaimed when that was the last and it is not open.
+  Status DropLink(store::Db& db, Ino ino, int64_t now, store::TxnEffects& fx);
+  // Makes `chunk` (a prepared chunk, or `existing` when null) the content of `ino` in the
+  // transaction of `db`.
+  Status SetContent(store::Db& db, Ino ino, store::PreparedChunk* chunk, const ChunkId* existing,
+                    const CommitOptions& opts, store::TxnEffects& fx, bool* vanished,
+                    InodeAttr* out);
+};
+
+template <typename Commit>
+Status Store::Impl::StoreAndCommit(store::PreparedChunk& chunk, store::ChunkSource& source,
+                                   bool lock_opens, Commit&& commit) {
+  struct FreeGuard {
+    Impl* impl;
+    store::PreparedChunk& chunk;
+    ~FreeGuard() { impl->FreeUnpublished(chunk); }
+  } guard{this, chunk};
+  for (int attempt = 0; attempt < 3; ++attempt) {
+    if (!chunk.written && chunk.size > 0) {
+      KDN_ASSIGN_OR_RETURN(bool exists, ChunkExists(chunk.id));
+      if (!exists || attempt > 0) KDN_RETURN_IF_ERROR(WriteData(chunk, source));
+    }
+    bool vanished = false;
+    Status s = Write(lock_opens, [&](store::Db& db, store::TxnEffects& fx) -> Status {
+      return commit(db, fx, &vanished);
+    });
+    if (vanished) continue;  // deleted between our look and our commit: write it and retry
+    return s;
+  }
+  return Status::Internal("chunk " + store::IdHex(chunk.id) + " kept vanishing during commit");
+}
+
+}  // namespace kdn
+
+#endif  // KDN_STORE_STORE_IMPL_H_

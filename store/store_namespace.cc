@@ -1,0 +1,876 @@
+// The namespace: inodes, directory entries and xattrs in the store's database, each call one
+// transaction, and file content published with its chunk in the same transaction.
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <optional>
+
+#include "store/clock.h"
+#include "store/store_impl.h"
+
+namespace kdn {
+
+using store::Db;
+using store::NowNs;
+using store::PhysExtent;
+using store::PreparedChunk;
+using store::RefKind;
+using store::Stmt;
+using store::TxnEffects;
+
+namespace {
+
+// Columns of an inode as ReadAttr expects them.
+#define KDN_INODE_COLS                                                                         \
+  "i.ino, i.mode, i.uid, i.gid, i.nlink, i.size, i.atime, i.mtime, i.ctime, i.rdev, i.chunk, " \
+  "i.evictable, i.pinned"
+
+InodeAttr ReadAttr(const Stmt& q, int c) {
+  InodeAttr a;
+  a.ino = q.U64(c);
+  a.mode = static_cast<uint32_t>(q.U64(c + 1));
+  a.uid = static_cast<uint32_t>(q.U64(c + 2));
+  a.gid = static_cast<uint32_t>(q.U64(c + 3));
+  a.nlink = static_cast<uint32_t>(q.U64(c + 4));
+  a.size = q.U64(c + 5);
+  a.atime_ns = q.Int(c + 6);
+  a.mtime_ns = q.Int(c + 7);
+  a.ctime_ns = q.Int(c + 8);
+  a.rdev = q.U64(c + 9);
+  a.chunk = q.IsNull(c + 10) ? ChunkId{} : q.Id(c + 10);
+  a.evictable = q.Int(c + 11) != 0;
+  a.pinned = q.Int(c + 12) != 0;
+  return a;
+}
+
+Status Errno(int err, const std::string& what) {
+  return Status::FromErrno(what, err);
+}
+
+std::string Quote(std::string_view name) {
+  return "'" + std::string(name) + "'";
+}
+
+std::span<const std::byte> AsBytes(std::string_view s) {
+  return {reinterpret_cast<const std::byte*>(s.data()), s.size()};
+}
+
+Status CheckName(std::string_view name) {
+  if (name.empty()) return Errno(ENOENT, "empty name");
+  if (name.size() > 255) return Errno(ENAMETOOLONG, "name longer than 255 bytes");
+  if (name == "." || name == "..") return Status::InvalidArgument("name " + Quote(name));
+  if (name.find('/') != std::string_view::npos || name.find('\0') != std::string_view::npos) {
+    return Status::InvalidArgument("name contains '/' or NUL");
+  }
+  return Status::OK();
+}
+
+bool Keeps(const InodeAttr& a) {
+  return !a.evictable || a.pinned;
+}
+
+Result<InodeAttr> LoadInode(Db& db, Ino ino) {
+  KDN_ASSIGN_OR_RETURN(Stmt q,
+                       db.Prepare("SELECT " KDN_INODE_COLS " FROM inodes i WHERE i.ino = ?"));
+  q.BindInt(1, ino);
+  KDN_ASSIGN_OR_RETURN(bool row, q.Step());
+  if (!row) return Status::NotFound("inode " + std::to_string(ino) + " does not exist");
+  return ReadAttr(q, 0);
+}
+
+// A directory that can receive entries.
+Result<InodeAttr> LoadDir(Db& db, Ino ino) {
+  KDN_ASSIGN_OR_RETURN(InodeAttr a, LoadInode(db, ino));
+  if (!S_ISDIR(a.mode)) return Errno(ENOTDIR, "inode " + std::to_string(ino));
+  if (a.nlink == 0) return Errno(ENOENT, "directory " + std::to_string(ino) + " was removed");
+  return a;
+}
+
+struct Dentry {
+  int64_t id = 0;
+  Ino ino = 0;
+};
+
+Result<std::optional<Dentry>> FindDentry(Db& db, Ino parent, std::string_view name) {
+  KDN_ASSIGN_OR_RETURN(Stmt q,
+                       db.Prepare("SELECT id, ino FROM dentries WHERE parent = ? AND name = ?"));
+  q.BindInt(1, parent).BindBlob(2, AsBytes(name));
+  KDN_ASSIGN_OR_RETURN(bool row, q.Step());
+  if (!row) return std::optional<Dentry>();
+  return std::optional<Dentry>(Dentry{q.Int(0), q.U64(1)});
+}
+
+Status TouchDir(Db& db, Ino dir, int64_t now) {
+  KDN_ASSIGN_OR_RETURN(Stmt q, db.Prepare("UPDATE inodes SET mtime = ?, ctime = ? WHERE ino = ?"));
+  q.BindInt(1, now).BindInt(2, now).BindInt(3, dir);
+  return q.Run();
+}
+
+Status AddNlink(Db& db, Ino ino, int64_t delta, int64_t ctime) {
+  KDN_ASSIGN_OR_RETURN(Stmt q, db.Prepare("UPDATE inodes SET nlink = max(nlink + ?, 0), ctime = ? "
+                                          "WHERE ino = ?"));
+  q.BindInt(1, delta).BindInt(2, ctime).BindInt(3, ino);
+  return q.Run();
+}
+
+Status SetParent(Db& db, Ino dir, Ino parent) {
+  KDN_ASSIGN_OR_RETURN(Stmt q, db.Prepare("UPDATE inodes SET parent = ? WHERE ino = ?"));
+  q.BindInt(1, parent).BindInt(2, dir);
+  return q.Run();
+}
+
+Result<bool> DirIsEmpty(Db& db, Ino dir) {
+  KDN_ASSIGN_OR_RETURN(Stmt q, db.Prepare("SELECT 1 FROM dentries WHERE parent = ? LIMIT 1"));
+  q.BindInt(1, dir);
+  KDN_ASSIGN_OR_RETURN(bool row, q.Step());
+  return !row;
+}
+
+// Whether `dir` is `ancestor` or lies below it (walking up through the directories' parents).
+Result<bool> IsWithin(Db& db, Ino dir, Ino ancestor) {
+  KDN_ASSIGN_OR_RETURN(Stmt q, db.Prepare("SELECT parent FROM inodes WHERE ino = ?"));
+  for (int depth = 0; depth < 65536; ++depth) {
+    if (dir == ancestor) return true;
+    if (dir == kRootIno) return false;
+    q.BindInt(1, dir);
+    KDN_ASSIGN_OR_RETURN(bool row, q.Step());
+    if (!row || q.IsNull(0)) return false;
+    dir = q.U64(0);
+    q.Reset();
+  }
+  return Status::Corruption("directory parents form a loop");
+}
+
+int64_t Resolve(int64_t t, int64_t now) {
+  return t == kTimeNow ? now : t;
+}
+
+}  // namespace
+
+// ---- helpers shared with eviction and recovery
+// ----------------------------------------------------
+
+Status Store::Impl::DropInode(Db& db, Ino ino, TxnEffects& fx) {
+  std::optional<InodeAttr> a;
+  {
+    Result<InodeAttr> r = LoadInode(db, ino);
+    if (!r.ok()) return r.status().IsNotFound() ? Status::OK() : r.status();
+    a = *r;
+  }
+  static constexpr const char* kDeletes[] = {"DELETE FROM xattrs WHERE ino = ?",
+                                             "DELETE FROM inodes WHERE ino = ?"};
+  for (const char* sql : kDeletes) {
+    KDN_ASSIGN_OR_RETURN(Stmt q, db.Prepare(sql));
+    q.BindInt(1, ino);
+    KDN_RETURN_IF_ERROR(q.Run());
+  }
+  --fx.inode_delta;
+  if (!a->chunk.IsZero()) {
+    KDN_RETURN_IF_ERROR(DropChunkRef(db, a->chunk, RefKind::kInode, Keeps(*a), fx));
+  }
+  return Status::OK();
+}
+
+Status Store::Impl::DropLink(Db& db, Ino ino, int64_t now, TxnEffects& fx) {
+  KDN_RETURN_IF_ERROR(AddNlink(db, ino, -1, now));
+  KDN_ASSIGN_OR_RETURN(InodeAttr a, LoadInode(db, ino));
+  if (a.nlink == 0 && !IsOpen(ino)) return DropInode(db, ino, fx);
+  return Status::OK();
+}
+
+// ---- reads
+// ----------------------------------------------------------------------------------------
+
+Result<InodeAttr> Store::GetAttr(Ino ino) {
+  KDN_ASSIGN_OR_RETURN(store::DbPool::Lease db, impl_->readers->Acquire());
+  return LoadInode(*db, ino);
+}
+
+Result<InodeAttr> Store::Lookup(Ino parent, std::string_view name) {
+  KDN_ASSIGN_OR_RETURN(store::DbPool::Lease db, impl_->readers->Acquire());
+  KDN_ASSIGN_OR_RETURN(store::ReadTxn snapshot, store::ReadTxn::Begin(*db));
+  if (name == "." || name == "..") {
+    KDN_ASSIGN_OR_RETURN(InodeAttr dir, LoadDir(*db, parent));
+    if (name == ".") return dir;
+    KDN_ASSIGN_OR_RETURN(Stmt q, db->Prepare("SELECT parent FROM inodes WHERE ino = ?"));
+    q.BindInt(1, parent);
+    KDN_ASSIGN_OR_RETURN(bool row, q.Step());
+    return LoadInode(*db, row && !q.IsNull(0) ? q.U64(0) : kRootIno);
+  }
+  if (name.size() > 255) return Errno(ENAMETOOLONG, "lookup");
+  KDN_ASSIGN_OR_RETURN(Stmt q, db->Prepare("SELECT " KDN_INODE_COLS " FROM dentries d "
+                                           "JOIN inodes i ON i.ino = d.ino "
+                                           "WHERE d.parent = ? AND d.name = ?"));
+  q.BindInt(1, parent).BindBlob(2, AsBytes(name));
+  KDN_ASSIGN_OR_RETURN(bool row, q.Step());
+  if (row) return ReadAttr(q, 0);
+  KDN_RETURN_IF_ERROR(LoadDir(*db, parent).status());
+  return Status::NotFound(Quote(name) + " not found in directory " + std::to_string(parent));
+}
+
+Result<std::string> Store::ReadLink(Ino ino) {
+  KDN_ASSIGN_OR_RETURN(store::DbPool::Lease db, impl_->readers->Acquire());
+  KDN_ASSIGN_OR_RETURN(Stmt q, db->Prepare("SELECT mode, target FROM inodes WHERE ino = ?"));
+  q.BindInt(1, ino);
+  KDN_ASSIGN_OR_RETURN(bool row, q.Step());
+  if (!row) return Status::NotFound("inode " + std::to_string(ino) + " does not exist");
+  if (!S_ISLNK(static_cast<mode_t>(q.U64(0)))) {
+    return Status::InvalidArgument("inode " + std::to_string(ino) + " is not a symlink");
+  }
+  auto target = q.Blob(1);
+  return std::string(reinterpret_cast<const char*>(target.data()), target.size());
+}
+
+Result<std::vector<DirEntry>> Store::ReadDir(Ino dir, uint64_t cookie, size_t max_entries) {
+  std::vector<DirEntry> out;
+  KDN_ASSIGN_OR_RETURN(store::DbPool::Lease db, impl_->readers->Acquire());
+  KDN_ASSIGN_OR_RETURN(store::ReadTxn snapshot, store::ReadTxn::Begin(*db));
+  KDN_ASSIGN_OR_RETURN(InodeAttr self, LoadInode(*db, dir));
+  if (!S_ISDIR(self.mode)) return Errno(ENOTDIR, "readdir of inode " + std::to_string(dir));
+  // Cookies: 1 after ".", 2 after "..", entry id + 2 after an entry.
+  if (cookie == 0 && out.size() < max_entries) out.push_back(DirEntry{".", self, 1});
+  if (cookie <= 1 && out.size() < max_entries) {
+    KDN_ASSIGN_OR_RETURN(Stmt q, db->Prepare("SELECT parent FROM inodes WHERE ino = ?"));
+    q.BindInt(1, dir);
+    KDN_ASSIGN_OR_RETURN(bool row, q.Step());
+    Ino parent = row && !q.IsNull(0) ? q.U64(0) : kRootIno;
+    Result<InodeAttr> up = LoadInode(*db, parent);
+    out.push_back(DirEntry{"..", up.ok() ? *up : self, 2});
+  }
+  if (out.size() >= max_entries) return out;
+  KDN_ASSIGN_OR_RETURN(Stmt q,
+                       db->Prepare("SELECT d.id, d.name, " KDN_INODE_COLS
+                                   " FROM dentries d JOIN inodes i ON i.ino = d.ino "
+                                   "WHERE d.parent = ? AND d.id > ? ORDER BY d.id LIMIT ?"));
+  q.BindInt(1, dir).BindInt(2, cookie >= 2 ? cookie - 2 : 0);
+  q.BindInt(3, static_cast<int64_t>(max_entries - out.size()));
+  while (true) {
+    KDN_ASSIGN_OR_RETURN(bool row, q.Step());
+    if (!row) break;
+    auto name = q.Blob(1);
+    out.push_back(DirEntry{std::string(reinterpret_cast<const char*>(name.data()), name.size()),
+                           ReadAttr(q, 2), q.U64(0) + 2});
+  }
+  return out;
+}
+
+Result<std::string> Store::PathOf(Ino ino) {
+  KDN_ASSIGN_OR_RETURN(store::DbPool::Lease db, impl_->readers->Acquire());
+  KDN_ASSIGN_OR_RETURN(store::ReadTxn snapshot, store::ReadTxn::Begin(*db));
+  KDN_RETURN_IF_ERROR(LoadInode(*db, ino).status());
+  std::string path;
+  KDN_ASSIGN_OR_RETURN(Stmt q, db->Prepare("SELECT parent, name FROM dentries WHERE ino = ? "
+                                           "ORDER BY id LIMIT 1"));
+  for (int depth = 0; ino != kRootIno; ++depth) {
+    if (depth > 65536) return Status::Corruption("directory parents form a loop");
+    q.BindInt(1, ino);
+    KDN_ASSIGN_OR_RETURN(bool row, q.Step());
+    if (!row) return Status::NotFound("inode " + std::to_string(ino) + " has no name");
+    auto name = q.Blob(1);
+    path = "/" + std::string(reinterpret_cast<const char*>(name.data()), name.size()) + path;
+    ino = q.U64(0);
+    q.Reset();
+  }
+  return path.empty() ? std::string("/") : path;
+}
+
+// ---- creating and removing names
+// ------------------------------------------------------------------
+
+Result<InodeAttr> Store::MakeNode(Ino parent, std::string_view name, const NewNode& node) {
+  KDN_RETURN_IF_ERROR(CheckName(name));
+  const uint32_t type = node.mode & S_IFMT;
+  switch (type) {
+    case S_IFREG:
+    case S_IFDIR:
+    case S_IFCHR:
+    case S_IFBLK:
+    case S_IFIFO:
+    case S_IFSOCK:
+      break;
+    case S_IFLNK:
+      if (node.symlink_target.empty()) return Status::InvalidArgument("empty symlink target");
+      if (node.symlink_target.size() >= 4096) return Errno(ENAMETOOLONG, "symlink target");
+      break;
+    default:
+      return Status::InvalidArgument("unknown file type in mode " + std::to_string(node.mode));
+  }
+  InodeAttr out;
+  KDN_RETURN_IF_ERROR(impl_->Write(false, [&](Db& db, TxnEffects& fx) -> Status {
+    KDN_ASSIGN_OR_RETURN(InodeAttr dir, LoadDir(db, parent));
+    KDN_ASSIGN_OR_RETURN(std::optional<Dentry> existing, FindDentry(db, parent, name));
+    if (existing) return Status::AlreadyExists(Quote(name) + " exists");
+    const int64_t now = NowNs();
+    const int64_t t = Resolve(node.time_ns, now);
+    out = InodeAttr{};
+    out.mode = node.mode;
+    out.uid = node.uid;
+    out.gid = node.gid;
+    out.nlink = type == S_IFDIR ? 2 : 1;
+    out.size = type == S_IFLNK ? node.symlink_target.size() : 0;
+    out.atime_ns = out.mtime_ns = out.ctime_ns = t;
+    out.rdev = (type == S_IFCHR || type == S_IFBLK) ? node.rdev : 0;
+    out.evictable = dir.evictable;
+    KDN_ASSIGN_OR_RETURN(
+        Stmt q, db.Prepare("INSERT INTO inodes(mode, uid, gid, nlink, size, atime, mtime, ctime, "
+                           "rdev, chunk, target, parent, evictable, pinned) "
+                           "VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?, ?, ?, 0)"));
+    q.BindInt(1, out.mode).BindInt(2, out.uid).BindInt(3, out.gid).BindInt(4, out.nlink);
+    q.BindInt(5, out.size).BindInt(6, t).BindInt(7, t).BindInt(8, t).BindInt(9, out.rdev);
+    if (type == S_IFLNK) {
+      q.BindBlob(10, AsBytes(node.symlink_target));
+    } else {
+      q.BindNull(10);
+    }
+    if (type == S_IFDIR) {
+      q.BindInt(11, parent);
+    } else {
+      q.BindNull(11);
+    }
+    q.BindInt(12, out.evictable ? 1 : 0);
+    KDN_RETURN_IF_ERROR(q.Run());
+    out.ino = static_cast<Ino>(db.LastInsertRowid());
+    if (out.ino > kMaxStoreIno) return Status::NoSpace("inode numbers exhausted");
+    KDN_ASSIGN_OR_RETURN(Stmt d, db.Prepare("INSERT INTO dentries(parent, name, ino) "
+                                            "VALUES(?, ?, ?)"));
+    d.BindInt(1, parent).BindBlob(2, AsBytes(name)).BindInt(3, out.ino);
+    KDN_RETURN_IF_ERROR(d.Run());
+    if (type == S_IFDIR) KDN_RETURN_IF_ERROR(AddNlink(db, parent, 1, now));
+    KDN_RETURN_IF_ERROR(TouchDir(db, parent, now));
+    ++fx.inode_delta;
+    return Status::OK();
+  }));
+  return out;
+}
+
+Result<InodeAttr> Store::MakeUnlinkedFile(Ino flags_from, const NewNode& node) {
+  if ((node.mode & S_IFMT) != S_IFREG && (node.mode & S_IFMT) != 0) {
+    return Status::InvalidArgument("an unlinked node must be a regular file");
+  }
+  InodeAttr out;
+  KDN_RETURN_IF_ERROR(impl_->Write(false, [&](Db& db, TxnEffects& fx) -> Status {
+    KDN_ASSIGN_OR_RETURN(InodeAttr dir, LoadDir(db, flags_from));
+    const int64_t t = Resolve(node.time_ns, NowNs());
+    out = InodeAttr{};
+    out.mode = S_IFREG | (node.mode & 07777);
+    out.uid = node.uid;
+    out.gid = node.gid;
+    out.atime_ns = out.mtime_ns = out.ctime_ns = t;
+    out.evictable = dir.evictable;
+    KDN_ASSIGN_OR_RETURN(
+        Stmt q, db.Prepare("INSERT INTO inodes(mode, uid, gid, nlink, size, atime, mtime, ctime, "
+                           "rdev, chunk, target, parent, evictable, pinned) "
+                           "VALUES(?, ?, ?, 0, 0, ?, ?, ?, 0, NULL, NULL, NULL, ?, 0)"));
+    q.BindInt(1, out.mode).BindInt(2, out.uid).BindInt(3, out.gid);
+    q.BindInt(4, t).BindInt(5, t).BindInt(6, t).BindInt(7, out.evictable ? 1 : 0);
+    KDN_RETURN_IF_ERROR(q.Run());
+    out.ino = static_cast<Ino>(db.LastInsertRowid());
+    ++fx.inode_delta;
+    return Status::OK();
+  }));
+  // Nothing can reclaim it before this: no name leads to it and no eviction touches empty files.
+  std::lock_guard lock(impl_->open_mu);
+  ++impl_->open_counts[out.ino];
+  return out;
+}
+
+Result<InodeAttr> Store::Link(Ino ino, Ino new_parent, std::string_view new_name) {
+  KDN_RETURN_IF_ERROR(CheckName(new_name));
+  InodeAttr out;
+  KDN_RETURN_IF_ERROR(impl_->Write(false, [&](Db& db, TxnEffects&) -> Status {
+    KDN_ASSIGN_OR_RETURN(InodeAttr a, LoadInode(db, ino));
+    if (S_ISDIR(a.mode)) return Errno(EPERM, "hard link to a directory");
+    KDN_RETURN_IF_ERROR(LoadDir(db, new_parent).status());
+    KDN_ASSIGN_OR_RETURN(std::optional<Dentry> existing, FindDentry(db, new_parent, new_name));
+    if (existing) return Status::AlreadyExists(Quote(new_name) + " exists");
+    const int64_t now = NowNs();
+    KDN_ASSIGN_OR_RETURN(Stmt d, db.Prepare("INSERT INTO dentries(parent, name, ino) "
+                                            "VALUES(?, ?, ?)"));
+    d.BindInt(1, new_parent).BindBlob(2, AsBytes(new_name)).BindInt(3, ino);
+    KDN_RETURN_IF_ERROR(d.Run());
+    KDN_RETURN_IF_ERROR(AddNlink(db, ino, 1, now));
+    KDN_RETURN_IF_ERROR(TouchDir(db, new_parent, now));
+    KDN_ASSIGN_OR_RETURN(out, LoadInode(db, ino));
+    return Status::OK();
+  }));
+  return out;
+}
+
+Result<InodeAttr> Store::Unlink(Ino parent, std::string_view name) {
+  KDN_RETURN_IF_ERROR(CheckName(name));
+  InodeAttr out;
+  KDN_RETURN_IF_ERROR(impl_->Write(true, [&](Db& db, TxnEffects& fx) -> Status {
+    KDN_RETURN_IF_ERROR(LoadDir(db, parent).status());
+    KDN_ASSIGN_OR_RETURN(std::optional<Dentry> d, FindDentry(db, parent, name));
+    if (!d) return Status::NotFound(Quote(name) + " not found");
+    KDN_ASSIGN_OR_RETURN(out, LoadInode(db, d->ino));
+    if (S_ISDIR(out.mode)) return Errno(EISDIR, "unlink of directory " + Quote(name));
+    KDN_ASSIGN_OR_RETURN(Stmt del, db.Prepare("DELETE FROM dentries WHERE id = ?"));
+    del.BindInt(1, d->id);
+    KDN_RETURN_IF_ERROR(del.Run());
+    const int64_t now = NowNs();
+    KDN_RETURN_IF_ERROR(TouchDir(db, parent, now));
+    KDN_RETURN_IF_ERROR(impl_->DropLink(db, d->ino, now, fx));
+    --out.nlink;
+    out.ctime_ns = now;
+    return Status::OK();
+  }));
+  return out;
+}
+
+Status Store::Rmdir(Ino parent, std::string_view name) {
+  KDN_RETURN_IF_ERROR(CheckName(name));
+  return impl_->Write(true, [&](Db& db, TxnEffects& fx) -> Status {
+    KDN_RETURN_IF_ERROR(LoadDir(db, parent).status());
+    KDN_ASSIGN_OR_RETURN(std::optional<Dentry> d, FindDentry(db, parent, name));
+    if (!d) return Status::NotFound(Quote(name) + " not found");
+    KDN_ASSIGN_OR_RETURN(InodeAttr a, LoadInode(db, d->ino));
+    if (!S_ISDIR(a.mode)) return Errno(ENOTDIR, "rmdir of " + Quote(name));
+    KDN_ASSIGN_OR_RETURN(bool empty, DirIsEmpty(db, d->ino));
+    if (!empty) return Errno(ENOTEMPTY, "rmdir of " + Quote(name));
+    KDN_ASSIGN_OR_RETURN(Stmt del, db.Prepare("DELETE FROM dentries WHERE id = ?"));
+    del.BindInt(1, d->id);
+    KDN_RETURN_IF_ERROR(del.Run());
+    const int64_t now = NowNs();
+    KDN_RETURN_IF_ERROR(AddNlink(db, parent, -1, now));
+    KDN_RETURN_IF_ERROR(TouchDir(db, parent, now));
+    KDN_RETURN_IF_ERROR(AddNlink(db, d->ino, -2, now));
+    if (!impl_->IsOpen(d->ino)) return impl_->DropInode(db, d->ino, fx);
+    return Status::OK();
+  });
+}
+
+Status Store::Rename(Ino parent, std::string_view name, Ino new_parent, std::string_view new_name,
+                     uint32_t flags) {
+  KDN_RETURN_IF_ERROR(CheckName(name));
+  KDN_RETURN_IF_ERROR(CheckName(new_name));
+  if ((flags & ~(kRenameNoReplace | kRenameExchange)) != 0 ||
+      flags == (kRenameNoReplace | kRenameExchange)) {
+    return Status::InvalidArgument("rename flags " + std::to_string(flags));
+  }
+  return impl_->Write(true, [&](Db& db, TxnEffects& fx) -> Status {
+    KDN_RETURN_IF_ERROR(LoadDir(db, parent).status());
+    KDN_RETURN_IF_ERROR(LoadDir(db, new_parent).status());
+    KDN_ASSIGN_OR_RETURN(std::optional<Dentry> src, FindDentry(db, parent, name));
+    if (!src) return Status::NotFound(Quote(name) + " not found");
+    KDN_ASSIGN_OR_RETURN(std::optional<Dentry> dst, FindDentry(db, new_parent, new_name));
+    KDN_ASSIGN_OR_RETURN(InodeAttr s, LoadInode(db, src->ino));
+    const bool s_dir = S_ISDIR(s.mode);
+    const int64_t now = NowNs();
+    if (dst && dst->ino == src->ino) return Status::OK();  // two names of one inode: nothing to do
+
+    if (flags & kRenameExchange) {
+      if (!dst) return Status::NotFound(Quote(new_name) + " not found (exchange)");
+      KDN_ASSIGN_OR_RETURN(InodeAttr d, LoadInode(db, dst->ino));
+      const bool d_dir = S_ISDIR(d.mode);
+      if (s_dir && parent != new_parent) {
+        KDN_ASSIGN_OR_RETURN(bool loop, IsWithin(db, new_parent, s.ino));
+        if (loop) return Status::InvalidArgument("rename would move a directory into itself");
+      }
+      if (d_dir && parent != new_parent) {
+        KDN_ASSIGN_OR_RETURN(bool loop, IsWithin(db, parent, d.ino));
+        if (loop) return Status::InvalidArgument("rename would move a directory into itself");
+      }
+      KDN_ASSIGN_OR_RETURN(Stmt u, db.Prepare("UPDATE dentries SET ino = ? WHERE id = ?"));
+      u.BindInt(1, d.ino).BindInt(2, src->id);
+      KDN_RETURN_IF_ERROR(u.Run());
+      u.BindInt(1, s.ino).BindInt(2, dst->id);
+      KDN_RETURN_IF_ERROR(u.Run());
+      if (parent != new_parent) {
+        if (s_dir) {
+          KDN_RETURN_IF_ERROR(SetParent(db, s.ino, new_parent));
+          KDN_RETURN_IF_ERROR(AddNlink(db, parent, -1, now));
+          KDN_RETURN_IF_ERROR(AddNlink(db, new_parent, 1, now));
+        }
+        if (d_dir) {
+          KDN_RETURN_IF_ERROR(SetParent(db, d.ino, parent));
+          KDN_RETURN_IF_ERROR(AddNlink(db, new_parent, -1, now));
+          KDN_RETURN_IF_ERROR(AddNlink(db, parent, 1, now));
+        }
+      }
+      KDN_RETURN_IF_ERROR(AddNlink(db, s.ino, 0, now));
+      KDN_RETURN_IF_ERROR(AddNlink(db, d.ino, 0, now));
+      KDN_RETURN_IF_ERROR(TouchDir(db, parent, now));
+      return TouchDir(db, new_parent, now);
+    }
+
+    if (s_dir && new_parent != parent) {
+      KDN_ASSIGN_OR_RETURN(bool loop, IsWithin(db, new_parent, s.ino));
+      if (loop) return Status::InvalidArgument("rename would move a directory into itself");
+    }
+    if (dst) {
+      if (flags & kRenameNoReplace) return Status::AlreadyExists(Quote(new_name) + " exists");
+      KDN_ASSIGN_OR_RETURN(InodeAttr d, LoadInode(db, dst->ino));
+      const bool d_dir = S_ISDIR(d.mode);
+      if (s_dir && !d_dir) return Errno(ENOTDIR, "rename of a directory over " + Quote(new_name));
+      if (!s_dir && d_dir) return Errno(EISDIR, "rename over directory " + Quote(new_name));
+      if (d_dir) {
+        KDN_ASSIGN_OR_RETURN(bool empty, DirIsEmpty(db, d.ino));
+        if (!empty) return Errno(ENOTEMPTY, "rename over " + Quote(new_name));
+      }
+      KDN_ASSIGN_OR_RETURN(Stmt del, db.Prepare("DELETE FROM dentries WHERE id = ?"));
+      del.BindInt(1, dst->id);
+      KDN_RETURN_IF_ERROR(del.Run());
+      if (d_dir) {
+        KDN_RETURN_IF_ERROR(AddNlink(db, new_parent, -1, now));
+        KDN_RETURN_IF_ERROR(AddNlink(db, d.ino, -2, now));
+        if (!impl_->IsOpen(d.ino)) KDN_RETURN_IF_ERROR(impl_->DropInode(db, d.ino, fx));
+      } else {
+        KDN_RETURN_IF_ERROR(impl_->DropLink(db, d.ino, now, fx));
+      }
+    }
+    KDN_ASSIGN_OR_RETURN(Stmt mv,
+                         db.Prepare("UPDATE dentries SET parent = ?, name = ? WHERE id = ?"));
+    mv.BindInt(1, new_parent).BindBlob(2, AsBytes(new_name)).BindInt(3, src->id);
+    KDN_RETURN_IF_ERROR(mv.Run());
+    if (s_dir && parent != new_parent) {
+      KDN_RETURN_IF_ERROR(SetParent(db, s.ino, new_parent));
+      KDN_RETURN_IF_ERROR(AddNlink(db, parent, -1, now));
+      KDN_RETURN_IF_ERROR(AddNlink(db, new_parent, 1, now));
+    }
+    KDN_RETURN_IF_ERROR(AddNlink(db, s.ino, 0, now));  // ctime
+    KDN_RETURN_IF_ERROR(TouchDir(db, parent, now));
+    return TouchDir(db, new_parent, now);
+  });
+}
+
+// ---- attributes
+// -----------------------------------------------------------------------------------
+
+Result<InodeAttr> Store::SetAttr(Ino ino, const SetAttrRequest& req) {
+  InodeAttr a;
+  KDN_RETURN_IF_ERROR(impl_->Write(false, [&](Db& db, TxnEffects& fx) -> Status {
+    KDN_ASSIGN_OR_RETURN(a, LoadInode(db, ino));
+    const int64_t now = NowNs();
+    bool changed = false;
+    if (req.mode) {
+      a.mode = (a.mode & S_IFMT) | (*req.mode & 07777);
+      changed = true;
+    }
+    if (req.uid) {
+      a.uid = *req.uid;
+      changed = true;
+    }
+    if (req.gid) {
+      a.gid = *req.gid;
+      changed = true;
+    }
+    if (req.size && *req.size != a.size) {
+      if (S_ISDIR(a.mode)) return Errno(EISDIR, "truncate of a directory");
+      if (!S_ISREG(a.mode)) return Status::InvalidArgument("truncate of a non-regular file");
+      if (*req.size != 0) {
+        return Status::InvalidArgument("committed content is immutable: truncation to " +
+                                       std::to_string(*req.size) +
+                                       " bytes must re-stage the file and commit it");
+      }
+      if (!a.chunk.IsZero()) {
+        KDN_RETURN_IF_ERROR(impl_->DropChunkRef(db, a.chunk, RefKind::kInode, Keeps(a), fx));
+      }
+      a.chunk = ChunkId{};
+      a.size = 0;
+      a.mtime_ns = now;
+      changed = true;
+    }
+    if (req.atime_ns) {
+      a.atime_ns = Resolve(*req.atime_ns, now);
+      changed = true;
+    }
+    if (req.mtime_ns) {
+      a.mtime_ns = Resolve(*req.mtime_ns, now);
+      changed = true;
+    }
+    if (req.ctime_ns) {
+      a.ctime_ns = Resolve(*req.ctime_ns, now);
+    } else if (changed) {
+      a.ctime_ns = now;
+    }
+    KDN_ASSIGN_OR_RETURN(Stmt u, db.Prepare("UPDATE inodes SET mode = ?, uid = ?, gid = ?, "
+                                            "size = ?, atime = ?, mtime = ?, ctime = ?, "
+                                            "chunk = CASE WHEN ? THEN chunk ELSE NULL END "
+                                            "WHERE ino = ?"));
+    u.BindInt(1, a.mode).BindInt(2, a.uid).BindInt(3, a.gid).BindInt(4, a.size);
+    u.BindInt(5, a.atime_ns).BindInt(6, a.mtime_ns).BindInt(7, a.ctime_ns);
+    u.BindInt(8, a.chunk.IsZero() ? 0 : 1).BindInt(9, ino);
+    return u.Run();
+  }));
+  return a;
+}
+
+Status Store::SetEvictable(Ino ino, bool evictable) {
+  return impl_->Write(false, [&](Db& db, TxnEffects&) -> Status {
+    KDN_ASSIGN_OR_RETURN(InodeAttr a, LoadInode(db, ino));
+    if (a.evictable == evictable) return Status::OK();
+    const bool keep_before = Keeps(a);
+    a.evictable = evictable;
+    if (!a.chunk.IsZero() && Keeps(a) != keep_before) {
+      KDN_ASSIGN_OR_RETURN(Stmt c,
+                           db.Prepare("UPDATE chunks SET inode_keep = max(inode_keep + ?, 0) "
+                                      "WHERE id = ?"));
+      c.BindInt(1, Keeps(a) ? 1 : -1).BindId(2, a.chunk);
+      KDN_RETURN_IF_ERROR(c.Run());
+    }
+    KDN_ASSIGN_OR_RETURN(Stmt u, db.Prepare("UPDATE inodes SET evictable = ?, ctime = ? "
+                                            "WHERE ino = ?"));
+    u.BindInt(1, evictable ? 1 : 0).BindInt(2, NowNs()).BindInt(3, ino);
+    return u.Run();
+  });
+}
+
+Status Store::SetPinned(Ino ino, bool pinned) {
+  return impl_->Write(false, [&](Db& db, TxnEffects&) -> Status {
+    KDN_ASSIGN_OR_RETURN(InodeAttr a, LoadInode(db, ino));
+    if (S_ISDIR(a.mode)) return Status::InvalidArgument("only files can be pinned");
+    if (a.pinned == pinned) return Status::OK();
+    const bool keep_before = Keeps(a);
+    a.pinned = pinned;
+    if (!a.chunk.IsZero() && Keeps(a) != keep_before) {
+      KDN_ASSIGN_OR_RETURN(Stmt c,
+                           db.Prepare("UPDATE chunks SET inode_keep = max(inode_keep + ?, 0) "
+                                      "WHERE id = ?"));
+      c.BindInt(1, Keeps(a) ? 1 : -1).BindId(2, a.chunk);
+      KDN_RETURN_IF_ERROR(c.Run());
+    }
+    KDN_ASSIGN_OR_RETURN(Stmt u,
+                         db.Prepare("UPDATE inodes SET pinned = ?, ctime = ? WHERE ino = ?"));
+    u.BindInt(1, pinned ? 1 : 0).BindInt(2, NowNs()).BindInt(3, ino);
+    return u.Run();
+  });
+}
+
+// ---- xattrs
+// ---------------------------------------------------------------------------------------
+
+Result<std::string> Store::GetXattr(Ino ino, std::string_view name) {
+  KDN_ASSIGN_OR_RETURN(store::DbPool::Lease db, impl_->readers->Acquire());
+  KDN_ASSIGN_OR_RETURN(Stmt q, db->Prepare("SELECT value FROM xattrs WHERE ino = ? AND name = ?"));
+  q.BindInt(1, ino).BindBlob(2, AsBytes(name));
+  KDN_ASSIGN_OR_RETURN(bool row, q.Step());
+  if (row) {
+    auto v = q.Blob(0);
+    return std::string(reinterpret_cast<const char*>(v.data()), v.size());
+  }
+  q.Reset();
+  KDN_RETURN_IF_ERROR(LoadInode(*db, ino).status());
+  return Status::NotFound("no attribute " + Quote(name));
+}
+
+Status Store::SetXattr(Ino ino, std::string_view name, std::string_view value, XattrSetMode mode) {
+  if (name.empty() || name.size() > 255) return Errno(ERANGE, "attribute name length");
+  if (value.size() > 65536) return Errno(E2BIG, "attribute value longer than 64 KiB");
+  return impl_->Write(false, [&](Db& db, TxnEffects&) -> Status {
+    KDN_RETURN_IF_ERROR(LoadInode(db, ino).status());
+    bool exists;
+    {
+      KDN_ASSIGN_OR_RETURN(Stmt q, db.Prepare("SELECT 1 FROM xattrs WHERE ino = ? AND name = ?"));
+      q.BindInt(1, ino).BindBlob(2, AsBytes(name));
+      KDN_ASSIGN_OR_RETURN(exists, q.Step());
+    }
+    if (exists && mode == XattrSetMode::kCreate) {
+      return Status::AlreadyExists("attribute " + Quote(name) + " exists");
+    }
+    if (!exists && mode == XattrSetMode::kReplace) {
+      return Status::NotFound("no attribute " + Quote(name));
+    }
+    KDN_ASSIGN_OR_RETURN(Stmt q, db.Prepare("INSERT OR REPLACE INTO xattrs(ino, name, value) "
+                                            "VALUES(?, ?, ?)"));
+    q.BindInt(1, ino).BindBlob(2, AsBytes(name)).BindBlob(3, AsBytes(value));
+    KDN_RETURN_IF_ERROR(q.Run());
+    return AddNlink(db, ino, 0, NowNs());  // ctime
+  });
+}
+
+Result<std::vector<std::string>> Store::ListXattr(Ino ino) {
+  KDN_ASSIGN_OR_RETURN(store::DbPool::Lease db, impl_->readers->Acquire());
+  KDN_ASSIGN_OR_RETURN(store::ReadTxn snapshot, store::ReadTxn::Begin(*db));
+  KDN_RETURN_IF_ERROR(LoadInode(*db, ino).status());
+  KDN_ASSIGN_OR_RETURN(Stmt q, db->Prepare("SELECT name FROM xattrs WHERE ino = ? ORDER BY name"));
+  q.BindInt(1, ino);
+  std::vector<std::string> out;
+  while (true) {
+    KDN_ASSIGN_OR_RETURN(bool row, q.Step());
+    if (!row) break;
+    auto n = q.Blob(0);
+    out.emplace_back(reinterpret_cast<const char*>(n.data()), n.size());
+  }
+  return out;
+}
+
+Status Store::RemoveXattr(Ino ino, std::string_view name) {
+  return impl_->Write(false, [&](Db& db, TxnEffects&) -> Status {
+    KDN_RETURN_IF_ERROR(LoadInode(db, ino).status());
+    KDN_ASSIGN_OR_RETURN(Stmt q, db.Prepare("DELETE FROM xattrs WHERE ino = ? AND name = ?"));
+    q.BindInt(1, ino).BindBlob(2, AsBytes(name));
+    KDN_RETURN_IF_ERROR(q.Run());
+    if (db.Changes() == 0) return Status::NotFound("no attribute " + Quote(name));
+    return AddNlink(db, ino, 0, NowNs());
+  });
+}
+
+// ---- open files
+// -----------------------------------------------------------------------------------
+
+Status Store::OpenInode(Ino ino) {
+  // Under open_mu, so that a concurrent unlink either sees this open or has already committed the
+  // inode's deletion (and then the check below fails).
+  std::lock_guard lock(impl_->open_mu);
+  KDN_ASSIGN_OR_RETURN(store::DbPool::Lease db, impl_->readers->Acquire());
+  KDN_RETURN_IF_ERROR(LoadInode(*db, ino).status());
+  ++impl_->open_counts[ino];
+  return Status::OK();
+}
+
+Status Store::CloseInode(Ino ino) {
+  {
+    std::lock_guard lock(impl_->open_mu);
+    auto it = impl_->open_counts.find(ino);
+    if (it == impl_->open_counts.end()) {
+      return Status::InvalidArgument("inode " + std::to_string(ino) + " is not open");
+    }
+    if (--it->second > 0) return Status::OK();
+    impl_->open_counts.erase(it);
+  }
+  return impl_->Write(true, [&](Db& db, TxnEffects& fx) -> Status {
+    if (impl_->IsOpen(ino)) return Status::OK();  // opened again meanwhile
+    Result<InodeAttr> a = LoadInode(db, ino);
+    if (!a.ok()) return a.status().IsNotFound() ? Status::OK() : a.status();
+    if (a->nlink == 0) return impl_->DropInode(db, ino, fx);
+    return Status::OK();
+  });
+}
+
+// ---- content
+// --------------------------------------------------------------------------------------
+
+Status Store::Impl::SetContent(Db& db, Ino ino, PreparedChunk* chunk, const ChunkId* existing,
+                               const CommitOptions& opts, TxnEffects& fx, bool* vanished,
+                               InodeAttr* out) {
+  KDN_ASSIGN_OR_RETURN(InodeAttr a, LoadInode(db, ino));
+  if (S_ISDIR(a.mode)) return Errno(EISDIR, "content for directory " + std::to_string(ino));
+  if (!S_ISREG(a.mode)) return Status::InvalidArgument("content for a non-regular file");
+  const bool keep = Keeps(a);
+  ChunkId id;
+  uint64_t size = 0;
+  if (chunk != nullptr) {
+    size = chunk->size;
+    if (size > 0) {
+      KDN_ASSIGN_OR_RETURN(bool ok, InstallChunk(db, *chunk, RefKind::kInode, keep, fx));
+      if (!ok) {
+        *vanished = true;
+        return Status::Internal("chunk vanished during commit");
+      }
+      id = chunk->id;
+    }
+  } else {
+    KDN_ASSIGN_OR_RETURN(Stmt q, db.Prepare("SELECT size FROM chunks WHERE id = ?"));
+    q.BindId(1, *existing);
+    KDN_ASSIGN_OR_RETURN(bool row, q.Step());
+    if (!row) return Status::NotFound("chunk " + store::IdHex(*existing) + " is not in the store");
+    size = q.U64(0);
+    q.Reset();
+    if (size > 0) {
+      KDN_RETURN_IF_ERROR(AddChunkRef(db, *existing, RefKind::kInode, keep));
+      id = *existing;
+    }
+  }
+  // The new reference first, so that committing the same content again never drops the chunk.
+  if (!a.chunk.IsZero()) KDN_RETURN_IF_ERROR(DropChunkRef(db, a.chunk, RefKind::kInode, keep, fx));
+  const int64_t now = NowNs();
+  a.chunk = id;
+  a.size = size;
+  a.mtime_ns = Resolve(opts.mtime_ns, now);
+  a.ctime_ns = now;
+  KDN_ASSIGN_OR_RETURN(Stmt u, db.Prepare("UPDATE inodes SET chunk = ?, size = ?, mtime = ?, "
+                                          "ctime = ? WHERE ino = ?"));
+  if (id.IsZero()) {
+    u.BindNull(1);
+  } else {
+    u.BindId(1, id);
+  }
+  u.BindInt(2, size).BindInt(3, a.mtime_ns).BindInt(4, now).BindInt(5, ino);
+  KDN_RETURN_IF_ERROR(u.Run());
+  *out = a;
+  return Status::OK();
+}
+
+Result<InodeAttr> Store::CommitFileContent(Ino ino, const std::string& staged_path,
+                                           const CommitOptions& options) {
+  int fd = ::open(staged_path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return Status::FromErrno("opening " + staged_path, errno);
+  struct Closer {
+    int fd;
+    ~Closer() { ::close(fd); }
+  } closer{fd};
+  KDN_ASSIGN_OR_RETURN(std::unique_ptr<PreparedChunk> chunk, impl_->PrepareFile(fd, staged_path));
+  store::FileChunkSource source(fd, chunk->size, staged_path);
+  InodeAttr out;
+  KDN_RETURN_IF_ERROR(impl_->StoreAndCommit(
+      *chunk, source, false, [&](Db& db, TxnEffects& fx, bool* vanished) -> Status {
+        if (chunk->written && chunk->size > 0)
+          KDN_RETURN_IF_ERROR(source.CheckUnchanged(chunk->id));
+        return impl_->SetContent(db, ino, chunk.get(), nullptr, options, fx, vanished, &out);
+      }));
+  ::unlink(staged_path.c_str());
+  ++impl_->counters.puts;
+  impl_->counters.put_bytes += chunk->size;
+  return out;
+}
+
+Result<InodeAttr> Store::CommitFileChunk(Ino ino, const ChunkId& chunk,
+                                         const CommitOptions& options) {
+  InodeAttr out;
+  bool vanished = false;
+  KDN_RETURN_IF_ERROR(impl_->Write(false, [&](Db& db, TxnEffects& fx) -> Status {
+    return impl_->SetContent(db, ino, nullptr, &chunk, options, fx, &vanished, &out);
+  }));
+  return out;
+}
+
+// ---- content lookups
+// ------------------------------------------------------------------------------
+
+Result<std::vector<PrefixMatch>> Store::LookupPrefix(const Hash128& hash, size_t max_results) {
+  ++impl_->counters.prefix_lookups;
+  KDN_ASSIGN_OR_RETURN(store::DbPool::Lease db, impl_->readers->Acquire());
+  KDN_ASSIGN_OR_RETURN(store::ReadTxn snapshot, store::ReadTxn::Begin(*db));
+  std::vector<PrefixMatch> out;
+  {
+    KDN_ASSIGN_OR_RETURN(Stmt q, db->Prepare("SELECT p.chunk, p.idx, k.n_tokens FROM prefixes p "
+                                             "JOIN kv_meta k ON k.chunk = p.chunk "
+                                             "WHERE p.hash = ? LIMIT ?"));
+    q.BindId(1, hash).BindInt(2, static_cast<int64_t>(max_results));
+    while (true) {
+      KDN_ASSIGN_OR_RETURN(bool row, q.Step());
+      if (!row) break;
+      out.push_back(PrefixMatch{q.Id(0), static_cast<uint32_t>(q.U64(1)),
+                                static_cast<uint32_t>(q.U64(2)), 0});
+    }
+  }
+  KDN_ASSIGN_OR_RETURN(Stmt f, db->Prepare("SELECT ino FROM inodes WHERE chunk = ? AND nlink > 0 "
+                                           "ORDER BY ino LIMIT 1"));
+  for (PrefixMatch& m : out) {
+    f.BindId(1, m.chunk);
+    KDN_ASSIGN_OR_RETURN(bool row, f.Step());
+    if (row) m.ino = f.U64(0);
+    f.Reset();
+  }
+  if (!out.empty()) ++impl_->counters.prefix_hits;
+  return out;
+}
+
+Result<std::vector<Ino>> Store::InodesWithChunk(const ChunkId& chunk, size_t max_results) {
+  KDN_ASSIGN_OR_RETURN(store::DbPool::Lease db, impl_->readers->Acquire());
+  KDN_ASSIGN_OR_RETURN(Stmt q, db->Prepare("SELECT ino FROM inodes WHERE chunk = ? AND nlink > 0 "
+                                           "ORDER BY ino LIMIT ?"));
+  q.BindId(1, chunk).BindInt(2, static_cast<int64_t>(max_results));
+  std::vector<Ino> out;
+  while (true) {
+    KDN_ASSIGN_OR_RETURN(bool row, q.Step());
+    if (!row) break;
+    out.push_back(q.U64(0));
+  }
+  return out;
+}
+
+}  // namespace kdn

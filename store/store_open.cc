@@ -1,0 +1,378 @@
+// Opening and closing a store, recovery (free space from committed rows, orphans, staging),
+// transactions' after-commit effects, usage and statistics.
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <climits>
+#include <cstdio>
+#include <cstdlib>
+#include <ctime>
+#include <filesystem>
+#include <random>
+
+#include "iouring/aligned_buffer.h"
+#include "store/clock.h"
+#include "store/schema.h"
+#include "store/store_impl.h"
+
+namespace kdn {
+
+using store::Db;
+using store::NowNs;
+using store::PhysExtent;
+using store::Stmt;
+
+namespace {
+
+bool IsStoreEntry(std::string_view name) {
+  return name == "." || name == ".." || name == "LOCK" || name == "seg" || name == "staging" ||
+         name == "meta.db" || name == "meta.db-wal" || name == "meta.db-shm" ||
+         name == "meta.db-journal";
+}
+
+// Whether `dir` holds something other than a store's own files (so we must not create one there).
+Result<bool> HasForeignEntries(const std::string& dir) {
+  DIR* d = ::opendir(dir.c_str());
+  if (d == nullptr) return Status::FromErrno("listing " + dir, errno);
+  bool foreign = false;
+  while (dirent* e = ::readdir(d)) {
+    if (!IsStoreEntry(e->d_name)) foreign = true;
+  }
+  ::closedir(d);
+  return foreign;
+}
+
+Status TakeLock(const std::string& dir, int* fd_out) {
+  std::string path = dir + "/LOCK";
+  int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (fd < 0) return Status::FromErrno("opening " + path, errno);
+  if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    int err = errno;
+    char pid[32] = {};
+    ssize_t n = ::pread(fd, pid, sizeof(pid) - 1, 0);
+    ::close(fd);
+    if (err == EWOULDBLOCK) {
+      std::string holder = n > 0 ? std::string(pid, static_cast<size_t>(n)) : std::string("?");
+      while (!holder.empty() && (holder.back() == '\n' || holder.back() == ' ')) holder.pop_back();
+      return Status::Busy("store " + dir + " is in use by another process (pid " + holder +
+                          "); only one process may open a store");
+    }
+    return Status::FromErrno("locking " + path, err);
+  }
+  std::string me = std::to_string(::getpid()) + "\n";
+  if (::ftruncate(fd, 0) == 0) {
+    (void)!::pwrite(fd, me.data(), me.size(), 0);
+  }
+  *fd_out = fd;
+  return Status::OK();
+}
+
+}  // namespace
+
+Store::Store(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+Store::~Store() = default;
+
+Store::Impl::~Impl() {
+  // Recent LRU touches are worth keeping; failing to is harmless.
+  if (writer) {
+    std::lock_guard lock(write_mu);
+    if (auto txn = store::WriteTxn::Begin(*writer); txn.ok()) {
+      if (FlushTouched(*writer).ok()) (void)txn->Commit();
+    }
+  }
+  engines.reset();  // rings and their registered descriptors go before the segments close
+  readers.reset();
+  writer.reset();
+  if (lock_fd >= 0) ::close(lock_fd);
+}
+
+Result<std::unique_ptr<Store>> Store::Open(const std::string& dir, const StoreOptions& options) {
+  auto impl = std::make_unique<Impl>();
+  KDN_RETURN_IF_ERROR(impl->OpenAll(dir, options));
+  return std::unique_ptr<Store>(new Store(std::move(impl)));
+}
+
+Status Store::Impl::OpenAll(const std::string& path, const StoreOptions& opts) {
+  options = opts;
+  sync_full = opts.sync == SyncPolicy::kFull;
+  if (opts.segment_bytes < 64 * 1024 || opts.segment_bytes % io::kDirectAlign != 0) {
+    return Status::InvalidArgument("segment_bytes must be a multiple of 4096, at least 64 KiB");
+  }
+  if (opts.io_bytes < io::kDirectAlign || opts.io_bytes % io::kDirectAlign != 0 ||
+      opts.io_bytes > (64u << 20)) {
+    return Status::InvalidArgument("io_bytes must be a multiple of 4096, at most 64 MiB");
+  }
+  if (opts.queue_depth == 0 || opts.queue_depth > 1024) {
+    return Status::InvalidArgument("queue_depth must be 1..1024");
+  }
+  shape = store::IoShape{opts.queue_depth, opts.io_bytes};
+
+  struct stat st;
+  if (::stat(path.c_str(), &st) != 0) {
+    if (errno != ENOENT || !opts.create_if_missing) {
+      return Status::FromErrno("store directory " + path, errno);
+    }
+    std::error_code ec;
+    std::filesystem::create_directories(path, ec);
+    if (ec) return Status::FromErrno("creating " + path, ec.value());
+  } else if (!S_ISDIR(st.st_mode)) {
+    return Status::InvalidArgument(path + " is not a directory");
+  }
+  char real[PATH_MAX];
+  if (::realpath(path.c_str(), real) == nullptr) return Status::FromErrno(path, errno);
+  dir = real;
+
+  const std::string db_path = dir + "/meta.db";
+  const bool exists = ::access(db_path.c_str(), F_OK) == 0;
+  if (!exists) {
+    if (!opts.create_if_missing) return Status::NotFound("no store in " + dir + " (no meta.db)");
+    KDN_ASSIGN_OR_RETURN(bool foreign, HasForeignEntries(dir));
+    if (foreign) {
+      return Status::InvalidArgument(dir +
+                                     " is not empty and holds no store: refusing to create "
+                                     "one there");
+    }
+  }
+  KDN_RETURN_IF_ERROR(TakeLock(dir, &lock_fd));
+
+  KDN_ASSIGN_OR_RETURN(
+      writer, Db::Open(db_path, exists ? Db::Mode::kReadWrite : Db::Mode::kReadWriteCreate));
+  KDN_RETURN_IF_ERROR(store::ConfigureConnection(*writer, sync_full));
+  KDN_RETURN_IF_ERROR(store::InitSchema(*writer, ::geteuid(), ::getegid(), NowNs()));
+  readers = std::make_unique<store::DbPool>(db_path);
+
+  {
+    std::lock_guard lock(write_mu);
+    KDN_ASSIGN_OR_RETURN(store::WriteTxn txn, store::WriteTxn::Begin(*writer));
+    if (opts.capacity_bytes != 0) {
+      KDN_RETURN_IF_ERROR(
+          store::SetMetaInt(*writer, "capacity", static_cast<int64_t>(opts.capacity_bytes)));
+    }
+    KDN_ASSIGN_OR_RETURN(int64_t cap, store::GetMetaInt(*writer, "capacity", 0));
+    capacity = static_cast<uint64_t>(cap);
+    KDN_RETURN_IF_ERROR(txn.Commit());
+  }
+
+  KDN_RETURN_IF_ERROR(segments.Open(dir + "/seg"));
+  for (const store::SegmentInfo& s : segments.List()) alloc.AddSegment(s.id, s.bytes);
+
+  io::EngineOptions eo;
+  eo.kind = static_cast<io::EngineKind>(opts.io_engine);
+  eo.queue_depth = opts.queue_depth;
+  eo.buffer_count = opts.queue_depth;
+  eo.buffer_bytes = 256 * 1024;  // two checksum blocks: bounce space for unaligned callers
+  engines = std::make_unique<store::EnginePool>(eo, segments);
+  {
+    // An engine now, so that a refused io_uring (when asked for explicitly) fails the open.
+    KDN_ASSIGN_OR_RETURN(store::EnginePool::Lease lease, engines->Acquire());
+  }
+
+  KDN_RETURN_IF_ERROR(RebuildFreeSpace());
+  KDN_RETURN_IF_ERROR(ReclaimOrphans());
+  KDN_RETURN_IF_ERROR(CleanStaging());
+
+  KDN_ASSIGN_OR_RETURN(store::DbPool::Lease db, readers->Acquire());
+  KDN_ASSIGN_OR_RETURN(Stmt q, db->Prepare("SELECT (SELECT count(*) FROM chunks), "
+                                           "(SELECT count(*) FROM inodes)"));
+  KDN_ASSIGN_OR_RETURN(bool row, q.Step());
+  if (row) {
+    chunk_count = q.Int(0);
+    inode_count = q.Int(1);
+  }
+  return Status::OK();
+}
+
+Status Store::Impl::RebuildFreeSpace() {
+  // Everything a committed row does not reference is free: this is the whole of recovery.
+  KDN_ASSIGN_OR_RETURN(store::DbPool::Lease db, readers->Acquire());
+  KDN_ASSIGN_OR_RETURN(Stmt q, db->Prepare("SELECT chunk, idx, seg, off, len FROM extents"));
+  std::lock_guard lock(alloc_mu);
+  while (true) {
+    KDN_ASSIGN_OR_RETURN(bool row, q.Step());
+    if (!row) break;
+    PhysExtent e{static_cast<uint32_t>(q.Int(2)), q.U64(3),
+                 io::AlignUp(q.U64(4), io::kDirectAlign)};
+    if (q.Int(2) <= 0 || q.Int(3) < 0 || q.Int(4) <= 0 || !alloc.MarkUsed(e)) {
+      open_problems.push_back(
+          "chunk " + store::IdHex(q.Id(0)) + " extent " + std::to_string(q.Int(1)) + " (segment " +
+          std::to_string(q.Int(2)) + " offset " + std::to_string(q.Int(3)) + " length " +
+          std::to_string(q.Int(4)) + ") lies outside its segment or overlaps another extent");
+    }
+  }
+  for (const std::string& p : open_problems)
+    std::fprintf(stderr, "kdn: store %s: %s\n", dir.c_str(), p.c_str());
+  return Status::OK();
+}
+
+Status Store::Impl::ReclaimOrphans() {
+  // Inodes with no name left were open when the last process stopped: nobody holds them now.
+  return Write(true, [&](Db& db, store::TxnEffects& fx) -> Status {
+    std::vector<Ino> orphans;
+    {
+      KDN_ASSIGN_OR_RETURN(Stmt q, db.Prepare("SELECT ino FROM inodes WHERE nlink = 0"));
+      while (true) {
+        KDN_ASSIGN_OR_RETURN(bool row, q.Step());
+        if (!row) break;
+        orphans.push_back(q.U64(0));
+      }
+    }
+    for (Ino ino : orphans) KDN_RETURN_IF_ERROR(DropInode(db, ino, fx));
+    return Status::OK();
+  });
+}
+
+Status Store::Impl::CleanStaging() {
+  std::string staging = dir + "/staging";
+  if (::mkdir(staging.c_str(), 0755) != 0 && errno != EEXIST) {
+    return Status::FromErrno("creating " + staging, errno);
+  }
+  // Staged files belong to writes that never committed: their content was never published.
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::directory_iterator(staging, ec)) {
+    std::filesystem::remove_all(entry.path(), ec);
+  }
+  return Status::OK();
+}
+
+void Store::Impl::ApplyEffects(store::TxnEffects& fx) {
+  for (const ChunkId& id : fx.deleted_chunks) layouts.Erase(id);
+  for (store::PreparedChunk* p : fx.published) p->published = true;
+  if (!fx.retired.empty()) {
+    // After the cache no longer has them: reads that start from now on cannot reach this space.
+    uint64_t tag = epochs.Advance();
+    std::lock_guard lock(alloc_mu);
+    alloc.Retire(std::move(fx.retired), tag);
+    alloc.Reclaim(epochs.OldestActive());
+  }
+  chunk_count += fx.chunk_delta;
+  inode_count += fx.inode_delta;
+  if (fx.evicted_chunks > 0) {
+    counters.evictions += fx.evicted_chunks;
+    counters.evicted_bytes += fx.evicted_bytes;
+    if (options.on_evict && !fx.evicted.empty()) options.on_evict(fx.evicted);
+  }
+}
+
+bool Store::Impl::IsOpen(Ino ino) {
+  auto it = open_counts.find(ino);
+  return it != open_counts.end() && it->second > 0;
+}
+
+Status Store::Impl::FlushTouched(Db& db) {
+  std::unordered_map<ChunkId, int64_t, store::IdHasher> batch;
+  {
+    std::lock_guard lock(touch_mu);
+    batch.swap(touched);
+  }
+  if (batch.empty()) return Status::OK();
+  KDN_ASSIGN_OR_RETURN(Stmt q, db.Prepare("UPDATE chunks SET atime = max(atime, ?) WHERE id = ?"));
+  for (const auto& [id, t] : batch) {
+    q.BindInt(1, t).BindId(2, id);
+    KDN_RETURN_IF_ERROR(q.Run());
+  }
+  return Status::OK();
+}
+
+const std::string& Store::dir() const {
+  return impl_->dir;
+}
+
+std::string Store::staging_dir() const {
+  return impl_->dir + "/staging";
+}
+
+std::string Store::NewStagingPath() {
+  static thread_local std::mt19937_64 rng(std::random_device{}());
+  char name[64];
+  std::snprintf(name, sizeof(name), "/staging/%llu-%016llx.tmp",
+                static_cast<unsigned long long>(++impl_->staging_seq),
+                static_cast<unsigned long long>(rng()));
+  return impl_->dir + name;
+}
+
+StoreUsage Store::Usage() const {
+  StoreUsage u;
+  uint64_t live, pending, free_in_segments, segment_total;
+  {
+    std::lock_guard lock(impl_->alloc_mu);
+    live = impl_->alloc.live_bytes();
+    pending = impl_->alloc.pending_bytes();
+    free_in_segments = impl_->alloc.free_bytes();
+    segment_total = impl_->alloc.segment_bytes();
+  }
+  uint64_t fs_free = 0;
+  struct statvfs vfs;
+  if (::statvfs(impl_->dir.c_str(), &vfs) == 0) fs_free = uint64_t{vfs.f_bavail} * vfs.f_frsize;
+  u.used_bytes = live + pending;
+  const uint64_t cap = impl_->capacity.load();
+  if (cap != 0) {
+    u.capacity_bytes = cap;
+    uint64_t ungrown = cap > segment_total ? cap - segment_total : 0;
+    uint64_t obtainable = free_in_segments + std::min(ungrown, fs_free);
+    u.free_bytes = std::min(cap > u.used_bytes ? cap - u.used_bytes : 0, obtainable);
+  } else {
+    u.free_bytes = free_in_segments + fs_free;
+    u.capacity_bytes = u.used_bytes + u.free_bytes;
+  }
+  u.chunks = static_cast<uint64_t>(std::max<int64_t>(0, impl_->chunk_count.load()));
+  u.inodes = static_cast<uint64_t>(std::max<int64_t>(0, impl_->inode_count.load()));
+  return u;
+}
+
+StoreStats Store::Stats() const {
+  StoreStats s;
+  s.io_engine = std::string(io::EngineKindName(impl_->engines->kind()));
+  if (auto db = impl_->readers->Acquire(); db.ok()) {
+    auto q = (*db)->Prepare(
+        "SELECT (SELECT count(*) FROM inodes WHERE (mode & 61440) = 32768 AND nlink > 0), "
+        "(SELECT coalesce(sum(size), 0) FROM inodes WHERE (mode & 61440) = 32768 AND nlink > 0), "
+        "(SELECT count(*) FROM inodes WHERE (mode & 61440) = 16384), "
+        "(SELECT count(*) FROM chunks), (SELECT coalesce(sum(size), 0) FROM chunks), "
+        "(SELECT coalesce(sum(stored), 0) FROM chunks), (SELECT count(*) FROM kv_meta), "
+        "(SELECT coalesce(sum(raw_bytes), 0) FROM kv_meta), "
+        "(SELECT coalesce(sum(file_bytes), 0) FROM kv_meta)");
+    if (q.ok()) {
+      if (auto row = q->Step(); row.ok() && *row) {
+        s.files = q->U64(0);
+        s.logical_bytes = q->U64(1);
+        s.directories = q->U64(2);
+        s.chunks = q->U64(3);
+        s.stored_bytes = q->U64(4);
+        s.allocated_bytes = q->U64(5);
+        s.kv_chunks = q->U64(6);
+        s.kv_raw_bytes = q->U64(7);
+        s.kv_stored_bytes = q->U64(8);
+      }
+    }
+  }
+  s.dedup_ratio = s.stored_bytes > 0
+                      ? static_cast<double>(s.logical_bytes) / static_cast<double>(s.stored_bytes)
+                      : 1.0;
+  s.compression_ratio = s.kv_stored_bytes > 0 ? static_cast<double>(s.kv_raw_bytes) /
+                                                    static_cast<double>(s.kv_stored_bytes)
+                                              : 1.0;
+  const store::Counters& c = impl_->counters;
+  s.puts = c.puts;
+  s.put_bytes = c.put_bytes;
+  s.dedup_hits = c.dedup_hits;
+  s.reads = c.reads;
+  s.read_bytes = c.read_bytes;
+  s.prefix_lookups = c.prefix_lookups;
+  s.prefix_hits = c.prefix_hits;
+  s.evictions = c.evictions;
+  s.evicted_bytes = c.evicted_bytes;
+  s.errors = c.errors;
+  s.read_latency_p50_ns = impl_->read_latency.Percentile(0.50);
+  s.read_latency_p90_ns = impl_->read_latency.Percentile(0.90);
+  s.read_latency_p99_ns = impl_->read_latency.Percentile(0.99);
+  s.read_latency_max_ns = impl_->read_latency.max();
+  return s;
+}
+
+}  // namespace kdn

@@ -1,0 +1,243 @@
+// Chunks: put/get round trips through every path (aligned, unaligned, staged file), dedup and
+// reference counts, verification of what is read, extents, pins, reopen.
+#include <sys/stat.h>
+
+#include "iouring/aligned_buffer.h"
+#include "store_test_util.h"
+
+namespace kdn {
+namespace {
+
+using test::RandomBytes;
+
+class ChunkTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    store_ = test::OpenStore(dir_.str(), test::SmallStoreOptions());
+    ASSERT_NE(store_, nullptr);
+  }
+  test::TempDir dir_{"kdn-store"};
+  std::unique_ptr<Store> store_;
+};
+
+TEST_F(ChunkTest, PutGetRoundTripsAtManySizes) {
+  for (size_t size : {size_t{0}, size_t{1}, size_t{4095}, size_t{4096}, size_t{4097},
+                      size_t{128 * 1024}, size_t{128 * 1024 + 1}, size_t{3 * 1024 * 1024 + 17}}) {
+    auto bytes = RandomBytes(size, size);
+    auto id = store_->Put(bytes);
+    ASSERT_TRUE(id.ok()) << size << ": " << id.status().ToString();
+    EXPECT_EQ(test::ReadWhole(*store_, *id, size), bytes) << size;
+    auto info = store_->StatChunk(*id);
+    ASSERT_TRUE(info.ok());
+    EXPECT_EQ(info->size, size);
+    EXPECT_EQ(info->stored_bytes, io::AlignUp(size, 4096));
+    EXPECT_EQ(info->refs, 1u);
+    EXPECT_TRUE(store_->VerifyChunk(*id).ok());
+  }
+  test::ExpectClean(*store_);
+}
+
+TEST_F(ChunkTest, PartialReadsAtAnyOffsetAndAlignment) {
+  auto bytes = RandomBytes(1000 * 1000, 7);
+  auto id = store_->Put(bytes);
+  ASSERT_TRUE(id.ok());
+  io::AlignedBuffer aligned(2 << 20);
+  auto rng = test::Rng(3);
+  for (int i = 0; i < 200; ++i) {
+    uint64_t off = rng() % (bytes.size() + 10);
+    size_t len = rng() % 300000;
+    size_t shift = (i % 3 == 0) ? 0 : (rng() % 4096);  // aligned and unaligned destinations
+    std::span<std::byte> out(aligned.data() + shift, len);
+    auto n = store_->Get(*id, off, out);
+    ASSERT_TRUE(n.ok()) << n.status().ToString();
+    size_t want = off >= bytes.size() ? 0 : std::min<size_t>(len, bytes.size() - off);
+    ASSERT_EQ(*n, want) << "off " << off << " len " << len;
+    ASSERT_EQ(std::memcmp(out.data(), bytes.data() + std::min<size_t>(off, bytes.size()), want), 0)
+        << "off " << off << " len " << len << " shift " << shift;
+  }
+}
+
+TEST_F(ChunkTest, SameBytesAreStoredOnceAndCounted) {
+  auto bytes = RandomBytes(300000, 11);
+  auto a = store_->Put(bytes);
+  auto b = store_->Put(bytes);
+  ASSERT_TRUE(a.ok() && b.ok());
+  EXPECT_EQ(*a, *b);
+  EXPECT_EQ(store_->StatChunk(*a)->refs, 2u);
+  EXPECT_EQ(store_->Usage().chunks, 1u);
+  EXPECT_EQ(store_->Stats().dedup_hits, 1u);
+  const uint64_t used = store_->Usage().used_bytes;
+  EXPECT_EQ(used, io::AlignUp(bytes.size(), 4096));
+  ASSERT_TRUE(store_->Release(*a).ok());
+  EXPECT_EQ(store_->StatChunk(*a)->refs, 1u);
+  ASSERT_TRUE(store_->Release(*a).ok());
+  EXPECT_TRUE(store_->StatChunk(*a).status().IsNotFound());
+  EXPECT_TRUE(store_->Release(*a).IsNotFound());
+  std::vector<std::byte> out(10);
+  EXPECT_TRUE(store_->Get(*a, 0, out).status().IsNotFound());
+  EXPECT_EQ(store_->Usage().chunks, 0u);
+  test::ExpectClean(*store_);
+}
+
+TEST_F(ChunkTest, StagedFileIsStoredAndRemoved) {
+  auto bytes = RandomBytes(5 * 1024 * 1024 + 3, 5);
+  std::string staged = store_->NewStagingPath();
+  ASSERT_EQ(staged.rfind(store_->staging_dir(), 0), 0u);
+  test::WriteFile(staged, bytes);
+  auto id = store_->PutFile(staged);
+  ASSERT_TRUE(id.ok()) << id.status().ToString();
+  EXPECT_NE(::access(staged.c_str(), F_OK), 0) << "staged file left behind";
+  EXPECT_EQ(test::ReadWhole(*store_, *id, bytes.size()), bytes);
+  // The same content through memory deduplicates against it.
+  auto again = store_->Put(bytes);
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(*again, *id);
+  EXPECT_TRUE(store_->PutFile(dir_ / "missing").status().IsNotFound());
+  test::ExpectClean(*store_);
+}
+
+TEST_F(ChunkTest, ExtentsDescribeTheBytes) {
+  auto bytes = RandomBytes(6 * 1024 * 1024 + 100, 9);  // larger than a segment: several extents
+  auto id = store_->Put(bytes);
+  ASSERT_TRUE(id.ok());
+  auto extents = store_->Extents(*id);
+  ASSERT_TRUE(extents.ok());
+  ASSERT_GE(extents->size(), 2u);
+  std::vector<std::byte> joined;
+  for (const Extent& e : *extents) {
+    EXPECT_EQ(e.offset % 4096, 0u);
+    EXPECT_EQ(e.path.rfind(store_->dir() + "/seg/", 0), 0u) << e.path;
+    int fd = ::open(e.path.c_str(), O_RDONLY);
+    ASSERT_GE(fd, 0);
+    std::vector<std::byte> part(e.length);
+    ASSERT_EQ(::pread(fd, part.data(), part.size(), static_cast<off_t>(e.offset)),
+              static_cast<ssize_t>(part.size()));
+    ::close(fd);
+    joined.insert(joined.end(), part.begin(), part.end());
+  }
+  EXPECT_EQ(joined, bytes);
+}
+
+TEST_F(ChunkTest, CorruptedBytesAreNeverReturned) {
+  auto bytes = RandomBytes(400000, 13);
+  auto id = store_->Put(bytes);
+  ASSERT_TRUE(id.ok());
+  auto extents = store_->Extents(*id);
+  ASSERT_TRUE(extents.ok());
+  // Flip one byte inside the second checksum block, behind the store's back.
+  int fd = ::open(extents->front().path.c_str(), O_RDWR);
+  ASSERT_GE(fd, 0);
+  const off_t at = static_cast<off_t>(extents->front().offset + 200000);
+  std::byte b;
+  ASSERT_EQ(::pread(fd, &b, 1, at), 1);
+  b ^= std::byte{0x40};
+  ASSERT_EQ(::pwrite(fd, &b, 1, at), 1);
+  ::fsync(fd);
+  ::close(fd);
+  // O_DIRECT reads see the device; the page cache was not involved in the store's writes.
+  std::vector<std::byte> out(bytes.size());
+  auto n = store_->Get(*id, 0, out);
+  EXPECT_TRUE(n.status().IsCorruption()) << n.status().ToString();
+  // Reads of blocks that are intact still work.
+  std::vector<std::byte> head(100000);
+  ASSERT_TRUE(store_->Get(*id, 0, head).ok());
+  EXPECT_EQ(std::memcmp(head.data(), bytes.data(), head.size()), 0);
+  EXPECT_TRUE(store_->VerifyChunk(*id).IsCorruption());
+  auto report = store_->Fsck();
+  ASSERT_TRUE(report.ok());
+  EXPECT_FALSE(report->clean());
+  EXPECT_GE(store_->Stats().errors, 1u);
+}
+
+TEST_F(ChunkTest, PinsAndTouchesAreRecorded) {
+  auto id = store_->Put(RandomBytes(10000, 1), PutOptions{.evictable = true});
+  ASSERT_TRUE(id.ok());
+  EXPECT_TRUE(store_->StatChunk(*id)->evictable);
+  ASSERT_TRUE(store_->Pin(*id).ok());
+  EXPECT_EQ(store_->StatChunk(*id)->pins, 1u);
+  EXPECT_FALSE(store_->StatChunk(*id)->evictable);
+  ASSERT_TRUE(store_->Unpin(*id).ok());
+  EXPECT_FALSE(store_->Unpin(*id).ok());
+  int64_t before = store_->StatChunk(*id)->atime_ns;
+  store_->Touch(*id);
+  EXPECT_GE(store_->StatChunk(*id)->atime_ns, before);
+  EXPECT_TRUE(store_->Pin(ChunkId{1, 2}).IsNotFound());
+}
+
+TEST_F(ChunkTest, ReopenKeepsEverythingAndFreesTheRest) {
+  std::vector<std::pair<ChunkId, std::vector<std::byte>>> kept;
+  for (int i = 0; i < 20; ++i) {
+    auto bytes = RandomBytes(50000 + i * 30000, 100 + i);
+    auto id = store_->Put(bytes);
+    ASSERT_TRUE(id.ok());
+    if (i % 3 == 0) {
+      ASSERT_TRUE(store_->Release(*id).ok());
+    } else {
+      kept.emplace_back(*id, std::move(bytes));
+    }
+  }
+  const uint64_t used = store_->Usage().used_bytes;
+  store_.reset();
+  store_ = test::OpenStore(dir_.str(), test::SmallStoreOptions());
+  ASSERT_NE(store_, nullptr);
+  EXPECT_EQ(store_->Usage().used_bytes, used);
+  EXPECT_EQ(store_->Usage().chunks, kept.size());
+  for (const auto& [id, bytes] : kept) EXPECT_EQ(test::ReadWhole(*store_, id, bytes.size()), bytes);
+  test::ExpectClean(*store_);
+}
+
+TEST(StoreOpen, SecondOpenerGetsAClearError) {
+  test::TempDir dir("kdn-store");
+  auto first = test::OpenStore(dir.str(), test::SmallStoreOptions());
+  ASSERT_NE(first, nullptr);
+  auto second = Store::Open(dir.str(), test::SmallStoreOptions());
+  ASSERT_FALSE(second.ok());
+  EXPECT_EQ(second.status().code(), Code::kBusy);
+  EXPECT_NE(second.status().message().find("in use by another process"), std::string::npos)
+      << second.status().ToString();
+  first.reset();
+  EXPECT_TRUE(Store::Open(dir.str(), test::SmallStoreOptions()).ok());
+}
+
+TEST(StoreOpen, RefusesForeignDirectoriesAndMissingStores) {
+  test::TempDir dir("kdn-store");
+  test::WriteFile(dir / "notes.txt", std::vector<std::byte>(3));
+  auto s = Store::Open(dir.str(), test::SmallStoreOptions());
+  EXPECT_EQ(s.status().code(), Code::kInvalidArgument) << s.status().ToString();
+  StoreOptions o = test::SmallStoreOptions();
+  o.create_if_missing = false;
+  EXPECT_TRUE(Store::Open(dir / "nothing", o).status().IsNotFound());
+  o.segment_bytes = 1000;
+  EXPECT_EQ(Store::Open(dir / "x", o).status().code(), Code::kInvalidArgument);
+}
+
+TEST(StoreOpen, StrayStagingFilesAreRemoved) {
+  test::TempDir dir("kdn-store");
+  std::string stray;
+  {
+    auto store = test::OpenStore(dir.str(), test::SmallStoreOptions());
+    ASSERT_NE(store, nullptr);
+    stray = store->NewStagingPath();
+    test::WriteFile(stray, RandomBytes(1000, 1));
+  }
+  auto store = test::OpenStore(dir.str(), test::SmallStoreOptions());
+  ASSERT_NE(store, nullptr);
+  EXPECT_NE(::access(stray.c_str(), F_OK), 0);
+}
+
+TEST(StoreOpen, PsyncEngineServesTheSameBytes) {
+  test::TempDir dir("kdn-store");
+  StoreOptions o = test::SmallStoreOptions();
+  o.io_engine = IoEngineKind::kPsync;
+  auto store = test::OpenStore(dir.str(), o);
+  ASSERT_NE(store, nullptr);
+  EXPECT_EQ(store->Stats().io_engine, "psync");
+  auto bytes = RandomBytes(1234567, 2);
+  auto id = store->Put(bytes);
+  ASSERT_TRUE(id.ok());
+  EXPECT_EQ(test::ReadWhole(*store, *id, bytes.size()), bytes);
+  test::ExpectClean(*store);
+}
+
+}  // namespace
+}  // namespace kdn
