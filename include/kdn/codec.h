@@ -45,6 +45,13 @@ Status DecodeBlock(const CodecSpec& codec, KvKind kind, const BlockShape& shape,
 // threads (CPU backend) or uploads payload() and decodes on the device (CUDA backend).
 class PreparedBlock {
  public:
+  PreparedBlock() = default;  // empty: zero tokens, nothing to decode
+  // Copies rebind payload() to the copy's own bytes when the original owned them.
+  PreparedBlock(const PreparedBlock& other);
+  PreparedBlock& operator=(const PreparedBlock& other);
+  PreparedBlock(PreparedBlock&&) noexcept = default;
+  PreparedBlock& operator=(PreparedBlock&&) noexcept = default;
+
   static Result<PreparedBlock> Prepare(const CodecSpec& codec, KvKind kind, const BlockShape& shape,
                                        std::span<const std::byte> encoded);
 

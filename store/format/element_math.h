@@ -93,16 +93,20 @@ KDN_HD uint16_t FloatToBf16(float f) {
   return static_cast<uint16_t>((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
 }
 
-// Quantized value back to binary32: scale * code, then + zero, each rounded on its own.
-KDN_HD float Dequant(uint16_t scale_h, uint16_t zero_h, uint32_t code) {
-  const float s = HalfToFloat(scale_h);
-  const float z = HalfToFloat(zero_h);
+// Quantized value back to binary32 from parameters already widened to binary32 (HalfToFloat):
+// scale * code, then + zero, each rounded on its own. Decoders widen a group's parameters once.
+KDN_HD float DequantWide(float s, float z, uint32_t code) {
 #if defined(__CUDA_ARCH__)
   return __fadd_rn(__fmul_rn(s, static_cast<float>(code)), z);
 #else
   // Libraries that include this header build with -ffp-contract=off: no fma contraction here.
   return s * static_cast<float>(code) + z;
 #endif
+}
+
+// Quantized value back to binary32: scale * code, then + zero, each rounded on its own.
+KDN_HD float Dequant(uint16_t scale_h, uint16_t zero_h, uint32_t code) {
+  return DequantWide(HalfToFloat(scale_h), HalfToFloat(zero_h), code);
 }
 
 // Code of channel c in a packed row (b bits per code, LSB first, b in {2, 4, 8}).

@@ -1,0 +1,101 @@
+// ByteSource implementations: a file read with pread, and a caller's memory buffer.
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <string>
+
+#include "kdn/format.h"
+
+namespace kdn {
+
+namespace {
+
+class FileSource final : public ByteSource {
+ public:
+  FileSource(int fd, uint64_t size, std::string path)
+      : fd_(fd), size_(size), path_(std::move(path)) {}
+  ~FileSource() override { ::close(fd_); }
+  FileSource(const FileSource&) = delete;
+  FileSource& operator=(const FileSource&) = delete;
+
+  uint64_t size() const override { return size_; }
+
+  Status ReadAt(uint64_t offset, std::span<std::byte> out) const override {
+    if (offset > size_ || out.size() > size_ - offset) {
+      return Status::Corruption(path_ + ": read of " + std::to_string(out.size()) +
+                                " bytes at offset " + std::to_string(offset) +
+                                " is beyond the end (" + std::to_string(size_) + " bytes)");
+    }
+    size_t done = 0;
+    while (done < out.size()) {
+      const ssize_t n =
+          ::pread(fd_, out.data() + done, out.size() - done, static_cast<off_t>(offset + done));
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        return Status::FromErrno(path_ + ": read at offset " + std::to_string(offset + done),
+                                 errno);
+      }
+      if (n == 0) {
+        return Status::IOError(path_ + ": short read at offset " + std::to_string(offset + done) +
+                               ": got " + std::to_string(done) + " of " +
+                               std::to_string(out.size()) + " bytes (file shrank?)");
+      }
+      done += static_cast<size_t>(n);
+    }
+    return Status::OK();
+  }
+
+ private:
+  int fd_;
+  uint64_t size_;
+  std::string path_;
+};
+
+class MemoryByteSource final : public ByteSource {
+ public:
+  explicit MemoryByteSource(std::span<const std::byte> bytes) : bytes_(bytes) {}
+  uint64_t size() const override { return bytes_.size(); }
+  Status ReadAt(uint64_t offset, std::span<std::byte> out) const override {
+    if (offset > bytes_.size() || out.size() > bytes_.size() - offset) {
+      return Status::Corruption("read of " + std::to_string(out.size()) + " bytes at offset " +
+                                std::to_string(offset) + " is beyond the end (" +
+                                std::to_string(bytes_.size()) + " bytes)");
+    }
+    if (!out.empty()) std::memcpy(out.data(), bytes_.data() + offset, out.size());
+    return Status::OK();
+  }
+
+ private:
+  std::span<const std::byte> bytes_;
+};
+
+}  // namespace
+
+Result<std::unique_ptr<ByteSource>> OpenFileSource(const std::string& path) {
+  int fd;
+  do {
+    fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  } while (fd < 0 && errno == EINTR);
+  if (fd < 0) return Status::FromErrno("open " + path, errno);
+  struct stat st;
+  if (::fstat(fd, &st) != 0) {
+    const int err = errno;
+    ::close(fd);
+    return Status::FromErrno("stat " + path, err);
+  }
+  if (!S_ISREG(st.st_mode)) {
+    ::close(fd);
+    return Status::InvalidArgument(path + ": not a regular file");
+  }
+  return std::unique_ptr<ByteSource>(
+      std::make_unique<FileSource>(fd, static_cast<uint64_t>(st.st_size), path));
+}
+
+std::unique_ptr<ByteSource> MemorySource(std::span<const std::byte> bytes) {
+  return std::make_unique<MemoryByteSource>(bytes);
+}
+
+}  // namespace kdn

@@ -1,0 +1,181 @@
+// KvWriter: encodes layers as they are added, then writes the file sequentially, header first.
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <string>
+
+#include "kdn/codec.h"
+#include "kdn/format.h"
+#include "store/format/kv_layout.h"
+#include "store/format/limits.h"
+
+namespace kdn {
+
+namespace {
+
+class Fd {
+ public:
+  explicit Fd(int fd) : fd_(fd) {}
+  ~Fd() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  Fd(const Fd&) = delete;
+  Fd& operator=(const Fd&) = delete;
+  int get() const { return fd_; }
+  int release() {
+    const int fd = fd_;
+    fd_ = -1;
+    return fd;
+  }
+
+ private:
+  int fd_;
+};
+
+Status WriteAll(int fd, const void* data, size_t n, const std::string& path) {
+  const auto* p = static_cast<const char*>(data);
+  while (n > 0) {
+    const ssize_t w = ::write(fd, p, n);
+    if (w < 0) {
+      if (errno == EINTR) continue;
+      return Status::FromErrno("write " + path, errno);
+    }
+    p += w;
+    n -= static_cast<size_t>(w);
+  }
+  return Status::OK();
+}
+
+}  // namespace
+
+struct KvWriter::Impl {
+  KvHeader header;
+  Status init_error;
+  std::vector<std::vector<std::byte>> blocks;  // encoded, in file order
+
+  Status Ready() const {
+    if (!init_error.ok()) return init_error;
+    const uint32_t n_layers = header.model.n_layers;
+    if (blocks.size() != 2 * size_t{n_layers}) {
+      return Status::InvalidArgument("KvWriter: " + std::to_string(blocks.size() / 2) + " of " +
+                                     std::to_string(n_layers) + " layers added");
+    }
+    return Status::OK();
+  }
+
+  // Lays the file out and hands its bytes, in order, to `emit(data, n)`.
+  template <typename Sink>
+  Status Emit(Sink&& emit) {
+    KDN_RETURN_IF_ERROR(Ready());
+    const BlockShape shape{header.n_tokens, header.model.channels(), header.model.dtype};
+    for (size_t i = 0; i < blocks.size(); ++i) {
+      BlockEntry& e = header.blocks[i];
+      e.encoded_bytes = blocks[i].size();
+      e.decoded_bytes = shape.bytes();
+      e.checksum = HashBytes64(blocks[i].data(), blocks[i].size());
+    }
+    layout::AssignOffsets(&header);
+    const std::vector<std::byte> head = layout::SerializeHeader(header);
+    static const std::byte kZeros[kKvBlockAlign] = {};
+    uint64_t pos = 0;
+    auto pad_to = [&](uint64_t target) -> Status {
+      while (pos < target) {
+        const uint64_t n = std::min<uint64_t>(sizeof kZeros, target - pos);
+        KDN_RETURN_IF_ERROR(emit(kZeros, n));
+        pos += n;
+      }
+      return Status::OK();
+    };
+    KDN_RETURN_IF_ERROR(emit(head.data(), head.size()));
+    pos = head.size();
+    for (size_t i = 0; i < blocks.size(); ++i) {
+      KDN_RETURN_IF_ERROR(pad_to(header.blocks[i].offset));
+      KDN_RETURN_IF_ERROR(emit(blocks[i].data(), blocks[i].size()));
+      pos += blocks[i].size();
+    }
+    return pad_to(header.file_bytes);
+  }
+};
+
+KvWriter::KvWriter(ModelIdentity model, CodecSpec codec, std::vector<uint32_t> tokens,
+                   uint32_t position_offset, uint32_t chunk_tokens)
+    : impl_(std::make_unique<Impl>()) {
+  // A constructor cannot return a Status: the first error is kept and every later call returns it.
+  Status st = model.Validate();
+  if (st.ok()) st = codec.Validate();
+  if (st.ok() && (tokens.empty() || tokens.size() > limits::kMaxTokens)) {
+    st = Status::InvalidArgument("token count " + std::to_string(tokens.size()) +
+                                 " out of range 1.." + std::to_string(limits::kMaxTokens));
+  }
+  if (st.ok() && (chunk_tokens < 1 || chunk_tokens > limits::kMaxChunkTokens)) {
+    st = Status::InvalidArgument("chunk_tokens " + std::to_string(chunk_tokens) +
+                                 " out of range 1.." + std::to_string(limits::kMaxChunkTokens));
+  }
+  if (!st.ok()) {
+    impl_->init_error = st.WithContext("KvWriter");
+    return;
+  }
+  KvHeader& h = impl_->header;
+  h.model = std::move(model);
+  h.fingerprint = h.model.Fingerprint();
+  h.n_tokens = static_cast<uint32_t>(tokens.size());
+  h.position_offset = position_offset;
+  h.chunk_tokens = chunk_tokens;
+  h.codec = codec;
+  h.prefix_hashes = PrefixHashes(h.fingerprint, tokens, chunk_tokens);
+  h.tokens = std::move(tokens);
+  h.blocks.resize(2 * size_t{h.model.n_layers});
+  impl_->blocks.reserve(h.blocks.size());
+}
+
+KvWriter::~KvWriter() = default;
+
+Status KvWriter::AddLayer(std::span<const std::byte> k, std::span<const std::byte> v) {
+  Impl& s = *impl_;
+  if (!s.init_error.ok()) return s.init_error;
+  const KvHeader& h = s.header;
+  const uint32_t layer = static_cast<uint32_t>(s.blocks.size() / 2);
+  if (layer >= h.model.n_layers) {
+    return Status::InvalidArgument("KvWriter: all " + std::to_string(h.model.n_layers) +
+                                   " layers were already added");
+  }
+  const BlockShape shape{h.n_tokens, h.model.channels(), h.model.dtype};
+  std::vector<std::byte> ek, ev;
+  KDN_RETURN_IF_ERROR(EncodeBlock(h.codec, KvKind::kKey, shape, k, &ek)
+                          .WithContext(layout::BlockName(layer, KvKind::kKey)));
+  KDN_RETURN_IF_ERROR(EncodeBlock(h.codec, KvKind::kValue, shape, v, &ev)
+                          .WithContext(layout::BlockName(layer, KvKind::kValue)));
+  s.blocks.push_back(std::move(ek));
+  s.blocks.push_back(std::move(ev));
+  return Status::OK();
+}
+
+Status KvWriter::Finish(const std::string& path, bool sync) {
+  KDN_RETURN_IF_ERROR(impl_->Ready());  // before touching the file
+  int raw_fd;
+  do {
+    raw_fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  } while (raw_fd < 0 && errno == EINTR);
+  if (raw_fd < 0) return Status::FromErrno("create " + path, errno);
+  Fd fd(raw_fd);
+  Status st = impl_->Emit([&](const void* p, size_t n) { return WriteAll(fd.get(), p, n, path); });
+  if (st.ok() && sync && ::fsync(fd.get()) != 0) st = Status::FromErrno("fsync " + path, errno);
+  if (::close(fd.release()) != 0 && st.ok()) st = Status::FromErrno("close " + path, errno);
+  if (!st.ok()) ::unlink(path.c_str());  // never leave a partial file that looks like a cache
+  return st;
+}
+
+Result<std::vector<std::byte>> KvWriter::FinishToMemory() {
+  std::vector<std::byte> out;
+  KDN_RETURN_IF_ERROR(impl_->Emit([&](const void* p, size_t n) {
+    const auto* b = static_cast<const std::byte*>(p);
+    out.insert(out.end(), b, b + n);
+    return Status::OK();
+  }));
+  return out;
+}
+
+}  // namespace kdn

@@ -1,0 +1,75 @@
+// PreparedBlock: a block with its zstd stage undone and its layout checked, decoded by row ranges.
+#include <new>
+#include <string>
+
+#include "kdn/codec.h"
+#include "store/format/codec_internal.h"
+#include "store/format/zstd_util.h"
+
+namespace kdn {
+
+using namespace codec_internal;  // NOLINT(google-build-using-namespace)
+
+PreparedBlock::PreparedBlock(const PreparedBlock& other)
+    : codec_(other.codec_),
+      kind_(other.kind_),
+      shape_(other.shape_),
+      owned_(other.owned_),
+      payload_(other.payload_),
+      codes_offset_(other.codes_offset_) {
+  if (!other.owned_.empty() && other.payload_.data() == other.owned_.data()) {
+    payload_ = std::span<const std::byte>(owned_.data(), owned_.size());
+  }
+}
+
+PreparedBlock& PreparedBlock::operator=(const PreparedBlock& other) {
+  if (this != &other) {
+    PreparedBlock copy(other);
+    *this = std::move(copy);
+  }
+  return *this;
+}
+
+Result<PreparedBlock> PreparedBlock::Prepare(const CodecSpec& codec, KvKind kind,
+                                             const BlockShape& shape,
+                                             std::span<const std::byte> encoded) {
+  KDN_RETURN_IF_ERROR(codec.Validate());
+  KDN_RETURN_IF_ERROR(ValidateShape(shape));
+  if (kind != KvKind::kKey && kind != KvKind::kValue) {
+    return Status::InvalidArgument("prepare: block kind unknown");
+  }
+  KDN_RETURN_IF_ERROR(CheckEncodedSize(codec, kind, shape, encoded.size()));
+  PreparedBlock b;
+  b.codec_ = codec;
+  b.kind_ = kind;
+  b.shape_ = shape;
+  if (HasZstdStage(codec)) {
+    const uint64_t n = PayloadBytes(codec, kind, shape);
+    try {
+      b.owned_.resize(n);
+    } catch (const std::bad_alloc&) {
+      return Status::NoSpace("prepare: cannot allocate " + std::to_string(n) + " bytes");
+    }
+    KDN_RETURN_IF_ERROR(zstd::DecompressExact(encoded, b.owned_));
+    b.payload_ = b.owned_;
+  } else {
+    b.payload_ = encoded;
+  }
+  KDN_RETURN_IF_ERROR(CheckPayload(codec, kind, shape, b.payload_));
+  if (codec.id == CodecId::kQuant) {
+    b.codes_offset_ = ComputeQuantLayout(kind, shape, codec.bits, codec.group_size).codes_offset;
+  }
+  return b;
+}
+
+Status PreparedBlock::DecodeRows(uint32_t t_begin, uint32_t t_end, DType out_dtype, std::byte* out,
+                                 size_t row_stride_bytes) const {
+  if (shape_.tokens == 0) {
+    if (t_begin == 0 && t_end == 0) return Status::OK();
+    return Status::InvalidArgument("decode rows: the block is empty");
+  }
+  return DecodePayloadRows(codec_, kind_, shape_, payload_, t_begin, t_end, out_dtype, out,
+                           row_stride_bytes);
+}
+
+}  // namespace kdn
