@@ -507,10 +507,13 @@ Status Filesystem::Commit(Ino ino, StagedLock staged, const char* why) {
   const Status& error = committed.status();
   auto path = store_->PathOf(ino);
   std::string name = path.ok() ? *path : "inode " + std::to_string(ino);
+  // The staging file's name means nothing to the user: the file's name is what they need.
+  std::string message = error.message();
+  if (message.starts_with(file->path() + ": ")) message.erase(0, file->path().size() + 2);
   if (error.code() == Code::kInvalidArgument) {
     counters_.refused_kv.fetch_add(1, std::memory_order_relaxed);
     KDN_LOG_ERROR("refused %s (%s): %s; the previous content stays", name.c_str(), why,
-                  error.message().c_str());
+                  message.c_str());
   } else {
     counters_.commit_errors.fetch_add(1, std::memory_order_relaxed);
     KDN_LOG_ERROR("commit of %s (%s) failed: %s; the previous content stays", name.c_str(), why,
