@@ -538,7 +538,9 @@ Status FuseAdapter::Run() {
   fuse_remove_signal_handlers(session_);
   fuse_session_unmount(session_);
   mounted_ = false;
-  if (rc != 0) return Status::IOError("the FUSE session ended with an error");
+  // libfuse reports the signal that ended the loop as a positive number: a clean exit.
+  if (rc < 0) return Status::IOError("the FUSE session ended with an error", -rc);
+  if (rc > 0) KDN_LOG_INFO("signal %d: unmounting", rc);
   return Status::OK();
 }
 
@@ -597,8 +599,8 @@ void FuseAdapter::TuneReadahead() {
   auto mp = AbsoluteMountPoint(mountpoint_);
   if (!mp.ok()) return;
   // The INIT reply caps the readahead at what it says; it is processed right after the init
-  // handler returns, so try again until the value holds.
-  for (int attempt = 0; attempt < 50; ++attempt) {
+  // handler returns, so check that the value held and write it again if not.
+  for (int attempt = 0; attempt < 20; ++attempt) {
     auto mount = FindMount(*mp);
     if (mount && mount->fs_type.starts_with("fuse")) {
       Status st = SetReadahead(mount->major, mount->minor, options_.readahead_bytes);
@@ -606,22 +608,25 @@ void FuseAdapter::TuneReadahead() {
         KDN_LOG_WARNING("cannot set the readahead of %s: %s", mp->c_str(), st.ToString().c_str());
         return;
       }
-      std::this_thread::sleep_for(std::chrono::milliseconds(100));
-      // Written after INIT's reply was processed: done.
-      std::string path = "/sys/class/bdi/" + std::to_string(mount->major) + ":" +
-                         std::to_string(mount->minor) + "/read_ahead_kb";
-      FILE* f = std::fopen(path.c_str(), "r");
-      unsigned long long kb = 0;
-      bool read_back = f && std::fscanf(f, "%llu", &kb) == 1;
-      if (f) std::fclose(f);
-      if (read_back && kb * 1024 == options_.readahead_bytes) {
-        KDN_LOG_DEBUG("readahead of %s set to %llu KiB", mp->c_str(), kb);
-        return;
-      }
-    } else {
-      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    {
+      std::unique_lock lock(mu_);
+      if (cv_.wait_for(lock, std::chrono::milliseconds(50), [this] { return stopping_; })) return;
+    }
+    if (!mount) continue;
+    std::string path = "/sys/class/bdi/" + std::to_string(mount->major) + ":" +
+                       std::to_string(mount->minor) + "/read_ahead_kb";
+    FILE* f = std::fopen(path.c_str(), "r");
+    unsigned long long kb = 0;
+    bool read_back = f && std::fscanf(f, "%llu", &kb) == 1;
+    if (f) std::fclose(f);
+    if (read_back && kb * 1024 == options_.readahead_bytes) {
+      KDN_LOG_DEBUG("readahead of %s set to %llu KiB", mp->c_str(), kb);
+      return;
     }
   }
+  KDN_LOG_WARNING("the readahead of %s did not stay at %llu KiB", mp->c_str(),
+                  static_cast<unsigned long long>(options_.readahead_bytes / 1024));
 }
 
 }  // namespace kdn::fs

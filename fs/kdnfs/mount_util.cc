@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -95,8 +96,9 @@ std::optional<MountEntry> FindMount(const std::string& mount_point) {
 }
 
 Result<bool> ClearStaleMount(const std::string& mount_point) {
-  struct stat st;
-  if (::stat(mount_point.c_str(), &st) == 0 || errno != ENOTCONN) return false;
+  // statfs always reaches the daemon (stat may be answered from attributes the kernel cached).
+  struct statfs sf;
+  if (::statfs(mount_point.c_str(), &sf) == 0 || errno != ENOTCONN) return false;
   if (::geteuid() == 0) {
     if (::umount2(mount_point.c_str(), MNT_DETACH) != 0) {
       return Status::FromErrno("detach stale mount " + mount_point, errno);

@@ -32,7 +32,8 @@ Result<std::string> AbsoluteMountPoint(const std::string& path);
 // The last mount on `mount_point` (absolute), if any.
 std::optional<MountEntry> FindMount(const std::string& mount_point);
 
-// When `mount_point` is a FUSE mount whose daemon died ("Transport endpoint is not connected"),
+// When `mount_point` is a FUSE mount whose daemon died ("Transport endpoint is not connected"
+// from statfs, which the kernel never answers from its caches),
 // detaches it lazily (umount2 MNT_DETACH as root, `fusermount3 -u -z` otherwise) and returns
 // true. False when there was nothing stale.
 Result<bool> ClearStaleMount(const std::string& mount_point);
