@@ -7,6 +7,10 @@
 //   mode) and keeps their pages cached between opens (committed content is immutable). An open
 //   costs no round trip; writes arrive keyed by inode, and the FLUSH of every close() still
 //   comes (fh 0), which is where staged content is committed. CREATE still returns a handle.
+// - FLUSH is the one round trip left on a read-only open and close (the kernel sends it for every
+//   close, and only the whole connection can turn it off). A read-write mount needs it: it is
+//   where a writer's close commits, and where an invalid `.kv` fails that close. A read-only
+//   mount (-o ro) answers it ENOSYS, and the kernel stops sending it.
 // - atomic_o_trunc is off: O_TRUNC arrives as SETATTR(size 0), which the logic stages.
 // - default_permissions: the kernel checks modes, owners and sticky bits.
 // - 1 MiB reads and writes; a large kernel readahead window (set on the mount's bdi), many
@@ -268,6 +272,10 @@ void OnWrite(fuse_req_t req, fuse_ino_t ino, const char* buf, size_t size, off_t
 }
 
 void OnFlush(fuse_req_t req, fuse_ino_t ino, fuse_file_info*) {
+  if (static_cast<FuseAdapter*>(fuse_req_userdata(req))->read_only()) {
+    fuse_reply_err(req, ENOSYS);  // nothing to commit, ever: no more FLUSH on this connection
+    return;
+  }
   fuse_reply_err(req, Fs(req).Flush(CallerOf(req), ino).sys_errno());
 }
 

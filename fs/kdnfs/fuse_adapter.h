@@ -26,6 +26,9 @@ struct FuseOptions {
   // kernel keeps in flight for a sequential reader.
   uint64_t readahead_bytes = uint64_t{16} << 20;
   unsigned max_threads = 64;  // worker threads serving requests
+  // Mounted read-only ("ro" among fuse_options): nothing is ever written, so FLUSH answers ENOSYS
+  // and the kernel stops sending it. A close then costs no round trip (see fuse_adapter.cc).
+  bool read_only = false;
 };
 
 class FuseAdapter : public KernelCache {
@@ -47,6 +50,7 @@ class FuseAdapter : public KernelCache {
   // Set by the init handler: whether the kernel knows no-open mode (OPEN answered ENOSYS).
   void set_no_open(bool no_open) { no_open_ = no_open; }
   bool no_open() const { return no_open_; }
+  bool read_only() const { return options_.read_only; }
   // Called by the init handler once the kernel has agreed on the connection's parameters.
   void Initialized();
 

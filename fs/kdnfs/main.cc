@@ -64,7 +64,8 @@ void PrintUsage(FILE* out) {
                "  io_engine=KIND     auto, io_uring or psync (default auto)\n"
                "  sync=full|none     none skips every sync: scratch stores only (default full)\n"
                "\n"
-               "Other -o options go to FUSE and the kernel, e.g. ro, allow_other (the default\n"
+               "Other -o options go to FUSE and the kernel, e.g. ro (read-only: closing a\n"
+               "file then costs no request to the daemon), allow_other (the default\n"
                "when run as root), fsname=NAME. default_permissions is always on: the kernel\n"
                "checks modes and owners.\n");
 }
@@ -148,6 +149,8 @@ Result<CommandLine> ParseCommandLine(int argc, char** argv) {
         if (opt.starts_with("fsname=")) fsname_given = true;
         if (opt.starts_with("subtype=")) subtype_given = true;
         if (opt == "default_permissions") continue;  // always on
+        if (opt == "ro") cl.fuse.read_only = true;
+        if (opt == "rw") cl.fuse.read_only = false;
         cl.fuse.fuse_options.push_back(opt);
       }
     } else if (arg.starts_with("-") && arg.size() > 1) {

@@ -528,6 +528,40 @@ TEST_F(FilesystemTest, ListingsResumeFromTheirCookies) {
   EXPECT_EQ(std::set<std::string>(seen.begin(), seen.end()), expected);
 }
 
+TEST_F(FilesystemTest, ListsOneHundredThousandEntries) {
+  Ino d = MkDir(kRootIno, "big");
+  NewNode node;
+  node.mode = S_IFREG | 0644;
+  for (int i = 0; i < 100000; ++i) {
+    ASSERT_TRUE(fs_->store().MakeNode(d, "chunk-" + std::to_string(i), node).ok()) << i;
+  }
+  // As the kernel lists: replies of about 4 KiB, each resumed from the last cookie it took.
+  size_t seen = 0, calls = 0;
+  uint64_t cookie = 0;
+  std::set<std::string> names;
+  for (;;) {
+    size_t bytes = 0, taken = 0;
+    uint64_t next = cookie;
+    Status st = fs_->ReadDir(d, cookie, false, 4096 / 32,
+                             [&](std::string_view n, const Entry&, uint64_t c) {
+                               bytes += 24 + (n.size() + 7) / 8 * 8;  // a fuse_dirent
+                               if (bytes > 4096) return false;
+                               if (n != "." && n != "..") names.emplace(n);
+                               next = c;
+                               ++taken;
+                               return true;
+                             });
+    ASSERT_TRUE(st.ok()) << st.ToString();
+    if (taken == 0) break;
+    seen += taken;
+    cookie = next;
+    ++calls;
+  }
+  EXPECT_EQ(seen, 100002u);
+  EXPECT_EQ(names.size(), 100000u);
+  EXPECT_GT(calls, 500u) << "small replies, resumed by cookie";
+}
+
 TEST_F(FilesystemTest, NamesAreChecked) {
   std::string long_name(256, 'x');
   EXPECT_EQ(fs_->Create(As(0, 0, 1), kRootIno, long_name, 0644, O_CREAT).status().sys_errno(),

@@ -665,6 +665,29 @@ TEST(KdnfsMount, SignalsUnmountCleanlyAndStaleMountsAreCleared) {
   EXPECT_EQ(Out("grep -c ' " + m.mnt() + " ' /proc/self/mountinfo"), "1");
 }
 
+// A read-only mount serves everything and changes nothing; closing a file costs no FLUSH.
+TEST(KdnfsMount, ReadOnlyMount) {
+  REQUIRE_FUSE();
+  KdnfsMount m;
+  ASSERT_TRUE(m.Start());
+  auto kv = MakeKv(100, 81);
+  SH_OK("mkdir " + m.path("set"));
+  ASSERT_TRUE(WriteWholeFile(m.path("set/doc.kv"), kv));
+  m.Stop();
+  ASSERT_TRUE(m.Start({"ro"}));
+  EXPECT_EQ(ReadWholeFile(m.path("set/doc.kv")), kv);
+  EXPECT_EQ(ReadWholeFile(m.path("set/doc.kv")), kv);
+  auto w = Sh("echo x > " + m.path("set/new.txt"));
+  EXPECT_NE(w.status, 0);
+  EXPECT_NE(w.output.find("Read-only file system"), std::string::npos) << w.output;
+  EXPECT_NE(Sh("rm " + m.path("set/doc.kv")).status, 0);
+  EXPECT_NE(Sh("setfattr -n user.x -v 1 " + m.path("set/doc.kv")).status, 0);
+  EXPECT_EQ(
+      Out("getfattr --absolute-names --only-values -n user.kdn.tokens " + m.path("set/doc.kv")),
+      "100");
+  EXPECT_NE(Out("cat " + m.path(".kdn/stats")).find("\nfiles 1\n"), std::string::npos);
+}
+
 TEST(KdnfsMount, RunsInTheBackgroundUntilUnmounted) {
   REQUIRE_FUSE();
   TempDir dir("kdnfs-daemon");
