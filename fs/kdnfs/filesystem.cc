@@ -90,6 +90,7 @@ void Filesystem::SetProcesses(Processes* processes) {
 void Filesystem::OnEvicted(const std::vector<EvictedName>& names) {
   KernelCache* cache = kernel_cache_.load();
   for (const auto& n : names) {
+    ContentChanged(n.ino);
     KDN_LOG_INFO("evicted %s (inode %llu) to make room", n.name.c_str(),
                  static_cast<unsigned long long>(n.ino));
     if (cache) cache->ForgetName(n.parent, n.name, n.ino);
@@ -423,10 +424,20 @@ void Filesystem::Unstage(Ino ino, const std::shared_ptr<StagedFile>& file) {
     auto it = inodes_.find(ino);
     if (it != inodes_.end() && it->second.staged == file) {
       it->second.staged.reset();
+      it->second.content_known = false;
+      ++it->second.generation;
       if (it->second.nlookup == 0 && !it->second.held) inodes_.erase(it);
     }
   }
   (void)store_->CloseInode(ino);
+}
+
+void Filesystem::ContentChanged(Ino ino) {
+  std::lock_guard lock(mu_);
+  auto it = inodes_.find(ino);
+  if (it == inodes_.end()) return;
+  it->second.content_known = false;
+  ++it->second.generation;
 }
 
 void Filesystem::NoteWriter(StagedFile& file, const Caller& caller) {
@@ -445,7 +456,22 @@ bool Filesystem::IsWriter(const StagedFile& file, const Caller& caller) {
 
 Result<size_t> Filesystem::Read(Ino ino, uint64_t offset, std::span<std::byte> out) {
   if (ControlFiles::IsControl(ino)) return control_->Read(ino, offset, out);
-  if (auto staged = StagedOf(ino)) {
+  std::shared_ptr<StagedFile> staged;
+  bool known = false;
+  ChunkId chunk;
+  uint64_t size = 0;
+  uint64_t generation = 0;
+  {
+    std::lock_guard lock(mu_);
+    if (auto it = inodes_.find(ino); it != inodes_.end()) {
+      staged = it->second.staged;
+      known = it->second.content_known;
+      chunk = it->second.chunk;
+      size = it->second.size;
+      generation = it->second.generation;
+    }
+  }
+  if (staged) {
     std::shared_lock lock(staged->mutex());
     if (!staged->retired()) {
       KDN_ASSIGN_OR_RETURN(size_t n, staged->Read(offset, out));
@@ -453,15 +479,28 @@ Result<size_t> Filesystem::Read(Ino ino, uint64_t offset, std::span<std::byte> o
       counters_.read_bytes.fetch_add(n, std::memory_order_relaxed);
       return n;
     }
+    known = false;
   }
-  // A commit may replace the chunk between GetAttr and Get: then read the new one.
+  // A commit may replace the chunk between the lookup of the content and its read: then the
+  // chunk is gone (NotFound) and the content is looked up again.
   for (int attempt = 0;; ++attempt) {
-    KDN_ASSIGN_OR_RETURN(InodeAttr attr, store_->GetAttr(ino));
-    if (S_ISDIR(attr.mode)) return Errno(EISDIR, "read of a directory");
-    if (!S_ISREG(attr.mode)) return Errno(EINVAL, "read of a special file");
-    if (attr.chunk.IsZero() || offset >= attr.size) return size_t{0};
-    size_t want = static_cast<size_t>(std::min<uint64_t>(out.size(), attr.size - offset));
-    auto got = store_->Get(attr.chunk, offset, out.first(want));
+    if (!known || attempt > 0) {
+      KDN_ASSIGN_OR_RETURN(InodeAttr attr, store_->GetAttr(ino));
+      if (S_ISDIR(attr.mode)) return Errno(EISDIR, "read of a directory");
+      if (!S_ISREG(attr.mode)) return Errno(EINVAL, "read of a special file");
+      chunk = attr.chunk;
+      size = attr.size;
+      std::lock_guard lock(mu_);
+      if (auto it = inodes_.find(ino);
+          it != inodes_.end() && !it->second.staged && it->second.generation == generation) {
+        it->second.content_known = true;
+        it->second.chunk = chunk;
+        it->second.size = size;
+      }
+    }
+    if (chunk.IsZero() || offset >= size) return size_t{0};
+    size_t want = static_cast<size_t>(std::min<uint64_t>(out.size(), size - offset));
+    auto got = store_->Get(chunk, offset, out.first(want));
     if (!got.ok() && got.status().IsNotFound() && attempt == 0) continue;
     if (!got.ok()) {
       KDN_LOG_ERROR("read of inode %llu at %llu failed: %s", static_cast<unsigned long long>(ino),

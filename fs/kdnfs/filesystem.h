@@ -169,6 +169,13 @@ class Filesystem {
     uint64_t nlookup = 0;  // kernel references
     bool held = false;     // kept open in the store: unlinked while the kernel held it
     std::shared_ptr<StagedFile> staged;
+    // The committed content as last read from the store, so that a READ needs no database
+    // query. `generation` counts the changes kdnfs made or heard of: a reader only caches what
+    // it read if none happened meanwhile.
+    bool content_known = false;
+    ChunkId chunk;
+    uint64_t size = 0;
+    uint64_t generation = 0;
   };
   // A staged file locked exclusively.
   struct StagedLock {
@@ -196,6 +203,8 @@ class Filesystem {
   Status Commit(Ino ino, StagedLock staged, const char* why);
   // After a staged file was retired: forgets it, gives its store handle back.
   void Unstage(Ino ino, const std::shared_ptr<StagedFile>& file);
+  // The committed content of `ino` changed (or may have): forget what was cached of it.
+  void ContentChanged(Ino ino);
   Status CheckWritableDir(Ino parent, std::string_view name);
 
   const Options options_;

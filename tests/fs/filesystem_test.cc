@@ -249,6 +249,18 @@ TEST_F(FilesystemTest, AWriteInTheMiddleKeepsTheRest) {
   EXPECT_EQ(Committed(a).size, data.size() + 4);
 }
 
+TEST_F(FilesystemTest, ReadsFollowNewContentWhileTheOldIsStillStored) {
+  Ino a = Put(kRootIno, "a", AsBytes("same old bytes"));
+  Ino b = Put(kRootIno, "b", AsBytes("same old bytes"));  // one chunk, two files
+  EXPECT_EQ(Text(ReadAll(a)), "same old bytes");          // a's content is now cached
+  Caller w = As(0, 0, 900);
+  ASSERT_TRUE(fs_->SetAttr(w, a, Size(0)).ok());
+  Write(a, 0, AsBytes("new"), w);
+  ASSERT_TRUE(fs_->Flush(w, a).ok());
+  EXPECT_EQ(Text(ReadAll(a)), "new");
+  EXPECT_EQ(Text(ReadAll(b)), "same old bytes");
+}
+
 TEST_F(FilesystemTest, StagedContentWithoutLiveWritersIsCommittedWhenIdle) {
   Ino a = Put(kRootIno, "a", AsBytes("0123456789"));
   // truncate(2) on a path: no close follows.
