@@ -7,6 +7,7 @@
 #include <string>
 
 #include "store/format/codec_internal.h"
+#include "store/format/guard_alloc.h"
 #include "store/format/limits.h"
 #include "store/format/scratch.h"
 #include "store/format/zstd_util.h"
@@ -120,59 +121,63 @@ using namespace codec_internal;  // NOLINT(google-build-using-namespace): this f
 
 Status EncodeBlock(const CodecSpec& codec, KvKind kind, const BlockShape& shape,
                    std::span<const std::byte> src, std::vector<std::byte>* out) {
-  KDN_RETURN_IF_ERROR(codec.Validate());
-  KDN_RETURN_IF_ERROR(ValidateShape(shape));
-  if (src.size() != shape.bytes()) {
-    return Status::InvalidArgument("encode: source is " + std::to_string(src.size()) +
-                                   " bytes, the shape needs " + std::to_string(shape.bytes()));
-  }
-  if (kind != KvKind::kKey && kind != KvKind::kValue) {
-    return Status::InvalidArgument("encode: block kind unknown");
-  }
-  const uint64_t payload_bytes = PayloadBytes(codec, kind, shape);
-  if (!HasZstdStage(codec)) {
-    const size_t at = out->size();
-    out->resize(at + payload_bytes);
-    const std::span<std::byte> dst(out->data() + at, payload_bytes);
-    if (codec.id == CodecId::kRaw) {
-      std::memcpy(dst.data(), src.data(), src.size());
-      return Status::OK();
+  return GuardAlloc("encode", [&]() -> Status {
+    KDN_RETURN_IF_ERROR(codec.Validate());
+    KDN_RETURN_IF_ERROR(ValidateShape(shape));
+    if (src.size() != shape.bytes()) {
+      return Status::InvalidArgument("encode: source is " + std::to_string(src.size()) +
+                                     " bytes, the shape needs " + std::to_string(shape.bytes()));
     }
-    Status st = EncodeQuantPayload(codec, kind, shape, src, dst);
-    if (!st.ok()) out->resize(at);
-    return st;
-  }
-  KDN_ASSIGN_OR_RETURN(std::span<std::byte> payload,
-                       scratch::Get(scratch::Slot::kPayload, payload_bytes));
-  if (codec.id == CodecId::kLossless) {
-    EncodeLosslessPayload(shape, src, payload);
-  } else {
-    KDN_RETURN_IF_ERROR(EncodeQuantPayload(codec, kind, shape, src, payload));
-  }
-  return zstd::CompressAppend(payload, codec.zstd_level, out);
+    if (kind != KvKind::kKey && kind != KvKind::kValue) {
+      return Status::InvalidArgument("encode: block kind unknown");
+    }
+    const uint64_t payload_bytes = PayloadBytes(codec, kind, shape);
+    if (!HasZstdStage(codec)) {
+      const size_t at = out->size();
+      out->resize(at + payload_bytes);
+      const std::span<std::byte> dst(out->data() + at, payload_bytes);
+      if (codec.id == CodecId::kRaw) {
+        std::memcpy(dst.data(), src.data(), src.size());
+        return Status::OK();
+      }
+      Status st = EncodeQuantPayload(codec, kind, shape, src, dst);
+      if (!st.ok()) out->resize(at);
+      return st;
+    }
+    KDN_ASSIGN_OR_RETURN(std::span<std::byte> payload,
+                         scratch::Get(scratch::Slot::kPayload, payload_bytes));
+    if (codec.id == CodecId::kLossless) {
+      EncodeLosslessPayload(shape, src, payload);
+    } else {
+      KDN_RETURN_IF_ERROR(EncodeQuantPayload(codec, kind, shape, src, payload));
+    }
+    return zstd::CompressAppend(payload, codec.zstd_level, out);
+  });
 }
 
 Status DecodeBlock(const CodecSpec& codec, KvKind kind, const BlockShape& shape,
                    std::span<const std::byte> encoded, DType out_dtype, std::span<std::byte> out) {
-  KDN_RETURN_IF_ERROR(codec.Validate());
-  KDN_RETURN_IF_ERROR(ValidateShape(shape));
-  if (DTypeSize(out_dtype) == 0) return Status::InvalidArgument("decode: output dtype unknown");
-  const uint64_t need = shape.elements() * DTypeSize(out_dtype);
-  if (out.size() < need) {
-    return Status::InvalidArgument("decode: output is " + std::to_string(out.size()) +
-                                   " bytes, the block needs " + std::to_string(need));
-  }
-  std::span<const std::byte> payload = encoded;
-  if (HasZstdStage(codec)) {
-    KDN_RETURN_IF_ERROR(CheckEncodedSize(codec, kind, shape, encoded.size()));
-    KDN_ASSIGN_OR_RETURN(std::span<std::byte> buf,
-                         scratch::Get(scratch::Slot::kPayload, PayloadBytes(codec, kind, shape)));
-    KDN_RETURN_IF_ERROR(zstd::DecompressExact(encoded, buf));
-    payload = buf;
-  }
-  KDN_RETURN_IF_ERROR(CheckPayload(codec, kind, shape, payload));
-  return DecodePayloadRows(codec, kind, shape, payload, 0, shape.tokens, out_dtype, out.data(),
-                           uint64_t{shape.channels} * DTypeSize(out_dtype));
+  return GuardAlloc("decode", [&]() -> Status {
+    KDN_RETURN_IF_ERROR(codec.Validate());
+    KDN_RETURN_IF_ERROR(ValidateShape(shape));
+    if (DTypeSize(out_dtype) == 0) return Status::InvalidArgument("decode: output dtype unknown");
+    const uint64_t need = shape.elements() * DTypeSize(out_dtype);
+    if (out.size() < need) {
+      return Status::InvalidArgument("decode: output is " + std::to_string(out.size()) +
+                                     " bytes, the block needs " + std::to_string(need));
+    }
+    std::span<const std::byte> payload = encoded;
+    if (HasZstdStage(codec)) {
+      KDN_RETURN_IF_ERROR(CheckEncodedSize(codec, kind, shape, encoded.size()));
+      KDN_ASSIGN_OR_RETURN(std::span<std::byte> buf,
+                           scratch::Get(scratch::Slot::kPayload, PayloadBytes(codec, kind, shape)));
+      KDN_RETURN_IF_ERROR(zstd::DecompressExact(encoded, buf));
+      payload = buf;
+    }
+    KDN_RETURN_IF_ERROR(CheckPayload(codec, kind, shape, payload));
+    return DecodePayloadRows(codec, kind, shape, payload, 0, shape.tokens, out_dtype, out.data(),
+                             uint64_t{shape.channels} * DTypeSize(out_dtype));
+  });
 }
 
 }  // namespace kdn

@@ -1,7 +1,9 @@
 // quant codec (q8, q4, q2): KIVI-style asymmetric quantization with fp16 scale and zero. K is
 // quantized per channel over groups of tokens (K's outliers live in channels), V per token over
 // groups of channels. docs/kv-format.md, "quant", fixes the arithmetic and the bytes.
+#include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <string>
 
@@ -19,46 +21,12 @@ namespace kdn::codec_internal {
 
 namespace {
 
-// code = clamp(round_half_even((x - zero) / scale), 0, maxq); 0 when scale is 0. Clamping before
-// rounding gives the same code (the bounds are integers) and keeps the value in [0, 2^23), where
-// adding and subtracting 2^23 rounds to nearest even in the default rounding mode.
-inline uint32_t QuantCode(float x, float s, float z, float maxq) {
-  if (s == 0.0f) return 0;
-  float v = (x - z) / s;
-  v = v < 0.0f ? 0.0f : (v > maxq ? maxq : v);
-  v = (v + 8388608.0f) - 8388608.0f;
-  return static_cast<uint32_t>(v);
-}
-
-inline void PutCode(uint8_t* row, uint32_t c, uint32_t bits, uint32_t code) {
-  const uint32_t bit = c * bits;
-  row[bit >> 3] = static_cast<uint8_t>(row[bit >> 3] | (code << (bit & 7u)));
-}
-
-// Parameters of one group from its range, as the format defines them; the encoder quantizes with
-// the rounded values.
-struct GroupParams {
-  uint16_t scale_h, zero_h;
-  float scale, zero;
-};
-inline GroupParams MakeParams(float lo, float hi, float maxq) {
-  GroupParams p;
-  p.zero_h = elem::FloatToHalf(lo);
-  p.scale_h = elem::FloatToHalf((hi - lo) / maxq);
-  p.zero = elem::HalfToFloat(p.zero_h);
-  p.scale = elem::HalfToFloat(p.scale_h);
-  return p;
-}
-
-inline void StoreParams(std::byte* at, const GroupParams& p) {
-  le::Store<uint16_t>(at, p.scale_h);
-  le::Store<uint16_t>(at + 2, p.zero_h);
-}
-
-// The row's values as floats, refusing what fp16 parameters cannot represent.
-Status LoadRow(const BlockShape& shape, std::span<const std::byte> src, uint32_t t, float* row) {
+// Row t of the source as floats, refusing what fp16 parameters cannot describe.
+Status LoadRow(const simd::Kernels& k, const BlockShape& shape, std::span<const std::byte> src,
+               uint32_t t, float* row) {
   const uint64_t row_bytes = uint64_t{shape.channels} * DTypeSize(shape.dtype);
   ConvertDType(shape.dtype, src.data() + row_bytes * t, DType::kF32, row, shape.channels);
+  if (k.in_range(row, shape.channels)) return Status::OK();
   for (uint32_t c = 0; c < shape.channels; ++c) {
     if (!(std::fabs(row[c]) <= limits::kMaxQuantAbs)) {
       char value[32];
@@ -68,7 +36,7 @@ Status LoadRow(const BlockShape& shape, std::span<const std::byte> src, uint32_t
                                      " is not a finite fp16-range value (|x| <= 65504)");
     }
   }
-  return Status::OK();
+  return Status::Internal("quant encoder: range check disagrees with itself");
 }
 
 }  // namespace
@@ -93,6 +61,7 @@ QuantLayout ComputeQuantLayout(KvKind kind, const BlockShape& shape, uint32_t bi
 
 Status EncodeQuantPayload(const CodecSpec& codec, KvKind kind, const BlockShape& shape,
                           std::span<const std::byte> src, std::span<std::byte> dst) {
+  const simd::Kernels& k = simd::ActiveKernels();
   const QuantLayout q = ComputeQuantLayout(kind, shape, codec.bits, codec.group_size);
   const uint32_t bits = codec.bits, group = codec.group_size, channels = shape.channels;
   const float maxq = static_cast<float>((1u << bits) - 1);
@@ -100,45 +69,38 @@ Status EncodeQuantPayload(const CodecSpec& codec, KvKind kind, const BlockShape&
   auto code_row = [&](uint32_t t) {
     return reinterpret_cast<uint8_t*>(dst.data() + q.codes_offset) + uint64_t{q.row_bytes} * t;
   };
-
   KDN_ASSIGN_OR_RETURN(std::span<std::byte> tile,
                        scratch::Get(scratch::Slot::kTile, 4 * uint64_t{channels}));
+  KDN_ASSIGN_OR_RETURN(std::span<std::byte> codes_buf,
+                       scratch::Get(scratch::Slot::kCodes, uint64_t{channels}));
+  KDN_ASSIGN_OR_RETURN(std::span<std::byte> pbuf,
+                       scratch::Get(scratch::Slot::kParams, 16 * uint64_t{channels}));
   float* row = reinterpret_cast<float*>(tile.data());
+  auto* codes = reinterpret_cast<uint8_t*>(codes_buf.data());
+  float* lo = reinterpret_cast<float*>(pbuf.data());  // per channel (K) or per group (V)
+  float* hi = lo + channels;
+  float* scale = hi + channels;
+  float* zero = scale + channels;
 
   if (kind == KvKind::kKey) {
     // Per channel over `group` tokens: a pass for the ranges, a pass for the codes.
-    KDN_ASSIGN_OR_RETURN(std::span<std::byte> pbuf,
-                         scratch::Get(scratch::Slot::kParams, 16 * uint64_t{channels}));
-    float* lo = reinterpret_cast<float*>(pbuf.data());
-    float* hi = lo + channels;
-    float* scale = hi + channels;
-    float* zero = scale + channels;
     for (uint32_t t0 = 0, g = 0; t0 < shape.tokens; t0 += group, ++g) {
       const uint32_t t1 = shape.tokens - t0 < group ? shape.tokens : t0 + group;
-      for (uint32_t t = t0; t < t1; ++t) {
-        KDN_RETURN_IF_ERROR(LoadRow(shape, src, t, row));
-        if (t == t0) {
-          std::memcpy(lo, row, 4 * size_t{channels});
-          std::memcpy(hi, row, 4 * size_t{channels});
-          continue;
-        }
-        for (uint32_t c = 0; c < channels; ++c) {
-          lo[c] = row[c] < lo[c] ? row[c] : lo[c];
-          hi[c] = row[c] > hi[c] ? row[c] : hi[c];
-        }
+      KDN_RETURN_IF_ERROR(LoadRow(k, shape, src, t0, row));
+      std::memcpy(lo, row, 4 * size_t{channels});
+      std::memcpy(hi, row, 4 * size_t{channels});
+      for (uint32_t t = t0 + 1; t < t1; ++t) {
+        KDN_RETURN_IF_ERROR(LoadRow(k, shape, src, t, row));
+        k.min_max(row, channels, lo, hi);
       }
-      for (uint32_t c = 0; c < channels; ++c) {
-        const GroupParams p = MakeParams(lo[c], hi[c], maxq);
-        StoreParams(dst.data() + 4 * (uint64_t{g} * channels + c), p);
-        scale[c] = p.scale;
-        zero[c] = p.zero;
-      }
+      k.make_params(lo, hi, channels, maxq,
+                    reinterpret_cast<uint8_t*>(dst.data()) + 4 * uint64_t{g} * channels, scale,
+                    zero);
       for (uint32_t t = t0; t < t1; ++t) {
-        KDN_RETURN_IF_ERROR(LoadRow(shape, src, t, row));
-        uint8_t* out = code_row(t);
-        std::memset(out, 0, q.row_bytes);
-        for (uint32_t c = 0; c < channels; ++c)
-          PutCode(out, c, bits, QuantCode(row[c], scale[c], zero[c], maxq));
+        ConvertDType(shape.dtype, src.data() + uint64_t{channels} * DTypeSize(shape.dtype) * t,
+                     DType::kF32, row, channels);  // range checked in the first pass
+        k.quantize(row, channels, scale, zero, maxq, codes);
+        k.pack(codes, channels, bits, code_row(t));
       }
     }
     return Status::OK();
@@ -146,21 +108,13 @@ Status EncodeQuantPayload(const CodecSpec& codec, KvKind kind, const BlockShape&
 
   // V: per token over `group` channels.
   for (uint32_t t = 0; t < shape.tokens; ++t) {
-    KDN_RETURN_IF_ERROR(LoadRow(shape, src, t, row));
-    uint8_t* out = code_row(t);
-    std::memset(out, 0, q.row_bytes);
-    for (uint32_t c0 = 0, g = 0; c0 < channels; c0 += group, ++g) {
-      const uint32_t c1 = channels - c0 < group ? channels : c0 + group;
-      float lo = row[c0], hi = row[c0];
-      for (uint32_t c = c0 + 1; c < c1; ++c) {
-        lo = row[c] < lo ? row[c] : lo;
-        hi = row[c] > hi ? row[c] : hi;
-      }
-      const GroupParams p = MakeParams(lo, hi, maxq);
-      StoreParams(dst.data() + 4 * (uint64_t{t} * q.groups_per_row + g), p);
-      for (uint32_t c = c0; c < c1; ++c)
-        PutCode(out, c, bits, QuantCode(row[c], p.scale, p.zero, maxq));
-    }
+    KDN_RETURN_IF_ERROR(LoadRow(k, shape, src, t, row));
+    k.group_range(row, channels, group, lo, hi);
+    k.make_params(lo, hi, q.groups_per_row, maxq,
+                  reinterpret_cast<uint8_t*>(dst.data()) + 4 * uint64_t{t} * q.groups_per_row,
+                  scale, zero);
+    k.quantize_groups(row, channels, group, scale, zero, maxq, codes);
+    k.pack(codes, channels, bits, code_row(t));
   }
   return Status::OK();
 }
@@ -197,11 +151,7 @@ Status DecodeQuantRows(const CodecSpec& codec, KvKind kind, const BlockShape& sh
     if (kind == KvKind::kKey) {
       const uint32_t g = t / group;
       if (g != widened) {
-        const uint8_t* rec = params + 4 * uint64_t{g} * channels;
-        for (uint32_t c = 0; c < channels; ++c) {
-          scale[c] = elem::HalfToFloat(scalar::LoadU16(rec + 4 * c));
-          zero[c] = elem::HalfToFloat(scalar::LoadU16(rec + 4 * c + 2));
-        }
+        k.widen_params(params + 4 * uint64_t{g} * channels, channels, scale, zero);
         widened = g;
       }
     } else {

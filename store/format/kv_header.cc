@@ -9,6 +9,7 @@
 
 #include "kdn/format.h"
 #include "store/format/codec_internal.h"
+#include "store/format/guard_alloc.h"
 #include "store/format/kv_layout.h"
 #include "store/format/le.h"
 #include "store/format/limits.h"
@@ -158,170 +159,172 @@ Result<uint64_t> KvHeaderBytes(std::span<const std::byte> fixed, uint64_t file_s
 }
 
 Result<KvHeader> ParseKvHeader(std::span<const std::byte> bytes, uint64_t file_size) {
-  KDN_ASSIGN_OR_RETURN(const uint64_t header_bytes, KvHeaderBytes(bytes, file_size));
-  if (bytes.size() < header_bytes) {
-    return SectionTruncated(bytes.data(), header_bytes, bytes.size(), file_size)
-        .WithContext("given " + Num(bytes.size()) + " header bytes");
-  }
-  const std::byte* f = bytes.data();
-
-  // The checksum first: a flipped byte anywhere in the header is reported as what it is.
-  const uint64_t stored_sum = le::LoadU64(f + layout::kHeaderChecksum);
-  const uint64_t computed_sum = HeaderChecksum(f, header_bytes);
-  if (stored_sum != computed_sum) {
-    return Status::Corruption("header checksum mismatch (stored " + text::Hex64(stored_sum) +
-                              ", computed " + text::Hex64(computed_sum) + ")");
-  }
-
-  KvHeader h;
-  h.version = kKvVersion;
-  h.header_bytes = header_bytes;
-  h.file_bytes = le::LoadU64(f + layout::kFileBytes);
-  h.fingerprint =
-      Hash128{le::LoadU64(f + layout::kFingerprint), le::LoadU64(f + layout::kFingerprint + 8)};
-  ModelIdentity& m = h.model;
-  m.n_layers = le::LoadU32(f + layout::kNLayers);
-  m.n_heads = le::LoadU32(f + layout::kNHeads);
-  m.n_kv_heads = le::LoadU32(f + layout::kNKvHeads);
-  m.head_dim = le::LoadU32(f + layout::kHeadDim);
-  m.rotary_dim = le::LoadU32(f + layout::kRotaryDim);
-  m.rope_theta = le::LoadF32(f + layout::kRopeTheta);
-  m.rope_scale = le::LoadF32(f + layout::kRopeScale);
-  h.n_tokens = le::LoadU32(f + layout::kNTokens);
-  h.position_offset = le::LoadU32(f + layout::kPositionOffset);
-  h.chunk_tokens = le::LoadU32(f + layout::kChunkTokens);
-  const uint32_t name_len = le::LoadU8(f + layout::kNameLen);
-
-  if (m.n_layers < 1 || m.n_layers > limits::kMaxLayers) {
-    return OutOfRange("n_layers", m.n_layers, 1, limits::kMaxLayers);
-  }
-  if (m.n_heads < 1 || m.n_heads > limits::kMaxHeads) {
-    return OutOfRange("n_heads", m.n_heads, 1, limits::kMaxHeads);
-  }
-  if (m.n_kv_heads < 1 || m.n_kv_heads > limits::kMaxKvHeads) {
-    return OutOfRange("n_kv_heads", m.n_kv_heads, 1, limits::kMaxKvHeads);
-  }
-  if (m.head_dim < limits::kMinHeadDim || m.head_dim > limits::kMaxHeadDim || m.head_dim % 2) {
-    return Status::Corruption("head_dim " + Num(m.head_dim) + " invalid (even, " +
-                              Num(limits::kMinHeadDim) + ".." + Num(limits::kMaxHeadDim) + ")");
-  }
-  if (m.rotary_dim > m.head_dim || m.rotary_dim % 2) {
-    return Status::Corruption("rotary_dim " + Num(m.rotary_dim) + " invalid (even, <= head_dim " +
-                              Num(m.head_dim) + ")");
-  }
-  const uint8_t dtype = le::LoadU8(f + layout::kDType);
-  if (dtype < 1 || dtype > 3) return Status::Corruption("dtype " + Num(dtype) + " unknown");
-  m.dtype = static_cast<DType>(dtype);
-  const uint8_t rope = le::LoadU8(f + layout::kRopeStyle);
-  if (rope > 2) return Status::Corruption("rope style " + Num(rope) + " unknown");
-  m.rope_style = static_cast<RopeStyle>(rope);
-  if (!std::isfinite(m.rope_theta) || !(m.rope_theta > 0.0f)) {
-    return Status::Corruption("rope_theta " + text::FormatFloat(m.rope_theta) +
-                              " must be finite and > 0");
-  }
-  if (!std::isfinite(m.rope_scale) || !(m.rope_scale > 0.0f)) {
-    return Status::Corruption("rope_scale " + text::FormatFloat(m.rope_scale) +
-                              " must be finite and > 0");
-  }
-  if (h.n_tokens < 1 || h.n_tokens > limits::kMaxTokens) {
-    return OutOfRange("n_tokens", h.n_tokens, 1, limits::kMaxTokens);
-  }
-  if (h.chunk_tokens < 1 || h.chunk_tokens > limits::kMaxChunkTokens) {
-    return OutOfRange("chunk_tokens", h.chunk_tokens, 1, limits::kMaxChunkTokens);
-  }
-  if (name_len < 1) return OutOfRange("name_len", name_len, 1, limits::kMaxNameBytes);
-  KDN_RETURN_IF_ERROR(ParseCodec(f, &h.codec));
-  if (!AllZero(f + layout::kReserved, layout::kReservedBytes)) {
-    return Status::Corruption("reserved header bytes 104..127 are not zero");
-  }
-
-  const layout::Sections s =
-      layout::ComputeSections(name_len, h.n_tokens, h.chunk_tokens, m.n_layers);
-  if (s.end != header_bytes) {
-    return Status::Corruption("header_bytes " + Num(header_bytes) +
-                              " does not match its sections (" + Num(s.end) + ")");
-  }
-
-  // Model name.
-  m.name.assign(reinterpret_cast<const char*>(f + s.name_offset), name_len);
-  if (!AllZero(f + s.name_offset + name_len, s.name_bytes - name_len)) {
-    return Status::Corruption("model name section: padding is not zero");
-  }
-  if (Status st = m.Validate(); !st.ok()) return Status::Corruption(st.message());
-  if (const Hash128 fp = m.Fingerprint(); fp != h.fingerprint) {
-    return Status::Corruption("model fingerprint mismatch (stored " + h.fingerprint.ToHex() +
-                              ", computed " + fp.ToHex() + " from the identity fields)");
-  }
-
-  // Token ids.
-  h.tokens.resize(h.n_tokens);
-  std::memcpy(h.tokens.data(), f + s.tokens_offset, uint64_t{4} * h.n_tokens);
-  if (!AllZero(f + s.tokens_offset + uint64_t{4} * h.n_tokens,
-               s.tokens_bytes - 4 * uint64_t{h.n_tokens})) {
-    return Status::Corruption("token ids section: padding is not zero");
-  }
-
-  // Prefix hashes, recomputed from the token ids.
-  const uint32_t chunks = layout::PrefixChunks(h.n_tokens, h.chunk_tokens);
-  h.prefix_hashes.resize(chunks);
-  for (uint32_t i = 0; i < chunks; ++i) {
-    h.prefix_hashes[i] = Hash128{le::LoadU64(f + s.prefix_offset + 16 * uint64_t{i}),
-                                 le::LoadU64(f + s.prefix_offset + 16 * uint64_t{i} + 8)};
-  }
-  const std::vector<Hash128> expected = PrefixHashes(h.fingerprint, h.tokens, h.chunk_tokens);
-  for (uint32_t i = 0; i < chunks; ++i) {
-    if (expected[i] != h.prefix_hashes[i]) {
-      return Status::Corruption("prefix hash " + Num(i) + " does not match the token ids (stored " +
-                                h.prefix_hashes[i].ToHex() + ", computed " + expected[i].ToHex() +
-                                ")");
+  return GuardAlloc("header", [&]() -> Result<KvHeader> {
+    KDN_ASSIGN_OR_RETURN(const uint64_t header_bytes, KvHeaderBytes(bytes, file_size));
+    if (bytes.size() < header_bytes) {
+      return SectionTruncated(bytes.data(), header_bytes, bytes.size(), file_size)
+          .WithContext("given " + Num(bytes.size()) + " header bytes");
     }
-  }
+    const std::byte* f = bytes.data();
 
-  // Block table: sizes consistent with the shape and codec, offsets exactly where the layout puts
-  // them (so blocks are aligned, in order, apart, and inside the file).
-  const BlockShape shape{h.n_tokens, m.channels(), m.dtype};
-  const uint64_t decoded = shape.bytes();
-  h.blocks.resize(2 * uint64_t{m.n_layers});
-  uint64_t pos = AlignUp(header_bytes, kKvBlockAlign);
-  for (size_t i = 0; i < h.blocks.size(); ++i) {
-    const std::byte* e = f + s.table_offset + layout::kBlockEntryBytes * i;
-    BlockEntry& b = h.blocks[i];
-    b.offset = le::LoadU64(e);
-    b.encoded_bytes = le::LoadU64(e + 8);
-    b.decoded_bytes = le::LoadU64(e + 16);
-    b.checksum = le::LoadU64(e + 24);
-    const std::string name = layout::BlockName(i);
-    if (b.decoded_bytes != decoded) {
-      return Status::Corruption(name + ": decoded_bytes " + Num(b.decoded_bytes) +
-                                " does not match the shape (" + Num(decoded) + ")");
+    // The checksum first: a flipped byte anywhere in the header is reported as what it is.
+    const uint64_t stored_sum = le::LoadU64(f + layout::kHeaderChecksum);
+    const uint64_t computed_sum = HeaderChecksum(f, header_bytes);
+    if (stored_sum != computed_sum) {
+      return Status::Corruption("header checksum mismatch (stored " + text::Hex64(stored_sum) +
+                                ", computed " + text::Hex64(computed_sum) + ")");
     }
-    if (Status st = codec_internal::CheckEncodedSize(h.codec, static_cast<KvKind>(i % 2), shape,
-                                                     b.encoded_bytes);
-        !st.ok()) {
-      return Status::Corruption(name + ": " + st.message());
+
+    KvHeader h;
+    h.version = kKvVersion;
+    h.header_bytes = header_bytes;
+    h.file_bytes = le::LoadU64(f + layout::kFileBytes);
+    h.fingerprint =
+        Hash128{le::LoadU64(f + layout::kFingerprint), le::LoadU64(f + layout::kFingerprint + 8)};
+    ModelIdentity& m = h.model;
+    m.n_layers = le::LoadU32(f + layout::kNLayers);
+    m.n_heads = le::LoadU32(f + layout::kNHeads);
+    m.n_kv_heads = le::LoadU32(f + layout::kNKvHeads);
+    m.head_dim = le::LoadU32(f + layout::kHeadDim);
+    m.rotary_dim = le::LoadU32(f + layout::kRotaryDim);
+    m.rope_theta = le::LoadF32(f + layout::kRopeTheta);
+    m.rope_scale = le::LoadF32(f + layout::kRopeScale);
+    h.n_tokens = le::LoadU32(f + layout::kNTokens);
+    h.position_offset = le::LoadU32(f + layout::kPositionOffset);
+    h.chunk_tokens = le::LoadU32(f + layout::kChunkTokens);
+    const uint32_t name_len = le::LoadU8(f + layout::kNameLen);
+
+    if (m.n_layers < 1 || m.n_layers > limits::kMaxLayers) {
+      return OutOfRange("n_layers", m.n_layers, 1, limits::kMaxLayers);
     }
-    if (b.offset != pos) {
-      return Status::Corruption(name + ": offset " + Num(b.offset) +
-                                " is not where the layout puts it (" + Num(pos) + ")");
+    if (m.n_heads < 1 || m.n_heads > limits::kMaxHeads) {
+      return OutOfRange("n_heads", m.n_heads, 1, limits::kMaxHeads);
     }
-    if (b.offset + b.encoded_bytes > file_size) {
-      return Truncated(name, b.encoded_bytes, b.offset, file_size);
+    if (m.n_kv_heads < 1 || m.n_kv_heads > limits::kMaxKvHeads) {
+      return OutOfRange("n_kv_heads", m.n_kv_heads, 1, limits::kMaxKvHeads);
     }
-    pos = AlignUp(b.offset + b.encoded_bytes, kKvBlockAlign);
-  }
-  if (h.file_bytes != pos) {
-    return Status::Corruption("file_bytes " + Num(h.file_bytes) +
-                              " does not match the block layout (" + Num(pos) + ")");
-  }
-  if (file_size < h.file_bytes) {
-    return Status::Corruption("file truncated: header says " + Num(h.file_bytes) +
-                              " bytes, file has " + Num(file_size));
-  }
-  if (file_size > h.file_bytes) {
-    return Status::Corruption("file has " + Num(file_size) + " bytes, header says " +
-                              Num(h.file_bytes) + " (trailing bytes)");
-  }
-  return h;
+    if (m.head_dim < limits::kMinHeadDim || m.head_dim > limits::kMaxHeadDim || m.head_dim % 2) {
+      return Status::Corruption("head_dim " + Num(m.head_dim) + " invalid (even, " +
+                                Num(limits::kMinHeadDim) + ".." + Num(limits::kMaxHeadDim) + ")");
+    }
+    if (m.rotary_dim > m.head_dim || m.rotary_dim % 2) {
+      return Status::Corruption("rotary_dim " + Num(m.rotary_dim) + " invalid (even, <= head_dim " +
+                                Num(m.head_dim) + ")");
+    }
+    const uint8_t dtype = le::LoadU8(f + layout::kDType);
+    if (dtype < 1 || dtype > 3) return Status::Corruption("dtype " + Num(dtype) + " unknown");
+    m.dtype = static_cast<DType>(dtype);
+    const uint8_t rope = le::LoadU8(f + layout::kRopeStyle);
+    if (rope > 2) return Status::Corruption("rope style " + Num(rope) + " unknown");
+    m.rope_style = static_cast<RopeStyle>(rope);
+    if (!std::isfinite(m.rope_theta) || !(m.rope_theta > 0.0f)) {
+      return Status::Corruption("rope_theta " + text::FormatFloat(m.rope_theta) +
+                                " must be finite and > 0");
+    }
+    if (!std::isfinite(m.rope_scale) || !(m.rope_scale > 0.0f)) {
+      return Status::Corruption("rope_scale " + text::FormatFloat(m.rope_scale) +
+                                " must be finite and > 0");
+    }
+    if (h.n_tokens < 1 || h.n_tokens > limits::kMaxTokens) {
+      return OutOfRange("n_tokens", h.n_tokens, 1, limits::kMaxTokens);
+    }
+    if (h.chunk_tokens < 1 || h.chunk_tokens > limits::kMaxChunkTokens) {
+      return OutOfRange("chunk_tokens", h.chunk_tokens, 1, limits::kMaxChunkTokens);
+    }
+    if (name_len < 1) return OutOfRange("name_len", name_len, 1, limits::kMaxNameBytes);
+    KDN_RETURN_IF_ERROR(ParseCodec(f, &h.codec));
+    if (!AllZero(f + layout::kReserved, layout::kReservedBytes)) {
+      return Status::Corruption("reserved header bytes 104..127 are not zero");
+    }
+
+    const layout::Sections s =
+        layout::ComputeSections(name_len, h.n_tokens, h.chunk_tokens, m.n_layers);
+    if (s.end != header_bytes) {
+      return Status::Corruption("header_bytes " + Num(header_bytes) +
+                                " does not match its sections (" + Num(s.end) + ")");
+    }
+
+    // Model name.
+    m.name.assign(reinterpret_cast<const char*>(f + s.name_offset), name_len);
+    if (!AllZero(f + s.name_offset + name_len, s.name_bytes - name_len)) {
+      return Status::Corruption("model name section: padding is not zero");
+    }
+    if (Status st = m.Validate(); !st.ok()) return Status::Corruption(st.message());
+    if (const Hash128 fp = m.Fingerprint(); fp != h.fingerprint) {
+      return Status::Corruption("model fingerprint mismatch (stored " + h.fingerprint.ToHex() +
+                                ", computed " + fp.ToHex() + " from the identity fields)");
+    }
+
+    // Token ids.
+    h.tokens.resize(h.n_tokens);
+    std::memcpy(h.tokens.data(), f + s.tokens_offset, uint64_t{4} * h.n_tokens);
+    if (!AllZero(f + s.tokens_offset + uint64_t{4} * h.n_tokens,
+                 s.tokens_bytes - 4 * uint64_t{h.n_tokens})) {
+      return Status::Corruption("token ids section: padding is not zero");
+    }
+
+    // Prefix hashes, recomputed from the token ids.
+    const uint32_t chunks = layout::PrefixChunks(h.n_tokens, h.chunk_tokens);
+    h.prefix_hashes.resize(chunks);
+    for (uint32_t i = 0; i < chunks; ++i) {
+      h.prefix_hashes[i] = Hash128{le::LoadU64(f + s.prefix_offset + 16 * uint64_t{i}),
+                                   le::LoadU64(f + s.prefix_offset + 16 * uint64_t{i} + 8)};
+    }
+    const std::vector<Hash128> expected = PrefixHashes(h.fingerprint, h.tokens, h.chunk_tokens);
+    for (uint32_t i = 0; i < chunks; ++i) {
+      if (expected[i] != h.prefix_hashes[i]) {
+        return Status::Corruption(
+            "prefix hash " + Num(i) + " does not match the token ids (stored " +
+            h.prefix_hashes[i].ToHex() + ", computed " + expected[i].ToHex() + ")");
+      }
+    }
+
+    // Block table: sizes consistent with the shape and codec, offsets exactly where the layout puts
+    // them (so blocks are aligned, in order, apart, and inside the file).
+    const BlockShape shape{h.n_tokens, m.channels(), m.dtype};
+    const uint64_t decoded = shape.bytes();
+    h.blocks.resize(2 * uint64_t{m.n_layers});
+    uint64_t pos = AlignUp(header_bytes, kKvBlockAlign);
+    for (size_t i = 0; i < h.blocks.size(); ++i) {
+      const std::byte* e = f + s.table_offset + layout::kBlockEntryBytes * i;
+      BlockEntry& b = h.blocks[i];
+      b.offset = le::LoadU64(e);
+      b.encoded_bytes = le::LoadU64(e + 8);
+      b.decoded_bytes = le::LoadU64(e + 16);
+      b.checksum = le::LoadU64(e + 24);
+      const std::string name = layout::BlockName(i);
+      if (b.decoded_bytes != decoded) {
+        return Status::Corruption(name + ": decoded_bytes " + Num(b.decoded_bytes) +
+                                  " does not match the shape (" + Num(decoded) + ")");
+      }
+      if (Status st = codec_internal::CheckEncodedSize(h.codec, static_cast<KvKind>(i % 2), shape,
+                                                       b.encoded_bytes);
+          !st.ok()) {
+        return Status::Corruption(name + ": " + st.message());
+      }
+      if (b.offset != pos) {
+        return Status::Corruption(name + ": offset " + Num(b.offset) +
+                                  " is not where the layout puts it (" + Num(pos) + ")");
+      }
+      if (b.offset + b.encoded_bytes > file_size) {
+        return Truncated(name, b.encoded_bytes, b.offset, file_size);
+      }
+      pos = AlignUp(b.offset + b.encoded_bytes, kKvBlockAlign);
+    }
+    if (h.file_bytes != pos) {
+      return Status::Corruption("file_bytes " + Num(h.file_bytes) +
+                                " does not match the block layout (" + Num(pos) + ")");
+    }
+    if (file_size < h.file_bytes) {
+      return Status::Corruption("file truncated: header says " + Num(h.file_bytes) +
+                                " bytes, file has " + Num(file_size));
+    }
+    if (file_size > h.file_bytes) {
+      return Status::Corruption("file has " + Num(file_size) + " bytes, header says " +
+                                Num(h.file_bytes) + " (trailing bytes)");
+    }
+    return h;
+  });
 }
 
 uint64_t KvHeader::decoded_bytes() const {

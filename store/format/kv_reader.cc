@@ -8,6 +8,7 @@
 #include "kdn/codec.h"
 #include "kdn/format.h"
 #include "store/format/codec_internal.h"
+#include "store/format/guard_alloc.h"
 #include "store/format/kv_layout.h"
 #include "store/format/scratch.h"
 #include "store/format/text.h"
@@ -60,29 +61,34 @@ Result<std::unique_ptr<KvReader>> KvReader::Open(const std::string& path) {
 }
 
 Result<std::unique_ptr<KvReader>> KvReader::Open(std::unique_ptr<ByteSource> source) {
-  if (!source) return Status::InvalidArgument("KvReader: no source");
-  const uint64_t size = source->size();
-  std::vector<std::byte> fixed(std::min<uint64_t>(size, kKvFixedHeaderBytes));
-  KDN_RETURN_IF_ERROR(source->ReadAt(0, fixed));
-  KDN_ASSIGN_OR_RETURN(const uint64_t header_bytes, KvHeaderBytes(fixed, size));
-  std::vector<std::byte> bytes(header_bytes);  // <= min(file size, 256 MiB): checked above
-  KDN_RETURN_IF_ERROR(source->ReadAt(0, bytes));
-  KDN_ASSIGN_OR_RETURN(KvHeader header, ParseKvHeader(bytes, size));
-  return std::unique_ptr<KvReader>(new KvReader(std::move(source), std::move(header)));
+  return GuardAlloc("open", [&]() -> Result<std::unique_ptr<KvReader>> {
+    if (!source) return Status::InvalidArgument("KvReader: no source");
+    const uint64_t size = source->size();
+    std::vector<std::byte> fixed(std::min<uint64_t>(size, kKvFixedHeaderBytes));
+    KDN_RETURN_IF_ERROR(source->ReadAt(0, fixed));
+    KDN_ASSIGN_OR_RETURN(const uint64_t header_bytes, KvHeaderBytes(fixed, size));
+    std::vector<std::byte> bytes(header_bytes);  // <= min(file size, 256 MiB): checked above
+    KDN_RETURN_IF_ERROR(source->ReadAt(0, bytes));
+    KDN_ASSIGN_OR_RETURN(KvHeader header, ParseKvHeader(bytes, size));
+    return std::unique_ptr<KvReader>(new KvReader(std::move(source), std::move(header)));
+  });
 }
 
 Status KvReader::ReadBlock(uint32_t layer, KvKind kind, std::span<std::byte> out) const {
   KDN_RETURN_IF_ERROR(CheckBlockIndex(header_, layer, kind));
   const BlockEntry& b = header_.block(layer, kind);
-  const std::string name = layout::BlockName(layer, kind);
+  // Block names are built on error paths only: this runs once per block on every load.
   if (out.size() < b.encoded_bytes) {
-    return Status::InvalidArgument(name + ": buffer of " + std::to_string(out.size()) +
-                                   " bytes, the block has " + std::to_string(b.encoded_bytes));
+    return Status::InvalidArgument(layout::BlockName(layer, kind) + ": buffer of " +
+                                   std::to_string(out.size()) + " bytes, the block has " +
+                                   std::to_string(b.encoded_bytes));
   }
   const std::span<std::byte> dst = out.first(b.encoded_bytes);
-  KDN_RETURN_IF_ERROR(source_->ReadAt(b.offset, dst).WithContext(name));
+  if (Status st = source_->ReadAt(b.offset, dst); !st.ok()) {
+    return st.WithContext(layout::BlockName(layer, kind));
+  }
   const uint64_t sum = HashBytes64(dst.data(), dst.size());
-  if (sum != b.checksum) return ChecksumMismatch(name, b.checksum, sum);
+  if (sum != b.checksum) return ChecksumMismatch(layout::BlockName(layer, kind), b.checksum, sum);
   return Status::OK();
 }
 
@@ -90,75 +96,80 @@ Status KvReader::DecodeBlock(uint32_t layer, KvKind kind, DType dtype,
                              std::span<std::byte> out) const {
   KDN_RETURN_IF_ERROR(CheckBlockIndex(header_, layer, kind));
   const BlockEntry& b = header_.block(layer, kind);
-  const std::string name = layout::BlockName(layer, kind);
   KDN_ASSIGN_OR_RETURN(std::span<std::byte> enc,
                        scratch::Get(scratch::Slot::kEncoded, b.encoded_bytes));
   KDN_RETURN_IF_ERROR(ReadBlock(layer, kind, enc));
   const BlockShape shape{header_.n_tokens, header_.model.channels(), header_.model.dtype};
-  return kdn::DecodeBlock(header_.codec, kind, shape, enc, dtype, out).WithContext(name);
+  if (Status st = kdn::DecodeBlock(header_.codec, kind, shape, enc, dtype, out); !st.ok()) {
+    return st.WithContext(layout::BlockName(layer, kind));
+  }
+  return Status::OK();
 }
 
 Status KvReader::VerifyAll() const {
-  const KvHeader& h = header_;
-  const BlockShape shape{h.n_tokens, h.model.channels(), h.model.dtype};
-  constexpr uint64_t kChunk = uint64_t{4} << 20;
-  uint64_t prev_end = h.header_bytes;
-  std::string prev_name = "the header";
-  for (size_t i = 0; i < h.blocks.size(); ++i) {
-    const BlockEntry& b = h.blocks[i];
-    const KvKind kind = static_cast<KvKind>(i % 2);
-    const std::string name = layout::BlockName(i);
-    KDN_RETURN_IF_ERROR(CheckZero(*source_, prev_end, b.offset, "padding after " + prev_name));
+  return GuardAlloc("verify", [&]() -> Status {
+    const KvHeader& h = header_;
+    const BlockShape shape{h.n_tokens, h.model.channels(), h.model.dtype};
+    constexpr uint64_t kChunk = uint64_t{4} << 20;
+    uint64_t prev_end = h.header_bytes;
+    std::string prev_name = "the header";
+    for (size_t i = 0; i < h.blocks.size(); ++i) {
+      const BlockEntry& b = h.blocks[i];
+      const KvKind kind = static_cast<KvKind>(i % 2);
+      const std::string name = layout::BlockName(i);
+      KDN_RETURN_IF_ERROR(CheckZero(*source_, prev_end, b.offset, "padding after " + prev_name));
 
-    // One pass over the bytes: the checksum, and the zstd stage decoded in a bounded window.
-    XXH3_state_t state;
-    XXH3_INITSTATE(&state);
-    XXH3_64bits_reset(&state);
-    const codec_internal::QuantLayout q =
-        h.codec.id == CodecId::kQuant
-            ? codec_internal::ComputeQuantLayout(kind, shape, h.codec.bits, h.codec.group_size)
-            : codec_internal::QuantLayout{};
-    // Quant padding lies in [params_bytes, codes_offset) of the payload.
-    auto check_pad = [&q](uint64_t pos, std::span<const std::byte> bytes) -> Status {
-      const uint64_t lo = std::max(pos, q.params_bytes);
-      const uint64_t hi = std::min(pos + bytes.size(), q.codes_offset);
-      for (uint64_t p = lo; p < hi; ++p) {
-        if (bytes[p - pos] != std::byte{0}) {
-          return Status::Corruption("quant padding at byte " + std::to_string(p) + " is not zero");
+      // One pass over the bytes: the checksum, and the zstd stage decoded in a bounded window.
+      XXH3_state_t state;
+      XXH3_INITSTATE(&state);
+      XXH3_64bits_reset(&state);
+      const codec_internal::QuantLayout q =
+          h.codec.id == CodecId::kQuant
+              ? codec_internal::ComputeQuantLayout(kind, shape, h.codec.bits, h.codec.group_size)
+              : codec_internal::QuantLayout{};
+      // Quant padding lies in [params_bytes, codes_offset) of the payload.
+      auto check_pad = [&q](uint64_t pos, std::span<const std::byte> bytes) -> Status {
+        const uint64_t lo = std::max(pos, q.params_bytes);
+        const uint64_t hi = std::min(pos + bytes.size(), q.codes_offset);
+        for (uint64_t p = lo; p < hi; ++p) {
+          if (bytes[p - pos] != std::byte{0}) {
+            return Status::Corruption("quant padding at byte " + std::to_string(p) +
+                                      " is not zero");
+          }
+        }
+        return Status::OK();
+      };
+      const bool zstd_stage = codec_internal::HasZstdStage(h.codec);
+      std::unique_ptr<zstd::StreamChecker> checker;
+      if (zstd_stage) {
+        checker = std::make_unique<zstd::StreamChecker>(
+            codec_internal::PayloadBytes(h.codec, kind, shape),
+            [&](uint64_t pos, std::span<const std::byte> bytes) {
+              return h.codec.id == CodecId::kQuant ? check_pad(pos, bytes) : Status::OK();
+            });
+      }
+      Status content;  // first content error; the checksum verdict comes first
+      for (uint64_t pos = 0; pos < b.encoded_bytes; pos += kChunk) {
+        const uint64_t n = std::min(kChunk, b.encoded_bytes - pos);
+        KDN_ASSIGN_OR_RETURN(std::span<std::byte> buf, scratch::Get(scratch::Slot::kEncoded, n));
+        KDN_RETURN_IF_ERROR(source_->ReadAt(b.offset + pos, buf).WithContext(name));
+        XXH3_64bits_update(&state, buf.data(), buf.size());
+        if (!content.ok()) continue;
+        if (checker) {
+          content = checker->Feed(buf);
+        } else if (h.codec.id == CodecId::kQuant) {
+          content = check_pad(pos, buf);
         }
       }
-      return Status::OK();
-    };
-    const bool zstd_stage = codec_internal::HasZstdStage(h.codec);
-    std::unique_ptr<zstd::StreamChecker> checker;
-    if (zstd_stage) {
-      checker = std::make_unique<zstd::StreamChecker>(
-          codec_internal::PayloadBytes(h.codec, kind, shape),
-          [&](uint64_t pos, std::span<const std::byte> bytes) {
-            return h.codec.id == CodecId::kQuant ? check_pad(pos, bytes) : Status::OK();
-          });
+      const uint64_t sum = XXH3_64bits_digest(&state);
+      if (sum != b.checksum) return ChecksumMismatch(name, b.checksum, sum);
+      if (content.ok() && checker) content = checker->Finish();
+      if (!content.ok()) return Status::Corruption(name + ": " + content.message());
+      prev_end = b.offset + b.encoded_bytes;
+      prev_name = name;
     }
-    Status content;  // first content error; the checksum verdict comes first
-    for (uint64_t pos = 0; pos < b.encoded_bytes; pos += kChunk) {
-      const uint64_t n = std::min(kChunk, b.encoded_bytes - pos);
-      KDN_ASSIGN_OR_RETURN(std::span<std::byte> buf, scratch::Get(scratch::Slot::kEncoded, n));
-      KDN_RETURN_IF_ERROR(source_->ReadAt(b.offset + pos, buf).WithContext(name));
-      XXH3_64bits_update(&state, buf.data(), buf.size());
-      if (!content.ok()) continue;
-      if (checker) {
-        content = checker->Feed(buf);
-      } else if (h.codec.id == CodecId::kQuant) {
-        content = check_pad(pos, buf);
-      }
-    }
-    const uint64_t sum = XXH3_64bits_digest(&state);
-    if (sum != b.checksum) return ChecksumMismatch(name, b.checksum, sum);
-    if (content.ok() && checker) content = checker->Finish();
-    if (!content.ok()) return Status::Corruption(name + ": " + content.message());
-    prev_end = b.offset + b.encoded_bytes;
-    prev_name = name;
-  }
-  return CheckZero(*source_, prev_end, h.file_bytes, "padding after " + prev_name);
+    return CheckZero(*source_, prev_end, h.file_bytes, "padding after " + prev_name);
+  });
 }
 
 }  // namespace kdn

@@ -9,6 +9,7 @@
 
 #include "kdn/codec.h"
 #include "kdn/format.h"
+#include "store/format/guard_alloc.h"
 #include "store/format/kv_layout.h"
 #include "store/format/limits.h"
 
@@ -118,64 +119,74 @@ KvWriter::KvWriter(ModelIdentity model, CodecSpec codec, std::vector<uint32_t> t
     impl_->init_error = st.WithContext("KvWriter");
     return;
   }
-  KvHeader& h = impl_->header;
-  h.model = std::move(model);
-  h.fingerprint = h.model.Fingerprint();
-  h.n_tokens = static_cast<uint32_t>(tokens.size());
-  h.position_offset = position_offset;
-  h.chunk_tokens = chunk_tokens;
-  h.codec = codec;
-  h.prefix_hashes = PrefixHashes(h.fingerprint, tokens, chunk_tokens);
-  h.tokens = std::move(tokens);
-  h.blocks.resize(2 * size_t{h.model.n_layers});
-  impl_->blocks.reserve(h.blocks.size());
+  impl_->init_error = GuardAlloc("KvWriter", [&]() -> Status {
+    KvHeader& h = impl_->header;
+    h.model = std::move(model);
+    h.fingerprint = h.model.Fingerprint();
+    h.n_tokens = static_cast<uint32_t>(tokens.size());
+    h.position_offset = position_offset;
+    h.chunk_tokens = chunk_tokens;
+    h.codec = codec;
+    h.prefix_hashes = PrefixHashes(h.fingerprint, tokens, chunk_tokens);
+    h.tokens = std::move(tokens);
+    h.blocks.resize(2 * size_t{h.model.n_layers});
+    impl_->blocks.reserve(h.blocks.size());
+    return Status::OK();
+  });
 }
 
 KvWriter::~KvWriter() = default;
 
 Status KvWriter::AddLayer(std::span<const std::byte> k, std::span<const std::byte> v) {
-  Impl& s = *impl_;
-  if (!s.init_error.ok()) return s.init_error;
-  const KvHeader& h = s.header;
-  const uint32_t layer = static_cast<uint32_t>(s.blocks.size() / 2);
-  if (layer >= h.model.n_layers) {
-    return Status::InvalidArgument("KvWriter: all " + std::to_string(h.model.n_layers) +
-                                   " layers were already added");
-  }
-  const BlockShape shape{h.n_tokens, h.model.channels(), h.model.dtype};
-  std::vector<std::byte> ek, ev;
-  KDN_RETURN_IF_ERROR(EncodeBlock(h.codec, KvKind::kKey, shape, k, &ek)
-                          .WithContext(layout::BlockName(layer, KvKind::kKey)));
-  KDN_RETURN_IF_ERROR(EncodeBlock(h.codec, KvKind::kValue, shape, v, &ev)
-                          .WithContext(layout::BlockName(layer, KvKind::kValue)));
-  s.blocks.push_back(std::move(ek));
-  s.blocks.push_back(std::move(ev));
-  return Status::OK();
+  return GuardAlloc("KvWriter", [&]() -> Status {
+    Impl& s = *impl_;
+    if (!s.init_error.ok()) return s.init_error;
+    const KvHeader& h = s.header;
+    const uint32_t layer = static_cast<uint32_t>(s.blocks.size() / 2);
+    if (layer >= h.model.n_layers) {
+      return Status::InvalidArgument("KvWriter: all " + std::to_string(h.model.n_layers) +
+                                     " layers were already added");
+    }
+    const BlockShape shape{h.n_tokens, h.model.channels(), h.model.dtype};
+    std::vector<std::byte> ek, ev;
+    KDN_RETURN_IF_ERROR(EncodeBlock(h.codec, KvKind::kKey, shape, k, &ek)
+                            .WithContext(layout::BlockName(layer, KvKind::kKey)));
+    KDN_RETURN_IF_ERROR(EncodeBlock(h.codec, KvKind::kValue, shape, v, &ev)
+                            .WithContext(layout::BlockName(layer, KvKind::kValue)));
+    s.blocks.push_back(std::move(ek));
+    s.blocks.push_back(std::move(ev));
+    return Status::OK();
+  });
 }
 
 Status KvWriter::Finish(const std::string& path, bool sync) {
-  KDN_RETURN_IF_ERROR(impl_->Ready());  // before touching the file
-  int raw_fd;
-  do {
-    raw_fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  } while (raw_fd < 0 && errno == EINTR);
-  if (raw_fd < 0) return Status::FromErrno("create " + path, errno);
-  Fd fd(raw_fd);
-  Status st = impl_->Emit([&](const void* p, size_t n) { return WriteAll(fd.get(), p, n, path); });
-  if (st.ok() && sync && ::fsync(fd.get()) != 0) st = Status::FromErrno("fsync " + path, errno);
-  if (::close(fd.release()) != 0 && st.ok()) st = Status::FromErrno("close " + path, errno);
-  if (!st.ok()) ::unlink(path.c_str());  // never leave a partial file that looks like a cache
-  return st;
+  return GuardAlloc("KvWriter", [&]() -> Status {
+    KDN_RETURN_IF_ERROR(impl_->Ready());  // before touching the file
+    int raw_fd;
+    do {
+      raw_fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    } while (raw_fd < 0 && errno == EINTR);
+    if (raw_fd < 0) return Status::FromErrno("create " + path, errno);
+    Fd fd(raw_fd);
+    Status st =
+        impl_->Emit([&](const void* p, size_t n) { return WriteAll(fd.get(), p, n, path); });
+    if (st.ok() && sync && ::fsync(fd.get()) != 0) st = Status::FromErrno("fsync " + path, errno);
+    if (::close(fd.release()) != 0 && st.ok()) st = Status::FromErrno("close " + path, errno);
+    if (!st.ok()) ::unlink(path.c_str());  // never leave a partial file that looks like a cache
+    return st;
+  });
 }
 
 Result<std::vector<std::byte>> KvWriter::FinishToMemory() {
-  std::vector<std::byte> out;
-  KDN_RETURN_IF_ERROR(impl_->Emit([&](const void* p, size_t n) {
-    const auto* b = static_cast<const std::byte*>(p);
-    out.insert(out.end(), b, b + n);
-    return Status::OK();
-  }));
-  return out;
+  return GuardAlloc("KvWriter", [&]() -> Result<std::vector<std::byte>> {
+    std::vector<std::byte> out;
+    KDN_RETURN_IF_ERROR(impl_->Emit([&](const void* p, size_t n) {
+      const auto* b = static_cast<const std::byte*>(p);
+      out.insert(out.end(), b, b + n);
+      return Status::OK();
+    }));
+    return out;
+  });
 }
 
 }  // namespace kdn

@@ -57,22 +57,38 @@ KDN_TARGET_AVX2 void DequantChannels(const uint8_t* codes, uint32_t channels, co
   scalar::DequantChannelsRange<B, O>(codes, c, channels, scale, zero, out);
 }
 
+KDN_TARGET_AVX2 void WidenParams(const uint8_t* rec, size_t n, float* scale, float* zero) {
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    __m256 s, z;
+    x86::WidenParams8(rec + 4 * i, &s, &z);
+    _mm256_storeu_ps(scale + i, s);
+    _mm256_storeu_ps(zero + i, z);
+  }
+  scalar::WidenParams(rec + 4 * i, n - i, scale + i, zero + i);
+}
+
 // Requires group % 8 == 0, so every 8-channel step starts on a byte boundary.
 template <uint32_t B, DType O>
 KDN_TARGET_AVX2 void DequantGroups(const uint8_t* codes, uint32_t channels, const uint8_t* params,
                                    uint32_t group, void* out) {
-  uint32_t g = 0;
-  for (uint32_t c0 = 0; c0 < channels; c0 += group, ++g) {
-    const float s = elem::HalfToFloat(scalar::LoadU16(params + 4 * size_t{g}));
-    const float z = elem::HalfToFloat(scalar::LoadU16(params + 4 * size_t{g} + 2));
-    const __m256 vs = _mm256_set1_ps(s);
-    const __m256 vz = _mm256_set1_ps(z);
-    const uint32_t c1 = channels - c0 < group ? channels : c0 + group;
-    uint32_t c = c0;
-    for (; c + 8 <= c1; c += 8) {
-      Store8<O>(out, c, _mm256_add_ps(_mm256_mul_ps(vs, Codes8<B>(codes + c * B / 8)), vz));
+  constexpr uint32_t kChunk = 64;  // groups whose parameters are widened at once
+  alignas(32) float s[kChunk], z[kChunk];
+  const uint32_t groups = (channels + group - 1) / group;
+  for (uint32_t g0 = 0; g0 < groups; g0 += kChunk) {
+    const uint32_t n = groups - g0 < kChunk ? groups - g0 : kChunk;
+    WidenParams(params + 4 * size_t{g0}, n, s, z);
+    for (uint32_t i = 0; i < n; ++i) {
+      const __m256 vs = _mm256_set1_ps(s[i]);
+      const __m256 vz = _mm256_set1_ps(z[i]);
+      const uint32_t c0 = (g0 + i) * group;
+      const uint32_t c1 = channels - c0 < group ? channels : c0 + group;
+      uint32_t c = c0;
+      for (; c + 8 <= c1; c += 8) {
+        Store8<O>(out, c, _mm256_add_ps(_mm256_mul_ps(vs, Codes8<B>(codes + c * B / 8)), vz));
+      }
+      scalar::DequantConstRange<B, O>(codes, c, c1, s[i], z[i], out);
     }
-    scalar::DequantConstRange<B, O>(codes, c, c1, s, z, out);
   }
 }
 
@@ -91,6 +107,7 @@ void FillBits(Kernels* k) {
 
 void FillQuantAvx2(Kernels* k) {
   k->group_multiple = 8;
+  k->widen_params = WidenParams;
   FillBits<8>(k);
   FillBits<4>(k);
   FillBits<2>(k);

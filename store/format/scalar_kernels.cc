@@ -41,6 +41,14 @@ void FillScalarKernels(Kernels* k) {
   k->unplane[1] = scalar::Unplane<4>;
   k->plane[0] = scalar::Plane<2>;
   k->plane[1] = scalar::Plane<4>;
+  k->widen_params = scalar::WidenParams;
+  k->in_range = scalar::InRange;
+  k->min_max = scalar::MinMax;
+  k->group_range = scalar::GroupRange;
+  k->make_params = scalar::MakeParams;
+  k->quantize = scalar::Quantize;
+  k->quantize_groups = scalar::QuantizeGroups;
+  k->pack = scalar::Pack;
 }
 
 }  // namespace kdn::simd

@@ -79,6 +79,107 @@ void DequantGroups(const uint8_t* codes, uint32_t channels, const uint8_t* param
   }
 }
 
+inline void WidenParams(const uint8_t* rec, size_t n, float* scale, float* zero) {
+  for (size_t i = 0; i < n; ++i) {
+    scale[i] = elem::HalfToFloat(LoadU16(rec + 4 * i));
+    zero[i] = elem::HalfToFloat(LoadU16(rec + 4 * i + 2));
+  }
+}
+
+// Quant encoder steps (simd.h).
+inline bool InRange(const float* x, size_t n) {
+  bool ok = true;
+  for (size_t i = 0; i < n; ++i) ok &= x[i] <= 65504.0f && x[i] >= -65504.0f;  // false for NaN
+  return ok;
+}
+
+inline void MinMaxRange(const float* x, size_t i0, size_t i1, float* lo, float* hi) {
+  for (size_t i = i0; i < i1; ++i) {
+    lo[i] = x[i] < lo[i] ? x[i] : lo[i];
+    hi[i] = x[i] > hi[i] ? x[i] : hi[i];
+  }
+}
+inline void MinMax(const float* x, size_t n, float* lo, float* hi) {
+  MinMaxRange(x, 0, n, lo, hi);
+}
+
+inline void RangeOf(const float* x, size_t n, float* lo, float* hi) {
+  float a = x[0], b = x[0];
+  for (size_t i = 1; i < n; ++i) {
+    a = x[i] < a ? x[i] : a;
+    b = x[i] > b ? x[i] : b;
+  }
+  *lo = a;
+  *hi = b;
+}
+
+inline void GroupRange(const float* x, size_t n, uint32_t group, float* lo, float* hi) {
+  size_t g = 0;
+  for (size_t i = 0; i < n; i += group, ++g)
+    RangeOf(x + i, n - i < group ? n - i : group, &lo[g], &hi[g]);
+}
+
+inline void MakeParamsRange(const float* lo, const float* hi, size_t i0, size_t n, float maxq,
+                            uint8_t* records, float* scale, float* zero) {
+  for (size_t i = i0; i < n; ++i) {
+    const uint16_t z = elem::FloatToHalf(lo[i]);
+    const uint16_t s = elem::FloatToHalf((hi[i] - lo[i]) / maxq);
+    std::memcpy(records + 4 * i, &s, 2);
+    std::memcpy(records + 4 * i + 2, &z, 2);
+    scale[i] = elem::HalfToFloat(s);
+    zero[i] = elem::HalfToFloat(z);
+  }
+}
+inline void MakeParams(const float* lo, const float* hi, size_t n, float maxq, uint8_t* records,
+                       float* scale, float* zero) {
+  MakeParamsRange(lo, hi, 0, n, maxq, records, scale, zero);
+}
+
+// Clamping before rounding gives the same code (the bounds are integers) and keeps the value in
+// [0, 2^23), where adding and subtracting 2^23 rounds to nearest even (default rounding mode).
+inline uint8_t QuantCode(float x, float s, float z, float maxq) {
+  if (s == 0.0f) return 0;
+  float v = (x - z) / s;
+  v = v < 0.0f ? 0.0f : (v > maxq ? maxq : v);
+  v = (v + 8388608.0f) - 8388608.0f;
+  return static_cast<uint8_t>(v);
+}
+
+inline void QuantizeRange(const float* x, size_t i0, size_t i1, const float* s, const float* z,
+                          float maxq, uint8_t* codes) {
+  for (size_t i = i0; i < i1; ++i) codes[i] = QuantCode(x[i], s[i], z[i], maxq);
+}
+inline void Quantize(const float* x, size_t n, const float* s, const float* z, float maxq,
+                     uint8_t* codes) {
+  QuantizeRange(x, 0, n, s, z, maxq, codes);
+}
+
+inline void QuantizeGroups(const float* x, size_t n, uint32_t group, const float* s, const float* z,
+                           float maxq, uint8_t* codes) {
+  size_t g = 0;
+  for (size_t i0 = 0; i0 < n; i0 += group, ++g) {
+    const size_t i1 = n - i0 < group ? n : i0 + group;
+    for (size_t i = i0; i < i1; ++i) codes[i] = QuantCode(x[i], s[g], z[g], maxq);
+  }
+}
+
+// Codes [i0, n) into out, i0 a multiple of 8 / bits (a byte boundary).
+inline void PackRange(const uint8_t* codes, size_t i0, size_t n, uint32_t bits, uint8_t* out) {
+  if (bits == 8) {
+    std::memcpy(out + i0, codes + i0, n - i0);
+    return;
+  }
+  const size_t per_byte = 8 / bits;
+  for (size_t i = i0; i < n; i += per_byte) {
+    uint32_t b = 0;
+    for (size_t k = 0; k < per_byte && i + k < n; ++k) b |= uint32_t{codes[i + k]} << (k * bits);
+    out[i * bits / 8] = static_cast<uint8_t>(b);
+  }
+}
+inline void Pack(const uint8_t* codes, size_t n, uint32_t bits, uint8_t* out) {
+  PackRange(codes, 0, n, bits, out);
+}
+
 template <DType I, DType O>
 inline void ConvertRange(const void* src, void* dst, size_t i0, size_t i1) {
   for (size_t i = i0; i < i1; ++i) StoreElem<O>(dst, i, LoadElem<I>(src, i));

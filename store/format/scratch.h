@@ -16,6 +16,7 @@ enum class Slot : int {
   kPayload,      // a block's bytes after its zstd stage
   kParams,       // dequantization parameters expanded to floats
   kTile,         // rows in the model dtype before a dtype conversion
+  kCodes,        // quant codes of a row, one byte each, before packing
   kStream,       // streaming verification output window
   kCount,
 };

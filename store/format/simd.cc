@@ -1,24 +1,39 @@
 // ISA detection and the kernel tables.
 #include "store/format/simd.h"
 
+#include <atomic>
 #include <cstdlib>
+#if defined(__x86_64__)
+#include <cpuid.h>
+#endif
 #include <string>
 
 namespace kdn::simd {
 
 namespace {
 
+#if defined(__x86_64__)
+// F16C from CPUID (clang 14's __builtin_cpu_supports does not know "f16c"). It uses the AVX
+// register state, whose OS support __builtin_cpu_supports("avx2") has already checked.
+bool HasF16c() {
+  unsigned eax, ebx, ecx, edx;
+  return __get_cpuid(1, &eax, &ebx, &ecx, &edx) != 0 && (ecx & bit_F16C) != 0;
+}
+#endif
+
 bool CpuHas(Isa isa) {
-#if defined(__x86_64__) || defined(__i386__)
+#if defined(__x86_64__)
   switch (isa) {
     case Isa::kScalar:
       return true;
     case Isa::kAvx2:
-      return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c");
+      return __builtin_cpu_supports("avx2") && HasF16c();
     case Isa::kAvx512:
       return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-             __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx2") &&
-             __builtin_cpu_supports("f16c");
+             __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx2") && HasF16c();
+    case Isa::kAvx512Bf16:
+      return CpuHas(Isa::kAvx512) && __builtin_cpu_supports("avx512dq") &&
+             __builtin_cpu_supports("avx512bf16");
   }
   return false;
 #else
@@ -31,12 +46,19 @@ Kernels Build(Isa isa) {
   FillScalarKernels(&k);
   if (isa == Isa::kAvx2) {
     FillQuantAvx2(&k);
+    FillQuantEncodeAvx2(&k);
     FillConvertAvx2(&k);
     FillPlaneAvx2(&k);
   } else if (isa == Isa::kAvx512) {
     FillQuantAvx512(&k);
+    FillQuantEncodeAvx512(&k);
     FillConvertAvx512(&k);
     FillPlaneAvx512(&k);
+  } else if (isa == Isa::kAvx512Bf16) {
+    FillQuantAvx512Bf16(&k);
+    FillQuantEncodeAvx512(&k);  // no bfloat16 in the encoder
+    FillConvertAvx512Bf16(&k);
+    FillPlaneAvx512(&k);  // no bfloat16 arithmetic in the planes
   }
   k.isa = isa;
   return k;
@@ -52,6 +74,8 @@ std::string_view IsaName(Isa isa) {
       return "avx2";
     case Isa::kAvx512:
       return "avx512";
+    case Isa::kAvx512Bf16:
+      return "avx512bf16";
   }
   return "invalid";
 }
@@ -66,7 +90,7 @@ bool IsaSupported(Isa isa) {
 
 std::vector<Isa> SupportedIsas() {
   std::vector<Isa> out;
-  for (Isa isa : {Isa::kScalar, Isa::kAvx2, Isa::kAvx512}) {
+  for (Isa isa : kAllIsas) {
     if (IsaSupported(isa)) out.push_back(isa);
   }
   return out;
@@ -75,10 +99,11 @@ std::vector<Isa> SupportedIsas() {
 Isa BestIsa() {
   static const Isa best = [] {
     if (const char* env = std::getenv("KDN_ISA"); env != nullptr && *env != '\0') {
-      for (Isa isa : {Isa::kScalar, Isa::kAvx2, Isa::kAvx512}) {
+      for (Isa isa : kAllIsas) {
         if (IsaName(isa) == env && IsaSupported(isa)) return isa;
       }
     }
+    if (IsaSupported(Isa::kAvx512Bf16)) return Isa::kAvx512Bf16;
     if (IsaSupported(Isa::kAvx512)) return Isa::kAvx512;
     if (IsaSupported(Isa::kAvx2)) return Isa::kAvx2;
     return Isa::kScalar;
@@ -87,15 +112,29 @@ Isa BestIsa() {
 }
 
 const Kernels& KernelsFor(Isa isa) {
-  static const Kernels tables[3] = {
-      Build(Isa::kScalar), IsaSupported(Isa::kAvx2) ? Build(Isa::kAvx2) : Build(Isa::kScalar),
-      IsaSupported(Isa::kAvx512) ? Build(Isa::kAvx512) : Build(Isa::kScalar)};
+  // Unsupported ISAs get the scalar table (whose isa field says so).
+  static const Kernels tables[4] = {
+      Build(Isa::kScalar), Build(IsaSupported(Isa::kAvx2) ? Isa::kAvx2 : Isa::kScalar),
+      Build(IsaSupported(Isa::kAvx512) ? Isa::kAvx512 : Isa::kScalar),
+      Build(IsaSupported(Isa::kAvx512Bf16) ? Isa::kAvx512Bf16 : Isa::kScalar)};
   return tables[static_cast<int>(isa)];
 }
 
+namespace {
+std::atomic<const Kernels*> g_active{nullptr};
+}  // namespace
+
 const Kernels& ActiveKernels() {
-  static const Kernels& active = KernelsFor(BestIsa());
-  return active;
+  const Kernels* k = g_active.load(std::memory_order_acquire);
+  if (__builtin_expect(k == nullptr, 0)) {
+    k = &KernelsFor(BestIsa());
+    g_active.store(k, std::memory_order_release);
+  }
+  return *k;
+}
+
+void SetActiveIsaForTesting(Isa isa) {
+  g_active.store(&KernelsFor(isa), std::memory_order_release);
 }
 
 }  // namespace kdn::simd

@@ -14,12 +14,14 @@
 
 namespace kdn::simd {
 
-enum class Isa : uint8_t { kScalar = 0, kAvx2 = 1, kAvx512 = 2 };
-std::string_view IsaName(Isa isa);  // "scalar", "avx2", "avx512"
+// kAvx512Bf16 is kAvx512 whose conversions to bfloat16 use AVX512-BF16 (with AVX512-DQ).
+enum class Isa : uint8_t { kScalar = 0, kAvx2 = 1, kAvx512 = 2, kAvx512Bf16 = 3 };
+inline constexpr Isa kAllIsas[] = {Isa::kScalar, Isa::kAvx2, Isa::kAvx512, Isa::kAvx512Bf16};
+std::string_view IsaName(Isa isa);  // "scalar", "avx2", "avx512", "avx512bf16"
 // Compiled in and supported by this CPU.
 bool IsaSupported(Isa isa);
 std::vector<Isa> SupportedIsas();
-// The best supported ISA, or the one named by $KDN_ISA (scalar, avx2, avx512) when supported:
+// The best supported ISA, or the one named by $KDN_ISA (a name above) when supported:
 // benchmarks and tests compare paths that way.
 Isa BestIsa();
 
@@ -38,6 +40,30 @@ using UnplaneFn = void (*)(const uint8_t* planes, uint64_t plane_stride, uint64_
                            void* out);
 using PlaneFn = void (*)(const void* src, size_t n, uint8_t* planes, uint64_t plane_stride,
                          uint64_t first);
+// n parameter records {scale fp16, zero fp16} widened to floats (as elem::HalfToFloat, except that
+// signaling NaNs may come out quiet: the dequantized values are the same either way).
+using WidenParamsFn = void (*)(const uint8_t* records, size_t n, float* scale, float* zero);
+
+// Quant encoder steps (docs/kv-format.md, "quant"). All exact, so every ISA gives the same bytes.
+// True when every x[i] is finite with |x[i]| <= 65504 (what fp16 parameters can describe).
+using InRangeFn = bool (*)(const float* x, size_t n);
+// lo[i] = min(lo[i], x[i]), hi[i] = max(hi[i], x[i]) (no NaN: InRangeFn came first).
+using MinMaxFn = void (*)(const float* x, size_t n, float* lo, float* hi);
+// lo[g], hi[g] of each run of `group` values (the last may be shorter).
+using GroupRangeFn = void (*)(const float* x, size_t n, uint32_t group, float* lo, float* hi);
+// Parameter records of n groups from their ranges: zero = fp16(lo), scale = fp16((hi - lo) / maxq),
+// written as {scale, zero} fp16 pairs (little-endian, any alignment), and widened back to floats
+// (the values the encoder quantizes with).
+using MakeParamsFn = void (*)(const float* lo, const float* hi, size_t n, float maxq,
+                              uint8_t* records, float* scale, float* zero);
+// codes[i] = clamp(round_half_even((x[i] - zero[i]) / scale[i]), 0, maxq), 0 where scale[i] == 0.
+using QuantizeFn = void (*)(const float* x, size_t n, const float* scale, const float* zero,
+                            float maxq, uint8_t* codes);
+// Same with one scale and zero per run of `group` values (V: groups of channels).
+using QuantizeGroupsFn = void (*)(const float* x, size_t n, uint32_t group, const float* scale,
+                                  const float* zero, float maxq, uint8_t* codes);
+// n one-byte codes of `bits` bits packed LSB first into ceil(n * bits / 8) bytes.
+using PackFn = void (*)(const uint8_t* codes, size_t n, uint32_t bits, uint8_t* out);
 
 struct Kernels {
   Isa isa = Isa::kScalar;
@@ -49,6 +75,14 @@ struct Kernels {
   ConvertFn convert[3][3] = {};  // [from][to]; the diagonal is unused
   UnplaneFn unplane[2] = {};     // [0]: 2-byte elements, [1]: 4-byte elements
   PlaneFn plane[2] = {};
+  WidenParamsFn widen_params = nullptr;
+  InRangeFn in_range = nullptr;
+  MinMaxFn min_max = nullptr;
+  GroupRangeFn group_range = nullptr;
+  MakeParamsFn make_params = nullptr;
+  QuantizeFn quantize = nullptr;
+  QuantizeGroupsFn quantize_groups = nullptr;
+  PackFn pack = nullptr;
 };
 
 inline int BitsIndex(uint32_t bits) {
@@ -64,13 +98,19 @@ inline int PlaneIndex(size_t dtype_size) {
 // Kernels of one ISA (which must be supported), and the ones in use (BestIsa()).
 const Kernels& KernelsFor(Isa isa);
 const Kernels& ActiveKernels();
+// Tests run the whole codec pipeline on each ISA this way (not thread-safe against running codecs).
+void SetActiveIsaForTesting(Isa isa);
 
 // Per-ISA table builders (scalar_kernels.cc, *_avx2.cc, *_avx512.cc).
 void FillScalarKernels(Kernels* k);
 void FillQuantAvx2(Kernels* k);
 void FillQuantAvx512(Kernels* k);
+void FillQuantAvx512Bf16(Kernels* k);
 void FillConvertAvx2(Kernels* k);
 void FillConvertAvx512(Kernels* k);
+void FillConvertAvx512Bf16(Kernels* k);
+void FillQuantEncodeAvx2(Kernels* k);
+void FillQuantEncodeAvx512(Kernels* k);
 void FillPlaneAvx2(Kernels* k);
 void FillPlaneAvx512(Kernels* k);
 

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "kdn/codec.h"
+#include "store/format/guard_alloc.h"
 #include "store/format/limits.h"
 #include "store/format/scratch.h"
 
@@ -89,45 +90,49 @@ std::vector<uint32_t> SynthesizeTokens(uint32_t n, uint64_t seed, uint32_t vocab
 
 Status SynthesizeLayerKv(const ModelIdentity& model, uint32_t n_tokens, uint32_t layer,
                          uint64_t seed, std::span<std::byte> k, std::span<std::byte> v) {
-  KDN_RETURN_IF_ERROR(model.Validate());
-  if (n_tokens < 1 || n_tokens > limits::kMaxTokens) {
-    return Status::InvalidArgument("synthesize: tokens " + std::to_string(n_tokens) +
-                                   " out of range 1.." + std::to_string(limits::kMaxTokens));
-  }
-  if (layer >= model.n_layers) {
-    return Status::InvalidArgument("synthesize: layer " + std::to_string(layer) + " of " +
-                                   std::to_string(model.n_layers));
-  }
-  const uint64_t bytes = uint64_t{n_tokens} * model.channels() * DTypeSize(model.dtype);
-  if (k.size() != bytes || v.size() != bytes) {
-    return Status::InvalidArgument("synthesize: K/V buffers are " + std::to_string(k.size()) + "/" +
-                                   std::to_string(v.size()) + " bytes, the layer needs " +
-                                   std::to_string(bytes));
-  }
-  KDN_ASSIGN_OR_RETURN(std::span<std::byte> tile,
-                       scratch::Get(scratch::Slot::kTile, 4 * size_t{model.channels()}));
-  float* row = reinterpret_cast<float*>(tile.data());
-  FillTensor(model, n_tokens, layer, seed, KvKind::kKey, row, k);
-  FillTensor(model, n_tokens, layer, seed, KvKind::kValue, row, v);
-  return Status::OK();
+  return GuardAlloc("synthesize", [&]() -> Status {
+    KDN_RETURN_IF_ERROR(model.Validate());
+    if (n_tokens < 1 || n_tokens > limits::kMaxTokens) {
+      return Status::InvalidArgument("synthesize: tokens " + std::to_string(n_tokens) +
+                                     " out of range 1.." + std::to_string(limits::kMaxTokens));
+    }
+    if (layer >= model.n_layers) {
+      return Status::InvalidArgument("synthesize: layer " + std::to_string(layer) + " of " +
+                                     std::to_string(model.n_layers));
+    }
+    const uint64_t bytes = uint64_t{n_tokens} * model.channels() * DTypeSize(model.dtype);
+    if (k.size() != bytes || v.size() != bytes) {
+      return Status::InvalidArgument("synthesize: K/V buffers are " + std::to_string(k.size()) +
+                                     "/" + std::to_string(v.size()) + " bytes, the layer needs " +
+                                     std::to_string(bytes));
+    }
+    KDN_ASSIGN_OR_RETURN(std::span<std::byte> tile,
+                         scratch::Get(scratch::Slot::kTile, 4 * size_t{model.channels()}));
+    float* row = reinterpret_cast<float*>(tile.data());
+    FillTensor(model, n_tokens, layer, seed, KvKind::kKey, row, k);
+    FillTensor(model, n_tokens, layer, seed, KvKind::kValue, row, v);
+    return Status::OK();
+  });
 }
 
 Result<std::vector<std::byte>> SynthesizeKvFile(const ModelIdentity& model, uint32_t n_tokens,
                                                 const CodecSpec& codec, uint64_t seed,
                                                 uint32_t position_offset) {
-  KDN_RETURN_IF_ERROR(model.Validate());
-  if (n_tokens < 1 || n_tokens > limits::kMaxTokens) {
-    return Status::InvalidArgument("synthesize: tokens " + std::to_string(n_tokens) +
-                                   " out of range 1.." + std::to_string(limits::kMaxTokens));
-  }
-  KvWriter writer(model, codec, SynthesizeTokens(n_tokens, seed), position_offset);
-  const size_t bytes = size_t{n_tokens} * model.channels() * DTypeSize(model.dtype);
-  std::vector<std::byte> k(bytes), v(bytes);
-  for (uint32_t layer = 0; layer < model.n_layers; ++layer) {
-    KDN_RETURN_IF_ERROR(SynthesizeLayerKv(model, n_tokens, layer, seed, k, v));
-    KDN_RETURN_IF_ERROR(writer.AddLayer(k, v));
-  }
-  return writer.FinishToMemory();
+  return GuardAlloc("synthesize", [&]() -> Result<std::vector<std::byte>> {
+    KDN_RETURN_IF_ERROR(model.Validate());
+    if (n_tokens < 1 || n_tokens > limits::kMaxTokens) {
+      return Status::InvalidArgument("synthesize: tokens " + std::to_string(n_tokens) +
+                                     " out of range 1.." + std::to_string(limits::kMaxTokens));
+    }
+    KvWriter writer(model, codec, SynthesizeTokens(n_tokens, seed), position_offset);
+    const size_t bytes = size_t{n_tokens} * model.channels() * DTypeSize(model.dtype);
+    std::vector<std::byte> k(bytes), v(bytes);
+    for (uint32_t layer = 0; layer < model.n_layers; ++layer) {
+      KDN_RETURN_IF_ERROR(SynthesizeLayerKv(model, n_tokens, layer, seed, k, v));
+      KDN_RETURN_IF_ERROR(writer.AddLayer(k, v));
+    }
+    return writer.FinishToMemory();
+  });
 }
 
 }  // namespace kdn

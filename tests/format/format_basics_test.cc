@@ -2,9 +2,11 @@
 #include <xxhash.h>
 
 #include <cmath>
+#include <fstream>
 #include <limits>
 
 #include "format_test_util.h"
+#include "store/format/guard_alloc.h"
 
 namespace kdn {
 namespace {
@@ -257,6 +259,47 @@ TEST(ModelPresetTest, KnownShapes) {
   auto bad = ModelPreset("gpt-9");
   ASSERT_FALSE(bad.ok());
   EXPECT_NE(bad.status().message().find("llama3-8b"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace kdn
+
+namespace kdn {
+namespace {
+
+TEST(GuardAllocTest, AllocationFailuresBecomeStatuses) {
+  const Status st = GuardAlloc("encode", []() -> Status { throw std::bad_alloc(); });
+  EXPECT_EQ(st.code(), Code::kNoSpace);
+  EXPECT_EQ(st.message(), "encode: out of memory");
+  const Result<int> r = GuardAlloc("x", []() -> Result<int> {
+    std::vector<int> v;
+    v.reserve(v.max_size() + 1);  // length_error
+    return 1;
+  });
+  EXPECT_EQ(r.status().code(), Code::kNoSpace);
+  EXPECT_EQ(*GuardAlloc("y", []() -> Result<int> { return 7; }), 7);
+}
+
+}  // namespace
+}  // namespace kdn
+
+namespace kdn {
+namespace {
+
+// The "tiny" preset is the test model's KV shape: read from the llama2.c checkpoint's header
+// (7 int32: dim, hidden_dim, n_layers, n_heads, n_kv_heads, vocab_size, seq_len).
+TEST(ModelPresetTest, TinyMatchesTheTestModel) {
+  const std::string path = test::TestModelPath();
+  KDN_REQUIRE_OR_SKIP(!path.empty(), "the test model stories260K.bin is not available");
+  std::ifstream in(path, std::ios::binary);
+  int32_t h[7] = {};
+  in.read(reinterpret_cast<char*>(h), sizeof h);
+  ASSERT_TRUE(in.good());
+  const ModelIdentity tiny = *ModelPreset("tiny");
+  EXPECT_EQ(tiny.n_layers, static_cast<uint32_t>(h[2]));
+  EXPECT_EQ(tiny.n_heads, static_cast<uint32_t>(h[3]));
+  EXPECT_EQ(tiny.n_kv_heads, static_cast<uint32_t>(h[4]));
+  EXPECT_EQ(tiny.head_dim, static_cast<uint32_t>(h[0] / h[3]));
 }
 
 }  // namespace

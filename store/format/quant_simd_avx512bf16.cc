@@ -1,0 +1,28 @@
+// AVX-512 dequantization with AVX512-BF16 conversions to bfloat16.
+#include "store/format/scalar_kernels.h"
+#include "store/format/simd.h"
+#include "store/format/simd_x86.h"
+
+#if defined(__x86_64__)
+
+namespace kdn::simd {
+
+#define KDN_TGT KDN_TARGET_AVX512BF16
+#define KDN_HW_BF16 1
+#include "store/format/quant_simd_avx512.inc"
+#undef KDN_HW_BF16
+#undef KDN_TGT
+
+void FillQuantAvx512Bf16(Kernels* k) {
+  FillAll(k);
+}
+
+}  // namespace kdn::simd
+
+#else
+
+namespace kdn::simd {
+void FillQuantAvx512Bf16(Kernels*) {}
+}  // namespace kdn::simd
+
+#endif

@@ -1,0 +1,306 @@
+// kdnctl, run as a program: the issue's "done when" items and the command-line contract (help on
+// every command, exit codes 0/1/2, errors as `kdnctl <cmd>: <message>` on stderr).
+#include <sys/wait.h>
+
+#include <fstream>
+#include <sstream>
+
+#include "format_test_util.h"
+
+namespace kdn {
+namespace {
+
+struct Outcome {
+  int code = -1;
+  std::string out, err;
+};
+
+std::string ReadAll(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+std::vector<std::byte> ReadBytes(const std::string& path) {
+  const std::string s = ReadAll(path);
+  return std::vector<std::byte>(reinterpret_cast<const std::byte*>(s.data()),
+                                reinterpret_cast<const std::byte*>(s.data()) + s.size());
+}
+
+void WriteBytes(const std::string& path, const std::vector<std::byte>& b) {
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  out.write(reinterpret_cast<const char*>(b.data()), static_cast<std::streamsize>(b.size()));
+}
+
+std::string Quote(const std::string& s) {
+  std::string q = "'";
+  for (char c : s) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return q + "'";
+}
+
+class KdnctlTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() { dir_ = new test::TempDir("kdnctl"); }
+  static void TearDownTestSuite() {
+    delete dir_;
+    dir_ = nullptr;
+  }
+  static std::string Path(const std::string& name) { return (*dir_) / name; }
+
+  static Outcome Kdnctl(const std::vector<std::string>& args) {
+    std::string cmd = Quote(KDNCTL_PATH);
+    for (const auto& a : args) cmd += " " + Quote(a);
+    const std::string out = Path("stdout"), err = Path("stderr");
+    cmd += " >" + Quote(out) + " 2>" + Quote(err);
+    const int status = std::system(cmd.c_str());
+    Outcome r;
+    r.code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    r.out = ReadAll(out);
+    r.err = ReadAll(err);
+    return r;
+  }
+
+  // The llama3-8b lossless cache of the issue, made once for the suite.
+  static const std::string& Llama1024() {
+    static const std::string path = [] {
+      const std::string p = Path("llama-lossless.kv");
+      const Outcome r = Kdnctl(
+          {"synth", "--model", "llama3-8b", "--tokens", "1024", "--codec", "lossless", "-o", p});
+      EXPECT_EQ(r.code, 0) << r.err;
+      return p;
+    }();
+    return path;
+  }
+
+  static test::TempDir* dir_;
+};
+test::TempDir* KdnctlTest::dir_ = nullptr;
+
+TEST_F(KdnctlTest, HelpOnEveryCommandAndVersion) {
+  Outcome r = Kdnctl({"--help"});
+  EXPECT_EQ(r.code, 0);
+  for (const char* cmd : {"synth", "inspect", "verify", "convert", "export"}) {
+    EXPECT_NE(r.out.find(cmd), std::string::npos) << cmd;
+    const Outcome h = Kdnctl({cmd, "--help"});
+    EXPECT_EQ(h.code, 0) << cmd;
+    EXPECT_EQ(h.out.rfind(std::string("Usage: kdnctl ") + cmd, 0), 0u) << h.out;
+    const Outcome h2 = Kdnctl({"help", cmd});
+    EXPECT_EQ(h2.code, 0);
+    EXPECT_EQ(h2.out, h.out);
+  }
+  r = Kdnctl({"--version"});
+  EXPECT_EQ(r.code, 0);
+  EXPECT_EQ(r.out.rfind("kdnctl ", 0), 0u);
+  EXPECT_EQ(Kdnctl({}).code, 2);
+  r = Kdnctl({"frobnicate"});
+  EXPECT_EQ(r.code, 2);
+  EXPECT_NE(r.err.find("unknown command 'frobnicate'"), std::string::npos);
+  EXPECT_EQ(Kdnctl({"help", "frobnicate"}).code, 2);
+}
+
+TEST_F(KdnctlTest, SynthThenVerifySucceeds) {
+  const Outcome r = Kdnctl({"verify", Llama1024()});
+  EXPECT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(r.out, "ok\n");
+  EXPECT_EQ(r.err, "");
+  auto reader = KvReader::Open(Llama1024());
+  ASSERT_TRUE(reader.ok());
+  EXPECT_EQ((*reader)->header().model.name, "llama3-8b");
+  EXPECT_EQ((*reader)->header().n_tokens, 1024u);
+  EXPECT_EQ((*reader)->header().codec.Name(), "lossless");
+}
+
+TEST_F(KdnctlTest, FlippingAnyByteOfABlockFailsVerifyNamingIt) {
+  const auto original = ReadBytes(Llama1024());
+  auto h = ParseKvHeader(original, original.size());
+  ASSERT_TRUE(h.ok());
+  const std::string bad = Path("flipped.kv");
+  // First, middle and last byte of the first, a middle and the last block (each verify reads
+  // the whole 93 MB file; the in-process tests flip every byte of every block of small files).
+  for (size_t i : {size_t{0}, size_t{37}, h->blocks.size() - 1}) {
+    const BlockEntry& b = h->blocks[i];
+    for (uint64_t at : {uint64_t{0}, b.encoded_bytes / 2, b.encoded_bytes - 1}) {
+      auto f = original;
+      f[b.offset + at] ^= std::byte{0x04};
+      WriteBytes(bad, f);
+      const Outcome r = Kdnctl({"verify", bad});
+      EXPECT_EQ(r.code, 1);
+      EXPECT_EQ(r.out, "");
+      const std::string want =
+          "kdnctl verify: " + bad + ": " + layout::BlockName(i) + ": checksum mismatch";
+      EXPECT_EQ(r.err.rfind(want, 0), 0u) << r.err;
+      EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << "one line";
+    }
+  }
+}
+
+TEST_F(KdnctlTest, SynthIsSynthesizeKvFile) {
+  const ModelIdentity tiny = *ModelPreset("tiny");
+  const std::string p = Path("tiny-q4.kv");
+  const Outcome r = Kdnctl({"synth", "--model", "tiny", "--tokens", "300", "--codec", "q4+zstd",
+                            "--seed", "9", "--position", "12", "-o", p});
+  ASSERT_EQ(r.code, 0) << r.err;
+  auto expected = SynthesizeKvFile(tiny, 300, test::Codec("q4+zstd"), 9, 12);
+  ASSERT_TRUE(expected.ok());
+  EXPECT_EQ(ReadBytes(p), *expected);
+}
+
+TEST_F(KdnctlTest, ExportEqualsSynthesizedTensors) {
+  const ModelIdentity m = *ModelPreset("llama3-8b");
+  const size_t bytes = 1024 * m.channels() * 2;
+  std::vector<std::byte> k(bytes), v(bytes);
+  const std::string out = Path("export.bin");
+  for (uint32_t layer : {0u, 17u, 31u}) {
+    ASSERT_TRUE(SynthesizeLayerKv(m, 1024, layer, 1, k, v).ok());
+    for (const char* kv : {"k", "v"}) {
+      Outcome r =
+          Kdnctl({"export", "--layer", std::to_string(layer), "--kv", kv, Llama1024(), "-o", out});
+      ASSERT_EQ(r.code, 0) << r.err;
+      EXPECT_EQ(ReadBytes(out), *kv == 'k' ? k : v) << "layer " << layer << " " << kv;
+    }
+    // Other dtypes: the conversion of the same values.
+    Outcome r = Kdnctl({"export", "--layer", std::to_string(layer), "--kv", "v", "--dtype", "fp32",
+                        Llama1024(), "-o", out});
+    ASSERT_EQ(r.code, 0) << r.err;
+    std::vector<std::byte> f32(bytes * 2);
+    ConvertDType(DType::kBF16, v.data(), DType::kF32, f32.data(), bytes / 2);
+    EXPECT_EQ(ReadBytes(out), f32);
+  }
+}
+
+TEST_F(KdnctlTest, ConvertLosslessToRawGivesTheOriginalRaw) {
+  const std::string raw = Path("llama-raw.kv"), conv = Path("llama-converted.kv");
+  Outcome r =
+      Kdnctl({"synth", "--model", "llama3-8b", "--tokens", "1024", "--codec", "raw", "-o", raw});
+  ASSERT_EQ(r.code, 0) << r.err;
+  r = Kdnctl({"convert", "--codec", "raw", Llama1024(), conv});
+  ASSERT_EQ(r.code, 0) << r.err;
+  const std::string a = Path("a.bin"), b = Path("b.bin");
+  for (uint32_t layer : {0u, 9u, 31u}) {
+    for (const char* kv : {"k", "v"}) {
+      ASSERT_EQ(Kdnctl({"export", "--layer", std::to_string(layer), "--kv", kv, raw, "-o", a}).code,
+                0);
+      ASSERT_EQ(
+          Kdnctl({"export", "--layer", std::to_string(layer), "--kv", kv, conv, "-o", b}).code, 0);
+      EXPECT_EQ(ReadBytes(a), ReadBytes(b)) << "layer " << layer << " " << kv;
+    }
+  }
+  // Everything else is kept too: the converted file is the raw file, byte for byte.
+  EXPECT_EQ(ReadBytes(conv), ReadBytes(raw));
+  // Lossy conversions verify and keep the identity.
+  const std::string q = Path("llama-q4.kv");
+  r = Kdnctl({"convert", "--codec", "q4:g64+zstd", raw, q});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(Kdnctl({"verify", q}).code, 0);
+  auto qh = KvReader::Open(q);
+  ASSERT_TRUE(qh.ok());
+  auto rh = KvReader::Open(raw);
+  ASSERT_TRUE(rh.ok());
+  EXPECT_EQ((*qh)->header().codec.Name(), "q4:g64+zstd");
+  EXPECT_EQ((*qh)->header().prefix_hashes, (*rh)->header().prefix_hashes);
+  EXPECT_EQ((*qh)->header().fingerprint, (*rh)->header().fingerprint);
+}
+
+TEST_F(KdnctlTest, InspectShowsHeaderTableAndRatio) {
+  Outcome r = Kdnctl({"inspect", Llama1024()});
+  ASSERT_EQ(r.code, 0) << r.err;
+  for (const char* want :
+       {"llama3-8b", "32 layers", "8 KV heads", "head_dim 128", "bf16", "neox", "500000",
+        "1024 at position 0", "lossless", "ratio", "bits per value", "xxh3-64"}) {
+    EXPECT_NE(r.out.find(want), std::string::npos) << want << " in\n" << r.out;
+  }
+  auto h = KvReader::Open(Llama1024());
+  ASSERT_TRUE(h.ok());
+  EXPECT_NE(r.out.find((*h)->header().fingerprint.ToHex()), std::string::npos);
+  EXPECT_EQ(std::count(r.out.begin(), r.out.end(), '\n'), 10 + 64);
+  r = Kdnctl({"inspect", "--json", Llama1024()});
+  ASSERT_EQ(r.code, 0);
+  for (const char* want :
+       {"\"n_kv_heads\": 8", "\"codec\": {\"name\": \"lossless\"", "\"blocks\": [",
+        "\"layer\": 31, \"kind\": \"V\"", "\"bits_per_value\""}) {
+    EXPECT_NE(r.out.find(want), std::string::npos) << want;
+  }
+  EXPECT_EQ(r.out.front(), '{');
+  EXPECT_EQ(r.out.substr(r.out.size() - 2), "}\n");
+}
+
+TEST_F(KdnctlTest, ExitCodesAndErrors) {
+  const std::string missing = Path("missing.kv");
+  Outcome r = Kdnctl({"verify", missing});
+  EXPECT_EQ(r.code, 1);
+  EXPECT_EQ(r.err.rfind("kdnctl verify: open " + missing, 0), 0u) << r.err;
+  const std::string text = Path("text.kv");
+  { std::ofstream(text) << "this is not a cache\n" << std::string(200, 'x'); }
+  r = Kdnctl({"inspect", text});
+  EXPECT_EQ(r.code, 1);
+  EXPECT_EQ(r.err, "kdnctl inspect: " + text + ": not a .kv file (bad magic)\n");
+  // Usage errors: exit 2.
+  const std::vector<std::vector<std::string>> usage = {
+      {"synth", "--model", "tiny", "--tokens", "10", "--codec", "q5", "-o", Path("x.kv")},
+      {"synth", "--model", "nope", "--tokens", "10", "--codec", "raw", "-o", Path("x.kv")},
+      {"synth", "--model", "tiny", "--tokens", "0", "--codec", "raw", "-o", Path("x.kv")},
+      {"synth", "--layers", "2", "--kv-heads", "2", "--head-dim", "7", "--dtype", "fp16",
+       "--tokens", "4", "--codec", "raw", "-o", Path("x.kv")},
+      {"synth", "--model", "tiny", "--model", "tiny"},
+      {"inspect", "--bogus", Llama1024()},
+      {"verify", Llama1024(), Llama1024()},
+      {"export", "--layer", "0", "--kv", "x", Llama1024(), "-o", Path("x.bin")},
+      {"export", "--layer", "32", "--kv", "k", Llama1024(), "-o", Path("x.bin")},
+      {"export", "--layer", "0", "--kv", "k", "--dtype", "int4", Llama1024(), "-o", Path("x.bin")},
+      {"convert", "--codec", "raw", Llama1024()},
+      {"convert", "--codec", "raw", Llama1024(), Llama1024()},
+  };
+  for (const auto& args : usage) {
+    r = Kdnctl(args);
+    EXPECT_EQ(r.code, 2) << args[0] << " " << args[1] << ": " << r.err;
+    EXPECT_EQ(r.err.rfind("kdnctl " + args[0] + ": ", 0), 0u) << r.err;
+  }
+  EXPECT_FALSE(std::filesystem::exists(Path("x.kv")));
+  // A custom shape.
+  r = Kdnctl({"synth",
+              "--layers",
+              "3",
+              "--kv-heads",
+              "2",
+              "--head-dim",
+              "16",
+              "--dtype",
+              "fp16",
+              "--heads",
+              "8",
+              "--rope",
+              "gptj",
+              "--theta",
+              "20000",
+              "--name",
+              "custom",
+              "--tokens",
+              "33",
+              "--codec",
+              "q8",
+              "--chunk-tokens",
+              "8",
+              "-o",
+              Path("custom.kv")});
+  ASSERT_EQ(r.code, 0) << r.err;
+  auto c = KvReader::Open(Path("custom.kv"));
+  ASSERT_TRUE(c.ok());
+  const KvHeader& ch = (*c)->header();
+  EXPECT_EQ(ch.model.name, "custom");
+  EXPECT_EQ(ch.model.n_heads, 8u);
+  EXPECT_EQ(ch.model.rope_style, RopeStyle::kGptj);
+  EXPECT_EQ(ch.model.rope_theta, 20000.0f);
+  EXPECT_EQ(ch.chunk_tokens, 8u);
+  EXPECT_EQ(ch.prefix_hashes.size(), 5u);
+  // A verify failure in the header: exit 1, one line.
+  auto f = ReadBytes(Path("custom.kv"));
+  f[100] = std::byte{0xff};
+  WriteBytes(Path("custom-bad.kv"), f);
+  r = Kdnctl({"verify", Path("custom-bad.kv")});
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.err.find("header checksum mismatch"), std::string::npos) << r.err;
+}
+
+}  // namespace
+}  // namespace kdn
