@@ -16,7 +16,7 @@
 // - 1 MiB reads and writes; a large kernel readahead window (set on the mount's bdi), many
 //   background requests and enough threads, so that a sequential read keeps the disk's queue
 //   full.
-#define FUSE_USE_VERSION 34
+#define FUSE_USE_VERSION 312  // 3.12: the loop config of fuse_loop_cfg_create()
 #include "fs/kdnfs/fuse_adapter.h"
 
 #include <fcntl.h>

@@ -6,7 +6,7 @@
 // parent process exits once the filesystem is mounted (status 0) or could not be (status 1, with
 // the reason on stderr). SIGINT, SIGTERM and SIGHUP unmount and exit after committing whatever is
 // still being written. A mountpoint left behind by a killed daemon is detached first.
-#define FUSE_USE_VERSION 34
+#define FUSE_USE_VERSION 312  // 3.12: the loop config of fuse_loop_cfg_create()
 #include <fcntl.h>
 #include <fuse_lowlevel.h>
 #include <sys/stat.h>
