@@ -5,7 +5,9 @@
 // binary dies: the KdnfsMount destructor (fusermount3 -u, then umount -l, then the daemon is
 // killed and waited for); a global test environment that does the same for anything still
 // registered at the end; and handlers for fatal signals that detach every registered mountpoint
-// and kill every registered daemon with async-signal-safe calls only.
+// and kill every registered daemon with async-signal-safe calls only. And should the test binary
+// be killed outright (SIGKILL), each daemon gets SIGTERM from the kernel (PR_SET_PDEATHSIG) and
+// unmounts itself.
 #ifndef KDN_TESTS_FS_MOUNT_FIXTURE_H_
 #define KDN_TESTS_FS_MOUNT_FIXTURE_H_
 
@@ -13,6 +15,7 @@
 #include <signal.h>
 #include <spawn.h>
 #include <sys/mount.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
 #include <sys/wait.h>
@@ -120,6 +123,28 @@ inline CommandResult Sh(const std::string& command) {
   return r;
 }
 
+// Starts the daemon with the standard streams to `log_path`. If this process dies, even by
+// SIGKILL (a ctest timeout), the kernel sends the daemon SIGTERM, and it unmounts by itself.
+inline pid_t SpawnDaemon(const std::vector<std::string>& argv, const std::string& log_path) {
+  std::vector<char*> args;
+  for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+  args.push_back(nullptr);
+  pid_t parent = ::getpid();
+  pid_t pid = ::fork();
+  if (pid != 0) return pid;
+  // The child: only async-signal-safe calls until exec.
+  ::prctl(PR_SET_PDEATHSIG, SIGTERM);
+  if (::getppid() != parent) ::_exit(127);
+  int in = ::open("/dev/null", O_RDONLY);
+  int out = ::open(log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+  if (in < 0 || out < 0) ::_exit(127);
+  ::dup2(in, STDIN_FILENO);
+  ::dup2(out, STDOUT_FILENO);
+  ::dup2(out, STDERR_FILENO);
+  ::execv(args[0], args.data());
+  ::_exit(127);
+}
+
 inline pid_t Spawn(const std::vector<std::string>& argv, const std::string& log_path) {
   posix_spawn_file_actions_t actions;
   posix_spawn_file_actions_init(&actions);
@@ -183,7 +208,7 @@ class KdnfsMount {
     for (const auto& o : extra) argv.insert(argv.end(), {"-o", o});
     argv.push_back(store_);
     argv.push_back(mountpoint_);
-    pid_ = Spawn(argv, log_);
+    pid_ = SpawnDaemon(argv, log_);
     if (pid_ < 0) return ::testing::AssertionFailure() << "cannot start " << KDNFS_PATH;
     if (slot_ < 0) {
       slot_ = RegisterMount(mountpoint_, pid_);
