@@ -30,16 +30,6 @@ uint64_t BlockSum(std::span<const std::byte> bytes) {
   return XXH3_64bits(bytes.data(), bytes.size());
 }
 
-std::string IdHex(const Hash128& id) {
-  static constexpr char kDigits[] = "0123456789abcdef";
-  std::string out(32, '0');
-  for (int i = 0; i < 16; ++i) {
-    out[15 - i] = kDigits[(id.hi >> (4 * i)) & 0xf];
-    out[31 - i] = kDigits[(id.lo >> (4 * i)) & 0xf];
-  }
-  return out;
-}
-
 IdKey ToKey(const Hash128& id) {
   IdKey key;
   for (int i = 0; i < 8; ++i) {

@@ -33,9 +33,6 @@ class ChunkHasher {
 // xxh3-64 of one block of stored bytes (the per-block read checksum).
 uint64_t BlockSum(std::span<const std::byte> bytes);
 
-// 32 lowercase hex digits, hi first (as Hash128::ToHex).
-std::string IdHex(const Hash128& id);
-
 // Big-endian hi then lo: byte order equals hex order, so keys sort like their text.
 using IdKey = std::array<std::byte, 16>;
 IdKey ToKey(const Hash128& id);

@@ -28,7 +28,7 @@ IoPipeline::DescribeFd SegmentNamer(const SegmentSet& segments) {
 Result<int> SegmentFd(const SegmentSet& segments, uint32_t seg, const ChunkId& id) {
   int fd = segments.fd(seg);
   if (fd < 0) {
-    return Status::Corruption("chunk " + IdHex(id) + ": segment " + std::to_string(seg) +
+    return Status::Corruption("chunk " + id.ToHex() + ": segment " + std::to_string(seg) +
                               " does not exist");
   }
   return fd;
@@ -37,7 +37,7 @@ Result<int> SegmentFd(const SegmentSet& segments, uint32_t seg, const ChunkId& i
 Status Mismatch(const ChunkLayout& layout, uint64_t block) {
   uint64_t start = block * layout.block_bytes;
   uint64_t end = std::min(start + layout.block_bytes, layout.size);
-  return Status::Corruption("chunk " + IdHex(layout.id) + " block " + std::to_string(block) +
+  return Status::Corruption("chunk " + layout.id.ToHex() + " block " + std::to_string(block) +
                             " (bytes " + std::to_string(start) + ".." + std::to_string(end) +
                             "): checksum mismatch");
 }
@@ -76,7 +76,7 @@ uint64_t IoShape::PieceFor(uint64_t total) const {
 }
 
 Status WriteChunk(io::IoEngine& engine, const SegmentSet& segments, const ChunkLayout& layout,
-                  ChunkSource& source, const IoShape& shape, bool sync) {
+                  ChunkSource& source, const IoShape& shape, std::vector<int>* written_fds) {
   if (engine.buffer_count() == 0) return Status::Internal("chunk write: engine has no buffers");
   IoPipeline pipe(engine, SegmentNamer(segments));
   const uint64_t piece = shape.PieceFor(layout.size);
@@ -120,9 +120,7 @@ Status WriteChunk(io::IoEngine& engine, const SegmentSet& segments, const ChunkL
     chunk_off += e.len;
   }
   KDN_RETURN_IF_ERROR(pipe.Finish());
-  if (sync) {
-    for (int fd : written) KDN_RETURN_IF_ERROR(engine.SyncData(fd));
-  }
+  written_fds->assign(written.begin(), written.end());
   return Status::OK();
 }
 
@@ -141,25 +139,51 @@ Status ReadChunk(io::IoEngine& engine, const SegmentSet& segments, const ChunkLa
   IoPipeline pipe(engine, SegmentNamer(segments));
   const uint64_t piece = shape.PieceFor(len);
   const uint64_t b0 = offset / B, b1 = (end - 1) / B;
+  // Operations still to complete per block: a block is verified as soon as its last one is in,
+  // while the rest of the transfer is still running.
   std::vector<uint32_t> pending(b1 - b0 + 1, 0);
-  std::vector<uint64_t> direct_blocks;
+  auto verify_in_out = [&](uint64_t b) -> Status {
+    const uint64_t bs = b * B;
+    const uint64_t blen = std::min(bs + B, layout.size) - bs;
+    if (BlockSum({out.data() + (bs - offset), blen}) != layout.sums[b]) return Mismatch(layout, b);
+    return Status::OK();
+  };
 
-  // A run of whole blocks read straight into `out`, verified once everything has arrived.
+  // A run of whole blocks read straight into `out`.
   uint64_t run_start = 0, run_len = 0;
   auto flush_run = [&]() -> Status {
     if (run_len == 0) return Status::OK();
-    std::byte* dst = out.data() + (run_start - offset);
     auto pieces = layout.Map(run_start, run_len);
     if (pieces.empty()) return CheckLayout(layout);
+    struct Planned {
+      IoOp op;
+      uint64_t first, last;  // blocks it covers
+    };
+    std::vector<Planned> planned;
+    uint64_t at = run_start;  // chunk offset of the next byte
     for (const ChunkLayout::Piece& pc : pieces) {
       KDN_ASSIGN_OR_RETURN(int fd, SegmentFd(segments, pc.seg, layout.id));
       for (uint64_t done = 0; done < pc.len;) {
         uint64_t n = std::min(piece, pc.len - done);
-        IoOp op{IoOp::Kind::kRead, fd, pc.phys + done, dst, static_cast<uint32_t>(n)};
-        KDN_RETURN_IF_ERROR(pipe.Add(op, nullptr));
-        dst += n;
+        IoOp op{IoOp::Kind::kRead, fd, pc.phys + done, out.data() + (at - offset),
+                static_cast<uint32_t>(n)};
+        // The last piece may run past the end of the chunk (4 KiB padding): not another block.
+        planned.push_back(Planned{op, at / B, std::min((at + n - 1) / B, b1)});
         done += n;
+        at += n;
       }
+    }
+    // Counted before any is queued: completions may be collected while later ones are added.
+    for (const Planned& p : planned) {
+      for (uint64_t b = p.first; b <= p.last; ++b) ++pending[b - b0];
+    }
+    for (const Planned& p : planned) {
+      KDN_RETURN_IF_ERROR(pipe.Add(p.op, [&, first = p.first, last = p.last](const IoOp&) {
+        for (uint64_t b = first; b <= last; ++b) {
+          if (--pending[b - b0] == 0) KDN_RETURN_IF_ERROR(verify_in_out(b));
+        }
+        return Status::OK();
+      }));
     }
     run_len = 0;
     return Status::OK();
@@ -169,13 +193,12 @@ Status ReadChunk(io::IoEngine& engine, const SegmentSet& segments, const ChunkLa
     const uint64_t bs = b * B;
     const uint64_t be = std::min(bs + B, layout.size);
     const uint64_t blen = be - bs;
-    const uint64_t plen = AlignUp(blen, kDirectAlign);
     if (bs >= offset && be <= end) {
+      const uint64_t plen = AlignUp(blen, kDirectAlign);
       const uint64_t dst_off = bs - offset;
       if (io::IsAligned(out.data() + dst_off) && dst_off + plen <= len) {
         if (run_len == 0) run_start = bs;
         run_len += blen;
-        direct_blocks.push_back(b);
         continue;
       }
     }
@@ -202,14 +225,11 @@ Status ReadChunk(io::IoEngine& engine, const SegmentSet& segments, const ChunkLa
       KDN_RETURN_IF_ERROR(pipe.Add(op, on_done));
       at += pc.len;
     }
-    (void)plen;
   }
   KDN_RETURN_IF_ERROR(flush_run());
   KDN_RETURN_IF_ERROR(pipe.Finish());
-  for (uint64_t b : direct_blocks) {
-    const uint64_t bs = b * B;
-    const uint64_t blen = std::min(bs + B, layout.size) - bs;
-    if (BlockSum({out.data() + (bs - offset), blen}) != layout.sums[b]) return Mismatch(layout, b);
+  for (uint32_t left : pending) {
+    if (left != 0) return Status::Internal("chunk read finished with blocks unverified");
   }
   return Status::OK();
 }

@@ -65,10 +65,10 @@ struct IoShape {
   uint64_t PieceFor(uint64_t total) const;
 };
 
-// Writes the whole source to `layout.extents` (zero padding to 4 KiB), then fdatasyncs every
-// segment written when `sync`.
+// Writes the whole source to `layout.extents` (zero padding to 4 KiB) and names the segments it
+// wrote in `written_fds`, for the caller to sync before publishing.
 Status WriteChunk(io::IoEngine& engine, const SegmentSet& segments, const ChunkLayout& layout,
-                  ChunkSource& source, const IoShape& shape, bool sync);
+                  ChunkSource& source, const IoShape& shape, std::vector<int>* written_fds);
 
 // Reads chunk bytes [offset, offset + out.size()) (the caller bounds it to the chunk) into `out`,
 // checking every block it touches against its checksum.

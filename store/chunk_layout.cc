@@ -33,19 +33,19 @@ Status CheckLayout(const ChunkLayout& layout) {
     const ChunkExtent& e = layout.extents[i];
     const bool last = i + 1 == layout.extents.size();
     if (e.len == 0 || e.off % io::kDirectAlign != 0 || (!last && e.len % io::kDirectAlign != 0)) {
-      return Status::Corruption("chunk " + IdHex(layout.id) + ": malformed extent " +
+      return Status::Corruption("chunk " + layout.id.ToHex() + ": malformed extent " +
                                 std::to_string(i));
     }
     covered += e.len;
   }
   if (covered != layout.size) {
-    return Status::Corruption("chunk " + IdHex(layout.id) + ": extents cover " +
+    return Status::Corruption("chunk " + layout.id.ToHex() + ": extents cover " +
                               std::to_string(covered) + " of " + std::to_string(layout.size) +
                               " bytes");
   }
   if (layout.block_bytes == 0 || layout.block_bytes % io::kDirectAlign != 0 ||
       layout.sums.size() != layout.blocks()) {
-    return Status::Corruption("chunk " + IdHex(layout.id) + ": malformed block checksums");
+    return Status::Corruption("chunk " + layout.id.ToHex() + ": malformed block checksums");
   }
   return Status::OK();
 }

@@ -33,7 +33,7 @@ uint64_t MonoNs() {
 }
 
 Status NotFoundChunk(const ChunkId& id) {
-  return Status::NotFound("chunk " + store::IdHex(id) + " is not in the store");
+  return Status::NotFound("chunk " + id.ToHex() + " is not in the store");
 }
 
 // Invalid `.kv` content is the caller's error (kdnfs answers EINVAL at close).
@@ -68,7 +68,7 @@ class ChunkByteSource final : public ByteSource {
   uint64_t size() const override { return layout_->size; }
   Status ReadAt(uint64_t offset, std::span<std::byte> out) const override {
     if (offset > layout_->size || out.size() > layout_->size - offset) {
-      return Status::Corruption("read beyond the end of chunk " + store::IdHex(layout_->id));
+      return Status::Corruption("read beyond the end of chunk " + layout_->id.ToHex());
     }
     KDN_ASSIGN_OR_RETURN(store::EnginePool::Lease engine, engines_.Acquire());
     return store::ReadChunk(*engine, segments_, *layout_, offset, out, shape_);
@@ -112,7 +112,7 @@ Result<std::shared_ptr<const ChunkLayout>> Store::Impl::LoadLayout(const ChunkId
       KDN_ASSIGN_OR_RETURN(bool row, q.Step());
       if (!row) break;
       if (q.Int(0) <= 0 || q.Int(1) < 0 || q.Int(2) <= 0) {
-        return Status::Corruption("chunk " + store::IdHex(id) + ": malformed extent row");
+        return Status::Corruption("chunk " + id.ToHex() + ": malformed extent row");
       }
       layout->extents.push_back(
           store::ChunkExtent{static_cast<uint32_t>(q.U64(0)), q.U64(1), q.U64(2)});
@@ -253,7 +253,18 @@ void Store::Impl::FreeUnpublished(PreparedChunk& chunk) {
   std::lock_guard lock(alloc_mu);
   alloc.Free(chunk.allocation);
   chunk.allocation.clear();
+  chunk.written_fds.clear();
   chunk.written = false;
+}
+
+void Store::Impl::CacheLayout(const PreparedChunk& chunk, uint64_t generation) {
+  auto layout = std::make_shared<ChunkLayout>();
+  layout->id = chunk.id;
+  layout->size = chunk.size;
+  layout->sums = chunk.sums;
+  layout->extents = store::ExtentsFor(chunk.allocation, chunk.size);
+  layout->kv = chunk.kv.has_value();
+  layouts.Insert(std::move(layout), generation);
 }
 
 Status Store::Impl::WriteData(PreparedChunk& chunk, store::ChunkSource& source) {
@@ -269,13 +280,14 @@ Status Store::Impl::WriteData(PreparedChunk& chunk, store::ChunkSource& source) 
   Status s;
   {
     Result<store::EnginePool::Lease> engine = engines->Acquire();
-    s = engine.ok() ? store::WriteChunk(**engine, segments, layout, source, shape, sync_full)
-                    : engine.status();
+    s = engine.ok()
+            ? store::WriteChunk(**engine, segments, layout, source, shape, &chunk.written_fds)
+            : engine.status();
   }
   if (!s.ok()) {
     ++counters.errors;
     FreeUnpublished(chunk);
-    return s.WithContext("writing chunk " + store::IdHex(chunk.id));
+    return s.WithContext("writing chunk " + chunk.id.ToHex());
   }
   chunk.written = true;
   return Status::OK();
@@ -457,7 +469,7 @@ Status Store::Impl::DropChunkRef(Db& db, const ChunkId& id, RefKind kind, bool k
   }
   if (kind == RefKind::kPut) {
     if (put_refs <= 0) {
-      return Status::NotFound("chunk " + store::IdHex(id) + " has no Put reference to release");
+      return Status::NotFound("chunk " + id.ToHex() + " has no Put reference to release");
     }
     // Evictable references go first: releasing one never makes the chunk less protected.
     if (put_refs - put_keep <= 0) --put_keep;
@@ -682,7 +694,7 @@ Status Store::Unpin(const ChunkId& id) {
     KDN_RETURN_IF_ERROR(q.Run());
     if (db.Changes() == 1) return Status::OK();
     KDN_ASSIGN_OR_RETURN(bool exists, impl_->ChunkExists(id));
-    return exists ? Status::InvalidArgument("chunk " + store::IdHex(id) + " is not pinned")
+    return exists ? Status::InvalidArgument("chunk " + id.ToHex() + " is not pinned")
                   : NotFoundChunk(id);
   });
 }
@@ -703,8 +715,7 @@ Status Store::VerifyChunk(const ChunkId& id) {
   ChunkId actual = hasher.Finish();
   if (!(actual == id)) {
     ++impl_->counters.errors;
-    return Status::Corruption("chunk " + store::IdHex(id) + ": content hashes to " +
-                              store::IdHex(actual));
+    return Status::Corruption("chunk " + id.ToHex() + ": content hashes to " + actual.ToHex());
   }
   store::ReadGuard guard(impl_->epochs);
   KDN_ASSIGN_OR_RETURN(std::shared_ptr<const ChunkLayout> layout, impl_->LoadLayout(id));
@@ -714,7 +725,7 @@ Status Store::VerifyChunk(const ChunkId& id) {
   if (!kv.ok() || !kv->has_value()) {
     ++impl_->counters.errors;
     return Status::Corruption(
-        "chunk " + store::IdHex(id) + ": " +
+        "chunk " + id.ToHex() + ": " +
         (kv.ok() ? std::string("no longer a .kv file") : kv.status().message()));
   }
   return Status::OK();

@@ -50,7 +50,7 @@ struct ChunkRow {
 };
 
 std::string Chunk(const ChunkId& id) {
-  return "chunk " + store::IdHex(id);
+  return "chunk " + id.ToHex();
 }
 std::string Inode(Ino ino) {
   return "inode " + std::to_string(ino);

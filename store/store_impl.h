@@ -12,7 +12,9 @@
 #define KDN_STORE_STORE_IMPL_H_
 
 #include <atomic>
+#include <condition_variable>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -52,6 +54,7 @@ struct PreparedChunk {
   std::vector<uint64_t> sums;
   std::optional<KvIndex> kv;
   std::vector<PhysExtent> allocation;  // written space; empty until written (or for empty content)
+  std::vector<int> written_fds;        // segments holding it, to sync before the commit
   bool written = false;
   bool published = false;
 };
@@ -112,23 +115,32 @@ struct Store::Impl {
   Status ReclaimOrphans();
   Status CleanStaging();
 
-  // ---- transactions (store_open.cc)
-  // Runs `body` in one write transaction; with `lock_opens`, open counts are frozen until commit
-  // (for transactions that may delete inodes). Effects are applied after a successful commit.
-  template <typename Body>
-  Status Write(bool lock_opens, Body&& body) {
+  // ---- transactions (store_commit.cc)
+  // Runs `body` as one atomic change and returns once it is durable. Concurrent callers are
+  // committed together (group commit): the data files they name (`sync_fds`: segments they
+  // wrote) are synced first, then every body runs in one SQLite transaction, each inside its own
+  // savepoint so that one failure leaves the others alone. With `lock_opens`, open counts are
+  // frozen while the body runs (for changes that may delete inodes). Effects are applied by the
+  // caller's thread after the commit.
+  using TxnBody = std::function<Status(store::Db&, store::TxnEffects&)>;
+  Status Write(bool lock_opens, TxnBody body, std::vector<int> sync_fds = {});
+  struct WriteRequest {
+    TxnBody body;
+    bool lock_opens = false;
+    std::vector<int> sync_fds;
     store::TxnEffects fx;
-    {
-      std::unique_lock wlock(write_mu);
-      std::unique_lock olock(open_mu, std::defer_lock);
-      if (lock_opens) olock.lock();
-      KDN_ASSIGN_OR_RETURN(store::WriteTxn txn, store::WriteTxn::Begin(*writer));
-      KDN_RETURN_IF_ERROR(body(*writer, fx));
-      KDN_RETURN_IF_ERROR(txn.Commit());
-    }
-    ApplyEffects(fx);
-    return Status::OK();
-  }
+    Status status;
+    bool done = false;
+  };
+  void SyncBatch(const std::vector<WriteRequest*>& batch);    // stage 1: data durable
+  void CommitBatch(const std::vector<WriteRequest*>& batch);  // stage 2: one transaction
+  std::mutex group_mu;
+  std::condition_variable group_cv;
+  std::vector<WriteRequest*> sync_queue;    // waiting for their data to be synced
+  std::vector<WriteRequest*> commit_queue;  // waiting for a transaction
+  bool sync_leader = false;
+  bool commit_leader = false;
+
   void ApplyEffects(store::TxnEffects& fx);
   bool IsOpen(Ino ino);  // caller holds open_mu
   Status FlushTouched(store::Db& db);
@@ -137,6 +149,7 @@ struct Store::Impl {
   Result<std::shared_ptr<const store::ChunkLayout>> LoadLayout(const ChunkId& id);
   Result<std::unique_ptr<store::PreparedChunk>> PrepareMemory(std::span<const std::byte> bytes);
   Result<std::unique_ptr<store::PreparedChunk>> PrepareFile(int fd, const std::string& path);
+  // Writes the chunk's bytes to newly reserved space (not yet synced: the commit does that).
   Status WriteData(store::PreparedChunk& chunk, store::ChunkSource& source);
   Result<bool> ChunkExists(const ChunkId& id);
   // Publishes (or references) a prepared chunk inside a transaction. False when the chunk is not
@@ -153,6 +166,9 @@ struct Store::Impl {
                         Commit&& commit);
   Result<std::vector<store::PhysExtent>> Reserve(uint64_t bytes);
   void FreeUnpublished(store::PreparedChunk& chunk);
+  // Caches the layout of a chunk this thread published (skipped if any chunk was deleted since
+  // `generation`, which might have been this one).
+  void CacheLayout(const store::PreparedChunk& chunk, uint64_t generation);
   Result<uint64_t> Evict(uint64_t want_bytes);
   Status ReadAll(const ChunkId& id, const std::function<Status(std::span<const std::byte>)>& sink);
 
@@ -176,18 +192,22 @@ Status Store::Impl::StoreAndCommit(store::PreparedChunk& chunk, store::ChunkSour
     ~FreeGuard() { impl->FreeUnpublished(chunk); }
   } guard{this, chunk};
   for (int attempt = 0; attempt < 3; ++attempt) {
+    const uint64_t generation = layouts.generation();
     if (!chunk.written && chunk.size > 0) {
       KDN_ASSIGN_OR_RETURN(bool exists, ChunkExists(chunk.id));
       if (!exists || attempt > 0) KDN_RETURN_IF_ERROR(WriteData(chunk, source));
     }
     bool vanished = false;
-    Status s = Write(lock_opens, [&](store::Db& db, store::TxnEffects& fx) -> Status {
-      return commit(db, fx, &vanished);
-    });
+    Status s = Write(
+        lock_opens,
+        [&](store::Db& db, store::TxnEffects& fx) -> Status { return commit(db, fx, &vanished); },
+        chunk.written_fds);
     if (vanished) continue;  // deleted between our look and our commit: write it and retry
+    // Readers of a chunk just written usually come soon: give them its layout.
+    if (s.ok() && chunk.published) CacheLayout(chunk, generation);
     return s;
   }
-  return Status::Internal("chunk " + store::IdHex(chunk.id) + " kept vanishing during commit");
+  return Status::Internal("chunk " + chunk.id.ToHex() + " kept vanishing during commit");
 }
 
 }  // namespace kdn

@@ -766,7 +766,7 @@ Status Store::Impl::SetContent(Db& db, Ino ino, PreparedChunk* chunk, const Chun
     KDN_ASSIGN_OR_RETURN(Stmt q, db.Prepare("SELECT size FROM chunks WHERE id = ?"));
     q.BindId(1, *existing);
     KDN_ASSIGN_OR_RETURN(bool row, q.Step());
-    if (!row) return Status::NotFound("chunk " + store::IdHex(*existing) + " is not in the store");
+    if (!row) return Status::NotFound("chunk " + existing->ToHex() + " is not in the store");
     size = q.U64(0);
     q.Reset();
     if (size > 0) {

@@ -199,10 +199,10 @@ Status Store::Impl::RebuildFreeSpace() {
     PhysExtent e{static_cast<uint32_t>(q.Int(2)), q.U64(3),
                  io::AlignUp(q.U64(4), io::kDirectAlign)};
     if (q.Int(2) <= 0 || q.Int(3) < 0 || q.Int(4) <= 0 || !alloc.MarkUsed(e)) {
-      open_problems.push_back(
-          "chunk " + store::IdHex(q.Id(0)) + " extent " + std::to_string(q.Int(1)) + " (segment " +
-          std::to_string(q.Int(2)) + " offset " + std::to_string(q.Int(3)) + " length " +
-          std::to_string(q.Int(4)) + ") lies outside its segment or overlaps another extent");
+      open_problems.push_back("chunk " + q.Id(0).ToHex() + " extent " + std::to_string(q.Int(1)) +
+                              " (segment " + std::to_string(q.Int(2)) + " offset " +
+                              std::to_string(q.Int(3)) + " length " + std::to_string(q.Int(4)) +
+                              ") lies outside its segment or overlaps another extent");
     }
   }
   for (const std::string& p : open_problems)
@@ -238,25 +238,6 @@ Status Store::Impl::CleanStaging() {
     std::filesystem::remove_all(entry.path(), ec);
   }
   return Status::OK();
-}
-
-void Store::Impl::ApplyEffects(store::TxnEffects& fx) {
-  for (const ChunkId& id : fx.deleted_chunks) layouts.Erase(id);
-  for (store::PreparedChunk* p : fx.published) p->published = true;
-  if (!fx.retired.empty()) {
-    // After the cache no longer has them: reads that start from now on cannot reach this space.
-    uint64_t tag = epochs.Advance();
-    std::lock_guard lock(alloc_mu);
-    alloc.Retire(std::move(fx.retired), tag);
-    alloc.Reclaim(epochs.OldestActive());
-  }
-  chunk_count += fx.chunk_delta;
-  inode_count += fx.inode_delta;
-  if (fx.evicted_chunks > 0) {
-    counters.evictions += fx.evicted_chunks;
-    counters.evicted_bytes += fx.evicted_bytes;
-    if (options.on_evict && !fx.evicted.empty()) options.on_evict(fx.evicted);
-  }
 }
 
 bool Store::Impl::IsOpen(Ino ino) {

@@ -1,4 +1,4 @@
-// kdnctl: the offline tool for `.kv` files (and, later, for stores). Each subcommand lives in its
+// kdnctl: the offline tool for `.kv` files and for stores. Each subcommand lives in its
 // own cmd_<name>.cc and is listed in the table in main.cc.
 #ifndef KDN_FS_KDNCTL_COMMANDS_H_
 #define KDN_FS_KDNCTL_COMMANDS_H_
@@ -21,6 +21,7 @@ int RunInspect(int argc, char** argv);
 int RunVerify(int argc, char** argv);
 int RunConvert(int argc, char** argv);
 int RunExport(int argc, char** argv);
+int RunFsck(int argc, char** argv);
 
 }  // namespace kdnctl
 

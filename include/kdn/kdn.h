@@ -77,14 +77,18 @@ typedef struct kdn_cache kdn_cache;
 
 /* device -1: CPU backend (host memory). device >= 0: that CUDA device (KDN_E_NO_DEVICE when the
  * library was built without CUDA or the device does not exist). A context owns a pinned staging
- * pool and worker threads; it may be used from several threads. */
+ * pool and worker threads ($KDN_CPU_THREADS, default: the hardware's concurrency); it may be used
+ * from several threads. Caches opened through a context keep it alive: kdn_ctx_destroy releases
+ * the handle, the context goes when its last cache is closed. */
 KDN_EXPORT kdn_status kdn_ctx_create(int device, kdn_ctx** out);
 KDN_EXPORT void kdn_ctx_destroy(kdn_ctx* ctx);
 KDN_EXPORT int kdn_ctx_device(const kdn_ctx* ctx);
 
 /* Opens a `.kv` file: reads and validates the header. When the file lives on kdnfs and its
  * `user.kdn.extents` attribute is readable, bytes are read straight from the store's segment files
- * (the fast path); otherwise through the file. Nothing is decoded yet. */
+ * (the fast path); otherwise through the file. Nothing is decoded yet. KDN_E_NOT_FOUND: no such
+ * file; KDN_E_CORRUPT: not a `.kv` file, truncated, or a header check failed; KDN_E_UNSUPPORTED:
+ * a format version this library does not read. */
 KDN_EXPORT kdn_status kdn_open(kdn_ctx* ctx, const char* path, kdn_cache** out);
 /* Waits for this cache's pending loads, then frees it. */
 KDN_EXPORT void kdn_close(kdn_cache* cache);
@@ -120,8 +124,13 @@ KDN_EXPORT kdn_status kdn_expect_model(const kdn_cache* cache, const kdn_model_d
  *     head_stride head_dim, block_stride block_size*kv_heads*head_dim;
  *   paged HND [blocks][kv_heads][block_size][head_dim]: token_stride head_dim,
  *     head_stride block_size*head_dim, block_stride kv_heads*block_size*head_dim.
- * Use the kdn_dest_* helpers below to fill one. Pointers are host pointers for a CPU context and
- * device pointers for a CUDA context. */
+ * Use the kdn_dest_* helpers below to fill one. The tensors k_base[l] and v_base[l] point to are
+ * host memory for a CPU context and device memory of the context's device for a CUDA context,
+ * aligned to their element size. The descriptor's own arrays (k_base, v_base, block_table,
+ * slot_mapping) are host memory, read during the call that takes the descriptor (the library
+ * keeps a copy of what it needs), so they may change once that call returns. Bounds: every
+ * destination token a call touches must be < capacity_tokens, and < n_slots (slot_mapping) or
+ * map to a block < n_block_table (block_table) with an entry >= 0. */
 typedef struct kdn_dest {
   kdn_dtype dtype;            /* what to write: conversion happens during decode */
   uint32_t n_layers;          /* entries in k_base and v_base */
@@ -144,7 +153,8 @@ KDN_EXPORT kdn_status kdn_dest_contiguous(kdn_dest* d, kdn_dtype dtype, uint32_t
                                           void* const* k_base, void* const* v_base,
                                           uint32_t n_kv_heads, uint32_t head_dim,
                                           uint32_t capacity_tokens);
-/* hnd = 0: NHD; hnd = 1: HND. */
+/* hnd = 0: NHD; hnd = 1: HND. capacity_tokens is set to n_block_table * block_size, or, without a
+ * block table, to UINT32_MAX (set it to the buffer's size in tokens for a bounds check). */
 KDN_EXPORT kdn_status kdn_dest_paged(kdn_dest* d, kdn_dtype dtype, uint32_t n_layers,
                                      void* const* k_base, void* const* v_base, uint32_t n_kv_heads,
                                      uint32_t head_dim, uint32_t block_size, int hnd,
@@ -155,15 +165,20 @@ KDN_EXPORT kdn_status kdn_dest_paged(kdn_dest* d, kdn_dtype dtype, uint32_t n_la
  * computed at); kdn_blend_load re-positions them.
  *
  * May return before the data is in place: CUDA work is enqueued on `stream` (a cudaStream_t; NULL
- * = the legacy default stream); CPU work runs on the context's workers. Layer l is complete when
- * kdn_layer_wait(cache, l) returns KDN_OK, or (CUDA) when kdn_layer_event(cache, l) has fired.
- * Checksums are verified on this path: a bad block makes this call, or kdn_layer_wait for that
- * layer, return KDN_E_CORRUPT naming the layer and block, and nothing of that block is trusted. */
+ * = the legacy default stream) by a library thread, layer after layer, while it reads the next
+ * layer; CPU work runs on the context's workers. Layer l is complete when kdn_layer_wait(cache, l)
+ * returns KDN_OK, or (CUDA) when kdn_layer_event(cache, l) has fired: order GPU work after a layer
+ * with cudaStreamWaitEvent(s, kdn_layer_event(cache, l)), not by the stream's order alone (the
+ * work may not be enqueued yet when this call returns). Checksums are verified on this path: a bad
+ * block makes this call, or kdn_layer_wait for that layer, return KDN_E_CORRUPT naming the layer
+ * and block, and nothing of that block is written. Layers fail or succeed on their own. */
 KDN_EXPORT kdn_status kdn_load(kdn_cache* cache, uint32_t layer_begin, uint32_t layer_end,
                                const kdn_dest* dest, uint32_t dest_token_offset, void* stream);
 KDN_EXPORT kdn_status kdn_layer_wait(kdn_cache* cache, uint32_t layer);
-/* CUDA: the cudaEvent_t (as void*) recorded after layer l's last write; NULL for the CPU backend
- * or when no load of that layer is pending. Owned by the cache. */
+/* CUDA: the cudaEvent_t (as void*) recorded after layer l's last write; blocks until it has been
+ * recorded. NULL for the CPU backend, when no load of that layer was issued, or when that load
+ * failed before its work was enqueued (kdn_layer_wait then returns the error). Owned by the cache,
+ * one per layer: a later load of the same layer records the same event again. */
 KDN_EXPORT void* kdn_layer_event(kdn_cache* cache, uint32_t layer);
 /* Waits for every pending load of this cache; returns the first error among them. */
 KDN_EXPORT kdn_status kdn_sync(kdn_cache* cache);
@@ -177,7 +192,9 @@ typedef struct kdn_save_opts {
 
 /* Encodes KV tensors and writes a `.kv` file at `path` (atomically: a temporary file in the same
  * directory, then rename). `src` describes where token i of the sequence lives (dtype must be the
- * model's dtype), tokens are the n_tokens ids, computed at positions position_offset + i. */
+ * model's dtype, every layer's K and V present), tokens are the n_tokens ids, computed at
+ * positions position_offset + i. Synchronous. A CUDA context reads the tensors on the legacy
+ * default stream: work that writes them on a non-blocking stream must be complete. */
 KDN_EXPORT kdn_status kdn_save(kdn_ctx* ctx, const kdn_model_desc* model, const uint32_t* tokens,
                                uint32_t n_tokens, uint32_t position_offset, const kdn_dest* src,
                                const kdn_save_opts* opts, const char* path);
@@ -185,7 +202,10 @@ KDN_EXPORT kdn_status kdn_save(kdn_ctx* ctx, const kdn_model_desc* model, const 
 /* --- Blending (CacheBlend-style reuse of non-prefix chunks) --------------------------------- */
 
 /* Re-rotates keys of layers [layer_begin, layer_end), destination tokens [token_begin,
- * token_begin + n_tokens), in place, from position p to p + delta, per the model's RoPE. */
+ * token_begin + n_tokens), in place, from position p to p + delta, per the model's RoPE. The
+ * rotation's cosines and sines are computed in double precision on the host and applied in
+ * binary32 without fused multiply-adds, so both backends give the same bits. CPU: done when it
+ * returns; CUDA: enqueued on `stream`. Loads of these layers must be complete first. */
 KDN_EXPORT kdn_status kdn_rope_shift(kdn_ctx* ctx, const kdn_model_desc* model,
                                      const kdn_dest* keys, uint32_t layer_begin, uint32_t layer_end,
                                      uint32_t token_begin, uint32_t n_tokens, int64_t delta,
@@ -193,7 +213,10 @@ KDN_EXPORT kdn_status kdn_rope_shift(kdn_ctx* ctx, const kdn_model_desc* model,
 
 /* Places n caches into one destination: cache i's tokens go to destination tokens starting at
  * dest_token_offsets[i], its keys re-rotated from their stored positions to position_base +
- * dest_token_offset[i] + j. Equivalent to kdn_load + kdn_rope_shift per cache, fused. */
+ * dest_token_offset[i] + j. Equivalent to kdn_load + kdn_rope_shift per cache, fused. Every cache
+ * must match `model` (KDN_E_MODEL_MISMATCH otherwise, nothing started) and belong to one context;
+ * the caches' token ranges should not overlap. Completion is per cache: kdn_layer_wait,
+ * kdn_layer_event or kdn_sync on each of them. */
 KDN_EXPORT kdn_status kdn_blend_load(kdn_cache* const* caches, uint32_t n_caches,
                                      const uint32_t* dest_token_offsets, uint32_t position_base,
                                      const kdn_model_desc* model, uint32_t layer_begin,
@@ -204,14 +227,19 @@ KDN_EXPORT kdn_status kdn_blend_load(kdn_cache* const* caches, uint32_t n_caches
  * n_tokens) of layer `layer`, K or V, in `cached`. Writes the indices (relative to token_begin) of
  * the ceil(ratio * n_tokens) most deviating tokens, largest first, to out_indices (capacity
  * n_tokens), their count to *out_count, and, when out_deviation is not NULL, every token's
- * deviation. Synchronous: results are on the host when it returns. */
+ * deviation. `fresh` is memory of the context's backend (device memory for CUDA); the outputs are
+ * host memory. Ties go to the lower index; a NaN deviation counts as the largest; every token must
+ * have a cached row (no skipped slot). ceil(ratio * n_tokens) is taken as the nearest integer when
+ * it is within float precision of one (0.15f * 100 selects 15). Synchronous: results are on the
+ * host when it returns. */
 KDN_EXPORT kdn_status kdn_select_deviation(kdn_ctx* ctx, const void* fresh, const kdn_dest* cached,
                                            uint32_t layer, kdn_kv kv, uint32_t token_begin,
                                            uint32_t n_tokens, float ratio, uint32_t* out_indices,
                                            uint32_t* out_count, float* out_deviation, void* stream);
 
-/* Writes n_rows rows (contiguous [n_rows][kv_heads * head_dim] of dest->dtype) to destination
- * tokens token_indices[i] of layer `layer`, K or V. */
+/* Writes n_rows rows (contiguous [n_rows][kv_heads * head_dim] of dest->dtype, memory of the
+ * context's backend) to destination tokens token_indices[i] (host array, distinct indices) of
+ * layer `layer`, K or V. Enqueued on `stream` for CUDA. */
 KDN_EXPORT kdn_status kdn_scatter_rows(kdn_ctx* ctx, const void* rows, const uint32_t* token_indices,
                                        uint32_t n_rows, const kdn_dest* dest, uint32_t layer,
                                        kdn_kv kv, void* stream);

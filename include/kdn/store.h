@@ -24,8 +24,10 @@
 // the files that hold such a chunk); when that is not enough it fails with kNoSpace (ENOSPC) and
 // nothing of it is visible.
 //
-// Every method is thread-safe: many readers and writers may call concurrently. Errors carry the
-// errno kdnfs should answer in Status::sys_errno() (ENOTEMPTY, ENOTDIR, EISDIR, EEXIST, ENOSPC...).
+// Every method is thread-safe: many readers and writers may call concurrently. Every change is
+// atomic and durable when its call returns; concurrent changes share data syncs and SQLite
+// transactions (group commit), each isolated in its own savepoint. Errors carry the errno kdnfs
+// should answer in Status::sys_errno() (ENOTEMPTY, ENOTDIR, EISDIR, EEXIST, ENOSPC...).
 #ifndef KDN_STORE_H_
 #define KDN_STORE_H_
 
@@ -279,10 +281,10 @@ class Store {
   StoreUsage Usage() const;
   StoreStats Stats() const;
 
-  // ---- chunks
-  // ------------------------------------------------------------------------------------ Stores
-  // `bytes` (or takes one more reference when they are already stored) and returns the id with one
-  // reference held by the caller.
+  // ---- Chunks.
+
+  // Stores `bytes` (or takes one more reference when they are already stored) and returns the id
+  // with one reference held by the caller.
   Result<ChunkId> Put(std::span<const std::byte> bytes, const PutOptions& options = {});
   // Same from a staged file (any path; normally NewStagingPath()). The file is removed on success
   // and left in place on failure.
@@ -304,9 +306,9 @@ class Store {
   // Reads the whole chunk: its hash must equal its id; `.kv` content must pass every checksum.
   Status VerifyChunk(const ChunkId& id);
 
-  // ---- namespace
-  // --------------------------------------------------------------------------------- Each call is
-  // one transaction. Names are 1..255 bytes without '/' or NUL, and not "." or "..".
+  // ---- The namespace. Each call is one atomic change. Names are 1..255 bytes without '/' or NUL,
+  // and not "." or "..".
+
   Result<InodeAttr> GetAttr(Ino ino);
   Result<InodeAttr> Lookup(Ino parent, std::string_view name);
   // Creates a regular file, directory, symlink or device/fifo/socket node named `name` in `parent`.
@@ -370,11 +372,11 @@ class Store {
   // Regular files whose content is `chunk`.
   Result<std::vector<Ino>> InodesWithChunk(const ChunkId& chunk, size_t max_results = 16);
 
-  // ---- checks
-  // ------------------------------------------------------------------------------------ Checks
-  // everything: the database, every extent against the segments and the other extents, reference
-  // counts, the namespace's links, and (verify_data) every chunk's bytes. Writers wait while it
-  // runs; readers do not.
+  // ---- Checks.
+
+  // Checks everything: the database, every extent against the segments and the other extents,
+  // reference counts, the namespace's links, and (verify_data) every chunk's bytes. Writers wait
+  // while the metadata is checked (not while the bytes are read); readers never wait.
   Result<FsckReport> Fsck(const FsckOptions& options = {});
 
  private:

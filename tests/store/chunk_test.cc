@@ -26,6 +26,7 @@ TEST_F(ChunkTest, PutGetRoundTripsAtManySizes) {
     auto bytes = RandomBytes(size, size);
     auto id = store_->Put(bytes);
     ASSERT_TRUE(id.ok()) << size << ": " << id.status().ToString();
+    EXPECT_EQ(*id, HashBytes128(bytes.data(), bytes.size())) << "chunk id is xxh3-128";
     EXPECT_EQ(test::ReadWhole(*store_, *id, size), bytes) << size;
     auto info = store_->StatChunk(*id);
     ASSERT_TRUE(info.ok());

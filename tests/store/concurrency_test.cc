@@ -261,3 +261,42 @@ TEST(Concurrency, NamespaceOperationsOnOneDirectory) {
 
 }  // namespace
 }  // namespace kdn
+
+namespace kdn {
+namespace {
+
+// Changes committed together (group commit) stay independent: a failing one leaves the others.
+TEST(Concurrency, RacingCreatesOfTheSameNamesSucceedOnce) {
+  test::TempDir dir("kdn-conc");
+  auto store = test::OpenStore(dir.str(), test::SmallStoreOptions());
+  ASSERT_NE(store, nullptr);
+  constexpr int kThreads = 8, kNames = 25;
+  std::atomic<int> created{0}, exists{0}, other{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < kNames; ++i) {
+        NewNode n;
+        n.mode = S_IFREG | 0644;
+        n.uid = static_cast<uint32_t>(t);
+        auto a = store->MakeNode(kRootIno, "name" + std::to_string(i), n);
+        if (a.ok()) {
+          ++created;
+        } else if (a.status().sys_errno() == EEXIST) {
+          ++exists;
+        } else {
+          ++other;
+        }
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(created.load(), kNames);
+  EXPECT_EQ(exists.load(), (kThreads - 1) * kNames);
+  EXPECT_EQ(other.load(), 0);
+  EXPECT_EQ(store->Usage().inodes, static_cast<uint64_t>(kNames + 1));
+  test::ExpectClean(*store);
+}
+
+}  // namespace
+}  // namespace kdn
