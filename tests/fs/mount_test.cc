@@ -555,6 +555,8 @@ TEST(KdnfsMount, KillDuringCopyLosesNoFinishedFile) {
   EXPECT_GE(complete, completed.size());
   EXPECT_LE(complete + empty, completed.size() + 2);
   m.Stop();
+  auto fsck = Sh(std::string(KDNCTL_PATH) + " fsck " + m.store());
+  EXPECT_EQ(fsck.status, 0) << fsck.output;
   auto report = Store::Fsck(m.store());
   ASSERT_TRUE(report.ok()) << report.status().ToString();
   std::string problems;
