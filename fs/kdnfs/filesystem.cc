@@ -1,0 +1,749 @@
+#include "fs/kdnfs/filesystem.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <fstream>
+#include <sstream>
+
+#include "fs/kdnfs/kdn_xattrs.h"
+#include "fs/kdnfs/log.h"
+
+namespace kdn::fs {
+namespace {
+
+constexpr size_t kNameMax = 255;
+
+// Thread ids and processes as /proc and kill(2) see them.
+class ProcFsProcesses : public Processes {
+ public:
+  int32_t ThreadGroupOf(int32_t tid) override {
+    if (tid <= 0) return 0;
+    std::ifstream status("/proc/" + std::to_string(tid) + "/status");
+    std::string line;
+    while (std::getline(status, line)) {
+      if (line.starts_with("Tgid:")) return static_cast<int32_t>(std::atol(line.c_str() + 5));
+    }
+    return 0;
+  }
+  bool Alive(int32_t tid) override {
+    if (tid <= 0) return false;
+    return ::kill(tid, 0) == 0 || errno == EPERM;
+  }
+};
+
+Status Errno(int err, std::string msg) {
+  return Status::IOError(std::move(msg), err);
+}
+
+Status ControlRefused() {
+  return Errno(EPERM, "the control files under /.kdn are read-only");
+}
+
+Status CheckName(std::string_view name) {
+  if (name.size() > kNameMax) return Errno(ENAMETOOLONG, "name longer than 255 bytes");
+  return Status::OK();
+}
+
+bool IsDotOrDotDot(std::string_view name) {
+  return name == "." || name == "..";
+}
+
+std::string Ratio(double r) {
+  char buf[32];
+  snprintf(buf, sizeof(buf), "%.3f", r);
+  return buf;
+}
+
+}  // namespace
+
+Filesystem::Filesystem(Options options) : options_(options) {}
+
+Result<std::unique_ptr<Filesystem>> Filesystem::Open(const std::string& store_dir,
+                                                     StoreOptions store_options, Options options) {
+  std::unique_ptr<Filesystem> fs(new Filesystem(options));
+  Filesystem* self = fs.get();
+  store_options.on_evict = [self](const std::vector<EvictedName>& names) {
+    self->OnEvicted(names);
+  };
+  KDN_ASSIGN_OR_RETURN(fs->store_, Store::Open(store_dir, store_options));
+  fs->control_ = std::make_unique<ControlFiles>(*fs->store_, [self] { return self->StatsText(); });
+  fs->own_processes_ = std::make_unique<ProcFsProcesses>();
+  fs->processes_ = fs->own_processes_.get();
+  return fs;
+}
+
+Filesystem::~Filesystem() {
+  if (store_) CommitAll();
+}
+
+void Filesystem::SetProcesses(Processes* processes) {
+  processes_ = processes ? processes : own_processes_.get();
+}
+
+void Filesystem::OnEvicted(const std::vector<EvictedName>& names) {
+  KernelCache* cache = kernel_cache_.load();
+  for (const auto& n : names) {
+    ContentChanged(n.ino);
+    KDN_LOG_INFO("evicted %s (inode %llu) to make room", n.name.c_str(),
+                 static_cast<unsigned long long>(n.ino));
+    if (cache) cache->ForgetName(n.parent, n.name, n.ino);
+  }
+}
+
+// ---- names ------------------------------------------------------------------------------------
+
+Entry Filesystem::MakeEntry(const InodeAttr& attr) const {
+  return Entry{attr, options_.entry_timeout, options_.attr_timeout};
+}
+
+void Filesystem::CountLookup(Ino ino) {
+  std::lock_guard lock(mu_);
+  ++inodes_[ino].nlookup;
+}
+
+Result<Entry> Filesystem::CountedEntry(Result<InodeAttr> attr) {
+  if (!attr.ok()) return attr.status();
+  OverlayStaged(*attr);
+  CountLookup(attr->ino);
+  return MakeEntry(*attr);
+}
+
+void Filesystem::HoldIfReferenced(Ino ino) {
+  std::lock_guard lock(mu_);
+  auto it = inodes_.find(ino);
+  if (it == inodes_.end() || it->second.nlookup == 0 || it->second.held) return;
+  // Under mu_, so that a concurrent Forget cannot give the handle back before it is taken.
+  if (store_->OpenInode(ino).ok()) it->second.held = true;
+}
+
+Status Filesystem::CheckWritableDir(Ino parent, std::string_view name) {
+  if (ControlFiles::IsControl(parent)) return ControlRefused();
+  if (parent == kRootIno && name == kControlDirName) {
+    return Errno(EPERM, "/.kdn is reserved for kdnfs's control files");
+  }
+  return CheckName(name);
+}
+
+Result<Entry> Filesystem::Lookup(const Caller& caller, Ino parent, std::string_view name) {
+  (void)caller;
+  if (ControlFiles::IsControl(parent) || (parent == kRootIno && name == kControlDirName)) {
+    return control_->Lookup(parent, name);
+  }
+  KDN_RETURN_IF_ERROR(CheckName(name));
+  auto attr = store_->Lookup(parent, name);
+  if (!attr.ok() && attr.status().IsNotFound() && options_.negative_timeout > 0) {
+    Entry negative;
+    negative.entry_timeout = options_.negative_timeout;
+    return negative;
+  }
+  return CountedEntry(std::move(attr));
+}
+
+void Filesystem::Forget(Ino ino, uint64_t count) {
+  if (ControlFiles::IsControl(ino)) {
+    control_->Forget(ino, count);
+    return;
+  }
+  bool release = false;
+  std::shared_ptr<StagedFile> staged;
+  {
+    std::lock_guard lock(mu_);
+    auto it = inodes_.find(ino);
+    if (it == inodes_.end()) return;
+    InodeState& st = it->second;
+    st.nlookup -= std::min(count, st.nlookup);
+    if (st.nlookup > 0) return;
+    release = st.held;
+    st.held = false;
+    staged = st.staged;
+    if (!staged) inodes_.erase(it);
+  }
+  if (staged) {
+    // Nobody can have the file open any more: whatever was written is final.
+    std::unique_lock lock(staged->mutex());
+    if (!staged->retired()) {
+      (void)Commit(ino, StagedLock{staged, std::move(lock)}, "last reference dropped");
+    }
+  }
+  if (release) (void)store_->CloseInode(ino);
+}
+
+void Filesystem::OverlayStaged(InodeAttr& attr) {
+  if (!S_ISREG(attr.mode)) return;
+  std::shared_ptr<StagedFile> staged = StagedOf(attr.ino);
+  if (!staged) return;
+  std::shared_lock lock(staged->mutex());
+  if (staged->retired()) return;
+  attr.size = staged->size();
+  attr.mtime_ns = staged->mtime_ns();
+  attr.ctime_ns = std::max(attr.ctime_ns, staged->ctime_ns());
+}
+
+Result<Attr> Filesystem::GetAttr(Ino ino) {
+  if (ControlFiles::IsControl(ino)) {
+    KDN_ASSIGN_OR_RETURN(InodeAttr attr, control_->GetAttr(ino));
+    return Attr{attr, 0.0};
+  }
+  KDN_ASSIGN_OR_RETURN(InodeAttr attr, store_->GetAttr(ino));
+  OverlayStaged(attr);
+  return Attr{attr, options_.attr_timeout};
+}
+
+Result<Attr> Filesystem::SetAttr(const Caller& caller, Ino ino, const SetAttrRequest& request) {
+  if (ControlFiles::IsControl(ino)) return ControlRefused();
+  SetAttrRequest rest = request;
+  rest.size.reset();
+  if (request.size) {
+    // Committed content is immutable: the truncated (or extended) content is staged and
+    // committed like a write, at the truncating process's close.
+    KDN_ASSIGN_OR_RETURN(InodeAttr current, store_->GetAttr(ino));
+    if (S_ISDIR(current.mode)) return Errno(EISDIR, "truncate of a directory");
+    if (!S_ISREG(current.mode)) return Errno(EINVAL, "truncate of a special file");
+    std::shared_ptr<StagedFile> already = StagedOf(ino);
+    if (already || *request.size != current.size) {
+      KDN_ASSIGN_OR_RETURN(StagedLock staged, Stage(ino, *request.size));
+      KDN_RETURN_IF_ERROR(staged.file->Truncate(*request.size));
+      NoteWriter(*staged.file, caller);
+    }
+  }
+  bool other = rest.mode || rest.uid || rest.gid || rest.atime_ns || rest.mtime_ns || rest.ctime_ns;
+  if (other) {
+    KDN_ASSIGN_OR_RETURN(InodeAttr changed, store_->SetAttr(ino, rest));
+    if (rest.mtime_ns) {
+      if (auto staged = StagedOf(ino)) {
+        std::unique_lock lock(staged->mutex());
+        if (!staged->retired()) staged->set_mtime_ns(changed.mtime_ns);
+      }
+    }
+  }
+  return GetAttr(ino);
+}
+
+Result<NewNode> Filesystem::NewNodeFor(const Caller& caller, Ino parent, uint32_t mode) {
+  KDN_ASSIGN_OR_RETURN(InodeAttr dir, store_->GetAttr(parent));
+  if (!S_ISDIR(dir.mode)) return Errno(ENOTDIR, "parent is not a directory");
+  NewNode node;
+  node.mode = mode;
+  node.uid = caller.uid;
+  node.gid = caller.gid;
+  if (dir.mode & S_ISGID) {
+    // As on ext4: the directory's group, and subdirectories carry the bit on.
+    node.gid = dir.gid;
+    if (S_ISDIR(mode)) {
+      node.mode |= S_ISGID;
+    } else if ((mode & (S_ISGID | S_IXGRP)) == (S_ISGID | S_IXGRP) && caller.uid != 0 &&
+               !caller.InGroup(dir.gid)) {
+      node.mode &= ~S_ISGID;
+    }
+  }
+  return node;
+}
+
+Result<Entry> Filesystem::MakeNode(const Caller& caller, Ino parent, std::string_view name,
+                                   uint32_t mode, uint64_t rdev) {
+  KDN_RETURN_IF_ERROR(CheckWritableDir(parent, name));
+  if (S_ISDIR(mode) || S_ISLNK(mode)) return Errno(EINVAL, "mknod of a directory or symlink");
+  if ((mode & S_IFMT) == 0) mode |= S_IFREG;
+  KDN_ASSIGN_OR_RETURN(NewNode node, NewNodeFor(caller, parent, mode));
+  node.rdev = rdev;
+  return CountedEntry(store_->MakeNode(parent, name, node));
+}
+
+Result<Entry> Filesystem::MakeDir(const Caller& caller, Ino parent, std::string_view name,
+                                  uint32_t mode) {
+  KDN_RETURN_IF_ERROR(CheckWritableDir(parent, name));
+  KDN_ASSIGN_OR_RETURN(NewNode node, NewNodeFor(caller, parent, S_IFDIR | (mode & 07777)));
+  return CountedEntry(store_->MakeNode(parent, name, node));
+}
+
+Result<Entry> Filesystem::MakeSymlink(const Caller& caller, Ino parent, std::string_view name,
+                                      std::string_view target) {
+  KDN_RETURN_IF_ERROR(CheckWritableDir(parent, name));
+  if (target.empty() || target.size() > 4095) {
+    return Errno(target.empty() ? ENOENT : ENAMETOOLONG, "symlink target length");
+  }
+  KDN_ASSIGN_OR_RETURN(NewNode node, NewNodeFor(caller, parent, S_IFLNK | 0777));
+  node.symlink_target = std::string(target);
+  return CountedEntry(store_->MakeNode(parent, name, node));
+}
+
+Result<Entry> Filesystem::Create(const Caller& caller, Ino parent, std::string_view name,
+                                 uint32_t mode, int open_flags) {
+  KDN_RETURN_IF_ERROR(CheckWritableDir(parent, name));
+  KDN_ASSIGN_OR_RETURN(NewNode node, NewNodeFor(caller, parent, S_IFREG | (mode & 07777)));
+  auto made = store_->MakeNode(parent, name, node);
+  if (made.ok() || made.status().code() != Code::kAlreadyExists || (open_flags & O_EXCL)) {
+    return CountedEntry(std::move(made));
+  }
+  // Created by someone else since the kernel looked: O_CREAT without O_EXCL opens it.
+  KDN_ASSIGN_OR_RETURN(InodeAttr existing, store_->Lookup(parent, name));
+  if (S_ISDIR(existing.mode)) return Errno(EISDIR, "is a directory");
+  if (open_flags & O_TRUNC) {
+    SetAttrRequest truncate;
+    truncate.size = 0;
+    KDN_RETURN_IF_ERROR(SetAttr(caller, existing.ino, truncate).status());
+  }
+  return CountedEntry(store_->GetAttr(existing.ino));
+}
+
+Result<Entry> Filesystem::Link(const Caller& caller, Ino ino, Ino new_parent,
+                               std::string_view new_name) {
+  (void)caller;
+  if (ControlFiles::IsControl(ino)) return ControlRefused();
+  KDN_RETURN_IF_ERROR(CheckWritableDir(new_parent, new_name));
+  return CountedEntry(store_->Link(ino, new_parent, new_name));
+}
+
+Result<std::string> Filesystem::ReadLink(Ino ino) {
+  if (ControlFiles::IsControl(ino)) return control_->ReadLink(ino);
+  return store_->ReadLink(ino);
+}
+
+Status Filesystem::Unlink(const Caller& caller, Ino parent, std::string_view name) {
+  (void)caller;
+  KDN_RETURN_IF_ERROR(CheckWritableDir(parent, name));
+  KDN_ASSIGN_OR_RETURN(InodeAttr target, store_->Lookup(parent, name));
+  if (S_ISDIR(target.mode)) return Errno(EISDIR, "unlink of a directory");
+  HoldIfReferenced(target.ino);
+  return store_->Unlink(parent, name).status();
+}
+
+Status Filesystem::Rmdir(const Caller& caller, Ino parent, std::string_view name) {
+  (void)caller;
+  KDN_RETURN_IF_ERROR(CheckWritableDir(parent, name));
+  return store_->Rmdir(parent, name);
+}
+
+Status Filesystem::Rename(const Caller& caller, Ino parent, std::string_view name, Ino new_parent,
+                          std::string_view new_name, uint32_t flags) {
+  (void)caller;
+  KDN_RETURN_IF_ERROR(CheckWritableDir(parent, name));
+  KDN_RETURN_IF_ERROR(CheckWritableDir(new_parent, new_name));
+  if (flags & ~(kRenameNoReplace | kRenameExchange)) {
+    return Errno(EINVAL, "unsupported rename flags");
+  }
+  if (!(flags & kRenameExchange)) {
+    auto target = store_->Lookup(new_parent, new_name);
+    if (target.ok() && !S_ISDIR(target->mode)) HoldIfReferenced(target->ino);
+  }
+  return store_->Rename(parent, name, new_parent, new_name, flags);
+}
+
+Status Filesystem::ReadDir(Ino dir, uint64_t cookie, bool plus, size_t max_entries,
+                           const DirFiller& fill) {
+  if (ControlFiles::IsControl(dir)) {
+    KDN_ASSIGN_OR_RETURN(auto entries, control_->ReadDir(dir, cookie));
+    for (const auto& e : entries) {
+      // Not cached: the kernel asks again at each use (the stats file changes all the time).
+      if (!fill(e.name, Entry{e.attr, 0.0, 0.0}, e.cookie)) break;
+    }
+    return Status::OK();
+  }
+  KDN_ASSIGN_OR_RETURN(auto entries,
+                       store_->ReadDir(dir, cookie, std::max<size_t>(max_entries, 1)));
+  for (auto& e : entries) {
+    bool counted = plus && !IsDotOrDotDot(e.name);
+    if (counted) OverlayStaged(e.attr);
+    // Counted before the reply exists: the kernel may forget the entry as soon as it has it.
+    if (counted) CountLookup(e.attr.ino);
+    if (!fill(e.name, MakeEntry(e.attr), e.cookie)) {
+      if (counted) Forget(e.attr.ino, 1);
+      break;
+    }
+  }
+  return Status::OK();
+}
+
+// ---- content ----------------------------------------------------------------------------------
+
+std::shared_ptr<StagedFile> Filesystem::StagedOf(Ino ino) {
+  std::lock_guard lock(mu_);
+  auto it = inodes_.find(ino);
+  return it == inodes_.end() ? nullptr : it->second.staged;
+}
+
+Result<Filesystem::StagedLock> Filesystem::Stage(Ino ino, uint64_t keep) {
+  for (;;) {
+    std::shared_ptr<StagedFile> file;
+    std::unique_lock<std::shared_mutex> file_lock;
+    {
+      std::lock_guard lock(mu_);
+      InodeState& st = inodes_[ino];
+      file = st.staged;
+      if (!file) {
+        // Published locked: a second writer of the inode waits until the copy below is done.
+        KDN_ASSIGN_OR_RETURN(auto created, StagedFile::Create(store_->NewStagingPath()));
+        file = std::move(created);
+        file_lock = std::unique_lock(file->mutex());
+        st.staged = file;
+        if (!store_->OpenInode(ino).ok()) {
+          // Gone (unlinked and reclaimed): nothing to write to.
+          file->Retire();
+          st.staged.reset();
+          if (st.nlookup == 0 && !st.held) inodes_.erase(ino);
+          return Status::NotFound("inode " + std::to_string(ino) + " no longer exists");
+        }
+      }
+    }
+    if (!file_lock.owns_lock()) {
+      file_lock = std::unique_lock(file->mutex());
+      if (file->retired()) continue;  // committed meanwhile: stage again from the new content
+      return StagedLock{std::move(file), std::move(file_lock)};
+    }
+    // A new staged file: copy as much of the committed content as the caller keeps.
+    Status copied;
+    auto attr = store_->GetAttr(ino);
+    if (!attr.ok()) {
+      copied = attr.status();
+    } else if (!S_ISREG(attr->mode)) {
+      copied = Errno(S_ISDIR(attr->mode) ? EISDIR : EINVAL, "not a regular file");
+    } else {
+      copied = file->CopyFrom(*store_, attr->chunk, std::min(keep, attr->size));
+      if (copied.ok()) file->set_mtime_ns(attr->mtime_ns);
+    }
+    if (!copied.ok()) {
+      file->Retire();
+      file_lock.unlock();
+      Unstage(ino, file);
+      return copied;
+    }
+    return StagedLock{std::move(file), std::move(file_lock)};
+  }
+}
+
+void Filesystem::Unstage(Ino ino, const std::shared_ptr<StagedFile>& file) {
+  {
+    std::lock_guard lock(mu_);
+    auto it = inodes_.find(ino);
+    if (it != inodes_.end() && it->second.staged == file) {
+      it->second.staged.reset();
+      it->second.content_known = false;
+      ++it->second.generation;
+      if (it->second.nlookup == 0 && !it->second.held) inodes_.erase(it);
+    }
+  }
+  (void)store_->CloseInode(ino);
+}
+
+void Filesystem::ContentChanged(Ino ino) {
+  std::lock_guard lock(mu_);
+  auto it = inodes_.find(ino);
+  if (it == inodes_.end()) return;
+  it->second.content_known = false;
+  ++it->second.generation;
+}
+
+void Filesystem::NoteWriter(StagedFile& file, const Caller& caller) {
+  if (caller.pid <= 0 || file.HasWriterThread(caller.pid)) return;
+  int32_t tgid = processes_->ThreadGroupOf(caller.pid);
+  file.AddWriter(caller.pid, tgid > 0 ? tgid : caller.pid);
+}
+
+bool Filesystem::IsWriter(const StagedFile& file, const Caller& caller) {
+  // A caller the kernel could not name (another pid namespace) may be the writer: commit.
+  if (caller.pid <= 0 || file.writers().empty()) return true;
+  if (file.HasWriterThread(caller.pid)) return true;
+  int32_t tgid = processes_->ThreadGroupOf(caller.pid);
+  return tgid > 0 && file.HasWriterProcess(tgid);
+}
+
+Result<size_t> Filesystem::Read(Ino ino, uint64_t offset, std::span<std::byte> out) {
+  if (ControlFiles::IsControl(ino)) return control_->Read(ino, offset, out);
+  std::shared_ptr<StagedFile> staged;
+  bool known = false;
+  ChunkId chunk;
+  uint64_t size = 0;
+  uint64_t generation = 0;
+  {
+    std::lock_guard lock(mu_);
+    if (auto it = inodes_.find(ino); it != inodes_.end()) {
+      staged = it->second.staged;
+      known = it->second.content_known;
+      chunk = it->second.chunk;
+      size = it->second.size;
+      generation = it->second.generation;
+    }
+  }
+  if (staged) {
+    std::shared_lock lock(staged->mutex());
+    if (!staged->retired()) {
+      KDN_ASSIGN_OR_RETURN(size_t n, staged->Read(offset, out));
+      counters_.reads.fetch_add(1, std::memory_order_relaxed);
+      counters_.read_bytes.fetch_add(n, std::memory_order_relaxed);
+      return n;
+    }
+    known = false;
+  }
+  // A commit may replace the chunk between the lookup of the content and its read: then the
+  // chunk is gone (NotFound) and the content is looked up again.
+  for (int attempt = 0;; ++attempt) {
+    if (!known || attempt > 0) {
+      KDN_ASSIGN_OR_RETURN(InodeAttr attr, store_->GetAttr(ino));
+      if (S_ISDIR(attr.mode)) return Errno(EISDIR, "read of a directory");
+      if (!S_ISREG(attr.mode)) return Errno(EINVAL, "read of a special file");
+      chunk = attr.chunk;
+      size = attr.size;
+      std::lock_guard lock(mu_);
+      if (auto it = inodes_.find(ino);
+          it != inodes_.end() && !it->second.staged && it->second.generation == generation) {
+        it->second.content_known = true;
+        it->second.chunk = chunk;
+        it->second.size = size;
+      }
+    }
+    if (chunk.IsZero() || offset >= size) return size_t{0};
+    size_t want = static_cast<size_t>(std::min<uint64_t>(out.size(), size - offset));
+    auto got = store_->Get(chunk, offset, out.first(want));
+    if (!got.ok() && got.status().IsNotFound() && attempt == 0) continue;
+    if (!got.ok()) {
+      KDN_LOG_ERROR("read of inode %llu at %llu failed: %s", static_cast<unsigned long long>(ino),
+                    static_cast<unsigned long long>(offset), got.status().ToString().c_str());
+      return got.status().IsNotFound() ? Errno(EIO, got.status().message()) : got.status();
+    }
+    counters_.reads.fetch_add(1, std::memory_order_relaxed);
+    counters_.read_bytes.fetch_add(*got, std::memory_order_relaxed);
+    return *got;
+  }
+}
+
+Result<size_t> Filesystem::Write(const Caller& caller, Ino ino, uint64_t offset,
+                                 std::span<const std::byte> data) {
+  if (ControlFiles::IsControl(ino)) return ControlRefused();
+  KDN_ASSIGN_OR_RETURN(StagedLock staged, Stage(ino));
+  KDN_RETURN_IF_ERROR(staged.file->Write(offset, data));
+  NoteWriter(*staged.file, caller);
+  counters_.writes.fetch_add(1, std::memory_order_relaxed);
+  counters_.write_bytes.fetch_add(data.size(), std::memory_order_relaxed);
+  return data.size();
+}
+
+Status Filesystem::Commit(Ino ino, StagedLock staged, const char* why) {
+  std::shared_ptr<StagedFile> file = staged.file;
+  uint64_t bytes = file->size();
+  CommitOptions options;
+  options.mtime_ns = file->mtime_ns();
+  auto committed = store_->CommitFileContent(ino, file->path(), options);
+  file->Retire();
+  // Unlocked before the kernel is told: a read of this inode that holds the kernel's page lock
+  // may be waiting for the staged file.
+  staged.lock.unlock();
+  Unstage(ino, file);
+  KernelCache* cache = kernel_cache_.load();
+  if (committed.ok()) {
+    counters_.commits.fetch_add(1, std::memory_order_relaxed);
+    counters_.commit_bytes.fetch_add(bytes, std::memory_order_relaxed);
+    // The store's ctime and block count: the kernel asks again.
+    if (cache) cache->InvalidateInode(ino, false);
+    return Status::OK();
+  }
+  const Status& error = committed.status();
+  auto path = store_->PathOf(ino);
+  std::string name = path.ok() ? *path : "inode " + std::to_string(ino);
+  // The staging file's name means nothing to the user: the file's name is what they need.
+  std::string message = error.message();
+  if (message.starts_with(file->path() + ": ")) message.erase(0, file->path().size() + 2);
+  if (error.code() == Code::kInvalidArgument) {
+    counters_.refused_kv.fetch_add(1, std::memory_order_relaxed);
+    KDN_LOG_ERROR("refused %s (%s): %s; the previous content stays", name.c_str(), why,
+                  message.c_str());
+  } else {
+    counters_.commit_errors.fetch_add(1, std::memory_order_relaxed);
+    KDN_LOG_ERROR("commit of %s (%s) failed: %s; the previous content stays", name.c_str(), why,
+                  error.ToString().c_str());
+  }
+  // The kernel's pages and size are those of the refused bytes.
+  if (cache) cache->InvalidateInode(ino, true);
+  return error;
+}
+
+Status Filesystem::Flush(const Caller& caller, Ino ino) {
+  if (ControlFiles::IsControl(ino)) return Status::OK();
+  std::shared_ptr<StagedFile> file = StagedOf(ino);
+  if (!file) return Status::OK();
+  std::unique_lock lock(file->mutex());
+  if (file->retired() || !IsWriter(*file, caller)) return Status::OK();
+  return Commit(ino, StagedLock{std::move(file), std::move(lock)}, "close");
+}
+
+Status Filesystem::Fsync(const Caller& caller, Ino ino) {
+  (void)caller;
+  if (ControlFiles::IsControl(ino)) return Status::OK();
+  std::shared_ptr<StagedFile> file = StagedOf(ino);
+  if (!file) return Status::OK();
+  std::unique_lock lock(file->mutex());
+  if (file->retired()) return Status::OK();
+  return Commit(ino, StagedLock{std::move(file), std::move(lock)}, "fsync");
+}
+
+void Filesystem::CommitIdle() {
+  std::vector<std::pair<Ino, std::shared_ptr<StagedFile>>> all;
+  {
+    std::lock_guard lock(mu_);
+    for (const auto& [ino, st] : inodes_) {
+      if (st.staged) all.emplace_back(ino, st.staged);
+    }
+  }
+  auto now = StagedFile::Clock::now();
+  for (auto& [ino, file] : all) {
+    std::unique_lock lock(file->mutex(), std::try_to_lock);
+    if (!lock.owns_lock() || file->retired()) continue;
+    if (now - file->last_change() < options_.idle_commit) continue;
+    bool writer_alive = false;
+    for (const auto& w : file->writers()) writer_alive |= processes_->Alive(w.first);
+    if (writer_alive) continue;
+    (void)Commit(ino, StagedLock{std::move(file), std::move(lock)}, "writers exited");
+  }
+}
+
+void Filesystem::CommitAll() {
+  std::vector<std::pair<Ino, std::shared_ptr<StagedFile>>> all;
+  {
+    std::lock_guard lock(mu_);
+    for (const auto& [ino, st] : inodes_) {
+      if (st.staged) all.emplace_back(ino, st.staged);
+    }
+  }
+  for (auto& [ino, file] : all) {
+    std::unique_lock lock(file->mutex());
+    if (file->retired()) continue;
+    (void)Commit(ino, StagedLock{std::move(file), std::move(lock)}, "unmount");
+  }
+}
+
+size_t Filesystem::staged_count() {
+  std::lock_guard lock(mu_);
+  size_t n = 0;
+  for (const auto& [ino, st] : inodes_) n += st.staged ? 1 : 0;
+  return n;
+}
+
+// ---- the rest ---------------------------------------------------------------------------------
+
+Result<StoreUsage> Filesystem::StatFs() {
+  return store_->Usage();
+}
+
+namespace {
+
+// Names kdnfs does not keep: ACLs (kdnfs has none; the kernel checks modes) and file
+// capabilities (a knowledge store holds no executables, and answering "none" without a database
+// query keeps every write(2) fast: the kernel asks for it before each one).
+bool Unsupported(std::string_view name) {
+  return name.starts_with("system.") || name == "security.capability";
+}
+
+bool VisibleTo(const Caller& caller, std::string_view name) {
+  return caller.uid == 0 || !name.starts_with("trusted.");
+}
+
+}  // namespace
+
+Result<std::string> Filesystem::GetXattr(const Caller& caller, Ino ino, std::string_view name) {
+  (void)caller;
+  if (ControlFiles::IsControl(ino) || Unsupported(name)) {
+    return Status::NotFound("no attribute " + std::string(name));
+  }
+  if (IsKdnXattr(name)) {
+    KDN_ASSIGN_OR_RETURN(InodeAttr attr, store_->GetAttr(ino));
+    return GetKdnXattr(*store_, attr, name);
+  }
+  return store_->GetXattr(ino, name);
+}
+
+Status Filesystem::SetXattr(const Caller& caller, Ino ino, std::string_view name,
+                            std::string_view value, int flags) {
+  (void)caller;
+  if (ControlFiles::IsControl(ino)) return ControlRefused();
+  if (Unsupported(name)) return Errno(EOPNOTSUPP, "kdnfs does not keep " + std::string(name));
+  if (IsKdnXattr(name)) {
+    KDN_ASSIGN_OR_RETURN(InodeAttr attr, store_->GetAttr(ino));
+    return SetKdnXattr(*store_, attr, name, value);
+  }
+  XattrSetMode mode = XattrSetMode::kAny;
+  if (flags & XATTR_CREATE) mode = XattrSetMode::kCreate;
+  if (flags & XATTR_REPLACE) mode = XattrSetMode::kReplace;
+  Status st = store_->SetXattr(ino, name, value, mode);
+  // XATTR_REPLACE of a missing attribute is ENODATA.
+  if (st.IsNotFound()) return Errno(ENODATA, st.message());
+  return st;
+}
+
+Result<std::vector<std::string>> Filesystem::ListXattr(const Caller& caller, Ino ino) {
+  if (ControlFiles::IsControl(ino)) return std::vector<std::string>{};
+  KDN_ASSIGN_OR_RETURN(InodeAttr attr, store_->GetAttr(ino));
+  KDN_ASSIGN_OR_RETURN(std::vector<std::string> names, ListKdnXattrs(*store_, attr));
+  KDN_ASSIGN_OR_RETURN(std::vector<std::string> stored, store_->ListXattr(ino));
+  for (auto& n : stored) {
+    if (VisibleTo(caller, n)) names.push_back(std::move(n));
+  }
+  return names;
+}
+
+Status Filesystem::RemoveXattr(const Caller& caller, Ino ino, std::string_view name) {
+  (void)caller;
+  if (ControlFiles::IsControl(ino)) return ControlRefused();
+  if (Unsupported(name)) return Status::NotFound("no attribute " + std::string(name));
+  if (IsKdnXattr(name)) {
+    KDN_ASSIGN_OR_RETURN(InodeAttr attr, store_->GetAttr(ino));
+    return SetKdnXattr(*store_, attr, name, "0");
+  }
+  return store_->RemoveXattr(ino, name);
+}
+
+std::string Filesystem::StatsText() {
+  StoreStats s = store_->Stats();
+  StoreUsage u = store_->Usage();
+  std::ostringstream out;
+  auto line = [&out](const char* name, const auto& value) { out << name << ' ' << value << '\n'; };
+  line("io_engine", s.io_engine);
+  line("capacity_bytes", u.capacity_bytes);
+  line("used_bytes", u.used_bytes);
+  line("free_bytes", u.free_bytes);
+  line("files", s.files);
+  line("directories", s.directories);
+  line("inodes", u.inodes);
+  line("chunks", s.chunks);
+  line("logical_bytes", s.logical_bytes);
+  line("stored_bytes", s.stored_bytes);
+  line("allocated_bytes", s.allocated_bytes);
+  line("dedup_ratio", Ratio(s.dedup_ratio));
+  line("kv_chunks", s.kv_chunks);
+  line("kv_raw_bytes", s.kv_raw_bytes);
+  line("kv_stored_bytes", s.kv_stored_bytes);
+  line("compression_ratio", Ratio(s.compression_ratio));
+  line("puts", s.puts);
+  line("put_bytes", s.put_bytes);
+  line("dedup_hits", s.dedup_hits);
+  line("reads", s.reads);
+  line("read_bytes", s.read_bytes);
+  line("prefix_lookups", s.prefix_lookups);
+  line("prefix_hits", s.prefix_hits);
+  line("prefix_hit_ratio",
+       Ratio(s.prefix_lookups ? double(s.prefix_hits) / double(s.prefix_lookups) : 0.0));
+  line("evictions", s.evictions);
+  line("evicted_bytes", s.evicted_bytes);
+  line("errors", s.errors);
+  line("read_latency_p50_us", Ratio(double(s.read_latency_p50_ns) / 1000.0));
+  line("read_latency_p90_us", Ratio(double(s.read_latency_p90_ns) / 1000.0));
+  line("read_latency_p99_us", Ratio(double(s.read_latency_p99_ns) / 1000.0));
+  line("read_latency_max_us", Ratio(double(s.read_latency_max_ns) / 1000.0));
+  line("fs_reads", counters_.reads.load());
+  line("fs_read_bytes", counters_.read_bytes.load());
+  line("fs_writes", counters_.writes.load());
+  line("fs_write_bytes", counters_.write_bytes.load());
+  line("commits", counters_.commits.load());
+  line("commit_bytes", counters_.commit_bytes.load());
+  line("refused_kv", counters_.refused_kv.load());
+  line("commit_errors", counters_.commit_errors.load());
+  line("staged_files", staged_count());
+  return out.str();
+}
+
+}  // namespace kdn::fs

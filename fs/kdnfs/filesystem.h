@@ -1,0 +1,224 @@
+// kdnfs's filesystem logic: POSIX namespace operations over the chunk store, as plain C++ calls.
+//
+// The FUSE adapter (fuse_adapter.cc) translates kernel requests into these calls and their results
+// into replies; unit tests drive them directly. What the kernel does itself with
+// `default_permissions` (mode and owner checks, sticky directories, clearing setuid/setgid bits
+// on chown and write) is not repeated here; what it leaves to the filesystem is: owners of new
+// nodes (the caller, or the directory's group in a setgid directory, whose subdirectories inherit
+// the bit), the control files under /.kdn/, the user.kdn.* attributes, and when content changes.
+//
+// Content. Committed content is an immutable store chunk. Writes and truncations go to a
+// StagedFile per inode (staged_file.h); a close (Flush) by a process that wrote, or an fsync,
+// commits it with Store::CommitFileContent, which validates `.kv` content. A refused or failed
+// commit fails that close() (EINVAL for an invalid `.kv`), logs why, and drops the staged bytes:
+// the name keeps its previous content. Staged content whose writers are all gone (a truncate(2)
+// without a following close) is committed by CommitIdle; the rest at the kernel's last FORGET of
+// the inode and at unmount.
+//
+// Inode lifetime. The kernel holds references to inodes (lookup counts, FORGET gives them back).
+// An inode that loses its last name while the kernel still holds it (an open file, or a cwd) is
+// kept open in the store (Store::OpenInode) until the kernel forgets it, so an unlinked file
+// stays readable by whoever has it open, as POSIX says.
+//
+// Every method is thread-safe.
+#ifndef KDN_FS_KDNFS_FILESYSTEM_H_
+#define KDN_FS_KDNFS_FILESYSTEM_H_
+
+#include <atomic>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <span>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include "fs/kdnfs/control_files.h"
+#include "fs/kdnfs/fs_types.h"
+#include "fs/kdnfs/staged_file.h"
+#include "kdn/status.h"
+#include "kdn/store.h"
+
+namespace kdn::fs {
+
+// What kdnfs asks of the kernel when names or content change behind its back (eviction, a
+// refused commit). The FUSE adapter implements it with fuse_lowlevel_notify_inval_*.
+class KernelCache {
+ public:
+  virtual ~KernelCache() = default;
+  // Soon after (queued, so that it can be asked from any request handler without waiting for
+  // locks the kernel holds around that request): the kernel forgets the name `name` in `parent`
+  // and what it cached of inode `ino` (attributes and pages).
+  virtual void ForgetName(Ino parent, const std::string& name, Ino ino) = 0;
+  // The kernel forgets the inode's attributes and, with `data`, its cached pages. Returns once
+  // done: the next read reaches kdnfs.
+  virtual void InvalidateInode(Ino ino, bool data) = 0;
+};
+
+// The processes behind FUSE requests, by thread id (what the kernel sends).
+class Processes {
+ public:
+  virtual ~Processes() = default;
+  virtual int32_t ThreadGroupOf(int32_t tid) = 0;  // 0 when unknown
+  virtual bool Alive(int32_t tid) = 0;
+};
+
+// Counters of the filesystem layer (the store keeps its own), shown in /.kdn/stats.
+struct FsCounters {
+  std::atomic<uint64_t> reads{0};
+  std::atomic<uint64_t> read_bytes{0};
+  std::atomic<uint64_t> writes{0};
+  std::atomic<uint64_t> write_bytes{0};
+  std::atomic<uint64_t> commits{0};
+  std::atomic<uint64_t> commit_bytes{0};
+  std::atomic<uint64_t> refused_kv{0};     // commits refused: invalid `.kv` content
+  std::atomic<uint64_t> commit_errors{0};  // commits that failed otherwise (ENOSPC, I/O)
+};
+
+class Filesystem {
+ public:
+  struct Options {
+    // How long the kernel may cache names, attributes and absent names. Every change goes
+    // through this daemon (eviction is announced with KernelCache), so these can be long.
+    double entry_timeout = 86400.0;
+    double attr_timeout = 86400.0;
+    double negative_timeout = 86400.0;
+    // CommitIdle commits staged content untouched this long whose writers have all exited.
+    std::chrono::milliseconds idle_commit{1000};
+  };
+
+  // Opens (or creates) the store in `store_dir`; `store_options.on_evict` is kdnfs's own.
+  static Result<std::unique_ptr<Filesystem>> Open(const std::string& store_dir,
+                                                  StoreOptions store_options, Options options);
+  // Commits whatever is still staged, then closes the store.
+  ~Filesystem();
+  Filesystem(const Filesystem&) = delete;
+  Filesystem& operator=(const Filesystem&) = delete;
+
+  // Both optional; set before the first request. Without Processes, /proc is asked.
+  void SetKernelCache(KernelCache* cache) { kernel_cache_ = cache; }
+  void SetProcesses(Processes* processes);
+
+  Store& store() { return *store_; }
+  const FsCounters& counters() const { return counters_; }
+
+  // ---- names
+  // A found name counts one kernel reference to its inode (given back by Forget). A missing name
+  // is an Entry with attr.ino == 0, or kNotFound where the kernel must not cache the absence.
+  Result<Entry> Lookup(const Caller& caller, Ino parent, std::string_view name);
+  void Forget(Ino ino, uint64_t count);
+  Result<Attr> GetAttr(Ino ino);
+  Result<Attr> SetAttr(const Caller& caller, Ino ino, const SetAttrRequest& request);
+  // mknod: regular files, fifos, sockets, devices. `mode` holds type and permission bits, after
+  // the umask.
+  Result<Entry> MakeNode(const Caller& caller, Ino parent, std::string_view name, uint32_t mode,
+                         uint64_t rdev);
+  Result<Entry> MakeDir(const Caller& caller, Ino parent, std::string_view name, uint32_t mode);
+  Result<Entry> MakeSymlink(const Caller& caller, Ino parent, std::string_view name,
+                            std::string_view target);
+  // open(O_CREAT): a new regular file, or (without O_EXCL) the existing one, truncated with
+  // O_TRUNC.
+  Result<Entry> Create(const Caller& caller, Ino parent, std::string_view name, uint32_t mode,
+                       int open_flags);
+  Result<Entry> Link(const Caller& caller, Ino ino, Ino new_parent, std::string_view new_name);
+  Result<std::string> ReadLink(Ino ino);
+  Status Unlink(const Caller& caller, Ino parent, std::string_view name);
+  Status Rmdir(const Caller& caller, Ino parent, std::string_view name);
+  Status Rename(const Caller& caller, Ino parent, std::string_view name, Ino new_parent,
+                std::string_view new_name, uint32_t flags);
+
+  // Called for each entry with its name, attributes and the cookie that resumes after it; returns
+  // false when the reply is full (the entry is then not taken). With `plus`, each entry taken
+  // other than "." and ".." counts a kernel reference (READDIRPLUS).
+  using DirFiller =
+      std::function<bool(std::string_view name, const Entry& entry, uint64_t next_cookie)>;
+  Status ReadDir(Ino dir, uint64_t cookie, bool plus, size_t max_entries, const DirFiller& fill);
+
+  // ---- content
+  Result<size_t> Read(Ino ino, uint64_t offset, std::span<std::byte> out);
+  Result<size_t> Write(const Caller& caller, Ino ino, uint64_t offset,
+                       std::span<const std::byte> data);
+  // close(): commits the staged content when `caller` (its thread or its process) wrote it.
+  Status Flush(const Caller& caller, Ino ino);
+  // fsync(): commits the staged content, whoever wrote it.
+  Status Fsync(const Caller& caller, Ino ino);
+  // Commits staged content left without writers (see Options::idle_commit). Called periodically.
+  void CommitIdle();
+  // Commits everything staged (unmount).
+  void CommitAll();
+  size_t staged_count();
+
+  // ---- the rest
+  Result<StoreUsage> StatFs();
+  // XATTR_CREATE / XATTR_REPLACE in `flags`.
+  Result<std::string> GetXattr(const Caller& caller, Ino ino, std::string_view name);
+  Status SetXattr(const Caller& caller, Ino ino, std::string_view name, std::string_view value,
+                  int flags);
+  Result<std::vector<std::string>> ListXattr(const Caller& caller, Ino ino);
+  Status RemoveXattr(const Caller& caller, Ino ino, std::string_view name);
+
+  // The text of /.kdn/stats.
+  std::string StatsText();
+
+ private:
+  struct InodeState {
+    uint64_t nlookup = 0;  // kernel references
+    bool held = false;     // kept open in the store: unlinked while the kernel held it
+    std::shared_ptr<StagedFile> staged;
+    // The committed content as last read from the store, so that a READ needs no database
+    // query. `generation` counts the changes kdnfs made or heard of: a reader only caches what
+    // it read if none happened meanwhile.
+    bool content_known = false;
+    ChunkId chunk;
+    uint64_t size = 0;
+    uint64_t generation = 0;
+  };
+  // A staged file locked exclusively.
+  struct StagedLock {
+    std::shared_ptr<StagedFile> file;
+    std::unique_lock<std::shared_mutex> lock;
+  };
+
+  explicit Filesystem(Options options);
+  void OnEvicted(const std::vector<EvictedName>& names);
+
+  Entry MakeEntry(const InodeAttr& attr) const;
+  Result<Entry> CountedEntry(Result<InodeAttr> attr);
+  void CountLookup(Ino ino);
+  // Keeps `ino` open in the store if the kernel holds it and it may lose its last name.
+  void HoldIfReferenced(Ino ino);
+  Result<NewNode> NewNodeFor(const Caller& caller, Ino parent, uint32_t mode);
+  void OverlayStaged(InodeAttr& attr);
+  std::shared_ptr<StagedFile> StagedOf(Ino ino);
+  // The inode's staged file, created (with at most `keep` bytes of the committed content copied)
+  // when there is none.
+  Result<StagedLock> Stage(Ino ino, uint64_t keep = UINT64_MAX);
+  void NoteWriter(StagedFile& file, const Caller& caller);
+  bool IsWriter(const StagedFile& file, const Caller& caller);
+  // Commits (or, on failure, drops) the staged file held in `staged`, which is retired either way.
+  Status Commit(Ino ino, StagedLock staged, const char* why);
+  // After a staged file was retired: forgets it, gives its store handle back.
+  void Unstage(Ino ino, const std::shared_ptr<StagedFile>& file);
+  // The committed content of `ino` changed (or may have): forget what was cached of it.
+  void ContentChanged(Ino ino);
+  Status CheckWritableDir(Ino parent, std::string_view name);
+
+  const Options options_;
+  std::unique_ptr<Store> store_;
+  std::unique_ptr<ControlFiles> control_;
+  std::atomic<KernelCache*> kernel_cache_{nullptr};
+  std::unique_ptr<Processes> own_processes_;
+  Processes* processes_ = nullptr;
+  FsCounters counters_;
+
+  std::mutex mu_;  // guards inodes_; taken before any StagedFile's mutex, never after
+  std::unordered_map<Ino, InodeState> inodes_;
+};
+
+}  // namespace kdn::fs
+
+#endif  // KDN_FS_KDNFS_FILESYSTEM_H_

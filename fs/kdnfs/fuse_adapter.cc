@@ -1,0 +1,640 @@
+// kdnfs's FUSE adapter: every low-level request is translated into one Filesystem call and its
+// result into one reply. Read it top to bottom: helpers, the request handlers in the order of
+// fuse_lowlevel_ops, the operation table, then the session (mount, loop, notifications).
+//
+// How kdnfs talks to the kernel, and why:
+// - OPEN answers ENOSYS, so the kernel stops sending OPEN and RELEASE for regular files (no-open
+//   mode) and keeps their pages cached between opens (committed content is immutable). An open
+//   costs no round trip; writes arrive keyed by inode, and the FLUSH of every close() still
+//   comes (fh 0), which is where staged content is committed. CREATE still returns a handle.
+// - FLUSH is the one round trip left on a read-only open and close (the kernel sends it for every
+//   close, and only the whole connection can turn it off). A read-write mount needs it: it is
+//   where a writer's close commits, and where an invalid `.kv` fails that close. A read-only
+//   mount (-o ro) answers it ENOSYS, and the kernel stops sending it.
+// - atomic_o_trunc is off: O_TRUNC arrives as SETATTR(size 0), which the logic stages.
+// - default_permissions: the kernel checks modes, owners and sticky bits.
+// - 1 MiB reads and writes; a large kernel readahead window (set on the mount's bdi), many
+//   background requests and enough threads, so that a sequential read keeps the disk's queue
+//   full.
+#define FUSE_USE_VERSION 312  // 3.12: the loop config of fuse_loop_cfg_create()
+#include "fs/kdnfs/fuse_adapter.h"
+
+#include <fcntl.h>
+#include <fuse_lowlevel.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <sys/types.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+
+#include "fs/kdnfs/log.h"
+#include "fs/kdnfs/mount_util.h"
+
+namespace kdn::fs {
+namespace {
+
+constexpr uint32_t kMaxIo = 1u << 20;  // bytes per READ and WRITE request
+constexpr uint32_t kBlockSize = 4096;
+
+Filesystem& Fs(fuse_req_t req) {
+  return *static_cast<FuseAdapter*>(fuse_req_userdata(req))->filesystem();
+}
+
+// Supplementary groups of the caller, asked of the kernel only when a rule needs them.
+bool CallerInGroup(fuse_req_t req, uint32_t gid) {
+  gid_t groups[64];
+  int n = fuse_req_getgroups(req, 64, groups);
+  if (n > 64) {
+    std::vector<gid_t> more(static_cast<size_t>(n));
+    n = fuse_req_getgroups(req, n, more.data());
+    return n > 0 && std::find(more.begin(), more.begin() + n, gid) != more.begin() + n;
+  }
+  return n > 0 && std::find(groups, groups + n, gid) != groups + n;
+}
+
+Caller CallerOf(fuse_req_t req) {
+  const fuse_ctx* ctx = fuse_req_ctx(req);
+  Caller c;
+  c.uid = ctx->uid;
+  c.gid = ctx->gid;
+  c.pid = ctx->pid;
+  c.in_group = [req](uint32_t gid) { return CallerInGroup(req, gid); };
+  return c;
+}
+
+void ReplyError(fuse_req_t req, const Status& st) {
+  int err = st.sys_errno();
+  fuse_reply_err(req, err > 0 ? err : EIO);
+}
+
+struct timespec ToTimespec(int64_t ns) {
+  struct timespec ts;
+  ts.tv_sec = static_cast<time_t>(ns / 1000000000);
+  ts.tv_nsec = static_cast<long>(ns % 1000000000);
+  if (ts.tv_nsec < 0) {
+    ts.tv_nsec += 1000000000;
+    ts.tv_sec -= 1;
+  }
+  return ts;
+}
+
+struct stat ToStat(const InodeAttr& a) {
+  struct stat st;
+  std::memset(&st, 0, sizeof(st));
+  st.st_ino = a.ino;
+  st.st_mode = a.mode;
+  st.st_nlink = a.nlink;
+  st.st_uid = a.uid;
+  st.st_gid = a.gid;
+  st.st_rdev = a.rdev;
+  st.st_size = static_cast<off_t>(a.size);
+  // What the file occupies in the store: whole 4 KiB blocks (shared chunks counted per file).
+  st.st_blocks = static_cast<blkcnt_t>((a.size + kBlockSize - 1) / kBlockSize * (kBlockSize / 512));
+  // Tools size their buffers by it: cp and cat then move 1 MiB per request.
+  st.st_blksize = S_ISREG(a.mode) ? kMaxIo : kBlockSize;
+  st.st_atim = ToTimespec(a.atime_ns);
+  st.st_mtim = ToTimespec(a.mtime_ns);
+  st.st_ctim = ToTimespec(a.ctime_ns);
+  return st;
+}
+
+fuse_entry_param ToEntryParam(const Entry& e) {
+  fuse_entry_param p;
+  std::memset(&p, 0, sizeof(p));
+  p.ino = e.attr.ino;
+  p.generation = 0;  // store inode numbers are never reused
+  p.attr = ToStat(e.attr);
+  p.attr_timeout = e.attr_timeout;
+  p.entry_timeout = e.entry_timeout;
+  return p;
+}
+
+void ReplyEntry(fuse_req_t req, const Result<Entry>& entry) {
+  if (!entry.ok()) return ReplyError(req, entry.status());
+  if (entry->attr.ino == 0 && entry->entry_timeout <= 0) {
+    fuse_reply_err(req, ENOENT);
+    return;
+  }
+  fuse_entry_param p = ToEntryParam(*entry);
+  fuse_reply_entry(req, &p);
+}
+
+std::string_view Name(const char* name) {
+  return std::string_view(name);
+}
+
+// One read buffer per worker thread, 4 KiB aligned so that the store reads straight into it.
+std::byte* ReadBuffer() {
+  struct Free {
+    void operator()(std::byte* p) const { std::free(p); }
+  };
+  thread_local std::unique_ptr<std::byte, Free> buffer(
+      static_cast<std::byte*>(std::aligned_alloc(4096, kMaxIo)));
+  return buffer.get();
+}
+
+// ---- request handlers, in the order of fuse_lowlevel_ops ---------------------------------------
+
+void OnInit(void* userdata, fuse_conn_info* conn) {
+  auto* adapter = static_cast<FuseAdapter*>(userdata);
+  conn->want &= ~(FUSE_CAP_ATOMIC_O_TRUNC | FUSE_CAP_HANDLE_KILLPRIV | FUSE_CAP_WRITEBACK_CACHE |
+                  FUSE_CAP_SPLICE_READ | FUSE_CAP_SPLICE_WRITE | FUSE_CAP_SPLICE_MOVE |
+                  FUSE_CAP_EXPORT_SUPPORT | FUSE_CAP_POSIX_ACL | FUSE_CAP_DONT_MASK);
+  const unsigned wanted = FUSE_CAP_ASYNC_READ | FUSE_CAP_PARALLEL_DIROPS | FUSE_CAP_CACHE_SYMLINKS |
+                          FUSE_CAP_READDIRPLUS | FUSE_CAP_READDIRPLUS_AUTO |
+                          FUSE_CAP_AUTO_INVAL_DATA | FUSE_CAP_ASYNC_DIO;
+  conn->want |= conn->capable & wanted;
+  conn->max_write = kMaxIo;
+  conn->max_read = kMaxIo;  // libfuse 3.14 also needs it here, not only as -o max_read
+  conn->max_background = 64;
+  conn->congestion_threshold = 48;
+  conn->time_gran = 1;
+  adapter->set_no_open(conn->capable & FUSE_CAP_NO_OPEN_SUPPORT);
+  adapter->Initialized();
+}
+
+void OnDestroy(void* userdata) {
+  static_cast<FuseAdapter*>(userdata)->filesystem()->CommitAll();
+}
+
+void OnLookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
+  ReplyEntry(req, Fs(req).Lookup(CallerOf(req), parent, Name(name)));
+}
+
+void OnForget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup) {
+  Fs(req).Forget(ino, nlookup);
+  fuse_reply_none(req);
+}
+
+void OnGetattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info*) {
+  auto attr = Fs(req).GetAttr(ino);
+  if (!attr.ok()) return ReplyError(req, attr.status());
+  struct stat st = ToStat(attr->attr);
+  fuse_reply_attr(req, &st, attr->timeout);
+}
+
+int64_t TimeArg(const struct timespec& ts) {
+  return int64_t{ts.tv_sec} * 1000000000 + ts.tv_nsec;
+}
+
+void OnSetattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set, fuse_file_info*) {
+  SetAttrRequest r;
+  if (to_set & FUSE_SET_ATTR_MODE) r.mode = attr->st_mode & 07777;
+  if (to_set & FUSE_SET_ATTR_UID) r.uid = attr->st_uid;
+  if (to_set & FUSE_SET_ATTR_GID) r.gid = attr->st_gid;
+  if (to_set & FUSE_SET_ATTR_SIZE) r.size = static_cast<uint64_t>(attr->st_size);
+  if (to_set & FUSE_SET_ATTR_ATIME_NOW)
+    r.atime_ns = kTimeNow;
+  else if (to_set & FUSE_SET_ATTR_ATIME)
+    r.atime_ns = TimeArg(attr->st_atim);
+  if (to_set & FUSE_SET_ATTR_MTIME_NOW)
+    r.mtime_ns = kTimeNow;
+  else if (to_set & FUSE_SET_ATTR_MTIME)
+    r.mtime_ns = TimeArg(attr->st_mtim);
+  if (to_set & FUSE_SET_ATTR_CTIME) r.ctime_ns = TimeArg(attr->st_ctim);
+  auto result = Fs(req).SetAttr(CallerOf(req), ino, r);
+  if (!result.ok()) return ReplyError(req, result.status());
+  struct stat st = ToStat(result->attr);
+  fuse_reply_attr(req, &st, result->timeout);
+}
+
+void OnReadlink(fuse_req_t req, fuse_ino_t ino) {
+  auto target = Fs(req).ReadLink(ino);
+  if (!target.ok()) return ReplyError(req, target.status());
+  fuse_reply_readlink(req, target->c_str());
+}
+
+void OnMknod(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, dev_t rdev) {
+  ReplyEntry(req, Fs(req).MakeNode(CallerOf(req), parent, Name(name), mode, rdev));
+}
+
+void OnMkdir(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode) {
+  ReplyEntry(req, Fs(req).MakeDir(CallerOf(req), parent, Name(name), mode));
+}
+
+void OnUnlink(fuse_req_t req, fuse_ino_t parent, const char* name) {
+  fuse_reply_err(req, Fs(req).Unlink(CallerOf(req), parent, Name(name)).sys_errno());
+}
+
+void OnRmdir(fuse_req_t req, fuse_ino_t parent, const char* name) {
+  fuse_reply_err(req, Fs(req).Rmdir(CallerOf(req), parent, Name(name)).sys_errno());
+}
+
+void OnSymlink(fuse_req_t req, const char* link, fuse_ino_t parent, const char* name) {
+  ReplyEntry(req, Fs(req).MakeSymlink(CallerOf(req), parent, Name(name), Name(link)));
+}
+
+void OnRename(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_ino_t newparent,
+              const char* newname, unsigned int flags) {
+  Status st = Fs(req).Rename(CallerOf(req), parent, Name(name), newparent, Name(newname), flags);
+  fuse_reply_err(req, st.sys_errno());
+}
+
+void OnLink(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char* newname) {
+  ReplyEntry(req, Fs(req).Link(CallerOf(req), ino, newparent, Name(newname)));
+}
+
+void OnOpen(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+  auto* adapter = static_cast<FuseAdapter*>(fuse_req_userdata(req));
+  if (adapter->no_open()) {
+    // No-open mode from now on, for the whole connection (see the top of this file).
+    fuse_reply_err(req, ENOSYS);
+    return;
+  }
+  // A kernel without no-open support: the same behaviour, one round trip dearer.
+  (void)ino;
+  fi->fh = 0;
+  fi->keep_cache = 1;
+  fuse_reply_open(req, fi);
+}
+
+void OnRead(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info*) {
+  size = std::min<size_t>(size, kMaxIo);
+  std::byte* buf = ReadBuffer();
+  if (buf == nullptr) return (void)fuse_reply_err(req, ENOMEM);
+  auto n = Fs(req).Read(ino, static_cast<uint64_t>(off), {buf, size});
+  if (!n.ok()) return ReplyError(req, n.status());
+  fuse_reply_buf(req, reinterpret_cast<const char*>(buf), *n);
+}
+
+void OnWrite(fuse_req_t req, fuse_ino_t ino, const char* buf, size_t size, off_t off,
+             fuse_file_info*) {
+  auto n = Fs(req).Write(CallerOf(req), ino, static_cast<uint64_t>(off),
+                         {reinterpret_cast<const std::byte*>(buf), size});
+  if (!n.ok()) return ReplyError(req, n.status());
+  fuse_reply_write(req, *n);
+}
+
+void OnFlush(fuse_req_t req, fuse_ino_t ino, fuse_file_info*) {
+  if (static_cast<FuseAdapter*>(fuse_req_userdata(req))->read_only()) {
+    fuse_reply_err(req, ENOSYS);  // nothing to commit, ever: no more FLUSH on this connection
+    return;
+  }
+  fuse_reply_err(req, Fs(req).Flush(CallerOf(req), ino).sys_errno());
+}
+
+void OnRelease(fuse_req_t req, fuse_ino_t, fuse_file_info*) {
+  // Handles exist only for files made by CREATE; their content was committed at FLUSH.
+  fuse_reply_err(req, 0);
+}
+
+void OnFsync(fuse_req_t req, fuse_ino_t ino, int, fuse_file_info*) {
+  fuse_reply_err(req, Fs(req).Fsync(CallerOf(req), ino).sys_errno());
+}
+
+void OnOpendir(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
+  // Listings are stateless (store cookies are stable), so a directory handle holds nothing.
+  fi->fh = 0;
+  fuse_reply_open(req, fi);
+}
+
+void ReadDir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, bool plus) {
+  std::vector<char> buf(size);
+  size_t used = 0;
+  // Enough entries to fill the reply with short names; the store reads no more than that.
+  size_t estimate = size / (plus ? 160 : 32) + 2;
+  auto fill = [&](std::string_view name, const Entry& entry, uint64_t next) {
+    std::string n(name);
+    size_t need;
+    if (plus) {
+      fuse_entry_param p = ToEntryParam(entry);
+      need = fuse_add_direntry_plus(req, buf.data() + used, size - used, n.c_str(), &p,
+                                    static_cast<off_t>(next));
+    } else {
+      struct stat st;
+      std::memset(&st, 0, sizeof(st));
+      st.st_ino = entry.attr.ino;
+      st.st_mode = entry.attr.mode;
+      need = fuse_add_direntry(req, buf.data() + used, size - used, n.c_str(), &st,
+                               static_cast<off_t>(next));
+    }
+    if (need > size - used) return false;
+    used += need;
+    return true;
+  };
+  Status st = Fs(req).ReadDir(ino, static_cast<uint64_t>(off), plus, estimate, fill);
+  if (!st.ok() && used == 0) return ReplyError(req, st);
+  fuse_reply_buf(req, buf.data(), used);
+}
+
+void OnReaddir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info*) {
+  ReadDir(req, ino, size, off, false);
+}
+
+void OnReaddirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info*) {
+  ReadDir(req, ino, size, off, true);
+}
+
+void OnReleasedir(fuse_req_t req, fuse_ino_t, fuse_file_info*) {
+  fuse_reply_err(req, 0);
+}
+
+void OnFsyncdir(fuse_req_t req, fuse_ino_t, int, fuse_file_info*) {
+  // Every namespace change is already a committed transaction.
+  fuse_reply_err(req, 0);
+}
+
+void OnStatfs(fuse_req_t req, fuse_ino_t) {
+  auto usage = Fs(req).StatFs();
+  if (!usage.ok()) return ReplyError(req, usage.status());
+  struct statvfs sv;
+  std::memset(&sv, 0, sizeof(sv));
+  sv.f_bsize = kBlockSize;
+  sv.f_frsize = kBlockSize;
+  sv.f_blocks = usage->capacity_bytes / kBlockSize;
+  uint64_t used = std::min(usage->used_bytes, usage->capacity_bytes);
+  sv.f_bfree = (usage->capacity_bytes - used) / kBlockSize;  // df's "Used" is blocks - bfree
+  sv.f_bavail = std::min<uint64_t>(usage->free_bytes / kBlockSize, sv.f_bfree);
+  // Inodes are rows in a database: never the limit.
+  sv.f_ffree = sv.f_favail = uint64_t{1} << 32;
+  sv.f_files = usage->inodes + sv.f_ffree;
+  sv.f_namemax = 255;
+  fuse_reply_statfs(req, &sv);
+}
+
+// Attribute errors the way the xattr calls spell them.
+void ReplyXattrError(fuse_req_t req, const Status& st) {
+  fuse_reply_err(req, st.IsNotFound() ? ENODATA : (st.sys_errno() > 0 ? st.sys_errno() : EIO));
+}
+
+void OnSetxattr(fuse_req_t req, fuse_ino_t ino, const char* name, const char* value, size_t size,
+                int flags) {
+  Status st =
+      Fs(req).SetXattr(CallerOf(req), ino, Name(name), std::string_view(value, size), flags);
+  if (!st.ok()) return ReplyXattrError(req, st);
+  fuse_reply_err(req, 0);
+}
+
+void ReplyXattrValue(fuse_req_t req, const std::string& value, size_t size) {
+  if (size == 0) {
+    fuse_reply_xattr(req, value.size());
+  } else if (value.size() > size) {
+    fuse_reply_err(req, ERANGE);
+  } else {
+    fuse_reply_buf(req, value.data(), value.size());
+  }
+}
+
+void OnGetxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) {
+  auto value = Fs(req).GetXattr(CallerOf(req), ino, Name(name));
+  if (!value.ok()) return ReplyXattrError(req, value.status());
+  ReplyXattrValue(req, *value, size);
+}
+
+void OnListxattr(fuse_req_t req, fuse_ino_t ino, size_t size) {
+  auto names = Fs(req).ListXattr(CallerOf(req), ino);
+  if (!names.ok()) return ReplyXattrError(req, names.status());
+  std::string list;
+  for (const auto& n : *names) {
+    list += n;
+    list += '\0';
+  }
+  ReplyXattrValue(req, list, size);
+}
+
+void OnRemovexattr(fuse_req_t req, fuse_ino_t ino, const char* name) {
+  Status st = Fs(req).RemoveXattr(CallerOf(req), ino, Name(name));
+  if (!st.ok()) return ReplyXattrError(req, st);
+  fuse_reply_err(req, 0);
+}
+
+void OnCreate(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
+              fuse_file_info* fi) {
+  auto entry = Fs(req).Create(CallerOf(req), parent, Name(name), mode, fi->flags);
+  if (!entry.ok()) return ReplyError(req, entry.status());
+  fuse_entry_param p = ToEntryParam(*entry);
+  fi->fh = 0;
+  fi->keep_cache = 1;
+  fi->direct_io = 0;
+  if (fuse_reply_create(req, &p, fi) == -ENOENT) {
+    // The creating open(2) was interrupted: the kernel never took the reference.
+    Fs(req).Forget(entry->attr.ino, 1);
+  }
+}
+
+void OnForgetMulti(fuse_req_t req, size_t count, fuse_forget_data* forgets) {
+  Filesystem& fs = Fs(req);
+  for (size_t i = 0; i < count; ++i) fs.Forget(forgets[i].ino, forgets[i].nlookup);
+  fuse_reply_none(req);
+}
+
+fuse_lowlevel_ops MakeOps() {
+  fuse_lowlevel_ops ops;
+  std::memset(&ops, 0, sizeof(ops));
+  ops.init = OnInit;
+  ops.destroy = OnDestroy;
+  ops.lookup = OnLookup;
+  ops.forget = OnForget;
+  ops.getattr = OnGetattr;
+  ops.setattr = OnSetattr;
+  ops.readlink = OnReadlink;
+  ops.mknod = OnMknod;
+  ops.mkdir = OnMkdir;
+  ops.unlink = OnUnlink;
+  ops.rmdir = OnRmdir;
+  ops.symlink = OnSymlink;
+  ops.rename = OnRename;
+  ops.link = OnLink;
+  ops.open = OnOpen;
+  ops.read = OnRead;
+  ops.write = OnWrite;
+  ops.flush = OnFlush;
+  ops.release = OnRelease;
+  ops.fsync = OnFsync;
+  ops.opendir = OnOpendir;
+  ops.readdir = OnReaddir;
+  ops.releasedir = OnReleasedir;
+  ops.fsyncdir = OnFsyncdir;
+  ops.statfs = OnStatfs;
+  ops.setxattr = OnSetxattr;
+  ops.getxattr = OnGetxattr;
+  ops.listxattr = OnListxattr;
+  ops.removexattr = OnRemovexattr;
+  ops.create = OnCreate;
+  ops.forget_multi = OnForgetMulti;
+  ops.readdirplus = OnReaddirplus;
+  return ops;
+}
+
+}  // namespace
+
+// ---- the session ------------------------------------------------------------------------------
+
+Result<std::unique_ptr<FuseAdapter>> FuseAdapter::Create(Filesystem* fs,
+                                                         const FuseOptions& options) {
+  std::unique_ptr<FuseAdapter> adapter(new FuseAdapter(fs, options));
+  std::vector<std::string> argv = {"kdnfs"};
+  auto add = [&argv](std::string opt) {
+    argv.push_back("-o");
+    argv.push_back(std::move(opt));
+  };
+  add("default_permissions");
+  add("max_read=" + std::to_string(kMaxIo));
+  for (const auto& o : options.fuse_options) add(o);
+  std::vector<char*> args;
+  for (auto& a : argv) args.push_back(a.data());
+  fuse_args fargs = FUSE_ARGS_INIT(static_cast<int>(args.size()), args.data());
+  static const fuse_lowlevel_ops ops = MakeOps();
+  adapter->session_ = fuse_session_new(&fargs, &ops, sizeof(ops), adapter.get());
+  fuse_opt_free_args(&fargs);
+  if (adapter->session_ == nullptr) {
+    return Status::InvalidArgument("libfuse refused the mount options (see above)");
+  }
+  fs->SetKernelCache(adapter.get());
+  return adapter;
+}
+
+FuseAdapter::~FuseAdapter() {
+  {
+    std::lock_guard lock(mu_);
+    stopping_ = true;
+  }
+  cv_.notify_all();
+  if (notifier_.joinable()) notifier_.join();
+  if (sweeper_.joinable()) sweeper_.join();
+  fs_->SetKernelCache(nullptr);
+  if (session_ != nullptr) {
+    if (mounted_) fuse_session_unmount(session_);
+    fuse_session_destroy(session_);
+  }
+}
+
+Status FuseAdapter::Mount(const std::string& mountpoint) {
+  if (fuse_session_mount(session_, mountpoint.c_str()) != 0) {
+    return Status::IOError("cannot mount on " + mountpoint + " (see above)");
+  }
+  mountpoint_ = mountpoint;
+  mounted_ = true;
+  return Status::OK();
+}
+
+void FuseAdapter::Initialized() {
+  {
+    std::lock_guard lock(mu_);
+    initialized_ = true;
+  }
+  cv_.notify_all();
+}
+
+Status FuseAdapter::Run() {
+  if (fuse_set_signal_handlers(session_) != 0) {
+    return Status::Internal("cannot install signal handlers");
+  }
+  notifier_ = std::thread([this] { NotifierLoop(); });
+  sweeper_ = std::thread([this] { SweeperLoop(); });
+
+  fuse_loop_config* config = fuse_loop_cfg_create();
+  fuse_loop_cfg_set_max_threads(config, options_.max_threads);
+  // Idle workers stay: starting a thread per request burst costs more than the request.
+  fuse_loop_cfg_set_idle_threads(config, options_.max_threads);
+  int rc = fuse_session_loop_mt(session_, config);
+  fuse_loop_cfg_destroy(config);
+
+  {
+    std::lock_guard lock(mu_);
+    stopping_ = true;
+  }
+  cv_.notify_all();
+  notifier_.join();
+  sweeper_.join();
+  fuse_remove_signal_handlers(session_);
+  fuse_session_unmount(session_);
+  mounted_ = false;
+  // libfuse reports the signal that ended the loop as a positive number: a clean exit.
+  if (rc < 0) return Status::IOError("the FUSE session ended with an error", -rc);
+  if (rc > 0) KDN_LOG_INFO("signal %d: unmounting", rc);
+  return Status::OK();
+}
+
+void FuseAdapter::ForgetName(Ino parent, const std::string& name, Ino ino) {
+  {
+    std::lock_guard lock(mu_);
+    if (stopping_) return;
+    forgotten_.push_back(Forgotten{parent, name, ino});
+  }
+  cv_.notify_all();
+}
+
+void FuseAdapter::InvalidateInode(Ino ino, bool data) {
+  // Offset -1: attributes only; 0 with length 0: attributes and every cached page.
+  int rc = fuse_lowlevel_notify_inval_inode(session_, ino, data ? 0 : -1, 0);
+  if (rc != 0 && rc != -ENOENT) {
+    KDN_LOG_DEBUG("invalidate inode %llu: %s", static_cast<unsigned long long>(ino),
+                  std::strerror(-rc));
+  }
+}
+
+void FuseAdapter::NotifierLoop() {
+  std::unique_lock lock(mu_);
+  cv_.wait(lock, [this] { return initialized_ || stopping_; });
+  if (!stopping_) {
+    lock.unlock();
+    TuneReadahead();
+    lock.lock();
+  }
+  for (;;) {
+    cv_.wait(lock, [this] { return stopping_ || !forgotten_.empty(); });
+    if (stopping_) return;
+    Forgotten f = std::move(forgotten_.front());
+    forgotten_.pop_front();
+    lock.unlock();
+    // Not from a request handler: the kernel may hold the parent's lock while it waits for one.
+    fuse_lowlevel_notify_inval_entry(session_, f.parent, f.name.c_str(), f.name.size());
+    fuse_lowlevel_notify_inval_inode(session_, f.ino, 0, 0);
+    lock.lock();
+  }
+}
+
+void FuseAdapter::SweeperLoop() {
+  std::unique_lock lock(mu_);
+  while (!stopping_) {
+    cv_.wait_for(lock, std::chrono::seconds(1), [this] { return stopping_; });
+    if (stopping_) return;
+    lock.unlock();
+    fs_->CommitIdle();
+    lock.lock();
+  }
+}
+
+void FuseAdapter::TuneReadahead() {
+  if (options_.readahead_bytes == 0 || mountpoint_.empty()) return;
+  auto mp = AbsoluteMountPoint(mountpoint_);
+  if (!mp.ok()) return;
+  // The INIT reply caps the readahead at what it says; it is processed right after the init
+  // handler returns, so check that the value held and write it again if not.
+  for (int attempt = 0; attempt < 20; ++attempt) {
+    auto mount = FindMount(*mp);
+    if (mount && mount->fs_type.starts_with("fuse")) {
+      Status st = SetReadahead(mount->major, mount->minor, options_.readahead_bytes);
+      if (!st.ok()) {
+        KDN_LOG_WARNING("cannot set the readahead of %s: %s", mp->c_str(), st.ToString().c_str());
+        return;
+      }
+    }
+    {
+      std::unique_lock lock(mu_);
+      if (cv_.wait_for(lock, std::chrono::milliseconds(50), [this] { return stopping_; })) return;
+    }
+    if (!mount) continue;
+    std::string path = "/sys/class/bdi/" + std::to_string(mount->major) + ":" +
+                       std::to_string(mount->minor) + "/read_ahead_kb";
+    FILE* f = std::fopen(path.c_str(), "r");
+    unsigned long long kb = 0;
+    bool read_back = f && std::fscanf(f, "%llu", &kb) == 1;
+    if (f) std::fclose(f);
+    if (read_back && kb * 1024 == options_.readahead_bytes) {
+      KDN_LOG_DEBUG("readahead of %s set to %llu KiB", mp->c_str(), kb);
+      return;
+    }
+  }
+  KDN_LOG_WARNING("the readahead of %s did not stay at %llu KiB", mp->c_str(),
+                  static_cast<unsigned long long>(options_.readahead_bytes / 1024));
+}
+
+}  // namespace kdn::fs

@@ -1,0 +1,86 @@
+// The FUSE side of kdnfs: a libfuse low-level session whose requests become Filesystem calls.
+#ifndef KDN_FS_KDNFS_FUSE_ADAPTER_H_
+#define KDN_FS_KDNFS_FUSE_ADAPTER_H_
+
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "fs/kdnfs/filesystem.h"
+#include "kdn/status.h"
+
+struct fuse_session;
+
+namespace kdn::fs {
+
+struct FuseOptions {
+  // Options for libfuse and the kernel ("allow_other", "ro", "fsname=...", "debug"): each one is
+  // passed as "-o <option>". kdnfs adds default_permissions and its size limits itself.
+  std::vector<std::string> fuse_options;
+  // Kernel readahead for the mount (bdi read_ahead_kb): with 1 MiB requests, how many READs the
+  // kernel keeps in flight for a sequential reader.
+  uint64_t readahead_bytes = uint64_t{16} << 20;
+  unsigned max_threads = 64;  // worker threads serving requests
+  // Mounted read-only ("ro" among fuse_options): nothing is ever written, so FLUSH answers ENOSYS
+  // and the kernel stops sending it. A close then costs no round trip (see fuse_adapter.cc).
+  bool read_only = false;
+};
+
+class FuseAdapter : public KernelCache {
+ public:
+  // A session over `fs`, not mounted yet. `fs` must outlive the adapter.
+  static Result<std::unique_ptr<FuseAdapter>> Create(Filesystem* fs, const FuseOptions& options);
+  ~FuseAdapter() override;
+
+  Status Mount(const std::string& mountpoint);
+  // Serves requests until the filesystem is unmounted or SIGINT/SIGTERM/SIGHUP arrives, then
+  // unmounts. Returns OK on a clean exit.
+  Status Run();
+
+  // KernelCache
+  void ForgetName(Ino parent, const std::string& name, Ino ino) override;
+  void InvalidateInode(Ino ino, bool data) override;
+
+  Filesystem* filesystem() { return fs_; }
+  // Set by the init handler: whether the kernel knows no-open mode (OPEN answered ENOSYS).
+  void set_no_open(bool no_open) { no_open_ = no_open; }
+  bool no_open() const { return no_open_; }
+  bool read_only() const { return options_.read_only; }
+  // Called by the init handler once the kernel has agreed on the connection's parameters.
+  void Initialized();
+
+ private:
+  FuseAdapter(Filesystem* fs, const FuseOptions& options) : fs_(fs), options_(options) {}
+  void NotifierLoop();
+  void SweeperLoop();
+  void TuneReadahead();
+
+  Filesystem* fs_;
+  FuseOptions options_;
+  fuse_session* session_ = nullptr;
+  std::string mountpoint_;
+  bool mounted_ = false;
+  bool no_open_ = false;
+
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool stopping_ = false;
+  bool initialized_ = false;
+  struct Forgotten {
+    Ino parent;
+    std::string name;
+    Ino ino;
+  };
+  std::deque<Forgotten> forgotten_;
+  std::thread notifier_;
+  std::thread sweeper_;
+};
+
+}  // namespace kdn::fs
+
+#endif  // KDN_FS_KDNFS_FUSE_ADAPTER_H_

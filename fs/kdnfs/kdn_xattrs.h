@@ -1,0 +1,53 @@
+// The user.kdn.* extended attributes: metadata computed from the store, shown by `getfattr -d`.
+//
+//   user.kdn.id              chunk id of the content (32 hex digits); files with content
+//   user.kdn.extents         where the bytes lie in the segment files (docs/xattrs.md); files
+//   user.kdn.model           `.kv` files: model name
+//   user.kdn.fingerprint     `.kv` files: model fingerprint (32 hex digits)
+//   user.kdn.tokens          `.kv` files: token count
+//   user.kdn.layers          `.kv` files: layer count
+//   user.kdn.position_offset `.kv` files: position of the first token
+//   user.kdn.chunk_tokens    `.kv` files: tokens per prefix hash
+//   user.kdn.codec           `.kv` files: codec name (CodecSpec::Name)
+//   user.kdn.raw_bytes       `.kv` files: decoded size of every block in the model dtype
+//   user.kdn.evictable       "1"/"0": writable on directories (inherited by new entries) and files
+//   user.kdn.pin             "1"/"0": writable on files (pinned content is never evicted)
+//
+// Every other name under user.kdn. is reserved: reading it gives ENODATA, writing it EPERM.
+#ifndef KDN_FS_KDNFS_KDN_XATTRS_H_
+#define KDN_FS_KDNFS_KDN_XATTRS_H_
+
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "kdn/status.h"
+#include "kdn/store.h"
+
+namespace kdn::fs {
+
+inline constexpr std::string_view kKdnXattrPrefix = "user.kdn.";
+
+inline bool IsKdnXattr(std::string_view name) {
+  return name.starts_with(kKdnXattrPrefix);
+}
+
+// The value of a user.kdn.* attribute of `attr`'s inode; kNotFound (ENODATA) when it does not
+// apply to this inode.
+Result<std::string> GetKdnXattr(Store& store, const InodeAttr& attr, std::string_view name);
+
+// The user.kdn.* names that apply to `attr`'s inode.
+Result<std::vector<std::string>> ListKdnXattrs(Store& store, const InodeAttr& attr);
+
+// Sets a writable user.kdn.* attribute (removing one sets it to "0"). Read-only and unknown names
+// are refused with EPERM; a value other than "0"/"1" with EINVAL.
+Status SetKdnXattr(Store& store, const InodeAttr& attr, std::string_view name,
+                   std::string_view value);
+
+// The user.kdn.extents text of docs/xattrs.md.
+std::string FormatExtents(uint64_t file_bytes, const ChunkId& chunk,
+                          const std::vector<Extent>& extents);
+
+}  // namespace kdn::fs
+
+#endif  // KDN_FS_KDNFS_KDN_XATTRS_H_

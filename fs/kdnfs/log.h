@@ -1,0 +1,28 @@
+// The daemon's log: stderr, and syslog once the daemon has detached from its terminal.
+#ifndef KDN_FS_KDNFS_LOG_H_
+#define KDN_FS_KDNFS_LOG_H_
+
+namespace kdn::fs {
+
+enum class LogLevel { kError, kWarning, kInfo, kDebug };
+
+// Sends later messages to syslog (ident "kdnfs") instead of stderr.
+void LogToSyslog();
+// Messages above `level` are dropped (kInfo by default; -d raises it to kDebug).
+void SetLogLevel(LogLevel level);
+bool LogEnabled(LogLevel level);
+
+void Logf(LogLevel level, const char* format, ...) __attribute__((format(printf, 2, 3)));
+
+}  // namespace kdn::fs
+
+#define KDN_LOG_ERROR(...) ::kdn::fs::Logf(::kdn::fs::LogLevel::kError, __VA_ARGS__)
+#define KDN_LOG_WARNING(...) ::kdn::fs::Logf(::kdn::fs::LogLevel::kWarning, __VA_ARGS__)
+#define KDN_LOG_INFO(...) ::kdn::fs::Logf(::kdn::fs::LogLevel::kInfo, __VA_ARGS__)
+#define KDN_LOG_DEBUG(...)                                       \
+  do {                                                           \
+    if (::kdn::fs::LogEnabled(::kdn::fs::LogLevel::kDebug))      \
+      ::kdn::fs::Logf(::kdn::fs::LogLevel::kDebug, __VA_ARGS__); \
+  } while (0)
+
+#endif  // KDN_FS_KDNFS_LOG_H_

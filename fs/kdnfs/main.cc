@@ -1,0 +1,291 @@
+// kdnfs: mounts a KDN chunk store as a filesystem.
+//
+//   kdnfs [-f] [-d] [-o opt[,opt...]] STORE_DIR MOUNTPOINT
+//
+// Creates the store when STORE_DIR is empty or missing. Runs in the background unless -f; the
+// parent process exits once the filesystem is mounted (status 0) or could not be (status 1, with
+// the reason on stderr). SIGINT, SIGTERM and SIGHUP unmount and exit after committing whatever is
+// still being written. A mountpoint left behind by a killed daemon is detached first.
+#define FUSE_USE_VERSION 312  // 3.12: the loop config of fuse_loop_cfg_create()
+#include <fcntl.h>
+#include <fuse_lowlevel.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "fs/kdnfs/filesystem.h"
+#include "fs/kdnfs/fuse_adapter.h"
+#include "fs/kdnfs/log.h"
+#include "fs/kdnfs/mount_util.h"
+
+#ifndef KDN_VERSION
+#define KDN_VERSION "unknown"
+#endif
+
+namespace kdn::fs {
+namespace {
+
+struct CommandLine {
+  bool help = false;
+  bool version = false;
+  bool foreground = false;
+  bool debug = false;
+  std::string store_dir;
+  std::string mountpoint;
+  StoreOptions store;
+  FuseOptions fuse;
+};
+
+void PrintUsage(FILE* out) {
+  std::fprintf(out,
+               "usage: kdnfs [-f] [-d] [-o opt[,opt...]] STORE_DIR MOUNTPOINT\n"
+               "\n"
+               "Mounts the KDN chunk store in STORE_DIR (created when empty or missing) at\n"
+               "MOUNTPOINT: knowledge sets are directories, KV caches are files.\n"
+               "\n"
+               "  -f                 stay in the foreground (log to stderr)\n"
+               "  -d                 debug: foreground, verbose log and every FUSE request\n"
+               "  -h, --help         this help\n"
+               "  -V, --version      version\n"
+               "\n"
+               "kdnfs options (-o):\n"
+               "  capacity=SIZE      limit on stored bytes, e.g. 64G (K, M, G, T); over it,\n"
+               "                     evictable chunks go first, then writes fail with ENOSPC.\n"
+               "                     Default: the recorded limit (none for a new store)\n"
+               "  readahead=SIZE     kernel readahead of the mount (default 16M)\n"
+               "  threads=N          request threads (default 64)\n"
+               "  io_engine=KIND     auto, io_uring or psync (default auto)\n"
+               "  sync=full|none     none skips every sync: scratch stores only (default full)\n"
+               "\n"
+               "Other -o options go to FUSE and the kernel, e.g. ro (read-only: closing a\n"
+               "file then costs no request to the daemon), allow_other (the default\n"
+               "when run as root), fsname=NAME. default_permissions is always on: the kernel\n"
+               "checks modes and owners.\n");
+}
+
+Status ParseKdnOption(std::string_view opt, CommandLine& cl, bool& ours) {
+  ours = true;
+  auto value = [&opt](std::string_view key) -> std::string_view {
+    return opt.substr(key.size() + 1);
+  };
+  auto is = [&opt](std::string_view key) {
+    return opt.size() > key.size() && opt.starts_with(key) && opt[key.size()] == '=';
+  };
+  if (is("capacity")) {
+    KDN_ASSIGN_OR_RETURN(cl.store.capacity_bytes, ParseSize(value("capacity")));
+    if (cl.store.capacity_bytes == 0) return Status::InvalidArgument("capacity must be > 0");
+  } else if (is("readahead")) {
+    KDN_ASSIGN_OR_RETURN(cl.fuse.readahead_bytes, ParseSize(value("readahead")));
+  } else if (is("threads")) {
+    int n = std::atoi(std::string(value("threads")).c_str());
+    if (n < 1 || n > 1024) return Status::InvalidArgument("threads must be 1..1024");
+    cl.fuse.max_threads = static_cast<unsigned>(n);
+  } else if (is("io_engine")) {
+    std::string_view v = value("io_engine");
+    if (v == "auto")
+      cl.store.io_engine = IoEngineKind::kAuto;
+    else if (v == "io_uring")
+      cl.store.io_engine = IoEngineKind::kIoUring;
+    else if (v == "psync")
+      cl.store.io_engine = IoEngineKind::kPsync;
+    else
+      return Status::InvalidArgument("io_engine must be auto, io_uring or psync");
+  } else if (is("sync")) {
+    std::string_view v = value("sync");
+    if (v == "full")
+      cl.store.sync = SyncPolicy::kFull;
+    else if (v == "none")
+      cl.store.sync = SyncPolicy::kNone;
+    else
+      return Status::InvalidArgument("sync must be full or none");
+  } else {
+    ours = false;
+  }
+  return Status::OK();
+}
+
+Result<CommandLine> ParseCommandLine(int argc, char** argv) {
+  CommandLine cl;
+  std::vector<std::string> positional;
+  bool allow_other_given = false;
+  bool fsname_given = false;
+  bool subtype_given = false;
+  for (int i = 1; i < argc; ++i) {
+    std::string_view arg = argv[i];
+    if (arg == "-h" || arg == "--help") {
+      cl.help = true;
+    } else if (arg == "-V" || arg == "--version") {
+      cl.version = true;
+    } else if (arg == "-f") {
+      cl.foreground = true;
+    } else if (arg == "-d") {
+      cl.foreground = cl.debug = true;
+    } else if (arg == "-o" || (arg.starts_with("-o") && arg.size() > 2)) {
+      std::string list;
+      if (arg == "-o") {
+        if (++i >= argc) return Status::InvalidArgument("-o needs an argument");
+        list = argv[i];
+      } else {
+        list = std::string(arg.substr(2));
+      }
+      size_t start = 0;
+      while (start <= list.size()) {
+        size_t comma = list.find(',', start);
+        std::string opt =
+            list.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
+        start = comma == std::string::npos ? list.size() + 1 : comma + 1;
+        if (opt.empty()) continue;
+        bool ours = false;
+        KDN_RETURN_IF_ERROR(ParseKdnOption(opt, cl, ours));
+        if (ours) continue;
+        if (opt == "allow_other") allow_other_given = true;
+        if (opt.starts_with("fsname=")) fsname_given = true;
+        if (opt.starts_with("subtype=")) subtype_given = true;
+        if (opt == "default_permissions") continue;  // always on
+        if (opt == "ro") cl.fuse.read_only = true;
+        if (opt == "rw") cl.fuse.read_only = false;
+        cl.fuse.fuse_options.push_back(opt);
+      }
+    } else if (arg.starts_with("-") && arg.size() > 1) {
+      return Status::InvalidArgument("unknown option " + std::string(arg));
+    } else {
+      positional.emplace_back(arg);
+    }
+  }
+  if (cl.help || cl.version) return cl;
+  if (positional.size() != 2) {
+    return Status::InvalidArgument("expected STORE_DIR and MOUNTPOINT");
+  }
+  cl.store_dir = positional[0];
+  cl.mountpoint = positional[1];
+  // As root, other users may use the mount; the kernel still checks their permissions.
+  if (::geteuid() == 0 && !allow_other_given) cl.fuse.fuse_options.emplace_back("allow_other");
+  if (!fsname_given) cl.fuse.fuse_options.push_back("fsname=kdnfs");
+  if (!subtype_given) cl.fuse.fuse_options.emplace_back("subtype=kdnfs");
+  if (cl.debug) cl.fuse.fuse_options.emplace_back("debug");
+  return cl;
+}
+
+// Forks; the parent waits until the child says it has mounted (or failed) and exits with that.
+// Returns in the child with the write end of the pipe it must answer on.
+int Daemonize() {
+  int fds[2];
+  if (::pipe2(fds, O_CLOEXEC) != 0) {
+    std::perror("kdnfs: pipe");
+    std::exit(1);
+  }
+  pid_t pid = ::fork();
+  if (pid < 0) {
+    std::perror("kdnfs: fork");
+    std::exit(1);
+  }
+  if (pid > 0) {
+    ::close(fds[1]);
+    char status = 1;
+    ssize_t n;
+    while ((n = ::read(fds[0], &status, 1)) < 0 && errno == EINTR) {
+    }
+    std::_Exit(n == 1 ? status : 1);
+  }
+  ::close(fds[0]);
+  ::setsid();
+  return fds[1];
+}
+
+void DetachStdio() {
+  int null = ::open("/dev/null", O_RDWR);
+  if (null < 0) return;
+  ::dup2(null, STDIN_FILENO);
+  ::dup2(null, STDOUT_FILENO);
+  ::dup2(null, STDERR_FILENO);
+  if (null > STDERR_FILENO) ::close(null);
+}
+
+int Run(const CommandLine& cl) {
+  auto mountpoint = AbsoluteMountPoint(cl.mountpoint);
+  if (!mountpoint.ok()) {
+    KDN_LOG_ERROR("mountpoint %s: %s", cl.mountpoint.c_str(),
+                  mountpoint.status().ToString().c_str());
+    return 1;
+  }
+  auto stale = ClearStaleMount(*mountpoint);
+  if (!stale.ok()) {
+    KDN_LOG_ERROR("%s", stale.status().ToString().c_str());
+    return 1;
+  }
+  if (*stale)
+    KDN_LOG_INFO("detached a stale mount on %s (its daemon had died)", mountpoint->c_str());
+
+  int report_fd = cl.foreground ? -1 : Daemonize();
+  auto report = [report_fd](char status) {
+    if (report_fd < 0) return;
+    (void)!::write(report_fd, &status, 1);
+    ::close(report_fd);
+  };
+
+  auto fs = Filesystem::Open(cl.store_dir, cl.store, Filesystem::Options{});
+  if (!fs.ok()) {
+    KDN_LOG_ERROR("cannot open the store in %s: %s", cl.store_dir.c_str(),
+                  fs.status().ToString().c_str());
+    report(1);
+    return 1;
+  }
+  auto adapter = FuseAdapter::Create(fs->get(), cl.fuse);
+  if (!adapter.ok()) {
+    KDN_LOG_ERROR("%s", adapter.status().ToString().c_str());
+    report(1);
+    return 1;
+  }
+  Status mounted = (*adapter)->Mount(*mountpoint);
+  if (!mounted.ok()) {
+    KDN_LOG_ERROR("%s", mounted.ToString().c_str());
+    report(1);
+    return 1;
+  }
+  KDN_LOG_INFO("mounted %s on %s", (*fs)->store().dir().c_str(), mountpoint->c_str());
+  if (report_fd >= 0) {
+    if (::chdir("/") != 0) KDN_LOG_WARNING("chdir /: %s", std::strerror(errno));
+    DetachStdio();
+    LogToSyslog();
+    report(0);
+  }
+  Status ran = (*adapter)->Run();
+  adapter->reset();  // unmounted; the filesystem commits what is staged as it closes
+  fs->reset();
+  if (!ran.ok()) {
+    KDN_LOG_ERROR("%s", ran.ToString().c_str());
+    return 1;
+  }
+  KDN_LOG_INFO("unmounted %s", mountpoint->c_str());
+  return 0;
+}
+
+}  // namespace
+}  // namespace kdn::fs
+
+int main(int argc, char** argv) {
+  using namespace kdn::fs;
+  auto cl = ParseCommandLine(argc, argv);
+  if (!cl.ok()) {
+    std::fprintf(stderr, "kdnfs: %s\n", cl.status().message().c_str());
+    PrintUsage(stderr);
+    return 2;
+  }
+  if (cl->help) {
+    PrintUsage(stdout);
+    return 0;
+  }
+  if (cl->version) {
+    std::printf("kdnfs %s (libfuse %s)\n", KDN_VERSION, fuse_pkgversion());
+    return 0;
+  }
+  if (cl->debug) SetLogLevel(LogLevel::kDebug);
+  return Run(*cl);
+}

@@ -1,0 +1,92 @@
+// One inode's content while it is being written.
+//
+// Committed content is immutable, so a write (or a truncate) of a regular file goes to a private
+// file in the store's staging directory: a copy of the committed bytes the write needs, then the
+// writes themselves. At close (FLUSH from a process that wrote), fsync, or when nobody can write
+// any more, the staged file is handed to Store::CommitFileContent, which validates it (`.kv`
+// content must parse and pass every checksum), stores it and publishes it in one transaction.
+// Until then reads of the inode are served from the staged file.
+//
+// Writers are remembered by thread id and thread group id: FUSE sends FLUSH on every close(), and
+// without OPEN requests (no-open mode) kdnfs cannot tell a reader's close from a writer's but by
+// who is closing. Only a process that wrote commits; a reader's close never commits (or fails on)
+// somebody else's half-written file.
+#ifndef KDN_FS_KDNFS_STAGED_FILE_H_
+#define KDN_FS_KDNFS_STAGED_FILE_H_
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <shared_mutex>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "kdn/status.h"
+#include "kdn/store.h"
+
+namespace kdn::fs {
+
+class StagedFile {
+ public:
+  using Clock = std::chrono::steady_clock;
+
+  // Creates an empty staging file at `path` (O_EXCL, mode 0600).
+  static Result<std::unique_ptr<StagedFile>> Create(const std::string& path);
+  ~StagedFile();
+  StagedFile(const StagedFile&) = delete;
+  StagedFile& operator=(const StagedFile&) = delete;
+
+  // Copies the first `length` bytes of `chunk` from the store (verified reads), so that writes
+  // land on top of the committed content.
+  Status CopyFrom(Store& store, const ChunkId& chunk, uint64_t length);
+
+  Status Write(uint64_t offset, std::span<const std::byte> data);
+  Result<size_t> Read(uint64_t offset, std::span<std::byte> out) const;
+  Status Truncate(uint64_t size);
+
+  // A thread of process `tgid` changed the content; it may commit it at its close.
+  void AddWriter(int32_t tid, int32_t tgid);
+  bool HasWriterThread(int32_t tid) const;
+  bool HasWriterProcess(int32_t tgid) const;
+  const std::vector<std::pair<int32_t, int32_t>>& writers() const { return writers_; }
+
+  const std::string& path() const { return path_; }
+  uint64_t size() const { return size_; }
+  int64_t mtime_ns() const { return mtime_ns_; }
+  int64_t ctime_ns() const { return ctime_ns_; }
+  // An explicit mtime (utimensat while the file is being written) wins over the time of the last
+  // write, until the next write.
+  void set_mtime_ns(int64_t ns) { mtime_ns_ = ns; }
+  Clock::time_point last_change() const { return last_change_; }
+
+  // Set once the content was committed or dropped: the object is no longer the inode's content and
+  // a caller that still holds it must look the inode up again.
+  bool retired() const { return retired_; }
+  void Retire() { retired_ = true; }
+
+  // Readers share it, writers and the commit hold it exclusively.
+  std::shared_mutex& mutex() { return mutex_; }
+
+ private:
+  StagedFile(std::string path, int fd);
+  void Touch();
+
+  std::shared_mutex mutex_;
+  std::string path_;
+  int fd_ = -1;
+  uint64_t size_ = 0;
+  int64_t mtime_ns_ = 0;
+  int64_t ctime_ns_ = 0;
+  Clock::time_point last_change_;
+  std::vector<std::pair<int32_t, int32_t>> writers_;  // (thread id, thread group id)
+  bool retired_ = false;
+};
+
+// Nanoseconds since the epoch (CLOCK_REALTIME), the unit of every time in the store.
+int64_t NowNs();
+
+}  // namespace kdn::fs
+
+#endif  // KDN_FS_KDNFS_STAGED_FILE_H_

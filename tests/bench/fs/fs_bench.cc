@@ -1,0 +1,108 @@
+// kdn_fs_bench: the parts of the `fs` benchmark group a shell script cannot do.
+//
+//   kdn_fs_bench make-kv PATH BYTES        a synthetic raw `.kv` of about BYTES (llama3-8b shape)
+//   kdn_fs_bench make-files DIR N BYTES    N files f0..f(N-1) of BYTES random bytes each
+//   kdn_fs_bench open-read DIR N RUNS      open + read + close of each of the N files, RUNS
+//                                          timed passes after one warm-up pass; prints the
+//                                          median microseconds per file
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "kdn/format.h"
+#include "kdn/synthetic.h"
+
+namespace {
+
+int Fail(const std::string& what) {
+  std::fprintf(stderr, "kdn_fs_bench: %s\n", what.c_str());
+  return 1;
+}
+
+bool WriteAll(const std::string& path, const void* data, size_t size) {
+  int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) return false;
+  const char* p = static_cast<const char*>(data);
+  size_t done = 0;
+  while (done < size) {
+    ssize_t n = ::write(fd, p + done, size - done);
+    if (n <= 0) break;
+    done += static_cast<size_t>(n);
+  }
+  return ::close(fd) == 0 && done == size;
+}
+
+int MakeKv(const std::string& path, uint64_t bytes) {
+  auto model = kdn::ModelPreset("llama3-8b");
+  auto codec = kdn::CodecSpec::Parse("raw");
+  if (!model.ok() || !codec.ok()) return Fail("no llama3-8b preset");
+  uint64_t per_token =
+      uint64_t{2} * model->n_layers * model->channels() * kdn::DTypeSize(model->dtype);
+  uint32_t tokens = static_cast<uint32_t>(std::max<uint64_t>(1, bytes / per_token));
+  auto file = kdn::SynthesizeKvFile(*model, tokens, *codec, 42);
+  if (!file.ok()) return Fail(file.status().ToString());
+  if (!WriteAll(path, file->data(), file->size())) return Fail("cannot write " + path);
+  std::fprintf(stderr, "kdn_fs_bench: %s: %u tokens, %zu bytes\n", path.c_str(), tokens,
+               file->size());
+  return 0;
+}
+
+int MakeFiles(const std::string& dir, int n, size_t bytes) {
+  std::mt19937_64 rng(7);
+  std::vector<uint64_t> buf((bytes + 7) / 8);
+  for (int i = 0; i < n; ++i) {
+    for (auto& w : buf) w = rng();
+    if (!WriteAll(dir + "/f" + std::to_string(i), buf.data(), bytes)) {
+      return Fail("cannot write " + dir + "/f" + std::to_string(i));
+    }
+  }
+  return 0;
+}
+
+int OpenRead(const std::string& dir, int n, int runs) {
+  std::vector<std::string> paths;
+  for (int i = 0; i < n; ++i) paths.push_back(dir + "/f" + std::to_string(i));
+  alignas(4096) static char buf[4096];
+  std::vector<double> per_file_us;
+  for (int run = -1; run < runs; ++run) {  // run -1 warms the caches
+    auto start = std::chrono::steady_clock::now();
+    for (const auto& p : paths) {
+      int fd = ::open(p.c_str(), O_RDONLY | O_CLOEXEC);
+      if (fd < 0) return Fail("open " + p + ": " + std::strerror(errno));
+      if (::read(fd, buf, sizeof(buf)) < 0) return Fail("read " + p);
+      if (::close(fd) != 0) return Fail("close " + p);
+    }
+    double us =
+        std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - start).count();
+    if (run >= 0) per_file_us.push_back(us / n);
+  }
+  std::sort(per_file_us.begin(), per_file_us.end());
+  std::printf("%.3f\n", per_file_us[per_file_us.size() / 2]);
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::string cmd = argc > 1 ? argv[1] : "";
+  if (cmd == "make-kv" && argc == 4) return MakeKv(argv[2], std::strtoull(argv[3], nullptr, 10));
+  if (cmd == "make-files" && argc == 5) {
+    return MakeFiles(argv[2], std::atoi(argv[3]), std::strtoull(argv[4], nullptr, 10));
+  }
+  if (cmd == "open-read" && argc == 5) {
+    int runs = std::max(1, std::atoi(argv[4]));
+    return OpenRead(argv[2], std::atoi(argv[3]), runs);
+  }
+  std::fprintf(stderr,
+               "usage: kdn_fs_bench make-kv PATH BYTES | make-files DIR N BYTES | "
+               "open-read DIR N RUNS\n");
+  return 2;
+}

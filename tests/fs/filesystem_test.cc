@@ -1,0 +1,666 @@
+// kdnfs's filesystem logic, driven without a mount: the calls the FUSE adapter makes, in the
+// orders the kernel makes them.
+#include "fs/kdnfs/filesystem.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <fstream>
+#include <map>
+#include <set>
+#include <sstream>
+
+#include "fs/kdnfs/control_files.h"
+#include "fs/kdnfs/mount_util.h"
+#include "fs_test_util.h"
+
+namespace kdn::fs {
+namespace {
+
+using kdn::test::AsBytes;
+using kdn::test::MakeKv;
+
+class FakeProcesses : public Processes {
+ public:
+  int32_t ThreadGroupOf(int32_t tid) override {
+    auto it = tgid_.find(tid);
+    return it == tgid_.end() ? tid : it->second;
+  }
+  bool Alive(int32_t tid) override { return !dead_.count(tid); }
+  std::map<int32_t, int32_t> tgid_;
+  std::set<int32_t> dead_;
+};
+
+class RecordingCache : public KernelCache {
+ public:
+  void ForgetName(Ino parent, const std::string& name, Ino ino) override {
+    std::lock_guard lock(mu);
+    forgotten.push_back({parent, name, ino});
+  }
+  void InvalidateInode(Ino ino, bool data) override {
+    std::lock_guard lock(mu);
+    invalidated.emplace_back(ino, data);
+  }
+  std::mutex mu;
+  std::vector<EvictedName> forgotten;
+  std::vector<std::pair<Ino, bool>> invalidated;
+};
+
+Caller As(uint32_t uid, uint32_t gid, int32_t pid) {
+  Caller c;
+  c.uid = uid;
+  c.gid = gid;
+  c.pid = pid;
+  return c;
+}
+
+SetAttrRequest Size(uint64_t size) {
+  SetAttrRequest r;
+  r.size = size;
+  return r;
+}
+
+SetAttrRequest ModeAndGroup(uint32_t mode, std::optional<uint32_t> gid = std::nullopt) {
+  SetAttrRequest r;
+  r.mode = mode;
+  r.gid = gid;
+  return r;
+}
+
+std::string Text(std::span<const std::byte> b) {
+  return std::string(reinterpret_cast<const char*>(b.data()), b.size());
+}
+
+class FilesystemTest : public ::testing::Test {
+ protected:
+  void SetUp() override { Open(); }
+
+  void Open(uint64_t capacity = 0) {
+    fs_.reset();
+    StoreOptions so;
+    so.sync = SyncPolicy::kNone;  // scratch store: the tests are about the logic, not durability
+    so.segment_bytes = 1u << 20;
+    so.capacity_bytes = capacity;
+    Filesystem::Options fo;
+    fo.idle_commit = std::chrono::milliseconds(0);
+    auto fs = Filesystem::Open(dir_ / "store", so, fo);
+    ASSERT_TRUE(fs.ok()) << fs.status().ToString();
+    fs_ = std::move(*fs);
+    fs_->SetProcesses(&procs_);
+    fs_->SetKernelCache(&cache_);
+  }
+
+  Ino Create(Ino parent, std::string_view name, const Caller& c = As(0, 0, 100),
+             uint32_t mode = 0644) {
+    auto e = fs_->Create(c, parent, name, mode, O_WRONLY | O_CREAT);
+    EXPECT_TRUE(e.ok()) << e.status().ToString();
+    return e.ok() ? e->attr.ino : 0;
+  }
+
+  Ino MkDir(Ino parent, std::string_view name, const Caller& c = As(0, 0, 100),
+            uint32_t mode = 0755) {
+    auto e = fs_->MakeDir(c, parent, name, mode);
+    EXPECT_TRUE(e.ok()) << e.status().ToString();
+    return e.ok() ? e->attr.ino : 0;
+  }
+
+  void Write(Ino ino, uint64_t off, std::span<const std::byte> data,
+             const Caller& c = As(0, 0, 100)) {
+    auto n = fs_->Write(c, ino, off, data);
+    ASSERT_TRUE(n.ok()) << n.status().ToString();
+    EXPECT_EQ(*n, data.size());
+  }
+
+  // cp: create, write, close.
+  Ino Put(Ino parent, std::string_view name, std::span<const std::byte> data,
+          const Caller& c = As(0, 0, 100)) {
+    Ino ino = Create(parent, name, c);
+    if (!data.empty()) Write(ino, 0, data, c);
+    Status st = fs_->Flush(c, ino);
+    EXPECT_TRUE(st.ok()) << st.ToString();
+    return ino;
+  }
+
+  std::vector<std::byte> ReadAll(Ino ino) {
+    auto attr = fs_->GetAttr(ino);
+    EXPECT_TRUE(attr.ok());
+    if (!attr.ok()) return {};
+    std::vector<std::byte> out(attr->attr.size);
+    size_t done = 0;
+    while (done < out.size()) {
+      auto n = fs_->Read(ino, done,
+                         std::span(out).subspan(done, std::min<size_t>(65536, out.size() - done)));
+      EXPECT_TRUE(n.ok()) << n.status().ToString();
+      if (!n.ok() || *n == 0) break;
+      done += *n;
+    }
+    out.resize(done);
+    return out;
+  }
+
+  InodeAttr Committed(Ino ino) {
+    auto a = fs_->store().GetAttr(ino);
+    EXPECT_TRUE(a.ok()) << a.status().ToString();
+    return a.ok() ? *a : InodeAttr{};
+  }
+
+  std::vector<std::string> List(Ino dir) {
+    std::vector<std::string> names;
+    Status st = fs_->ReadDir(dir, 0, false, 1000, [&](std::string_view n, const Entry&, uint64_t) {
+      names.emplace_back(n);
+      return true;
+    });
+    EXPECT_TRUE(st.ok()) << st.ToString();
+    return names;
+  }
+
+  kdn::test::TempDir dir_{"kdnfs-unit"};
+  FakeProcesses procs_;
+  RecordingCache cache_;
+  std::unique_ptr<Filesystem> fs_;
+};
+
+TEST_F(FilesystemTest, WritesAreStagedUntilTheWritersClose) {
+  Ino a = Create(kRootIno, "a");
+  Write(a, 0, AsBytes("hello"));
+  EXPECT_EQ(fs_->GetAttr(a)->attr.size, 5u);  // what the writer and readers see
+  EXPECT_EQ(Committed(a).size, 0u);           // what a crash would leave
+  EXPECT_TRUE(Committed(a).chunk.IsZero());
+  EXPECT_EQ(Text(ReadAll(a)), "hello");
+  EXPECT_EQ(fs_->staged_count(), 1u);
+
+  ASSERT_TRUE(fs_->Flush(As(0, 0, 100), a).ok());
+  EXPECT_EQ(fs_->staged_count(), 0u);
+  EXPECT_EQ(Committed(a).size, 5u);
+  EXPECT_FALSE(Committed(a).chunk.IsZero());
+  EXPECT_EQ(Text(ReadAll(a)), "hello");
+  EXPECT_EQ(fs_->counters().commits.load(), 1u);
+}
+
+TEST_F(FilesystemTest, OnlyAWritersCloseCommits) {
+  procs_.tgid_[101] = 100;  // a second thread of the writing process
+  Ino a = Create(kRootIno, "a");
+  Write(a, 0, AsBytes("partial"), As(0, 0, 100));
+  // A reader's close must neither commit nor fail on somebody else's half-written file.
+  ASSERT_TRUE(fs_->Flush(As(0, 0, 200), a).ok());
+  EXPECT_EQ(fs_->staged_count(), 1u);
+  EXPECT_EQ(Committed(a).size, 0u);
+  // Another thread of the writer closes: that is the writer's close.
+  ASSERT_TRUE(fs_->Flush(As(0, 0, 101), a).ok());
+  EXPECT_EQ(fs_->staged_count(), 0u);
+  EXPECT_EQ(Committed(a).size, 7u);
+}
+
+TEST_F(FilesystemTest, AnInvalidKvIsRefusedAndThePreviousContentStays) {
+  auto good = MakeKv(64, 1);
+  Ino f = Put(kRootIno, "doc.kv", good);
+  ChunkId before = Committed(f).chunk;
+  for (const auto& bad : {kdn::test::CorruptKv(good), kdn::test::TruncateKv(good, good.size() / 2),
+                          kdn::test::TruncateKv(good, 100)}) {
+    // cp over an existing file: O_TRUNC (SETATTR size 0), writes, close.
+    Caller cp = As(0, 0, 300);
+    ASSERT_TRUE(fs_->SetAttr(cp, f, Size(0)).ok());
+    Write(f, 0, bad, cp);
+    Status st = fs_->Flush(cp, f);
+    EXPECT_EQ(st.code(), Code::kInvalidArgument) << st.ToString();
+    EXPECT_EQ(st.sys_errno(), EINVAL);
+    EXPECT_EQ(Committed(f).chunk, before);
+    EXPECT_EQ(ReadAll(f), good);
+    EXPECT_EQ(fs_->GetAttr(f)->attr.size, good.size());
+    EXPECT_EQ(fs_->staged_count(), 0u);
+    // The kernel is told to drop the refused pages.
+    std::lock_guard lock(cache_.mu);
+    ASSERT_FALSE(cache_.invalidated.empty());
+    EXPECT_EQ(cache_.invalidated.back(), std::make_pair(f, true));
+  }
+  EXPECT_EQ(fs_->counters().refused_kv.load(), 3u);
+}
+
+TEST_F(FilesystemTest, TruncationIsStagedAndCommittedAtClose) {
+  Ino a = Put(kRootIno, "a", AsBytes("hello world"));
+  Caller t = As(0, 0, 300);
+  auto shrunk = fs_->SetAttr(t, a, Size(5));
+  ASSERT_TRUE(shrunk.ok()) << shrunk.status().ToString();
+  EXPECT_EQ(shrunk->attr.size, 5u);
+  EXPECT_EQ(Text(ReadAll(a)), "hello");
+  EXPECT_EQ(Committed(a).size, 11u);
+  ASSERT_TRUE(fs_->Flush(t, a).ok());
+  EXPECT_EQ(Committed(a).size, 5u);
+
+  // Growing zero-fills.
+  ASSERT_TRUE(fs_->SetAttr(t, a, Size(8)).ok());
+  ASSERT_TRUE(fs_->Flush(t, a).ok());
+  EXPECT_EQ(Text(ReadAll(a)), std::string("hello\0\0\0", 8));
+}
+
+TEST_F(FilesystemTest, AWriteInTheMiddleKeepsTheRest) {
+  auto data = kdn::test::PlainBytes(3 << 20, 7);
+  Ino a = Put(kRootIno, "big", data);
+  Write(a, 4096 + 3, AsBytes("patch"), As(0, 0, 500));
+  ASSERT_TRUE(fs_->Flush(As(0, 0, 500), a).ok());
+  std::memcpy(data.data() + 4096 + 3, "patch", 5);
+  EXPECT_EQ(ReadAll(a), data);
+  // Appending.
+  Write(a, data.size(), AsBytes("tail"), As(0, 0, 500));
+  ASSERT_TRUE(fs_->Fsync(As(0, 0, 500), a).ok());  // fsync commits too
+  EXPECT_EQ(Committed(a).size, data.size() + 4);
+}
+
+TEST_F(FilesystemTest, ReadsFollowNewContentWhileTheOldIsStillStored) {
+  Ino a = Put(kRootIno, "a", AsBytes("same old bytes"));
+  Ino b = Put(kRootIno, "b", AsBytes("same old bytes"));  // one chunk, two files
+  EXPECT_EQ(Text(ReadAll(a)), "same old bytes");          // a's content is now cached
+  Caller w = As(0, 0, 900);
+  ASSERT_TRUE(fs_->SetAttr(w, a, Size(0)).ok());
+  Write(a, 0, AsBytes("new"), w);
+  ASSERT_TRUE(fs_->Flush(w, a).ok());
+  EXPECT_EQ(Text(ReadAll(a)), "new");
+  EXPECT_EQ(Text(ReadAll(b)), "same old bytes");
+}
+
+TEST_F(FilesystemTest, StagedContentWithoutLiveWritersIsCommittedWhenIdle) {
+  Ino a = Put(kRootIno, "a", AsBytes("0123456789"));
+  // truncate(2) on a path: no close follows.
+  ASSERT_TRUE(fs_->SetAttr(As(0, 0, 600), a, Size(3)).ok());
+  fs_->CommitIdle();
+  EXPECT_EQ(Committed(a).size, 10u) << "committed while the truncating process lives";
+  procs_.dead_.insert(600);
+  fs_->CommitIdle();
+  EXPECT_EQ(Committed(a).size, 3u);
+  EXPECT_EQ(fs_->staged_count(), 0u);
+}
+
+TEST_F(FilesystemTest, TheLastForgetCommitsWhatIsLeft) {
+  Ino a = Create(kRootIno, "a");  // one kernel reference
+  Write(a, 0, AsBytes("data"), As(0, 0, 700));
+  fs_->Forget(a, 1);
+  EXPECT_EQ(Committed(a).size, 4u);
+}
+
+TEST_F(FilesystemTest, UnmountCommitsEverything) {
+  Ino a = Create(kRootIno, "a");
+  Write(a, 0, AsBytes("data"), As(0, 0, 700));
+  fs_->CommitAll();
+  EXPECT_EQ(Committed(a).size, 4u);
+}
+
+TEST_F(FilesystemTest, AnUnlinkedFileStaysReadableWhileTheKernelHoldsIt) {
+  Ino a = Put(kRootIno, "a", AsBytes("still here"));  // Create counted one reference
+  ASSERT_TRUE(fs_->Unlink(As(0, 0, 1), kRootIno, "a").ok());
+  EXPECT_FALSE(fs_->Lookup(As(0, 0, 1), kRootIno, "a")->attr.ino != 0);
+  EXPECT_EQ(Text(ReadAll(a)), "still here");
+  fs_->Forget(a, 1);
+  EXPECT_FALSE(fs_->store().GetAttr(a).ok()) << "reclaimed after the last reference";
+}
+
+TEST_F(FilesystemTest, RenameReplacesAtomicallyOrRefuses) {
+  Ino a = Put(kRootIno, "a", AsBytes("A"));
+  Ino b = Put(kRootIno, "b", AsBytes("B"));
+  Caller c = As(0, 0, 1);
+  EXPECT_EQ(fs_->Rename(c, kRootIno, "a", kRootIno, "b", kRenameNoReplace).sys_errno(), EEXIST);
+  ASSERT_TRUE(fs_->Rename(c, kRootIno, "a", kRootIno, "b", kRenameExchange).ok());
+  EXPECT_EQ(fs_->Lookup(c, kRootIno, "a")->attr.ino, b);
+  EXPECT_EQ(fs_->Lookup(c, kRootIno, "b")->attr.ino, a);
+  ASSERT_TRUE(fs_->Rename(c, kRootIno, "a", kRootIno, "b", 0).ok());
+  EXPECT_EQ(fs_->Lookup(c, kRootIno, "a")->attr.ino, 0u);
+  EXPECT_EQ(Text(ReadAll(fs_->Lookup(c, kRootIno, "b")->attr.ino)), "B");
+  // The replaced file is still referenced by the kernel: readable until forgotten.
+  EXPECT_EQ(Text(ReadAll(a)), "A");
+  Ino d = MkDir(kRootIno, "d");
+  Ino sub = MkDir(d, "sub");
+  EXPECT_EQ(fs_->Rename(c, kRootIno, "d", sub, "x", 0).sys_errno(), EINVAL);
+  EXPECT_EQ(fs_->Rename(c, kRootIno, "b", kRootIno, "d", 0).sys_errno(), EISDIR);
+}
+
+TEST_F(FilesystemTest, HardLinksShareOneChunk) {
+  auto kv = MakeKv(32, 3);
+  Ino set1 = MkDir(kRootIno, "set1");
+  Ino set2 = MkDir(kRootIno, "set2");
+  Ino f = Put(set1, "doc.kv", kv);
+  auto linked = fs_->Link(As(0, 0, 1), f, set2, "doc.kv");
+  ASSERT_TRUE(linked.ok()) << linked.status().ToString();
+  EXPECT_EQ(linked->attr.ino, f);
+  EXPECT_EQ(linked->attr.nlink, 2u);
+  Put(set2, "copy.kv", kv);  // same bytes under another inode: stored once
+  EXPECT_EQ(fs_->store().Stats().chunks, 1u);
+  EXPECT_EQ(fs_->Link(As(0, 0, 1), set1, set2, "dirlink").status().sys_errno(), EPERM);
+}
+
+TEST_F(FilesystemTest, SymlinksAndSpecialFiles) {
+  auto s = fs_->MakeSymlink(As(0, 0, 1), kRootIno, "s", "target/path");
+  ASSERT_TRUE(s.ok());
+  EXPECT_TRUE(S_ISLNK(s->attr.mode));
+  EXPECT_EQ(*fs_->ReadLink(s->attr.ino), "target/path");
+  auto fifo = fs_->MakeNode(As(0, 0, 1), kRootIno, "fifo", S_IFIFO | 0600, 0);
+  ASSERT_TRUE(fifo.ok());
+  EXPECT_TRUE(S_ISFIFO(fifo->attr.mode));
+  EXPECT_EQ(fs_->Write(As(0, 0, 1), fifo->attr.ino, 0, AsBytes("x")).status().sys_errno(), EINVAL);
+}
+
+TEST_F(FilesystemTest, NewNodesBelongToTheCallerAndSetgidDirectoriesPassTheirGroupOn) {
+  Caller user = As(1000, 1001, 42);
+  Ino mine = Create(kRootIno, "mine", user);
+  EXPECT_EQ(Committed(mine).uid, 1000u);
+  EXPECT_EQ(Committed(mine).gid, 1001u);
+
+  Ino shared = MkDir(kRootIno, "shared", As(0, 0, 1), 0775);
+  ASSERT_TRUE(fs_->SetAttr(As(0, 0, 1), shared, ModeAndGroup(02777, 50)).ok());
+  Ino file = Create(shared, "f", user);
+  EXPECT_EQ(Committed(file).gid, 50u);
+  Ino sub = MkDir(shared, "sub", user);
+  EXPECT_EQ(Committed(sub).gid, 50u);
+  EXPECT_TRUE(Committed(sub).mode & S_ISGID);
+  // A setgid file in a group its creator is not in loses the bit, as on ext4.
+  Ino sgid = Create(shared, "sgid", user, 02755);
+  EXPECT_FALSE(Committed(sgid).mode & S_ISGID);
+  user.in_group = [](uint32_t g) { return g == 50; };
+  Ino member = Create(shared, "member", user, 02755);
+  EXPECT_TRUE(Committed(member).mode & S_ISGID);
+}
+
+TEST_F(FilesystemTest, TheControlDirectoryIsHiddenButReachable) {
+  Put(kRootIno, "visible", AsBytes("x"));
+  auto names = List(kRootIno);
+  EXPECT_EQ(std::count(names.begin(), names.end(), ".kdn"), 0);
+  EXPECT_EQ(std::count(names.begin(), names.end(), "visible"), 1);
+
+  Caller c = As(0, 0, 1);
+  auto kdn = fs_->Lookup(c, kRootIno, ".kdn");
+  ASSERT_TRUE(kdn.ok());
+  EXPECT_EQ(kdn->attr.ino, kControlDirIno);
+  EXPECT_TRUE(S_ISDIR(kdn->attr.mode));
+  auto listed = List(kControlDirIno);
+  EXPECT_EQ(listed, (std::vector<std::string>{".", "..", "stats", "prefix", "by-id"}));
+
+  auto stats = fs_->Lookup(c, kControlDirIno, "stats");
+  ASSERT_TRUE(stats.ok());
+  EXPECT_EQ(stats->entry_timeout, 0.0);
+  std::string text = Text(ReadAll(kStatsIno));
+  EXPECT_EQ(text.size(), stats->attr.size);
+  std::map<std::string, std::string> values;
+  std::istringstream lines(text);
+  for (std::string line; std::getline(lines, line);) {
+    auto space = line.find(' ');
+    ASSERT_NE(space, std::string::npos) << line;
+    EXPECT_EQ(line.find(' ', space + 1), std::string::npos) << "one `name value` per line";
+    values[line.substr(0, space)] = line.substr(space + 1);
+  }
+  for (const char* key : {"files", "chunks", "logical_bytes", "stored_bytes", "dedup_ratio",
+                          "compression_ratio", "reads", "read_bytes", "prefix_hits", "evictions",
+                          "errors", "read_latency_p50_us", "read_latency_p99_us"}) {
+    EXPECT_TRUE(values.count(key)) << key;
+  }
+  EXPECT_EQ(values["files"], "1");
+
+  // Nothing under /.kdn can be changed.
+  EXPECT_EQ(fs_->Create(c, kControlDirIno, "x", 0644, O_CREAT).status().sys_errno(), EPERM);
+  EXPECT_EQ(fs_->MakeDir(c, kRootIno, ".kdn", 0755).status().sys_errno(), EPERM);
+  EXPECT_EQ(fs_->Write(c, kStatsIno, 0, AsBytes("x")).status().sys_errno(), EPERM);
+  EXPECT_EQ(fs_->Unlink(c, kControlDirIno, "stats").sys_errno(), EPERM);
+  EXPECT_EQ(fs_->Rename(c, kRootIno, "visible", kRootIno, ".kdn", 0).sys_errno(), EPERM);
+  EXPECT_EQ(fs_->SetAttr(c, kStatsIno, ModeAndGroup(0777)).status().sys_errno(), EPERM);
+}
+
+TEST_F(FilesystemTest, PrefixAndIdLinksLeadToTheFile) {
+  auto kv = MakeKv(600, 5);  // three prefix hashes of 256 tokens
+  auto header = ParseKvHeader(kv, kv.size());
+  ASSERT_TRUE(header.ok());
+  ASSERT_EQ(header->prefix_hashes.size(), 3u);
+  Ino set = MkDir(kRootIno, "set");
+  Ino doc = Put(set, "doc.kv", kv);
+  Caller c = As(0, 0, 1);
+
+  for (const auto& h : header->prefix_hashes) {
+    auto link = fs_->Lookup(c, kPrefixDirIno, h.ToHex());
+    ASSERT_TRUE(link.ok()) << link.status().ToString();
+    EXPECT_TRUE(S_ISLNK(link->attr.mode));
+    EXPECT_EQ(link->entry_timeout, 0.0);
+    EXPECT_EQ(*fs_->ReadLink(link->attr.ino), "../../set/doc.kv");
+    fs_->Forget(link->attr.ino, 1);
+  }
+  auto id = fs_->GetXattr(c, doc, "user.kdn.id");
+  ASSERT_TRUE(id.ok());
+  auto by_id = fs_->Lookup(c, kByIdDirIno, *id);
+  ASSERT_TRUE(by_id.ok());
+  EXPECT_EQ(*fs_->ReadLink(by_id->attr.ino), "../../set/doc.kv");
+  EXPECT_GE(fs_->store().Stats().prefix_hits, 3u);
+
+  EXPECT_TRUE(fs_->Lookup(c, kPrefixDirIno, std::string(32, '0')).status().IsNotFound());
+  EXPECT_TRUE(fs_->Lookup(c, kPrefixDirIno, "not-hex").status().IsNotFound());
+  // After a rename the link follows the file.
+  ASSERT_TRUE(fs_->Rename(c, set, "doc.kv", set, "renamed.kv", 0).ok());
+  auto again = fs_->Lookup(c, kPrefixDirIno, header->prefix_hashes[0].ToHex());
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(*fs_->ReadLink(again->attr.ino), "../../set/renamed.kv");
+  EXPECT_NE(again->attr.ino, by_id->attr.ino);
+}
+
+TEST_F(FilesystemTest, KdnAttributesDescribeTheContent) {
+  auto kv = MakeKv(100, 9, "q8");
+  Ino set = MkDir(kRootIno, "set");
+  Ino doc = Put(set, "doc.kv", kv);
+  Caller c = As(0, 0, 1);
+  auto get = [&](const char* name) {
+    auto v = fs_->GetXattr(c, doc, name);
+    EXPECT_TRUE(v.ok()) << name << ": " << v.status().ToString();
+    return v.ok() ? *v : std::string();
+  };
+  EXPECT_EQ(get("user.kdn.model"), "stories260K");
+  EXPECT_EQ(get("user.kdn.tokens"), "100");
+  EXPECT_EQ(get("user.kdn.layers"), "5");
+  EXPECT_EQ(get("user.kdn.codec"), "q8");
+  EXPECT_EQ(get("user.kdn.fingerprint"), ModelPreset("tiny")->Fingerprint().ToHex());
+  EXPECT_EQ(get("user.kdn.raw_bytes"), std::to_string(5 * 2 * 100 * 32 * 4));
+  EXPECT_EQ(get("user.kdn.id"), HashBytes128(kv.data(), kv.size()).ToHex());
+  EXPECT_EQ(get("user.kdn.pin"), "0");
+
+  // The extents, read straight from the segment files, are the file's bytes.
+  std::istringstream extents(get("user.kdn.extents"));
+  std::string magic, version, id;
+  uint64_t total = 0;
+  extents >> magic >> version >> total >> id;
+  EXPECT_EQ(magic, "kdn-extents");
+  EXPECT_EQ(total, kv.size());
+  std::vector<std::byte> joined;
+  std::string path;
+  uint64_t offset, length;
+  while (extents >> path >> offset >> length) {
+    EXPECT_EQ(offset % 4096, 0u);
+    std::ifstream seg(path, std::ios::binary);
+    seg.seekg(static_cast<std::streamoff>(offset));
+    std::vector<std::byte> part(length);
+    seg.read(reinterpret_cast<char*>(part.data()), static_cast<std::streamsize>(length));
+    ASSERT_TRUE(seg.good()) << path;
+    joined.insert(joined.end(), part.begin(), part.end());
+  }
+  EXPECT_EQ(joined, kv);
+
+  auto names = fs_->ListXattr(c, doc);
+  ASSERT_TRUE(names.ok());
+  for (const char* n : {"user.kdn.model", "user.kdn.extents", "user.kdn.id", "user.kdn.pin"}) {
+    EXPECT_EQ(std::count(names->begin(), names->end(), n), 1) << n;
+  }
+  // Computed attributes are read-only; other user attributes are kept.
+  EXPECT_EQ(fs_->SetXattr(c, doc, "user.kdn.model", "x", 0).sys_errno(), EPERM);
+  EXPECT_EQ(fs_->SetXattr(c, doc, "user.kdn.whatever", "x", 0).sys_errno(), EPERM);
+  EXPECT_EQ(fs_->SetXattr(c, doc, "user.kdn.pin", "maybe", 0).sys_errno(), EINVAL);
+  ASSERT_TRUE(fs_->SetXattr(c, doc, "user.origin", "wiki-2024", 0).ok());
+  EXPECT_EQ(*fs_->GetXattr(c, doc, "user.origin"), "wiki-2024");
+  EXPECT_EQ(fs_->SetXattr(c, doc, "user.origin", "x", XATTR_CREATE).sys_errno(), EEXIST);
+  EXPECT_EQ(fs_->SetXattr(c, doc, "user.none", "x", XATTR_REPLACE).sys_errno(), ENODATA);
+  ASSERT_TRUE(fs_->RemoveXattr(c, doc, "user.origin").ok());
+  EXPECT_TRUE(fs_->GetXattr(c, doc, "user.origin").status().IsNotFound());
+  EXPECT_EQ(fs_->SetXattr(c, doc, "system.posix_acl_access", "x", 0).sys_errno(), EOPNOTSUPP);
+
+  // Pins and evictable directories.
+  ASSERT_TRUE(fs_->SetXattr(c, doc, "user.kdn.pin", "1\n", 0).ok());
+  EXPECT_EQ(get("user.kdn.pin"), "1");
+  ASSERT_TRUE(fs_->SetXattr(c, set, "user.kdn.evictable", "1", 0).ok());
+  EXPECT_EQ(*fs_->GetXattr(c, set, "user.kdn.evictable"), "1");
+  Ino later = Put(set, "later.kv", MakeKv(10, 10));
+  EXPECT_EQ(*fs_->GetXattr(c, later, "user.kdn.evictable"), "1");
+  EXPECT_EQ(get("user.kdn.evictable"), "0") << "only entries created later inherit it";
+  // A plain file has an id and extents but no `.kv` attributes.
+  Ino plain = Put(kRootIno, "README", AsBytes("about this set\n"));
+  EXPECT_TRUE(fs_->GetXattr(c, plain, "user.kdn.id").ok());
+  EXPECT_TRUE(fs_->GetXattr(c, plain, "user.kdn.model").status().IsNotFound());
+}
+
+TEST_F(FilesystemTest, ListingsResumeFromTheirCookies) {
+  Ino d = MkDir(kRootIno, "d");
+  std::set<std::string> expected = {".", ".."};
+  for (int i = 0; i < 300; ++i) {
+    std::string name = "file-" + std::to_string(i);
+    Create(d, name);
+    expected.insert(name);
+  }
+  // Small replies: seven entries each, resumed from the last cookie taken.
+  std::vector<std::string> seen;
+  uint64_t cookie = 0;
+  for (int calls = 0; calls < 1000; ++calls) {
+    size_t taken = 0;
+    uint64_t next = cookie;
+    Status st =
+        fs_->ReadDir(d, cookie, true, 7, [&](std::string_view n, const Entry& e, uint64_t c) {
+          if (taken == 7) return false;
+          EXPECT_NE(e.attr.ino, 0u);
+          seen.emplace_back(n);
+          next = c;
+          ++taken;
+          return true;
+        });
+    ASSERT_TRUE(st.ok());
+    if (taken == 0) break;
+    cookie = next;
+  }
+  EXPECT_EQ(seen.size(), expected.size());
+  EXPECT_EQ(std::set<std::string>(seen.begin(), seen.end()), expected);
+}
+
+TEST_F(FilesystemTest, ListsOneHundredThousandEntries) {
+  Ino d = MkDir(kRootIno, "big");
+  NewNode node;
+  node.mode = S_IFREG | 0644;
+  for (int i = 0; i < 100000; ++i) {
+    ASSERT_TRUE(fs_->store().MakeNode(d, "chunk-" + std::to_string(i), node).ok()) << i;
+  }
+  // As the kernel lists: replies of about 4 KiB, each resumed from the last cookie it took.
+  size_t seen = 0, calls = 0;
+  uint64_t cookie = 0;
+  std::set<std::string> names;
+  for (;;) {
+    size_t bytes = 0, taken = 0;
+    uint64_t next = cookie;
+    Status st = fs_->ReadDir(d, cookie, false, 4096 / 32,
+                             [&](std::string_view n, const Entry&, uint64_t c) {
+                               bytes += 24 + (n.size() + 7) / 8 * 8;  // a fuse_dirent
+                               if (bytes > 4096) return false;
+                               if (n != "." && n != "..") names.emplace(n);
+                               next = c;
+                               ++taken;
+                               return true;
+                             });
+    ASSERT_TRUE(st.ok()) << st.ToString();
+    if (taken == 0) break;
+    seen += taken;
+    cookie = next;
+    ++calls;
+  }
+  EXPECT_EQ(seen, 100002u);
+  EXPECT_EQ(names.size(), 100000u);
+  EXPECT_GT(calls, 500u) << "small replies, resumed by cookie";
+}
+
+TEST_F(FilesystemTest, NamesAreChecked) {
+  std::string long_name(256, 'x');
+  EXPECT_EQ(fs_->Create(As(0, 0, 1), kRootIno, long_name, 0644, O_CREAT).status().sys_errno(),
+            ENAMETOOLONG);
+  EXPECT_EQ(fs_->Lookup(As(0, 0, 1), kRootIno, long_name).status().sys_errno(), ENAMETOOLONG);
+  Create(kRootIno, "dup");
+  EXPECT_EQ(fs_->Create(As(0, 0, 1), kRootIno, "dup", 0644, O_CREAT | O_EXCL).status().sys_errno(),
+            EEXIST);
+  // O_CREAT without O_EXCL opens (and with O_TRUNC truncates) the existing file.
+  Ino existing = Put(kRootIno, "exists", AsBytes("content"));
+  auto opened = fs_->Create(As(0, 0, 55), kRootIno, "exists", 0644, O_CREAT | O_TRUNC);
+  ASSERT_TRUE(opened.ok());
+  EXPECT_EQ(opened->attr.ino, existing);
+  EXPECT_EQ(fs_->GetAttr(existing)->attr.size, 0u);
+}
+
+TEST_F(FilesystemTest, StatFsShowsTheCapacity) {
+  Open(64u << 20);
+  auto before = fs_->StatFs();
+  ASSERT_TRUE(before.ok());
+  EXPECT_EQ(before->capacity_bytes, 64u << 20);
+  Put(kRootIno, "f", kdn::test::PlainBytes(1 << 20, 3));
+  auto after = fs_->StatFs();
+  EXPECT_GE(after->used_bytes, before->used_bytes + (1u << 20));
+}
+
+TEST_F(FilesystemTest, EvictionIsAnnouncedToTheKernel) {
+  Open(2u << 20);  // room for about three 600 KiB files
+  Caller c = As(0, 0, 1);
+  Ino cache = MkDir(kRootIno, "cache");
+  ASSERT_TRUE(fs_->SetXattr(c, cache, "user.kdn.evictable", "1", 0).ok());
+  std::vector<Ino> files;
+  for (int i = 0; i < 6; ++i) {
+    files.push_back(Put(cache, "f" + std::to_string(i), kdn::test::PlainBytes(600 << 10, 20 + i)));
+    fs_->Forget(files.back(), 1);  // the kernel let go of it (eviction skips open files)
+  }
+  {
+    std::lock_guard lock(cache_.mu);
+    ASSERT_FALSE(cache_.forgotten.empty());
+    EXPECT_EQ(cache_.forgotten.front().name, "f0");
+    EXPECT_EQ(cache_.forgotten.front().parent, cache);
+  }
+  EXPECT_EQ(fs_->Lookup(c, cache, "f0")->attr.ino, 0u);
+  // Not evictable: a full store refuses the commit; the file keeps its (empty) content.
+  Ino keep = MkDir(kRootIno, "keep");
+  Ino big = Create(keep, "big");
+  Write(big, 0, kdn::test::PlainBytes(3 << 20, 99), As(0, 0, 800));
+  EXPECT_EQ(fs_->Flush(As(0, 0, 800), big).sys_errno(), ENOSPC);
+  EXPECT_EQ(Committed(big).size, 0u);
+}
+
+TEST(MountUtilTest, ParsesSizes) {
+  EXPECT_EQ(*ParseSize("4096"), 4096u);
+  EXPECT_EQ(*ParseSize("64K"), 64u << 10);
+  EXPECT_EQ(*ParseSize("16M"), 16u << 20);
+  EXPECT_EQ(*ParseSize("64G"), uint64_t{64} << 30);
+  EXPECT_EQ(*ParseSize("2T"), uint64_t{2} << 40);
+  EXPECT_EQ(*ParseSize("1.5G"), uint64_t{3} << 29);
+  EXPECT_EQ(*ParseSize("10GiB"), uint64_t{10} << 30);
+  EXPECT_FALSE(ParseSize("").ok());
+  EXPECT_FALSE(ParseSize("12X").ok());
+  EXPECT_FALSE(ParseSize("-1G").ok());
+  EXPECT_FALSE(ParseSize("G").ok());
+}
+
+TEST(MountUtilTest, ReadsTheMountTable) {
+  kdn::test::TempDir dir("kdnfs-mountinfo");
+  std::string path = dir / "mountinfo";
+  std::ofstream(path) << "22 1 0:21 / /proc rw,nosuid - proc proc rw\n"
+                         "95 22 0:52 / /tmp/my\\040mnt rw,nosuid,nodev,relatime shared:1 - "
+                         "fuse.kdnfs kdnfs rw,user_id=0,group_id=0,default_permissions\n";
+  auto table = ReadMountTable(path);
+  ASSERT_EQ(table.size(), 2u);
+  EXPECT_EQ(table[1].mount_point, "/tmp/my mnt");
+  EXPECT_EQ(table[1].fs_type, "fuse.kdnfs");
+  EXPECT_EQ(table[1].source, "kdnfs");
+  EXPECT_EQ(table[1].major, 0u);
+  EXPECT_EQ(table[1].minor, 52u);
+  EXPECT_EQ(table[1].mount_id, 95);
+}
+
+TEST(MountUtilTest, AbsoluteMountPointsWorkWithoutStat) {
+  kdn::test::TempDir dir("kdnfs-abs");
+  auto p = AbsoluteMountPoint(dir.str() + "/not-yet/");
+  ASSERT_TRUE(p.ok());
+  EXPECT_EQ(*p, dir.str() + "/not-yet");
+}
+
+}  // namespace
+}  // namespace kdn::fs
