@@ -1,11 +1,25 @@
 #include "store/chunk_id.h"
 
 #include <xxhash.h>
+#ifdef KDN_XXH_X86_DISPATCH
+// libxxhash's own runtime dispatch (scalar, SSE2, AVX2 or AVX-512 by cpuid, chosen at the first
+// call): the same hashes, 2-3x faster than the SSE2 baseline the library is built for. Hashing is
+// a put's only CPU pass over the bytes and every read's verification.
+#define XXH_DISPATCH_DISABLE_REPLACE
+#include <xxh_x86dispatch.h>
+#define KDN_XXH3_128 XXH3_128bits_dispatch
+#define KDN_XXH3_128_UPDATE XXH3_128bits_update_dispatch
+#define KDN_XXH3_64 XXH3_64bits_dispatch
+#else
+#define KDN_XXH3_128 XXH3_128bits
+#define KDN_XXH3_128_UPDATE XXH3_128bits_update
+#define KDN_XXH3_64 XXH3_64bits
+#endif
 
 namespace kdn::store {
 
 ChunkId HashChunk(std::span<const std::byte> bytes) {
-  XXH128_hash_t h = XXH3_128bits(bytes.data(), bytes.size());
+  XXH128_hash_t h = KDN_XXH3_128(bytes.data(), bytes.size());
   return ChunkId{h.low64, h.high64};
 }
 
@@ -18,7 +32,7 @@ ChunkHasher::~ChunkHasher() {
 }
 
 void ChunkHasher::Update(std::span<const std::byte> bytes) {
-  XXH3_128bits_update(static_cast<XXH3_state_t*>(state_), bytes.data(), bytes.size());
+  KDN_XXH3_128_UPDATE(static_cast<XXH3_state_t*>(state_), bytes.data(), bytes.size());
 }
 
 ChunkId ChunkHasher::Finish() {
@@ -27,7 +41,7 @@ ChunkId ChunkHasher::Finish() {
 }
 
 uint64_t BlockSum(std::span<const std::byte> bytes) {
-  return XXH3_64bits(bytes.data(), bytes.size());
+  return KDN_XXH3_64(bytes.data(), bytes.size());
 }
 
 IdKey ToKey(const Hash128& id) {
