@@ -79,7 +79,11 @@ Status WriteChunk(io::IoEngine& engine, const SegmentSet& segments, const ChunkL
                   ChunkSource& source, const IoShape& shape, std::vector<int>* written_fds) {
   if (engine.buffer_count() == 0) return Status::Internal("chunk write: engine has no buffers");
   IoPipeline pipe(engine, SegmentNamer(segments));
-  const uint64_t piece = shape.PieceFor(layout.size);
+  // Writes go out in requests of io_bytes (1 MiB by default) whatever the chunk size: a 1 MiB
+  // chunk written as one request completed at 3.3 GB/s (median of 6, fio bursts on this disk)
+  // against 2.2 GB/s as 16 x 64 KiB, and 8 MiB as 8 x 1 MiB at 2.7 against 2.45 as 32 x 256 KiB.
+  // (Reads keep PieceFor: their speed did not depend on the request size.)
+  const uint64_t piece = shape.io_bytes;
   const uint64_t bounce_max = engine.buffer_bytes();
   std::set<int> written;
   uint64_t chunk_off = 0;
