@@ -76,7 +76,8 @@ uint64_t IoShape::PieceFor(uint64_t total) const {
 }
 
 Status WriteChunk(io::IoEngine& engine, const SegmentSet& segments, const ChunkLayout& layout,
-                  ChunkSource& source, const IoShape& shape, std::vector<int>* written_fds) {
+                  ChunkSource& source, const IoShape& shape, std::vector<int>* written_fds,
+                  ContentHasher* hasher) {
   if (engine.buffer_count() == 0) return Status::Internal("chunk write: engine has no buffers");
   IoPipeline pipe(engine, SegmentNamer(segments));
   // Writes go out in requests of io_bytes (1 MiB by default) whatever the chunk size: a 1 MiB
@@ -100,6 +101,10 @@ Status WriteChunk(io::IoEngine& engine, const SegmentSet& segments, const ChunkL
         IoOp op{IoOp::Kind::kWrite, fd, e.off + done, const_cast<std::byte*>(direct),
                 static_cast<uint32_t>(n)};
         KDN_RETURN_IF_ERROR(pipe.Add(op, nullptr));
+        if (hasher != nullptr) {
+          KDN_RETURN_IF_ERROR(pipe.Kick());
+          hasher->Update({direct, n});  // while the disk writes it
+        }
         done += n;
         continue;
       }
@@ -119,6 +124,12 @@ Status WriteChunk(io::IoEngine& engine, const SegmentSet& segments, const ChunkL
         pipe.ReleaseBuffer(buf);
         return Status::OK();
       }));
+      // The buffer is only released by a completion collected after this (the kernel only reads
+      // it meanwhile).
+      if (hasher != nullptr) {
+        KDN_RETURN_IF_ERROR(pipe.Kick());
+        hasher->Update({b, n});
+      }
       done += n;
     }
     chunk_off += e.len;
