@@ -8,6 +8,7 @@
 #include <functional>
 #include <span>
 #include <string>
+#include <vector>
 
 #include "kdn/store.h"
 
@@ -32,6 +33,26 @@ class ChunkHasher {
 
 // xxh3-64 of one block of stored bytes (the per-block read checksum).
 uint64_t BlockSum(std::span<const std::byte> bytes);
+
+// The id of a chunk and the BlockSum of each of its `block_bytes` blocks in one pass, over pieces
+// of any size fed in order (as they are written out).
+class ContentHasher {
+ public:
+  explicit ContentHasher(uint64_t block_bytes);
+  ~ContentHasher();
+  ContentHasher(const ContentHasher&) = delete;
+  ContentHasher& operator=(const ContentHasher&) = delete;
+  void Update(std::span<const std::byte> bytes);
+  // The id; `sums` gets one sum per block (the last one of whatever the block holds).
+  ChunkId Finish(std::vector<uint64_t>* sums);
+
+ private:
+  ChunkHasher whole_;
+  uint64_t block_bytes_;
+  uint64_t in_block_ = 0;  // bytes of the current block fed to block_state_
+  void* block_state_;      // XXH3_state_t for a block that arrives in several pieces
+  std::vector<uint64_t> sums_;
+};
 
 // Big-endian hi then lo: byte order equals hex order, so keys sort like their text.
 using IdKey = std::array<std::byte, 16>;

@@ -76,10 +76,15 @@ uint64_t IoShape::PieceFor(uint64_t total) const {
 }
 
 Status WriteChunk(io::IoEngine& engine, const SegmentSet& segments, const ChunkLayout& layout,
-                  ChunkSource& source, const IoShape& shape, std::vector<int>* written_fds) {
+                  ChunkSource& source, const IoShape& shape, std::vector<int>* written_fds,
+                  ContentHasher* hasher) {
   if (engine.buffer_count() == 0) return Status::Internal("chunk write: engine has no buffers");
   IoPipeline pipe(engine, SegmentNamer(segments));
-  const uint64_t piece = shape.PieceFor(layout.size);
+  // Writes go out in requests of io_bytes (1 MiB by default) whatever the chunk size: a 1 MiB
+  // chunk written as one request completed at 3.3 GB/s (median of 6, fio bursts on this disk)
+  // against 2.2 GB/s as 16 x 64 KiB, and 8 MiB as 8 x 1 MiB at 2.7 against 2.45 as 32 x 256 KiB.
+  // (Reads keep PieceFor: their speed did not depend on the request size.)
+  const uint64_t piece = shape.io_bytes;
   const uint64_t bounce_max = engine.buffer_bytes();
   std::set<int> written;
   uint64_t chunk_off = 0;
@@ -96,6 +101,10 @@ Status WriteChunk(io::IoEngine& engine, const SegmentSet& segments, const ChunkL
         IoOp op{IoOp::Kind::kWrite, fd, e.off + done, const_cast<std::byte*>(direct),
                 static_cast<uint32_t>(n)};
         KDN_RETURN_IF_ERROR(pipe.Add(op, nullptr));
+        if (hasher != nullptr) {
+          KDN_RETURN_IF_ERROR(pipe.Kick());
+          hasher->Update({direct, n});  // while the disk writes it
+        }
         done += n;
         continue;
       }
@@ -115,6 +124,12 @@ Status WriteChunk(io::IoEngine& engine, const SegmentSet& segments, const ChunkL
         pipe.ReleaseBuffer(buf);
         return Status::OK();
       }));
+      // The buffer is only released by a completion collected after this (the kernel only reads
+      // it meanwhile).
+      if (hasher != nullptr) {
+        KDN_RETURN_IF_ERROR(pipe.Kick());
+        hasher->Update({b, n});
+      }
       done += n;
     }
     chunk_off += e.len;

@@ -66,9 +66,11 @@ struct IoShape {
 };
 
 // Writes the whole source to `layout.extents` (zero padding to 4 KiB) and names the segments it
-// wrote in `written_fds`, for the caller to sync before publishing.
+// wrote in `written_fds`, for the caller to sync before publishing. With `hasher`, every piece is
+// also fed to it, in order, while the pieces before it are being written.
 Status WriteChunk(io::IoEngine& engine, const SegmentSet& segments, const ChunkLayout& layout,
-                  ChunkSource& source, const IoShape& shape, std::vector<int>* written_fds);
+                  ChunkSource& source, const IoShape& shape, std::vector<int>* written_fds,
+                  ContentHasher* hasher = nullptr);
 
 // Reads chunk bytes [offset, offset + out.size()) (the caller bounds it to the chunk) into `out`,
 // checking every block it touches against its checksum.

@@ -54,6 +54,14 @@ Status IoPipeline::Add(const io::IoOp& op, OnDone on_done) {
   return error_;
 }
 
+Status IoPipeline::Kick() {
+  if (!error_.ok() || unkicked_ == 0) return error_;
+  unkicked_ = 0;
+  Status k = engine_.Kick();
+  if (!k.ok()) Fail(k);
+  return error_;
+}
+
 Status IoPipeline::ReapOne() {
   KDN_ASSIGN_OR_RETURN(io::IoOp * op, engine_.Reap());
   Slot& slot = slots_[op->tag];

@@ -33,6 +33,8 @@ class IoPipeline {
   // Queues `op`. `on_done` runs when it has moved all its bytes; a failed or short operation
   // becomes the pipeline's error instead.
   Status Add(const io::IoOp& op, OnDone on_done);
+  // Starts the operations queued so far now (Add starts them in small batches).
+  Status Kick();
   // Collects every outstanding operation; the first error seen, if any.
   Status Finish();
 

@@ -122,6 +122,13 @@ Result<std::unique_ptr<Db>> Db::Open(const std::string& path, Mode mode) {
     return db->Error(rc, "opening " + path);
   }
   sqlite3_extended_result_codes(raw, 1);
+  // Keep meta.db-wal (and its blocks) when the last connection closes. A commit that appends to a
+  // WAL past its end must also make the new size durable, which on ext4 costs block allocation and
+  // an inode write on top of the cache flush: 0.26 ms median, 1.2 ms mean, 29% over 1 ms, against
+  // 0.14 ms (none over 1 ms) when it overwrites frames of a WAL that was restarted in place. With
+  // the file kept, commits overwrite from the first checkpoint on, across reopens too.
+  int persist_wal = 1;
+  sqlite3_file_control(raw, "main", SQLITE_FCNTL_PERSIST_WAL, &persist_wal);
   // Only this process writes (the store lock), so waits are short: checkpoints, WAL recovery.
   sqlite3_busy_timeout(raw, 10000);
   return db;

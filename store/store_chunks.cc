@@ -138,21 +138,31 @@ Result<bool> Store::Impl::ChunkExists(const ChunkId& id) {
 // ---- preparing content
 // ----------------------------------------------------------------------------
 
-Result<std::unique_ptr<PreparedChunk>> Store::Impl::PrepareMemory(
-    std::span<const std::byte> bytes) {
+Result<std::unique_ptr<PreparedChunk>> Store::Impl::PrepareMemory(std::span<const std::byte> bytes,
+                                                                  store::ChunkSource& source) {
   auto chunk = std::make_unique<PreparedChunk>();
   chunk->size = bytes.size();
-  store::ChunkHasher hasher;
-  for (uint64_t off = 0; off < bytes.size(); off += store::kBlockBytes) {
-    auto block = bytes.subspan(off, std::min<uint64_t>(store::kBlockBytes, bytes.size() - off));
-    hasher.Update(block);
-    chunk->sums.push_back(store::BlockSum(block));
-  }
-  chunk->id = hasher.Finish();
-  store::SpanByteSource source(bytes);
-  Result<std::optional<store::KvIndex>> kv = store::InspectKvContent(source);
+  store::SpanByteSource content(bytes);
+  Result<std::optional<store::KvIndex>> kv = store::InspectKvContent(content);
   if (!kv.ok()) return KvRefused(kv.status());
   chunk->kv = std::move(*kv);
+  if (chunk->size > 0) {
+    chunk->allocation = TakeFreeSpace(io::AlignUp(chunk->size, io::kDirectAlign));
+  }
+  if (chunk->allocation.empty()) {
+    store::ContentHasher hasher(store::kBlockBytes);
+    hasher.Update(bytes);
+    chunk->id = hasher.Finish(&chunk->sums);
+    return chunk;
+  }
+  // Written before the id is known: new content (the common case) then costs max(hash, write)
+  // rather than their sum. Content already stored costs a write that is thrown away.
+  store::ContentHasher hasher(store::kBlockBytes);
+  KDN_RETURN_IF_ERROR(WriteAllocated(*chunk, source, &hasher));
+  chunk->id = hasher.Finish(&chunk->sums);
+  Result<bool> exists = ChunkExists(chunk->id);
+  if (!exists.ok() || *exists) FreeUnpublished(*chunk);  // the commit only takes a reference
+  if (!exists.ok()) return exists.status();
   return chunk;
 }
 
@@ -248,6 +258,15 @@ Result<std::vector<PhysExtent>> Store::Impl::Reserve(uint64_t bytes) {
   }
 }
 
+std::vector<PhysExtent> Store::Impl::TakeFreeSpace(uint64_t bytes) {
+  const uint64_t cap = capacity.load();
+  std::lock_guard lock(alloc_mu);
+  alloc.Reclaim(epochs.OldestActive());
+  if ((cap != 0 && alloc.live_bytes() + bytes > cap) || alloc.free_bytes() < bytes) return {};
+  Result<std::vector<PhysExtent>> got = alloc.Allocate(bytes);
+  return got.ok() ? std::move(*got) : std::vector<PhysExtent>();
+}
+
 void Store::Impl::FreeUnpublished(PreparedChunk& chunk) {
   if (chunk.published || chunk.allocation.empty()) return;
   std::lock_guard lock(alloc_mu);
@@ -273,21 +292,27 @@ Status Store::Impl::WriteData(PreparedChunk& chunk, store::ChunkSource& source) 
     return Status::OK();
   }
   KDN_ASSIGN_OR_RETURN(chunk.allocation, Reserve(io::AlignUp(chunk.size, io::kDirectAlign)));
+  return WriteAllocated(chunk, source, nullptr);
+}
+
+Status Store::Impl::WriteAllocated(PreparedChunk& chunk, store::ChunkSource& source,
+                                   store::ContentHasher* hasher) {
   ChunkLayout layout;
-  layout.id = chunk.id;
+  layout.id = chunk.id;  // zero while it is being hashed: only error messages use it
   layout.size = chunk.size;
   layout.extents = store::ExtentsFor(chunk.allocation, chunk.size);
   Status s;
   {
     Result<store::EnginePool::Lease> engine = engines->Acquire();
-    s = engine.ok()
-            ? store::WriteChunk(**engine, segments, layout, source, shape, &chunk.written_fds)
-            : engine.status();
+    s = engine.ok() ? store::WriteChunk(**engine, segments, layout, source, shape,
+                                        &chunk.written_fds, hasher)
+                    : engine.status();
   }
   if (!s.ok()) {
     ++counters.errors;
     FreeUnpublished(chunk);
-    return s.WithContext("writing chunk " + chunk.id.ToHex());
+    return s.WithContext(hasher ? std::string("writing a new chunk")
+                                : "writing chunk " + chunk.id.ToHex());
   }
   chunk.written = true;
   return Status::OK();
@@ -542,8 +567,8 @@ Status Vanished(bool* flag) {
 }  // namespace
 
 Result<ChunkId> Store::Put(std::span<const std::byte> bytes, const PutOptions& options) {
-  KDN_ASSIGN_OR_RETURN(std::unique_ptr<PreparedChunk> chunk, impl_->PrepareMemory(bytes));
   store::MemoryChunkSource source(bytes);
+  KDN_ASSIGN_OR_RETURN(std::unique_ptr<PreparedChunk> chunk, impl_->PrepareMemory(bytes, source));
   bool dedup = false;
   KDN_RETURN_IF_ERROR(impl_->StoreAndCommit(
       *chunk, source, false, [&](Db& db, TxnEffects& fx, bool* vanished) -> Status {

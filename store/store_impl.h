@@ -147,10 +147,17 @@ struct Store::Impl {
 
   // ---- store_chunks.cc
   Result<std::shared_ptr<const store::ChunkLayout>> LoadLayout(const ChunkId& id);
-  Result<std::unique_ptr<store::PreparedChunk>> PrepareMemory(std::span<const std::byte> bytes);
+  // Hashes and checks `bytes`. When free space is at hand it also writes them there, hashing each
+  // piece while the ones before it are on their way to the disk (hashing is then off the put's
+  // critical path), and frees that space again if the id turns out to be stored already.
+  Result<std::unique_ptr<store::PreparedChunk>> PrepareMemory(std::span<const std::byte> bytes,
+                                                              store::ChunkSource& source);
   Result<std::unique_ptr<store::PreparedChunk>> PrepareFile(int fd, const std::string& path);
   // Writes the chunk's bytes to newly reserved space (not yet synced: the commit does that).
   Status WriteData(store::PreparedChunk& chunk, store::ChunkSource& source);
+  // Writes them to chunk.allocation (freed on failure), feeding `hasher` when given.
+  Status WriteAllocated(store::PreparedChunk& chunk, store::ChunkSource& source,
+                        store::ContentHasher* hasher);
   Result<bool> ChunkExists(const ChunkId& id);
   // Publishes (or references) a prepared chunk inside a transaction. False when the chunk is not
   // stored and `chunk` was not written (it vanished since we looked): write it and retry.
@@ -165,6 +172,9 @@ struct Store::Impl {
   Status StoreAndCommit(store::PreparedChunk& chunk, store::ChunkSource& source, bool lock_opens,
                         Commit&& commit);
   Result<std::vector<store::PhysExtent>> Reserve(uint64_t bytes);
+  // Space already free in the segments, within the capacity: no eviction, no new segment (so that
+  // content that turns out to be stored already never costs either). Empty when there is none.
+  std::vector<store::PhysExtent> TakeFreeSpace(uint64_t bytes);
   void FreeUnpublished(store::PreparedChunk& chunk);
   // Caches the layout of a chunk this thread published (skipped if any chunk was deleted since
   // `generation`, which might have been this one).

@@ -21,6 +21,7 @@ class CapacityTest : public ::testing::Test {
     StoreOptions o;
     o.capacity_bytes = capacity;
     o.segment_bytes = kChunk * 2;
+    if (io_bytes_ != 0) o.io_bytes = io_bytes_;
     o.on_evict = [this](const std::vector<EvictedName>& names) {
       for (const auto& n : names) evicted_.push_back(n.name);
     };
@@ -39,6 +40,7 @@ class CapacityTest : public ::testing::Test {
 
   test::TempDir dir_{"kdn-cap"};
   std::unique_ptr<Store> store_;
+  uint32_t io_bytes_ = 0;  // StoreOptions::io_bytes when not 0
   std::vector<std::string> evicted_;
 };
 
@@ -145,7 +147,11 @@ TEST_F(CapacityTest, CapacityCanChangeAtOpen) {
 
 class FaultTest : public CapacityTest {
  protected:
-  void SetUp() override { Open(64 * kChunk); }
+  // Several write requests per chunk, so that a put can fail after some of its writes succeeded.
+  void SetUp() override {
+    io_bytes_ = 64 * 1024;
+    Open(64 * kChunk);
+  }
 };
 
 TEST_F(FaultTest, DiskErrorsOnWriteLeaveNothingVisible) {

@@ -3,6 +3,8 @@
 #include <sys/stat.h>
 
 #include "iouring/aligned_buffer.h"
+#include "store/chunk_id.h"
+#include "store/chunk_layout.h"
 #include "store_test_util.h"
 
 namespace kdn {
@@ -55,6 +57,31 @@ TEST_F(ChunkTest, PartialReadsAtAnyOffsetAndAlignment) {
     ASSERT_EQ(*n, want) << "off " << off << " len " << len;
     ASSERT_EQ(std::memcmp(out.data(), bytes.data() + std::min<size_t>(off, bytes.size()), want), 0)
         << "off " << off << " len " << len << " shift " << shift;
+  }
+}
+
+// Puts hash while they write, in pieces of whatever size the writes take: the id and the block
+// sums must be those of the whole content.
+TEST(ContentHasher, PiecesOfAnySizeGiveTheWholeContentsHashes) {
+  auto rng = test::Rng(5);
+  for (size_t size : {size_t{0}, size_t{1}, size_t{4096}, size_t{store::kBlockBytes},
+                      size_t{store::kBlockBytes} * 3, size_t{1000003}}) {
+    auto bytes = RandomBytes(size, size);
+    store::ContentHasher hasher(store::kBlockBytes);
+    for (size_t off = 0; off < size;) {
+      size_t n = std::min<size_t>(size - off, 1 + rng() % (3 * store::kBlockBytes / 2));
+      hasher.Update(std::span<const std::byte>(bytes).subspan(off, n));
+      off += n;
+    }
+    std::vector<uint64_t> sums;
+    EXPECT_EQ(hasher.Finish(&sums), store::HashChunk(bytes)) << size;
+    ASSERT_EQ(sums.size(), (size + store::kBlockBytes - 1) / store::kBlockBytes) << size;
+    for (size_t b = 0; b < sums.size(); ++b) {
+      size_t at = b * store::kBlockBytes;
+      EXPECT_EQ(sums[b], store::BlockSum(std::span<const std::byte>(bytes).subspan(
+                             at, std::min<size_t>(store::kBlockBytes, size - at))))
+          << size << " block " << b;
+    }
   }
 }
 
