@@ -17,8 +17,8 @@
 //   background requests and enough threads, so that a sequential read keeps the disk's queue
 //   full.
 // - Requests are served by SessionLoop (session_loop.h), not libfuse's multi-threaded loop: one
-//   thread receives, answers a FLUSH with nothing staged itself and hands every other request to
-//   the pool. A single client's open/read/close loop then costs 13.9 us instead of 15-34 us.
+//   thread receives, answers a FLUSH with nothing staged itself and queues every other request
+//   for the pool (see session_loop.h for what it changes and what it does not).
 #define FUSE_USE_VERSION 312  // 3.12: the loop config of fuse_loop_cfg_create()
 #include "fs/kdnfs/fuse_adapter.h"
 

@@ -107,6 +107,10 @@ Result<int> SessionLoop::Serve() {
   }
   cv_.notify_all();
   for (auto& t : threads) t.join();
+  for (void* mem : free_) std::free(mem);
+  free_.clear();
+  for (const Request& r : queue_) std::free(r.mem);  // left by an unmount: nobody to answer
+  queue_.clear();
 
   for (int i = 0; i < 3; ++i) ::sigaction(kSignals[i], &old_actions[i], nullptr);
   ::sigaction(SIGPIPE, &old_pipe, nullptr);
@@ -125,13 +129,17 @@ void SessionLoop::HandOff() {
   t_receiving = false;
   std::lock_guard lock(mu_);
   receiving_ = false;
+  WakeOneLocked();
+}
+
+void SessionLoop::WakeOneLocked() {
   if (ending_) return;
   if (idle_ > 0) {
     cv_.notify_one();
   } else if (threads_.size() < options_.max_threads) {
     StartThreadLocked();
   }
-  // Otherwise every thread is busy: the first to finish receives (libfuse's limit, too).
+  // Otherwise every thread is busy: the first to finish takes the work (libfuse's limit, too).
 }
 
 void SessionLoop::End(int error) {
@@ -176,38 +184,67 @@ bool SessionLoop::Receive(fuse_buf& buf, std::chrono::steady_clock::time_point s
 
 void SessionLoop::Worker() {
   t_loop = this;
-  fuse_buf buf;
-  std::memset(&buf, 0, sizeof(buf));  // libfuse allocates buf.mem on the first receive
+  fuse_buf buf;  // this thread's receive buffer; libfuse allocates buf.mem on first use
+  std::memset(&buf, 0, sizeof(buf));
   std::unique_lock lock(mu_);
   for (;;) {
     ++idle_;
-    cv_.wait(lock, [this] { return ending_ || !receiving_; });
+    cv_.wait(lock, [this] { return ending_ || !queue_.empty() || !receiving_; });
     --idle_;
+    if (!queue_.empty()) {
+      Request r = queue_.front();
+      queue_.pop_front();
+      lock.unlock();
+      fuse_buf work;
+      std::memset(&work, 0, sizeof(work));
+      work.mem = r.mem;
+      work.size = r.size;
+      fuse_session_process_buf(session_, &work);
+      lock.lock();
+      free_.push_back(r.mem);
+      continue;
+    }
     if (ending_) break;
     receiving_ = true;
     lock.unlock();
-
-    t_receiving = true;
-    auto spin_until = std::chrono::steady_clock::now() + options_.spin;
-    while (t_receiving) {
-      if (!Receive(buf, spin_until)) {
-        t_receiving = false;
-        std::lock_guard end_lock(mu_);
-        receiving_ = false;
-        ending_ = true;
-        break;
-      }
-      bool quick = options_.answers_inline && buf.size >= sizeof(fuse_in_header) &&
-                   options_.answers_inline(*static_cast<const fuse_in_header*>(buf.mem));
-      if (!quick) HandOff();
-      fuse_session_process_buf(session_, &buf);
-      spin_until = std::chrono::steady_clock::now() + options_.spin;
-    }
+    ReceiveLoop(buf);
     lock.lock();
   }
   lock.unlock();
   t_loop = nullptr;
   std::free(buf.mem);
+}
+
+void SessionLoop::ReceiveLoop(fuse_buf& buf) {
+  t_receiving = true;
+  auto spin_until = std::chrono::steady_clock::now() + options_.spin;
+  while (t_receiving) {
+    if (!Receive(buf, spin_until)) {
+      t_receiving = false;
+      std::lock_guard lock(mu_);
+      receiving_ = false;
+      ending_ = true;
+      cv_.notify_all();
+      return;
+    }
+    bool quick = options_.answers_inline && buf.size >= sizeof(fuse_in_header) &&
+                 options_.answers_inline(*static_cast<const fuse_in_header*>(buf.mem));
+    if (quick) {
+      fuse_session_process_buf(session_, &buf);  // may hand receiving off (BeforeBlocking)
+    } else {
+      // Queued with its buffer; the receiver goes on with a free one, so that requests that
+      // arrive together (readahead READs) are picked up at once and processed in parallel.
+      std::lock_guard lock(mu_);
+      queue_.push_back(Request{buf.mem, buf.size});
+      std::memset(&buf, 0, sizeof(buf));
+      if (!free_.empty()) {
+        buf.mem = free_.back();
+        free_.pop_back();
+      }
+      WakeOneLocked();
+    }
+    spin_until = std::chrono::steady_clock::now() + options_.spin;
+  }
 }
 
 }  // namespace kdn::fs

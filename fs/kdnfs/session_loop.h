@@ -9,9 +9,10 @@
 // - A request the receiver may answer at once (Options::answers_inline: it never waits for the
 //   disk or the kernel) is answered by the receiver itself, which then receives the next one: a
 //   single client's close() -> FLUSH round trips stay on one warm thread.
-// - Any other request is processed after the receiver hands receiving to an idle thread (started
-//   when none is idle, up to Options::max_threads), so slow requests run in parallel and one
-//   waiting for the kernel (a page lock held by a READ in flight) never stops the loop.
+// - Any other request is queued, with its buffer, for an idle thread (started when none is idle,
+//   up to Options::max_threads), and the receiver goes on receiving: requests that arrive
+//   together (readahead READs) are processed in parallel, and one waiting for the kernel (a page
+//   lock held by a READ in flight) never stops the loop.
 // - A handler that finds out late that it must block (an inline FLUSH that has to commit) calls
 //   BeforeBlocking(), which hands receiving off the same way.
 // - After a request the receiver may poll /dev/fuse without sleeping for Options::spin (bounded:
@@ -24,7 +25,9 @@
 
 #include <chrono>
 #include <condition_variable>
+#include <cstddef>
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <mutex>
 #include <thread>
@@ -65,7 +68,11 @@ class SessionLoop {
   bool Receive(::fuse_buf& buf, std::chrono::steady_clock::time_point spin_until);
   // The calling thread stops receiving; an idle thread (or a new one) starts.
   void HandOff();
+  // Wakes an idle thread, or starts one (up to max_threads).
+  void WakeOneLocked();
   void StartThreadLocked();
+  // The receiver's loop: until the thread hands receiving off or the loop ends.
+  void ReceiveLoop(::fuse_buf& buf);
   void End(int error);
 
   fuse_session* const session_;
@@ -76,8 +83,14 @@ class SessionLoop {
   std::mutex mu_;
   std::condition_variable cv_;
   bool receiving_ = false;  // a thread is the receiver
+  struct Request {
+    void* mem;  // malloc'ed by libfuse, of the session's buffer size
+    size_t size;
+  };
+  std::deque<Request> queue_;  // received, waiting for a thread
+  std::vector<void*> free_;    // buffers of processed requests, for the receiver
   bool ending_ = false;
-  unsigned idle_ = 0;  // threads waiting to become the receiver
+  unsigned idle_ = 0;  // threads waiting for work or to become the receiver
   int error_ = 0;      // errno that ended the loop, 0 when unmounted or signalled
   std::vector<std::thread> threads_;
 };
