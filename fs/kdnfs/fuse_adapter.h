@@ -28,8 +28,8 @@ struct FuseOptions {
   uint64_t readahead_bytes = uint64_t{16} << 20;
   unsigned max_threads = 64;  // worker threads serving requests
   // How long the receiving thread keeps polling /dev/fuse after a request before it sleeps
-  // (see session_loop.h).
-  std::chrono::microseconds spin{0};
+  // (see session_loop.h): a close's FLUSH then needs no wakeup of the daemon.
+  std::chrono::microseconds spin{50};
   // Mounted read-only ("ro" among fuse_options): nothing is ever written, so FLUSH answers ENOSYS
   // and the kernel stops sending it. A close then costs no round trip (see fuse_adapter.cc).
   bool read_only = false;

@@ -62,7 +62,7 @@ void PrintUsage(FILE* out) {
                "  readahead=SIZE     kernel readahead of the mount (default 16M)\n"
                "  threads=N          request threads (default 64)\n"
                "  spin=US            after a request, poll for the next one this long before\n"
-               "                     sleeping (default 0)\n"
+               "                     sleeping; 0 never polls (default 50)\n"
                "  io_engine=KIND     auto, io_uring or psync (default auto)\n"
                "  sync=full|none     none skips every sync: scratch stores only (default full)\n"
                "\n"

@@ -217,7 +217,7 @@ void SessionLoop::Worker() {
 
 void SessionLoop::ReceiveLoop(fuse_buf& buf) {
   t_receiving = true;
-  auto spin_until = std::chrono::steady_clock::now() + options_.spin;
+  auto spin_until = std::chrono::steady_clock::time_point{};
   while (t_receiving) {
     if (!Receive(buf, spin_until)) {
       t_receiving = false;
@@ -231,6 +231,10 @@ void SessionLoop::ReceiveLoop(fuse_buf& buf) {
                  options_.answers_inline(*static_cast<const fuse_in_header*>(buf.mem));
     if (quick) {
       fuse_session_process_buf(session_, &buf);  // may hand receiving off (BeforeBlocking)
+      // A client waited for that answer and may well send the next request at once (a loop of
+      // open, read, close). After a queued request the receiver does not spin: it would take a
+      // CPU from the threads doing the work (a cold read's READs).
+      spin_until = std::chrono::steady_clock::now() + options_.spin;
     } else {
       // Queued with its buffer; the receiver goes on with a free one, so that requests that
       // arrive together (readahead READs) are picked up at once and processed in parallel.
@@ -242,8 +246,8 @@ void SessionLoop::ReceiveLoop(fuse_buf& buf) {
         free_.pop_back();
       }
       WakeOneLocked();
+      spin_until = std::chrono::steady_clock::time_point{};
     }
-    spin_until = std::chrono::steady_clock::now() + options_.spin;
   }
 }
 

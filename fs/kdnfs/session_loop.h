@@ -15,8 +15,10 @@
 //   lock held by a READ in flight) never stops the loop.
 // - A handler that finds out late that it must block (an inline FLUSH that has to commit) calls
 //   BeforeBlocking(), which hands receiving off the same way.
-// - After a request the receiver may poll /dev/fuse without sleeping for Options::spin (bounded:
-//   an idle daemon sleeps in poll(2) and uses no CPU).
+// - After a request it answered itself, the receiver polls /dev/fuse without sleeping for
+//   Options::spin, so that a client's next close needs no wakeup of the daemon (bounded: an idle
+//   daemon sleeps in poll(2) and uses no CPU; no spinning after queued requests, whose threads
+//   need the CPUs).
 //
 // SIGINT, SIGTERM and SIGHUP end the loop (after the requests being processed are answered), as
 // does unmounting. Uses libfuse's public session API only.
