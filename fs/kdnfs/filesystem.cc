@@ -567,6 +567,7 @@ Status Filesystem::Flush(const Caller& caller, Ino ino) {
   if (ControlFiles::IsControl(ino)) return Status::OK();
   std::shared_ptr<StagedFile> file = StagedOf(ino);
   if (!file) return Status::OK();
+  if (blocking_hook_ != nullptr) blocking_hook_();
   std::unique_lock lock(file->mutex());
   if (file->retired() || !IsWriter(*file, caller)) return Status::OK();
   return Commit(ino, StagedLock{std::move(file), std::move(lock)}, "close");
@@ -577,6 +578,7 @@ Status Filesystem::Fsync(const Caller& caller, Ino ino) {
   if (ControlFiles::IsControl(ino)) return Status::OK();
   std::shared_ptr<StagedFile> file = StagedOf(ino);
   if (!file) return Status::OK();
+  if (blocking_hook_ != nullptr) blocking_hook_();
   std::unique_lock lock(file->mutex());
   if (file->retired()) return Status::OK();
   return Commit(ino, StagedLock{std::move(file), std::move(lock)}, "fsync");

@@ -102,6 +102,10 @@ class Filesystem {
   // Both optional; set before the first request. Without Processes, /proc is asked.
   void SetKernelCache(KernelCache* cache) { kernel_cache_ = cache; }
   void SetProcesses(Processes* processes);
+  // Optional; set before the first request. Called on the request's thread before a close or
+  // fsync waits for staged content (its lock, the disk, the kernel): the FUSE loop answers a
+  // close with nothing staged on its receiving thread, and must hand receiving off first.
+  void SetBlockingHook(void (*hook)()) { blocking_hook_ = hook; }
 
   Store& store() { return *store_; }
   const FsCounters& counters() const { return counters_; }
@@ -211,6 +215,7 @@ class Filesystem {
   std::unique_ptr<Store> store_;
   std::unique_ptr<ControlFiles> control_;
   std::atomic<KernelCache*> kernel_cache_{nullptr};
+  void (*blocking_hook_)() = nullptr;
   std::unique_ptr<Processes> own_processes_;
   Processes* processes_ = nullptr;
   FsCounters counters_;

@@ -16,11 +16,15 @@
 // - 1 MiB reads and writes; a large kernel readahead window (set on the mount's bdi), many
 //   background requests and enough threads, so that a sequential read keeps the disk's queue
 //   full.
+// - Requests are served by SessionLoop (session_loop.h), not libfuse's multi-threaded loop: one
+//   thread receives, answers a FLUSH with nothing staged itself and queues every other request
+//   for the pool (see session_loop.h for what it changes and what it does not).
 #define FUSE_USE_VERSION 312  // 3.12: the loop config of fuse_loop_cfg_create()
 #include "fs/kdnfs/fuse_adapter.h"
 
 #include <fcntl.h>
 #include <fuse_lowlevel.h>
+#include <linux/fuse.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <sys/types.h>
@@ -35,6 +39,7 @@
 
 #include "fs/kdnfs/log.h"
 #include "fs/kdnfs/mount_util.h"
+#include "fs/kdnfs/session_loop.h"
 
 namespace kdn::fs {
 namespace {
@@ -523,18 +528,17 @@ void FuseAdapter::Initialized() {
 }
 
 Status FuseAdapter::Run() {
-  if (fuse_set_signal_handlers(session_) != 0) {
-    return Status::Internal("cannot install signal handlers");
-  }
   notifier_ = std::thread([this] { NotifierLoop(); });
   sweeper_ = std::thread([this] { SweeperLoop(); });
 
-  fuse_loop_config* config = fuse_loop_cfg_create();
-  fuse_loop_cfg_set_max_threads(config, options_.max_threads);
-  // Idle workers stay: starting a thread per request burst costs more than the request.
-  fuse_loop_cfg_set_idle_threads(config, options_.max_threads);
-  int rc = fuse_session_loop_mt(session_, config);
-  fuse_loop_cfg_destroy(config);
+  SessionLoop::Options loop;
+  loop.max_threads = options_.max_threads;
+  loop.spin = options_.spin;
+  // A close of a file with nothing staged is answered from memory (Filesystem::Flush calls the
+  // blocking hook before anything slower), so the receiving thread answers it itself.
+  loop.answers_inline = [](const fuse_in_header& h) { return h.opcode == FUSE_FLUSH; };
+  fs_->SetBlockingHook(&SessionLoop::BeforeBlocking);
+  auto ended = SessionLoop::Run(session_, loop);
 
   {
     std::lock_guard lock(mu_);
@@ -543,12 +547,11 @@ Status FuseAdapter::Run() {
   cv_.notify_all();
   notifier_.join();
   sweeper_.join();
-  fuse_remove_signal_handlers(session_);
   fuse_session_unmount(session_);
   mounted_ = false;
-  // libfuse reports the signal that ended the loop as a positive number: a clean exit.
-  if (rc < 0) return Status::IOError("the FUSE session ended with an error", -rc);
-  if (rc > 0) KDN_LOG_INFO("signal %d: unmounting", rc);
+  if (!ended.ok())
+    return Status::IOError("the FUSE session ended with an error: " + ended.status().ToString());
+  if (*ended > 0) KDN_LOG_INFO("signal %d: unmounting", *ended);
   return Status::OK();
 }
 

@@ -2,6 +2,7 @@
 #ifndef KDN_FS_KDNFS_FUSE_ADAPTER_H_
 #define KDN_FS_KDNFS_FUSE_ADAPTER_H_
 
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
@@ -26,6 +27,9 @@ struct FuseOptions {
   // kernel keeps in flight for a sequential reader.
   uint64_t readahead_bytes = uint64_t{16} << 20;
   unsigned max_threads = 64;  // worker threads serving requests
+  // How long the receiving thread keeps polling /dev/fuse after a request before it sleeps
+  // (see session_loop.h): a close's FLUSH then needs no wakeup of the daemon.
+  std::chrono::microseconds spin{50};
   // Mounted read-only ("ro" among fuse_options): nothing is ever written, so FLUSH answers ENOSYS
   // and the kernel stops sending it. A close then costs no round trip (see fuse_adapter.cc).
   bool read_only = false;

@@ -61,6 +61,8 @@ void PrintUsage(FILE* out) {
                "                     Default: the recorded limit (none for a new store)\n"
                "  readahead=SIZE     kernel readahead of the mount (default 16M)\n"
                "  threads=N          request threads (default 64)\n"
+               "  spin=US            after a request, poll for the next one this long before\n"
+               "                     sleeping; 0 never polls (default 50)\n"
                "  io_engine=KIND     auto, io_uring or psync (default auto)\n"
                "  sync=full|none     none skips every sync: scratch stores only (default full)\n"
                "\n"
@@ -87,6 +89,10 @@ Status ParseKdnOption(std::string_view opt, CommandLine& cl, bool& ours) {
     int n = std::atoi(std::string(value("threads")).c_str());
     if (n < 1 || n > 1024) return Status::InvalidArgument("threads must be 1..1024");
     cl.fuse.max_threads = static_cast<unsigned>(n);
+  } else if (is("spin")) {
+    int us = std::atoi(std::string(value("spin")).c_str());
+    if (us < 0 || us > 100000) return Status::InvalidArgument("spin must be 0..100000 (us)");
+    cl.fuse.spin = std::chrono::microseconds(us);
   } else if (is("io_engine")) {
     std::string_view v = value("io_engine");
     if (v == "auto")

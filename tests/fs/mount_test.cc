@@ -667,6 +667,43 @@ TEST(KdnfsMount, SignalsUnmountCleanlyAndStaleMountsAreCleared) {
   EXPECT_EQ(Out("grep -c ' " + m.mnt() + " ' /proc/self/mountinfo"), "1");
 }
 
+// CPU time (user + system, in clock ticks) the process has used so far.
+long CpuTicks(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+  std::string stat((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  // Fields after the command name, which is in parentheses and may hold spaces.
+  std::istringstream rest(stat.substr(stat.rfind(')') + 2));
+  std::string field;
+  long utime = 0, stime = 0;
+  for (int i = 3; i <= 15 && rest >> field; ++i) {
+    if (i == 14) utime = std::stol(field);
+    if (i == 15) stime = std::stol(field);
+  }
+  return utime + stime;
+}
+
+// With spin=, the receiving thread polls /dev/fuse after each request, but only for a bounded
+// time: everything still works (a close that commits is handed to another thread), and an idle
+// daemon goes back to sleep instead of burning a CPU.
+TEST(KdnfsMount, SpinningReceiverWorksAndSleepsWhenIdle) {
+  REQUIRE_FUSE();
+  KdnfsMount m;
+  ASSERT_TRUE(m.Start({"spin=2000"}));
+  auto kv = MakeKv(64, 5);
+  SH_OK("mkdir " + m.path("set"));
+  ASSERT_TRUE(WriteWholeFile(m.path("set/a.kv"), kv));
+  for (int i = 0; i < 50; ++i) EXPECT_EQ(ReadWholeFile(m.path("set/a.kv")), kv);
+  EXPECT_FALSE(WriteWholeFile(m.path("set/a.kv"), CorruptKv(kv))) << "close() refuses it";
+  EXPECT_EQ(ReadWholeFile(m.path("set/a.kv")), kv);
+
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  long before = CpuTicks(m.pid());
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  long used = CpuTicks(m.pid()) - before;
+  // A receiver that never stopped spinning would use the whole half second (~50 ticks).
+  EXPECT_LE(used, 5) << "ticks of CPU used by an idle daemon";
+}
+
 // A read-only mount serves everything and changes nothing; closing a file costs no FLUSH.
 TEST(KdnfsMount, ReadOnlyMount) {
   REQUIRE_FUSE();
