@@ -28,7 +28,7 @@ std::string BlockReader::BlockName(uint32_t layer, KvKind kind) {
 Result<std::unique_ptr<BlockReader>> BlockReader::Open(const std::string& path) {
   std::unique_ptr<BlockReader> r(new BlockReader());
   r->path_ = path;
-  KDN_ASSIGN_OR_RETURN(r->file_, FileSource::Open(path));
+  KDN_ASSIGN_OR_RETURN(r->file_, OpenFileSource(path));
   const uint64_t size = r->file_->size();
 
   std::vector<std::byte> fixed(std::min<uint64_t>(size, kKvFixedHeaderBytes));

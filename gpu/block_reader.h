@@ -18,7 +18,6 @@
 #include <vector>
 
 #include "gpu/extent_source.h"
-#include "gpu/file_source.h"
 #include "kdn/format.h"
 #include "kdn/status.h"
 
@@ -51,7 +50,7 @@ class BlockReader {
   void DisableFastPath(const Status& why) const;
 
   std::string path_;
-  std::unique_ptr<FileSource> file_;
+  std::unique_ptr<ByteSource> file_;  // the file itself, read with pread
   std::unique_ptr<ExtentSource> extents_;
   mutable std::atomic<bool> fast_path_{false};
   mutable std::atomic<bool> noted_{false};

@@ -10,8 +10,6 @@
 #include <charconv>
 #include <map>
 
-#include "gpu/file_source.h"
-
 namespace kdn::gpu {
 namespace {
 
@@ -128,14 +126,16 @@ Result<std::unique_ptr<ExtentSource>> ExtentSource::Open(ExtentList list) {
   std::vector<uint64_t> seg_size;
   for (const std::string& path : src->list_.segments) {
     Segment seg;
-    seg.fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-    if (seg.fd < 0) return Status::FromErrno("segment " + path, errno);
-    src->fds_.push_back(seg);  // owned from here on
+    seg.fd = OpenFd(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (!seg.fd.valid()) return Status::FromErrno("segment " + path, errno);
     struct stat st;
-    if (::fstat(seg.fd, &st) != 0) return Status::FromErrno("segment " + path + ": fstat", errno);
+    if (::fstat(seg.fd.get(), &st) != 0) {
+      return Status::FromErrno("segment " + path + ": fstat", errno);
+    }
     if (!S_ISREG(st.st_mode)) return Bad("segment " + path + " is not a regular file");
     seg_size.push_back(static_cast<uint64_t>(st.st_size));
-    src->fds_.back().direct_fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_DIRECT);
+    seg.direct_fd = OpenFd(path.c_str(), O_RDONLY | O_CLOEXEC | O_DIRECT);
+    src->fds_.push_back(std::move(seg));
   }
   for (const Extent& e : src->list_.extents) {
     const uint64_t size = seg_size[e.segment];
@@ -147,13 +147,6 @@ Result<std::unique_ptr<ExtentSource>> ExtentSource::Open(ExtentList list) {
   return src;
 }
 
-ExtentSource::~ExtentSource() {
-  for (const Segment& s : fds_) {
-    if (s.fd >= 0) ::close(s.fd);
-    if (s.direct_fd >= 0) ::close(s.direct_fd);
-  }
-}
-
 Status ExtentSource::ReadPiece(const Extent& e, uint64_t in_extent,
                                std::span<std::byte> out) const {
   const Segment& seg = fds_[e.segment];
@@ -161,12 +154,12 @@ Status ExtentSource::ReadPiece(const Extent& e, uint64_t in_extent,
   const std::string& name = list_.segments[e.segment];
   const bool aligned = at % kAlign == 0 && out.size() % kAlign == 0 &&
                        reinterpret_cast<uintptr_t>(out.data()) % kAlign == 0;
-  if (aligned && seg.direct_fd >= 0) {
-    Status s = PreadFull(seg.direct_fd, at, out, "segment " + name);
+  if (aligned && seg.direct_fd.valid()) {
+    Status s = PreadFull(seg.direct_fd.get(), at, out, "segment " + name);
     // Some filesystems accept O_DIRECT at open and refuse the read: the buffered path is correct.
     if (s.ok() || s.sys_errno() != EINVAL) return s;
   }
-  return PreadFull(seg.fd, at, out, "segment " + name);
+  return PreadFull(seg.fd.get(), at, out, "segment " + name);
 }
 
 Status ExtentSource::ReadAt(uint64_t offset, std::span<std::byte> out) const {

@@ -19,6 +19,7 @@
 
 #include "kdn/format.h"
 #include "kdn/status.h"
+#include "store/format/file_io.h"
 
 namespace kdn::gpu {
 
@@ -49,17 +50,14 @@ class ExtentSource final : public ByteSource {
  public:
   // Opens every segment file and checks that each extent lies inside it.
   static Result<std::unique_ptr<ExtentSource>> Open(ExtentList list);
-  ~ExtentSource() override;
-  ExtentSource(const ExtentSource&) = delete;
-  ExtentSource& operator=(const ExtentSource&) = delete;
 
   uint64_t size() const override { return list_.file_bytes; }
   Status ReadAt(uint64_t offset, std::span<std::byte> out) const override;
 
  private:
   struct Segment {
-    int fd = -1;         // buffered
-    int direct_fd = -1;  // O_DIRECT, or -1 when the filesystem refuses it
+    UniqueFd fd;         // buffered
+    UniqueFd direct_fd;  // O_DIRECT; invalid when the filesystem refuses it
   };
   explicit ExtentSource(ExtentList list) : list_(std::move(list)) {}
   Status ReadPiece(const Extent& e, uint64_t in_extent, std::span<std::byte> out) const;

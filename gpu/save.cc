@@ -7,6 +7,8 @@
 #include <cstdio>
 #include <vector>
 
+#include "store/format/file_io.h"
+
 namespace kdn::gpu {
 namespace {
 
@@ -23,12 +25,9 @@ Status SyncDirectoryOf(const std::string& path) {
   const size_t slash = path.rfind('/');
   const std::string dir =
       slash == std::string::npos ? "." : (slash == 0 ? "/" : path.substr(0, slash));
-  const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0) return Status::FromErrno(dir + ": open", errno);
-  const int rc = ::fsync(fd);
-  const int err = errno;
-  ::close(fd);
-  if (rc != 0) return Status::FromErrno(dir + ": fsync", err);
+  UniqueFd fd = OpenFd(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (!fd.valid()) return Status::FromErrno(dir + ": open", errno);
+  if (::fsync(fd.get()) != 0) return Status::FromErrno(dir + ": fsync", errno);
   return Status::OK();
 }
 

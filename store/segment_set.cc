@@ -38,19 +38,14 @@ uint32_t ParseSegmentName(const char* name) {
 
 }  // namespace
 
-SegmentSet::~SegmentSet() {
-  for (const SegmentInfo& s : segments_) ::close(s.fd);
-  if (dir_fd_ >= 0) ::close(dir_fd_);
-}
-
 Status SegmentSet::Open(const std::string& seg_dir) {
   dir_ = seg_dir;
   if (::mkdir(dir_.c_str(), 0755) != 0 && errno != EEXIST) {
     return Status::FromErrno("creating " + dir_, errno);
   }
-  dir_fd_ = ::open(dir_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dir_fd_ < 0) return Status::FromErrno("opening " + dir_, errno);
-  DIR* d = ::fdopendir(::dup(dir_fd_));
+  dir_fd_ = OpenFd(dir_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (!dir_fd_.valid()) return Status::FromErrno("opening " + dir_, errno);
+  DIR* d = ::fdopendir(::dup(dir_fd_.get()));
   if (d == nullptr) return Status::FromErrno("listing " + dir_, errno);
   std::vector<uint32_t> ids;
   while (dirent* e = ::readdir(d)) {
@@ -61,23 +56,20 @@ Status SegmentSet::Open(const std::string& seg_dir) {
   std::unique_lock lock(mu_);
   for (uint32_t id : ids) {
     std::string p = path(id);
-    int fd = ::open(p.c_str(), O_RDWR | O_DIRECT | O_CLOEXEC);
-    if (fd < 0) return Status::FromErrno("opening segment " + p, errno);
+    UniqueFd fd = OpenFd(p.c_str(), O_RDWR | O_DIRECT | O_CLOEXEC);
+    if (!fd.valid()) return Status::FromErrno("opening segment " + p, errno);
     struct stat st;
-    if (::fstat(fd, &st) != 0) {
-      int err = errno;
-      ::close(fd);
-      return Status::FromErrno("stat of segment " + p, err);
-    }
+    if (::fstat(fd.get(), &st) != 0) return Status::FromErrno("stat of segment " + p, errno);
     uint64_t bytes = io::AlignDown(static_cast<uint64_t>(st.st_size), io::kDirectAlign);
     next_id_ = std::max(next_id_, id + 1);
     if (bytes == 0) {
       // Its creation was cut short before any space was allocated: nothing can live in it.
-      ::close(fd);
-      ::unlinkat(dir_fd_, SegmentName(id).c_str(), 0);
+      fd.reset();
+      ::unlinkat(dir_fd_.get(), SegmentName(id).c_str(), 0);
       continue;
     }
-    segments_.push_back(SegmentInfo{id, bytes, fd});
+    segments_.push_back(SegmentInfo{id, bytes, fd.get()});
+    segment_fds_.push_back(std::move(fd));
   }
   return Status::OK();
 }
@@ -86,23 +78,24 @@ Result<SegmentInfo> SegmentSet::Create(uint64_t bytes) {
   std::unique_lock lock(mu_);
   uint32_t id = next_id_++;
   std::string p = dir_ + "/" + SegmentName(id);
-  int fd = ::open(p.c_str(), O_RDWR | O_CREAT | O_EXCL | O_DIRECT | O_CLOEXEC, 0644);
-  if (fd < 0) return Status::FromErrno("creating segment " + p, errno);
+  UniqueFd fd = OpenFd(p.c_str(), O_RDWR | O_CREAT | O_EXCL | O_DIRECT | O_CLOEXEC, 0644);
+  if (!fd.valid()) return Status::FromErrno("creating segment " + p, errno);
   // Allocated now, so that writing a chunk never runs out of disk halfway and its blocks lie
   // together; the file size is the segment size.
   int rc;
   do {
-    rc = ::posix_fallocate(fd, 0, static_cast<off_t>(bytes));
+    rc = ::posix_fallocate(fd.get(), 0, static_cast<off_t>(bytes));
   } while (rc == EINTR);
-  if (rc == 0 && ::fsync(fd) != 0) rc = errno;
-  if (rc == 0 && ::fsync(dir_fd_) != 0) rc = errno;
+  if (rc == 0 && ::fsync(fd.get()) != 0) rc = errno;
+  if (rc == 0 && ::fsync(dir_fd_.get()) != 0) rc = errno;
   if (rc != 0) {
-    ::close(fd);
-    ::unlinkat(dir_fd_, SegmentName(id).c_str(), 0);
+    fd.reset();
+    ::unlinkat(dir_fd_.get(), SegmentName(id).c_str(), 0);
     return Status::FromErrno("allocating segment " + p, rc);
   }
-  SegmentInfo info{id, bytes, fd};
+  SegmentInfo info{id, bytes, fd.get()};
   segments_.push_back(info);
+  segment_fds_.push_back(std::move(fd));
   return info;
 }
 

@@ -11,19 +11,19 @@
 #include <vector>
 
 #include "kdn/status.h"
+#include "store/format/file_io.h"
 
 namespace kdn::store {
 
 struct SegmentInfo {
   uint32_t id = 0;
   uint64_t bytes = 0;
-  int fd = -1;
+  int fd = -1;  // owned by the SegmentSet, open for its lifetime
 };
 
 class SegmentSet {
  public:
   SegmentSet() = default;
-  ~SegmentSet();
   SegmentSet(const SegmentSet&) = delete;
   SegmentSet& operator=(const SegmentSet&) = delete;
 
@@ -43,9 +43,10 @@ class SegmentSet {
  private:
   const SegmentInfo* Find(uint32_t id) const;  // under mu_
   std::string dir_;
-  int dir_fd_ = -1;
+  UniqueFd dir_fd_;
   mutable std::shared_mutex mu_;
   std::vector<SegmentInfo> segments_;  // sorted by id
+  std::vector<UniqueFd> segment_fds_;  // what segments_[i].fd borrows
   uint32_t next_id_ = 1;
 };
 

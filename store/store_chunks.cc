@@ -45,20 +45,6 @@ Status KvRefused(const Status& s) {
   return s;
 }
 
-class Fd {
- public:
-  explicit Fd(int fd) : fd_(fd) {}
-  ~Fd() {
-    if (fd_ >= 0) ::close(fd_);
-  }
-  Fd(const Fd&) = delete;
-  Fd& operator=(const Fd&) = delete;
-  int get() const { return fd_; }
-
- private:
-  int fd_;
-};
-
 // A chunk's bytes through the store, for the format library's reader (verification).
 class ChunkByteSource final : public ByteSource {
  public:
@@ -585,8 +571,8 @@ Result<ChunkId> Store::Put(std::span<const std::byte> bytes, const PutOptions& o
 }
 
 Result<ChunkId> Store::PutFile(const std::string& staged_path, const PutOptions& options) {
-  Fd fd(::open(staged_path.c_str(), O_RDONLY | O_CLOEXEC));
-  if (fd.get() < 0) return Status::FromErrno("opening " + staged_path, errno);
+  UniqueFd fd = OpenFd(staged_path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (!fd.valid()) return Status::FromErrno("opening " + staged_path, errno);
   KDN_ASSIGN_OR_RETURN(std::unique_ptr<PreparedChunk> chunk,
                        impl_->PrepareFile(fd.get(), staged_path));
   store::FileChunkSource source(fd.get(), chunk->size, staged_path);

@@ -29,6 +29,7 @@
 #include "store/db_pool.h"
 #include "store/engine_pool.h"
 #include "store/extent_allocator.h"
+#include "store/format/file_io.h"
 #include "store/kv_content.h"
 #include "store/latency_histogram.h"
 #include "store/read_epochs.h"
@@ -80,7 +81,7 @@ struct Store::Impl {
   StoreOptions options;
   bool sync_full = true;
   store::IoShape shape;
-  int lock_fd = -1;
+  UniqueFd lock_fd;
 
   std::mutex write_mu;
   std::unique_ptr<store::Db> writer;

@@ -796,14 +796,11 @@ Status Store::Impl::SetContent(Db& db, Ino ino, PreparedChunk* chunk, const Chun
 
 Result<InodeAttr> Store::CommitFileContent(Ino ino, const std::string& staged_path,
                                            const CommitOptions& options) {
-  int fd = ::open(staged_path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return Status::FromErrno("opening " + staged_path, errno);
-  struct Closer {
-    int fd;
-    ~Closer() { ::close(fd); }
-  } closer{fd};
-  KDN_ASSIGN_OR_RETURN(std::unique_ptr<PreparedChunk> chunk, impl_->PrepareFile(fd, staged_path));
-  store::FileChunkSource source(fd, chunk->size, staged_path);
+  UniqueFd fd = OpenFd(staged_path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (!fd.valid()) return Status::FromErrno("opening " + staged_path, errno);
+  KDN_ASSIGN_OR_RETURN(std::unique_ptr<PreparedChunk> chunk,
+                       impl_->PrepareFile(fd.get(), staged_path));
+  store::FileChunkSource source(fd.get(), chunk->size, staged_path);
   InodeAttr out;
   KDN_RETURN_IF_ERROR(impl_->StoreAndCommit(
       *chunk, source, false, [&](Db& db, TxnEffects& fx, bool* vanished) -> Status {

@@ -47,15 +47,14 @@ Result<bool> HasForeignEntries(const std::string& dir) {
   return foreign;
 }
 
-Status TakeLock(const std::string& dir, int* fd_out) {
+Status TakeLock(const std::string& dir, UniqueFd* fd_out) {
   std::string path = dir + "/LOCK";
-  int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-  if (fd < 0) return Status::FromErrno("opening " + path, errno);
-  if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+  UniqueFd fd = OpenFd(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (!fd.valid()) return Status::FromErrno("opening " + path, errno);
+  if (::flock(fd.get(), LOCK_EX | LOCK_NB) != 0) {
     int err = errno;
     char pid[32] = {};
-    ssize_t n = ::pread(fd, pid, sizeof(pid) - 1, 0);
-    ::close(fd);
+    ssize_t n = ::pread(fd.get(), pid, sizeof(pid) - 1, 0);
     if (err == EWOULDBLOCK) {
       std::string holder = n > 0 ? std::string(pid, static_cast<size_t>(n)) : std::string("?");
       while (!holder.empty() && (holder.back() == '\n' || holder.back() == ' ')) holder.pop_back();
@@ -65,10 +64,10 @@ Status TakeLock(const std::string& dir, int* fd_out) {
     return Status::FromErrno("locking " + path, err);
   }
   std::string me = std::to_string(::getpid()) + "\n";
-  if (::ftruncate(fd, 0) == 0) {
-    (void)!::pwrite(fd, me.data(), me.size(), 0);
+  if (::ftruncate(fd.get(), 0) == 0) {
+    (void)!::pwrite(fd.get(), me.data(), me.size(), 0);
   }
-  *fd_out = fd;
+  *fd_out = std::move(fd);
   return Status::OK();
 }
 
@@ -89,7 +88,7 @@ Store::Impl::~Impl() {
   engines.reset();  // rings and their registered descriptors go before the segments close
   readers.reset();
   writer.reset();
-  if (lock_fd >= 0) ::close(lock_fd);
+  lock_fd.reset();  // last: the store stays locked until everything above is closed
 }
 
 Result<std::unique_ptr<Store>> Store::Open(const std::string& dir, const StoreOptions& options) {

@@ -11,6 +11,7 @@
 #include "fs/kdnctl/args.h"
 #include "fs/kdnctl/commands.h"
 #include "kdn/format.h"
+#include "store/format/file_io.h"
 
 namespace kdnctl {
 
@@ -29,24 +30,12 @@ constexpr OptionSpec kOptions[] = {
     {"layer", 0, true}, {"kv", 0, true}, {"dtype", 0, true}, {"output", 'o', true}};
 
 kdn::Status WriteOut(const std::string& path, const std::vector<std::byte>& bytes) {
-  const bool to_stdout = path == "-";
-  const int fd = to_stdout ? STDOUT_FILENO
-                           : ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) return kdn::Status::FromErrno("create " + path, errno);
-  size_t done = 0;
-  kdn::Status st;
-  while (done < bytes.size()) {
-    const ssize_t n = ::write(fd, bytes.data() + done, bytes.size() - done);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      st = kdn::Status::FromErrno("write " + path, errno);
-      break;
-    }
-    done += static_cast<size_t>(n);
-  }
-  if (!to_stdout && ::close(fd) != 0 && st.ok())
-    st = kdn::Status::FromErrno("close " + path, errno);
-  return st;
+  if (path == "-") return kdn::WriteFull(STDOUT_FILENO, bytes, "standard output");
+  kdn::UniqueFd fd = kdn::OpenFd(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (!fd.valid()) return kdn::Status::FromErrno("create " + path, errno);
+  kdn::Status st = kdn::WriteFull(fd.get(), bytes, path);
+  kdn::Status closed = fd.Close(path);
+  return st.ok() ? closed : st;
 }
 
 }  // namespace

@@ -8,6 +8,7 @@
 #include <string>
 
 #include "kdn/format.h"
+#include "store/format/file_io.h"
 
 namespace kdn {
 
@@ -15,11 +16,8 @@ namespace {
 
 class FileSource final : public ByteSource {
  public:
-  FileSource(int fd, uint64_t size, std::string path)
-      : fd_(fd), size_(size), path_(std::move(path)) {}
-  ~FileSource() override { ::close(fd_); }
-  FileSource(const FileSource&) = delete;
-  FileSource& operator=(const FileSource&) = delete;
+  FileSource(UniqueFd fd, uint64_t size, std::string path)
+      : fd_(std::move(fd)), size_(size), path_(std::move(path)) {}
 
   uint64_t size() const override { return size_; }
 
@@ -29,27 +27,11 @@ class FileSource final : public ByteSource {
                                 " bytes at offset " + std::to_string(offset) +
                                 " is beyond the end (" + std::to_string(size_) + " bytes)");
     }
-    size_t done = 0;
-    while (done < out.size()) {
-      const ssize_t n =
-          ::pread(fd_, out.data() + done, out.size() - done, static_cast<off_t>(offset + done));
-      if (n < 0) {
-        if (errno == EINTR) continue;
-        return Status::FromErrno(path_ + ": read at offset " + std::to_string(offset + done),
-                                 errno);
-      }
-      if (n == 0) {
-        return Status::IOError(path_ + ": short read at offset " + std::to_string(offset + done) +
-                               ": got " + std::to_string(done) + " of " +
-                               std::to_string(out.size()) + " bytes (file shrank?)");
-      }
-      done += static_cast<size_t>(n);
-    }
-    return Status::OK();
+    return PreadFull(fd_.get(), offset, out, path_);
   }
 
  private:
-  int fd_;
+  UniqueFd fd_;
   uint64_t size_;
   std::string path_;
 };
@@ -75,23 +57,13 @@ class MemoryByteSource final : public ByteSource {
 }  // namespace
 
 Result<std::unique_ptr<ByteSource>> OpenFileSource(const std::string& path) {
-  int fd;
-  do {
-    fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  } while (fd < 0 && errno == EINTR);
-  if (fd < 0) return Status::FromErrno("open " + path, errno);
+  UniqueFd fd = OpenFd(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (!fd.valid()) return Status::FromErrno("open " + path, errno);
   struct stat st;
-  if (::fstat(fd, &st) != 0) {
-    const int err = errno;
-    ::close(fd);
-    return Status::FromErrno("stat " + path, err);
-  }
-  if (!S_ISREG(st.st_mode)) {
-    ::close(fd);
-    return Status::InvalidArgument(path + ": not a regular file");
-  }
+  if (::fstat(fd.get(), &st) != 0) return Status::FromErrno("stat " + path, errno);
+  if (!S_ISREG(st.st_mode)) return Status::InvalidArgument(path + ": not a regular file");
   return std::unique_ptr<ByteSource>(
-      std::make_unique<FileSource>(fd, static_cast<uint64_t>(st.st_size), path));
+      std::make_unique<FileSource>(std::move(fd), static_cast<uint64_t>(st.st_size), path));
 }
 
 std::unique_ptr<ByteSource> MemorySource(std::span<const std::byte> bytes) {

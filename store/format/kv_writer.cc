@@ -9,48 +9,12 @@
 
 #include "kdn/codec.h"
 #include "kdn/format.h"
+#include "store/format/file_io.h"
 #include "store/format/guard_alloc.h"
 #include "store/format/kv_layout.h"
 #include "store/format/limits.h"
 
 namespace kdn {
-
-namespace {
-
-class Fd {
- public:
-  explicit Fd(int fd) : fd_(fd) {}
-  ~Fd() {
-    if (fd_ >= 0) ::close(fd_);
-  }
-  Fd(const Fd&) = delete;
-  Fd& operator=(const Fd&) = delete;
-  int get() const { return fd_; }
-  int release() {
-    const int fd = fd_;
-    fd_ = -1;
-    return fd;
-  }
-
- private:
-  int fd_;
-};
-
-Status WriteAll(int fd, const void* data, size_t n, const std::string& path) {
-  const auto* p = static_cast<const char*>(data);
-  while (n > 0) {
-    const ssize_t w = ::write(fd, p, n);
-    if (w < 0) {
-      if (errno == EINTR) continue;
-      return Status::FromErrno("write " + path, errno);
-    }
-    p += w;
-    n -= static_cast<size_t>(w);
-  }
-  return Status::OK();
-}
-
-}  // namespace
 
 struct KvWriter::Impl {
   KvHeader header;
@@ -162,16 +126,14 @@ Status KvWriter::AddLayer(std::span<const std::byte> k, std::span<const std::byt
 Status KvWriter::Finish(const std::string& path, bool sync) {
   return GuardAlloc("KvWriter", [&]() -> Status {
     KDN_RETURN_IF_ERROR(impl_->Ready());  // before touching the file
-    int raw_fd;
-    do {
-      raw_fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    } while (raw_fd < 0 && errno == EINTR);
-    if (raw_fd < 0) return Status::FromErrno("create " + path, errno);
-    Fd fd(raw_fd);
-    Status st =
-        impl_->Emit([&](const void* p, size_t n) { return WriteAll(fd.get(), p, n, path); });
+    UniqueFd fd = OpenFd(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (!fd.valid()) return Status::FromErrno("create " + path, errno);
+    Status st = impl_->Emit([&](const void* p, size_t n) {
+      return WriteFull(fd.get(), {static_cast<const std::byte*>(p), n}, path);
+    });
     if (st.ok() && sync && ::fsync(fd.get()) != 0) st = Status::FromErrno("fsync " + path, errno);
-    if (::close(fd.release()) != 0 && st.ok()) st = Status::FromErrno("close " + path, errno);
+    Status closed = fd.Close(path);
+    if (st.ok()) st = closed;
     if (!st.ok()) ::unlink(path.c_str());  // never leave a partial file that looks like a cache
     return st;
   });
