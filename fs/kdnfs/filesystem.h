@@ -148,6 +148,8 @@ class Filesystem {
                        std::span<const std::byte> data);
   // close(): commits the staged content when `caller` (its thread or its process) wrote it.
   Status Flush(const Caller& caller, Ino ino);
+  // Whether `ino` has staged content: a Flush of it may commit (wait for the disk).
+  bool HasStaged(Ino ino) { return StagedOf(ino) != nullptr; }
   // fsync(): commits the staged content, whoever wrote it.
   Status Fsync(const Caller& caller, Ino ino);
   // Commits staged content left without writers (see Options::idle_commit). Called periodically.

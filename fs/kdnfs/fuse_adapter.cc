@@ -18,7 +18,8 @@
 //   full.
 // - Requests are served by SessionLoop (session_loop.h), not libfuse's multi-threaded loop: one
 //   thread receives, answers a FLUSH with nothing staged itself and queues every other request
-//   for the pool (see session_loop.h for what it changes and what it does not).
+//   for the pool (see session_loop.h for what it changes and what it does not). Where the kernel
+//   offers FUSE over io_uring, requests come from per-CPU queues instead (fuse_uring.h).
 #define FUSE_USE_VERSION 312  // 3.12: the loop config of fuse_loop_cfg_create()
 #include "fs/kdnfs/fuse_adapter.h"
 
@@ -536,7 +537,12 @@ Status FuseAdapter::Run() {
   loop.spin = options_.spin;
   // A close of a file with nothing staged is answered from memory (Filesystem::Flush calls the
   // blocking hook before anything slower), so the receiving thread answers it itself.
-  loop.answers_inline = [](const fuse_in_header& h) { return h.opcode == FUSE_FLUSH; };
+  // An io_uring queue thread cannot hand its work off, so there only a FLUSH of a file with
+  // nothing staged (no commit to wait for) is answered inline.
+  loop.answers_inline = [fs = fs_](const fuse_in_header& h) {
+    return h.opcode == FUSE_FLUSH && !fs->HasStaged(h.nodeid);
+  };
+  loop.io_uring = options_.io_uring;
   fs_->SetBlockingHook(&SessionLoop::BeforeBlocking);
   auto ended = SessionLoop::Run(session_, loop);
 

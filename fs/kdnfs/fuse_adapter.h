@@ -33,6 +33,8 @@ struct FuseOptions {
   // Mounted read-only ("ro" among fuse_options): nothing is ever written, so FLUSH answers ENOSYS
   // and the kernel stops sending it. A close then costs no round trip (see fuse_adapter.cc).
   bool read_only = false;
+  // Serve requests from per-CPU io_uring queues when the kernel offers them (fuse_uring.h).
+  bool io_uring = true;
 };
 
 class FuseAdapter : public KernelCache {

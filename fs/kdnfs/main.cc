@@ -64,6 +64,9 @@ void PrintUsage(FILE* out) {
                "  spin=US            after a request, poll for the next one this long before\n"
                "                     sleeping; 0 never polls (default 50)\n"
                "  io_engine=KIND     auto, io_uring or psync (default auto)\n"
+               "  fuse_uring=on|off  take requests from per-CPU io_uring queues when the\n"
+               "                     kernel offers them (Linux 6.14+ with the fuse module's\n"
+               "                     enable_uring=Y); off: /dev/fuse only (default on)\n"
                "  sync=full|none     none skips every sync: scratch stores only (default full)\n"
                "\n"
                "Other -o options go to FUSE and the kernel, e.g. ro (read-only: closing a\n"
@@ -93,6 +96,10 @@ Status ParseKdnOption(std::string_view opt, CommandLine& cl, bool& ours) {
     int us = std::atoi(std::string(value("spin")).c_str());
     if (us < 0 || us > 100000) return Status::InvalidArgument("spin must be 0..100000 (us)");
     cl.fuse.spin = std::chrono::microseconds(us);
+  } else if (is("fuse_uring")) {
+    std::string_view v = value("fuse_uring");
+    if (v != "on" && v != "off") return Status::InvalidArgument("fuse_uring must be on or off");
+    cl.fuse.io_uring = v == "on";
   } else if (is("io_engine")) {
     std::string_view v = value("io_engine");
     if (v == "auto")

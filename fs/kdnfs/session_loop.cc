@@ -7,6 +7,7 @@
 #include <fuse_lowlevel.h>
 #include <linux/fuse.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
@@ -20,6 +21,7 @@
 #include <immintrin.h>
 #endif
 
+#include "fs/kdnfs/fuse_uring.h"
 #include "fs/kdnfs/log.h"
 
 namespace kdn::fs {
@@ -53,7 +55,12 @@ constexpr int kSignals[] = {SIGINT, SIGTERM, SIGHUP};
 }  // namespace
 
 SessionLoop::SessionLoop(fuse_session* session, const Options& options)
-    : session_(session), options_(options) {}
+    : session_(session), options_(options) {
+  CPU_ZERO(&cpus_);
+  if (::sched_getaffinity(0, sizeof(cpus_), &cpus_) != 0) {
+    for (int cpu = 0; cpu < CPU_SETSIZE; ++cpu) CPU_SET(cpu, &cpus_);
+  }
+}
 
 SessionLoop::~SessionLoop() {
   if (wake_fd_ >= 0) ::close(wake_fd_);
@@ -90,6 +97,20 @@ Result<int> SessionLoop::Serve() {
   sa.sa_handler = SIG_IGN;  // a reply to a client that went away must not kill the daemon
   ::sigaction(SIGPIPE, &sa, &old_pipe);
 
+  // Installed before the first request (INIT) is read: INIT is where io_uring is agreed on.
+  std::unique_ptr<FuseUring> uring;
+  if (options_.io_uring) {
+    FuseUring::Hooks hooks;
+    hooks.answers_inline = options_.answers_inline;
+    hooks.enqueue = [this](void* mem, size_t size) { Enqueue(mem, size); };
+    hooks.fail = [this](int error) { End(error); };
+    auto installed = FuseUring::Install(session_, std::move(hooks));
+    if (installed.ok()) {
+      uring = std::move(*installed);
+    } else {
+      KDN_LOG_INFO("FUSE over io_uring not used: %s", installed.status().ToString().c_str());
+    }
+  }
   {
     std::lock_guard lock(mu_);
     StartThreadLocked();
@@ -107,9 +128,13 @@ Result<int> SessionLoop::Serve() {
   }
   cv_.notify_all();
   for (auto& t : threads) t.join();
+  // After the workers: their last answers go through the io_uring queues.
+  uring.reset();
   for (void* mem : free_) std::free(mem);
   free_.clear();
-  for (const Request& r : queue_) std::free(r.mem);  // left by an unmount: nobody to answer
+  for (const Request& r : queue_) {  // left by an unmount: nobody to answer
+    if (r.owned) std::free(r.mem);
+  }
   queue_.clear();
 
   for (int i = 0; i < 3; ++i) ::sigaction(kSignals[i], &old_actions[i], nullptr);
@@ -183,6 +208,9 @@ bool SessionLoop::Receive(fuse_buf& buf, std::chrono::steady_clock::time_point s
 }
 
 void SessionLoop::Worker() {
+  // An io_uring queue thread (pinned to its CPU) may have started this one.
+  (void)::sched_setaffinity(0, sizeof(cpus_), &cpus_);
+  pthread_setname_np(pthread_self(), "kdnfs");
   t_loop = this;
   fuse_buf buf;  // this thread's receive buffer; libfuse allocates buf.mem on first use
   std::memset(&buf, 0, sizeof(buf));
@@ -201,7 +229,7 @@ void SessionLoop::Worker() {
       work.size = r.size;
       fuse_session_process_buf(session_, &work);
       lock.lock();
-      free_.push_back(r.mem);
+      if (r.owned) free_.push_back(r.mem);
       continue;
     }
     if (ending_) break;
@@ -213,6 +241,12 @@ void SessionLoop::Worker() {
   lock.unlock();
   t_loop = nullptr;
   std::free(buf.mem);
+}
+
+void SessionLoop::Enqueue(void* mem, size_t size) {
+  std::lock_guard lock(mu_);
+  queue_.push_back(Request{mem, size, false});
+  WakeOneLocked();
 }
 
 void SessionLoop::ReceiveLoop(fuse_buf& buf) {
@@ -239,7 +273,7 @@ void SessionLoop::ReceiveLoop(fuse_buf& buf) {
       // Queued with its buffer; the receiver goes on with a free one, so that requests that
       // arrive together (readahead READs) are picked up at once and processed in parallel.
       std::lock_guard lock(mu_);
-      queue_.push_back(Request{buf.mem, buf.size});
+      queue_.push_back(Request{buf.mem, buf.size, true});
       std::memset(&buf, 0, sizeof(buf));
       if (!free_.empty()) {
         buf.mem = free_.back();

@@ -25,6 +25,8 @@
 #ifndef KDN_FS_KDNFS_SESSION_LOOP_H_
 #define KDN_FS_KDNFS_SESSION_LOOP_H_
 
+#include <sched.h>
+
 #include <chrono>
 #include <condition_variable>
 #include <cstddef>
@@ -48,8 +50,11 @@ class SessionLoop {
   struct Options {
     unsigned max_threads = 64;
     std::chrono::microseconds spin{0};
-    // Whether the receiver answers this request itself (see above). Null: none.
+    // Whether the receiver answers this request itself (see above). Null: none. With
+    // io_uring, the queue threads answer the same requests themselves.
     std::function<bool(const fuse_in_header& header)> answers_inline;
+    // Take requests from per-CPU io_uring queues when the kernel offers them (fuse_uring.h).
+    bool io_uring = true;
   };
 
   // Serves `session` (mounted) until it is unmounted or a signal ends it. Returns the signal that
@@ -75,6 +80,8 @@ class SessionLoop {
   void StartThreadLocked();
   // The receiver's loop: until the thread hands receiving off or the loop ends.
   void ReceiveLoop(::fuse_buf& buf);
+  // A request from an io_uring queue, for the pool.
+  void Enqueue(void* mem, size_t size);
   void End(int error);
 
   fuse_session* const session_;
@@ -86,8 +93,9 @@ class SessionLoop {
   std::condition_variable cv_;
   bool receiving_ = false;  // a thread is the receiver
   struct Request {
-    void* mem;  // malloc'ed by libfuse, of the session's buffer size
+    void* mem;  // malloc'ed by libfuse, of the session's buffer size, or an io_uring entry's
     size_t size;
+    bool owned;  // mem is the loop's (to reuse), not an io_uring entry's
   };
   std::deque<Request> queue_;  // received, waiting for a thread
   std::vector<void*> free_;    // buffers of processed requests, for the receiver
@@ -95,6 +103,7 @@ class SessionLoop {
   unsigned idle_ = 0;  // threads waiting for work or to become the receiver
   int error_ = 0;      // errno that ended the loop, 0 when unmounted or signalled
   std::vector<std::thread> threads_;
+  cpu_set_t cpus_;  // the process's CPUs: a worker started by a pinned queue thread gets them back
 };
 
 }  // namespace kdn::fs

@@ -175,6 +175,46 @@ inline bool WaitFor(pid_t pid, std::chrono::milliseconds timeout, int* status) {
 
 inline constexpr long kFuseSuperMagic = 0x65735546;
 
+// ---- FUSE over io_uring ------------------------------------------------------------------------
+
+// The mount tests run twice: as they are, with kdnfs told to stay on /dev/fuse (-o
+// fuse_uring=off), and as "uring.*" with KDN_TEST_FUSE_URING=1, where every mount must be
+// served through FUSE over io_uring (fs/kdnfs/fuse_uring.h).
+inline bool FuseUringMode() {
+  const char* v = std::getenv("KDN_TEST_FUSE_URING");
+  return v != nullptr && std::strcmp(v, "1") == 0;
+}
+
+inline constexpr char kEnableUringParam[] = "/sys/module/fuse/parameters/enable_uring";
+
+// The fuse module offers io_uring only with enable_uring=Y (off by default). It is switched on
+// and left on: the tests run in parallel, and it changes nothing for servers that do not ask.
+inline bool EnableFuseUring() {
+  {
+    std::ofstream out(kEnableUringParam);
+    if (out) out << "Y\n";
+  }
+  std::ifstream in(kEnableUringParam);
+  std::string v;
+  return static_cast<bool>(in >> v) && v == "Y";
+}
+
+inline size_t CountOf(const std::string& text, const std::string& what) {
+  size_t n = 0;
+  for (size_t at = text.find(what); at != std::string::npos; at = text.find(what, at + 1)) ++n;
+  return n;
+}
+
+// In the uring copy of a test: skips (with the reason) where the kernel has no FUSE over
+// io_uring (Linux 6.14+ built with CONFIG_FUSE_IO_URING); the machine cannot run it then.
+#define KDN_REQUIRE_FUSE_URING_IF_ASKED()                                       \
+  do {                                                                          \
+    if (::kdn::test::FuseUringMode() && !::kdn::test::EnableFuseUring()) {      \
+      GTEST_SKIP() << "skipped: this kernel has no FUSE over io_uring ("        \
+                   << ::kdn::test::kEnableUringParam << " cannot be set to Y)"; \
+    }                                                                           \
+  } while (0)
+
 // ---- the mount -------------------------------------------------------------------------------
 
 class KdnfsMount {
@@ -203,7 +243,10 @@ class KdnfsMount {
 
   // Starts `kdnfs -f` and waits until the mount answers.
   ::testing::AssertionResult Start(std::vector<std::string> extra = {}) {
-    std::vector<std::string> argv = {KDNFS_PATH, "-f"};
+    std::vector<std::string> argv = {KDNFS_PATH, "-f", "-o",
+                                     FuseUringMode() ? "fuse_uring=on" : "fuse_uring=off"};
+    const char* kUringLine = "FUSE over io_uring:";
+    size_t uring_starts = CountOf(log(), kUringLine);
     for (const auto& o : options_) argv.insert(argv.end(), {"-o", o});
     for (const auto& o : extra) argv.insert(argv.end(), {"-o", o});
     argv.push_back(store_);
@@ -226,7 +269,13 @@ class KdnfsMount {
       struct statfs sf;
       if (IsMounted(mountpoint_) && ::statfs(mountpoint_.c_str(), &sf) == 0 &&
           sf.f_type == kFuseSuperMagic) {
-        return ::testing::AssertionSuccess();
+        if (!FuseUringMode()) return ::testing::AssertionSuccess();
+        // The daemon logs it right after its INIT reply, which the statfs above came after.
+        for (int i = 0; i < 100 && CountOf(log(), kUringLine) == uring_starts; ++i) {
+          std::this_thread::sleep_for(std::chrono::milliseconds(20));
+        }
+        if (CountOf(log(), kUringLine) > uring_starts) return ::testing::AssertionSuccess();
+        return ::testing::AssertionFailure() << "kdnfs did not use FUSE over io_uring:\n" << log();
       }
       std::this_thread::sleep_for(std::chrono::milliseconds(20));
     }

@@ -32,7 +32,9 @@ bool FuseAvailable() {
   return ::access("/dev/fuse", R_OK | W_OK) == 0;
 }
 
-#define REQUIRE_FUSE() KDN_REQUIRE_OR_SKIP(FuseAvailable(), "/dev/fuse is not usable here")
+#define REQUIRE_FUSE()                                                  \
+  KDN_REQUIRE_OR_SKIP(FuseAvailable(), "/dev/fuse is not usable here"); \
+  KDN_REQUIRE_FUSE_URING_IF_ASKED()
 #define REQUIRE_ROOT() KDN_REQUIRE_OR_SKIP(::geteuid() == 0, "needs root (setuid to another user)")
 
 // Runs a shell command and fails the test with its output unless it succeeds.
@@ -749,6 +751,10 @@ TEST(KdnfsMount, RunsInTheBackgroundUntilUnmounted) {
   // A bad command line is refused before anything is mounted.
   EXPECT_EQ(
       Sh(std::string(KDNFS_PATH) + " -o capacity=lots " + dir / "store" + " " + dir / "mnt").status,
+      2);
+  EXPECT_EQ(
+      Sh(std::string(KDNFS_PATH) + " -o fuse_uring=maybe " + dir / "store" + " " + dir / "mnt")
+          .status,
       2);
   EXPECT_FALSE(IsMounted(dir / "mnt"));
 }
