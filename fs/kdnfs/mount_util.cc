@@ -97,8 +97,12 @@ std::optional<MountEntry> FindMount(const std::string& mount_point) {
 
 Result<bool> ClearStaleMount(const std::string& mount_point) {
   // statfs always reaches the daemon (stat may be answered from attributes the kernel cached).
+  // A dead daemon's connection answers ENOTCONN, or ECONNABORTED while the kernel is still
+  // tearing down its io_uring queues (a request that reached a queue is aborted).
   struct statfs sf;
-  if (::statfs(mount_point.c_str(), &sf) == 0 || errno != ENOTCONN) return false;
+  if (::statfs(mount_point.c_str(), &sf) == 0 || (errno != ENOTCONN && errno != ECONNABORTED)) {
+    return false;
+  }
   if (::geteuid() == 0) {
     if (::umount2(mount_point.c_str(), MNT_DETACH) != 0) {
       return Status::FromErrno("detach stale mount " + mount_point, errno);

@@ -529,7 +529,9 @@ TEST(KdnfsMount, KillDuringCopyLosesNoFinishedFile) {
   EXPECT_NE(WEXITSTATUS(status), 0) << "the copy should have failed with the daemon gone";
   struct statfs sf;
   EXPECT_EQ(::statfs(m.mnt().c_str(), &sf), -1);
-  EXPECT_EQ(errno, ENOTCONN);
+  // ECONNABORTED: a request that reached a dead daemon's io_uring queue before the kernel had
+  // torn the queues down.
+  EXPECT_TRUE(errno == ENOTCONN || errno == ECONNABORTED) << std::strerror(errno);
 
   ASSERT_TRUE(m.Start()) << "restart on the stale mountpoint";
   EXPECT_NE(m.log().find("stale mount"), std::string::npos);
