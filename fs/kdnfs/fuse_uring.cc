@@ -21,6 +21,7 @@
 #include <thread>
 
 #include "fs/kdnfs/log.h"
+#include "iouring/aligned_buffer.h"
 #include "store/format/file_io.h"
 
 namespace kdn::fs {
@@ -58,15 +59,11 @@ static_assert(sizeof(RingCmdReq) <= 80, "fits a 128-byte SQE's command area");
 constexpr unsigned kQueueDepth = 16;
 // Room before the payload for the request's header and op struct, so that the request is one
 // contiguous buffer as libfuse expects; a page keeps the payload aligned for O_DIRECT.
-constexpr size_t kPrefix = 4096;
+constexpr size_t kPrefix = io::kDirectAlign;
 constexpr size_t kPage = 4096;
 
 // libfuse calls the I/O functions with the filesystem's userdata, not ours.
 std::atomic<FuseUring*> g_uring{nullptr};
-
-struct FreeDeleter {
-  void operator()(void* p) const { std::free(p); }
-};
 
 // CPUs the kernel may run a caller on ("0-3,8"), hence queues it expects: num_possible_cpus().
 unsigned PossibleCpus() {
@@ -98,8 +95,9 @@ unsigned PossibleCpus() {
 // One request slot the kernel fills: a header page and a payload buffer, registered once.
 struct FuseUring::Entry {
   Queue* queue = nullptr;
-  std::unique_ptr<RingReqHeader, FreeDeleter> header;
-  std::unique_ptr<std::byte, FreeDeleter> area;  // kPrefix bytes, then the payload
+  io::AlignedBuffer header_page;  // a RingReqHeader
+  io::AlignedBuffer area;         // kPrefix bytes, then the payload
+  RingReqHeader* header() const { return reinterpret_cast<RingReqHeader*>(header_page.data()); }
   std::byte* payload = nullptr;
   iovec iov[2] = {};
   uint32_t last_cmd = 0;
@@ -236,13 +234,13 @@ Status FuseUring::CreateQueues(size_t payload_bytes) {
     for (unsigned i = 0; i < kQueueDepth; ++i) {
       auto entry = std::make_unique<Entry>();
       entry->queue = queue.get();
-      entry->header.reset(static_cast<RingReqHeader*>(std::aligned_alloc(kPage, kPage)));
-      entry->area.reset(static_cast<std::byte*>(
-          std::aligned_alloc(kPage, kPrefix + (payload_bytes + kPage - 1) / kPage * kPage)));
-      if (!entry->header || !entry->area) return Status::IOError("out of memory", ENOMEM);
-      std::memset(entry->header.get(), 0, kPage);
-      entry->payload = entry->area.get() + kPrefix;
-      entry->iov[0] = {entry->header.get(), sizeof(RingReqHeader)};
+      entry->header_page = io::AlignedBuffer(sizeof(RingReqHeader));  // zeroed
+      entry->area = io::AlignedBuffer(kPrefix + payload_bytes);
+      if (entry->header_page.empty() || entry->area.empty()) {
+        return Status::IOError("out of memory", ENOMEM);
+      }
+      entry->payload = entry->area.data() + kPrefix;
+      entry->iov[0] = {entry->header(), sizeof(RingReqHeader)};
       entry->iov[1] = {entry->payload, payload_bytes};
       queue->entries.push_back(std::move(entry));
     }
@@ -279,6 +277,16 @@ io_uring_sqe* NextSqe(io_uring* ring) {
 
 }  // namespace
 
+void FuseUring::Submit(Queue* queue, Entry* entry, uint32_t cmd) {
+  io_uring_sqe* sqe = NextSqe(&queue->ring);
+  entry->last_cmd = cmd;
+  PrepCommand(sqe, fd_, cmd, entry, queue->qid, cmd == kCmdRegister ? 0 : entry->commit_id);
+  if (cmd == kCmdRegister) {  // the buffers: the kernel keeps them for every later request
+    sqe->addr = reinterpret_cast<uint64_t>(entry->iov);
+    sqe->len = 2;
+  }
+}
+
 void FuseUring::QueueThread(Queue* queue) {
   t_queue_ = queue;
   pthread_setname_np(pthread_self(), ("kdnfs-ring" + std::to_string(queue->qid)).c_str());
@@ -289,13 +297,7 @@ void FuseUring::QueueThread(Queue* queue) {
   (void)::sched_setaffinity(0, sizeof(cpus), &cpus);  // a cpuset may forbid it: still correct
 
   io_uring* ring = &queue->ring;
-  for (auto& e : queue->entries) {
-    io_uring_sqe* sqe = NextSqe(ring);
-    e->last_cmd = kCmdRegister;
-    PrepCommand(sqe, fd_, kCmdRegister, e.get(), queue->qid, 0);
-    sqe->addr = reinterpret_cast<uint64_t>(e->iov);
-    sqe->len = 2;
-  }
+  for (auto& e : queue->entries) Submit(queue, e.get(), kCmdRegister);
   auto arm_wake = [&] {
     io_uring_sqe* sqe = NextSqe(ring);
     io_uring_prep_poll_add(sqe, queue->wake.get(), POLLIN);
@@ -328,10 +330,7 @@ void FuseUring::QueueThread(Queue* queue) {
           commits.swap(queue->commits);
           stopping = queue->stopping;
         }
-        for (Entry* e : commits) {
-          e->last_cmd = kCmdCommitAndFetch;
-          PrepCommand(NextSqe(ring), fd_, kCmdCommitAndFetch, e, queue->qid, e->commit_id);
-        }
+        for (Entry* e : commits) Submit(queue, e, kCmdCommitAndFetch);
         if (!stopping) arm_wake();
         continue;
       }
@@ -339,12 +338,7 @@ void FuseUring::QueueThread(Queue* queue) {
       if (cqe->res == 0) {
         Serve(queue, entry);
       } else if (cqe->res == -EAGAIN || cqe->res == -EINTR) {
-        io_uring_sqe* sqe = NextSqe(ring);
-        PrepCommand(sqe, fd_, entry->last_cmd, entry, queue->qid, entry->commit_id);
-        if (entry->last_cmd == kCmdRegister) {
-          sqe->addr = reinterpret_cast<uint64_t>(entry->iov);
-          sqe->len = 2;
-        }
+        Submit(queue, entry, entry->last_cmd);
       } else {
         // ENOTCONN: the connection ended (unmount). A refused registration turns io_uring off
         // for the connection, and the kernel goes back to /dev/fuse by itself.
@@ -363,7 +357,7 @@ void FuseUring::QueueThread(Queue* queue) {
 }
 
 void FuseUring::Serve(Queue* queue, Entry* entry) {
-  RingReqHeader* h = entry->header.get();
+  RingReqHeader* h = entry->header();
   fuse_in_header in;
   std::memcpy(&in, h->in_out, sizeof(in));
   uint32_t payload = h->ent.payload_sz;
@@ -377,9 +371,7 @@ void FuseUring::Serve(Queue* queue, Entry* entry) {
     fuse_out_header out = {sizeof(fuse_out_header), -EIO, in.unique};
     std::memcpy(h->in_out, &out, sizeof(out));
     h->ent.payload_sz = 0;
-    entry->last_cmd = kCmdCommitAndFetch;
-    PrepCommand(NextSqe(&queue->ring), fd_, kCmdCommitAndFetch, entry, queue->qid,
-                entry->commit_id);
+    Submit(queue, entry, kCmdCommitAndFetch);
     return;
   }
   std::byte* mem = entry->payload - op_size - sizeof(in);
@@ -398,10 +390,6 @@ void FuseUring::Serve(Queue* queue, Entry* entry) {
 }
 
 FuseUring::Entry* FuseUring::FindInFlight(uint64_t unique) {
-  if (t_queue_ != nullptr) {
-    for (auto& e : t_queue_->entries)
-      if (e->unique.load(std::memory_order_relaxed) == unique) return e.get();
-  }
   for (auto& q : queues_) {
     for (auto& e : q->entries)
       if (e->unique.load(std::memory_order_acquire) == unique) return e.get();
@@ -410,7 +398,7 @@ FuseUring::Entry* FuseUring::FindInFlight(uint64_t unique) {
 }
 
 ssize_t FuseUring::Reply(Entry* entry, const struct iovec* iov, int count) {
-  RingReqHeader* h = entry->header.get();
+  RingReqHeader* h = entry->header();
   ssize_t total = 0;
   size_t payload = 0;
   for (int i = 0; i < count; ++i) total += static_cast<ssize_t>(iov[i].iov_len);
@@ -438,9 +426,7 @@ ssize_t FuseUring::Reply(Entry* entry, const struct iovec* iov, int count) {
   entry->unique.store(0);
   Queue* queue = entry->queue;
   if (t_queue_ == queue) {
-    entry->last_cmd = kCmdCommitAndFetch;
-    PrepCommand(NextSqe(&queue->ring), fd_, kCmdCommitAndFetch, entry, queue->qid,
-                entry->commit_id);
+    Submit(queue, entry, kCmdCommitAndFetch);
   } else {
     {
       std::lock_guard lock(queue->mu);

@@ -79,6 +79,9 @@ class FuseUring {
   ssize_t WriteInitReply(int fd, const struct iovec* iov, int count);
   // Creates a queue per possible CPU with rings and buffers for `payload_bytes` requests.
   Status CreateQueues(size_t payload_bytes);
+  // Queues `cmd` (register, or commit the answer and fetch the next request) for `entry` on
+  // its queue's ring; only the queue's own thread calls it, and submits.
+  void Submit(Queue* queue, Entry* entry, uint32_t cmd);
   void QueueThread(Queue* queue);
   void Serve(Queue* queue, Entry* entry);
   // Commits libfuse's reply to `entry`'s request.
