@@ -688,6 +688,12 @@ Result<std::vector<Extent>> Store::Extents(const ChunkId& id) {
   return out;
 }
 
+Result<int> Store::OpenChunkForRead(const ChunkId& id) {
+  KDN_ASSIGN_OR_RETURN(bool exists, impl_->ChunkExists(id));
+  if (!exists) return NotFoundChunk(id);
+  return Status::Unsupported("chunks are stored in segment files, not one file each");
+}
+
 Status Store::Pin(const ChunkId& id) {
   return impl_->Write(false, [&](Db& db, TxnEffects&) -> Status {
     KDN_ASSIGN_OR_RETURN(Stmt q, db.Prepare("UPDATE chunks SET pins = pins + 1 WHERE id = ?"));

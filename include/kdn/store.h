@@ -298,6 +298,13 @@ class Store {
   // it.
   Status Release(const ChunkId& id);
   Result<std::vector<Extent>> Extents(const ChunkId& id);
+  // A new read-only descriptor (O_RDONLY|O_CLOEXEC|O_NOFOLLOW; the caller closes it) of a regular
+  // file that holds exactly the chunk's bytes, chunk offset N at file offset N, size = the chunk's
+  // size: what FUSE passthrough needs as a backing file. The file stays readable and unchanged
+  // for as long as the descriptor is open, even if the chunk is deleted meanwhile (it is then
+  // only unlinked). Reads through it are not checked against the block checksums (Get is).
+  // kNotFound for an unknown chunk; kUnsupported where chunks are not files of their own.
+  Result<int> OpenChunkForRead(const ChunkId& id);
   // Pinned chunks are never evicted. Pins are counted.
   Status Pin(const ChunkId& id);
   Status Unpin(const ChunkId& id);
