@@ -82,7 +82,6 @@ class FilesystemTest : public ::testing::Test {
     fs_.reset();
     StoreOptions so;
     so.sync = SyncPolicy::kNone;  // scratch store: the tests are about the logic, not durability
-    so.segment_bytes = 1u << 20;
     so.capacity_bytes = capacity;
     Filesystem::Options fo;
     fo.idle_commit = std::chrono::milliseconds(0);
@@ -457,7 +456,7 @@ TEST_F(FilesystemTest, KdnAttributesDescribeTheContent) {
   EXPECT_EQ(get("user.kdn.id"), HashBytes128(kv.data(), kv.size()).ToHex());
   EXPECT_EQ(get("user.kdn.pin"), "0");
 
-  // The extents, read straight from the segment files, are the file's bytes.
+  // The extents, read straight from the chunk file, are the file's bytes.
   std::istringstream extents(get("user.kdn.extents"));
   std::string magic, version, id;
   uint64_t total = 0;

@@ -216,7 +216,7 @@ TEST(KdnfsMount, AttributesThroughGetfattrAndSetfattr) {
   EXPECT_EQ(Out("getfattr --absolute-names --only-values -n user.kdn.id " + m.path("set/doc.kv")),
             HashBytes128(kv.data(), kv.size()).ToHex());
 
-  // user.kdn.extents: reading the segments directly gives the file's bytes.
+  // user.kdn.extents: reading the chunk file directly gives the file's bytes.
   std::istringstream ext(
       Out("getfattr --absolute-names --only-values -n user.kdn.extents " + m.path("set/doc.kv")));
   std::string magic, version, id, path;
@@ -226,7 +226,7 @@ TEST(KdnfsMount, AttributesThroughGetfattrAndSetfattr) {
   EXPECT_EQ(total, kv.size());
   std::vector<std::byte> joined;
   while (ext >> path >> offset >> length) {
-    EXPECT_EQ(path.rfind(m.store() + "/seg/", 0), 0u) << path;
+    EXPECT_EQ(path.rfind(m.store() + "/chunks/", 0), 0u) << path;
     std::ifstream seg(path, std::ios::binary);
     seg.seekg(static_cast<std::streamoff>(offset));
     std::vector<std::byte> part(length);
