@@ -1,10 +1,12 @@
-// Chunk ids: hashing, hex text and the 16-byte key form used in the database.
+// Chunk ids (SHA-256, OpenSSL's libcrypto: SHA-NI where the CPU has it) and the database's key
+// forms: hashing, hex text, keys.
 #ifndef KDN_STORE_CHUNK_ID_H_
 #define KDN_STORE_CHUNK_ID_H_
 
 #include <array>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <functional>
 #include <span>
 #include <string>
@@ -14,7 +16,7 @@
 
 namespace kdn::store {
 
-// xxh3-128, seed 0: the same function as the format library's HashBytes128.
+// SHA-256 of the bytes.
 ChunkId HashChunk(std::span<const std::byte> bytes);
 
 // Incremental form of HashChunk, for content read in pieces.
@@ -28,7 +30,7 @@ class ChunkHasher {
   ChunkId Finish();
 
  private:
-  void* state_;  // XXH3_state_t
+  void* state_;  // EVP_MD_CTX
 };
 
 // xxh3-64 of one block of stored bytes (the per-block read checksum).
@@ -54,13 +56,20 @@ class ContentHasher {
   std::vector<uint64_t> sums_;
 };
 
-// Big-endian hi then lo: byte order equals hex order, so keys sort like their text.
+// Prefix hashes and model fingerprints (xxh3-128): big-endian hi then lo, so byte order equals
+// hex order and keys sort like their text. Chunk ids are stored as their 32 bytes.
 using IdKey = std::array<std::byte, 16>;
 IdKey ToKey(const Hash128& id);
 bool FromKey(std::span<const std::byte> key, Hash128* id);
+bool FromKey(std::span<const std::byte> key, ChunkId* id);
 
 struct IdHasher {
   size_t operator()(const Hash128& id) const { return static_cast<size_t>(id.lo ^ (id.hi * 31)); }
+  size_t operator()(const ChunkId& id) const {
+    size_t h;  // a cryptographic hash: any 8 of its bytes are well mixed
+    std::memcpy(&h, id.bytes.data(), sizeof(h));
+    return h;
+  }
 };
 
 }  // namespace kdn::store

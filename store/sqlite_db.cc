@@ -46,6 +46,10 @@ Stmt& Stmt::BindId(int idx, const Hash128& id) {
   return BindBlob(idx, key);
 }
 
+Stmt& Stmt::BindId(int idx, const ChunkId& id) {
+  return BindBlob(idx, std::as_bytes(std::span(id.bytes)));
+}
+
 Stmt& Stmt::BindNull(int idx) {
   int rc = sqlite3_bind_null(stmt_, idx);
   if (rc != SQLITE_OK && bind_rc_ == 0) bind_rc_ = rc;
@@ -98,6 +102,12 @@ std::span<const std::byte> Stmt::Blob(int col) const {
 Hash128 Stmt::Id(int col) const {
   Hash128 id;
   if (!FromKey(Blob(col), &id)) return Hash128{};
+  return id;
+}
+
+ChunkId Stmt::Chunk(int col) const {
+  ChunkId id;
+  if (!FromKey(Blob(col), &id)) return ChunkId{};
   return id;
 }
 

@@ -38,6 +38,7 @@ class Stmt {
   Stmt& BindText(int idx, std::string_view text);
   Stmt& BindBlob(int idx, std::span<const std::byte> blob);
   Stmt& BindId(int idx, const Hash128& id);  // as its 16-byte key
+  Stmt& BindId(int idx, const ChunkId& id);  // as its 32 bytes
   Stmt& BindNull(int idx);
 
   // Steps once: true when a row is available, false when done.
@@ -53,6 +54,7 @@ class Stmt {
   std::string Text(int col) const;
   std::span<const std::byte> Blob(int col) const;  // valid until the next Step or reset
   Hash128 Id(int col) const;                       // zero for NULL or a malformed key
+  ChunkId Chunk(int col) const;                    // zero for NULL or a malformed key
 
  private:
   Db* db_;

@@ -298,7 +298,7 @@ Result<uint64_t> Store::Impl::Evict(uint64_t want_bytes) {
         while (true) {
           KDN_ASSIGN_OR_RETURN(bool row, q.Step());
           if (!row) break;
-          batch.emplace_back(q.Id(0), q.U64(1));
+          batch.emplace_back(q.Chunk(0), q.U64(1));
         }
       }
       if (batch.empty()) break;

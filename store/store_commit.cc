@@ -68,12 +68,6 @@ Status Store::Impl::Write(bool lock_opens, TxnBody body, store::PreparedChunk* c
 
 namespace {
 
-struct IdLess {
-  bool operator()(const ChunkId& a, const ChunkId& b) const {
-    return a.ToHex() < b.ToHex();
-  }
-};
-
 Status Exec(Db& db, const char* sql) {
   KDN_ASSIGN_OR_RETURN(Stmt q, db.Prepare(sql));
   return q.Run();
@@ -176,7 +170,7 @@ void Store::Impl::CommitBatch(const std::vector<WriteRequest*>& batch) {
   // again in this same transaction keeps its file; an installed file that no committed row names
   // (its change failed) goes, unless its chunk is stored (then it is that chunk's file: same
   // bytes).
-  std::set<ChunkId, IdLess> published, deleted;
+  std::set<ChunkId> published, deleted;
   for (WriteRequest* r : batch) {
     if (!r->status.ok()) continue;
     for (const store::PreparedChunk* p : r->fx.published) published.insert(p->id);

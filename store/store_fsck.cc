@@ -89,7 +89,7 @@ Result<FsckReport> Store::Fsck(const FsckOptions& options) {
       while (true) {
         KDN_ASSIGN_OR_RETURN(bool row, q.Step());
         if (!row) break;
-        rows.insert(q.Id(0).ToHex());
+        rows.insert(q.Chunk(0).ToHex());
       }
     }
     KDN_RETURN_IF_ERROR(impl_->files.List(
@@ -111,7 +111,7 @@ Result<FsckReport> Store::Fsck(const FsckOptions& options) {
       while (true) {
         KDN_ASSIGN_OR_RETURN(bool row, q.Step());
         if (!row) break;
-        inode_refs[q.Id(0)] = {q.Int(1), q.Int(2)};
+        inode_refs[q.Chunk(0)] = {q.Int(1), q.Int(2)};
       }
     }
     std::unordered_map<ChunkId, int64_t, store::IdHasher> kv_prefixes;  // n_prefix of kv_meta
@@ -120,7 +120,7 @@ Result<FsckReport> Store::Fsck(const FsckOptions& options) {
       while (true) {
         KDN_ASSIGN_OR_RETURN(bool row, q.Step());
         if (!row) break;
-        kv_prefixes[q.Id(0)] = q.Int(1);
+        kv_prefixes[q.Chunk(0)] = q.Int(1);
       }
     }
     std::unordered_map<ChunkId, int64_t, store::IdHasher> prefix_rows;
@@ -130,7 +130,7 @@ Result<FsckReport> Store::Fsck(const FsckOptions& options) {
       while (true) {
         KDN_ASSIGN_OR_RETURN(bool row, q.Step());
         if (!row) break;
-        prefix_rows[q.Id(0)] = q.Int(1);
+        prefix_rows[q.Chunk(0)] = q.Int(1);
       }
     }
 
@@ -142,7 +142,7 @@ Result<FsckReport> Store::Fsck(const FsckOptions& options) {
       while (true) {
         KDN_ASSIGN_OR_RETURN(bool row, q.Step());
         if (!row) break;
-        ChunkRow c{q.Id(0),
+        ChunkRow c{q.Chunk(0),
                    q.Int(1),
                    q.Int(2),
                    q.Int(3),
@@ -282,9 +282,9 @@ Result<FsckReport> Store::Fsck(const FsckOptions& options) {
           case S_IFREG: {
             if (q.IsNull(4) ? size != 0 : false) problems.Add(who + ": size without content");
             if (!q.IsNull(4)) {
-              auto cs = chunk_sizes.find(q.Id(4));
+              auto cs = chunk_sizes.find(q.Chunk(4));
               if (cs == chunk_sizes.end()) {
-                problems.Add(who + ": content " + Chunk(q.Id(4)) + " is not in the store");
+                problems.Add(who + ": content " + Chunk(q.Chunk(4)) + " is not in the store");
               } else if (cs->second != size) {
                 problems.Add(who + ": size " + std::to_string(size) + " but content has " +
                              std::to_string(cs->second) + " bytes");

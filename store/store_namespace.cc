@@ -38,7 +38,7 @@ InodeAttr ReadAttr(const Stmt& q, int c) {
   a.mtime_ns = q.Int(c + 7);
   a.ctime_ns = q.Int(c + 8);
   a.rdev = q.U64(c + 9);
-  a.chunk = q.IsNull(c + 10) ? ChunkId{} : q.Id(c + 10);
+  a.chunk = q.IsNull(c + 10) ? ChunkId{} : q.Chunk(c + 10);
   a.evictable = q.Int(c + 11) != 0;
   a.pinned = q.Int(c + 12) != 0;
   return a;
@@ -839,7 +839,7 @@ Result<std::vector<PrefixMatch>> Store::LookupPrefix(const Hash128& hash, size_t
     while (true) {
       KDN_ASSIGN_OR_RETURN(bool row, q.Step());
       if (!row) break;
-      out.push_back(PrefixMatch{q.Id(0), static_cast<uint32_t>(q.U64(1)),
+      out.push_back(PrefixMatch{q.Chunk(0), static_cast<uint32_t>(q.U64(1)),
                                 static_cast<uint32_t>(q.U64(2)), 0});
     }
   }

@@ -195,7 +195,7 @@ Status Store::Impl::RemoveStrayChunkFiles() {
     while (true) {
       KDN_ASSIGN_OR_RETURN(bool row, q.Step());
       if (!row) break;
-      known.insert(q.Id(0).ToHex());
+      known.insert(q.Chunk(0).ToHex());
       used += q.U64(1);
     }
   }

@@ -76,10 +76,10 @@ Result<Entry> ControlFiles::Lookup(Ino parent, std::string_view name) {
 }
 
 Result<Entry> ControlFiles::LookupLink(Ino parent, std::string_view name) {
-  auto hash = Hash128::FromHex(name);
-  if (!hash.ok() || name.size() != 32) return NotFound(name);
   Ino holder = 0;
   if (parent == kPrefixDirIno) {
+    auto hash = Hash128::FromHex(name);
+    if (!hash.ok() || name.size() != 32) return NotFound(name);
     KDN_ASSIGN_OR_RETURN(auto matches, store_.LookupPrefix(*hash, 16));
     for (const auto& m : matches) {
       if (m.ino != 0) {
@@ -88,7 +88,9 @@ Result<Entry> ControlFiles::LookupLink(Ino parent, std::string_view name) {
       }
     }
   } else {
-    KDN_ASSIGN_OR_RETURN(auto inodes, store_.InodesWithChunk(*hash, 1));
+    auto id = ChunkId::FromHex(name);
+    if (!id.ok()) return NotFound(name);
+    KDN_ASSIGN_OR_RETURN(auto inodes, store_.InodesWithChunk(*id, 1));
     if (!inodes.empty()) holder = inodes.front();
   }
   if (holder == 0) return NotFound(name);

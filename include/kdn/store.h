@@ -10,7 +10,7 @@
 //                     being written; stray ones are removed when the store is opened.
 //   LOCK              flock()ed for the lifetime of the Store: a second process gets kBusy.
 //
-// Chunks are content addressed: id = xxh3-128 of the bytes, the same bytes are stored once and
+// Chunks are content addressed: id = SHA-256 of the bytes, the same bytes are stored once and
 // reference counted. A chunk is immutable. Commit order: the bytes are written to a temporary
 // file and fdatasync'ed, the file is renamed to its chunk name and its directory synced, then one
 // SQLite transaction publishes it; a crash at any point leaves either the old state or the new
@@ -35,6 +35,8 @@
 #ifndef KDN_STORE_H_
 #define KDN_STORE_H_
 
+#include <array>
+#include <compare>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
@@ -51,8 +53,19 @@
 
 namespace kdn {
 
-// xxh3-128 of a chunk's bytes. The all-zero id means "no chunk" (an empty file has none).
-using ChunkId = Hash128;
+// SHA-256 of a chunk's bytes: the content id that dedup trusts, so it must be collision
+// resistant (XXH3-128 collisions are built in seconds, and a forged one would let one user's bytes
+// stand for another's). xxh3 stays for block checksums. The all-zero id means "no chunk" (an empty
+// file has none). Its hex form names the chunk's file.
+struct ChunkId {
+  static constexpr size_t kBytes = 32;
+  std::array<uint8_t, kBytes> bytes{};
+  std::string ToHex() const;  // 64 lowercase hex digits
+  static Result<ChunkId> FromHex(std::string_view hex);
+  bool IsZero() const;
+  friend bool operator==(const ChunkId&, const ChunkId&) = default;
+  friend auto operator<=>(const ChunkId&, const ChunkId&) = default;
+};
 
 // Inode numbers are never reused within a store (they only grow) and stay below 2^48, so kdnfs
 // may use the numbers above for its virtual files. The root directory is kRootIno.

@@ -16,6 +16,7 @@
 #include "fs/kdnfs/control_files.h"
 #include "fs/kdnfs/mount_util.h"
 #include "fs_test_util.h"
+#include "sha256_util.h"
 
 namespace kdn::fs {
 namespace {
@@ -453,7 +454,7 @@ TEST_F(FilesystemTest, KdnAttributesDescribeTheContent) {
   EXPECT_EQ(get("user.kdn.codec"), "q8");
   EXPECT_EQ(get("user.kdn.fingerprint"), ModelPreset("tiny")->Fingerprint().ToHex());
   EXPECT_EQ(get("user.kdn.raw_bytes"), std::to_string(5 * 2 * 100 * 32 * 4));
-  EXPECT_EQ(get("user.kdn.id"), HashBytes128(kv.data(), kv.size()).ToHex());
+  EXPECT_EQ(get("user.kdn.id"), test::Sha256Hex(kv));
   EXPECT_EQ(get("user.kdn.pin"), "0");
 
   // The extents, read straight from the chunk file, are the file's bytes.

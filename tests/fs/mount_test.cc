@@ -19,6 +19,7 @@
 #include <sstream>
 
 #include "fs_test_util.h"
+#include "sha256_util.h"
 #include "kdn/store.h"
 #include "mount_fixture.h"
 
@@ -214,7 +215,7 @@ TEST(KdnfsMount, AttributesThroughGetfattrAndSetfattr) {
     EXPECT_NE(all.find(want), std::string::npos) << want << " missing from\n" << all;
   }
   EXPECT_EQ(Out("getfattr --absolute-names --only-values -n user.kdn.id " + m.path("set/doc.kv")),
-            HashBytes128(kv.data(), kv.size()).ToHex());
+            test::Sha256Hex(kv));
 
   // user.kdn.extents: reading the chunk file directly gives the file's bytes.
   std::istringstream ext(

@@ -17,7 +17,7 @@ using test::RandomBytes;
 
 struct IdLess {
   bool operator()(const ChunkId& a, const ChunkId& b) const {
-    return std::tie(a.hi, a.lo) < std::tie(b.hi, b.lo);
+    return a < b;
   }
 };
 

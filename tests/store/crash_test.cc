@@ -51,8 +51,9 @@ struct Model {
 };
 
 ChunkId ParseId(const std::string& hex) {
-  return ChunkId{std::stoull(hex.substr(16, 16), nullptr, 16),
-                 std::stoull(hex.substr(0, 16), nullptr, 16)};
+  auto id = ChunkId::FromHex(hex);
+  EXPECT_TRUE(id.ok()) << hex;
+  return id.ok() ? *id : ChunkId{};
 }
 
 std::string ChildPath() {
