@@ -57,7 +57,9 @@ Result<FsckReport> Store::Fsck(const std::string& dir, const FsckOptions& option
   StoreOptions o;
   o.create_if_missing = false;
   KDN_ASSIGN_OR_RETURN(std::unique_ptr<Store> store, Store::Open(dir, o));
-  return store->Fsck(options);
+  KDN_ASSIGN_OR_RETURN(FsckReport report, store->Fsck(options));
+  report.fixed = store->OpenWarnings();
+  return report;
 }
 
 Result<FsckReport> Store::Fsck(const FsckOptions& options) {

@@ -111,6 +111,7 @@ struct Store::Impl {
   std::atomic<int64_t> inode_count{0};
   std::atomic<uint64_t> staging_seq{0};
   std::vector<std::string> open_problems;  // found while rebuilding at open; fsck reports them
+  std::vector<std::string> open_warnings;  // fixed at open (Store::OpenWarnings)
 
   ~Impl();
 
@@ -119,6 +120,8 @@ struct Store::Impl {
   // Chunk files no committed row names (left by a crash between a file's rename and its commit,
   // or between a commit and the unlink) are removed; the used space is summed.
   Status RemoveStrayChunkFiles();
+  // A version 1 store is migrated in place (store/migrate_v1.h).
+  Status MigrateIfOld();
   Status ReclaimOrphans();
   Status CleanStaging();
 

@@ -18,6 +18,8 @@
 
 #include "iouring/aligned_buffer.h"
 #include "store/clock.h"
+#include "store/migrate_v1.h"
+#include "store/private_modes.h"
 #include "store/schema.h"
 #include "store/store_impl.h"
 
@@ -30,7 +32,8 @@ using store::Stmt;
 namespace {
 
 bool IsStoreEntry(std::string_view name) {
-  return name == "." || name == ".." || name == "LOCK" || name == "chunks" || name == "staging" ||
+  return name == "." || name == ".." || name == "LOCK" || name == "chunks" || name == "seg" ||
+         name == "staging" ||
          name == "meta.db" || name == "meta.db-wal" || name == "meta.db-shm" ||
          name == "meta.db-journal";
 }
@@ -49,7 +52,7 @@ Result<bool> HasForeignEntries(const std::string& dir) {
 
 Status TakeLock(const std::string& dir, UniqueFd* fd_out) {
   std::string path = dir + "/LOCK";
-  UniqueFd fd = OpenFd(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  UniqueFd fd = OpenFd(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, store::kFileMode);
   if (!fd.valid()) return Status::FromErrno("opening " + path, errno);
   if (::flock(fd.get(), LOCK_EX | LOCK_NB) != 0) {
     int err = errno;
@@ -118,6 +121,7 @@ Status Store::Impl::OpenAll(const std::string& path, const StoreOptions& opts) {
     std::error_code ec;
     std::filesystem::create_directories(path, ec);
     if (ec) return Status::FromErrno("creating " + path, ec.value());
+    if (::chmod(path.c_str(), store::kDirMode) != 0) return Status::FromErrno(path, errno);
   } else if (!S_ISDIR(st.st_mode)) {
     return Status::InvalidArgument(path + " is not a directory");
   }
@@ -137,11 +141,22 @@ Status Store::Impl::OpenAll(const std::string& path, const StoreOptions& opts) {
     }
   }
   KDN_RETURN_IF_ERROR(TakeLock(dir, &lock_fd));
+  // Before SQLite opens it: its -wal and -shm files take the database file's mode.
+  KDN_RETURN_IF_ERROR(store::RestrictModes(dir, &open_warnings));
+  if (!exists) {
+    UniqueFd db_fd = OpenFd(db_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW,
+                            store::kFileMode);
+    if (!db_fd.valid()) return Status::FromErrno("creating " + db_path, errno);
+  }
 
   KDN_ASSIGN_OR_RETURN(
       writer, Db::Open(db_path, exists ? Db::Mode::kReadWrite : Db::Mode::kReadWriteCreate));
   KDN_RETURN_IF_ERROR(store::ConfigureConnection(*writer, sync_full));
+  KDN_RETURN_IF_ERROR(files.Open(dir, sync_full));
+  KDN_RETURN_IF_ERROR(MigrateIfOld());
   KDN_RETURN_IF_ERROR(store::InitSchema(*writer, ::geteuid(), ::getegid(), NowNs()));
+  // A -wal or -shm file left with a wider mode by an older version was opened as it was.
+  KDN_RETURN_IF_ERROR(store::RestrictModes(dir, &open_warnings));
   readers = std::make_unique<store::DbPool>(db_path);
 
   {
@@ -155,8 +170,6 @@ Status Store::Impl::OpenAll(const std::string& path, const StoreOptions& opts) {
     capacity = static_cast<uint64_t>(cap);
     KDN_RETURN_IF_ERROR(txn.Commit());
   }
-
-  KDN_RETURN_IF_ERROR(files.Open(dir, sync_full));
 
   io::EngineOptions eo;
   eo.kind = static_cast<io::EngineKind>(opts.io_engine);
@@ -180,6 +193,28 @@ Status Store::Impl::OpenAll(const std::string& path, const StoreOptions& opts) {
   if (row) {
     chunk_count = q.Int(0);
     inode_count = q.Int(1);
+  }
+  return Status::OK();
+}
+
+Status Store::Impl::MigrateIfOld() {
+  int64_t version = 0;
+  {
+    KDN_ASSIGN_OR_RETURN(
+        Stmt q, writer->Prepare("SELECT 1 FROM sqlite_master WHERE type='table' AND name='meta'"));
+    KDN_ASSIGN_OR_RETURN(bool have, q.Step());
+    if (!have) return Status::OK();  // a new store
+  }
+  KDN_ASSIGN_OR_RETURN(version, store::GetMetaInt(*writer, "schema_version", 0));
+  struct stat st;
+  const bool have_segments = ::lstat((dir + "/seg").c_str(), &st) == 0;
+  if (version == 1) {
+    KDN_RETURN_IF_ERROR(store::MigrateV1(*writer, dir, files, sync_full)
+                            .WithContext("migrating the version 1 store in " + dir));
+    open_warnings.push_back(dir + ": migrated from version 1 (segment files) to version " +
+                            std::to_string(store::kSchemaVersion) + " (a file per chunk)");
+  } else if (version == store::kSchemaVersion && have_segments) {
+    KDN_RETURN_IF_ERROR(store::RemoveV1Segments(dir));  // the end of an interrupted migration
   }
   return Status::OK();
 }
@@ -260,6 +295,10 @@ Status Store::Impl::FlushTouched(Db& db) {
     KDN_RETURN_IF_ERROR(q.Run());
   }
   return Status::OK();
+}
+
+const std::vector<std::string>& Store::OpenWarnings() const {
+  return impl_->open_warnings;
 }
 
 const std::string& Store::dir() const {

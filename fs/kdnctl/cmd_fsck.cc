@@ -69,6 +69,7 @@ int RunFsck(int argc, char** argv) {
                 report->clean() ? "clean"
                                 : (std::to_string(report->problems.size()) + " problems").c_str());
   }
+  for (const std::string& f : report->fixed) std::printf("fixed: %s\n", f.c_str());
   for (const std::string& p : report->problems) std::printf("%s\n", p.c_str());
   return report->clean() ? kFsckClean : kFsckProblems;
 }

@@ -22,6 +22,7 @@ int RunVerify(int argc, char** argv);
 int RunConvert(int argc, char** argv);
 int RunExport(int argc, char** argv);
 int RunFsck(int argc, char** argv);
+int RunMigrate(int argc, char** argv);
 
 }  // namespace kdnctl
 

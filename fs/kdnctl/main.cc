@@ -14,7 +14,9 @@ constexpr Command kCommands[] = {
     {"verify", "check every checksum and structure of a .kv file", RunVerify},
     {"convert", "re-encode a .kv file with another codec", RunConvert},
     {"export", "write one decoded K or V tensor as raw little-endian bytes", RunExport},
-    {"fsck", "check a store directory: database, extents, references, every chunk's bytes", RunFsck},
+    {"fsck", "check a store directory: database, chunk files, references, every chunk's bytes",
+     RunFsck},
+    {"migrate", "migrate a store to the current version in place (v1 segment files)", RunMigrate},
 };
 
 const Command* Find(std::string_view name) {

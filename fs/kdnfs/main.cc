@@ -250,6 +250,7 @@ int Run(const CommandLine& cl) {
     report(1);
     return 1;
   }
+  for (const std::string& w : (*fs)->store().OpenWarnings()) KDN_LOG_WARNING("%s", w.c_str());
   auto adapter = FuseAdapter::Create(fs->get(), cl.fuse);
   if (!adapter.ok()) {
     KDN_LOG_ERROR("%s", adapter.status().ToString().c_str());
@@ -285,6 +286,7 @@ int Run(const CommandLine& cl) {
 
 int main(int argc, char** argv) {
   using namespace kdn::fs;
+  ::umask(077);  // the daemon's own files (the store, staged writes) are for its user only
   auto cl = ParseCommandLine(argc, argv);
   if (!cl.ok()) {
     std::fprintf(stderr, "kdnfs: %s\n", cl.status().message().c_str());

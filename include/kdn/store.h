@@ -9,6 +9,8 @@
 //   staging/          files being written by kdnfs (handed to the store at commit) and chunk files
 //                     being written; stray ones are removed when the store is opened.
 //   LOCK              flock()ed for the lifetime of the Store: a second process gets kBusy.
+// Only the store's owner may read it: the directories are 0700 and the files 0600 (wider modes
+// found at open are fixed and reported in OpenWarnings).
 //
 // Chunks are content addressed: id = SHA-256 of the bytes, the same bytes are stored once and
 // reference counted. A chunk is immutable. Commit order: the bytes are written to a temporary
@@ -272,6 +274,7 @@ struct FsckReport {
   uint64_t dentries = 0;
   uint64_t bytes_verified = 0;
   std::vector<std::string> problems;  // one line each, empty when the store is sound
+  std::vector<std::string> fixed;     // fixed when the store was opened (Store::OpenWarnings)
   bool clean() const { return problems.empty(); }
 };
 
@@ -288,6 +291,11 @@ class Store {
   ~Store();
   Store(const Store&) = delete;
   Store& operator=(const Store&) = delete;
+
+  // What Open found and fixed on the way, one line each, for the caller to log (the library
+  // prints nothing): modes wider than owner-only (a store only its owner may read: directories
+  // 0700, files 0600, fixed at open).
+  const std::vector<std::string>& OpenWarnings() const;
 
   const std::string& dir() const;   // absolute path
   std::string staging_dir() const;  // dir()/staging
