@@ -132,7 +132,7 @@ struct ChunkInfo {
   std::optional<KvSummary> kv;  // set when the content is a `.kv` file
 };
 
-// Where the bytes of a chunk lie: concatenated in order they are the chunk (docs/xattrs.md).
+// Where the bytes of a chunk lie: concatenated in order they are the chunk.
 struct Extent {
   std::string path;     // absolute path of the segment file
   uint64_t offset = 0;  // 4 KiB-aligned
