@@ -274,6 +274,9 @@ void OpenTracked(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi, Passthrough
   } else {
     out.open_flags = fuse_abi::kOpenKeepCache;  // committed content is immutable
   }
+  // A read-only file's close has nothing to commit (its process's writers commit at their own
+  // close): no FLUSH round trip for it. What an open+read+close costs is then the OPEN.
+  if ((fi->flags & O_ACCMODE) == O_RDONLY) out.open_flags |= fuse_abi::kOpenNoFlush;
   if (fuse_reply_buf(req, reinterpret_cast<const char*>(&out), sizeof(out)) != 0) {
     pt.Release(ino, d.mode);  // the open was interrupted: no RELEASE will come for it
   }

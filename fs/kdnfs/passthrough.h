@@ -65,6 +65,7 @@ namespace fuse_abi {
 inline constexpr uint64_t kInitPassthrough = uint64_t{1} << 37;  // FUSE_PASSTHROUGH (flags2 bit 5)
 inline constexpr uint32_t kOpenDirectIo = 1u << 0;               // FOPEN_DIRECT_IO
 inline constexpr uint32_t kOpenKeepCache = 1u << 1;              // FOPEN_KEEP_CACHE
+inline constexpr uint32_t kOpenNoFlush = 1u << 5;                // FOPEN_NOFLUSH
 inline constexpr uint32_t kOpenPassthrough = 1u << 7;            // FOPEN_PASSTHROUGH
 inline constexpr uint32_t kMaxStackDepth = 1;  // fuse_init_out.max_stack_depth: over a plain fs
 struct OpenOut {                               // struct fuse_open_out
