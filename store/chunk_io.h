@@ -1,4 +1,4 @@
-// Moving a chunk's bytes between callers and segments through one I/O engine, at queue depth:
+// Moving a chunk's bytes between callers and chunk files through one I/O engine, at queue depth:
 // writes from memory or from a staged file, reads into any buffer with every block verified.
 #ifndef KDN_STORE_CHUNK_IO_H_
 #define KDN_STORE_CHUNK_IO_H_
@@ -11,7 +11,6 @@
 #include "iouring/io_engine.h"
 #include "kdn/status.h"
 #include "store/chunk_layout.h"
-#include "store/segment_set.h"
 
 namespace kdn::store {
 
@@ -65,17 +64,17 @@ struct IoShape {
   uint64_t PieceFor(uint64_t total) const;
 };
 
-// Writes the whole source to `layout.extents` (zero padding to 4 KiB) and names the segments it
-// wrote in `written_fds`, for the caller to sync before publishing. With `hasher`, every piece is
-// also fed to it, in order, while the pieces before it are being written.
-Status WriteChunk(io::IoEngine& engine, const SegmentSet& segments, const ChunkLayout& layout,
-                  ChunkSource& source, const IoShape& shape, std::vector<int>* written_fds,
-                  ContentHasher* hasher = nullptr);
+// Writes the whole source to `fd` (a new file opened with O_DIRECT) at offset N for chunk offset N
+// and sets the file's size; not synced (the commit does that). With `sparse`, all-zero 4 KiB blocks
+// are left as holes. With `hasher`, every piece is also fed to it, in order, while the pieces
+// before it are being written.
+Status WriteChunk(io::IoEngine& engine, int fd, const std::string& path, ChunkSource& source,
+                  const IoShape& shape, bool sparse, ContentHasher* hasher = nullptr);
 
-// Reads chunk bytes [offset, offset + out.size()) (the caller bounds it to the chunk) into `out`,
-// checking every block it touches against its checksum.
-Status ReadChunk(io::IoEngine& engine, const SegmentSet& segments, const ChunkLayout& layout,
-                 uint64_t offset, std::span<std::byte> out, const IoShape& shape);
+// Reads chunk bytes [offset, offset + out.size()) (the caller bounds it to the chunk) from
+// layout.fd into `out`, checking every block it touches against its checksum.
+Status ReadChunk(io::IoEngine& engine, const ChunkLayout& layout, uint64_t offset,
+                 std::span<std::byte> out, const IoShape& shape);
 
 }  // namespace kdn::store
 

@@ -7,42 +7,7 @@
 
 namespace kdn::store {
 
-std::vector<ChunkLayout::Piece> ChunkLayout::Map(uint64_t off, uint64_t len) const {
-  std::vector<Piece> out;
-  if (len == 0 || off >= size || len > size - off) return out;
-  uint64_t start = 0;  // chunk offset of the current extent
-  for (const ChunkExtent& e : extents) {
-    uint64_t end = start + e.len;
-    if (end > off && start < off + len) {
-      uint64_t a = std::max(off, start), b = std::min(off + len, end);
-      out.push_back(Piece{e.seg, e.off + (a - start), b - a});
-    }
-    if (end >= off + len) break;
-    start = end;
-  }
-  uint64_t covered = 0;
-  for (const Piece& p : out) covered += p.len;
-  if (covered != len) return {};  // extents do not cover the range (CheckLayout says why)
-  out.back().len = io::AlignUp(out.back().len, io::kDirectAlign);
-  return out;
-}
-
 Status CheckLayout(const ChunkLayout& layout) {
-  uint64_t covered = 0;
-  for (size_t i = 0; i < layout.extents.size(); ++i) {
-    const ChunkExtent& e = layout.extents[i];
-    const bool last = i + 1 == layout.extents.size();
-    if (e.len == 0 || e.off % io::kDirectAlign != 0 || (!last && e.len % io::kDirectAlign != 0)) {
-      return Status::Corruption("chunk " + layout.id.ToHex() + ": malformed extent " +
-                                std::to_string(i));
-    }
-    covered += e.len;
-  }
-  if (covered != layout.size) {
-    return Status::Corruption("chunk " + layout.id.ToHex() + ": extents cover " +
-                              std::to_string(covered) + " of " + std::to_string(layout.size) +
-                              " bytes");
-  }
   if (layout.block_bytes == 0 || layout.block_bytes % io::kDirectAlign != 0 ||
       layout.sums.size() != layout.blocks()) {
     return Status::Corruption("chunk " + layout.id.ToHex() + ": malformed block checksums");
@@ -67,18 +32,6 @@ bool DecodeSums(std::span<const std::byte> blob, std::vector<uint64_t>* sums) {
     (*sums)[i] = v;
   }
   return true;
-}
-
-std::vector<ChunkExtent> ExtentsFor(const std::vector<PhysExtent>& allocation, uint64_t size) {
-  std::vector<ChunkExtent> out;
-  uint64_t left = size;
-  for (const PhysExtent& p : allocation) {
-    if (left == 0) break;
-    uint64_t n = std::min(left, p.len);
-    out.push_back(ChunkExtent{p.seg, p.off, n});
-    left -= n;
-  }
-  return out;
 }
 
 std::shared_ptr<const ChunkLayout> LayoutCache::Find(const ChunkId& id) {
@@ -112,6 +65,17 @@ void LayoutCache::Erase(const ChunkId& id) {
   if (it == map_.end()) return;
   lru_.erase(it->second);
   map_.erase(it);
+}
+
+}  // namespace kdn::store
+
+namespace kdn::store {
+
+void LayoutCache::Clear() {
+  std::lock_guard lock(mu_);
+  ++generation_;
+  map_.clear();
+  lru_.clear();
 }
 
 }  // namespace kdn::store

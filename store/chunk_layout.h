@@ -1,4 +1,5 @@
-// Where a chunk's bytes are and how to check them: what a read needs, cached in memory.
+// How to read a chunk and check it: its open file and block checksums, cached in memory (the
+// cache holds descriptors, so it is kept small).
 #ifndef KDN_STORE_CHUNK_LAYOUT_H_
 #define KDN_STORE_CHUNK_LAYOUT_H_
 
@@ -6,12 +7,13 @@
 #include <list>
 #include <memory>
 #include <mutex>
+#include <string>
 #include <unordered_map>
 #include <vector>
 
 #include "kdn/store.h"
 #include "store/chunk_id.h"
-#include "store/extent_allocator.h"
+#include "store/format/file_io.h"
 
 namespace kdn::store {
 
@@ -19,42 +21,26 @@ namespace kdn::store {
 // more than it returns, large enough that the list stays short (64 KiB per GiB).
 inline constexpr uint32_t kBlockBytes = 128 * 1024;
 
-// One extent as the database records it: `len` bytes of the chunk at `off` in segment `seg`.
-struct ChunkExtent {
-  uint32_t seg = 0;
-  uint64_t off = 0;
-  uint64_t len = 0;
-};
-
 struct ChunkLayout {
   ChunkId id;
   uint64_t size = 0;
   uint32_t block_bytes = kBlockBytes;
-  std::vector<uint64_t> sums;        // one per block
-  std::vector<ChunkExtent> extents;  // in chunk order
+  std::vector<uint64_t> sums;  // one per block
   bool kv = false;
+  // The chunk file, open with O_DIRECT for the store's reads. Held by the layout so that a read
+  // that found it keeps reading the same bytes even if the chunk is deleted meanwhile (unlinked).
+  UniqueFd fd;
+  std::string path;  // of that file, for messages
 
   uint64_t blocks() const { return (size + block_bytes - 1) / block_bytes; }
-  // Segments and offsets of chunk bytes [off, off + len), the last piece extended to a 4 KiB
-  // multiple (the allocation always covers it). Empty when the range is not inside the chunk.
-  struct Piece {
-    uint32_t seg;
-    uint64_t phys;
-    uint64_t len;
-  };
-  std::vector<Piece> Map(uint64_t off, uint64_t len) const;
 };
 
-// Checks the extents against the size: contiguous cover, aligned, all but the last a 4 KiB
-// multiple. OK or kCorruption naming the chunk.
+// Checks the block checksums against the size. OK or kCorruption naming the chunk.
 Status CheckLayout(const ChunkLayout& layout);
 
 // The sums blob (little-endian u64 each) and back.
 std::vector<std::byte> EncodeSums(const std::vector<uint64_t>& sums);
 bool DecodeSums(std::span<const std::byte> blob, std::vector<uint64_t>* sums);
-
-// Chunk extents from allocated space: the allocation in order, lengths cut to `size` bytes.
-std::vector<ChunkExtent> ExtentsFor(const std::vector<PhysExtent>& allocation, uint64_t size);
 
 // Recently read layouts. Entries are dropped when their chunk is deleted; a lookup that raced
 // with a deletion does not insert (generation check), so a stale layout never outlives its chunk.
@@ -69,6 +55,7 @@ class LayoutCache {
   // Inserts unless a deletion happened since `generation`.
   void Insert(std::shared_ptr<const ChunkLayout> layout, uint64_t generation);
   void Erase(const ChunkId& id);
+  void Clear();
 
  private:
   using Lru = std::list<std::shared_ptr<const ChunkLayout>>;

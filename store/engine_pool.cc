@@ -16,9 +16,6 @@ Result<EnginePool::Lease> EnginePool::Acquire() {
     std::lock_guard lock(mu_);
     kind_ = engine->kind();
   }
-  // Segments only ever get added and their descriptors stay open until the store closes (after
-  // every engine is gone), so registering each descriptor once per engine is enough.
-  for (const SegmentInfo& s : segments_.List()) KDN_RETURN_IF_ERROR(engine->RegisterFile(s.fd));
   return Lease(this, std::move(engine));
 }
 

@@ -11,14 +11,12 @@
 
 #include "iouring/io_engine.h"
 #include "kdn/status.h"
-#include "store/segment_set.h"
 
 namespace kdn::store {
 
 class EnginePool {
  public:
-  EnginePool(const io::EngineOptions& options, const SegmentSet& segments)
-      : options_(options), segments_(segments) {}
+  explicit EnginePool(const io::EngineOptions& options) : options_(options) {}
 
   class Lease {
    public:
@@ -37,7 +35,7 @@ class EnginePool {
     std::unique_ptr<io::IoEngine> engine_;
   };
 
-  // An idle engine (or a new one) with every current segment registered.
+  // An idle engine (or a new one).
   Result<Lease> Acquire();
   io::EngineKind kind() const;  // of the engines this pool makes (after the first)
 
@@ -45,7 +43,6 @@ class EnginePool {
   void Return(std::unique_ptr<io::IoEngine> engine);
 
   io::EngineOptions options_;
-  const SegmentSet& segments_;
   mutable std::mutex mu_;
   std::vector<std::unique_ptr<io::IoEngine>> idle_;
   io::EngineKind kind_ = io::EngineKind::kAuto;

@@ -27,7 +27,7 @@ Result<uint32_t> IoPipeline::AcquireBuffer() {
   return index;
 }
 
-Status IoPipeline::Add(const io::IoOp& op, OnDone on_done) {
+Status IoPipeline::Add(const io::IoOp& op, OnDone on_done, std::optional<uint32_t> expect) {
   if (!error_.ok()) return error_;
   while (free_slots_.empty()) {
     KDN_RETURN_IF_ERROR(ReapOne());
@@ -38,6 +38,7 @@ Status IoPipeline::Add(const io::IoOp& op, OnDone on_done) {
   slots_[slot].op = op;
   slots_[slot].op.tag = slot;
   slots_[slot].on_done = std::move(on_done);
+  slots_[slot].expect = expect.value_or(op.len);
   Status s = engine_.Submit(&slots_[slot].op);
   if (!s.ok()) {
     free_slots_.push_back(slot);
@@ -68,7 +69,7 @@ Status IoPipeline::ReapOne() {
   if (op->result < 0) {
     Fail(Status::FromErrno(describe_fd_(op->fd) + ": " + io::DescribeOp(*op),
                            static_cast<int>(-op->result)));
-  } else if (!op->complete()) {
+  } else if (op->result < static_cast<int64_t>(slot.expect)) {
     Fail(Status::IOError(describe_fd_(op->fd) + ": short " + io::DescribeOp(*op) + ": " +
                          std::to_string(op->result) + " bytes moved"));
   } else if (error_.ok() && slot.on_done) {

@@ -8,6 +8,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -30,9 +31,10 @@ class IoPipeline {
   Result<uint32_t> AcquireBuffer();
   void ReleaseBuffer(uint32_t index) { free_buffers_.push_back(index); }
 
-  // Queues `op`. `on_done` runs when it has moved all its bytes; a failed or short operation
-  // becomes the pipeline's error instead.
-  Status Add(const io::IoOp& op, OnDone on_done);
+  // Queues `op`. `on_done` runs when it has moved all its bytes (or at least `expect` of them,
+  // when given: a read that runs into the end of a file); a failed or short operation becomes the
+  // pipeline's error instead.
+  Status Add(const io::IoOp& op, OnDone on_done, std::optional<uint32_t> expect = std::nullopt);
   // Starts the operations queued so far now (Add starts them in small batches).
   Status Kick();
   // Collects every outstanding operation; the first error seen, if any.
@@ -42,6 +44,7 @@ class IoPipeline {
   struct Slot {
     io::IoOp op;
     OnDone on_done;
+    uint32_t expect = 0;
   };
   Status ReapOne();
   void Fail(Status s) {

@@ -13,6 +13,8 @@ namespace {
 //   inode_refs / inode_keep inodes whose content the chunk is (inode_keep: of those, the ones
 //                           that are not evictable or are pinned)
 // A chunk is an eviction candidate when put_keep = inode_keep = pins = 0 (chunks_lru).
+// Its bytes are its chunk file (store/chunk_files.h); `stored` is its size rounded up to 4 KiB,
+// what the capacity counts.
 // `sums` holds one xxh3-64 (little-endian) per `block_bytes` of content: every read checks them.
 // Directories record their parent (for "..", loop checks and paths); dentry ids are the readdir
 // cookies, so they only grow. Inodes with nlink = 0 are orphans: open files that lost their last
@@ -35,14 +37,6 @@ CREATE TABLE chunks(
   kv INTEGER NOT NULL
 ) WITHOUT ROWID;
 CREATE INDEX chunks_lru ON chunks(atime) WHERE put_keep = 0 AND inode_keep = 0 AND pins = 0;
-CREATE TABLE extents(
-  chunk BLOB NOT NULL,
-  idx INTEGER NOT NULL,
-  seg INTEGER NOT NULL,
-  off INTEGER NOT NULL,
-  len INTEGER NOT NULL,
-  PRIMARY KEY(chunk, idx)
-) WITHOUT ROWID;
 CREATE TABLE kv_meta(
   chunk BLOB PRIMARY KEY,
   model TEXT NOT NULL,
@@ -132,6 +126,11 @@ Status InitSchema(Db& db, uint32_t root_uid, uint32_t root_gid, int64_t now_ns) 
   }
   if (have) {
     KDN_ASSIGN_OR_RETURN(int64_t version, GetMetaInt(db, "schema_version", 0));
+    if (version == 1) {
+      return Status::Unsupported("store schema version 1 (segment files): this build reads "
+                                 "version " + std::to_string(kSchemaVersion) +
+                                 " (a file per chunk)");
+    }
     if (version != kSchemaVersion) {
       return Status::Unsupported("store schema version " + std::to_string(version) +
                                  " (this build reads version " + std::to_string(kSchemaVersion) +

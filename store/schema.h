@@ -9,7 +9,8 @@
 
 namespace kdn::store {
 
-inline constexpr int64_t kSchemaVersion = 1;
+// 1: chunk bytes in segment files (an `extents` table); 2: a file per chunk.
+inline constexpr int64_t kSchemaVersion = 2;
 
 // Creates the tables and the root directory (ino 1, owned by uid/gid) if the database is new;
 // checks the version of an existing one.

@@ -18,7 +18,6 @@ namespace kdn {
 using store::ChunkLayout;
 using store::Db;
 using store::NowNs;
-using store::PhysExtent;
 using store::PreparedChunk;
 using store::RefKind;
 using store::Stmt;
@@ -48,21 +47,20 @@ Status KvRefused(const Status& s) {
 // A chunk's bytes through the store, for the format library's reader (verification).
 class ChunkByteSource final : public ByteSource {
  public:
-  ChunkByteSource(store::EnginePool& engines, const store::SegmentSet& segments,
-                  const store::IoShape& shape, std::shared_ptr<const ChunkLayout> layout)
-      : engines_(engines), segments_(segments), shape_(shape), layout_(std::move(layout)) {}
+  ChunkByteSource(store::EnginePool& engines, const store::IoShape& shape,
+                  std::shared_ptr<const ChunkLayout> layout)
+      : engines_(engines), shape_(shape), layout_(std::move(layout)) {}
   uint64_t size() const override { return layout_->size; }
   Status ReadAt(uint64_t offset, std::span<std::byte> out) const override {
     if (offset > layout_->size || out.size() > layout_->size - offset) {
       return Status::Corruption("read beyond the end of chunk " + layout_->id.ToHex());
     }
     KDN_ASSIGN_OR_RETURN(store::EnginePool::Lease engine, engines_.Acquire());
-    return store::ReadChunk(*engine, segments_, *layout_, offset, out, shape_);
+    return store::ReadChunk(*engine, *layout_, offset, out, shape_);
   }
 
  private:
   store::EnginePool& engines_;
-  const store::SegmentSet& segments_;
   const store::IoShape& shape_;
   std::shared_ptr<const ChunkLayout> layout_;
 };
@@ -90,20 +88,22 @@ Result<std::shared_ptr<const ChunkLayout>> Store::Impl::LoadLayout(const ChunkId
     if (!store::DecodeSums(q.Blob(2), &layout->sums)) layout->sums.clear();
     layout->kv = q.Int(3) != 0;
   }
-  {
-    KDN_ASSIGN_OR_RETURN(
-        Stmt q, db->Prepare("SELECT seg, off, len FROM extents WHERE chunk = ? ORDER BY idx"));
-    q.BindId(1, id);
-    while (true) {
-      KDN_ASSIGN_OR_RETURN(bool row, q.Step());
-      if (!row) break;
-      if (q.Int(0) <= 0 || q.Int(1) < 0 || q.Int(2) <= 0) {
-        return Status::Corruption("chunk " + id.ToHex() + ": malformed extent row");
-      }
-      layout->extents.push_back(
-          store::ChunkExtent{static_cast<uint32_t>(q.U64(0)), q.U64(1), q.U64(2)});
-    }
+  if (layout->size == 0) {  // empty content has no file: there is nothing to read
+    layouts.Insert(layout, generation);
+    return std::shared_ptr<const ChunkLayout>(std::move(layout));
   }
+  Result<UniqueFd> fd = files.OpenRead(id, true);
+  if (!fd.ok()) {
+    if (fd.status().sys_errno() == ENOENT) {
+      // Deleted since the snapshot (its file goes right after the commit), or lost.
+      KDN_ASSIGN_OR_RETURN(bool still, ChunkExists(id));
+      if (!still) return NotFoundChunk(id);
+    }
+    ++counters.errors;
+    return fd.status();
+  }
+  layout->fd = std::move(*fd);
+  layout->path = files.PathOf(id);
   Status check = store::CheckLayout(*layout);
   if (!check.ok()) {
     ++counters.errors;
@@ -132,10 +132,7 @@ Result<std::unique_ptr<PreparedChunk>> Store::Impl::PrepareMemory(std::span<cons
   Result<std::optional<store::KvIndex>> kv = store::InspectKvContent(content);
   if (!kv.ok()) return KvRefused(kv.status());
   chunk->kv = std::move(*kv);
-  if (chunk->size > 0) {
-    chunk->allocation = TakeFreeSpace(io::AlignUp(chunk->size, io::kDirectAlign));
-  }
-  if (chunk->allocation.empty()) {
+  if (chunk->size == 0 || !TryReserve(*chunk, io::AlignUp(chunk->size, io::kDirectAlign))) {
     store::ContentHasher hasher(store::kBlockBytes);
     hasher.Update(bytes);
     chunk->id = hasher.Finish(&chunk->sums);
@@ -144,7 +141,7 @@ Result<std::unique_ptr<PreparedChunk>> Store::Impl::PrepareMemory(std::span<cons
   // Written before the id is known: new content (the common case) then costs max(hash, write)
   // rather than their sum. Content already stored costs a write that is thrown away.
   store::ContentHasher hasher(store::kBlockBytes);
-  KDN_RETURN_IF_ERROR(WriteAllocated(*chunk, source, &hasher));
+  KDN_RETURN_IF_ERROR(WriteFile(*chunk, source, &hasher));
   chunk->id = hasher.Finish(&chunk->sums);
   Result<bool> exists = ChunkExists(chunk->id);
   if (!exists.ok() || *exists) FreeUnpublished(*chunk);  // the commit only takes a reference
@@ -184,91 +181,65 @@ Result<std::unique_ptr<PreparedChunk>> Store::Impl::PrepareFile(int fd, const st
 // ---- space
 // ----------------------------------------------------------------------------------------
 
-Result<std::vector<PhysExtent>> Store::Impl::Reserve(uint64_t bytes) {
+Status Store::Impl::Reserve(PreparedChunk& chunk, uint64_t bytes) {
   const uint64_t cap0 = capacity.load();
   if (cap0 != 0 && bytes > cap0) {
     return Status::NoSpace("a chunk of " + std::to_string(bytes) +
                            " bytes is larger than the store's capacity (" + std::to_string(cap0) +
                            " bytes)");
   }
-  auto give_up_at = std::chrono::steady_clock::now() + std::chrono::seconds(30);
   while (true) {
-    uint64_t deficit = 0, grow = 0, pending = 0, live = 0;
+    if (TryReserve(chunk, bytes)) return Status::OK();
     const uint64_t cap = capacity.load();
+    uint64_t in_use;
     {
-      std::lock_guard lock(alloc_mu);
-      alloc.Reclaim(epochs.OldestActive());
-      live = alloc.live_bytes();
-      pending = alloc.pending_bytes();
-      if (cap != 0 && live + bytes > cap) {
-        deficit = live + bytes - cap;
-      } else if (alloc.free_bytes() >= bytes) {
-        return alloc.Allocate(bytes);
-      } else {
-        uint64_t total = alloc.segment_bytes();
-        uint64_t room = cap == 0 ? options.segment_bytes
-                                 : (io::AlignDown(cap, io::kDirectAlign) > total
-                                        ? io::AlignDown(cap, io::kDirectAlign) - total
-                                        : 0);
-        grow = std::min<uint64_t>(options.segment_bytes, room);
-      }
+      std::lock_guard lock(space_mu);
+      in_use = used_bytes + reserved_bytes;
     }
-    if (deficit > 0) {
-      KDN_ASSIGN_OR_RETURN(uint64_t evicted, Evict(deficit));
-      if (evicted == 0) {
-        return Status::NoSpace("store is full: capacity " + std::to_string(cap) + " bytes, " +
-                               std::to_string(live) + " in use, " + std::to_string(bytes) +
-                               " more needed, and nothing evictable");
-      }
-      continue;
+    const uint64_t deficit = in_use + bytes > cap ? in_use + bytes - cap : 0;
+    KDN_ASSIGN_OR_RETURN(uint64_t evicted, Evict(std::max<uint64_t>(deficit, 1)));
+    if (evicted == 0) {
+      return Status::NoSpace("store is full: capacity " + std::to_string(cap) + " bytes, " +
+                             std::to_string(in_use) + " in use, " + std::to_string(bytes) +
+                             " more needed, and nothing evictable");
     }
-    if (grow > 0) {
-      std::lock_guard glock(grow_mu);
-      {
-        // Someone else may have grown (or freed) meanwhile.
-        std::lock_guard lock(alloc_mu);
-        if (alloc.free_bytes() >= bytes) continue;
-      }
-      KDN_ASSIGN_OR_RETURN(store::SegmentInfo seg, segments.Create(grow));
-      std::lock_guard lock(alloc_mu);
-      alloc.AddSegment(seg.id, seg.bytes);
-      continue;
-    }
-    if (pending > 0 && std::chrono::steady_clock::now() < give_up_at) {
-      // Released space becomes free as soon as the reads that may still use it finish.
-      std::this_thread::sleep_for(std::chrono::microseconds(200));
-      continue;
-    }
-    return Status::NoSpace("store is full: no free space in its segments (" +
-                           std::to_string(bytes) + " bytes needed)");
   }
 }
 
-std::vector<PhysExtent> Store::Impl::TakeFreeSpace(uint64_t bytes) {
+bool Store::Impl::TryReserve(PreparedChunk& chunk, uint64_t bytes) {
   const uint64_t cap = capacity.load();
-  std::lock_guard lock(alloc_mu);
-  alloc.Reclaim(epochs.OldestActive());
-  if ((cap != 0 && alloc.live_bytes() + bytes > cap) || alloc.free_bytes() < bytes) return {};
-  Result<std::vector<PhysExtent>> got = alloc.Allocate(bytes);
-  return got.ok() ? std::move(*got) : std::vector<PhysExtent>();
+  std::lock_guard lock(space_mu);
+  // Without a limit the filesystem is the limit: a write it refuses fails with ENOSPC.
+  if (cap != 0 && used_bytes + reserved_bytes + bytes > cap) return false;
+  reserved_bytes += bytes;
+  chunk.reserved += bytes;
+  return true;
 }
 
 void Store::Impl::FreeUnpublished(PreparedChunk& chunk) {
-  if (chunk.published || chunk.allocation.empty()) return;
-  std::lock_guard lock(alloc_mu);
-  alloc.Free(chunk.allocation);
-  chunk.allocation.clear();
-  chunk.written_fds.clear();
+  if (chunk.published) return;
+  if (!chunk.temp_path.empty()) {
+    (void)::unlink(chunk.temp_path.c_str());
+    chunk.temp_path.clear();
+  }
+  chunk.fd.reset();
   chunk.written = false;
+  if (chunk.reserved != 0) {
+    std::lock_guard lock(space_mu);
+    reserved_bytes -= chunk.reserved;
+    chunk.reserved = 0;
+  }
 }
 
-void Store::Impl::CacheLayout(const PreparedChunk& chunk, uint64_t generation) {
+void Store::Impl::CacheLayout(PreparedChunk& chunk, uint64_t generation) {
+  if (!chunk.fd.valid()) return;
   auto layout = std::make_shared<ChunkLayout>();
   layout->id = chunk.id;
   layout->size = chunk.size;
   layout->sums = chunk.sums;
-  layout->extents = store::ExtentsFor(chunk.allocation, chunk.size);
   layout->kv = chunk.kv.has_value();
+  layout->fd = std::move(chunk.fd);  // the chunk file itself, now that it is in place
+  layout->path = files.PathOf(chunk.id);
   layouts.Insert(std::move(layout), generation);
 }
 
@@ -277,22 +248,29 @@ Status Store::Impl::WriteData(PreparedChunk& chunk, store::ChunkSource& source) 
     chunk.written = true;
     return Status::OK();
   }
-  KDN_ASSIGN_OR_RETURN(chunk.allocation, Reserve(io::AlignUp(chunk.size, io::kDirectAlign)));
-  return WriteAllocated(chunk, source, nullptr);
+  if (chunk.reserved == 0) {
+    KDN_RETURN_IF_ERROR(Reserve(chunk, io::AlignUp(chunk.size, io::kDirectAlign)));
+  }
+  return WriteFile(chunk, source, nullptr);
 }
 
-Status Store::Impl::WriteAllocated(PreparedChunk& chunk, store::ChunkSource& source,
-                                   store::ContentHasher* hasher) {
-  ChunkLayout layout;
-  layout.id = chunk.id;  // zero while it is being hashed: only error messages use it
-  layout.size = chunk.size;
-  layout.extents = store::ExtentsFor(chunk.allocation, chunk.size);
+Status Store::Impl::WriteFile(PreparedChunk& chunk, store::ChunkSource& source,
+                              store::ContentHasher* hasher) {
   Status s;
   {
-    Result<store::EnginePool::Lease> engine = engines->Acquire();
-    s = engine.ok() ? store::WriteChunk(**engine, segments, layout, source, shape,
-                                        &chunk.written_fds, hasher)
-                    : engine.status();
+    Result<UniqueFd> fd = files.CreateTemp(&chunk.temp_path);
+    if (fd.ok()) {
+      chunk.fd = std::move(*fd);
+      Result<store::EnginePool::Lease> engine = engines->Acquire();
+      // Holes: the all-zero blocks of plain content are not stored (`.kv` blocks never are zero
+      // for long, and their file is read as a whole anyway).
+      s = engine.ok() ? store::WriteChunk(**engine, chunk.fd.get(), chunk.temp_path, source, shape,
+                                          !chunk.kv.has_value(), hasher)
+                      : engine.status();
+    } else {
+      chunk.temp_path.clear();
+      s = fd.status();
+    }
   }
   if (!s.ok()) {
     ++counters.errors;
@@ -399,7 +377,7 @@ Result<bool> Store::Impl::InstallChunk(Db& db, PreparedChunk& chunk, RefKind kin
     KDN_RETURN_IF_ERROR(AddChunkRef(db, chunk.id, kind, keep));
     return true;
   }
-  if (chunk.size > 0 && !chunk.written) return false;
+  if (chunk.size > 0 && !chunk.installed) return false;
   const int64_t now = NowNs();
   {
     KDN_ASSIGN_OR_RETURN(
@@ -414,15 +392,6 @@ Result<bool> Store::Impl::InstallChunk(Db& db, PreparedChunk& chunk, RefKind kin
     q.BindInt(8, put ? 0 : 1).BindInt(9, !put && keep ? 1 : 0);
     q.BindInt(10, now).BindInt(11, now).BindInt(12, chunk.kv ? 1 : 0);
     KDN_RETURN_IF_ERROR(q.Run());
-  }
-  {
-    KDN_ASSIGN_OR_RETURN(
-        Stmt q, db.Prepare("INSERT INTO extents(chunk, idx, seg, off, len) VALUES(?, ?, ?, ?, ?)"));
-    int64_t idx = 0;
-    for (const store::ChunkExtent& e : store::ExtentsFor(chunk.allocation, chunk.size)) {
-      q.BindId(1, chunk.id).BindInt(2, idx++).BindInt(3, e.seg).BindInt(4, e.off).BindInt(5, e.len);
-      KDN_RETURN_IF_ERROR(q.Run());
-    }
   }
   if (chunk.kv) {
     const KvSummary& k = chunk.kv->summary;
@@ -499,18 +468,13 @@ Status Store::Impl::DropChunkRef(Db& db, const ChunkId& id, RefKind kind, bool k
 
 Status Store::Impl::DeleteChunkRows(Db& db, const ChunkId& id, TxnEffects& fx) {
   {
-    KDN_ASSIGN_OR_RETURN(Stmt q, db.Prepare("SELECT seg, off, len FROM extents WHERE chunk = ?"));
+    KDN_ASSIGN_OR_RETURN(Stmt q, db.Prepare("SELECT stored FROM chunks WHERE id = ?"));
     q.BindId(1, id);
-    while (true) {
-      KDN_ASSIGN_OR_RETURN(bool row, q.Step());
-      if (!row) break;
-      if (q.Int(0) <= 0 || q.Int(1) < 0 || q.Int(2) <= 0) continue;  // never free garbage
-      fx.retired.push_back(PhysExtent{static_cast<uint32_t>(q.U64(0)), q.U64(1),
-                                      io::AlignUp(q.U64(2), io::kDirectAlign)});
-    }
+    KDN_ASSIGN_OR_RETURN(bool row, q.Step());
+    if (row) fx.freed_bytes += q.U64(0);
   }
   static constexpr const char* kDeletes[] = {
-      "DELETE FROM chunks WHERE id = ?", "DELETE FROM extents WHERE chunk = ?",
+      "DELETE FROM chunks WHERE id = ?",
       "DELETE FROM kv_meta WHERE chunk = ?", "DELETE FROM prefixes WHERE chunk = ?"};
   for (const char* sql : kDeletes) {
     KDN_ASSIGN_OR_RETURN(Stmt q, db.Prepare(sql));
@@ -524,14 +488,13 @@ Status Store::Impl::DeleteChunkRows(Db& db, const ChunkId& id, TxnEffects& fx) {
 
 Status Store::Impl::ReadAll(const ChunkId& id,
                             const std::function<Status(std::span<const std::byte>)>& sink) {
-  store::ReadGuard guard(epochs);
   KDN_ASSIGN_OR_RETURN(std::shared_ptr<const ChunkLayout> layout, LoadLayout(id));
   io::AlignedBuffer window(8u << 20);
   if (window.empty()) return Status::NoSpace("cannot allocate a read buffer");
   KDN_ASSIGN_OR_RETURN(store::EnginePool::Lease engine, engines->Acquire());
   for (uint64_t off = 0; off < layout->size; off += window.size()) {
     uint64_t n = std::min<uint64_t>(window.size(), layout->size - off);
-    Status s = store::ReadChunk(*engine, segments, *layout, off, {window.data(), n}, shape);
+    Status s = store::ReadChunk(*engine, *layout, off, {window.data(), n}, shape);
     if (!s.ok()) {
       ++counters.errors;
       return s;
@@ -579,7 +542,7 @@ Result<ChunkId> Store::PutFile(const std::string& staged_path, const PutOptions&
   bool dedup = false;
   KDN_RETURN_IF_ERROR(impl_->StoreAndCommit(
       *chunk, source, false, [&](Db& db, TxnEffects& fx, bool* vanished) -> Status {
-        if (chunk->written && chunk->size > 0)
+        if (chunk->installed && chunk->size > 0)
           KDN_RETURN_IF_ERROR(source.CheckUnchanged(chunk->id));
         KDN_ASSIGN_OR_RETURN(
             bool ok, impl_->InstallChunk(db, *chunk, RefKind::kPut, !options.evictable, fx));
@@ -598,13 +561,11 @@ Result<size_t> Store::Get(const ChunkId& id, uint64_t offset, std::span<std::byt
   const uint64_t t0 = MonoNs();
   size_t n = 0;
   {
-    store::ReadGuard guard(impl_->epochs);
     KDN_ASSIGN_OR_RETURN(std::shared_ptr<const ChunkLayout> layout, impl_->LoadLayout(id));
     if (offset >= layout->size || out.empty()) return size_t{0};
     n = static_cast<size_t>(std::min<uint64_t>(out.size(), layout->size - offset));
     KDN_ASSIGN_OR_RETURN(store::EnginePool::Lease engine, impl_->engines->Acquire());
-    Status s =
-        store::ReadChunk(*engine, impl_->segments, *layout, offset, out.first(n), impl_->shape);
+    Status s = store::ReadChunk(*engine, *layout, offset, out.first(n), impl_->shape);
     if (!s.ok()) {
       ++impl_->counters.errors;
       return s;
@@ -679,19 +640,24 @@ Status Store::Release(const ChunkId& id) {
 }
 
 Result<std::vector<Extent>> Store::Extents(const ChunkId& id) {
-  store::ReadGuard guard(impl_->epochs);
   KDN_ASSIGN_OR_RETURN(std::shared_ptr<const ChunkLayout> layout, impl_->LoadLayout(id));
-  std::vector<Extent> out;
-  for (const store::ChunkExtent& e : layout->extents) {
-    out.push_back(Extent{impl_->segments.path(e.seg), e.off, e.len});
-  }
-  return out;
+  if (layout->size == 0) return std::vector<Extent>{};
+  return std::vector<Extent>{Extent{impl_->files.PathOf(id), 0, layout->size}};
 }
 
 Result<int> Store::OpenChunkForRead(const ChunkId& id) {
-  KDN_ASSIGN_OR_RETURN(bool exists, impl_->ChunkExists(id));
-  if (!exists) return NotFoundChunk(id);
-  return Status::Unsupported("chunks are stored in segment files, not one file each");
+  KDN_ASSIGN_OR_RETURN(std::shared_ptr<const ChunkLayout> layout, impl_->LoadLayout(id));
+  if (layout->size == 0) {
+    return Status::InvalidArgument("chunk " + id.ToHex() + " is empty: it has no file");
+  }
+  Result<UniqueFd> fd = impl_->files.OpenRead(id, false);
+  if (!fd.ok()) {
+    // Deleted meanwhile: its file goes right after the commit that dropped it.
+    if (fd.status().sys_errno() == ENOENT) return NotFoundChunk(id);
+    ++impl_->counters.errors;
+    return fd.status();
+  }
+  return fd->release();
 }
 
 Status Store::Pin(const ChunkId& id) {
@@ -734,10 +700,9 @@ Status Store::VerifyChunk(const ChunkId& id) {
     ++impl_->counters.errors;
     return Status::Corruption("chunk " + id.ToHex() + ": content hashes to " + actual.ToHex());
   }
-  store::ReadGuard guard(impl_->epochs);
   KDN_ASSIGN_OR_RETURN(std::shared_ptr<const ChunkLayout> layout, impl_->LoadLayout(id));
   if (!layout->kv) return Status::OK();
-  ChunkByteSource source(*impl_->engines, impl_->segments, impl_->shape, layout);
+  ChunkByteSource source(*impl_->engines, impl_->shape, layout);
   Result<std::optional<store::KvIndex>> kv = store::InspectKvContent(source);
   if (!kv.ok() || !kv->has_value()) {
     ++impl_->counters.errors;

@@ -3,12 +3,20 @@
 // With synchronous=FULL every transaction costs a WAL fsync, and every put a data fdatasync
 // before it: milliseconds each on busy disks. Changes pass two stages, each run by whichever
 // waiting caller finds it free (the leader), for everything queued at that moment:
-//   1. sync: fdatasync of the segments the queued changes wrote;
-//   2. commit: one transaction running each change in its own savepoint, one COMMIT.
+//   1. sync: fdatasync of the chunk files the queued changes wrote;
+//   2. commit: the files renamed into place (their directories synced once for the group), one
+//      transaction running each change in its own savepoint, one COMMIT, then the files of the
+//      chunks the transaction deleted unlinked.
 // The stages overlap (the data of the next group syncs while the previous group commits), and the
 // order per change is unchanged: its data is durable before the transaction that publishes it.
-#include <map>
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <set>
+#include <string>
+#include <utility>
+
+#include "iouring/aligned_buffer.h"
 
 #include "store/store_impl.h"
 
@@ -17,15 +25,14 @@ namespace kdn {
 using store::Db;
 using store::Stmt;
 
-Status Store::Impl::Write(bool lock_opens, TxnBody body, std::vector<int> sync_fds) {
+Status Store::Impl::Write(bool lock_opens, TxnBody body, store::PreparedChunk* chunk) {
   WriteRequest req;
   req.body = std::move(body);
   req.lock_opens = lock_opens;
-  req.sync_fds = std::move(sync_fds);
-  if (!sync_full) req.sync_fds.clear();
+  if (chunk != nullptr && chunk->written && !chunk->installed) req.chunk = chunk;
   {
     std::unique_lock lock(group_mu);
-    (req.sync_fds.empty() ? commit_queue : sync_queue).push_back(&req);
+    (req.chunk != nullptr && sync_full ? sync_queue : commit_queue).push_back(&req);
     while (!req.done) {
       if (!sync_leader && !sync_queue.empty()) {
         sync_leader = true;
@@ -61,6 +68,12 @@ Status Store::Impl::Write(bool lock_opens, TxnBody body, std::vector<int> sync_f
 
 namespace {
 
+struct IdLess {
+  bool operator()(const ChunkId& a, const ChunkId& b) const {
+    return a.ToHex() < b.ToHex();
+  }
+};
+
 Status Exec(Db& db, const char* sql) {
   KDN_ASSIGN_OR_RETURN(Stmt q, db.Prepare(sql));
   return q.Run();
@@ -69,27 +82,30 @@ Status Exec(Db& db, const char* sql) {
 }  // namespace
 
 void Store::Impl::SyncBatch(const std::vector<WriteRequest*>& batch) {
-  std::set<int> fds;
-  for (WriteRequest* r : batch) fds.insert(r->sync_fds.begin(), r->sync_fds.end());
-  std::map<int, Status> failed;
   Result<store::EnginePool::Lease> engine = engines->Acquire();
-  for (int fd : fds) {
+  std::vector<std::pair<WriteRequest*, Status>> failed;
+  for (WriteRequest* r : batch) {
+    const int fd = r->chunk->fd.get();
     Status s = engine.ok() ? (*engine)->SyncData(fd) : engine.status();
+    // WriteChunk set the size after its writes completed. Writes that a device (or the fault
+    // injector's volatile cache) applies only at the sync may land past it (the last block's
+    // padding): set it again then, and sync that too.
+    struct stat st;
+    if (s.ok() && ::fstat(fd, &st) == 0 && static_cast<uint64_t>(st.st_size) != r->chunk->size) {
+      s = ::ftruncate(fd, static_cast<off_t>(r->chunk->size)) == 0
+              ? (*engine)->SyncData(fd)
+              : Status::FromErrno("setting the size of " + r->chunk->temp_path, errno);
+    }
     if (!s.ok()) {
       ++counters.errors;
-      failed[fd] = s.WithContext("syncing segment data");
+      failed.emplace_back(r, s.WithContext("syncing chunk data"));
     }
   }
   if (failed.empty()) return;
   std::lock_guard lock(group_mu);
-  for (WriteRequest* r : batch) {
-    for (int fd : r->sync_fds) {
-      auto it = failed.find(fd);
-      if (it == failed.end()) continue;
-      r->status = it->second;  // never published: its data may not be on disk
-      r->done = true;
-      break;
-    }
+  for (auto& [r, s] : failed) {
+    r->status = std::move(s);  // never published: its data may not be on disk
+    r->done = true;
   }
 }
 
@@ -99,6 +115,24 @@ void Store::Impl::CommitBatch(const std::vector<WriteRequest*>& batch) {
   std::unique_lock wlock(write_mu);
   std::unique_lock olock(open_mu, std::defer_lock);
   if (lock_opens) olock.lock();
+  // The new chunk files into place, durably, before the transaction that names them.
+  std::vector<std::string> dirs;
+  for (WriteRequest* r : batch) {
+    if (r->chunk == nullptr) continue;
+    r->status = files.Install(r->chunk->temp_path, r->chunk->id, &dirs);
+    if (r->status.ok()) {
+      r->chunk->installed = true;
+      r->chunk->temp_path.clear();
+    } else {
+      ++counters.errors;
+    }
+  }
+  if (Status s = files.SyncDirs(dirs); !s.ok()) {
+    ++counters.errors;
+    for (WriteRequest* r : batch) {
+      if (r->chunk != nullptr && r->status.ok()) r->status = s.WithContext("installing a chunk");
+    }
+  }
   Status begin = Exec(*writer, "BEGIN IMMEDIATE");
   bool flush_touches;
   {
@@ -112,6 +146,7 @@ void Store::Impl::CommitBatch(const std::vector<WriteRequest*>& batch) {
     (void)Exec(*writer, "RELEASE touches");
   }
   for (WriteRequest* r : batch) {
+    if (!r->status.ok()) continue;  // its chunk file could not be installed
     if (!begin.ok()) {
       r->status = begin;
       continue;
@@ -127,27 +162,54 @@ void Store::Impl::CommitBatch(const std::vector<WriteRequest*>& batch) {
       r->fx = store::TxnEffects();
     }
   }
-  if (!begin.ok()) return;
-  Status commit = Exec(*writer, "COMMIT");
-  if (commit.ok()) return;
-  (void)Exec(*writer, "ROLLBACK");
-  for (WriteRequest* r : batch) {
-    if (r->status.ok()) {
-      r->status = commit;
-      r->fx = store::TxnEffects();
+  Status commit = begin.ok() ? Exec(*writer, "COMMIT") : begin;
+  if (begin.ok() && !commit.ok()) {
+    (void)Exec(*writer, "ROLLBACK");
+    for (WriteRequest* r : batch) {
+      if (r->status.ok()) {
+        r->status = commit;
+        r->fx = store::TxnEffects();
+      }
     }
+  }
+  // Still under write_mu: the files now follow the committed rows. A chunk deleted and published
+  // again in this same transaction keeps its file; an installed file that no committed row names
+  // (its change failed) goes, unless its chunk is stored (then it is that chunk's file: same
+  // bytes).
+  std::set<ChunkId, IdLess> published, deleted;
+  for (WriteRequest* r : batch) {
+    if (!r->status.ok()) continue;
+    for (const store::PreparedChunk* p : r->fx.published) published.insert(p->id);
+    for (const ChunkId& id : r->fx.deleted_chunks) deleted.insert(id);
+  }
+  for (const ChunkId& id : deleted) {
+    if (published.count(id) == 0) files.Remove(id);
+  }
+  for (WriteRequest* r : batch) {
+    if (r->status.ok() || r->chunk == nullptr || !r->chunk->installed) continue;
+    if (published.count(r->chunk->id) != 0) continue;
+    Result<bool> stored = [&]() -> Result<bool> {
+      KDN_ASSIGN_OR_RETURN(Stmt q, writer->Prepare("SELECT 1 FROM chunks WHERE id = ?"));
+      q.BindId(1, r->chunk->id);
+      return q.Step();
+    }();
+    if (stored.ok() && !*stored) files.Remove(r->chunk->id);
+    r->chunk->installed = false;
+    r->chunk->written = false;
   }
 }
 
 void Store::Impl::ApplyEffects(store::TxnEffects& fx) {
   for (const ChunkId& id : fx.deleted_chunks) layouts.Erase(id);
-  for (store::PreparedChunk* p : fx.published) p->published = true;
-  if (!fx.retired.empty()) {
-    // After the cache no longer has them: reads that start from now on cannot reach this space.
-    uint64_t tag = epochs.Advance();
-    std::lock_guard lock(alloc_mu);
-    alloc.Retire(std::move(fx.retired), tag);
-    alloc.Reclaim(epochs.OldestActive());
+  {
+    std::lock_guard lock(space_mu);
+    for (store::PreparedChunk* p : fx.published) {
+      p->published = true;
+      reserved_bytes -= p->reserved;
+      p->reserved = 0;
+      used_bytes += io::AlignUp(p->size, io::kDirectAlign);
+    }
+    used_bytes -= std::min(used_bytes, fx.freed_bytes);
   }
   chunk_count += fx.chunk_delta;
   inode_count += fx.inode_delta;

@@ -1,11 +1,11 @@
-// fsck: every invariant the store relies on, checked against the database, the segments, the
-// free-space map and (optionally) the bytes themselves.
+// fsck: every invariant the store relies on, checked against the database, the chunk files (one
+// per chunk, its size, no strays) and (optionally) the bytes themselves.
 #include <sys/stat.h>
 
 #include <algorithm>
 #include <map>
-#include <tuple>
 #include <unordered_map>
+#include <unordered_set>
 
 #include "iouring/aligned_buffer.h"
 #include "store/store_impl.h"
@@ -13,7 +13,6 @@
 namespace kdn {
 
 using store::Db;
-using store::PhysExtent;
 using store::Stmt;
 
 namespace {
@@ -37,10 +36,6 @@ class Problems {
  private:
   std::vector<std::string>* out_;
   uint64_t dropped_ = 0;
-};
-
-struct ExtentRow {
-  int64_t idx, seg, off, len;
 };
 
 struct ChunkRow {
@@ -86,51 +81,26 @@ Result<FsckReport> Store::Fsck(const FsckOptions& options) {
       }
     }
 
-    // Extents: inside their segment, not in free space, not overlapping each other.
-    std::unordered_map<ChunkId, std::vector<ExtentRow>, store::IdHasher> extents;
-    std::vector<std::tuple<int64_t, int64_t, int64_t, ChunkId>> ranges;  // seg, off, end, chunk
+    // Chunk files: no file without a committed row (files are installed and removed under
+    // write_mu, which we hold, so none is in between).
+    std::unordered_set<std::string> rows;
     {
-      KDN_ASSIGN_OR_RETURN(Stmt q, db.Prepare("SELECT chunk, idx, seg, off, len FROM extents "
-                                              "ORDER BY chunk, idx"));
+      KDN_ASSIGN_OR_RETURN(Stmt q, db.Prepare("SELECT id FROM chunks"));
       while (true) {
         KDN_ASSIGN_OR_RETURN(bool row, q.Step());
         if (!row) break;
-        ChunkId id = q.Id(0);
-        ExtentRow e{q.Int(1), q.Int(2), q.Int(3), q.Int(4)};
-        extents[id].push_back(e);
-        const std::string where = Chunk(id) + " extent " + std::to_string(e.idx);
-        if (e.seg <= 0 || e.off < 0 || e.len <= 0 || e.off % io::kDirectAlign != 0) {
-          problems.Add(where + ": malformed (segment " + std::to_string(e.seg) + " offset " +
-                       std::to_string(e.off) + " length " + std::to_string(e.len) + ")");
-          continue;
-        }
-        const uint64_t end = static_cast<uint64_t>(e.off) +
-                             io::AlignUp(static_cast<uint64_t>(e.len), io::kDirectAlign);
-        const uint64_t seg_bytes = impl_->segments.bytes(static_cast<uint32_t>(e.seg));
-        if (seg_bytes == 0) {
-          problems.Add(where + ": segment " + std::to_string(e.seg) + " is missing");
-        } else if (end > seg_bytes) {
-          problems.Add(where + ": ends at " + std::to_string(end) + ", beyond its segment (" +
-                       std::to_string(seg_bytes) + " bytes)");
-        }
-        ranges.emplace_back(e.seg, e.off, static_cast<int64_t>(end), id);
-        PhysExtent pe{static_cast<uint32_t>(e.seg), static_cast<uint64_t>(e.off),
-                      end - static_cast<uint64_t>(e.off)};
-        std::lock_guard alock(impl_->alloc_mu);
-        if (impl_->alloc.OverlapsFree(pe)) problems.Add(where + ": lies in free space");
+        rows.insert(q.Id(0).ToHex());
       }
     }
-    std::sort(ranges.begin(), ranges.end(), [](const auto& a, const auto& b) {
-      return std::tie(std::get<0>(a), std::get<1>(a)) < std::tie(std::get<0>(b), std::get<1>(b));
-    });
-    for (size_t i = 1; i < ranges.size(); ++i) {
-      const auto& [seg_a, off_a, end_a, id_a] = ranges[i - 1];
-      const auto& [seg_b, off_b, end_b, id_b] = ranges[i];
-      if (seg_a == seg_b && off_b < end_a) {
-        problems.Add(Chunk(id_a) + " and " + Chunk(id_b) + " overlap in segment " +
-                     std::to_string(seg_a) + " at " + std::to_string(off_b));
-      }
-    }
+    KDN_RETURN_IF_ERROR(impl_->files.List(
+        [&](const std::optional<ChunkId>& id, const std::string& path) -> Status {
+          if (!id) {
+            problems.Add(path + ": not a chunk file");
+          } else if (rows.count(id->ToHex()) == 0) {
+            problems.Add(path + ": chunk file of no stored chunk");
+          }
+          return Status::OK();
+        }));
 
     // References held by inodes, counted from the inodes themselves.
     std::unordered_map<ChunkId, std::pair<int64_t, int64_t>, store::IdHasher> inode_refs;
@@ -196,22 +166,17 @@ Result<FsckReport> Store::Fsck(const FsckOptions& options) {
                                         std::max<int64_t>(c.block_bytes, 1))) {
           problems.Add(who + ": block checksums do not match its size");
         }
-        auto ex = extents.find(c.id);
-        int64_t covered = 0;
-        if (ex != extents.end()) {
-          for (size_t i = 0; i < ex->second.size(); ++i) {
-            const ExtentRow& e = ex->second[i];
-            if (e.idx != static_cast<int64_t>(i)) problems.Add(who + ": extents out of sequence");
-            if (i + 1 < ex->second.size() && e.len % io::kDirectAlign != 0) {
-              problems.Add(who + ": extent " + std::to_string(i) + " is not 4 KiB long");
-            }
-            covered += e.len;
+        if (c.size > 0) {
+          const std::string path = impl_->files.PathOf(c.id);
+          struct stat st;
+          if (::lstat(path.c_str(), &st) != 0) {
+            problems.Add(who + ": chunk file " + path + " is missing");
+          } else if (!S_ISREG(st.st_mode)) {
+            problems.Add(who + ": " + path + " is not a regular file");
+          } else if (st.st_size != c.size) {
+            problems.Add(who + ": chunk file holds " + std::to_string(st.st_size) + " of " +
+                         std::to_string(c.size) + " bytes");
           }
-          extents.erase(ex);
-        }
-        if (covered != c.size) {
-          problems.Add(who + ": extents cover " + std::to_string(covered) + " of " +
-                       std::to_string(c.size) + " bytes");
         }
         auto ir = inode_refs.find(c.id);
         const int64_t want_refs = ir == inode_refs.end() ? 0 : ir->second.first;
@@ -240,7 +205,6 @@ Result<FsckReport> Store::Fsck(const FsckOptions& options) {
         if (options.verify_data) to_verify.push_back(c.id);
       }
     }
-    for (const auto& [id, rows] : extents) problems.Add(Chunk(id) + ": extents without a chunk");
     for (const auto& [id, refs] : inode_refs) {
       problems.Add(Chunk(id) + ": content of " + std::to_string(refs.first) +
                    " files but not in the store");

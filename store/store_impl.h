@@ -5,9 +5,12 @@
 //   write_mu   the one writer connection; every change is one transaction under it.
 //   open_mu    open counts; held (after write_mu) by transactions that may delete inodes, so an
 //              inode is never deleted while an OpenInode of it is in progress.
-//   alloc_mu   the free-space map; never held while waiting for write_mu.
-//   grow_mu    segment creation, one at a time.
-//   reads      lease a reader connection and an engine; their epoch guards the space they read.
+//              Chunk files are renamed into place and unlinked only under it too, so a file and
+//              its row always change together as seen by any other writer.
+//   space_mu   the capacity accounting (used and reserved bytes); never held while waiting for
+//              write_mu.
+//   reads      lease a reader connection and an engine; a chunk's layout holds its file open,
+//              so a read in progress keeps its bytes even if the chunk is deleted meanwhile.
 #ifndef KDN_STORE_STORE_IMPL_H_
 #define KDN_STORE_STORE_IMPL_H_
 
@@ -23,17 +26,15 @@
 #include <vector>
 
 #include "kdn/store.h"
+#include "store/chunk_files.h"
 #include "store/chunk_id.h"
 #include "store/chunk_io.h"
 #include "store/chunk_layout.h"
 #include "store/db_pool.h"
 #include "store/engine_pool.h"
-#include "store/extent_allocator.h"
 #include "store/format/file_io.h"
 #include "store/kv_content.h"
 #include "store/latency_histogram.h"
-#include "store/read_epochs.h"
-#include "store/segment_set.h"
 #include "store/sqlite_db.h"
 
 namespace kdn {
@@ -48,22 +49,25 @@ struct Counters {
 };
 
 // Content hashed, checked and (unless already stored) written: ready for a transaction to
-// publish it. Space it holds and no commit published is freed when it goes away.
+// publish it. Capacity it holds and its temporary file, if no commit published it, are given back
+// when it goes away.
 struct PreparedChunk {
   ChunkId id;
   uint64_t size = 0;
   std::vector<uint64_t> sums;
   std::optional<KvIndex> kv;
-  std::vector<PhysExtent> allocation;  // written space; empty until written (or for empty content)
-  std::vector<int> written_fds;        // segments holding it, to sync before the commit
-  bool written = false;
+  uint64_t reserved = 0;  // capacity held for it (4 KiB-rounded size) until published or dropped
+  std::string temp_path;  // its file in staging/, once written (until renamed into place)
+  UniqueFd fd;            // that file (O_RDWR|O_DIRECT); after the rename, the chunk file
+  bool written = false;    // the file holds its bytes (not yet synced)
+  bool installed = false;  // synced and renamed to its chunk file name
   bool published = false;
 };
 
 // What a committed transaction changes outside the database; applied only after COMMIT.
 struct TxnEffects {
-  std::vector<PhysExtent> retired;
-  std::vector<ChunkId> deleted_chunks;
+  std::vector<ChunkId> deleted_chunks;  // their files are unlinked after the commit
+  uint64_t freed_bytes = 0;             // their 4 KiB-rounded sizes
   std::vector<PreparedChunk*> published;
   int64_t chunk_delta = 0;
   int64_t inode_delta = 0;
@@ -87,14 +91,14 @@ struct Store::Impl {
   std::unique_ptr<store::Db> writer;
   std::unique_ptr<store::DbPool> readers;
 
-  store::SegmentSet segments;
-  std::mutex grow_mu;
-  std::mutex alloc_mu;
-  store::ExtentAllocator alloc;
+  store::ChunkFiles files;
   std::atomic<uint64_t> capacity{0};
-  store::ReadEpochs epochs;
-  std::unique_ptr<store::EnginePool> engines;  // after segments: engines go first at close
-  store::LayoutCache layouts{8192};
+  std::mutex space_mu;
+  uint64_t used_bytes = 0;      // 4 KiB-rounded sizes of the committed chunks
+  uint64_t reserved_bytes = 0;  // held by chunks being written
+  std::unique_ptr<store::EnginePool> engines;
+  // Layouts hold their chunk file open: small enough to stay far from descriptor limits.
+  store::LayoutCache layouts{256};
 
   std::mutex open_mu;
   std::unordered_map<Ino, uint32_t> open_counts;
@@ -112,23 +116,26 @@ struct Store::Impl {
 
   // ---- store_open.cc
   Status OpenAll(const std::string& path, const StoreOptions& opts);
-  Status RebuildFreeSpace();
+  // Chunk files no committed row names (left by a crash between a file's rename and its commit,
+  // or between a commit and the unlink) are removed; the used space is summed.
+  Status RemoveStrayChunkFiles();
   Status ReclaimOrphans();
   Status CleanStaging();
 
   // ---- transactions (store_commit.cc)
   // Runs `body` as one atomic change and returns once it is durable. Concurrent callers are
-  // committed together (group commit): the data files they name (`sync_fds`: segments they
-  // wrote) are synced first, then every body runs in one SQLite transaction, each inside its own
-  // savepoint so that one failure leaves the others alone. With `lock_opens`, open counts are
-  // frozen while the body runs (for changes that may delete inodes). Effects are applied by the
-  // caller's thread after the commit.
+  // committed together (group commit): the chunk files they wrote (`chunk`, when written and not
+  // yet in place) are synced first, then renamed into place with their directories synced, then
+  // every body runs in one SQLite transaction, each inside its own savepoint so that one failure
+  // leaves the others alone; after the COMMIT the files of deleted chunks are unlinked. With
+  // `lock_opens`, open counts are frozen while the body runs (for changes that may delete
+  // inodes). Effects are applied by the caller's thread after the commit.
   using TxnBody = std::function<Status(store::Db&, store::TxnEffects&)>;
-  Status Write(bool lock_opens, TxnBody body, std::vector<int> sync_fds = {});
+  Status Write(bool lock_opens, TxnBody body, store::PreparedChunk* chunk = nullptr);
   struct WriteRequest {
     TxnBody body;
     bool lock_opens = false;
-    std::vector<int> sync_fds;
+    store::PreparedChunk* chunk = nullptr;  // to sync and install before the transaction
     store::TxnEffects fx;
     Status status;
     bool done = false;
@@ -148,17 +155,19 @@ struct Store::Impl {
 
   // ---- store_chunks.cc
   Result<std::shared_ptr<const store::ChunkLayout>> LoadLayout(const ChunkId& id);
-  // Hashes and checks `bytes`. When free space is at hand it also writes them there, hashing each
-  // piece while the ones before it are on their way to the disk (hashing is then off the put's
-  // critical path), and frees that space again if the id turns out to be stored already.
+  // Hashes and checks `bytes`. When capacity is at hand (without evicting) it also writes them to
+  // a temporary file, hashing each piece while the ones before it are on their way to the disk
+  // (hashing is then off the put's critical path), and drops that file again if the id turns out
+  // to be stored already.
   Result<std::unique_ptr<store::PreparedChunk>> PrepareMemory(std::span<const std::byte> bytes,
                                                               store::ChunkSource& source);
   Result<std::unique_ptr<store::PreparedChunk>> PrepareFile(int fd, const std::string& path);
-  // Writes the chunk's bytes to newly reserved space (not yet synced: the commit does that).
+  // Reserves capacity and writes the chunk's bytes to a new temporary file (not yet synced: the
+  // commit does that).
   Status WriteData(store::PreparedChunk& chunk, store::ChunkSource& source);
-  // Writes them to chunk.allocation (freed on failure), feeding `hasher` when given.
-  Status WriteAllocated(store::PreparedChunk& chunk, store::ChunkSource& source,
-                        store::ContentHasher* hasher);
+  // Writes them to a new temporary file (dropped on failure), feeding `hasher` when given.
+  Status WriteFile(store::PreparedChunk& chunk, store::ChunkSource& source,
+                   store::ContentHasher* hasher);
   Result<bool> ChunkExists(const ChunkId& id);
   // Publishes (or references) a prepared chunk inside a transaction. False when the chunk is not
   // stored and `chunk` was not written (it vanished since we looked): write it and retry.
@@ -172,14 +181,16 @@ struct Store::Impl {
   template <typename Commit>
   Status StoreAndCommit(store::PreparedChunk& chunk, store::ChunkSource& source, bool lock_opens,
                         Commit&& commit);
-  Result<std::vector<store::PhysExtent>> Reserve(uint64_t bytes);
-  // Space already free in the segments, within the capacity: no eviction, no new segment (so that
-  // content that turns out to be stored already never costs either). Empty when there is none.
-  std::vector<store::PhysExtent> TakeFreeSpace(uint64_t bytes);
+  // Holds `bytes` of capacity for a chunk being written, evicting when the store is full.
+  Status Reserve(store::PreparedChunk& chunk, uint64_t bytes);
+  // The same without evicting (so that content that turns out to be stored already never costs
+  // an eviction); false when the capacity is not at hand.
+  bool TryReserve(store::PreparedChunk& chunk, uint64_t bytes);
+  // Gives back what an unpublished chunk holds: its capacity and its temporary file.
   void FreeUnpublished(store::PreparedChunk& chunk);
   // Caches the layout of a chunk this thread published (skipped if any chunk was deleted since
   // `generation`, which might have been this one).
-  void CacheLayout(const store::PreparedChunk& chunk, uint64_t generation);
+  void CacheLayout(store::PreparedChunk& chunk, uint64_t generation);
   Result<uint64_t> Evict(uint64_t want_bytes);
   Status ReadAll(const ChunkId& id, const std::function<Status(std::span<const std::byte>)>& sink);
 
@@ -212,7 +223,7 @@ Status Store::Impl::StoreAndCommit(store::PreparedChunk& chunk, store::ChunkSour
     Status s = Write(
         lock_opens,
         [&](store::Db& db, store::TxnEffects& fx) -> Status { return commit(db, fx, &vanished); },
-        chunk.written_fds);
+        &chunk);
     if (vanished) continue;  // deleted between our look and our commit: write it and retry
     // Readers of a chunk just written usually come soon: give them its layout.
     if (s.ok() && chunk.published) CacheLayout(chunk, generation);

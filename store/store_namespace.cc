@@ -14,7 +14,6 @@ namespace kdn {
 
 using store::Db;
 using store::NowNs;
-using store::PhysExtent;
 using store::PreparedChunk;
 using store::RefKind;
 using store::Stmt;

@@ -1,4 +1,4 @@
-// Opening and closing a store, recovery (free space from committed rows, orphans, staging),
+// Opening and closing a store, recovery (stray chunk files, orphans, staging),
 // transactions' after-commit effects, usage and statistics.
 #include <dirent.h>
 #include <fcntl.h>
@@ -14,6 +14,7 @@
 #include <ctime>
 #include <filesystem>
 #include <random>
+#include <unordered_set>
 
 #include "iouring/aligned_buffer.h"
 #include "store/clock.h"
@@ -24,13 +25,12 @@ namespace kdn {
 
 using store::Db;
 using store::NowNs;
-using store::PhysExtent;
 using store::Stmt;
 
 namespace {
 
 bool IsStoreEntry(std::string_view name) {
-  return name == "." || name == ".." || name == "LOCK" || name == "seg" || name == "staging" ||
+  return name == "." || name == ".." || name == "LOCK" || name == "chunks" || name == "staging" ||
          name == "meta.db" || name == "meta.db-wal" || name == "meta.db-shm" ||
          name == "meta.db-journal";
 }
@@ -85,7 +85,8 @@ Store::Impl::~Impl() {
       if (FlushTouched(*writer).ok()) (void)txn->Commit();
     }
   }
-  engines.reset();  // rings and their registered descriptors go before the segments close
+  layouts.Clear();  // chunk files held open by cached layouts
+  engines.reset();
   readers.reset();
   writer.reset();
   lock_fd.reset();  // last: the store stays locked until everything above is closed
@@ -100,9 +101,6 @@ Result<std::unique_ptr<Store>> Store::Open(const std::string& dir, const StoreOp
 Status Store::Impl::OpenAll(const std::string& path, const StoreOptions& opts) {
   options = opts;
   sync_full = opts.sync == SyncPolicy::kFull;
-  if (opts.segment_bytes < 64 * 1024 || opts.segment_bytes % io::kDirectAlign != 0) {
-    return Status::InvalidArgument("segment_bytes must be a multiple of 4096, at least 64 KiB");
-  }
   if (opts.io_bytes < io::kDirectAlign || opts.io_bytes % io::kDirectAlign != 0 ||
       opts.io_bytes > (64u << 20)) {
     return Status::InvalidArgument("io_bytes must be a multiple of 4096, at most 64 MiB");
@@ -158,23 +156,22 @@ Status Store::Impl::OpenAll(const std::string& path, const StoreOptions& opts) {
     KDN_RETURN_IF_ERROR(txn.Commit());
   }
 
-  KDN_RETURN_IF_ERROR(segments.Open(dir + "/seg"));
-  for (const store::SegmentInfo& s : segments.List()) alloc.AddSegment(s.id, s.bytes);
+  KDN_RETURN_IF_ERROR(files.Open(dir, sync_full));
 
   io::EngineOptions eo;
   eo.kind = static_cast<io::EngineKind>(opts.io_engine);
   eo.queue_depth = opts.queue_depth;
   eo.buffer_count = opts.queue_depth;
   eo.buffer_bytes = 256 * 1024;  // two checksum blocks: bounce space for unaligned callers
-  engines = std::make_unique<store::EnginePool>(eo, segments);
+  engines = std::make_unique<store::EnginePool>(eo);
   {
     // An engine now, so that a refused io_uring (when asked for explicitly) fails the open.
     KDN_ASSIGN_OR_RETURN(store::EnginePool::Lease lease, engines->Acquire());
   }
 
-  KDN_RETURN_IF_ERROR(RebuildFreeSpace());
-  KDN_RETURN_IF_ERROR(ReclaimOrphans());
   KDN_RETURN_IF_ERROR(CleanStaging());
+  KDN_RETURN_IF_ERROR(ReclaimOrphans());
+  KDN_RETURN_IF_ERROR(RemoveStrayChunkFiles());
 
   KDN_ASSIGN_OR_RETURN(store::DbPool::Lease db, readers->Acquire());
   KDN_ASSIGN_OR_RETURN(Stmt q, db->Prepare("SELECT (SELECT count(*) FROM chunks), "
@@ -187,25 +184,31 @@ Status Store::Impl::OpenAll(const std::string& path, const StoreOptions& opts) {
   return Status::OK();
 }
 
-Status Store::Impl::RebuildFreeSpace() {
-  // Everything a committed row does not reference is free: this is the whole of recovery.
-  KDN_ASSIGN_OR_RETURN(store::DbPool::Lease db, readers->Acquire());
-  KDN_ASSIGN_OR_RETURN(Stmt q, db->Prepare("SELECT chunk, idx, seg, off, len FROM extents"));
-  std::lock_guard lock(alloc_mu);
-  while (true) {
-    KDN_ASSIGN_OR_RETURN(bool row, q.Step());
-    if (!row) break;
-    PhysExtent e{static_cast<uint32_t>(q.Int(2)), q.U64(3),
-                 io::AlignUp(q.U64(4), io::kDirectAlign)};
-    if (q.Int(2) <= 0 || q.Int(3) < 0 || q.Int(4) <= 0 || !alloc.MarkUsed(e)) {
-      open_problems.push_back("chunk " + q.Id(0).ToHex() + " extent " + std::to_string(q.Int(1)) +
-                              " (segment " + std::to_string(q.Int(2)) + " offset " +
-                              std::to_string(q.Int(3)) + " length " + std::to_string(q.Int(4)) +
-                              ") lies outside its segment or overlaps another extent");
+Status Store::Impl::RemoveStrayChunkFiles() {
+  // A file no committed row names was never published, or its chunk was deleted: either way
+  // nobody can reach it. This is the whole of recovery for chunk data.
+  std::unordered_set<std::string> known;
+  uint64_t used = 0;
+  {
+    KDN_ASSIGN_OR_RETURN(store::DbPool::Lease db, readers->Acquire());
+    KDN_ASSIGN_OR_RETURN(Stmt q, db->Prepare("SELECT id, stored FROM chunks"));
+    while (true) {
+      KDN_ASSIGN_OR_RETURN(bool row, q.Step());
+      if (!row) break;
+      known.insert(q.Id(0).ToHex());
+      used += q.U64(1);
     }
   }
-  for (const std::string& p : open_problems)
-    std::fprintf(stderr, "kdn: store %s: %s\n", dir.c_str(), p.c_str());
+  KDN_RETURN_IF_ERROR(
+      files.List([&](const std::optional<ChunkId>& id, const std::string& path) -> Status {
+        if (id && known.count(id->ToHex()) != 0) return Status::OK();
+        std::error_code ec;
+        std::filesystem::remove_all(path, ec);
+        if (ec) return Status::FromErrno("removing stray chunk file " + path, ec.value());
+        return Status::OK();
+      }));
+  std::lock_guard lock(space_mu);
+  used_bytes = used;
   return Status::OK();
 }
 
@@ -228,7 +231,7 @@ Status Store::Impl::ReclaimOrphans() {
 
 Status Store::Impl::CleanStaging() {
   std::string staging = dir + "/staging";
-  if (::mkdir(staging.c_str(), 0755) != 0 && errno != EEXIST) {
+  if (::mkdir(staging.c_str(), store::kDirMode) != 0 && errno != EEXIST) {
     return Status::FromErrno("creating " + staging, errno);
   }
   // Staged files belong to writes that never committed: their content was never published.
@@ -278,26 +281,19 @@ std::string Store::NewStagingPath() {
 
 StoreUsage Store::Usage() const {
   StoreUsage u;
-  uint64_t live, pending, free_in_segments, segment_total;
   {
-    std::lock_guard lock(impl_->alloc_mu);
-    live = impl_->alloc.live_bytes();
-    pending = impl_->alloc.pending_bytes();
-    free_in_segments = impl_->alloc.free_bytes();
-    segment_total = impl_->alloc.segment_bytes();
+    std::lock_guard lock(impl_->space_mu);
+    u.used_bytes = impl_->used_bytes + impl_->reserved_bytes;
   }
   uint64_t fs_free = 0;
   struct statvfs vfs;
   if (::statvfs(impl_->dir.c_str(), &vfs) == 0) fs_free = uint64_t{vfs.f_bavail} * vfs.f_frsize;
-  u.used_bytes = live + pending;
   const uint64_t cap = impl_->capacity.load();
   if (cap != 0) {
     u.capacity_bytes = cap;
-    uint64_t ungrown = cap > segment_total ? cap - segment_total : 0;
-    uint64_t obtainable = free_in_segments + std::min(ungrown, fs_free);
-    u.free_bytes = std::min(cap > u.used_bytes ? cap - u.used_bytes : 0, obtainable);
+    u.free_bytes = std::min(cap > u.used_bytes ? cap - u.used_bytes : 0, fs_free);
   } else {
-    u.free_bytes = free_in_segments + fs_free;
+    u.free_bytes = fs_free;
     u.capacity_bytes = u.used_bytes + u.free_bytes;
   }
   u.chunks = static_cast<uint64_t>(std::max<int64_t>(0, impl_->chunk_count.load()));

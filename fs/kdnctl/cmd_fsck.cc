@@ -16,8 +16,8 @@ constexpr int kFsckUsage = 2;
 
 constexpr char kFsckUsageText[] =
     "Usage: kdnctl fsck [--no-data] [--quiet] STORE_DIR\n"
-    "Checks a store: its database, every extent against its segment file, the other extents and\n"
-    "the free space, the reference counts, the namespace (names, links, directories, orphans),\n"
+    "Checks a store: its database, every chunk's file (present, its size, no stray files), the\n"
+    "reference counts, the namespace (names, links, directories, orphans),\n"
     "and, unless --no-data, every chunk's bytes: its hash, its block checksums and the checksums\n"
     "of .kv content. The store must not be in use (stop kdnfs first).\n"
     "Prints a summary and one line per problem (--quiet: problems only). Exits 0 when the store\n"

@@ -1,25 +1,29 @@
 // The chunk store: content-addressed chunks on local NVMe, and the namespace that names them.
 //
 // A store is a directory:
-//   meta.db           SQLite (WAL, synchronous=FULL): chunks, extents, inodes, directory entries,
-//                     xattrs, `.kv` metadata and prefix hashes. One transaction per operation.
-//   seg/NNNNNN.seg    preallocated segment files holding chunk bytes in 4 KiB-aligned extents,
-//                     written and read with O_DIRECT through the I/O engine (io_uring).
-//   staging/          files being written by kdnfs; handed to the store at commit; stray ones are
-//                     removed when the store is opened.
+//   meta.db           SQLite (WAL, synchronous=FULL): chunks, inodes, directory entries, xattrs,
+//                     `.kv` metadata and prefix hashes. One transaction per operation.
+//   chunks/ab/<id>    one file per chunk (named by its hex id), holding exactly its bytes: chunk
+//                     offset N at file offset N, all-zero 4 KiB blocks of non-`.kv` content left as
+//                     holes. Written and read with O_DIRECT through the I/O engine (io_uring).
+//   staging/          files being written by kdnfs (handed to the store at commit) and chunk files
+//                     being written; stray ones are removed when the store is opened.
 //   LOCK              flock()ed for the lifetime of the Store: a second process gets kBusy.
 //
 // Chunks are content addressed: id = xxh3-128 of the bytes, the same bytes are stored once and
-// reference counted. A chunk is immutable. Commit order: the bytes are written and fdatasync'ed,
-// then one SQLite transaction publishes them; a crash at any point leaves either the old state or
-// the new one, and space that no committed row references is free again on the next open. Every
-// read is verified (per-block xxh3-64 checksums of the stored bytes, computed at put time).
+// reference counted. A chunk is immutable. Commit order: the bytes are written to a temporary
+// file and fdatasync'ed, the file is renamed to its chunk name and its directory synced, then one
+// SQLite transaction publishes it; a crash at any point leaves either the old state or the new
+// one, and chunk files that no committed row references are removed on the next open. A deleted
+// chunk's file is unlinked right after the commit that drops it (its space goes back to the host;
+// descriptors already open keep reading it). Every read is verified (per-block xxh3-64 checksums
+// of the stored bytes, computed at put time).
 //
 // Content that starts with the `.kv` magic is validated at put/commit time (header, every block
 // checksum) and its header and prefix hashes are indexed, so that kdnfs can answer prefix lookups.
 // Invalid `.kv` content is refused with kInvalidArgument and nothing changes.
 //
-// Capacity: a byte limit on stored extents. A put that would exceed it evicts chunks that only
+// Capacity: a byte limit on the chunks' sizes, each rounded up to 4 KiB. A put that would exceed it evicts chunks that only
 // evictable, unpinned references hold, least recently used first (eviction removes every name of
 // the files that hold such a chunk); when that is not enough it fails with kNoSpace (ENOSPC) and
 // nothing of it is visible.
@@ -81,13 +85,10 @@ struct EvictedName {
 
 struct StoreOptions {
   bool create_if_missing = true;
-  // Limit on the bytes of stored extents (4 KiB-rounded chunk sizes). At creation, 0 means "no
+  // Limit on the bytes of stored chunks (4 KiB-rounded chunk sizes). At creation, 0 means "no
   // limit but the filesystem's free space"; at open, 0 keeps the recorded limit and any other value
   // replaces it (it may be below current use: later puts then evict or fail).
   uint64_t capacity_bytes = 0;
-  // Size of each new segment file (multiple of 4 KiB, at least 64 KiB). The last segment is cut
-  // short so that the segments never exceed the capacity.
-  uint64_t segment_bytes = uint64_t{1} << 30;
   IoEngineKind io_engine = IoEngineKind::kAuto;
   SyncPolicy sync = SyncPolicy::kFull;
   uint32_t queue_depth = 32;     // I/O requests in flight per operation
@@ -100,7 +101,7 @@ struct StoreOptions {
 // What `df` shows.
 struct StoreUsage {
   uint64_t capacity_bytes = 0;  // the limit, or used + the filesystem's free space when unlimited
-  uint64_t used_bytes = 0;  // 4 KiB-rounded extents held by chunks (and freed but not yet reusable)
+  uint64_t used_bytes = 0;  // 4 KiB-rounded sizes of the chunks (and of those being written)
   uint64_t free_bytes = 0;  // what a put can still use (without evicting)
   uint64_t chunks = 0;
   uint64_t inodes = 0;  // every inode, directories included
@@ -123,7 +124,7 @@ struct KvSummary {
 struct ChunkInfo {
   ChunkId id;
   uint64_t size = 0;          // bytes of content
-  uint64_t stored_bytes = 0;  // 4 KiB-rounded extents
+  uint64_t stored_bytes = 0;  // 4 KiB-rounded size (what the capacity counts)
   uint32_t refs = 0;          // references: inodes holding it as content + Put references
   uint32_t pins = 0;
   bool evictable = false;  // only evictable, unpinned references hold it
@@ -133,8 +134,9 @@ struct ChunkInfo {
 };
 
 // Where the bytes of a chunk lie: concatenated in order they are the chunk.
+// Since chunks are files of their own, a non-empty chunk has exactly one: its file, offset 0.
 struct Extent {
-  std::string path;     // absolute path of the segment file
+  std::string path;     // absolute path of the chunk file
   uint64_t offset = 0;  // 4 KiB-aligned
   uint64_t length = 0;  // bytes of the chunk here (only the last extent may end off alignment)
 };
@@ -224,7 +226,7 @@ struct StoreStats {
   uint64_t chunks = 0;
   uint64_t logical_bytes = 0;    // sum of regular file sizes
   uint64_t stored_bytes = 0;     // sum of distinct chunk sizes
-  uint64_t allocated_bytes = 0;  // 4 KiB-rounded extents
+  uint64_t allocated_bytes = 0;  // 4 KiB-rounded chunk sizes
   double dedup_ratio = 1.0;      // logical / stored (1 when empty)
   uint64_t kv_chunks = 0;
   uint64_t kv_raw_bytes = 0;       // decoded size of the `.kv` chunks
@@ -264,7 +266,7 @@ class Store {
  public:
   // Opens (or creates, when allowed and `dir` is empty or missing) the store in `dir`, takes its
   // lock (kBusy when another process holds it), reclaims orphans (unlinked inodes left by a crash)
-  // and removes stray staging files.
+  // and removes stray staging and chunk files.
   static Result<std::unique_ptr<Store>> Open(const std::string& dir,
                                              const StoreOptions& options = {});
   // Opens the store and checks it (see Fsck below). kBusy when it is in use.
@@ -294,8 +296,7 @@ class Store {
   // offset avoid a copy. Counts as an access for LRU.
   Result<size_t> Get(const ChunkId& id, uint64_t offset, std::span<std::byte> out);
   Result<ChunkInfo> StatChunk(const ChunkId& id);
-  // Drops one Put reference; the space is reused once the release is durable and no read is using
-  // it.
+  // Drops one Put reference; the last one deletes the chunk and unlinks its file.
   Status Release(const ChunkId& id);
   Result<std::vector<Extent>> Extents(const ChunkId& id);
   // A new read-only descriptor (O_RDONLY|O_CLOEXEC|O_NOFOLLOW; the caller closes it) of a regular
@@ -303,7 +304,8 @@ class Store {
   // size: what FUSE passthrough needs as a backing file. The file stays readable and unchanged
   // for as long as the descriptor is open, even if the chunk is deleted meanwhile (it is then
   // only unlinked). Reads through it are not checked against the block checksums (Get is).
-  // kNotFound for an unknown chunk; kUnsupported where chunks are not files of their own.
+  // kNotFound for an unknown chunk; kInvalidArgument for the empty chunk (it has no file; an
+  // empty regular file has no chunk at all).
   Result<int> OpenChunkForRead(const ChunkId& id);
   // Pinned chunks are never evicted. Pins are counted.
   Status Pin(const ChunkId& id);
@@ -381,7 +383,7 @@ class Store {
 
   // ---- Checks.
 
-  // Checks everything: the database, every extent against the segments and the other extents,
+  // Checks everything: the database, every chunk's file (present, its size, no stray files),
   // reference counts, the namespace's links, and (verify_data) every chunk's bytes. Writers wait
   // while the metadata is checked (not while the bytes are read); readers never wait.
   Result<FsckReport> Fsck(const FsckOptions& options = {});

@@ -82,7 +82,6 @@ class FilesystemTest : public ::testing::Test {
     fs_.reset();
     StoreOptions so;
     so.sync = SyncPolicy::kNone;  // scratch store: the tests are about the logic, not durability
-    so.segment_bytes = 1u << 20;
     so.capacity_bytes = capacity;
     Filesystem::Options fo;
     fo.idle_commit = std::chrono::milliseconds(0);

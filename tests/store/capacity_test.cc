@@ -20,7 +20,6 @@ class CapacityTest : public ::testing::Test {
     store_.reset();
     StoreOptions o;
     o.capacity_bytes = capacity;
-    o.segment_bytes = kChunk * 2;
     if (io_bytes_ != 0) o.io_bytes = io_bytes_;
     o.on_evict = [this](const std::vector<EvictedName>& names) {
       for (const auto& n : names) evicted_.push_back(n.name);
@@ -195,8 +194,9 @@ TEST_F(FaultTest, ReadErrorsAreReported) {
   auto n = store_->Get(*id, 0, out);
   io::ClearFaultPlan();
   EXPECT_EQ(n.status().sys_errno(), EIO) << n.status().ToString();
-  EXPECT_NE(n.status().message().find("/seg/000001.seg"), std::string::npos)
-      << "the message names the segment: " << n.status().ToString();
+  EXPECT_NE(n.status().message().find("/chunks/" + id->ToHex().substr(0, 2) + "/" + id->ToHex()),
+            std::string::npos)
+      << "the message names the chunk file: " << n.status().ToString();
   EXPECT_TRUE(store_->Get(*id, 0, out).ok());
 }
 

@@ -125,16 +125,16 @@ TEST_F(ChunkTest, StagedFileIsStoredAndRemoved) {
 }
 
 TEST_F(ChunkTest, ExtentsDescribeTheBytes) {
-  auto bytes = RandomBytes(6 * 1024 * 1024 + 100, 9);  // larger than a segment: several extents
+  auto bytes = RandomBytes(6 * 1024 * 1024 + 100, 9);
   auto id = store_->Put(bytes);
   ASSERT_TRUE(id.ok());
   auto extents = store_->Extents(*id);
   ASSERT_TRUE(extents.ok());
-  ASSERT_GE(extents->size(), 2u);
+  ASSERT_EQ(extents->size(), 1u);  // the chunk file, whole
   std::vector<std::byte> joined;
   for (const Extent& e : *extents) {
-    EXPECT_EQ(e.offset % 4096, 0u);
-    EXPECT_EQ(e.path.rfind(store_->dir() + "/seg/", 0), 0u) << e.path;
+    EXPECT_EQ(e.offset, 0u);
+    EXPECT_EQ(e.path, store_->dir() + "/chunks/" + id->ToHex().substr(0, 2) + "/" + id->ToHex());
     int fd = ::open(e.path.c_str(), O_RDONLY);
     ASSERT_GE(fd, 0);
     std::vector<std::byte> part(e.length);
@@ -235,7 +235,7 @@ TEST(StoreOpen, RefusesForeignDirectoriesAndMissingStores) {
   StoreOptions o = test::SmallStoreOptions();
   o.create_if_missing = false;
   EXPECT_TRUE(Store::Open(dir / "nothing", o).status().IsNotFound());
-  o.segment_bytes = 1000;
+  o.io_bytes = 1000;
   EXPECT_EQ(Store::Open(dir / "x", o).status().code(), Code::kInvalidArgument);
 }
 

@@ -117,7 +117,6 @@ TEST(Concurrency, ReleasedSpaceIsNotReusedUnderAReader) {
   test::TempDir dir("kdn-conc");
   StoreOptions o;
   constexpr size_t kSize = 512 * 1024;
-  o.segment_bytes = 4 * kSize;
   o.capacity_bytes = 6 * kSize;  // space is recycled within a few puts
   auto store = test::OpenStore(dir.str(), o);
   ASSERT_NE(store, nullptr);

@@ -104,7 +104,6 @@ int main(int argc, char** argv) {
   const uint64_t base = std::strtoull(argv[2], nullptr, 10);
   ack_fd = std::atoi(argv[3]);
   kdn::StoreOptions options;
-  options.segment_bytes = 2u << 20;  // small segments: chunks span them, segments get created
   auto opened = kdn::Store::Open(dir, options);
   if (!opened.ok()) return Fail(opened.status());
   kdn::Store& store = **opened;

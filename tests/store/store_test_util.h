@@ -29,7 +29,6 @@ inline std::vector<std::byte> RandomBytes(size_t n, uint64_t seed) {
 
 inline StoreOptions SmallStoreOptions() {
   StoreOptions o;
-  o.segment_bytes = 4u << 20;
   return o;
 }
 
