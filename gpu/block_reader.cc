@@ -8,11 +8,6 @@
 namespace kdn::gpu {
 namespace {
 
-bool DebugEnabled() {
-  const char* v = std::getenv("KDN_DEBUG");
-  return v != nullptr && *v != '\0' && std::strcmp(v, "0") != 0;
-}
-
 std::string Hex64(uint64_t v) {
   char buf[24];
   std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(v));
@@ -48,41 +43,7 @@ Result<std::unique_ptr<BlockReader>> BlockReader::Open(const std::string& path) 
   if (r->header_.blocks.size() != 2 * size_t{r->header_.model.n_layers}) {
     return Status::Internal(path + ": parsed header has an inconsistent block table");
   }
-  r->TryFastPath(header);
   return r;
-}
-
-void BlockReader::TryFastPath(const std::vector<std::byte>& header_bytes) {
-  Result<std::optional<std::string>> attr = ReadExtentsAttr(path_);
-  if (!attr.ok()) return DisableFastPath(attr.status());
-  if (!attr->has_value()) return;  // not on kdnfs, or no fast path offered: nothing to say
-  Result<ExtentList> list = ParseExtents(**attr);
-  if (!list.ok()) return DisableFastPath(list.status());
-  if (list->file_bytes != file_->size()) {
-    return DisableFastPath(
-        Status::Corruption("extents describe " + std::to_string(list->file_bytes) +
-                           " bytes, the file has " + std::to_string(file_->size())));
-  }
-  Result<std::unique_ptr<ExtentSource>> src = ExtentSource::Open(std::move(*list));
-  if (!src.ok()) return DisableFastPath(src.status());
-  // The header holds the token ids and every block checksum: when the segment bytes start with
-  // the very same header, every block whose checksum verifies is this file's block.
-  std::vector<std::byte> seen(header_bytes.size());
-  Status s = (*src)->ReadAt(0, seen);
-  if (!s.ok()) return DisableFastPath(s);
-  if (seen != header_bytes) {
-    return DisableFastPath(Status::Corruption("segment bytes do not hold this file's header"));
-  }
-  extents_ = std::move(*src);
-  fast_path_.store(true, std::memory_order_relaxed);
-}
-
-void BlockReader::DisableFastPath(const Status& why) const {
-  fast_path_.store(false, std::memory_order_relaxed);
-  if (DebugEnabled() && !noted_.exchange(true)) {
-    std::fprintf(stderr, "kdn: %s: fast path off, reading through the file: %s\n", path_.c_str(),
-                 why.ToString().c_str());
-  }
 }
 
 size_t BlockReader::ReadSize(uint32_t layer, KvKind kind) const {
@@ -104,12 +65,6 @@ Status BlockReader::ReadBlock(uint32_t layer, KvKind kind, std::span<std::byte> 
                               ": checksum mismatch (stored " + Hex64(b.checksum) + ", computed " +
                               Hex64(sum) + ")");
   };
-  if (fast_path()) {
-    Status s = extents_->ReadAt(b.offset, dst);
-    if (s.ok()) s = verify();
-    if (s.ok()) return s;
-    DisableFastPath(s);
-  }
   Status s = file_->ReadAt(b.offset, dst);
   if (!s.ok()) return s.WithContext(BlockName(layer, kind));
   return verify();

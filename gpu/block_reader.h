@@ -1,23 +1,20 @@
 // A cache's bytes: its header, parsed and checked at open, and its encoded blocks, each read on
 // demand and checked against its xxh3 checksum before anything decodes it.
 //
-// Bytes come from the file (pread), or, when the file has a `user.kdn.extents` attribute whose
-// extents check out and whose header matches the file's byte for byte, from the store's segment
-// files (the fast path). Any failure on the fast path (an unreadable segment, a checksum mismatch)
-// turns it off for this cache and the read is repeated through the file: only a block that is bad
-// in the file itself is reported as corrupt. With KDN_DEBUG set, the first such fallback is noted
-// on stderr.
+// Bytes come from the file itself (pread), and from nothing a file's attributes point at: on kdnfs
+// the kernel reads a committed file straight from its chunk file (FUSE passthrough), as fast as
+// the store's disk, so there is no reason left to read the store behind the mount's back. (An
+// earlier fast path read the segment files that a `user.kdn.extents` attribute named; any user
+// could write that attribute, and it made an engine read what the engine could, not the user.)
 #ifndef KDN_GPU_BLOCK_READER_H_
 #define KDN_GPU_BLOCK_READER_H_
 
-#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <span>
 #include <string>
 #include <vector>
 
-#include "gpu/extent_source.h"
 #include "kdn/format.h"
 #include "kdn/status.h"
 
@@ -32,7 +29,6 @@ class BlockReader {
   const KvHeader& header() const { return header_; }
   const std::string& path() const { return path_; }
   uint64_t file_bytes() const { return file_->size(); }
-  bool fast_path() const { return fast_path_.load(std::memory_order_relaxed); }
 
   // Bytes ReadBlock reads for this block: its encoded bytes rounded up to 4 KiB (the padding that
   // follows every block), so that aligned reads can bypass the page cache.
@@ -46,14 +42,9 @@ class BlockReader {
 
  private:
   BlockReader() = default;
-  void TryFastPath(const std::vector<std::byte>& header_bytes);
-  void DisableFastPath(const Status& why) const;
 
   std::string path_;
   std::unique_ptr<ByteSource> file_;  // the file itself, read with pread
-  std::unique_ptr<ExtentSource> extents_;
-  mutable std::atomic<bool> fast_path_{false};
-  mutable std::atomic<bool> noted_{false};
   KvHeader header_;
 };
 

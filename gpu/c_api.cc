@@ -91,7 +91,7 @@ void FillInfo(const Cache& c, kdn_cache_info* out) {
   std::snprintf(out->codec, sizeof out->codec, "%s", h.codec.Name().c_str());
   out->file_bytes = c.reader().file_bytes();
   out->decoded_bytes = h.decoded_bytes();
-  out->fast_path = c.reader().fast_path() ? 1 : 0;
+  out->fast_path = 0;  // kept for the ABI: bytes always come through the file
 }
 
 }  // namespace

@@ -13,11 +13,11 @@ namespace {
 constexpr const char* kHelp =
     "usage: kdn-engine info [--field NAME] PATH.kv ...\n"
     "Prints, per file, `name: value` lines: path, model, tokens, position, codec, file_bytes,\n"
-    "decoded_bytes (the KV of every layer in the model's dtype), fast_path. With --field, only\n"
+    "decoded_bytes (the KV of every layer in the model's dtype). With --field, only\n"
     "that value, one line per file (for scripts).\n";
 
-constexpr const char* kFields[] = {"path",  "model",      "tokens",        "position",
-                                   "codec", "file_bytes", "decoded_bytes", "fast_path"};
+constexpr const char* kFields[] = {"path",  "model",      "tokens",
+                                   "position", "codec", "file_bytes", "decoded_bytes"};
 
 Status Run(const CliArgs& args) {
   if (args.positional().empty()) return Status::InvalidArgument("no .kv file given");
@@ -40,8 +40,7 @@ Status Run(const CliArgs& args) {
                                   std::to_string(info.position_offset),
                                   info.codec,
                                   std::to_string(info.file_bytes),
-                                  std::to_string(info.decoded_bytes),
-                                  std::to_string(info.fast_path)};
+                                  std::to_string(info.decoded_bytes)};
     for (size_t i = 0; i < std::size(kFields); ++i) {
       if (field.empty()) {
         std::printf("%s: %s\n", kFields[i], values[i].c_str());

@@ -454,6 +454,15 @@ bool Filesystem::IsWriter(const StagedFile& file, const Caller& caller) {
   return tgid > 0 && file.HasWriterProcess(tgid);
 }
 
+std::optional<InodeAttr> Filesystem::CommittedForRead(Ino ino) {
+  if (ControlFiles::IsControl(ino) || HasStaged(ino)) return std::nullopt;
+  Result<InodeAttr> attr = store_->GetAttr(ino);
+  if (!attr.ok() || (attr->mode & S_IFMT) != S_IFREG || attr->size == 0) return std::nullopt;
+  // Staged since the check above: the open is served by kdnfs (a writer is at work).
+  if (HasStaged(ino)) return std::nullopt;
+  return *attr;
+}
+
 Result<size_t> Filesystem::Read(Ino ino, uint64_t offset, std::span<std::byte> out) {
   if (ControlFiles::IsControl(ino)) return control_->Read(ino, offset, out);
   std::shared_ptr<StagedFile> staged;
@@ -745,6 +754,10 @@ std::string Filesystem::StatsText() {
   line("refused_kv", counters_.refused_kv.load());
   line("commit_errors", counters_.commit_errors.load());
   line("staged_files", staged_count());
+  line("passthrough", counters_.passthrough.load() ? "on" : "off");
+  line("passthrough_opens", counters_.passthrough_opens.load());
+  line("served_opens", counters_.served_opens.load());
+  line("backing_files", counters_.backing_files.load());
   return out.str();
 }
 

@@ -31,6 +31,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -77,6 +78,11 @@ struct FsCounters {
   std::atomic<uint64_t> commit_bytes{0};
   std::atomic<uint64_t> refused_kv{0};     // commits refused: invalid `.kv` content
   std::atomic<uint64_t> commit_errors{0};  // commits that failed otherwise (ENOSPC, I/O)
+  // Opens of regular files, when FUSE passthrough is on for the connection (passthrough.h).
+  std::atomic<bool> passthrough{false};        // the kernel agreed to passthrough
+  std::atomic<uint64_t> passthrough_opens{0};  // read by the kernel from a chunk file
+  std::atomic<uint64_t> served_opens{0};       // read through kdnfs (cached or direct-io)
+  std::atomic<uint64_t> backing_files{0};      // chunk files registered with the kernel now
 };
 
 class Filesystem {
@@ -109,6 +115,7 @@ class Filesystem {
 
   Store& store() { return *store_; }
   const FsCounters& counters() const { return counters_; }
+  FsCounters& counters() { return counters_; }
 
   // ---- names
   // A found name counts one kernel reference to its inode (given back by Forget). A missing name
@@ -150,6 +157,9 @@ class Filesystem {
   Status Flush(const Caller& caller, Ino ino);
   // Whether `ino` has staged content: a Flush of it may commit (wait for the disk).
   bool HasStaged(Ino ino) { return StagedOf(ino) != nullptr; }
+  // The committed content of `ino` when a reader may be served straight from its chunk file:
+  // a regular file, not a control file, not empty, nothing staged. Otherwise nullopt.
+  std::optional<InodeAttr> CommittedForRead(Ino ino);
   // fsync(): commits the staged content, whoever wrote it.
   Status Fsync(const Caller& caller, Ino ino);
   // Commits staged content left without writers (see Options::idle_commit). Called periodically.

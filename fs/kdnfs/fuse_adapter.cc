@@ -35,8 +35,10 @@
 #include <cerrno>
 #include <chrono>
 #include <cstdlib>
+#include <cstddef>
 #include <cstring>
 #include <memory>
+#include <optional>
 
 #include "fs/kdnfs/log.h"
 #include "fs/kdnfs/mount_util.h"
@@ -46,6 +48,7 @@ namespace kdn::fs {
 namespace {
 
 constexpr uint32_t kMaxIo = 1u << 20;  // bytes per READ and WRITE request
+constexpr uint32_t kInitExt = uint32_t{1} << 30;  // FUSE_INIT_EXT: flags2 is read
 constexpr uint32_t kBlockSize = 4096;
 
 Filesystem& Fs(fuse_req_t req) {
@@ -204,6 +207,11 @@ void OnSetattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set, fu
   else if (to_set & FUSE_SET_ATTR_MTIME)
     r.mtime_ns = TimeArg(attr->st_mtim);
   if (to_set & FUSE_SET_ATTR_CTIME) r.ctime_ns = TimeArg(attr->st_ctim);
+  if (r.size) {  // not while the content is open for passthrough reading (passthrough.h)
+    Status busy =
+        static_cast<FuseAdapter*>(fuse_req_userdata(req))->passthrough().CheckChangeable(ino);
+    if (!busy.ok()) return ReplyError(req, busy);
+  }
   auto result = Fs(req).SetAttr(CallerOf(req), ino, r);
   if (!result.ok()) return ReplyError(req, result.status());
   struct stat st = ToStat(result->attr);
@@ -246,15 +254,49 @@ void OnLink(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char* ne
   ReplyEntry(req, Fs(req).Link(CallerOf(req), ino, newparent, Name(newname)));
 }
 
+// An OPEN while passthrough is on (passthrough.h). The reply is made here, not by
+// fuse_reply_open: libfuse 3.14 knows neither FOPEN_PASSTHROUGH nor the backing id.
+void OpenTracked(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi, Passthrough& pt) {
+  std::optional<CommittedContent> content;
+  if ((fi->flags & O_ACCMODE) == O_RDONLY && (fi->flags & O_TRUNC) == 0) {
+    if (auto attr = Fs(req).CommittedForRead(ino)) {
+      content = CommittedContent{attr->chunk, attr->size};
+    }
+  }
+  Passthrough::Decision d = pt.Open(ino, fi->flags, content);
+  if (d.error != 0) return (void)fuse_reply_err(req, d.error);
+  fuse_abi::OpenOut out;
+  std::memset(&out, 0, sizeof(out));
+  out.fh = static_cast<uint64_t>(d.mode);
+  if (d.mode == OpenMode::kPassthrough) {
+    out.open_flags = fuse_abi::kOpenPassthrough;
+    out.backing_id = d.backing_id;
+  } else {
+    out.open_flags = fuse_abi::kOpenKeepCache;  // committed content is immutable
+  }
+  // A read-only file's close has nothing to commit (its process's writers commit at their own
+  // close): no FLUSH round trip for it. What an open+read+close costs is then the OPEN.
+  if ((fi->flags & O_ACCMODE) == O_RDONLY) out.open_flags |= fuse_abi::kOpenNoFlush;
+  if (fuse_reply_buf(req, reinterpret_cast<const char*>(&out), sizeof(out)) != 0) {
+    pt.Release(ino, d.mode);  // the open was interrupted: no RELEASE will come for it
+  }
+}
+
 void OnOpen(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   auto* adapter = static_cast<FuseAdapter*>(fuse_req_userdata(req));
-  if (adapter->no_open()) {
+  // Control files are generated on each read, and never pass through.
+  bool passthrough = adapter->passthrough().active();
+  if (passthrough && !ControlFiles::IsControl(ino)) {
+    return OpenTracked(req, ino, fi, adapter->passthrough());
+  }
+  // (Not while passthrough is on: ENOSYS would end OPENs for the whole connection.)
+  if (adapter->no_open() && !passthrough) {
     // No-open mode from now on, for the whole connection (see the top of this file).
     fuse_reply_err(req, ENOSYS);
     return;
   }
-  // A kernel without no-open support: the same behaviour, one round trip dearer.
-  (void)ino;
+  // A kernel without no-open support, or a control file while passthrough is on: the same
+  // behaviour, one round trip dearer.
   fi->fh = 0;
   fi->keep_cache = 1;
   fuse_reply_open(req, fi);
@@ -285,8 +327,13 @@ void OnFlush(fuse_req_t req, fuse_ino_t ino, fuse_file_info*) {
   fuse_reply_err(req, Fs(req).Flush(CallerOf(req), ino).sys_errno());
 }
 
-void OnRelease(fuse_req_t req, fuse_ino_t, fuse_file_info*) {
-  // Handles exist only for files made by CREATE; their content was committed at FLUSH.
+void OnRelease(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+  // Content was committed at FLUSH. The handle says how the file was served (passthrough.h); 0
+  // when passthrough is off.
+  auto* adapter = static_cast<FuseAdapter*>(fuse_req_userdata(req));
+  if (fi->fh <= static_cast<uint64_t>(OpenMode::kPassthrough)) {
+    adapter->passthrough().Release(ino, static_cast<OpenMode>(fi->fh));
+  }
   fuse_reply_err(req, 0);
 }
 
@@ -412,15 +459,31 @@ void OnRemovexattr(fuse_req_t req, fuse_ino_t ino, const char* name) {
 
 void OnCreate(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
               fuse_file_info* fi) {
+  Passthrough& pt = static_cast<FuseAdapter*>(fuse_req_userdata(req))->passthrough();
+  if (pt.any_open() && (fi->flags & O_EXCL) == 0) {
+    // O_CREAT of a name that exists opens (and with O_TRUNC truncates) that file: not while it
+    // is open for passthrough reading (passthrough.h).
+    auto existing = Fs(req).store().Lookup(parent, Name(name));
+    if (existing.ok()) {
+      Status st = pt.CheckChangeable(existing->ino);
+      if (!st.ok()) return ReplyError(req, st);
+    }
+  }
   auto entry = Fs(req).Create(CallerOf(req), parent, Name(name), mode, fi->flags);
   if (!entry.ok()) return ReplyError(req, entry.status());
   fuse_entry_param p = ToEntryParam(*entry);
   fi->fh = 0;
   fi->keep_cache = 1;
   fi->direct_io = 0;
+  OpenMode served = OpenMode::kUntracked;
+  if (pt.active()) {  // a writer: served by kdnfs, in cached mode
+    served = pt.OpenServed(entry->attr.ino).mode;
+    fi->fh = static_cast<uint64_t>(served);
+  }
   if (fuse_reply_create(req, &p, fi) == -ENOENT) {
     // The creating open(2) was interrupted: the kernel never took the reference.
     Fs(req).Forget(entry->attr.ino, 1);
+    pt.Release(entry->attr.ino, served);
   }
 }
 
@@ -492,6 +555,8 @@ Result<std::unique_ptr<FuseAdapter>> FuseAdapter::Create(Filesystem* fs,
   if (adapter->session_ == nullptr) {
     return Status::InvalidArgument("libfuse refused the mount options (see above)");
   }
+  adapter->passthrough_ =
+      std::make_unique<Passthrough>(&fs->store(), &fs->counters(), options.passthrough);
   fs->SetKernelCache(adapter.get());
   return adapter;
 }
@@ -539,10 +604,25 @@ Status FuseAdapter::Run() {
   // blocking hook before anything slower), so the receiving thread answers it itself.
   // An io_uring queue thread cannot hand its work off, so there only a FLUSH of a file with
   // nothing staged (no commit to wait for) is answered inline.
+  // RELEASE is answered inline too, for passthrough: it only updates the inode's open-mode
+  // counts (passthrough.h), and a close() returns before its RELEASE is answered. The kernel
+  // queues that RELEASE before the client's next OPEN of the file; answered in order by the one
+  // receiver, the OPEN then finds the counts of the files really open (answered by a pool
+  // thread, it would often find the closed writer still counted and be served by kdnfs instead
+  // of passing through).
   loop.answers_inline = [fs = fs_](const fuse_in_header& h) {
-    return h.opcode == FUSE_FLUSH && !fs->HasStaged(h.nodeid);
+    return (h.opcode == FUSE_FLUSH && !fs->HasStaged(h.nodeid)) || h.opcode == FUSE_RELEASE;
   };
   loop.io_uring = options_.io_uring;
+  loop.patch_init = [this](uint64_t offered, fuse_init_out& reply) {
+    if (!passthrough_->Negotiate(offered, fuse_session_fd(session_))) return;
+    reply.flags |= kInitExt;
+    reply.flags2 |= static_cast<uint32_t>(fuse_abi::kInitPassthrough >> 32);
+    // max_stack_depth follows flags2 (unused[0] in the 7.38 header installed here).
+    uint32_t depth = fuse_abi::kMaxStackDepth;
+    std::memcpy(reinterpret_cast<char*>(&reply) + offsetof(fuse_init_out, flags2) + 4, &depth,
+                sizeof(depth));
+  };
   fs_->SetBlockingHook(&SessionLoop::BeforeBlocking);
   auto ended = SessionLoop::Run(session_, loop);
 

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "fs/kdnfs/filesystem.h"
+#include "fs/kdnfs/passthrough.h"
 #include "kdn/status.h"
 
 struct fuse_session;
@@ -35,6 +36,8 @@ struct FuseOptions {
   bool read_only = false;
   // Serve requests from per-CPU io_uring queues when the kernel offers them (fuse_uring.h).
   bool io_uring = true;
+  // Let the kernel read committed files from their chunk files (passthrough.h) when it can.
+  bool passthrough = true;
 };
 
 class FuseAdapter : public KernelCache {
@@ -57,6 +60,7 @@ class FuseAdapter : public KernelCache {
   void set_no_open(bool no_open) { no_open_ = no_open; }
   bool no_open() const { return no_open_; }
   bool read_only() const { return options_.read_only; }
+  Passthrough& passthrough() { return *passthrough_; }
   // Called by the init handler once the kernel has agreed on the connection's parameters.
   void Initialized();
 
@@ -68,6 +72,7 @@ class FuseAdapter : public KernelCache {
 
   Filesystem* fs_;
   FuseOptions options_;
+  std::unique_ptr<Passthrough> passthrough_;
   fuse_session* session_ = nullptr;
   std::string mountpoint_;
   bool mounted_ = false;

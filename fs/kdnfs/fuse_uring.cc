@@ -162,7 +162,8 @@ ssize_t FuseUring::ReadHook(int fd, void* buf, size_t len, void*) {
     std::memcpy(&in, static_cast<const char*>(buf) + sizeof(*h), sizeof(in));
     uint64_t offered = in.flags;
     if (in.flags & kInitExt) offered |= uint64_t{in.flags2} << 32;
-    if (offered & kInitOverIoUring) self->init_unique_.store(h->unique);
+    self->init_offered_ = offered;  // read by the writev of INIT's reply, on the same thread
+    self->init_unique_.store(h->unique);
   }
   return n;
 }
@@ -192,17 +193,21 @@ ssize_t FuseUring::WriteInitReply(int fd, const struct iovec* iov, int count) {
   fuse_init_out init;
   std::memset(&init, 0, sizeof(init));
   std::memcpy(&init, iov[1].iov_base, iov[1].iov_len);
+  if (hooks_.patch_init) hooks_.patch_init(init_offered_, init);
+  iovec patched[2] = {iov[0], {&init, iov[1].iov_len}};
+  if (!hooks_.io_uring || (init_offered_ & kInitOverIoUring) == 0) {
+    return ::writev(fd, patched, 2);
+  }
   // The kernel's largest request or reply payload (fuse_uring_create).
   size_t payload =
       std::max<size_t>({FUSE_MIN_READ_BUFFER, init.max_write, size_t{init.max_pages} * kPage});
   if (Status s = CreateQueues(payload); !s.ok()) {
     KDN_LOG_INFO("FUSE over io_uring not used: %s", s.ToString().c_str());
     queues_.clear();
-    return ::writev(fd, iov, count);
+    return ::writev(fd, patched, 2);
   }
   init.flags |= kInitExt;
   init.flags2 |= static_cast<uint32_t>(kInitOverIoUring >> 32);
-  iovec patched[2] = {iov[0], {&init, iov[1].iov_len}};
   ssize_t n = ::writev(fd, patched, 2);
   if (n < 0) return n;
   // The kernel now holds requests until every queue has registered; the threads do that first.

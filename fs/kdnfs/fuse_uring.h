@@ -26,6 +26,9 @@
 //
 // The kernel offers io_uring only when the fuse module allows it
 // (/sys/module/fuse/parameters/enable_uring = Y, off by default); otherwise nothing changes.
+//
+// The same read and writev functions let kdnfs add what else libfuse 3.14 cannot say to the INIT
+// reply (Hooks::patch_init: FUSE passthrough, passthrough.h), with or without io_uring.
 #ifndef KDN_FS_KDNFS_FUSE_URING_H_
 #define KDN_FS_KDNFS_FUSE_URING_H_
 
@@ -43,6 +46,7 @@
 
 struct fuse_session;
 struct fuse_in_header;
+struct fuse_init_out;
 
 namespace kdn::fs {
 
@@ -56,6 +60,11 @@ class FuseUring {
     std::function<void(void* mem, size_t size)> enqueue;
     // The queues failed after the kernel was promised io_uring: the session cannot go on.
     std::function<void(int error)> fail;
+    // Take io_uring when the kernel offers it. Off, only the INIT reply is patched (below).
+    bool io_uring = true;
+    // Before the INIT reply is written: the flags the kernel offered (flags | flags2 << 32) and
+    // the reply libfuse made, to add what libfuse does not know (FUSE_PASSTHROUGH). Optional.
+    std::function<void(uint64_t offered, fuse_init_out& reply)> patch_init;
   };
 
   // Installs kdnfs's I/O functions on `session` (mounted, not yet initialised). Only one
@@ -95,7 +104,8 @@ class FuseUring {
   fuse_session* const session_;
   const int fd_;  // /dev/fuse
   const Hooks hooks_;
-  std::atomic<uint64_t> init_unique_{0};  // INIT's id while the kernel offers io_uring
+  std::atomic<uint64_t> init_unique_{0};  // INIT's id until its reply is written
+  uint64_t init_offered_ = 0;             // what that INIT offers (flags | flags2 << 32)
   std::atomic<bool> active_{false};
   std::atomic<uint64_t> requests_{0};
   size_t payload_bytes_ = 0;

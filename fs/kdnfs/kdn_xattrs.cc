@@ -8,7 +8,6 @@ namespace kdn::fs {
 namespace {
 
 constexpr std::string_view kId = "user.kdn.id";
-constexpr std::string_view kExtents = "user.kdn.extents";
 constexpr std::string_view kModel = "user.kdn.model";
 constexpr std::string_view kFingerprint = "user.kdn.fingerprint";
 constexpr std::string_view kTokens = "user.kdn.tokens";
@@ -48,15 +47,6 @@ Result<bool> ParseFlag(std::string_view value) {
 
 }  // namespace
 
-std::string FormatExtents(uint64_t file_bytes, const ChunkId& chunk,
-                          const std::vector<Extent>& extents) {
-  std::string text = "kdn-extents 1 " + std::to_string(file_bytes) + " " + chunk.ToHex() + "\n";
-  for (const auto& e : extents) {
-    text += e.path + " " + std::to_string(e.offset) + " " + std::to_string(e.length) + "\n";
-  }
-  return text;
-}
-
 Result<std::string> GetKdnXattr(Store& store, const InodeAttr& attr, std::string_view name) {
   if (name == kEvictable) {
     if (!IsRegular(attr) && !IsDir(attr)) return NoData(name);
@@ -64,11 +54,6 @@ Result<std::string> GetKdnXattr(Store& store, const InodeAttr& attr, std::string
   }
   if (!IsRegular(attr)) return NoData(name);
   if (name == kPin) return std::string(attr.pinned ? "1" : "0");
-  if (name == kExtents) {
-    if (attr.chunk.IsZero()) return FormatExtents(0, attr.chunk, {});
-    KDN_ASSIGN_OR_RETURN(auto extents, store.Extents(attr.chunk));
-    return FormatExtents(attr.size, attr.chunk, extents);
-  }
   if (attr.chunk.IsZero()) return NoData(name);
   if (name == kId) return attr.chunk.ToHex();
   bool kv_name = false;
@@ -95,7 +80,6 @@ Result<std::vector<std::string>> ListKdnXattrs(Store& store, const InodeAttr& at
   }
   if (!IsRegular(attr)) return names;
   if (!attr.chunk.IsZero()) names.emplace_back(kId);
-  names.emplace_back(kExtents);
   names.emplace_back(kEvictable);
   names.emplace_back(kPin);
   if (attr.chunk.IsZero()) return names;

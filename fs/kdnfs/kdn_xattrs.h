@@ -1,7 +1,6 @@
 // The user.kdn.* extended attributes: metadata computed from the store, shown by `getfattr -d`.
 //
 //   user.kdn.id              chunk id of the content (32 hex digits); files with content
-//   user.kdn.extents         where the bytes lie in the segment files (docs/xattrs.md); files
 //   user.kdn.model           `.kv` files: model name
 //   user.kdn.fingerprint     `.kv` files: model fingerprint (32 hex digits)
 //   user.kdn.tokens          `.kv` files: token count
@@ -14,6 +13,9 @@
 //   user.kdn.pin             "1"/"0": writable on files (pinned content is never evicted)
 //
 // Every other name under user.kdn. is reserved: reading it gives ENODATA, writing it EPERM.
+// (user.kdn.extents, which told engines where a file's bytes lay in the store so that they could
+// read them there, is gone: it trusted whatever a user wrote, and with FUSE passthrough the
+// mounted file reads as fast as the store's own.)
 #ifndef KDN_FS_KDNFS_KDN_XATTRS_H_
 #define KDN_FS_KDNFS_KDN_XATTRS_H_
 
@@ -43,10 +45,6 @@ Result<std::vector<std::string>> ListKdnXattrs(Store& store, const InodeAttr& at
 // are refused with EPERM; a value other than "0"/"1" with EINVAL.
 Status SetKdnXattr(Store& store, const InodeAttr& attr, std::string_view name,
                    std::string_view value);
-
-// The user.kdn.extents text of docs/xattrs.md.
-std::string FormatExtents(uint64_t file_bytes, const ChunkId& chunk,
-                          const std::vector<Extent>& extents);
 
 }  // namespace kdn::fs
 

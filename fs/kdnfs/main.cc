@@ -67,6 +67,9 @@ void PrintUsage(FILE* out) {
                "  fuse_uring=on|off  take requests from per-CPU io_uring queues when the\n"
                "                     kernel offers them (Linux 6.14+ with the fuse module's\n"
                "                     enable_uring=Y); off: /dev/fuse only (default on)\n"
+               "  passthrough=on|off the kernel reads committed files straight from their\n"
+               "                     chunk files (Linux 6.9+, needs CAP_SYS_ADMIN); off: every\n"
+               "                     read goes through kdnfs (default on)\n"
                "  sync=full|none     none skips every sync: scratch stores only (default full)\n"
                "\n"
                "Other -o options go to FUSE and the kernel, e.g. ro (read-only: closing a\n"
@@ -100,6 +103,10 @@ Status ParseKdnOption(std::string_view opt, CommandLine& cl, bool& ours) {
     std::string_view v = value("fuse_uring");
     if (v != "on" && v != "off") return Status::InvalidArgument("fuse_uring must be on or off");
     cl.fuse.io_uring = v == "on";
+  } else if (is("passthrough")) {
+    std::string_view v = value("passthrough");
+    if (v != "on" && v != "off") return Status::InvalidArgument("passthrough must be on or off");
+    cl.fuse.passthrough = v == "on";
   } else if (is("io_engine")) {
     std::string_view v = value("io_engine");
     if (v == "auto")

@@ -97,18 +97,22 @@ Result<int> SessionLoop::Serve() {
   sa.sa_handler = SIG_IGN;  // a reply to a client that went away must not kill the daemon
   ::sigaction(SIGPIPE, &sa, &old_pipe);
 
-  // Installed before the first request (INIT) is read: INIT is where io_uring is agreed on.
+  // Installed before the first request (INIT) is read: INIT is where io_uring (and what
+  // patch_init adds) is agreed on.
   std::unique_ptr<FuseUring> uring;
-  if (options_.io_uring) {
+  if (options_.io_uring || options_.patch_init) {
     FuseUring::Hooks hooks;
     hooks.answers_inline = options_.answers_inline;
     hooks.enqueue = [this](void* mem, size_t size) { Enqueue(mem, size); };
     hooks.fail = [this](int error) { End(error); };
+    hooks.io_uring = options_.io_uring;
+    hooks.patch_init = options_.patch_init;
     auto installed = FuseUring::Install(session_, std::move(hooks));
     if (installed.ok()) {
       uring = std::move(*installed);
     } else {
-      KDN_LOG_INFO("FUSE over io_uring not used: %s", installed.status().ToString().c_str());
+      KDN_LOG_INFO("kdnfs's FUSE I/O functions (io_uring, passthrough) not used: %s",
+                   installed.status().ToString().c_str());
     }
   }
   {

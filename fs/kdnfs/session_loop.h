@@ -41,6 +41,7 @@
 
 struct fuse_session;
 struct fuse_in_header;
+struct fuse_init_out;
 struct fuse_buf;
 
 namespace kdn::fs {
@@ -55,6 +56,8 @@ class SessionLoop {
     std::function<bool(const fuse_in_header& header)> answers_inline;
     // Take requests from per-CPU io_uring queues when the kernel offers them (fuse_uring.h).
     bool io_uring = true;
+    // Adds to the INIT reply what libfuse cannot (FuseUring::Hooks::patch_init). Optional.
+    std::function<void(uint64_t offered, fuse_init_out& reply)> patch_init;
   };
 
   // Serves `session` (mounted) until it is unmounted or a signal ends it. Returns the signal that

@@ -84,9 +84,9 @@ KDN_EXPORT kdn_status kdn_ctx_create(int device, kdn_ctx** out);
 KDN_EXPORT void kdn_ctx_destroy(kdn_ctx* ctx);
 KDN_EXPORT int kdn_ctx_device(const kdn_ctx* ctx);
 
-/* Opens a `.kv` file: reads and validates the header. When the file lives on kdnfs and its
- * `user.kdn.extents` attribute is readable, bytes are read straight from the store's segment files
- * (the fast path); otherwise through the file. Nothing is decoded yet. KDN_E_NOT_FOUND: no such
+/* Opens a `.kv` file: reads and validates the header. Bytes are always read through the file
+ * (on kdnfs the kernel reads a committed file straight from the store's chunk file: FUSE
+ * passthrough); no attribute redirects them. Nothing is decoded yet. KDN_E_NOT_FOUND: no such
  * file; KDN_E_CORRUPT: not a `.kv` file, truncated, or a header check failed; KDN_E_UNSUPPORTED:
  * a format version this library does not read. */
 KDN_EXPORT kdn_status kdn_open(kdn_ctx* ctx, const char* path, kdn_cache** out);
@@ -102,7 +102,7 @@ typedef struct kdn_cache_info {
   char codec[32];             /* canonical codec name: "raw", "lossless", "q4", "q4+zstd"... */
   uint64_t file_bytes;
   uint64_t decoded_bytes;     /* all layers, K and V, in the model dtype */
-  int fast_path;              /* 1 when bytes come straight from the store's segment files */
+  int fast_path;              /* always 0 (kept for the ABI; the extent fast path is gone) */
 } kdn_cache_info;
 KDN_EXPORT kdn_status kdn_info(const kdn_cache* cache, kdn_cache_info* out);
 

@@ -148,7 +148,7 @@ struct ChunkInfo {
   std::optional<KvSummary> kv;  // set when the content is a `.kv` file
 };
 
-// Where the bytes of a chunk lie: concatenated in order they are the chunk (docs/xattrs.md).
+// Where the bytes of a chunk lie: concatenated in order they are the chunk.
 // Since chunks are files of their own, a non-empty chunk has exactly one: its file, offset 0.
 struct Extent {
   std::string path;     // absolute path of the chunk file

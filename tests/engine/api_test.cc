@@ -1,6 +1,8 @@
 // The C API's contract apart from decoding: versions, status names, contexts, opening files,
 // cache info, model checks, and argument validation.
 #include <fcntl.h>
+#include <sys/stat.h>
+#include <sys/xattr.h>
 #include <unistd.h>
 
 #include <string>
@@ -280,6 +282,49 @@ TEST(EngineApi, ContextOutlivedByCaches) {
   ASSERT_EQ(kdn_layer_wait(c.get(), 0), KDN_OK) << kdn_last_error();
   const std::vector<std::byte> ref = Reference(path, 0, KvKind::kKey, DType::kF32);
   EXPECT_EQ(std::memcmp(k.data(), ref.data(), ref.size()), 0);
+}
+
+// The library reads a file's own bytes and nothing its attributes name. It once followed a
+// `user.kdn.extents` attribute into other files: any user could write one, naming a file only the
+// engine could read (its bytes then leaked through checksum answers) or a FIFO (kdn_open hung).
+TEST(EngineApi, AttributesNeverRedirectReads) {
+  TempDir dir("kdn-api");
+  CtxPtr ctx = MakeCtx();
+  const ModelIdentity m = TestModel(DType::kF16, RopeStyle::kNeox, 3, 4, 32);
+  const std::string mine = WriteSynthetic(dir, "mine.kv", m, 200, "q8", 17);
+  const std::string secret = WriteSynthetic(dir, "secret.kv", m, 200, "q8", 18);
+  ASSERT_EQ(ReadBytes(mine).size(), ReadBytes(secret).size());
+  const std::string fifo = dir / "fifo";
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  const std::string size = std::to_string(ReadBytes(mine).size());
+  const std::string text = "kdn-extents 1 " + size + " 0123456789abcdef0123456789abcdef\n" +
+                           secret + " 0 " + size + "\n";
+  const std::string to_fifo =
+      "kdn-extents 1 " + size + " 0123456789abcdef0123456789abcdef\n" + fifo + " 0 " + size + "\n";
+  for (const std::string& attr : {text, to_fifo}) {
+    int rc = ::setxattr(mine.c_str(), "user.kdn.extents", attr.data(), attr.size(), 0);
+    KDN_REQUIRE_OR_SKIP(rc == 0, "the filesystem of " + dir.str() + " has no user xattrs");
+    CachePtr c = OpenCache(ctx.get(), mine);  // returns at once: the FIFO is never opened
+    ASSERT_TRUE(c);
+    kdn_cache_info info;
+    ASSERT_EQ(kdn_info(c.get(), &info), KDN_OK);
+    EXPECT_EQ(info.fast_path, 0);
+    const size_t block = size_t{200} * m.channels() * 2;
+    std::vector<std::vector<std::byte>> k(3, std::vector<std::byte>(block));
+    std::vector<std::vector<std::byte>> v(3, std::vector<std::byte>(block));
+    std::vector<void*> kb = {k[0].data(), k[1].data(), k[2].data()};
+    std::vector<void*> vb = {v[0].data(), v[1].data(), v[2].data()};
+    kdn_dest d;
+    ASSERT_EQ(
+        kdn_dest_contiguous(&d, KDN_F16, 3, kb.data(), vb.data(), m.n_kv_heads, m.head_dim, 200),
+        KDN_OK);
+    ASSERT_EQ(kdn_load(c.get(), 0, 3, &d, 0, nullptr), KDN_OK) << kdn_last_error();
+    ASSERT_EQ(kdn_sync(c.get()), KDN_OK) << kdn_last_error();
+    for (uint32_t l = 0; l < 3; ++l) {
+      EXPECT_TRUE(k[l] == Reference(mine, l, KvKind::kKey, DType::kF16)) << l;
+      EXPECT_TRUE(v[l] == Reference(mine, l, KvKind::kValue, DType::kF16)) << l;
+    }
+  }
 }
 
 }  // namespace

@@ -5,6 +5,9 @@
 //   kdn_fs_bench open-read DIR N RUNS      open + read + close of each of the N files, RUNS
 //                                          timed passes after one warm-up pass; prints the
 //                                          median microseconds per file
+//   kdn_fs_bench kdn-load PATH             libkdn (CPU backend) opens the `.kv` and loads every
+//                                          layer into host memory in the model's dtype, as an
+//                                          engine would; prints the file's bytes per second
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -18,6 +21,7 @@
 #include <vector>
 
 #include "kdn/format.h"
+#include "kdn/kdn.h"
 #include "kdn/synthetic.h"
 
 namespace {
@@ -89,6 +93,39 @@ int OpenRead(const std::string& dir, int n, int runs) {
   return 0;
 }
 
+int KdnLoad(const std::string& path) {
+  kdn_ctx* ctx = nullptr;
+  if (kdn_ctx_create(-1, &ctx) != KDN_OK) return Fail(kdn_last_error());
+  auto start = std::chrono::steady_clock::now();
+  kdn_cache* cache = nullptr;
+  if (kdn_open(ctx, path.c_str(), &cache) != KDN_OK) return Fail(kdn_last_error());
+  kdn_cache_info info;
+  if (kdn_info(cache, &info) != KDN_OK) return Fail(kdn_last_error());
+  const uint32_t layers = info.model.n_layers;
+  const size_t elem = info.model.dtype == KDN_F32 ? 4 : 2;
+  const size_t per_layer =
+      size_t{info.n_tokens} * info.model.n_kv_heads * info.model.head_dim * elem;
+  std::vector<std::vector<std::byte>> k(layers), v(layers);
+  std::vector<void*> kb(layers), vb(layers);
+  for (uint32_t l = 0; l < layers; ++l) {
+    k[l].resize(per_layer);
+    v[l].resize(per_layer);
+    kb[l] = k[l].data();
+    vb[l] = v[l].data();
+  }
+  kdn_dest dest;
+  if (kdn_dest_contiguous(&dest, info.model.dtype, layers, kb.data(), vb.data(),
+                          info.model.n_kv_heads, info.model.head_dim, info.n_tokens) != KDN_OK ||
+      kdn_load(cache, 0, layers, &dest, 0, nullptr) != KDN_OK || kdn_sync(cache) != KDN_OK) {
+    return Fail(kdn_last_error());
+  }
+  double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  std::printf("%.0f\n", static_cast<double>(info.file_bytes) / s);
+  kdn_close(cache);
+  kdn_ctx_destroy(ctx);
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -101,8 +138,9 @@ int main(int argc, char** argv) {
     int runs = std::max(1, std::atoi(argv[4]));
     return OpenRead(argv[2], std::atoi(argv[3]), runs);
   }
+  if (cmd == "kdn-load" && argc == 3) return KdnLoad(argv[2]);
   std::fprintf(stderr,
                "usage: kdn_fs_bench make-kv PATH BYTES | make-files DIR N BYTES | "
-               "open-read DIR N RUNS\n");
+               "open-read DIR N RUNS | kdn-load PATH\n");
   return 2;
 }

@@ -1,0 +1,170 @@
+// FUSE passthrough (Linux 6.9 and later): the kernel serves reads, mmap and O_DIRECT of a
+// committed file straight from its chunk file in the store, without a request to kdnfs.
+//
+// Why: through the daemon, cold reads reached 0.63-0.71 of the disk and warm reads 0.34-0.52 of
+// ext4 (every READ is a round trip, and FUSE's own page cache holds 4 KiB folios only). A
+// passthrough file is read by the backing filesystem with its own page cache and readahead.
+//
+// The protocol, which libfuse 3.14 predates (so kdnfs speaks it itself, as it does io_uring):
+// - INIT: the kernel offers FUSE_PASSTHROUGH; kdnfs answers with it and max_stack_depth 1 (the
+//   chunk files are on a plain filesystem). Negotiate() decides; FuseUring's writev hook patches
+//   the reply. Declined (logged once, why) when -o passthrough=off, when the kernel does not
+//   offer it, or when the daemon lacks CAP_SYS_ADMIN (FUSE_DEV_IOC_BACKING_OPEN needs it).
+//   Then kdnfs serves reads itself, as before, in no-open mode.
+// - OPEN of a committed regular file for reading: the store opens the chunk file read-only
+//   (Store::OpenChunkForRead), FUSE_DEV_IOC_BACKING_OPEN registers it with the connection, and
+//   the open reply carries FOPEN_PASSTHROUGH and the backing id. The id is closed
+//   (FUSE_DEV_IOC_BACKING_CLOSE) at the RELEASE of the inode's last passthrough open; the kernel
+//   keeps its own reference for the files still open, so an old reader of a rewritten file keeps
+//   reading the old chunk.
+//
+// The kernel's rules (fs/fuse/iomode.c, Linux 6.18), which Open() keeps:
+// - while a file of an inode is open in passthrough mode, every open of that inode must pass
+//   through too, to the same backing file ("FOPEN_PASSTHROUGH expected": the open fails with
+//   EIO otherwise, direct-io included), and
+// - an inode with a file open in cached (page-cache) mode cannot have one opened in passthrough
+//   mode (EIO again).
+// So per inode kdnfs counts its open files by mode. A read-only open of committed content
+// passes through when no file of the inode is open in cached mode; any other open (a writer,
+// content being staged) is served by kdnfs in cached mode when no passthrough file is open. A
+// file open in passthrough mode is therefore busy the way a running executable is: while one is
+// open, opening the inode for writing, truncating it, or O_CREAT|O_TRUNC on its name fails with
+// ETXTBSY (never EIO), and its content cannot change, so later readers share the backing.
+// Replacing a file by rename (write a new name, mv it over: what rsync does) works at any time:
+// the old readers keep the old inode and its chunk, new opens find the new one.
+// The counts only err on the safe side (the kernel drops a file's mode before it sends RELEASE,
+// and takes it after kdnfs's reply); so that a writer right after a reader's close() does not
+// find that reader still counted, RELEASE is answered by the receiving thread, in order, and a
+// conflicting open first waits briefly (kBusyWait) for RELEASEs still on their way.
+//
+// Lock order: Passthrough::mu_ is taken alone or before the store's locks (a backing is
+// registered under it so that two first opens of an inode cannot register two); it is never
+// taken while Filesystem's locks are held (Open asks the filesystem for the content first).
+#ifndef KDN_FS_KDNFS_PASSTHROUGH_H_
+#define KDN_FS_KDNFS_PASSTHROUGH_H_
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <unordered_map>
+
+#include "fs/kdnfs/filesystem.h"
+#include "fs/kdnfs/fs_types.h"
+#include "kdn/status.h"
+#include "kdn/store.h"
+
+namespace kdn::fs {
+
+// The kernel's passthrough ABI (include/uapi/linux/fuse.h, protocol 7.40, Linux 6.9). Debian 12's
+// headers predate it, so it is spelled out here.
+namespace fuse_abi {
+inline constexpr uint64_t kInitPassthrough = uint64_t{1} << 37;  // FUSE_PASSTHROUGH (flags2 bit 5)
+inline constexpr uint32_t kOpenDirectIo = 1u << 0;               // FOPEN_DIRECT_IO
+inline constexpr uint32_t kOpenKeepCache = 1u << 1;              // FOPEN_KEEP_CACHE
+inline constexpr uint32_t kOpenNoFlush = 1u << 5;                // FOPEN_NOFLUSH
+inline constexpr uint32_t kOpenPassthrough = 1u << 7;            // FOPEN_PASSTHROUGH
+inline constexpr uint32_t kMaxStackDepth = 1;  // fuse_init_out.max_stack_depth: over a plain fs
+struct OpenOut {                               // struct fuse_open_out
+  uint64_t fh;
+  uint32_t open_flags;
+  int32_t backing_id;  // "padding" before 7.40
+};
+struct BackingMap {  // struct fuse_backing_map
+  int32_t fd;
+  uint32_t flags;
+  uint64_t padding;
+};
+}  // namespace fuse_abi
+
+// The committed content of an inode that a read-only open may pass through to.
+struct CommittedContent {
+  ChunkId chunk;
+  uint64_t size = 0;
+};
+
+// How one open file is served; kdnfs hands it to the kernel as the file handle (fh), and the
+// RELEASE hands it back.
+enum class OpenMode : uint64_t {
+  kUntracked = 0,  // passthrough is off for the connection: nothing counted
+  kCached = 1,     // kdnfs serves READs, the kernel caches pages
+  kPassthrough = 3,
+};
+
+class Passthrough {
+ public:
+  // `wanted`: -o passthrough=on. `store` and `counters` (shown in /.kdn/stats) must outlive
+  // this object.
+  Passthrough(Store* store, FsCounters* counters, bool wanted)
+      : store_(store), counters_(counters), wanted_(wanted) {}
+  Passthrough(const Passthrough&) = delete;
+  Passthrough& operator=(const Passthrough&) = delete;
+
+  // At INIT, with the flags the kernel offers (flags | flags2 << 32) and /dev/fuse: whether to
+  // answer with FUSE_PASSTHROUGH. Logs once why not.
+  bool Negotiate(uint64_t offered, int dev_fd);
+  // Whether the kernel agreed: from then on every OPEN of a regular file is answered (no
+  // no-open mode) and goes through Open/Release.
+  bool active() const { return active_.load(std::memory_order_acquire); }
+
+  // How long a conflicting open or truncation waits for passthrough files to be released.
+  static constexpr std::chrono::milliseconds kBusyWait{200};
+
+  struct Decision {
+    OpenMode mode = OpenMode::kUntracked;
+    int32_t backing_id = -1;  // for kPassthrough
+    int error = 0;            // ETXTBSY: refused (nothing counted)
+  };
+  // An open of `ino` with open(2) `flags`; `content` is the committed chunk a read-only open may
+  // pass through to (none: staged content, empty, not a regular file). Counted until Release.
+  Decision Open(Ino ino, int flags, const std::optional<CommittedContent>& content);
+  // An open made by CREATE (a writer of a new inode): cached, counted until Release.
+  Decision OpenServed(Ino ino);
+  // Before the content of `ino` changes without an open (truncate(2), O_CREAT|O_TRUNC of an
+  // existing name): OK, or ETXTBSY while files of it are open in passthrough mode.
+  Status CheckChangeable(Ino ino);
+  // Whether any file is open in passthrough mode now (cheap).
+  bool any_open() const { return backings_.load(std::memory_order_relaxed) > 0; }
+  // The RELEASE of an open file, with what Open decided (the file handle).
+  void Release(Ino ino, OpenMode mode);
+
+ private:
+  struct InodeModes {
+    uint32_t passthrough = 0;  // files open in passthrough mode
+    uint32_t served = 0;       // files open in cached mode
+    ChunkId chunk;             // the backing of the passthrough files
+    int32_t backing_id = -1;
+  };
+  Decision ServedLocked(InodeModes& m);
+  // Waits (at most kBusyWait from `deadline`'s start) until no passthrough file of `ino` is
+  // counted; false if some still are.
+  bool WaitNoPassthroughLocked(std::unique_lock<std::mutex>& lock, Ino ino,
+                               std::chrono::steady_clock::time_point deadline);
+  // A read-only fd of the chunk file, checked to be a regular file of the content's size; -1
+  // (logged once) when the store cannot give one.
+  int OpenChunkFile(const CommittedContent& content);
+  // Registers `fd` with the connection: the backing id, or -1 (logged once).
+  int32_t RegisterBackingLocked(int fd);
+  void CloseBackingLocked(int32_t id);
+  void LogFallbackOnce(const std::string& why);
+
+  Store* const store_;
+  FsCounters* const counters_;
+  const bool wanted_;
+  std::atomic<bool> active_{false};
+  int dev_fd_ = -1;
+  std::atomic<bool> fallback_logged_{false};
+
+  std::atomic<uint64_t> backings_{0};
+
+  std::mutex mu_;  // guards inodes_; see the lock order above
+  std::condition_variable released_;  // a passthrough count reached 0
+  std::unordered_map<Ino, InodeModes> inodes_;
+};
+
+}  // namespace kdn::fs
+
+#endif  // KDN_FS_KDNFS_PASSTHROUGH_H_

@@ -1,0 +1,276 @@
+// FUSE passthrough, mounted for real (fs/kdnfs/passthrough.h): committed files read by the kernel
+// from their chunk files, byte for byte, through read, mmap and O_DIRECT; rewrites and writers
+// beside passthrough readers; and -o passthrough=off. /.kdn/stats tells whether the kernel or
+// kdnfs served an open (passthrough_opens, served_opens) and every READ kdnfs served (fs_reads).
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstdlib>
+#include <fstream>
+#include <map>
+#include <sstream>
+#include <thread>
+
+#include "fs_test_util.h"
+#include "mount_fixture.h"
+
+namespace kdn::test {
+namespace {
+
+[[maybe_unused]] auto* const kCleanup =
+    ::testing::AddGlobalTestEnvironment(new MountCleanupEnvironment);
+
+std::map<std::string, std::string> Stats(const KdnfsMount& m) {
+  std::ifstream in(m.path(".kdn/stats"));
+  std::map<std::string, std::string> out;
+  std::string name, value;
+  while (in >> name >> value) out[name] = value;
+  return out;
+}
+
+uint64_t Stat(const KdnfsMount& m, const std::string& name) {
+  auto s = Stats(m);
+  auto it = s.find(name);
+  EXPECT_NE(it, s.end()) << name << " missing from /.kdn/stats";
+  return it == s.end() ? 0 : std::stoull(it->second);
+}
+
+// Mounts with passthrough on (the default) and checks that the kernel agreed. It needs root
+// (CAP_SYS_ADMIN) and Linux 6.9+ with CONFIG_FUSE_PASSTHROUGH; elsewhere the test skips, saying
+// why, except under CI=true, which runs as root on such a kernel.
+#define START_WITH_PASSTHROUGH(m)                                                             \
+  do {                                                                                        \
+    KDN_REQUIRE_OR_SKIP(::access("/dev/fuse", R_OK | W_OK) == 0, "/dev/fuse is not usable");  \
+    KDN_REQUIRE_FUSE_URING_IF_ASKED();                                                        \
+    KDN_REQUIRE_OR_SKIP(::geteuid() == 0, "passthrough needs root (CAP_SYS_ADMIN)");          \
+    ASSERT_TRUE((m).Start());                                                                 \
+    if (Stats(m)["passthrough"] != "on") {                                                    \
+      std::string log_ = (m).log();                                                           \
+      KDN_REQUIRE_OR_SKIP(log_.find("the kernel does not offer it") == std::string::npos,     \
+                          "this kernel has no FUSE passthrough (Linux 6.9+)");                \
+      FAIL() << "kdnfs did not turn passthrough on:\n" << log_;                               \
+    }                                                                                         \
+    /* A probe: the store must give chunk files (store v2) for anything to pass through. */   \
+    ASSERT_TRUE(WriteWholeFile((m).path(".probe"), PlainBytes(8192, 1)));                     \
+    uint64_t before_ = Stat(m, "passthrough_opens");                                          \
+    ASSERT_EQ(ReadWholeFile((m).path(".probe")).size(), 8192u);                               \
+    if (Stat(m, "passthrough_opens") == before_) {                                            \
+      std::string log_ = (m).log();                                                           \
+      KDN_REQUIRE_OR_SKIP(log_.find("the store gives no chunk file") == std::string::npos,    \
+                          "this store keeps no chunk files (Store::OpenChunkForRead)");       \
+      FAIL() << "a committed file did not pass through:\n" << log_;                          \
+    }                                                                                         \
+  } while (0)
+
+struct Fd {
+  int fd;
+  explicit Fd(int f) : fd(f) {}
+  ~Fd() {
+    if (fd >= 0) ::close(fd);
+  }
+  Fd(const Fd&) = delete;
+  Fd& operator=(const Fd&) = delete;
+};
+
+std::vector<std::byte> PRead(int fd, size_t size, off_t off = 0) {
+  std::vector<std::byte> out(size);
+  size_t got = 0;
+  while (got < size) {
+    ssize_t n = ::pread(fd, out.data() + got, size - got, off + static_cast<off_t>(got));
+    if (n <= 0) break;
+    got += static_cast<size_t>(n);
+  }
+  out.resize(got);
+  return out;
+}
+
+TEST(KdnfsPassthrough, ReadMmapAndODirectAreByteIdenticalAndSkipTheDaemon) {
+  KdnfsMount m;
+  START_WITH_PASSTHROUGH(m);
+  // Not a multiple of the page size: the last page is partial.
+  auto data = PlainBytes((6 << 20) + 1234, 301);
+  auto kv = MakeKv(200, 302);
+  ASSERT_TRUE(WriteWholeFile(m.path("big.bin"), data));
+  ASSERT_TRUE(WriteWholeFile(m.path("doc.kv"), kv));
+  uint64_t reads = Stat(m, "fs_reads");
+  uint64_t pt = Stat(m, "passthrough_opens");
+
+  EXPECT_EQ(ReadWholeFile(m.path("big.bin")), data);
+  EXPECT_EQ(ReadWholeFile(m.path("doc.kv")), kv);
+  {
+    Fd f(::open(m.path("big.bin").c_str(), O_RDONLY));
+    ASSERT_GE(f.fd, 0);
+    void* p = ::mmap(nullptr, data.size(), PROT_READ, MAP_SHARED, f.fd, 0);
+    ASSERT_NE(p, MAP_FAILED) << std::strerror(errno);
+    EXPECT_EQ(std::memcmp(p, data.data(), data.size()), 0);
+    ::munmap(p, data.size());
+  }
+  {
+    Fd f(::open(m.path("big.bin").c_str(), O_RDONLY | O_DIRECT));
+    ASSERT_GE(f.fd, 0) << std::strerror(errno);
+    size_t cap = (data.size() + 4095) / 4096 * 4096;
+    void* buf = std::aligned_alloc(4096, cap);
+    ASSERT_NE(buf, nullptr);
+    size_t got = 0;
+    for (;;) {  // aligned requests; the last one comes back short at the end of the file
+      ssize_t n = ::pread(f.fd, static_cast<char*>(buf) + got, std::min<size_t>(cap - got, 1 << 20),
+                          static_cast<off_t>(got));
+      ASSERT_GE(n, 0) << std::strerror(errno);
+      if (n == 0) break;
+      got += static_cast<size_t>(n);
+      if (got % 4096 != 0) break;
+    }
+    EXPECT_EQ(got, data.size());
+    EXPECT_EQ(std::memcmp(buf, data.data(), std::min(got, data.size())), 0);
+    std::free(buf);
+  }
+  // Four opens, all passed through; kdnfs served no READ for any of them.
+  EXPECT_EQ(Stat(m, "passthrough_opens") - pt, 4u);
+  EXPECT_EQ(Stat(m, "fs_reads"), reads) << "the kernel asked kdnfs for bytes";
+  EXPECT_EQ(Stat(m, "backing_files"), 0u) << "a backing file outlived its last open";
+}
+
+// Opens a file for writing with O_TRUNC and writes `data`: 0, or the errno that failed.
+int Rewrite(const std::string& path, const std::vector<std::byte>& data) {
+  int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  if (fd < 0) return errno;
+  int err = 0;
+  if (::write(fd, data.data(), data.size()) != static_cast<ssize_t>(data.size())) err = errno;
+  if (::close(fd) != 0 && err == 0) err = errno;
+  return err;
+}
+
+// While a file is open for passthrough reading its content cannot change in place (the kernel
+// passes every open of the inode through to the same backing): writers get ETXTBSY, as with a
+// running executable, and the reader keeps its bytes. A rewrite by rename works at any time: the
+// old reader keeps the old bytes, new opens see the new ones, passed through as well.
+TEST(KdnfsPassthrough, RewriteWhileAPassthroughReaderIsOpen) {
+  KdnfsMount m;
+  START_WITH_PASSTHROUGH(m);
+  auto before = PlainBytes(3 << 20, 311);
+  auto after = PlainBytes(3 << 20, 312);  // the same size: stale bytes cannot hide
+  auto third = PlainBytes(1 << 20, 313);
+  std::string f = m.path("f.bin");
+  ASSERT_TRUE(WriteWholeFile(f, before));
+  uint64_t pt = Stat(m, "passthrough_opens");
+
+  Fd old_reader(::open(f.c_str(), O_RDONLY));
+  ASSERT_GE(old_reader.fd, 0);
+  EXPECT_EQ(Stat(m, "passthrough_opens"), pt + 1);
+  EXPECT_EQ(PRead(old_reader.fd, 4096), std::vector<std::byte>(before.begin(), before.begin() + 4096));
+
+  // In place: refused, never EIO, nothing changes.
+  EXPECT_EQ(Rewrite(f, after), ETXTBSY);
+  EXPECT_EQ(::truncate(f.c_str(), 10), -1);
+  EXPECT_EQ(errno, ETXTBSY);
+  EXPECT_EQ(ReadWholeFile(f), before) << "a later reader shares the old reader's content";
+
+  // By rename: the old reader keeps its bytes, new opens get the new file.
+  ASSERT_TRUE(WriteWholeFile(m.path("f.bin.tmp"), after));
+  ASSERT_EQ(::rename(m.path("f.bin.tmp").c_str(), f.c_str()), 0) << std::strerror(errno);
+  {
+    Fd new_reader(::open(f.c_str(), O_RDONLY));
+    ASSERT_GE(new_reader.fd, 0) << std::strerror(errno);
+    EXPECT_EQ(PRead(new_reader.fd, after.size() + 1), after);
+  }
+  EXPECT_EQ(PRead(old_reader.fd, before.size() + 1), before) << "the old reader's bytes changed";
+  ::close(old_reader.fd);
+  old_reader.fd = -1;
+  EXPECT_EQ(Stat(m, "passthrough_opens"), pt + 3);  // old reader, later reader, new reader
+
+  // In place once no passthrough reader is left: the writer goes first, readers see its bytes.
+  EXPECT_EQ(Rewrite(f, third), 0);
+  EXPECT_EQ(ReadWholeFile(f), third);
+  EXPECT_EQ(Stat(m, "passthrough_opens"), pt + 4) << "the new chunk passes through";
+}
+
+// Writers and readers of one inode, in any order: no open or read ever fails with EIO (what the
+// kernel answers to an open whose mode conflicts with the inode's); readers never fail at all,
+// writers only with ETXTBSY while passthrough readers are open.
+TEST(KdnfsPassthrough, ConcurrentReadersAndAWriterOnOneInode) {
+  KdnfsMount m;
+  START_WITH_PASSTHROUGH(m);
+  std::string f = m.path("shared.bin");
+  constexpr size_t kSize = 256 << 10;
+  ASSERT_TRUE(WriteWholeFile(f, PlainBytes(kSize, 320)));
+  std::atomic<bool> stop{false};
+  std::atomic<int> failures{0};
+  std::string first_failure;
+  std::mutex mu;
+  auto fail = [&](const std::string& what) {
+    std::lock_guard lock(mu);
+    if (failures++ == 0) first_failure = what + ": " + std::strerror(errno);
+  };
+  std::vector<std::thread> readers;
+  for (int r = 0; r < 3; ++r) {
+    readers.emplace_back([&, r] {
+      while (!stop.load()) {
+        Fd fd(::open(f.c_str(), O_RDONLY));
+        if (fd.fd < 0) {
+          fail("open for reading");
+          continue;
+        }
+        char buf[4096];
+        if (::pread(fd.fd, buf, sizeof(buf), 0) < 0) fail("read");
+        if (r == 0) {  // one reader maps the file too
+          void* p = ::mmap(nullptr, 4096, PROT_READ, MAP_SHARED, fd.fd, 0);
+          if (p == MAP_FAILED) fail("mmap");
+          if (p != MAP_FAILED) ::munmap(p, 4096);
+        }
+      }
+    });
+  }
+  int written = 0;
+  int busy = 0;
+  for (int i = 0; i < 60; ++i) {
+    int err = Rewrite(f, PlainBytes(kSize, 400 + static_cast<uint64_t>(i)));
+    if (err == 0) {
+      ++written;
+    } else if (err == ETXTBSY) {
+      ++busy;
+    } else {
+      errno = err;
+      fail("rewrite");
+    }
+  }
+  stop = true;
+  for (auto& t : readers) t.join();
+  EXPECT_EQ(failures.load(), 0) << first_failure;
+  std::printf("rewrites: %d written, %d refused with ETXTBSY\n", written, busy);
+  auto last = PlainBytes(kSize, 500);
+  EXPECT_EQ(Rewrite(f, last), 0) << "no reader left";
+  EXPECT_EQ(ReadWholeFile(f), last);
+  EXPECT_GT(Stat(m, "passthrough_opens"), 0u);
+  EXPECT_GT(Stat(m, "served_opens"), 0u);
+}
+
+TEST(KdnfsPassthrough, OffServesEveryReadItself) {
+  KDN_REQUIRE_OR_SKIP(::access("/dev/fuse", R_OK | W_OK) == 0, "/dev/fuse is not usable");
+  KDN_REQUIRE_FUSE_URING_IF_ASKED();
+  KdnfsMount m({"passthrough=off"});
+  ASSERT_TRUE(m.Start());
+  auto data = PlainBytes((2 << 20) + 7, 330);
+  ASSERT_TRUE(WriteWholeFile(m.path("f.bin"), data));
+  uint64_t reads = Stat(m, "fs_reads");
+  EXPECT_EQ(ReadWholeFile(m.path("f.bin")), data);
+  {
+    Fd f(::open(m.path("f.bin").c_str(), O_RDONLY));
+    ASSERT_GE(f.fd, 0);
+    void* p = ::mmap(nullptr, data.size(), PROT_READ, MAP_SHARED, f.fd, 0);
+    ASSERT_NE(p, MAP_FAILED) << std::strerror(errno);
+    EXPECT_EQ(std::memcmp(p, data.data(), data.size()), 0);
+    ::munmap(p, data.size());
+  }
+  auto s = Stats(m);
+  EXPECT_EQ(s["passthrough"], "off");
+  EXPECT_EQ(s["passthrough_opens"], "0");
+  EXPECT_GT(Stat(m, "fs_reads"), reads) << "kdnfs served the reads";
+  std::string log = m.log();
+  EXPECT_EQ(CountOf(log, "FUSE passthrough not used: turned off (-o passthrough=off)"), 1u) << log;
+}
+
+}  // namespace
+}  // namespace kdn::test
