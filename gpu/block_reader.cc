@@ -2,16 +2,12 @@
 
 #include <algorithm>
 #include <cstdio>
-#include <cstdlib>
-#include <cstring>
+#include <string>
+
+#include "gpu/library_log.h"
 
 namespace kdn::gpu {
 namespace {
-
-bool DebugEnabled() {
-  const char* v = std::getenv("KDN_DEBUG");
-  return v != nullptr && *v != '\0' && std::strcmp(v, "0") != 0;
-}
 
 std::string Hex64(uint64_t v) {
   char buf[24];
@@ -79,9 +75,9 @@ void BlockReader::TryFastPath(const std::vector<std::byte>& header_bytes) {
 
 void BlockReader::DisableFastPath(const Status& why) const {
   fast_path_.store(false, std::memory_order_relaxed);
-  if (DebugEnabled() && !noted_.exchange(true)) {
-    std::fprintf(stderr, "kdn: %s: fast path off, reading through the file: %s\n", path_.c_str(),
-                 why.ToString().c_str());
+  if (!noted_.exchange(true)) {
+    Log(LibraryLogger(), LogLevel::kDebug,
+        path_ + ": fast path off, reading through the file: " + why.ToString());
   }
 }
 

@@ -5,8 +5,8 @@
 // extents check out and whose header matches the file's byte for byte, from the store's segment
 // files (the fast path). Any failure on the fast path (an unreadable segment, a checksum mismatch)
 // turns it off for this cache and the read is repeated through the file: only a block that is bad
-// in the file itself is reported as corrupt. With KDN_DEBUG set, the first such fallback is noted
-// on stderr.
+// in the file itself is reported as corrupt. The first such fallback is logged (KDN_LOG_DEBUG) to
+// the callback of kdn_set_log_callback, if any.
 #ifndef KDN_GPU_BLOCK_READER_H_
 #define KDN_GPU_BLOCK_READER_H_
 

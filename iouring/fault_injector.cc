@@ -122,18 +122,18 @@ Result<FaultPlan> ParseFaultPlan(std::string_view text) {
   return plan;
 }
 
-void ApplyFaultPlanFromEnvironment() {
+void ApplyFaultPlanFromEnvironment(Logger* logger) {
   static std::once_flag once;
-  std::call_once(once, [] {
+  std::call_once(once, [&] {
     const char* text = std::getenv("KDN_FAULT");
     if (text == nullptr || *text == '\0') return;
     Result<FaultPlan> plan = ParseFaultPlan(text);
     if (!plan.ok()) {
-      std::fprintf(stderr, "kdn: ignoring KDN_FAULT: %s\n", plan.status().ToString().c_str());
+      Log(logger, LogLevel::kWarning, "ignoring KDN_FAULT: " + plan.status().ToString());
       return;
     }
     SetFaultPlan(*plan);
-    std::fprintf(stderr, "kdn: fault injection active: KDN_FAULT=%s\n", text);
+    Log(logger, LogLevel::kWarning, std::string("fault injection active: KDN_FAULT=") + text);
   });
 }
 

@@ -18,6 +18,7 @@
 #include <limits>
 #include <string_view>
 
+#include "kdn/logger.h"
 #include "kdn/status.h"
 
 namespace kdn::io {
@@ -46,7 +47,7 @@ void ClearFaultPlan();
 // `drop_writes_after=N`.
 Result<FaultPlan> ParseFaultPlan(std::string_view text);
 // Applies KDN_FAULT once per process (called by CreateIoEngine).
-void ApplyFaultPlanFromEnvironment();
+void ApplyFaultPlanFromEnvironment(Logger* logger);
 
 // Counters since the plan was set (for tests).
 struct FaultCounters {

@@ -19,6 +19,7 @@
 #include <string>
 #include <string_view>
 
+#include "kdn/logger.h"
 #include "kdn/status.h"
 
 namespace kdn::io {
@@ -54,6 +55,9 @@ struct EngineOptions {
   uint32_t buffer_bytes = 0;
   // Size of the table of registered files (RegisterFile).
   uint32_t max_files = 1024;
+  // Where the engine says what it could not do as asked (a fallback to pread/pwrite). Null
+  // discards.
+  std::shared_ptr<Logger> logger;
 };
 
 class IoEngine {
@@ -106,9 +110,9 @@ class IoEngine {
   uint32_t buffer_bytes_;
 };
 
-// Which engine kAuto gives in this process (io_uring is probed once; the choice is logged once
-// to stderr when it falls back). Explicit kinds are returned as they are.
-EngineKind ResolveEngineKind(EngineKind requested);
+// Which engine kAuto gives in this process (io_uring is probed once; a fallback is logged to
+// `logger`, once per process). Explicit kinds are returned as they are.
+EngineKind ResolveEngineKind(EngineKind requested, Logger* logger = nullptr);
 
 // Creates an engine. kAuto falls back to psync when io_uring is refused; kIoUring fails instead.
 Result<std::unique_ptr<IoEngine>> CreateIoEngine(const EngineOptions& options);

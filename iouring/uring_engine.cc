@@ -23,7 +23,8 @@ class UringEngine final : public IoEngine {
   UringEngine(const EngineOptions& options, AlignedBuffer buffers)
       : IoEngine(options.queue_depth, buffers.data(), options.buffer_count, options.buffer_bytes),
         buffers_(std::move(buffers)),
-        max_files_(options.max_files) {}
+        max_files_(options.max_files),
+        logger_(options.logger) {}
 
   ~UringEngine() override {
     if (ring_ready_) io_uring_queue_exit(&ring_);
@@ -45,9 +46,10 @@ class UringEngine final : public IoEngine {
       } else {
         // Over RLIMIT_MEMLOCK, typically: plain reads and writes into the same memory still work.
         static std::once_flag once;
-        std::call_once(once, [rc] {
-          std::fprintf(stderr, "kdn: io_uring: buffers not registered (%s); using plain I/O\n",
-                       std::strerror(-rc));
+        std::call_once(once, [&] {
+          Log(logger_, LogLevel::kWarning,
+              std::string("io_uring: buffers not registered (") + std::strerror(-rc) +
+                  "); using plain I/O");
         });
       }
     }
@@ -224,6 +226,7 @@ class UringEngine final : public IoEngine {
 
   AlignedBuffer buffers_;
   uint32_t max_files_;
+  std::shared_ptr<Logger> logger_;
   io_uring ring_{};
   bool ring_ready_ = false;
   bool fixed_buffers_ = false;

@@ -163,6 +163,7 @@ Status Store::Impl::OpenAll(const std::string& path, const StoreOptions& opts) {
 
   io::EngineOptions eo;
   eo.kind = static_cast<io::EngineKind>(opts.io_engine);
+  eo.logger = opts.info_log;
   eo.queue_depth = opts.queue_depth;
   eo.buffer_count = opts.queue_depth;
   eo.buffer_bytes = 256 * 1024;  // two checksum blocks: bounce space for unaligned callers
@@ -205,7 +206,7 @@ Status Store::Impl::RebuildFreeSpace() {
     }
   }
   for (const std::string& p : open_problems)
-    std::fprintf(stderr, "kdn: store %s: %s\n", dir.c_str(), p.c_str());
+    Log(options.info_log, LogLevel::kWarning, "store " + dir + ": " + p);
   return Status::OK();
 }
 

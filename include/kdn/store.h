@@ -43,6 +43,7 @@
 #include <vector>
 
 #include "kdn/format.h"
+#include "kdn/logger.h"
 #include "kdn/status.h"
 
 namespace kdn {
@@ -95,6 +96,9 @@ struct StoreOptions {
   // Called after an eviction has committed, on the thread whose put triggered it, with no store
   // lock held (it may call back into the store). Optional.
   std::function<void(const std::vector<EvictedName>&)> on_evict;
+  // Where the store and its I/O engines report what they cannot return (damage found at open,
+  // a fallback to pread/pwrite). Null (the default) discards; kdnfs passes its daemon log.
+  std::shared_ptr<Logger> info_log;
 };
 
 // What `df` shows.
@@ -249,6 +253,7 @@ struct StoreStats {
 
 struct FsckOptions {
   bool verify_data = true;  // read every chunk: whole-chunk hash, block checksums, `.kv` checksums
+  std::shared_ptr<Logger> info_log;  // for Store::Fsck(dir): StoreOptions::info_log of the open
 };
 
 struct FsckReport {
