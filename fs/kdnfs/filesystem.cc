@@ -68,6 +68,7 @@ Filesystem::Filesystem(Options options) : options_(options) {}
 Result<std::unique_ptr<Filesystem>> Filesystem::Open(const std::string& store_dir,
                                                      StoreOptions store_options, Options options) {
   std::unique_ptr<Filesystem> fs(new Filesystem(options));
+  fs->requests_ = std::make_unique<RequestOutcomes>(store_options.info_log);
   Filesystem* self = fs.get();
   store_options.on_evict = [self](const std::vector<EvictedName>& names) {
     self->OnEvicted(names);
@@ -745,6 +746,7 @@ std::string Filesystem::StatsText() {
   line("refused_kv", counters_.refused_kv.load());
   line("commit_errors", counters_.commit_errors.load());
   line("staged_files", staged_count());
+  requests_->Render(out);
   return out.str();
 }
 
