@@ -67,7 +67,7 @@ struct ParallelState {
       try {
         s = (*fn)(i);
       } catch (const std::bad_alloc&) {
-        s = Status::IOError("out of memory", ENOMEM);
+        s = Status::NoMemory("worker pool");
       } catch (const std::exception& e) {
         s = Status::Internal(std::string("unexpected exception: ") + e.what());
       } catch (...) {

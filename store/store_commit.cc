@@ -17,7 +17,21 @@ namespace kdn {
 using store::Db;
 using store::Stmt;
 
+void Store::Impl::SetBackgroundError(const Status& s) {
+  std::lock_guard lock(bg_mu);
+  if (bg_error.ok()) {
+    bg_error = s.WithContext("writes refused until the store is reopened");
+    Log(options.info_log, LogLevel::kError, "store " + dir + ": " + bg_error.ToString());
+  }
+}
+
+Status Store::Impl::BackgroundError() {
+  std::lock_guard lock(bg_mu);
+  return bg_error;
+}
+
 Status Store::Impl::Write(bool lock_opens, TxnBody body, std::vector<int> sync_fds) {
+  KDN_RETURN_IF_ERROR(BackgroundError());
   WriteRequest req;
   req.body = std::move(body);
   req.lock_opens = lock_opens;
@@ -78,6 +92,8 @@ void Store::Impl::SyncBatch(const std::vector<WriteRequest*>& batch) {
     if (!s.ok()) {
       ++counters.errors;
       failed[fd] = s.WithContext("syncing segment data");
+      // Unsynced writes of this segment may be lost without another error ever saying so.
+      if (engine.ok()) SetBackgroundError(failed[fd]);
     }
   }
   if (failed.empty()) return;
@@ -100,6 +116,7 @@ void Store::Impl::CommitBatch(const std::vector<WriteRequest*>& batch) {
   std::unique_lock olock(open_mu, std::defer_lock);
   if (lock_opens) olock.lock();
   Status begin = Exec(*writer, "BEGIN IMMEDIATE");
+  Status undone;  // the first failure to undo a change
   bool flush_touches;
   {
     std::lock_guard lock(touch_mu);
@@ -121,16 +138,24 @@ void Store::Impl::CommitBatch(const std::vector<WriteRequest*>& batch) {
     if (r->status.ok()) {
       r->status = Exec(*writer, "RELEASE change");
     } else {
-      // Undo this change only; the others in the transaction stand.
-      (void)Exec(*writer, "ROLLBACK TO change");
-      (void)Exec(*writer, "RELEASE change");
+      // Undo this change only; the others in the transaction stand, unless the undo failed:
+      // then nothing of this transaction may commit.
+      Status undo = Exec(*writer, "ROLLBACK TO change");
+      if (undo.ok()) undo = Exec(*writer, "RELEASE change");
+      if (!undo.ok() && undone.ok()) undone = undo.WithContext("undoing a failed change");
       r->fx = store::TxnEffects();
     }
   }
   if (!begin.ok()) return;
-  Status commit = Exec(*writer, "COMMIT");
+  Status commit = undone.ok() ? Exec(*writer, "COMMIT") : undone;
   if (commit.ok()) return;
-  (void)Exec(*writer, "ROLLBACK");
+  Status rollback = Exec(*writer, "ROLLBACK");
+  // A transaction that can be neither committed nor rolled back leaves the writer connection in
+  // an unknown state; an I/O error at COMMIT (its WAL sync) leaves durability in doubt.
+  if (!rollback.ok()) SetBackgroundError(rollback.WithContext("rolling back a transaction"));
+  if (commit.code() == Code::kIOError || commit.code() == Code::kCorruption) {
+    SetBackgroundError(commit.WithContext("committing a transaction"));
+  }
   for (WriteRequest* r : batch) {
     if (r->status.ok()) {
       r->status = commit;

@@ -142,6 +142,15 @@ struct Store::Impl {
   bool sync_leader = false;
   bool commit_leader = false;
 
+  // Sticky (LevelDB's bg_error_): set when a data sync failed or a transaction could not be
+  // undone, i.e. once what is on disk is in doubt (after a failed fdatasync the kernel may have
+  // dropped the dirty pages and a retry would report success). Every later change fails with it
+  // until the store is reopened, whose recovery trusts only what committed rows reference.
+  std::mutex bg_mu;
+  Status bg_error;  // guarded by bg_mu
+  void SetBackgroundError(const Status& s);
+  Status BackgroundError();
+
   void ApplyEffects(store::TxnEffects& fx);
   bool IsOpen(Ino ino);  // caller holds open_mu
   Status FlushTouched(store::Db& db);

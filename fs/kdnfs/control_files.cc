@@ -72,7 +72,7 @@ Result<Entry> ControlFiles::Lookup(Ino parent, std::string_view name) {
     return NotFound(name);
   }
   if (parent == kPrefixDirIno || parent == kByIdDirIno) return LookupLink(parent, name);
-  return Status::IOError("not a control directory", ENOTDIR);
+  return Status::FromErrno("not a control directory", ENOTDIR);
 }
 
 Result<Entry> ControlFiles::LookupLink(Ino parent, std::string_view name) {
@@ -135,7 +135,7 @@ Result<InodeAttr> ControlFiles::GetAttr(Ino ino) {
 
 Result<size_t> ControlFiles::Read(Ino ino, uint64_t offset, std::span<std::byte> out) {
   if (ino != kStatsIno) {
-    return IsControlDir(ino) ? Status::IOError("is a directory", EISDIR)
+    return IsControlDir(ino) ? Status::FromErrno("control file", EISDIR)
                              : Status::InvalidArgument("not a readable control file");
   }
   std::lock_guard lock(mu_);
@@ -153,7 +153,7 @@ Result<std::string> ControlFiles::ReadLink(Ino ino) {
 }
 
 Result<std::vector<DirEntry>> ControlFiles::ReadDir(Ino ino, uint64_t cookie) {
-  if (!IsControlDir(ino)) return Status::IOError("not a directory", ENOTDIR);
+  if (!IsControlDir(ino)) return Status::FromErrno("control file", ENOTDIR);
   std::vector<DirEntry> all;
   InodeAttr parent_attr = ino == kControlDirIno ? InodeAttr{} : DirAttr(kControlDirIno);
   if (ino == kControlDirIno) {

@@ -38,8 +38,9 @@ class ProcFsProcesses : public Processes {
   }
 };
 
-Status Errno(int err, std::string msg) {
-  return Status::IOError(std::move(msg), err);
+// The one errno -> Code mapping (status.h), so that an ENOENT made here IsNotFound() too.
+Status Errno(int err, std::string_view what) {
+  return Status::FromErrno(what, err);
 }
 
 Status ControlRefused() {
