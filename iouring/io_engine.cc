@@ -8,7 +8,6 @@
 #include <string>
 
 #include "iouring/engines.h"
-#include "iouring/fault_injector.h"
 
 namespace kdn::io {
 
@@ -105,8 +104,9 @@ EngineKind ResolveEngineKind(EngineKind requested, Logger* logger) {
   return EngineKind::kPsync;
 }
 
-Result<std::unique_ptr<IoEngine>> CreateIoEngine(const EngineOptions& options) {
-  ApplyFaultPlanFromEnvironment(options.logger.get());
+namespace {
+
+Result<std::unique_ptr<IoEngine>> CreateEngine(const EngineOptions& options) {
   if (options.queue_depth == 0 || options.queue_depth > 4096) {
     return Status::InvalidArgument("I/O engine: queue depth must be 1..4096");
   }
@@ -121,6 +121,14 @@ Result<std::unique_ptr<IoEngine>> CreateIoEngine(const EngineOptions& options) {
   // Probing worked but this ring did not (e.g. a memory limit): still serve, with pread/pwrite.
   LogFallbackOnce(options.logger.get(), engine.status().ToString());
   return internal::CreatePsyncEngine(resolved);
+}
+
+}  // namespace
+
+Result<std::unique_ptr<IoEngine>> CreateIoEngine(const EngineOptions& options) {
+  KDN_ASSIGN_OR_RETURN(std::unique_ptr<IoEngine> engine, CreateEngine(options));
+  if (options.wrapper) return options.wrapper->Wrap(std::move(engine));
+  return engine;
 }
 
 }  // namespace kdn::io

@@ -13,7 +13,6 @@
 
 #include "iouring/aligned_buffer.h"
 #include "iouring/engines.h"
-#include "iouring/fault_injector.h"
 
 namespace kdn::io::internal {
 namespace {
@@ -67,24 +66,6 @@ class UringEngine final : public IoEngine {
       return Status::Internal("io_uring: Submit beyond the queue depth");
     }
     const bool write = op->kind == IoOp::Kind::kWrite;
-    FaultDecision fault = DecideFault(write ? FaultOp::kWrite : FaultOp::kRead);
-    switch (fault.action) {
-      case FaultDecision::Action::kFail:
-        op->result = -fault.err;
-        done_.push_back(op);
-        return Status::OK();
-      case FaultDecision::Action::kDrop:
-        op->result = op->len;
-        done_.push_back(op);
-        return Status::OK();
-      case FaultDecision::Action::kHold:
-        HoldWrite(op->fd, op->offset, op->buf, op->len);
-        op->result = op->len;
-        done_.push_back(op);
-        return Status::OK();
-      case FaultDecision::Action::kPass:
-        break;
-    }
     io_uring_sqe* sqe = io_uring_get_sqe(&ring_);
     if (sqe == nullptr) {
       // The queue holds queue_depth entries and we never have more outstanding: submit what is
@@ -149,11 +130,6 @@ class UringEngine final : public IoEngine {
   }
 
   Status SyncData(int fd) override {
-    KDN_RETURN_IF_ERROR(FlushHeldWrites(fd));
-    FaultDecision fault = DecideFault(FaultOp::kSync);
-    if (fault.action == FaultDecision::Action::kFail) {
-      return Status::FromErrno("fdatasync", fault.err);
-    }
     // Through the ring, like the writes it orders; with nothing else outstanding, so that a
     // completion cannot be confused with another operation's.
     if (outstanding() != 0) return Status::Internal("io_uring: SyncData with I/O outstanding");

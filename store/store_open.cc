@@ -164,6 +164,7 @@ Status Store::Impl::OpenAll(const std::string& path, const StoreOptions& opts) {
   io::EngineOptions eo;
   eo.kind = static_cast<io::EngineKind>(opts.io_engine);
   eo.logger = opts.info_log;
+  eo.wrapper = opts.io_wrapper;
   eo.queue_depth = opts.queue_depth;
   eo.buffer_count = opts.queue_depth;
   eo.buffer_bytes = 256 * 1024;  // two checksum blocks: bounce space for unaligned callers

@@ -48,6 +48,10 @@
 
 namespace kdn {
 
+namespace io {
+class EngineWrapper;  // iouring/io_engine.h: private to the project, for its tests
+}
+
 // xxh3-128 of a chunk's bytes. The all-zero id means "no chunk" (an empty file has none).
 using ChunkId = Hash128;
 
@@ -99,6 +103,8 @@ struct StoreOptions {
   // Where the store and its I/O engines report what they cannot return (damage found at open,
   // a fallback to pread/pwrite). Null (the default) discards; kdnfs passes its daemon log.
   std::shared_ptr<Logger> info_log;
+  // Tests only: wraps every I/O engine of the store (fault injection, tests/fault/). Null: none.
+  std::shared_ptr<io::EngineWrapper> io_wrapper;
 };
 
 // What `df` shows.

@@ -2,7 +2,7 @@
 // behind, disk errors reported and survived, lost writes detected.
 #include <sys/stat.h>
 
-#include "iouring/fault_injector.h"
+#include "fault/fault_injector.h"
 #include "store_test_util.h"
 
 namespace kdn {
@@ -22,6 +22,7 @@ class CapacityTest : public ::testing::Test {
     o.capacity_bytes = capacity;
     o.segment_bytes = kChunk * 2;
     if (io_bytes_ != 0) o.io_bytes = io_bytes_;
+    o.io_wrapper = io::FaultInjection();
     o.on_evict = [this](const std::vector<EvictedName>& names) {
       for (const auto& n : names) evicted_.push_back(n.name);
     };

@@ -13,6 +13,7 @@
 #include <thread>
 #include <vector>
 
+#include "fault/fault_injector.h"
 #include "crash_content.h"
 #include "kdn/store.h"
 #include "store/chunk_id.h"
@@ -105,6 +106,12 @@ int main(int argc, char** argv) {
   ack_fd = std::atoi(argv[3]);
   kdn::StoreOptions options;
   options.segment_bytes = 2u << 20;  // small segments: chunks span them, segments get created
+  if (const char* fault = std::getenv("KDN_FAULT"); fault != nullptr && *fault != '\0') {
+    auto plan = kdn::io::ParseFaultPlan(fault);
+    if (!plan.ok()) return Fail(plan.status());
+    kdn::io::SetFaultPlan(*plan);
+    options.io_wrapper = kdn::io::FaultInjection();
+  }
   auto opened = kdn::Store::Open(dir, options);
   if (!opened.ok()) return Fail(opened.status());
   kdn::Store& store = **opened;
