@@ -11,35 +11,37 @@
 #include <map>
 #include <mutex>
 
+#include "base/thread_annotations.h"
+
 namespace kdn::store {
 
 class ReadEpochs {
  public:
   uint64_t Enter() {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     ++active_[current_];
     return current_;
   }
   void Exit(uint64_t epoch) {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     auto it = active_.find(epoch);
     if (it != active_.end() && --it->second == 0) active_.erase(it);
   }
   // The tag for space released now.
   uint64_t Advance() {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     return current_++;
   }
   // Space tagged below this is no longer read by anyone.
   uint64_t OldestActive() const {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     return active_.empty() ? current_ : active_.begin()->first;
   }
 
  private:
-  mutable std::mutex mu_;
-  uint64_t current_ = 1;
-  std::map<uint64_t, uint32_t> active_;  // epoch -> running reads
+  mutable Mutex mu_;
+  uint64_t current_ KDN_GUARDED_BY(mu_) = 1;
+  std::map<uint64_t, uint32_t> active_ KDN_GUARDED_BY(mu_);  // epoch -> running reads
 };
 
 // Scope of one read.

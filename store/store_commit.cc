@@ -18,7 +18,7 @@ using store::Db;
 using store::Stmt;
 
 void Store::Impl::SetBackgroundError(const Status& s) {
-  std::lock_guard lock(bg_mu);
+  MutexLock lock(bg_mu);
   if (bg_error.ok()) {
     bg_error = s.WithContext("writes refused until the store is reopened");
     Log(options.info_log, LogLevel::kError, "store " + dir + ": " + bg_error.ToString());
@@ -26,7 +26,7 @@ void Store::Impl::SetBackgroundError(const Status& s) {
 }
 
 Status Store::Impl::BackgroundError() {
-  std::lock_guard lock(bg_mu);
+  MutexLock lock(bg_mu);
   return bg_error;
 }
 
@@ -38,7 +38,7 @@ Status Store::Impl::Write(bool lock_opens, TxnBody body, std::vector<int> sync_f
   req.sync_fds = std::move(sync_fds);
   if (!sync_full) req.sync_fds.clear();
   {
-    std::unique_lock lock(group_mu);
+    UniqueLock lock(group_mu);
     (req.sync_fds.empty() ? commit_queue : sync_queue).push_back(&req);
     while (!req.done) {
       if (!sync_leader && !sync_queue.empty()) {
@@ -97,7 +97,7 @@ void Store::Impl::SyncBatch(const std::vector<WriteRequest*>& batch) {
     }
   }
   if (failed.empty()) return;
-  std::lock_guard lock(group_mu);
+  MutexLock lock(group_mu);
   for (WriteRequest* r : batch) {
     for (int fd : r->sync_fds) {
       auto it = failed.find(fd);

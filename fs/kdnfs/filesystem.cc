@@ -106,7 +106,7 @@ Entry Filesystem::MakeEntry(const InodeAttr& attr) const {
 }
 
 void Filesystem::CountLookup(Ino ino) {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   ++inodes_[ino].nlookup;
 }
 
@@ -118,7 +118,7 @@ Result<Entry> Filesystem::CountedEntry(Result<InodeAttr> attr) {
 }
 
 void Filesystem::HoldIfReferenced(Ino ino) {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   auto it = inodes_.find(ino);
   if (it == inodes_.end() || it->second.nlookup == 0 || it->second.held) return;
   // Under mu_, so that a concurrent Forget cannot give the handle back before it is taken.
@@ -156,7 +156,7 @@ void Filesystem::Forget(Ino ino, uint64_t count) {
   bool release = false;
   std::shared_ptr<StagedFile> staged;
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     auto it = inodes_.find(ino);
     if (it == inodes_.end()) return;
     InodeState& st = it->second;
@@ -366,7 +366,7 @@ Status Filesystem::ReadDir(Ino dir, uint64_t cookie, bool plus, size_t max_entri
 // ---- content ----------------------------------------------------------------------------------
 
 std::shared_ptr<StagedFile> Filesystem::StagedOf(Ino ino) {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   auto it = inodes_.find(ino);
   return it == inodes_.end() ? nullptr : it->second.staged;
 }
@@ -376,7 +376,7 @@ Result<Filesystem::StagedLock> Filesystem::Stage(Ino ino, uint64_t keep) {
     std::shared_ptr<StagedFile> file;
     std::unique_lock<std::shared_mutex> file_lock;
     {
-      std::lock_guard lock(mu_);
+      MutexLock lock(mu_);
       InodeState& st = inodes_[ino];
       file = st.staged;
       if (!file) {
@@ -422,7 +422,7 @@ Result<Filesystem::StagedLock> Filesystem::Stage(Ino ino, uint64_t keep) {
 
 void Filesystem::Unstage(Ino ino, const std::shared_ptr<StagedFile>& file) {
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     auto it = inodes_.find(ino);
     if (it != inodes_.end() && it->second.staged == file) {
       it->second.staged.reset();
@@ -435,7 +435,7 @@ void Filesystem::Unstage(Ino ino, const std::shared_ptr<StagedFile>& file) {
 }
 
 void Filesystem::ContentChanged(Ino ino) {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   auto it = inodes_.find(ino);
   if (it == inodes_.end()) return;
   it->second.content_known = false;
@@ -464,7 +464,7 @@ Result<size_t> Filesystem::Read(Ino ino, uint64_t offset, std::span<std::byte> o
   uint64_t size = 0;
   uint64_t generation = 0;
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     if (auto it = inodes_.find(ino); it != inodes_.end()) {
       staged = it->second.staged;
       known = it->second.content_known;
@@ -492,7 +492,7 @@ Result<size_t> Filesystem::Read(Ino ino, uint64_t offset, std::span<std::byte> o
       if (!S_ISREG(attr.mode)) return Errno(EINVAL, "read of a special file");
       chunk = attr.chunk;
       size = attr.size;
-      std::lock_guard lock(mu_);
+      MutexLock lock(mu_);
       if (auto it = inodes_.find(ino);
           it != inodes_.end() && !it->second.staged && it->second.generation == generation) {
         it->second.content_known = true;
@@ -589,7 +589,7 @@ Status Filesystem::Fsync(const Caller& caller, Ino ino) {
 void Filesystem::CommitIdle() {
   std::vector<std::pair<Ino, std::shared_ptr<StagedFile>>> all;
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     for (const auto& [ino, st] : inodes_) {
       if (st.staged) all.emplace_back(ino, st.staged);
     }
@@ -609,7 +609,7 @@ void Filesystem::CommitIdle() {
 void Filesystem::CommitAll() {
   std::vector<std::pair<Ino, std::shared_ptr<StagedFile>>> all;
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     for (const auto& [ino, st] : inodes_) {
       if (st.staged) all.emplace_back(ino, st.staged);
     }
@@ -622,7 +622,7 @@ void Filesystem::CommitAll() {
 }
 
 size_t Filesystem::staged_count() {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   size_t n = 0;
   for (const auto& [ino, st] : inodes_) n += st.staged ? 1 : 0;
   return n;

@@ -37,6 +37,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "base/thread_annotations.h"
 #include "fs/kdnfs/control_files.h"
 #include "fs/kdnfs/fs_types.h"
 #include "fs/kdnfs/request_outcomes.h"
@@ -227,8 +228,8 @@ class Filesystem {
   FsCounters counters_;
   std::unique_ptr<RequestOutcomes> requests_;
 
-  std::mutex mu_;  // guards inodes_; taken before any StagedFile's mutex, never after
-  std::unordered_map<Ino, InodeState> inodes_;
+  Mutex mu_;  // taken before any StagedFile's mutex, never after
+  std::unordered_map<Ino, InodeState> inodes_ KDN_GUARDED_BY(mu_);
 };
 
 }  // namespace kdn::fs

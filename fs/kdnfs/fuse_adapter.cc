@@ -524,7 +524,7 @@ Result<std::unique_ptr<FuseAdapter>> FuseAdapter::Create(Filesystem* fs,
 
 FuseAdapter::~FuseAdapter() {
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     stopping_ = true;
   }
   cv_.notify_all();
@@ -548,7 +548,7 @@ Status FuseAdapter::Mount(const std::string& mountpoint) {
 
 void FuseAdapter::Initialized() {
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     initialized_ = true;
   }
   cv_.notify_all();
@@ -573,7 +573,7 @@ Status FuseAdapter::Run() {
   auto ended = SessionLoop::Run(session_, loop);
 
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     stopping_ = true;
   }
   cv_.notify_all();
@@ -589,7 +589,7 @@ Status FuseAdapter::Run() {
 
 void FuseAdapter::ForgetName(Ino parent, const std::string& name, Ino ino) {
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     if (stopping_) return;
     forgotten_.push_back(Forgotten{parent, name, ino});
   }
@@ -606,15 +606,15 @@ void FuseAdapter::InvalidateInode(Ino ino, bool data) {
 }
 
 void FuseAdapter::NotifierLoop() {
-  std::unique_lock lock(mu_);
-  cv_.wait(lock, [this] { return initialized_ || stopping_; });
+  UniqueLock lock(mu_);
+  while (!initialized_ && !stopping_) cv_.wait(lock);
   if (!stopping_) {
     lock.unlock();
     TuneReadahead();
     lock.lock();
   }
   for (;;) {
-    cv_.wait(lock, [this] { return stopping_ || !forgotten_.empty(); });
+    while (!stopping_ && forgotten_.empty()) cv_.wait(lock);
     if (stopping_) return;
     Forgotten f = std::move(forgotten_.front());
     forgotten_.pop_front();
@@ -627,9 +627,11 @@ void FuseAdapter::NotifierLoop() {
 }
 
 void FuseAdapter::SweeperLoop() {
-  std::unique_lock lock(mu_);
+  UniqueLock lock(mu_);
   while (!stopping_) {
-    cv_.wait_for(lock, std::chrono::seconds(1), [this] { return stopping_; });
+    const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(1);
+    while (!stopping_ && cv_.wait_until(lock, until) == std::cv_status::no_timeout) {
+    }
     if (stopping_) return;
     lock.unlock();
     fs_->CommitIdle();
@@ -653,8 +655,11 @@ void FuseAdapter::TuneReadahead() {
       }
     }
     {
-      std::unique_lock lock(mu_);
-      if (cv_.wait_for(lock, std::chrono::milliseconds(50), [this] { return stopping_; })) return;
+      UniqueLock lock(mu_);
+      const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(50);
+      while (!stopping_ && cv_.wait_until(lock, until) == std::cv_status::no_timeout) {
+      }
+      if (stopping_) return;
     }
     if (!mount) continue;
     std::string path = "/sys/class/bdi/" + std::to_string(mount->major) + ":" +
