@@ -11,10 +11,6 @@ thread_local std::string tls_last_error;
 
 kdn_status ToApiStatus(const Status& s) {
   if (s.ok()) return KDN_OK;
-  // The errno tags first: they refine IOError (and an OS read that ran out of memory is the same
-  // condition as a failed allocation).
-  if (s.sys_errno() == ENOMEM) return KDN_E_NO_MEMORY;
-  if (s.code() == Code::kIOError && s.sys_errno() == kCudaErrno) return KDN_E_CUDA;
   switch (s.code()) {
     case Code::kOk:
       return KDN_OK;
@@ -32,6 +28,10 @@ kdn_status ToApiStatus(const Status& s) {
       return KDN_E_NO_SPACE;
     case Code::kInternal:
       return KDN_E_INTERNAL;
+    case Code::kNoMemory:
+      return KDN_E_NO_MEMORY;
+    case Code::kDevice:
+      return KDN_E_CUDA;
     case Code::kAlreadyExists:
     case Code::kIOError:
     case Code::kBusy:

@@ -1,9 +1,8 @@
 // How errors cross the C ABI: a kdn_status code for programs, a thread-local message for people.
 //
-// Inside gpu/ every function returns kdn::Status. kdn::Code has no name for two conditions the C
-// API reports on their own (out of memory, a failed CUDA call); inside this library those are
-// Status values whose errno slot says which (ENOMEM, and kCudaErrno), built only by the helpers
-// below, so that the mapping to kdn_status stays in one place.
+// Inside gpu/ every function returns kdn::Status; its code (status.h) maps onto kdn_status here,
+// in one place. Out of memory is Code::kNoMemory (Status::NoMemory), a failed CUDA call
+// Code::kDevice (Status::Device): neither rides in the errno slot.
 #ifndef KDN_GPU_API_STATUS_H_
 #define KDN_GPU_API_STATUS_H_
 
@@ -15,15 +14,11 @@
 
 namespace kdn::gpu {
 
-// errno tag of a failed CUDA call. EREMOTEIO ("remote I/O error": the device is remote to the
-// host) is never returned by the reads this library does on local files.
-inline constexpr int kCudaErrno = EREMOTEIO;
-
 inline Status NoMemory(std::string msg) {
-  return Status::IOError(std::move(msg), ENOMEM);
+  return Status::NoMemory(std::move(msg));
 }
 inline Status CudaFailure(std::string msg) {
-  return Status::IOError(std::move(msg), kCudaErrno);
+  return Status::Device(std::move(msg));
 }
 
 kdn_status ToApiStatus(const Status& s);

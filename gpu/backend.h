@@ -33,8 +33,6 @@ struct RopeShiftCall {
 class Backend {
  public:
   virtual ~Backend() = default;
-  virtual bool is_cuda() const = 0;
-
   virtual Result<std::unique_ptr<CacheDeviceState>> NewCacheState(uint32_t n_layers) = 0;
   // Starts `req`; every completion in it is eventually finished, req->done last. Errors of the
   // request as a whole (before anything started) are returned and finish nothing.

@@ -2,8 +2,9 @@
 
 #include <algorithm>
 #include <cstdio>
-#include <cstdlib>
-#include <cstring>
+#include <string>
+
+#include "gpu/library_log.h"
 
 namespace kdn::gpu {
 namespace {

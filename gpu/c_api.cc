@@ -14,6 +14,7 @@
 #include "gpu/dest.h"
 #include "gpu/deviation.h"
 #include "gpu/guarded.h"
+#include "gpu/library_log.h"
 #include "gpu/model_desc.h"
 #include "gpu/rope_math.h"
 #include "gpu/save.h"
@@ -120,6 +121,10 @@ KDN_EXPORT const char* kdn_version_string(void) {
 
 KDN_EXPORT const char* kdn_last_error(void) {
   return g::LastError();
+}
+
+KDN_EXPORT void kdn_set_log_callback(kdn_log_fn fn, void* user) {
+  g::SetLogCallback(fn, user);
 }
 
 KDN_EXPORT const char* kdn_status_name(kdn_status s) {

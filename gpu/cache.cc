@@ -9,7 +9,10 @@ Result<std::unique_ptr<Cache>> Cache::Open(std::shared_ptr<Context> ctx, const s
   std::unique_ptr<Cache> cache(new Cache(std::move(ctx), std::move(reader)));
   const uint32_t n_layers = cache->header().model.n_layers;
   KDN_ASSIGN_OR_RETURN(cache->device_state_, cache->ctx_->backend().NewCacheState(n_layers));
-  cache->latest_.resize(n_layers);
+  {
+    MutexLock lock(cache->mu_);  // not shared yet: uncontended, and the rule has no exception
+    cache->latest_.resize(n_layers);
+  }
   return cache;
 }
 
@@ -36,7 +39,7 @@ Status Cache::Load(uint32_t layer_begin, uint32_t layer_end, std::shared_ptr<con
   // Published before the work starts: a wait that follows this call sees this load.
   std::vector<std::shared_ptr<Completion>> previous(req->layers.size());
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(mu_);
     for (uint32_t l = layer_begin; l < layer_end; ++l) {
       previous[l - layer_begin] = std::move(latest_[l]);
       latest_[l] = req->layers[l - layer_begin];
@@ -46,7 +49,7 @@ Status Cache::Load(uint32_t layer_begin, uint32_t layer_end, std::shared_ptr<con
   Status s = ctx_->backend().StartLoad(req);
   if (!s.ok()) {
     // Nothing started: this load never happened.
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(mu_);
     for (uint32_t l = layer_begin; l < layer_end; ++l) {
       if (latest_[l] == req->layers[l - layer_begin])
         latest_[l] = std::move(previous[l - layer_begin]);
@@ -59,7 +62,7 @@ Status Cache::Load(uint32_t layer_begin, uint32_t layer_end, std::shared_ptr<con
 Status Cache::WaitLayer(uint32_t layer) {
   std::shared_ptr<Completion> c;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(mu_);
     c = latest_[layer];
   }
   if (c == nullptr) return Status::OK();
@@ -70,7 +73,7 @@ Status Cache::WaitLayer(uint32_t layer) {
 void* Cache::LayerEvent(uint32_t layer) {
   std::shared_ptr<Completion> c;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(mu_);
     c = latest_[layer];
   }
   if (c == nullptr || !c->Wait().ok()) return nullptr;
@@ -80,7 +83,7 @@ void* Cache::LayerEvent(uint32_t layer) {
 Status Cache::Sync() {
   std::vector<std::shared_ptr<LoadRequest>> pending;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(mu_);
     pending.swap(pending_);
   }
   Status first;

@@ -7,10 +7,10 @@
 
 #include <cstdint>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <vector>
 
+#include "base/thread_annotations.h"
 #include "gpu/block_reader.h"
 #include "gpu/context.h"
 #include "gpu/load_request.h"
@@ -44,9 +44,10 @@ class Cache {
   std::shared_ptr<Context> ctx_;
   std::unique_ptr<BlockReader> reader_;
   std::unique_ptr<CacheDeviceState> device_state_;
-  std::mutex mu_;
-  std::vector<std::shared_ptr<Completion>> latest_;    // per layer; null = never loaded
-  std::vector<std::shared_ptr<LoadRequest>> pending_;  // since the last Sync
+  Mutex mu_;
+  // per layer; null = never loaded
+  std::vector<std::shared_ptr<Completion>> latest_ KDN_GUARDED_BY(mu_);
+  std::vector<std::shared_ptr<LoadRequest>> pending_ KDN_GUARDED_BY(mu_);  // since the last Sync
 };
 
 }  // namespace kdn::gpu

@@ -3,8 +3,8 @@
 #define KDN_GPU_COMPLETION_H_
 
 #include <condition_variable>
-#include <mutex>
 
+#include "base/thread_annotations.h"
 #include "kdn/status.h"
 
 namespace kdn::gpu {
@@ -14,7 +14,7 @@ class Completion {
   // The first call wins; later calls are ignored.
   void Finish(Status s) {
     {
-      std::lock_guard<std::mutex> lock(mu_);
+      MutexLock lock(mu_);
       if (done_) return;
       done_ = true;
       status_ = std::move(s);
@@ -22,20 +22,20 @@ class Completion {
     cv_.notify_all();
   }
   Status Wait() const {
-    std::unique_lock<std::mutex> lock(mu_);
-    cv_.wait(lock, [this] { return done_; });
+    UniqueLock lock(mu_);
+    while (!done_) cv_.wait(lock);
     return status_;
   }
   bool done() const {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(mu_);
     return done_;
   }
 
  private:
-  mutable std::mutex mu_;
-  mutable std::condition_variable cv_;
-  bool done_ = false;
-  Status status_;
+  mutable Mutex mu_;
+  mutable std::condition_variable_any cv_;
+  bool done_ KDN_GUARDED_BY(mu_) = false;
+  Status status_ KDN_GUARDED_BY(mu_);
 };
 
 }  // namespace kdn::gpu

@@ -57,7 +57,7 @@ Result<StagingBuffer> StagingPool::Acquire(size_t bytes) {
   const size_t want = AlignUp(std::max<size_t>(bytes, 1), kStagingAlign);
   StagingBuffer buf;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(mu_);
     // Smallest idle buffer that fits, unless it is far larger than needed (then it stays for a
     // request its size).
     auto it = std::lower_bound(idle_.begin(), idle_.end(), want,
@@ -81,7 +81,7 @@ Result<StagingBuffer> StagingPool::Acquire(size_t bytes) {
 }
 
 void StagingPool::Return(std::byte* data, size_t size) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(mu_);
   auto it = std::lower_bound(idle_.begin(), idle_.end(), size,
                              [](const Idle& b, size_t w) { return b.size < w; });
   idle_.insert(it, Idle{data, size});

@@ -10,10 +10,10 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
-#include <mutex>
 #include <span>
 #include <vector>
 
+#include "base/thread_annotations.h"
 #include "kdn/status.h"
 
 namespace kdn::gpu {
@@ -76,9 +76,9 @@ class StagingPool : public std::enable_shared_from_this<StagingPool> {
   };
   std::unique_ptr<HostAllocator> allocator_;
   const size_t keep_bytes_;
-  std::mutex mu_;
-  std::vector<Idle> idle_;  // sorted by size
-  size_t idle_bytes_ = 0;
+  Mutex mu_;
+  std::vector<Idle> idle_ KDN_GUARDED_BY(mu_);  // sorted by size
+  size_t idle_bytes_ KDN_GUARDED_BY(mu_) = 0;
 };
 
 inline constexpr size_t kStagingAlign = 4096;

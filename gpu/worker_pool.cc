@@ -17,7 +17,7 @@ WorkerPool::WorkerPool(uint32_t n_threads) {
 
 WorkerPool::~WorkerPool() {
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(mu_);
     stopping_ = true;
   }
   cv_.notify_all();
@@ -26,7 +26,7 @@ WorkerPool::~WorkerPool() {
 
 void WorkerPool::Submit(std::function<void()> task) {
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(mu_);
     queue_.push_back(std::move(task));
   }
   cv_.notify_one();
@@ -36,8 +36,8 @@ void WorkerPool::Run() {
   for (;;) {
     std::function<void()> task;
     {
-      std::unique_lock<std::mutex> lock(mu_);
-      cv_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
+      UniqueLock lock(mu_);
+      while (!stopping_ && queue_.empty()) cv_.wait(lock);
       if (queue_.empty()) return;  // stopping, and everything queued has run
       task = std::move(queue_.front());
       queue_.pop_front();
@@ -54,10 +54,10 @@ struct ParallelState {
   uint64_t n = 0;
   const std::function<Status(uint64_t)>* fn = nullptr;  // valid while items remain
   std::atomic<uint64_t> next{0};
-  std::mutex mu;
-  std::condition_variable cv;
-  uint64_t done = 0;
-  Status first_error;
+  Mutex mu;
+  std::condition_variable_any cv;
+  uint64_t done KDN_GUARDED_BY(mu) = 0;
+  Status first_error KDN_GUARDED_BY(mu);
 
   void Drain() {
     for (;;) {
@@ -67,13 +67,13 @@ struct ParallelState {
       try {
         s = (*fn)(i);
       } catch (const std::bad_alloc&) {
-        s = Status::IOError("out of memory", ENOMEM);
+        s = Status::NoMemory("worker pool");
       } catch (const std::exception& e) {
         s = Status::Internal(std::string("unexpected exception: ") + e.what());
       } catch (...) {
         s = Status::Internal("unexpected exception");
       }
-      std::lock_guard<std::mutex> lock(mu);
+      MutexLock lock(mu);
       if (!s.ok() && first_error.ok()) first_error = s;
       if (++done == n) cv.notify_all();
     }
@@ -90,8 +90,8 @@ Status WorkerPool::ParallelFor(uint64_t n, const std::function<Status(uint64_t)>
   const uint64_t helpers = std::min<uint64_t>(size(), n - 1);
   for (uint64_t i = 0; i < helpers; ++i) Submit([state] { state->Drain(); });
   state->Drain();
-  std::unique_lock<std::mutex> lock(state->mu);
-  state->cv.wait(lock, [&] { return state->done == state->n; });
+  UniqueLock lock(state->mu);
+  while (state->done != state->n) state->cv.wait(lock);
   return state->first_error;
 }
 

@@ -11,10 +11,10 @@
 #include <cstdint>
 #include <deque>
 #include <functional>
-#include <mutex>
 #include <thread>
 #include <vector>
 
+#include "base/thread_annotations.h"
 #include "kdn/status.h"
 
 namespace kdn::gpu {
@@ -39,10 +39,10 @@ class WorkerPool {
  private:
   void Run();
 
-  std::mutex mu_;
-  std::condition_variable cv_;
-  std::deque<std::function<void()>> queue_;
-  bool stopping_ = false;
+  Mutex mu_;
+  std::condition_variable_any cv_;
+  std::deque<std::function<void()>> queue_ KDN_GUARDED_BY(mu_);
+  bool stopping_ KDN_GUARDED_BY(mu_) = false;
   std::vector<std::thread> threads_;
 };
 

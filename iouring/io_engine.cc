@@ -2,14 +2,12 @@
 
 #include <liburing.h>
 
-#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <mutex>
 #include <string>
 
 #include "iouring/engines.h"
-#include "iouring/fault_injector.h"
 
 namespace kdn::io {
 
@@ -80,34 +78,35 @@ bool ProbeIoUring(int* err) {
   return probe_err == 0;
 }
 
-void LogFallbackOnce(const char* why) {
+void LogFallbackOnce(Logger* logger, const std::string& why) {
   static std::once_flag once;
-  std::call_once(once,
-                 [why] { std::fprintf(stderr, "kdn: I/O engine: %s; using pread/pwrite\n", why); });
+  std::call_once(once, [&] {
+    Log(logger, LogLevel::kWarning, "I/O engine: " + why + "; using pread/pwrite");
+  });
 }
 
 }  // namespace
 
-EngineKind ResolveEngineKind(EngineKind requested) {
+EngineKind ResolveEngineKind(EngineKind requested, Logger* logger) {
   if (requested != EngineKind::kAuto) return requested;
   if (const char* env = std::getenv("KDN_IO_ENGINE"); env != nullptr && *env != '\0') {
     std::string_view v(env);
     if (v == "psync") return EngineKind::kPsync;
     if (v == "io_uring" || v == "iouring") return EngineKind::kIoUring;
-    static std::once_flag once;
-    std::call_once(once, [env] {
-      std::fprintf(stderr, "kdn: ignoring KDN_IO_ENGINE=%s (want psync or io_uring)\n", env);
-    });
+    // Said for every engine made (engines are pooled: a few per store), to whoever asked.
+    Log(logger, LogLevel::kWarning,
+        "ignoring KDN_IO_ENGINE=" + std::string(v) + " (want psync or io_uring)");
   }
   int err = 0;
   if (ProbeIoUring(&err)) return EngineKind::kIoUring;
   std::string why = std::string("io_uring refused by the kernel (") + std::strerror(err) + ")";
-  LogFallbackOnce(why.c_str());
+  LogFallbackOnce(logger, why);
   return EngineKind::kPsync;
 }
 
-Result<std::unique_ptr<IoEngine>> CreateIoEngine(const EngineOptions& options) {
-  ApplyFaultPlanFromEnvironment();
+namespace {
+
+Result<std::unique_ptr<IoEngine>> CreateEngine(const EngineOptions& options) {
   if (options.queue_depth == 0 || options.queue_depth > 4096) {
     return Status::InvalidArgument("I/O engine: queue depth must be 1..4096");
   }
@@ -115,13 +114,21 @@ Result<std::unique_ptr<IoEngine>> CreateIoEngine(const EngineOptions& options) {
     return Status::InvalidArgument("I/O engine: buffer size must be a multiple of 4096");
   }
   EngineOptions resolved = options;
-  resolved.kind = ResolveEngineKind(options.kind);
+  resolved.kind = ResolveEngineKind(options.kind, options.logger.get());
   if (resolved.kind == EngineKind::kPsync) return internal::CreatePsyncEngine(resolved);
   Result<std::unique_ptr<IoEngine>> engine = internal::CreateUringEngine(resolved);
   if (engine.ok() || options.kind == EngineKind::kIoUring) return engine;
   // Probing worked but this ring did not (e.g. a memory limit): still serve, with pread/pwrite.
-  LogFallbackOnce(engine.status().ToString().c_str());
+  LogFallbackOnce(options.logger.get(), engine.status().ToString());
   return internal::CreatePsyncEngine(resolved);
+}
+
+}  // namespace
+
+Result<std::unique_ptr<IoEngine>> CreateIoEngine(const EngineOptions& options) {
+  KDN_ASSIGN_OR_RETURN(std::unique_ptr<IoEngine> engine, CreateEngine(options));
+  if (options.wrapper) return options.wrapper->Wrap(std::move(engine));
+  return engine;
 }
 
 }  // namespace kdn::io

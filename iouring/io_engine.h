@@ -8,7 +8,8 @@
 // Two implementations behind the same interface: io_uring (registered buffers and files, one
 // submission for a whole batch) and pread/pwrite, used when the kernel refuses io_uring
 // (io_uring_disabled, seccomp) or when forced (IoEngineKind::kPsync, KDN_IO_ENGINE=psync).
-// Fault injection (fault_injector.h) applies to both.
+// The product has no fault injection: tests wrap engines in a decorator of their own
+// (tests/fault/) through EngineOptions::wrapper.
 #ifndef KDN_IOURING_IO_ENGINE_H_
 #define KDN_IOURING_IO_ENGINE_H_
 
@@ -19,6 +20,7 @@
 #include <string>
 #include <string_view>
 
+#include "kdn/logger.h"
 #include "kdn/status.h"
 
 namespace kdn::io {
@@ -46,6 +48,8 @@ struct IoOp {
   bool complete() const { return result == static_cast<int64_t>(len); }
 };
 
+class EngineWrapper;
+
 struct EngineOptions {
   EngineKind kind = EngineKind::kAuto;
   uint32_t queue_depth = 32;
@@ -54,6 +58,11 @@ struct EngineOptions {
   uint32_t buffer_bytes = 0;
   // Size of the table of registered files (RegisterFile).
   uint32_t max_files = 1024;
+  // Where the engine says what it could not do as asked (a fallback to pread/pwrite). Null
+  // discards.
+  std::shared_ptr<Logger> logger;
+  // Tests only: every engine made is handed to wrapper->Wrap (fault injection). Null: none.
+  std::shared_ptr<EngineWrapper> wrapper;
 };
 
 class IoEngine {
@@ -79,7 +88,7 @@ class IoEngine {
   // is kNoSpace. Every op's result is set either way.
   Status Run(std::span<IoOp> ops);
 
-  // fdatasync(fd). Writes held by fault injection (volatile_writes) reach the file first.
+  // fdatasync(fd).
   virtual Status SyncData(int fd) = 0;
 
   // Registers `fd` so that its operations skip the per-I/O file lookup. The descriptor must stay
@@ -106,9 +115,16 @@ class IoEngine {
   uint32_t buffer_bytes_;
 };
 
-// Which engine kAuto gives in this process (io_uring is probed once; the choice is logged once
-// to stderr when it falls back). Explicit kinds are returned as they are.
-EngineKind ResolveEngineKind(EngineKind requested);
+// Decorates engines (CreateIoEngine hands it each one it makes): how tests inject faults.
+class EngineWrapper {
+ public:
+  virtual ~EngineWrapper() = default;
+  virtual std::unique_ptr<IoEngine> Wrap(std::unique_ptr<IoEngine> engine) = 0;
+};
+
+// Which engine kAuto gives in this process (io_uring is probed once; a fallback is logged to
+// `logger`, once per process). Explicit kinds are returned as they are.
+EngineKind ResolveEngineKind(EngineKind requested, Logger* logger = nullptr);
 
 // Creates an engine. kAuto falls back to psync when io_uring is refused; kIoUring fails instead.
 Result<std::unique_ptr<IoEngine>> CreateIoEngine(const EngineOptions& options);

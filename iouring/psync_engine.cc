@@ -7,7 +7,6 @@
 
 #include "iouring/aligned_buffer.h"
 #include "iouring/engines.h"
-#include "iouring/fault_injector.h"
 
 namespace kdn::io::internal {
 namespace {
@@ -25,28 +24,12 @@ class PsyncEngine final : public IoEngine {
     if (outstanding() >= queue_depth())
       return Status::Internal("psync: Submit beyond the queue depth");
     const bool write = op->kind == IoOp::Kind::kWrite;
-    FaultDecision fault = DecideFault(write ? FaultOp::kWrite : FaultOp::kRead);
-    switch (fault.action) {
-      case FaultDecision::Action::kFail:
-        op->result = -fault.err;
-        break;
-      case FaultDecision::Action::kDrop:
-        op->result = op->len;
-        break;
-      case FaultDecision::Action::kHold:
-        HoldWrite(op->fd, op->offset, op->buf, op->len);
-        op->result = op->len;
-        break;
-      case FaultDecision::Action::kPass: {
-        ssize_t n;
-        do {
-          n = write ? ::pwrite(op->fd, op->buf, op->len, static_cast<off_t>(op->offset))
-                    : ::pread(op->fd, op->buf, op->len, static_cast<off_t>(op->offset));
-        } while (n < 0 && errno == EINTR);
-        op->result = n < 0 ? -errno : n;
-        break;
-      }
-    }
+    ssize_t n;
+    do {
+      n = write ? ::pwrite(op->fd, op->buf, op->len, static_cast<off_t>(op->offset))
+                : ::pread(op->fd, op->buf, op->len, static_cast<off_t>(op->offset));
+    } while (n < 0 && errno == EINTR);
+    op->result = n < 0 ? -errno : n;
     done_.push_back(op);
     return Status::OK();
   }
@@ -61,11 +44,6 @@ class PsyncEngine final : public IoEngine {
   }
 
   Status SyncData(int fd) override {
-    KDN_RETURN_IF_ERROR(FlushHeldWrites(fd));
-    FaultDecision fault = DecideFault(FaultOp::kSync);
-    if (fault.action == FaultDecision::Action::kFail) {
-      return Status::FromErrno("fdatasync", fault.err);
-    }
     if (::fdatasync(fd) != 0) return Status::FromErrno("fdatasync", errno);
     return Status::OK();
   }

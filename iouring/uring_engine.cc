@@ -13,7 +13,6 @@
 
 #include "iouring/aligned_buffer.h"
 #include "iouring/engines.h"
-#include "iouring/fault_injector.h"
 
 namespace kdn::io::internal {
 namespace {
@@ -23,7 +22,8 @@ class UringEngine final : public IoEngine {
   UringEngine(const EngineOptions& options, AlignedBuffer buffers)
       : IoEngine(options.queue_depth, buffers.data(), options.buffer_count, options.buffer_bytes),
         buffers_(std::move(buffers)),
-        max_files_(options.max_files) {}
+        max_files_(options.max_files),
+        logger_(options.logger) {}
 
   ~UringEngine() override {
     if (ring_ready_) io_uring_queue_exit(&ring_);
@@ -45,9 +45,10 @@ class UringEngine final : public IoEngine {
       } else {
         // Over RLIMIT_MEMLOCK, typically: plain reads and writes into the same memory still work.
         static std::once_flag once;
-        std::call_once(once, [rc] {
-          std::fprintf(stderr, "kdn: io_uring: buffers not registered (%s); using plain I/O\n",
-                       std::strerror(-rc));
+        std::call_once(once, [&] {
+          Log(logger_, LogLevel::kWarning,
+              std::string("io_uring: buffers not registered (") + std::strerror(-rc) +
+                  "); using plain I/O");
         });
       }
     }
@@ -65,24 +66,6 @@ class UringEngine final : public IoEngine {
       return Status::Internal("io_uring: Submit beyond the queue depth");
     }
     const bool write = op->kind == IoOp::Kind::kWrite;
-    FaultDecision fault = DecideFault(write ? FaultOp::kWrite : FaultOp::kRead);
-    switch (fault.action) {
-      case FaultDecision::Action::kFail:
-        op->result = -fault.err;
-        done_.push_back(op);
-        return Status::OK();
-      case FaultDecision::Action::kDrop:
-        op->result = op->len;
-        done_.push_back(op);
-        return Status::OK();
-      case FaultDecision::Action::kHold:
-        HoldWrite(op->fd, op->offset, op->buf, op->len);
-        op->result = op->len;
-        done_.push_back(op);
-        return Status::OK();
-      case FaultDecision::Action::kPass:
-        break;
-    }
     io_uring_sqe* sqe = io_uring_get_sqe(&ring_);
     if (sqe == nullptr) {
       // The queue holds queue_depth entries and we never have more outstanding: submit what is
@@ -147,11 +130,6 @@ class UringEngine final : public IoEngine {
   }
 
   Status SyncData(int fd) override {
-    KDN_RETURN_IF_ERROR(FlushHeldWrites(fd));
-    FaultDecision fault = DecideFault(FaultOp::kSync);
-    if (fault.action == FaultDecision::Action::kFail) {
-      return Status::FromErrno("fdatasync", fault.err);
-    }
     // Through the ring, like the writes it orders; with nothing else outstanding, so that a
     // completion cannot be confused with another operation's.
     if (outstanding() != 0) return Status::Internal("io_uring: SyncData with I/O outstanding");
@@ -224,6 +202,7 @@ class UringEngine final : public IoEngine {
 
   AlignedBuffer buffers_;
   uint32_t max_files_;
+  std::shared_ptr<Logger> logger_;
   io_uring ring_{};
   bool ring_ready_ = false;
   bool fixed_buffers_ = false;

@@ -4,10 +4,10 @@
 #define KDN_STORE_DB_POOL_H_
 
 #include <memory>
-#include <mutex>
 #include <string>
 #include <vector>
 
+#include "base/thread_annotations.h"
 #include "kdn/status.h"
 #include "store/sqlite_db.h"
 
@@ -35,7 +35,7 @@ class DbPool {
 
   Result<Lease> Acquire() {
     {
-      std::lock_guard lock(mu_);
+      MutexLock lock(mu_);
       if (!idle_.empty()) {
         std::unique_ptr<Db> db = std::move(idle_.back());
         idle_.pop_back();
@@ -49,12 +49,12 @@ class DbPool {
 
  private:
   void Return(std::unique_ptr<Db> db) {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     idle_.push_back(std::move(db));
   }
   std::string path_;
-  std::mutex mu_;
-  std::vector<std::unique_ptr<Db>> idle_;
+  Mutex mu_;
+  std::vector<std::unique_ptr<Db>> idle_ KDN_GUARDED_BY(mu_);
 };
 
 }  // namespace kdn::store

@@ -6,9 +6,9 @@
 
 #include <cstdint>
 #include <memory>
-#include <mutex>
 #include <vector>
 
+#include "base/thread_annotations.h"
 #include "iouring/io_engine.h"
 #include "kdn/status.h"
 
@@ -43,9 +43,9 @@ class EnginePool {
   void Return(std::unique_ptr<io::IoEngine> engine);
 
   io::EngineOptions options_;
-  mutable std::mutex mu_;
-  std::vector<std::unique_ptr<io::IoEngine>> idle_;
-  io::EngineKind kind_ = io::EngineKind::kAuto;
+  mutable Mutex mu_;
+  std::vector<std::unique_ptr<io::IoEngine>> idle_ KDN_GUARDED_BY(mu_);
+  io::EngineKind kind_ KDN_GUARDED_BY(mu_) = io::EngineKind::kAuto;
 };
 
 }  // namespace kdn::store

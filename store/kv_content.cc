@@ -22,9 +22,15 @@ class BorrowedSource final : public ByteSource {
 };
 
 Status Invalid(const Status& why) {
-  if (why.code() == Code::kIOError || why.code() == Code::kNoSpace)
-    return why;  // not the file's fault
-  return Status::InvalidArgument("invalid .kv content: " + why.message());
+  switch (why.code()) {
+    case Code::kCorruption:
+    case Code::kInvalidArgument:
+    case Code::kUnsupported:
+    case Code::kModelMismatch:
+      return Status::InvalidArgument("invalid .kv content: " + why.message());
+    default:
+      return why;  // not the file's fault (I/O, memory, space)
+  }
 }
 
 }  // namespace

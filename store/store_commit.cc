@@ -25,13 +25,27 @@ namespace kdn {
 using store::Db;
 using store::Stmt;
 
+void Store::Impl::SetBackgroundError(const Status& s) {
+  MutexLock lock(bg_mu);
+  if (bg_error.ok()) {
+    bg_error = s.WithContext("writes refused until the store is reopened");
+    Log(options.info_log, LogLevel::kError, "store " + dir + ": " + bg_error.ToString());
+  }
+}
+
+Status Store::Impl::BackgroundError() {
+  MutexLock lock(bg_mu);
+  return bg_error;
+}
+
 Status Store::Impl::Write(bool lock_opens, TxnBody body, store::PreparedChunk* chunk) {
+  KDN_RETURN_IF_ERROR(BackgroundError());
   WriteRequest req;
   req.body = std::move(body);
   req.lock_opens = lock_opens;
   if (chunk != nullptr && chunk->written && !chunk->installed) req.chunk = chunk;
   {
-    std::unique_lock lock(group_mu);
+    UniqueLock lock(group_mu);
     (req.chunk != nullptr && sync_full ? sync_queue : commit_queue).push_back(&req);
     while (!req.done) {
       if (!sync_leader && !sync_queue.empty()) {
@@ -93,13 +107,14 @@ void Store::Impl::SyncBatch(const std::vector<WriteRequest*>& batch) {
     if (!s.ok()) {
       ++counters.errors;
       failed.emplace_back(r, s.WithContext("syncing chunk data"));
+      // Unsynced writes of this chunk file may be lost without another error ever saying so.
+      if (engine.ok()) SetBackgroundError(failed.back().second);
     }
   }
   if (failed.empty()) return;
-  std::lock_guard lock(group_mu);
+  MutexLock lock(group_mu);
   for (auto& [r, s] : failed) {
     r->status = std::move(s);  // never published: its data may not be on disk
-    r->done = true;
   }
 }
 
@@ -128,6 +143,7 @@ void Store::Impl::CommitBatch(const std::vector<WriteRequest*>& batch) {
     }
   }
   Status begin = Exec(*writer, "BEGIN IMMEDIATE");
+  Status undone;  // the first failure to undo a change
   bool flush_touches;
   {
     std::lock_guard lock(touch_mu);
@@ -150,15 +166,23 @@ void Store::Impl::CommitBatch(const std::vector<WriteRequest*>& batch) {
     if (r->status.ok()) {
       r->status = Exec(*writer, "RELEASE change");
     } else {
-      // Undo this change only; the others in the transaction stand.
-      (void)Exec(*writer, "ROLLBACK TO change");
-      (void)Exec(*writer, "RELEASE change");
+      // Undo this change only; the others in the transaction stand, unless the undo failed:
+      // then nothing of this transaction may commit.
+      Status undo = Exec(*writer, "ROLLBACK TO change");
+      if (undo.ok()) undo = Exec(*writer, "RELEASE change");
+      if (!undo.ok() && undone.ok()) undone = undo.WithContext("undoing a failed change");
       r->fx = store::TxnEffects();
     }
   }
-  Status commit = begin.ok() ? Exec(*writer, "COMMIT") : begin;
+  Status commit = !begin.ok() ? begin : undone.ok() ? Exec(*writer, "COMMIT") : undone;
   if (begin.ok() && !commit.ok()) {
-    (void)Exec(*writer, "ROLLBACK");
+    Status rollback = Exec(*writer, "ROLLBACK");
+    // A transaction that can be neither committed nor rolled back leaves the writer connection in
+    // an unknown state; an I/O error at COMMIT (its WAL sync) leaves durability in doubt.
+    if (!rollback.ok()) SetBackgroundError(rollback.WithContext("rolling back a transaction"));
+    if (commit.code() == Code::kIOError || commit.code() == Code::kCorruption) {
+      SetBackgroundError(commit.WithContext("committing a transaction"));
+    }
     for (WriteRequest* r : batch) {
       if (r->status.ok()) {
         r->status = commit;

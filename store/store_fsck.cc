@@ -56,6 +56,7 @@ std::string Inode(Ino ino) {
 Result<FsckReport> Store::Fsck(const std::string& dir, const FsckOptions& options) {
   StoreOptions o;
   o.create_if_missing = false;
+  o.info_log = options.info_log;
   KDN_ASSIGN_OR_RETURN(std::unique_ptr<Store> store, Store::Open(dir, o));
   KDN_ASSIGN_OR_RETURN(FsckReport report, store->Fsck(options));
   report.fixed = store->OpenWarnings();

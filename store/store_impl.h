@@ -25,6 +25,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "base/thread_annotations.h"
 #include "kdn/store.h"
 #include "store/chunk_files.h"
 #include "store/chunk_id.h"
@@ -145,12 +146,22 @@ struct Store::Impl {
   };
   void SyncBatch(const std::vector<WriteRequest*>& batch);    // stage 1: data durable
   void CommitBatch(const std::vector<WriteRequest*>& batch);  // stage 2: one transaction
-  std::mutex group_mu;
-  std::condition_variable group_cv;
-  std::vector<WriteRequest*> sync_queue;    // waiting for their data to be synced
-  std::vector<WriteRequest*> commit_queue;  // waiting for a transaction
-  bool sync_leader = false;
-  bool commit_leader = false;
+  Mutex group_mu;
+  std::condition_variable_any group_cv;
+  // waiting for their data to be synced
+  std::vector<WriteRequest*> sync_queue KDN_GUARDED_BY(group_mu);
+  std::vector<WriteRequest*> commit_queue KDN_GUARDED_BY(group_mu);  // waiting for a transaction
+  bool sync_leader KDN_GUARDED_BY(group_mu) = false;
+  bool commit_leader KDN_GUARDED_BY(group_mu) = false;
+
+  // Sticky (LevelDB's bg_error_): set when a data sync failed or a transaction could not be
+  // undone, i.e. once what is on disk is in doubt (after a failed fdatasync the kernel may have
+  // dropped the dirty pages and a retry would report success). Every later change fails with it
+  // until the store is reopened, whose recovery trusts only what committed rows reference.
+  Mutex bg_mu;
+  Status bg_error KDN_GUARDED_BY(bg_mu);
+  void SetBackgroundError(const Status& s) KDN_EXCLUDES(bg_mu);
+  Status BackgroundError() KDN_EXCLUDES(bg_mu);
 
   void ApplyEffects(store::TxnEffects& fx);
   bool IsOpen(Ino ino);  // caller holds open_mu

@@ -173,6 +173,8 @@ Status Store::Impl::OpenAll(const std::string& path, const StoreOptions& opts) {
 
   io::EngineOptions eo;
   eo.kind = static_cast<io::EngineKind>(opts.io_engine);
+  eo.logger = opts.info_log;
+  eo.wrapper = opts.io_wrapper;
   eo.queue_depth = opts.queue_depth;
   eo.buffer_count = opts.queue_depth;
   eo.buffer_bytes = 256 * 1024;  // two checksum blocks: bounce space for unaligned callers
@@ -244,6 +246,8 @@ Status Store::Impl::RemoveStrayChunkFiles() {
       }));
   std::lock_guard lock(space_mu);
   used_bytes = used;
+  for (const std::string& p : open_problems)
+    Log(options.info_log, LogLevel::kWarning, "store " + dir + ": " + p);
   return Status::OK();
 }
 

@@ -1,6 +1,7 @@
 // kdnctl fsck: checks a store (kdn::Store::Fsck) and says what is wrong.
 #include <cstdio>
 #include <cstring>
+#include <memory>
 #include <string>
 #include <string_view>
 
@@ -33,6 +34,8 @@ int FsckUsageError(std::string_view message) {
 
 int RunFsck(int argc, char** argv) {
   kdn::FsckOptions options;
+  // What the store notices on its way (an I/O engine fallback) goes to stderr with the rest.
+  options.info_log = std::make_shared<kdn::StderrLogger>("kdnctl", kdn::LogLevel::kWarning);
   bool quiet = false;
   std::string dir;
   for (int i = 1; i < argc; ++i) {

@@ -62,7 +62,7 @@ Result<Entry> ControlFiles::Lookup(Ino parent, std::string_view name) {
   if (parent == kControlDirIno) {
     if (name == "stats") {
       std::string text = stats_text_();
-      std::lock_guard lock(mu_);
+      MutexLock lock(mu_);
       stats_ = std::move(text);
       stats_ns_ = std::max(NowNs(), stats_ns_ + 1);
       return Entry{StatsAttr(), kNoCache, kNoCache};
@@ -72,7 +72,7 @@ Result<Entry> ControlFiles::Lookup(Ino parent, std::string_view name) {
     return NotFound(name);
   }
   if (parent == kPrefixDirIno || parent == kByIdDirIno) return LookupLink(parent, name);
-  return Status::IOError("not a control directory", ENOTDIR);
+  return Status::FromErrno("not a control directory", ENOTDIR);
 }
 
 Result<Entry> ControlFiles::LookupLink(Ino parent, std::string_view name) {
@@ -99,7 +99,7 @@ Result<Entry> ControlFiles::LookupLink(Ino parent, std::string_view name) {
   std::string target = "../.." + path;
 
   std::string key = (parent == kPrefixDirIno ? "prefix/" : "by-id/") + std::string(name);
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   Ino ino = 0;
   if (auto it = link_by_key_.find(key); it != link_by_key_.end()) {
     auto link = links_.find(it->second);
@@ -116,7 +116,7 @@ Result<Entry> ControlFiles::LookupLink(Ino parent, std::string_view name) {
 }
 
 void ControlFiles::Forget(Ino ino, uint64_t count) {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   auto it = links_.find(ino);
   if (it == links_.end()) return;
   it->second.nlookup -= std::min(count, it->second.nlookup);
@@ -128,7 +128,7 @@ void ControlFiles::Forget(Ino ino, uint64_t count) {
 
 Result<InodeAttr> ControlFiles::GetAttr(Ino ino) {
   if (IsControlDir(ino)) return DirAttr(ino);
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   if (ino == kStatsIno) return StatsAttr();
   auto it = links_.find(ino);
   if (it == links_.end()) return Status::NotFound("stale control file inode");
@@ -137,10 +137,10 @@ Result<InodeAttr> ControlFiles::GetAttr(Ino ino) {
 
 Result<size_t> ControlFiles::Read(Ino ino, uint64_t offset, std::span<std::byte> out) {
   if (ino != kStatsIno) {
-    return IsControlDir(ino) ? Status::IOError("is a directory", EISDIR)
+    return IsControlDir(ino) ? Status::FromErrno("control file", EISDIR)
                              : Status::InvalidArgument("not a readable control file");
   }
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   if (offset >= stats_.size()) return size_t{0};
   size_t n = std::min<size_t>(out.size(), stats_.size() - offset);
   std::memcpy(out.data(), stats_.data() + offset, n);
@@ -148,14 +148,14 @@ Result<size_t> ControlFiles::Read(Ino ino, uint64_t offset, std::span<std::byte>
 }
 
 Result<std::string> ControlFiles::ReadLink(Ino ino) {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   auto it = links_.find(ino);
   if (it == links_.end()) return Status::InvalidArgument("not a symlink");
   return it->second.target;
 }
 
 Result<std::vector<DirEntry>> ControlFiles::ReadDir(Ino ino, uint64_t cookie) {
-  if (!IsControlDir(ino)) return Status::IOError("not a directory", ENOTDIR);
+  if (!IsControlDir(ino)) return Status::FromErrno("control file", ENOTDIR);
   std::vector<DirEntry> all;
   InodeAttr parent_attr = ino == kControlDirIno ? InodeAttr{} : DirAttr(kControlDirIno);
   if (ino == kControlDirIno) {
@@ -167,7 +167,7 @@ Result<std::vector<DirEntry>> ControlFiles::ReadDir(Ino ino, uint64_t cookie) {
   // Prefix and id directories are not listed: there may be millions of names in them.
   if (ino == kControlDirIno) {
     {
-      std::lock_guard lock(mu_);
+      MutexLock lock(mu_);
       all.push_back(DirEntry{"stats", StatsAttr(), 0});
     }
     all.push_back(DirEntry{"prefix", DirAttr(kPrefixDirIno), 0});

@@ -24,6 +24,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "base/thread_annotations.h"
 #include "fs/kdnfs/fs_types.h"
 #include "kdn/status.h"
 #include "kdn/store.h"
@@ -65,19 +66,19 @@ class ControlFiles {
   };
   Result<Entry> LookupLink(Ino parent, std::string_view name);
   InodeAttr DirAttr(Ino ino) const;
-  InodeAttr StatsAttr() const;  // needs mu_
+  InodeAttr StatsAttr() const KDN_REQUIRES(mu_);
   static InodeAttr LinkAttr(Ino ino, const Link& link);
 
   Store& store_;
   std::function<std::string()> stats_text_;
   const int64_t created_ns_;
 
-  std::mutex mu_;
-  std::string stats_;  // the latest snapshot
-  int64_t stats_ns_ = 0;
-  Ino next_link_ino_ = kFirstLinkIno;
-  std::unordered_map<Ino, Link> links_;
-  std::unordered_map<std::string, Ino> link_by_key_;
+  mutable Mutex mu_;
+  std::string stats_ KDN_GUARDED_BY(mu_);  // the latest snapshot
+  int64_t stats_ns_ KDN_GUARDED_BY(mu_) = 0;
+  Ino next_link_ino_ KDN_GUARDED_BY(mu_) = kFirstLinkIno;
+  std::unordered_map<Ino, Link> links_ KDN_GUARDED_BY(mu_);
+  std::unordered_map<std::string, Ino> link_by_key_ KDN_GUARDED_BY(mu_);
 };
 
 }  // namespace kdn::fs

@@ -38,8 +38,9 @@ class ProcFsProcesses : public Processes {
   }
 };
 
-Status Errno(int err, std::string msg) {
-  return Status::IOError(std::move(msg), err);
+// The one errno -> Code mapping (status.h), so that an ENOENT made here IsNotFound() too.
+Status Errno(int err, std::string_view what) {
+  return Status::FromErrno(what, err);
 }
 
 Status ControlRefused() {
@@ -68,6 +69,7 @@ Filesystem::Filesystem(Options options) : options_(options) {}
 Result<std::unique_ptr<Filesystem>> Filesystem::Open(const std::string& store_dir,
                                                      StoreOptions store_options, Options options) {
   std::unique_ptr<Filesystem> fs(new Filesystem(options));
+  fs->requests_ = std::make_unique<RequestOutcomes>(store_options.info_log);
   Filesystem* self = fs.get();
   store_options.on_evict = [self](const std::vector<EvictedName>& names) {
     self->OnEvicted(names);
@@ -104,7 +106,7 @@ Entry Filesystem::MakeEntry(const InodeAttr& attr) const {
 }
 
 void Filesystem::CountLookup(Ino ino) {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   ++inodes_[ino].nlookup;
 }
 
@@ -116,7 +118,7 @@ Result<Entry> Filesystem::CountedEntry(Result<InodeAttr> attr) {
 }
 
 void Filesystem::HoldIfReferenced(Ino ino) {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   auto it = inodes_.find(ino);
   if (it == inodes_.end() || it->second.nlookup == 0 || it->second.held) return;
   // Under mu_, so that a concurrent Forget cannot give the handle back before it is taken.
@@ -154,7 +156,7 @@ void Filesystem::Forget(Ino ino, uint64_t count) {
   bool release = false;
   std::shared_ptr<StagedFile> staged;
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     auto it = inodes_.find(ino);
     if (it == inodes_.end()) return;
     InodeState& st = it->second;
@@ -364,7 +366,7 @@ Status Filesystem::ReadDir(Ino dir, uint64_t cookie, bool plus, size_t max_entri
 // ---- content ----------------------------------------------------------------------------------
 
 std::shared_ptr<StagedFile> Filesystem::StagedOf(Ino ino) {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   auto it = inodes_.find(ino);
   return it == inodes_.end() ? nullptr : it->second.staged;
 }
@@ -374,7 +376,7 @@ Result<Filesystem::StagedLock> Filesystem::Stage(Ino ino, uint64_t keep) {
     std::shared_ptr<StagedFile> file;
     std::unique_lock<std::shared_mutex> file_lock;
     {
-      std::lock_guard lock(mu_);
+      MutexLock lock(mu_);
       InodeState& st = inodes_[ino];
       file = st.staged;
       if (!file) {
@@ -420,7 +422,7 @@ Result<Filesystem::StagedLock> Filesystem::Stage(Ino ino, uint64_t keep) {
 
 void Filesystem::Unstage(Ino ino, const std::shared_ptr<StagedFile>& file) {
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     auto it = inodes_.find(ino);
     if (it != inodes_.end() && it->second.staged == file) {
       it->second.staged.reset();
@@ -433,7 +435,7 @@ void Filesystem::Unstage(Ino ino, const std::shared_ptr<StagedFile>& file) {
 }
 
 void Filesystem::ContentChanged(Ino ino) {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   auto it = inodes_.find(ino);
   if (it == inodes_.end()) return;
   it->second.content_known = false;
@@ -471,7 +473,7 @@ Result<size_t> Filesystem::Read(Ino ino, uint64_t offset, std::span<std::byte> o
   uint64_t size = 0;
   uint64_t generation = 0;
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     if (auto it = inodes_.find(ino); it != inodes_.end()) {
       staged = it->second.staged;
       known = it->second.content_known;
@@ -499,7 +501,7 @@ Result<size_t> Filesystem::Read(Ino ino, uint64_t offset, std::span<std::byte> o
       if (!S_ISREG(attr.mode)) return Errno(EINVAL, "read of a special file");
       chunk = attr.chunk;
       size = attr.size;
-      std::lock_guard lock(mu_);
+      MutexLock lock(mu_);
       if (auto it = inodes_.find(ino);
           it != inodes_.end() && !it->second.staged && it->second.generation == generation) {
         it->second.content_known = true;
@@ -596,7 +598,7 @@ Status Filesystem::Fsync(const Caller& caller, Ino ino) {
 void Filesystem::CommitIdle() {
   std::vector<std::pair<Ino, std::shared_ptr<StagedFile>>> all;
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     for (const auto& [ino, st] : inodes_) {
       if (st.staged) all.emplace_back(ino, st.staged);
     }
@@ -616,7 +618,7 @@ void Filesystem::CommitIdle() {
 void Filesystem::CommitAll() {
   std::vector<std::pair<Ino, std::shared_ptr<StagedFile>>> all;
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     for (const auto& [ino, st] : inodes_) {
       if (st.staged) all.emplace_back(ino, st.staged);
     }
@@ -629,7 +631,7 @@ void Filesystem::CommitAll() {
 }
 
 size_t Filesystem::staged_count() {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   size_t n = 0;
   for (const auto& [ino, st] : inodes_) n += st.staged ? 1 : 0;
   return n;
@@ -758,6 +760,7 @@ std::string Filesystem::StatsText() {
   line("passthrough_opens", counters_.passthrough_opens.load());
   line("served_opens", counters_.served_opens.load());
   line("backing_files", counters_.backing_files.load());
+  requests_->Render(out);
   return out.str();
 }
 

@@ -38,8 +38,10 @@
 #include <unordered_map>
 #include <vector>
 
+#include "base/thread_annotations.h"
 #include "fs/kdnfs/control_files.h"
 #include "fs/kdnfs/fs_types.h"
+#include "fs/kdnfs/request_outcomes.h"
 #include "fs/kdnfs/staged_file.h"
 #include "kdn/status.h"
 #include "kdn/store.h"
@@ -116,6 +118,9 @@ class Filesystem {
   Store& store() { return *store_; }
   const FsCounters& counters() const { return counters_; }
   FsCounters& counters() { return counters_; }
+  // Where the FUSE adapter reports every request's outcome (shown in /.kdn/stats); logs to
+  // `store_options.info_log`.
+  RequestOutcomes& requests() { return *requests_; }
 
   // ---- names
   // A found name counts one kernel reference to its inode (given back by Forget). A missing name
@@ -231,9 +236,10 @@ class Filesystem {
   std::unique_ptr<Processes> own_processes_;
   Processes* processes_ = nullptr;
   FsCounters counters_;
+  std::unique_ptr<RequestOutcomes> requests_;
 
-  std::mutex mu_;  // guards inodes_; taken before any StagedFile's mutex, never after
-  std::unordered_map<Ino, InodeState> inodes_;
+  Mutex mu_;  // taken before any StagedFile's mutex, never after
+  std::unordered_map<Ino, InodeState> inodes_ KDN_GUARDED_BY(mu_);
 };
 
 }  // namespace kdn::fs

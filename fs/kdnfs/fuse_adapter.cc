@@ -42,6 +42,7 @@
 
 #include "fs/kdnfs/log.h"
 #include "fs/kdnfs/mount_util.h"
+#include "fs/kdnfs/request_outcomes.h"
 #include "fs/kdnfs/session_loop.h"
 
 namespace kdn::fs {
@@ -77,9 +78,22 @@ Caller CallerOf(fuse_req_t req) {
   return c;
 }
 
-void ReplyError(fuse_req_t req, const Status& st) {
-  int err = st.sys_errno();
-  fuse_reply_err(req, err > 0 ? err : EIO);
+RequestOutcomes& Outcomes(fuse_req_t req) {
+  return Fs(req).requests();
+}
+
+// The one way a request fails: counted and logged (RequestOutcomes), then answered.
+void ReplyError(fuse_req_t req, FsOp op, const Status& st) {
+  fuse_reply_err(req, Outcomes(req).Failed(op, st));
+}
+void ReplyErrno(fuse_req_t req, FsOp op, int err, std::string_view what) {
+  fuse_reply_err(req, Outcomes(req).Failed(op, err, what));
+}
+// A request whose whole answer is a status.
+void ReplyStatus(fuse_req_t req, FsOp op, const Status& st) {
+  if (!st.ok()) return ReplyError(req, op, st);
+  Outcomes(req).Succeeded(op);
+  fuse_reply_err(req, 0);
 }
 
 struct timespec ToTimespec(int64_t ns) {
@@ -124,12 +138,12 @@ fuse_entry_param ToEntryParam(const Entry& e) {
   return p;
 }
 
-void ReplyEntry(fuse_req_t req, const Result<Entry>& entry) {
-  if (!entry.ok()) return ReplyError(req, entry.status());
+void ReplyEntry(fuse_req_t req, FsOp op, const Result<Entry>& entry) {
+  if (!entry.ok()) return ReplyError(req, op, entry.status());
   if (entry->attr.ino == 0 && entry->entry_timeout <= 0) {
-    fuse_reply_err(req, ENOENT);
-    return;
+    return ReplyErrno(req, op, ENOENT, "no such name (not cached)");
   }
+  Outcomes(req).Succeeded(op);
   fuse_entry_param p = ToEntryParam(*entry);
   fuse_reply_entry(req, &p);
 }
@@ -173,7 +187,7 @@ void OnDestroy(void* userdata) {
 }
 
 void OnLookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
-  ReplyEntry(req, Fs(req).Lookup(CallerOf(req), parent, Name(name)));
+  ReplyEntry(req, FsOp::kLookup, Fs(req).Lookup(CallerOf(req), parent, Name(name)));
 }
 
 void OnForget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup) {
@@ -183,7 +197,8 @@ void OnForget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup) {
 
 void OnGetattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info*) {
   auto attr = Fs(req).GetAttr(ino);
-  if (!attr.ok()) return ReplyError(req, attr.status());
+  if (!attr.ok()) return ReplyError(req, FsOp::kGetattr, attr.status());
+  Outcomes(req).Succeeded(FsOp::kGetattr);
   struct stat st = ToStat(attr->attr);
   fuse_reply_attr(req, &st, attr->timeout);
 }
@@ -213,45 +228,47 @@ void OnSetattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set, fu
     if (!busy.ok()) return ReplyError(req, busy);
   }
   auto result = Fs(req).SetAttr(CallerOf(req), ino, r);
-  if (!result.ok()) return ReplyError(req, result.status());
+  if (!result.ok()) return ReplyError(req, FsOp::kSetattr, result.status());
+  Outcomes(req).Succeeded(FsOp::kSetattr);
   struct stat st = ToStat(result->attr);
   fuse_reply_attr(req, &st, result->timeout);
 }
 
 void OnReadlink(fuse_req_t req, fuse_ino_t ino) {
   auto target = Fs(req).ReadLink(ino);
-  if (!target.ok()) return ReplyError(req, target.status());
+  if (!target.ok()) return ReplyError(req, FsOp::kReadlink, target.status());
+  Outcomes(req).Succeeded(FsOp::kReadlink);
   fuse_reply_readlink(req, target->c_str());
 }
 
 void OnMknod(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, dev_t rdev) {
-  ReplyEntry(req, Fs(req).MakeNode(CallerOf(req), parent, Name(name), mode, rdev));
+  ReplyEntry(req, FsOp::kMknod, Fs(req).MakeNode(CallerOf(req), parent, Name(name), mode, rdev));
 }
 
 void OnMkdir(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode) {
-  ReplyEntry(req, Fs(req).MakeDir(CallerOf(req), parent, Name(name), mode));
+  ReplyEntry(req, FsOp::kMkdir, Fs(req).MakeDir(CallerOf(req), parent, Name(name), mode));
 }
 
 void OnUnlink(fuse_req_t req, fuse_ino_t parent, const char* name) {
-  fuse_reply_err(req, Fs(req).Unlink(CallerOf(req), parent, Name(name)).sys_errno());
+  ReplyStatus(req, FsOp::kUnlink, Fs(req).Unlink(CallerOf(req), parent, Name(name)));
 }
 
 void OnRmdir(fuse_req_t req, fuse_ino_t parent, const char* name) {
-  fuse_reply_err(req, Fs(req).Rmdir(CallerOf(req), parent, Name(name)).sys_errno());
+  ReplyStatus(req, FsOp::kRmdir, Fs(req).Rmdir(CallerOf(req), parent, Name(name)));
 }
 
 void OnSymlink(fuse_req_t req, const char* link, fuse_ino_t parent, const char* name) {
-  ReplyEntry(req, Fs(req).MakeSymlink(CallerOf(req), parent, Name(name), Name(link)));
+  ReplyEntry(req, FsOp::kSymlink, Fs(req).MakeSymlink(CallerOf(req), parent, Name(name), Name(link)));
 }
 
 void OnRename(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_ino_t newparent,
               const char* newname, unsigned int flags) {
   Status st = Fs(req).Rename(CallerOf(req), parent, Name(name), newparent, Name(newname), flags);
-  fuse_reply_err(req, st.sys_errno());
+  ReplyStatus(req, FsOp::kRename, st);
 }
 
 void OnLink(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char* newname) {
-  ReplyEntry(req, Fs(req).Link(CallerOf(req), ino, newparent, Name(newname)));
+  ReplyEntry(req, FsOp::kLink, Fs(req).Link(CallerOf(req), ino, newparent, Name(newname)));
 }
 
 // An OPEN while passthrough is on (passthrough.h). The reply is made here, not by
@@ -305,9 +322,10 @@ void OnOpen(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
 void OnRead(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info*) {
   size = std::min<size_t>(size, kMaxIo);
   std::byte* buf = ReadBuffer();
-  if (buf == nullptr) return (void)fuse_reply_err(req, ENOMEM);
+  if (buf == nullptr) return ReplyErrno(req, FsOp::kRead, ENOMEM, "no read buffer");
   auto n = Fs(req).Read(ino, static_cast<uint64_t>(off), {buf, size});
-  if (!n.ok()) return ReplyError(req, n.status());
+  if (!n.ok()) return ReplyError(req, FsOp::kRead, n.status());
+  Outcomes(req).Succeeded(FsOp::kRead);
   fuse_reply_buf(req, reinterpret_cast<const char*>(buf), *n);
 }
 
@@ -315,7 +333,8 @@ void OnWrite(fuse_req_t req, fuse_ino_t ino, const char* buf, size_t size, off_t
              fuse_file_info*) {
   auto n = Fs(req).Write(CallerOf(req), ino, static_cast<uint64_t>(off),
                          {reinterpret_cast<const std::byte*>(buf), size});
-  if (!n.ok()) return ReplyError(req, n.status());
+  if (!n.ok()) return ReplyError(req, FsOp::kWrite, n.status());
+  Outcomes(req).Succeeded(FsOp::kWrite);
   fuse_reply_write(req, *n);
 }
 
@@ -324,7 +343,7 @@ void OnFlush(fuse_req_t req, fuse_ino_t ino, fuse_file_info*) {
     fuse_reply_err(req, ENOSYS);  // nothing to commit, ever: no more FLUSH on this connection
     return;
   }
-  fuse_reply_err(req, Fs(req).Flush(CallerOf(req), ino).sys_errno());
+  ReplyStatus(req, FsOp::kFlush, Fs(req).Flush(CallerOf(req), ino));
 }
 
 void OnRelease(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
@@ -334,16 +353,17 @@ void OnRelease(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   if (fi->fh <= static_cast<uint64_t>(OpenMode::kPassthrough)) {
     adapter->passthrough().Release(ino, static_cast<OpenMode>(fi->fh));
   }
-  fuse_reply_err(req, 0);
+  ReplyStatus(req, FsOp::kRelease, Status::OK());
 }
 
 void OnFsync(fuse_req_t req, fuse_ino_t ino, int, fuse_file_info*) {
-  fuse_reply_err(req, Fs(req).Fsync(CallerOf(req), ino).sys_errno());
+  ReplyStatus(req, FsOp::kFsync, Fs(req).Fsync(CallerOf(req), ino));
 }
 
 void OnOpendir(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
   // Listings are stateless (store cookies are stable), so a directory handle holds nothing.
   fi->fh = 0;
+  Outcomes(req).Succeeded(FsOp::kOpendir);
   fuse_reply_open(req, fi);
 }
 
@@ -372,7 +392,9 @@ void ReadDir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, bool plus) 
     return true;
   };
   Status st = Fs(req).ReadDir(ino, static_cast<uint64_t>(off), plus, estimate, fill);
-  if (!st.ok() && used == 0) return ReplyError(req, st);
+  const FsOp op = plus ? FsOp::kReaddirplus : FsOp::kReaddir;
+  if (!st.ok() && used == 0) return ReplyError(req, op, st);
+  Outcomes(req).Succeeded(op);
   fuse_reply_buf(req, buf.data(), used);
 }
 
@@ -385,17 +407,18 @@ void OnReaddirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_
 }
 
 void OnReleasedir(fuse_req_t req, fuse_ino_t, fuse_file_info*) {
-  fuse_reply_err(req, 0);
+  ReplyStatus(req, FsOp::kReleasedir, Status::OK());
 }
 
 void OnFsyncdir(fuse_req_t req, fuse_ino_t, int, fuse_file_info*) {
   // Every namespace change is already a committed transaction.
-  fuse_reply_err(req, 0);
+  ReplyStatus(req, FsOp::kFsyncdir, Status::OK());
 }
 
 void OnStatfs(fuse_req_t req, fuse_ino_t) {
   auto usage = Fs(req).StatFs();
-  if (!usage.ok()) return ReplyError(req, usage.status());
+  if (!usage.ok()) return ReplyError(req, FsOp::kStatfs, usage.status());
+  Outcomes(req).Succeeded(FsOp::kStatfs);
   struct statvfs sv;
   std::memset(&sv, 0, sizeof(sv));
   sv.f_bsize = kBlockSize;
@@ -411,50 +434,52 @@ void OnStatfs(fuse_req_t req, fuse_ino_t) {
   fuse_reply_statfs(req, &sv);
 }
 
-// Attribute errors the way the xattr calls spell them.
-void ReplyXattrError(fuse_req_t req, const Status& st) {
-  fuse_reply_err(req, st.IsNotFound() ? ENODATA : (st.sys_errno() > 0 ? st.sys_errno() : EIO));
+// Attribute errors the way the xattr calls spell them (a missing attribute is ENODATA).
+void ReplyXattrError(fuse_req_t req, FsOp op, const Status& st) {
+  ReplyErrno(req, op, st.IsNotFound() ? ENODATA : st.sys_errno(), st.ToString());
 }
 
 void OnSetxattr(fuse_req_t req, fuse_ino_t ino, const char* name, const char* value, size_t size,
                 int flags) {
   Status st =
       Fs(req).SetXattr(CallerOf(req), ino, Name(name), std::string_view(value, size), flags);
-  if (!st.ok()) return ReplyXattrError(req, st);
-  fuse_reply_err(req, 0);
+  if (!st.ok()) return ReplyXattrError(req, FsOp::kSetxattr, st);
+  ReplyStatus(req, FsOp::kSetxattr, st);
 }
 
-void ReplyXattrValue(fuse_req_t req, const std::string& value, size_t size) {
+void ReplyXattrValue(fuse_req_t req, FsOp op, const std::string& value, size_t size) {
   if (size == 0) {
+    Outcomes(req).Succeeded(op);
     fuse_reply_xattr(req, value.size());
   } else if (value.size() > size) {
-    fuse_reply_err(req, ERANGE);
+    ReplyErrno(req, op, ERANGE, "value larger than the caller's buffer");
   } else {
+    Outcomes(req).Succeeded(op);
     fuse_reply_buf(req, value.data(), value.size());
   }
 }
 
 void OnGetxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) {
   auto value = Fs(req).GetXattr(CallerOf(req), ino, Name(name));
-  if (!value.ok()) return ReplyXattrError(req, value.status());
-  ReplyXattrValue(req, *value, size);
+  if (!value.ok()) return ReplyXattrError(req, FsOp::kGetxattr, value.status());
+  ReplyXattrValue(req, FsOp::kGetxattr, *value, size);
 }
 
 void OnListxattr(fuse_req_t req, fuse_ino_t ino, size_t size) {
   auto names = Fs(req).ListXattr(CallerOf(req), ino);
-  if (!names.ok()) return ReplyXattrError(req, names.status());
+  if (!names.ok()) return ReplyXattrError(req, FsOp::kListxattr, names.status());
   std::string list;
   for (const auto& n : *names) {
     list += n;
     list += '\0';
   }
-  ReplyXattrValue(req, list, size);
+  ReplyXattrValue(req, FsOp::kListxattr, list, size);
 }
 
 void OnRemovexattr(fuse_req_t req, fuse_ino_t ino, const char* name) {
   Status st = Fs(req).RemoveXattr(CallerOf(req), ino, Name(name));
-  if (!st.ok()) return ReplyXattrError(req, st);
-  fuse_reply_err(req, 0);
+  if (!st.ok()) return ReplyXattrError(req, FsOp::kRemovexattr, st);
+  ReplyStatus(req, FsOp::kRemovexattr, st);
 }
 
 void OnCreate(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
@@ -470,7 +495,8 @@ void OnCreate(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
     }
   }
   auto entry = Fs(req).Create(CallerOf(req), parent, Name(name), mode, fi->flags);
-  if (!entry.ok()) return ReplyError(req, entry.status());
+  if (!entry.ok()) return ReplyError(req, FsOp::kCreate, entry.status());
+  Outcomes(req).Succeeded(FsOp::kCreate);
   fuse_entry_param p = ToEntryParam(*entry);
   fi->fh = 0;
   fi->keep_cache = 1;
@@ -563,7 +589,7 @@ Result<std::unique_ptr<FuseAdapter>> FuseAdapter::Create(Filesystem* fs,
 
 FuseAdapter::~FuseAdapter() {
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     stopping_ = true;
   }
   cv_.notify_all();
@@ -587,7 +613,7 @@ Status FuseAdapter::Mount(const std::string& mountpoint) {
 
 void FuseAdapter::Initialized() {
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     initialized_ = true;
   }
   cv_.notify_all();
@@ -627,7 +653,7 @@ Status FuseAdapter::Run() {
   auto ended = SessionLoop::Run(session_, loop);
 
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     stopping_ = true;
   }
   cv_.notify_all();
@@ -643,7 +669,7 @@ Status FuseAdapter::Run() {
 
 void FuseAdapter::ForgetName(Ino parent, const std::string& name, Ino ino) {
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     if (stopping_) return;
     forgotten_.push_back(Forgotten{parent, name, ino});
   }
@@ -660,15 +686,15 @@ void FuseAdapter::InvalidateInode(Ino ino, bool data) {
 }
 
 void FuseAdapter::NotifierLoop() {
-  std::unique_lock lock(mu_);
-  cv_.wait(lock, [this] { return initialized_ || stopping_; });
+  UniqueLock lock(mu_);
+  while (!initialized_ && !stopping_) cv_.wait(lock);
   if (!stopping_) {
     lock.unlock();
     TuneReadahead();
     lock.lock();
   }
   for (;;) {
-    cv_.wait(lock, [this] { return stopping_ || !forgotten_.empty(); });
+    while (!stopping_ && forgotten_.empty()) cv_.wait(lock);
     if (stopping_) return;
     Forgotten f = std::move(forgotten_.front());
     forgotten_.pop_front();
@@ -681,9 +707,11 @@ void FuseAdapter::NotifierLoop() {
 }
 
 void FuseAdapter::SweeperLoop() {
-  std::unique_lock lock(mu_);
+  UniqueLock lock(mu_);
   while (!stopping_) {
-    cv_.wait_for(lock, std::chrono::seconds(1), [this] { return stopping_; });
+    const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(1);
+    while (!stopping_ && cv_.wait_until(lock, until) == std::cv_status::no_timeout) {
+    }
     if (stopping_) return;
     lock.unlock();
     fs_->CommitIdle();
@@ -707,8 +735,11 @@ void FuseAdapter::TuneReadahead() {
       }
     }
     {
-      std::unique_lock lock(mu_);
-      if (cv_.wait_for(lock, std::chrono::milliseconds(50), [this] { return stopping_; })) return;
+      UniqueLock lock(mu_);
+      const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(50);
+      while (!stopping_ && cv_.wait_until(lock, until) == std::cv_status::no_timeout) {
+      }
+      if (stopping_) return;
     }
     if (!mount) continue;
     std::string path = "/sys/class/bdi/" + std::to_string(mount->major) + ":" +

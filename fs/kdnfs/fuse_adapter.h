@@ -12,6 +12,7 @@
 #include <thread>
 #include <vector>
 
+#include "base/thread_annotations.h"
 #include "fs/kdnfs/filesystem.h"
 #include "fs/kdnfs/passthrough.h"
 #include "kdn/status.h"
@@ -78,16 +79,16 @@ class FuseAdapter : public KernelCache {
   bool mounted_ = false;
   bool no_open_ = false;
 
-  std::mutex mu_;
-  std::condition_variable cv_;
-  bool stopping_ = false;
-  bool initialized_ = false;
+  Mutex mu_;
+  std::condition_variable_any cv_;
+  bool stopping_ KDN_GUARDED_BY(mu_) = false;
+  bool initialized_ KDN_GUARDED_BY(mu_) = false;
   struct Forgotten {
     Ino parent;
     std::string name;
     Ino ino;
   };
-  std::deque<Forgotten> forgotten_;
+  std::deque<Forgotten> forgotten_ KDN_GUARDED_BY(mu_);
   std::thread notifier_;
   std::thread sweeper_;
 };

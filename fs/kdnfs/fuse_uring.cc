@@ -139,7 +139,7 @@ Result<std::unique_ptr<FuseUring>> FuseUring::Install(fuse_session* session, Hoo
   io.writev = &FuseUring::WritevHook;
   if (int rc = fuse_session_custom_io(session, &io, fd); rc != 0) {
     g_uring.store(nullptr);
-    return Status::IOError("libfuse refused kdnfs's I/O functions", -rc);
+    return Status::FromErrno("libfuse refused kdnfs's I/O functions", -rc);
   }
   return uring;
 }
@@ -227,13 +227,13 @@ Status FuseUring::CreateQueues(size_t payload_bytes) {
     auto queue = std::make_unique<Queue>();
     queue->qid = qid;
     queue->wake = UniqueFd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
-    if (queue->wake.get() < 0) return Status::IOError("eventfd", errno);
+    if (queue->wake.get() < 0) return Status::FromErrno("eventfd", errno);
     io_uring_params params;
     std::memset(&params, 0, sizeof(params));
     params.flags = IORING_SETUP_SQE128 | IORING_SETUP_CQSIZE;
     params.cq_entries = 4 * kQueueDepth;
     if (int rc = io_uring_queue_init_params(2 * kQueueDepth, &queue->ring, &params); rc < 0) {
-      return Status::IOError("io_uring_queue_init", -rc);
+      return Status::FromErrno("io_uring_queue_init", -rc);
     }
     queue->ring_ready = true;
     for (unsigned i = 0; i < kQueueDepth; ++i) {
@@ -242,7 +242,7 @@ Status FuseUring::CreateQueues(size_t payload_bytes) {
       entry->header_page = io::AlignedBuffer(sizeof(RingReqHeader));  // zeroed
       entry->area = io::AlignedBuffer(kPrefix + payload_bytes);
       if (entry->header_page.empty() || entry->area.empty()) {
-        return Status::IOError("out of memory", ENOMEM);
+        return Status::NoMemory("FUSE io_uring queue buffers");
       }
       entry->payload = entry->area.data() + kPrefix;
       entry->iov[0] = {entry->header(), sizeof(RingReqHeader)};

@@ -19,10 +19,8 @@
 // notifications) stays on /dev/fuse.
 //
 // The cost: a reply is copied into its entry's payload buffer before the kernel copies it out, one
-// copy more than writev(2) to /dev/fuse; for a 1 MiB READ that is ~0.1 ms of one CPU, and cold
-// reads through the mount measured the same either way (they wait for the disk). Requests other
-// than a quick FLUSH take one more wakeup (queue thread -> worker -> queue thread), which costs
-// little next to their own work (`stat` of 10,000 files was faster, 0.53 s against 0.59 s).
+// copy more than writev(2) to /dev/fuse, and requests other than a quick FLUSH take one more
+// wakeup (queue thread -> worker -> queue thread). What that costs, measured, is in README.md.
 //
 // The kernel offers io_uring only when the fuse module allows it
 // (/sys/module/fuse/parameters/enable_uring = Y, off by default); otherwise nothing changes.

@@ -34,7 +34,7 @@ Status NoData(std::string_view name) {
 }
 
 Status ReadOnly(std::string_view name) {
-  return Status::IOError(std::string(name) + " is computed by kdnfs and read-only", EPERM);
+  return Status::FromErrno(std::string(name) + " is computed by kdnfs and read-only", EPERM);
 }
 
 // "1"/"0", "true"/"false", with an optional trailing newline (as `echo` writes it).
@@ -94,13 +94,13 @@ Status SetKdnXattr(Store& store, const InodeAttr& attr, std::string_view name,
                    std::string_view value) {
   if (name == kEvictable) {
     if (!IsRegular(attr) && !IsDir(attr)) {
-      return Status::IOError("user.kdn.evictable applies to directories and files", EPERM);
+      return Status::FromErrno("user.kdn.evictable applies to directories and files", EPERM);
     }
     KDN_ASSIGN_OR_RETURN(bool on, ParseFlag(value));
     return store.SetEvictable(attr.ino, on);
   }
   if (name == kPin) {
-    if (!IsRegular(attr)) return Status::IOError("user.kdn.pin applies to files", EPERM);
+    if (!IsRegular(attr)) return Status::FromErrno("user.kdn.pin applies to files", EPERM);
     KDN_ASSIGN_OR_RETURN(bool on, ParseFlag(value));
     return store.SetPinned(attr.ino, on);
   }

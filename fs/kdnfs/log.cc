@@ -4,7 +4,9 @@
 
 #include <atomic>
 #include <cstdarg>
+#include <chrono>
 #include <cstdio>
+#include <string_view>
 
 namespace kdn::fs {
 namespace {
@@ -26,19 +28,13 @@ int SyslogPriority(LogLevel level) {
   return LOG_INFO;
 }
 
-const char* LevelName(LogLevel level) {
-  switch (level) {
-    case LogLevel::kError:
-      return "error";
-    case LogLevel::kWarning:
-      return "warning";
-    case LogLevel::kInfo:
-      return "info";
-    case LogLevel::kDebug:
-      return "debug";
+// Writes to the daemon's log what the libraries say.
+class LogfLogger final : public Logger {
+ public:
+  void Log(LogLevel level, std::string_view message) override {
+    Logf(level, "%.*s", static_cast<int>(message.size()), message.data());
   }
-  return "info";
-}
+};
 
 }  // namespace
 
@@ -66,8 +62,15 @@ void Logf(LogLevel level, const char* format, ...) {
     syslog(SyslogPriority(level), "%s", message);
   } else {
     // One fprintf per message: lines from several threads do not interleave.
-    fprintf(stderr, "kdnfs: %s: %s\n", LevelName(level), message);
+    fprintf(stderr, "kdnfs: %s: %s\n", LogLevelName(level).data(), message);
   }
+}
+
+std::shared_ptr<Logger> DaemonLogger() {
+  // 100 lines per 10 s: enough for any burst a person reads, bounded for a failing disk.
+  static const std::shared_ptr<Logger> logger = std::make_shared<RateLimitedLogger>(
+      std::make_shared<LogfLogger>(), 100, std::chrono::seconds(10));
+  return logger;
 }
 
 }  // namespace kdn::fs

@@ -1,10 +1,15 @@
-// The daemon's log: stderr, and syslog once the daemon has detached from its terminal.
+// The daemon's log: stderr, and syslog once the daemon has detached from its terminal. The
+// libraries kdnfs uses (store, I/O engine) log here too, through DaemonLogger().
 #ifndef KDN_FS_KDNFS_LOG_H_
 #define KDN_FS_KDNFS_LOG_H_
 
+#include <memory>
+
+#include "kdn/logger.h"
+
 namespace kdn::fs {
 
-enum class LogLevel { kError, kWarning, kInfo, kDebug };
+using LogLevel = ::kdn::LogLevel;
 
 // Sends later messages to syslog (ident "kdnfs") instead of stderr.
 void LogToSyslog();
@@ -13,6 +18,10 @@ void SetLogLevel(LogLevel level);
 bool LogEnabled(LogLevel level);
 
 void Logf(LogLevel level, const char* format, ...) __attribute__((format(printf, 2, 3)));
+
+// A kdn::Logger writing to this log, rate limited (a failing disk must not flood syslog): what
+// kdnfs passes to the libraries (StoreOptions::info_log). One per process.
+std::shared_ptr<Logger> DaemonLogger();
 
 }  // namespace kdn::fs
 

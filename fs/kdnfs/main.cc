@@ -309,5 +309,6 @@ int main(int argc, char** argv) {
     return 0;
   }
   if (cl->debug) SetLogLevel(LogLevel::kDebug);
+  cl->store.info_log = DaemonLogger();
   return Run(*cl);
 }

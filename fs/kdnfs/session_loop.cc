@@ -79,10 +79,10 @@ Result<int> SessionLoop::Serve() {
   fd_ = fuse_session_fd(session_);
   int flags = ::fcntl(fd_, F_GETFL);
   if (flags < 0 || ::fcntl(fd_, F_SETFL, flags | O_NONBLOCK) != 0) {
-    return Status::IOError("cannot make /dev/fuse non-blocking", errno);
+    return Status::FromErrno("cannot make /dev/fuse non-blocking", errno);
   }
   wake_fd_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-  if (wake_fd_ < 0) return Status::IOError("eventfd", errno);
+  if (wake_fd_ < 0) return Status::FromErrno("eventfd", errno);
 
   g_signal = 0;
   g_wake_fd.store(wake_fd_);
@@ -146,7 +146,7 @@ Result<int> SessionLoop::Serve() {
   g_wake_fd.store(-1);
   ::fcntl(fd_, F_SETFL, flags);
   fuse_session_exit(session_);
-  if (error_ != 0) return Status::IOError("reading /dev/fuse", error_);
+  if (error_ != 0) return Status::FromErrno("reading /dev/fuse", error_);
   return static_cast<int>(g_signal);
 }
 

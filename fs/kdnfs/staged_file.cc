@@ -54,7 +54,7 @@ Status StagedFile::CopyFrom(Store& store, const ChunkId& chunk, uint64_t length)
   // 4 KiB-aligned buffer and offsets: the store reads straight into it (O_DIRECT, no copy).
   std::unique_ptr<std::byte, FreeDeleter> buffer(
       static_cast<std::byte*>(std::aligned_alloc(4096, kCopyBytes)));
-  if (!buffer) return Status::IOError("out of memory for a staging copy", ENOMEM);
+  if (!buffer) return Status::NoMemory("no memory for a staging copy");
   uint64_t offset = 0;
   while (offset < length) {
     size_t want = static_cast<size_t>(std::min<uint64_t>(kCopyBytes, length - offset));

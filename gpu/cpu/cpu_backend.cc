@@ -162,7 +162,6 @@ class CpuBackend final : public Backend {
  public:
   CpuBackend(WorkerPool* pool, StagingPool* staging) : pool_(pool), staging_(staging) {}
 
-  bool is_cuda() const override { return false; }
 
   Result<std::unique_ptr<CacheDeviceState>> NewCacheState(uint32_t) override {
     return std::unique_ptr<CacheDeviceState>();

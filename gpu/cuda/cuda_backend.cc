@@ -149,7 +149,6 @@ class CudaBackend final : public Backend {
     (void)cudaMemPoolDestroy(mem_pool_);
   }
 
-  bool is_cuda() const override { return true; }
 
   Result<std::unique_ptr<CacheDeviceState>> NewCacheState(uint32_t n_layers) override {
     ScopedDevice dev(device_);

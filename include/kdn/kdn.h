@@ -54,6 +54,22 @@ KDN_EXPORT const char* kdn_version_string(void);
 KDN_EXPORT const char* kdn_last_error(void);
 KDN_EXPORT const char* kdn_status_name(kdn_status s); /* "KDN_E_CORRUPT" */
 
+/* The library never writes to the process's stderr. What it has to say beyond a status (e.g. why
+ * the fast path of a cache was turned off, at KDN_LOG_DEBUG) goes to a callback the program
+ * installs, process-wide; without one it is discarded. The callback may be called from any
+ * library thread, concurrently with the program's own calls; calls are serialized, and once
+ * kdn_set_log_callback returns the previous callback is no longer called (so its `user` may be
+ * freed). It must not call kdn_set_log_callback. `message` is one line without a newline, valid
+ * during the call. fn = NULL removes the callback. */
+typedef enum kdn_log_level {
+  KDN_LOG_ERROR = 0,
+  KDN_LOG_WARNING = 1,
+  KDN_LOG_INFO = 2,
+  KDN_LOG_DEBUG = 3
+} kdn_log_level;
+typedef void (*kdn_log_fn)(void* user, kdn_log_level level, const char* message);
+KDN_EXPORT void kdn_set_log_callback(kdn_log_fn fn, void* user);
+
 typedef enum kdn_dtype { KDN_F16 = 1, KDN_BF16 = 2, KDN_F32 = 3 } kdn_dtype;
 typedef enum kdn_rope_style { KDN_ROPE_NONE = 0, KDN_ROPE_NEOX = 1, KDN_ROPE_GPTJ = 2 } kdn_rope_style;
 typedef enum kdn_kv { KDN_K = 0, KDN_V = 1 } kdn_kv;

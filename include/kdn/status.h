@@ -4,6 +4,10 @@
 // value); nothing throws across a layer. A Status carries a code that callers branch on, a message
 // for humans that says what and where ("layer 3 V block: checksum mismatch"), and, for errors that
 // come from the operating system, the errno so that kdnfs can answer the kernel with it.
+//
+// One dialect for every layer: an errno becomes a Status through Status::FromErrno (or
+// CodeFromErrno) only, so that ENOENT is kNotFound whether the store, kdnfs or the engine library
+// saw it, and IsNotFound() means the same everywhere.
 #ifndef KDN_STATUS_H_
 #define KDN_STATUS_H_
 
@@ -31,7 +35,27 @@ enum class Code : uint8_t {
   kBusy,             // a resource is held by someone else (store lock)
   kPermissionDenied,
   kInternal,         // a broken invariant of our own
+  kNoMemory,         // an allocation failed (ENOMEM)
+  kDevice,           // an accelerator (CUDA) call failed; the message has the device's error
 };
+
+// The code of an errno. The one mapping from errno to Code, used by Status::FromErrno.
+inline Code CodeFromErrno(int err) {
+  switch (err) {
+    case 0: return Code::kInternal;  // "failed with no error": a bug of the caller
+    case ENOENT: return Code::kNotFound;
+    case EEXIST: return Code::kAlreadyExists;
+    case ENOSPC:
+    case EDQUOT: return Code::kNoSpace;
+    case EACCES:
+    case EPERM: return Code::kPermissionDenied;
+    case ENOMEM: return Code::kNoMemory;
+    case EBUSY: return Code::kBusy;
+    case EINVAL: return Code::kInvalidArgument;
+    case ENOTSUP: return Code::kUnsupported;  // == EOPNOTSUPP on Linux
+    default: return Code::kIOError;
+  }
+}
 
 inline std::string_view CodeName(Code code) {
   switch (code) {
@@ -47,6 +71,8 @@ inline std::string_view CodeName(Code code) {
     case Code::kBusy: return "Busy";
     case Code::kPermissionDenied: return "Permission denied";
     case Code::kInternal: return "Internal error";
+    case Code::kNoMemory: return "Out of memory";
+    case Code::kDevice: return "Device error";
   }
   return "Unknown";
 }
@@ -60,6 +86,8 @@ class [[nodiscard]] Status {
   static Status NotFound(std::string msg) { return {Code::kNotFound, std::move(msg), ENOENT}; }
   static Status AlreadyExists(std::string msg) { return {Code::kAlreadyExists, std::move(msg), EEXIST}; }
   static Status Corruption(std::string msg) { return {Code::kCorruption, std::move(msg), EIO}; }
+  // An I/O failure with no errno of its own (a short read, a bad checksum of the device's).
+  // Errors that come with an errno are made by FromErrno, which picks their code.
   static Status IOError(std::string msg, int err = EIO) { return {Code::kIOError, std::move(msg), err}; }
   static Status NoSpace(std::string msg) { return {Code::kNoSpace, std::move(msg), ENOSPC}; }
   static Status Unsupported(std::string msg) { return {Code::kUnsupported, std::move(msg), ENOTSUP}; }
@@ -69,18 +97,14 @@ class [[nodiscard]] Status {
     return {Code::kPermissionDenied, std::move(msg), EACCES};
   }
   static Status Internal(std::string msg) { return {Code::kInternal, std::move(msg)}; }
-  // An error from errno, with the message "what: strerror(err)"; ENOSPC/EDQUOT become NoSpace,
-  // ENOENT NotFound, EACCES/EPERM PermissionDenied, the rest IOError.
+  static Status NoMemory(std::string msg) { return {Code::kNoMemory, std::move(msg), ENOMEM}; }
+  // A failed accelerator call. Its errno (for kdnfs, which never sees one) is EIO.
+  static Status Device(std::string msg) { return {Code::kDevice, std::move(msg), EIO}; }
+  // An error from errno, with the message "what: strerror(err)", its code from CodeFromErrno
+  // (ENOENT NotFound, ENOSPC NoSpace, ENOMEM NoMemory...), the errno kept for sys_errno().
   static Status FromErrno(std::string_view what, int err) {
     std::string msg = std::string(what) + ": " + std::strerror(err);
-    switch (err) {
-      case ENOSPC:
-      case EDQUOT: return {Code::kNoSpace, std::move(msg), err};
-      case ENOENT: return {Code::kNotFound, std::move(msg), err};
-      case EACCES:
-      case EPERM: return {Code::kPermissionDenied, std::move(msg), err};
-      default: return {Code::kIOError, std::move(msg), err};
-    }
+    return {CodeFromErrno(err), std::move(msg), err};
   }
 
   bool ok() const { return rep_ == nullptr; }
@@ -112,6 +136,7 @@ class [[nodiscard]] Status {
   bool IsNotFound() const { return code() == Code::kNotFound; }
   bool IsCorruption() const { return code() == Code::kCorruption; }
   bool IsNoSpace() const { return code() == Code::kNoSpace; }
+  bool IsNoMemory() const { return code() == Code::kNoMemory; }
 
  private:
   Status(Code code, std::string msg, int err = 0)

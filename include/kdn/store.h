@@ -51,9 +51,14 @@
 #include <vector>
 
 #include "kdn/format.h"
+#include "kdn/logger.h"
 #include "kdn/status.h"
 
 namespace kdn {
+
+namespace io {
+class EngineWrapper;  // iouring/io_engine.h: private to the project, for its tests
+}
 
 // SHA-256 of a chunk's bytes: the content id that dedup trusts, so it must be collision
 // resistant (XXH3-128 collisions are built in seconds, and a forged one would let one user's bytes
@@ -111,6 +116,11 @@ struct StoreOptions {
   // Called after an eviction has committed, on the thread whose put triggered it, with no store
   // lock held (it may call back into the store). Optional.
   std::function<void(const std::vector<EvictedName>&)> on_evict;
+  // Where the store and its I/O engines report what they cannot return (damage found at open,
+  // a fallback to pread/pwrite). Null (the default) discards; kdnfs passes its daemon log.
+  std::shared_ptr<Logger> info_log;
+  // Tests only: wraps every I/O engine of the store (fault injection, tests/fault/). Null: none.
+  std::shared_ptr<io::EngineWrapper> io_wrapper;
 };
 
 // What `df` shows.
@@ -266,6 +276,7 @@ struct StoreStats {
 
 struct FsckOptions {
   bool verify_data = true;  // read every chunk: whole-chunk hash, block checksums, `.kv` checksums
+  std::shared_ptr<Logger> info_log;  // for Store::Fsck(dir): StoreOptions::info_log of the open
 };
 
 struct FsckReport {

@@ -11,15 +11,16 @@
 
 namespace kdn {
 
-// Runs f() (returning Status or Result<T>) and maps std::bad_alloc to Status::NoSpace.
+// Runs f() (returning Status or Result<T>) and maps std::bad_alloc (and an impossible size) to
+// Status::NoMemory.
 template <typename F>
 auto GuardAlloc(std::string_view what, F&& f) -> decltype(f()) {
   try {
     return f();
   } catch (const std::bad_alloc&) {
-    return Status::NoSpace(std::string(what) + ": out of memory");
+    return Status::NoMemory(std::string(what) + ": out of memory");
   } catch (const std::length_error&) {
-    return Status::NoSpace(std::string(what) + ": size too large");
+    return Status::NoMemory(std::string(what) + ": size too large");
   }
 }
 

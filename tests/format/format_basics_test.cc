@@ -267,16 +267,34 @@ TEST(ModelPresetTest, KnownShapes) {
 namespace kdn {
 namespace {
 
+// One errno -> Code mapping for every layer: the code depends on the errno, not on who saw it.
+TEST(StatusTest, ErrnoMapsToOneCode) {
+  EXPECT_TRUE(Status::FromErrno("x", ENOENT).IsNotFound());
+  EXPECT_EQ(Status::FromErrno("x", EEXIST).code(), Code::kAlreadyExists);
+  EXPECT_EQ(Status::FromErrno("x", EDQUOT).code(), Code::kNoSpace);
+  EXPECT_EQ(Status::FromErrno("x", EPERM).code(), Code::kPermissionDenied);
+  EXPECT_EQ(Status::FromErrno("x", ENOMEM).code(), Code::kNoMemory);
+  EXPECT_EQ(Status::FromErrno("x", EINVAL).code(), Code::kInvalidArgument);
+  EXPECT_EQ(Status::FromErrno("x", ENOTDIR).code(), Code::kIOError);
+  EXPECT_EQ(Status::FromErrno("x", ENOTDIR).sys_errno(), ENOTDIR);  // the errno is kept
+  EXPECT_EQ(Status::FromErrno("rmdir", ENOTEMPTY).message(), "rmdir: Directory not empty");
+  EXPECT_EQ(Status::NoMemory("m").sys_errno(), ENOMEM);
+  EXPECT_EQ(Status::Device("cudaMalloc: out of memory").code(), Code::kDevice);
+  EXPECT_EQ(Status::Device("d").sys_errno(), EIO);  // what kdnfs would answer
+  EXPECT_EQ(CodeName(Code::kDevice), "Device error");
+}
+
 TEST(GuardAllocTest, AllocationFailuresBecomeStatuses) {
   const Status st = GuardAlloc("encode", []() -> Status { throw std::bad_alloc(); });
-  EXPECT_EQ(st.code(), Code::kNoSpace);
+  EXPECT_EQ(st.code(), Code::kNoMemory);
+  EXPECT_EQ(st.sys_errno(), ENOMEM);
   EXPECT_EQ(st.message(), "encode: out of memory");
   const Result<int> r = GuardAlloc("x", []() -> Result<int> {
     std::vector<int> v;
     v.reserve(v.max_size() + 1);  // length_error
     return 1;
   });
-  EXPECT_EQ(r.status().code(), Code::kNoSpace);
+  EXPECT_EQ(r.status().code(), Code::kNoMemory);
   EXPECT_EQ(*GuardAlloc("y", []() -> Result<int> { return 7; }), 7);
 }
 

@@ -10,8 +10,10 @@
 #include <algorithm>
 #include <fstream>
 #include <map>
+#include <mutex>
 #include <set>
 #include <sstream>
+#include <utility>
 
 #include "fs/kdnfs/control_files.h"
 #include "fs/kdnfs/mount_util.h"
@@ -644,6 +646,64 @@ TEST(MountUtilTest, AbsoluteMountPointsWorkWithoutStat) {
   auto p = AbsoluteMountPoint(dir.str() + "/not-yet/");
   ASSERT_TRUE(p.ok());
   EXPECT_EQ(*p, dir.str() + "/not-yet");
+}
+
+// Every failed request goes through RequestOutcomes: counted per operation and errno (shown in
+// /.kdn/stats), logged at a level that says whose failure it is, with a bounded number of lines.
+class CapturingLogger : public Logger {
+ public:
+  void Log(LogLevel level, std::string_view message) override {
+    std::lock_guard lock(mu);
+    lines.emplace_back(level, std::string(message));
+  }
+  std::mutex mu;
+  std::vector<std::pair<LogLevel, std::string>> lines;
+};
+
+TEST(RequestOutcomes, FailuresAreCountedByErrnoLoggedAndShownInStats) {
+  kdn::test::TempDir dir("kdnfs-outcomes");
+  auto log = std::make_shared<CapturingLogger>();
+  StoreOptions so;
+  so.sync = SyncPolicy::kNone;
+  so.segment_bytes = 1u << 20;
+  so.info_log = log;
+  auto opened = Filesystem::Open(dir / "store", so, Filesystem::Options());
+  ASSERT_TRUE(opened.ok()) << opened.status().ToString();
+  Filesystem& fs = **opened;
+  auto d = fs.MakeDir(As(0, 0, 100), kRootIno, "full", 0755);
+  ASSERT_TRUE(d.ok());
+  ASSERT_TRUE(fs.MakeDir(As(0, 0, 100), d->attr.ino, "child", 0755).ok());
+
+  // An ordinary answer: rmdir of a directory that is not empty.
+  Status st = fs.Rmdir(As(0, 0, 100), kRootIno, "full");
+  ASSERT_FALSE(st.ok());
+  EXPECT_EQ(fs.requests().Failed(FsOp::kRmdir, st), ENOTEMPTY);
+  fs.requests().Succeeded(FsOp::kRmdir);
+  EXPECT_EQ(fs.requests().errors(FsOp::kRmdir, ENOTEMPTY), 1u);
+  EXPECT_EQ(fs.requests().ok(FsOp::kRmdir), 1u);
+  ASSERT_EQ(log->lines.size(), 1u);
+  EXPECT_EQ(log->lines[0].first, LogLevel::kDebug);
+  EXPECT_NE(log->lines[0].second.find("rmdir: ENOTEMPTY"), std::string::npos)
+      << log->lines[0].second;
+
+  // The daemon's failure: a warning. A flood is counted in full but logged within the limit.
+  for (int i = 0; i < 1000; ++i) {
+    EXPECT_EQ(fs.requests().Failed(FsOp::kRead, Status::IOError("disk on fire")), EIO);
+  }
+  EXPECT_EQ(fs.requests().errors(FsOp::kRead, EIO), 1000u);
+  EXPECT_EQ(log->lines[1].first, LogLevel::kWarning);
+  EXPECT_NE(log->lines[1].second.find("read: EIO: I/O error: disk on fire"), std::string::npos)
+      << log->lines[1].second;
+  EXPECT_LE(log->lines.size(), 60u);
+  // No errno at all (an internal error) is answered EIO.
+  EXPECT_EQ(fs.requests().Failed(FsOp::kGetxattr, Status::Internal("bug")), EIO);
+
+  const std::string stats = fs.StatsText();
+  EXPECT_NE(stats.find("\nfuse.rmdir.ok 1\n"), std::string::npos) << stats;
+  EXPECT_NE(stats.find("\nfuse.rmdir.ENOTEMPTY 1\n"), std::string::npos) << stats;
+  EXPECT_NE(stats.find("\nfuse.read.EIO 1000\n"), std::string::npos) << stats;
+  EXPECT_NE(stats.find("\nfuse.getxattr.EIO 1\n"), std::string::npos) << stats;
+  EXPECT_NE(stats.find("\nfuse.lookup.ok 0\n"), std::string::npos) << stats;
 }
 
 }  // namespace

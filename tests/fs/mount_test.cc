@@ -246,6 +246,22 @@ TEST(KdnfsMount, AttributesThroughGetfattrAndSetfattr) {
             "kept");
 }
 
+// Failed requests are counted per operation and errno in /.kdn/stats (RequestOutcomes).
+TEST(KdnfsMount, FailedRequestsAreCountedInStats) {
+  REQUIRE_FUSE();
+  KdnfsMount m;
+  ASSERT_TRUE(m.Start());
+  SH_OK("mkdir -p " + m.path("full/child"));
+  EXPECT_NE(Sh("rmdir " + m.path("full")).status, 0);
+  EXPECT_NE(Sh("getfattr --absolute-names -n user.nothing " + m.path("full")).status, 0);
+  auto count = [&](const std::string& name) {
+    return Out("awk '$1 == \"" + name + "\" {print $2}' " + m.path(".kdn/stats"));
+  };
+  EXPECT_EQ(count("fuse.rmdir.ENOTEMPTY"), "1");
+  EXPECT_EQ(count("fuse.getxattr.ENODATA"), "1");
+  EXPECT_EQ(count("fuse.mkdir.ok"), "2");
+}
+
 TEST(KdnfsMount, ControlFilesAreHiddenButReachable) {
   REQUIRE_FUSE();
   KdnfsMount m;

@@ -8,7 +8,7 @@
 #include <vector>
 
 #include "iouring/aligned_buffer.h"
-#include "iouring/fault_injector.h"
+#include "fault/fault_injector.h"
 #include "iouring/io_engine.h"
 #include "test_util.h"
 
@@ -21,6 +21,7 @@ class FaultTest : public ::testing::TestWithParam<EngineKind> {
     EngineOptions o;
     o.kind = GetParam();
     o.queue_depth = 8;
+    o.wrapper = FaultInjection();
     auto engine = CreateIoEngine(o);
     ASSERT_TRUE(engine.ok()) << engine.status().ToString();
     engine_ = std::move(*engine);

@@ -2,7 +2,7 @@
 // behind, disk errors reported and survived, lost writes detected.
 #include <sys/stat.h>
 
-#include "iouring/fault_injector.h"
+#include "fault/fault_injector.h"
 #include "store_test_util.h"
 
 namespace kdn {
@@ -21,6 +21,7 @@ class CapacityTest : public ::testing::Test {
     StoreOptions o;
     o.capacity_bytes = capacity;
     if (io_bytes_ != 0) o.io_bytes = io_bytes_;
+    o.io_wrapper = io::FaultInjection();
     o.on_evict = [this](const std::vector<EvictedName>& names) {
       for (const auto& n : names) evicted_.push_back(n.name);
     };
@@ -177,9 +178,40 @@ TEST_F(FaultTest, DiskErrorsOnWriteLeaveNothingVisible) {
   io::ClearFaultPlan();
   EXPECT_EQ(store_->Usage().chunks, 1u);
   EXPECT_GE(store_->Stats().errors, 3u);
+  Open(0);  // a failed sync is sticky (SyncFailureIsStickyUntilReopen): start afresh
   auto after = store_->Put(RandomBytes(kChunk, 2));
   ASSERT_TRUE(after.ok());
   EXPECT_EQ(test::ReadWhole(*store_, *after, kChunk), RandomBytes(kChunk, 2));
+  test::ExpectClean(*store_);
+}
+
+// Once a data sync failed, what the disk holds is in doubt: every later change fails with that
+// error (reads still work) until the store is reopened, as LevelDB's bg_error_.
+TEST_F(FaultTest, SyncFailureIsStickyUntilReopen) {
+  auto before = store_->Put(RandomBytes(kChunk, 1));
+  ASSERT_TRUE(before.ok());
+  io::FaultPlan sync_fails;
+  sync_fails.fail_at = 1;
+  sync_fails.fail_op = io::FaultOp::kSync;
+  io::SetFaultPlan(sync_fails);
+  EXPECT_EQ(store_->Put(RandomBytes(kChunk, 2)).status().sys_errno(), EIO);
+  io::ClearFaultPlan();
+  // The disk works again, but the store does not trust it: writes fail with the first error.
+  for (uint64_t seed : {3, 4}) {
+    auto again = store_->Put(RandomBytes(kChunk, seed));
+    ASSERT_FALSE(again.ok());
+    EXPECT_EQ(again.status().sys_errno(), EIO);
+    EXPECT_NE(again.status().message().find("reopened"), std::string::npos)
+        << again.status().ToString();
+  }
+  NewNode dir;
+  dir.mode = S_IFDIR | 0755;
+  EXPECT_FALSE(store_->MakeNode(kRootIno, "d", dir).ok());
+  EXPECT_EQ(test::ReadWhole(*store_, *before, kChunk), RandomBytes(kChunk, 1));  // reads work
+  Open(0);
+  auto after = store_->Put(RandomBytes(kChunk, 3));
+  ASSERT_TRUE(after.ok()) << after.status().ToString();
+  EXPECT_EQ(test::ReadWhole(*store_, *after, kChunk), RandomBytes(kChunk, 3));
   test::ExpectClean(*store_);
 }
 

@@ -13,6 +13,7 @@
 #include <thread>
 #include <vector>
 
+#include "fault/fault_injector.h"
 #include "crash_content.h"
 #include "kdn/store.h"
 #include "store/chunk_id.h"
@@ -104,6 +105,12 @@ int main(int argc, char** argv) {
   const uint64_t base = std::strtoull(argv[2], nullptr, 10);
   ack_fd = std::atoi(argv[3]);
   kdn::StoreOptions options;
+  if (const char* fault = std::getenv("KDN_FAULT"); fault != nullptr && *fault != '\0') {
+    auto plan = kdn::io::ParseFaultPlan(fault);
+    if (!plan.ok()) return Fail(plan.status());
+    kdn::io::SetFaultPlan(*plan);
+    options.io_wrapper = kdn::io::FaultInjection();
+  }
   auto opened = kdn::Store::Open(dir, options);
   if (!opened.ok()) return Fail(opened.status());
   kdn::Store& store = **opened;

@@ -1,16 +1,15 @@
-#include "iouring/fault_injector.h"
+#include "fault/fault_injector.h"
 
 #include <unistd.h>
 
 #include <atomic>
 #include <charconv>
 #include <csignal>
-#include <cstdio>
-#include <cstdlib>
 #include <cstring>
 #include <map>
 #include <mutex>
 #include <string>
+#include <deque>
 #include <vector>
 
 #include "iouring/aligned_buffer.h"
@@ -122,28 +121,20 @@ Result<FaultPlan> ParseFaultPlan(std::string_view text) {
   return plan;
 }
 
-void ApplyFaultPlanFromEnvironment() {
-  static std::once_flag once;
-  std::call_once(once, [] {
-    const char* text = std::getenv("KDN_FAULT");
-    if (text == nullptr || *text == '\0') return;
-    Result<FaultPlan> plan = ParseFaultPlan(text);
-    if (!plan.ok()) {
-      std::fprintf(stderr, "kdn: ignoring KDN_FAULT: %s\n", plan.status().ToString().c_str());
-      return;
-    }
-    SetFaultPlan(*plan);
-    std::fprintf(stderr, "kdn: fault injection active: KDN_FAULT=%s\n", text);
-  });
-}
-
 FaultCounters GetFaultCounters() {
   Injector& in = Get();
   return FaultCounters{in.reads.load(),  in.writes.load(),  in.syncs.load(),
                        in.failed.load(), in.dropped.load(), in.held.load()};
 }
 
-namespace internal {
+namespace {
+
+// What the decorator does with one operation.
+struct FaultDecision {
+  enum class Action : uint8_t { kPass, kFail, kDrop, kHold };
+  Action action = Action::kPass;
+  int err = 0;
+};
 
 FaultDecision DecideFault(FaultOp op) {
   Injector& in = Get();
@@ -224,5 +215,76 @@ Status FlushHeldWrites(int fd) {
   return Status::OK();
 }
 
-}  // namespace internal
+// Applies the plan in front of the real engine. Operations it decides itself (failed, dropped,
+// held) complete at once and are reaped before the inner engine's.
+class FaultyEngine final : public IoEngine {
+ public:
+  explicit FaultyEngine(std::unique_ptr<IoEngine> inner)
+      : IoEngine(inner->queue_depth(), inner->buffer(0), inner->buffer_count(),
+                 inner->buffer_bytes()),
+        inner_(std::move(inner)) {}
+
+  EngineKind kind() const override { return inner_->kind(); }
+  size_t outstanding() const override { return inner_->outstanding() + done_.size(); }
+
+  Status Submit(IoOp* op) override {
+    if (outstanding() >= queue_depth()) return Status::Internal("Submit beyond the queue depth");
+    const bool write = op->kind == IoOp::Kind::kWrite;
+    const FaultDecision fault = DecideFault(write ? FaultOp::kWrite : FaultOp::kRead);
+    switch (fault.action) {
+      case FaultDecision::Action::kFail:
+        op->result = -fault.err;
+        break;
+      case FaultDecision::Action::kDrop:
+        op->result = op->len;
+        break;
+      case FaultDecision::Action::kHold:
+        HoldWrite(op->fd, op->offset, op->buf, op->len);
+        op->result = op->len;
+        break;
+      case FaultDecision::Action::kPass:
+        return inner_->Submit(op);
+    }
+    done_.push_back(op);
+    return Status::OK();
+  }
+  Status Kick() override { return inner_->Kick(); }
+  Result<IoOp*> Reap() override {
+    if (!done_.empty()) {
+      IoOp* op = done_.front();
+      done_.pop_front();
+      return op;
+    }
+    return inner_->Reap();
+  }
+  Status SyncData(int fd) override {
+    KDN_RETURN_IF_ERROR(FlushHeldWrites(fd));
+    const FaultDecision fault = DecideFault(FaultOp::kSync);
+    if (fault.action == FaultDecision::Action::kFail) {
+      return Status::FromErrno("fdatasync", fault.err);
+    }
+    return inner_->SyncData(fd);
+  }
+  Status RegisterFile(int fd) override { return inner_->RegisterFile(fd); }
+  Status UnregisterFile(int fd) override { return inner_->UnregisterFile(fd); }
+
+ private:
+  std::unique_ptr<IoEngine> inner_;
+  std::deque<IoOp*> done_;
+};
+
+class FaultWrapper final : public EngineWrapper {
+ public:
+  std::unique_ptr<IoEngine> Wrap(std::unique_ptr<IoEngine> engine) override {
+    return std::make_unique<FaultyEngine>(std::move(engine));
+  }
+};
+
+}  // namespace
+
+std::shared_ptr<EngineWrapper> FaultInjection() {
+  static const std::shared_ptr<EngineWrapper> wrapper = std::make_shared<FaultWrapper>();
+  return wrapper;
+}
+
 }  // namespace kdn::io

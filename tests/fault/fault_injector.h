@@ -1,4 +1,8 @@
-// Fault injection for tests: process-wide, applied by every engine to every operation.
+// Fault injection for tests: an I/O engine decorator that only test builds link.
+//
+// The product's I/O engine has no fault code: a store under test gets this decorator through
+// StoreOptions::io_wrapper (an engine under test through io::EngineOptions::wrapper), and it then
+// applies the process-wide FaultPlan to every operation of every engine it wraps.
 //
 // Disk failures: the Nth matching operation (and the next count-1) fails with a chosen errno.
 // Power cuts: with volatile_writes, writes stay in memory until SyncData of their file, as in a
@@ -7,17 +11,19 @@
 // vanish while reporting success (a lying disk: what the store must detect, not survive).
 //
 // SQLite's own I/O is not intercepted (it is built to survive power cuts by itself).
-// Set from code (SetFaultPlan) or from the environment: KDN_FAULT is read when the first engine
-// is created, e.g. KDN_FAULT="volatile,kill_at_write=40" or
+// Plans are set from code (SetFaultPlan) or parsed from text (ParseFaultPlan; the crash test's
+// child reads it from its KDN_FAULT variable), e.g. "volatile,kill_at_write=40" or
 // "fail_at=3,fail_op=write,fail_errno=ENOSPC".
-#ifndef KDN_IOURING_FAULT_INJECTOR_H_
-#define KDN_IOURING_FAULT_INJECTOR_H_
+#ifndef KDN_TESTS_FAULT_FAULT_INJECTOR_H_
+#define KDN_TESTS_FAULT_FAULT_INJECTOR_H_
 
 #include <cstddef>
 #include <cstdint>
 #include <limits>
+#include <memory>
 #include <string_view>
 
+#include "iouring/io_engine.h"
 #include "kdn/status.h"
 
 namespace kdn::io {
@@ -41,33 +47,21 @@ struct FaultPlan {
 // Replaces the plan and restarts the numbering. ClearFaultPlan drops held writes.
 void SetFaultPlan(const FaultPlan& plan);
 void ClearFaultPlan();
-// Parses KDN_FAULT's syntax: comma-separated `volatile`, `fail_at=N`, `fail_count=N`,
+// Parses the text form: comma-separated `volatile`, `fail_at=N`, `fail_count=N`,
 // `fail_op=any|read|write|sync`, `fail_errno=EIO|ENOSPC|N`, `kill_at_write=N`,
 // `drop_writes_after=N`.
 Result<FaultPlan> ParseFaultPlan(std::string_view text);
-// Applies KDN_FAULT once per process (called by CreateIoEngine).
-void ApplyFaultPlanFromEnvironment();
 
-// Counters since the plan was set (for tests).
+// Counters since the plan was set.
 struct FaultCounters {
   uint64_t reads = 0, writes = 0, syncs = 0, failed = 0, dropped = 0, held = 0;
 };
 FaultCounters GetFaultCounters();
 
-namespace internal {
-// What an engine does with one operation.
-struct FaultDecision {
-  enum class Action : uint8_t { kPass, kFail, kDrop, kHold };
-  Action action = Action::kPass;
-  int err = 0;
-};
-FaultDecision DecideFault(FaultOp op);
-// Keeps a copy of a write until FlushHeldWrites(fd).
-void HoldWrite(int fd, uint64_t offset, const std::byte* data, size_t len);
-// Writes the held writes of `fd` to it, in order (before a sync).
-Status FlushHeldWrites(int fd);
-}  // namespace internal
+// The decorator: wraps every engine made with it in one that applies the current plan (and does
+// nothing while no plan is set).
+std::shared_ptr<EngineWrapper> FaultInjection();
 
 }  // namespace kdn::io
 
-#endif  // KDN_IOURING_FAULT_INJECTOR_H_
+#endif  // KDN_TESTS_FAULT_FAULT_INJECTOR_H_
