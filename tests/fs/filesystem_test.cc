@@ -4,7 +4,6 @@
 
 #include <fcntl.h>
 #include <sys/stat.h>
-#include <sqlite3.h>
 #include <sys/xattr.h>
 #include <unistd.h>
 
@@ -23,6 +22,8 @@ namespace {
 
 using kdn::test::AsBytes;
 using kdn::test::MakeKv;
+using kdn::test::MakeKvOver;
+using kdn::test::PromptTokens;
 
 class FakeProcesses : public Processes {
  public:
@@ -405,30 +406,6 @@ TEST_F(FilesystemTest, TheControlDirectoryIsHiddenButReachable) {
   EXPECT_EQ(fs_->SetAttr(c, kStatsIno, ModeAndGroup(0777)).status().sys_errno(), EPERM);
 }
 
-// A `.kv` file of the test model over `tokens`, with KV values from `seed`: two seeds give two
-// caches of the same prefix with different contents (what a tenant forging a cache writes).
-std::vector<std::byte> KvOver(const std::vector<uint32_t>& tokens, uint64_t seed) {
-  auto model = ModelPreset("tiny");
-  EXPECT_TRUE(model.ok());
-  if (!model.ok()) return {};
-  KvWriter w(*model, *CodecSpec::Parse("raw"), tokens);
-  const size_t n = size_t{tokens.size()} * model->channels() * DTypeSize(model->dtype);
-  std::vector<std::byte> k(n), v(n);
-  for (uint32_t l = 0; l < model->n_layers; ++l) {
-    EXPECT_TRUE(SynthesizeLayerKv(*model, tokens.size(), l, seed, k, v).ok());
-    EXPECT_TRUE(w.AddLayer(k, v).ok());
-  }
-  auto bytes = w.FinishToMemory();
-  EXPECT_TRUE(bytes.ok()) << bytes.status().ToString();
-  return bytes.ok() ? std::move(*bytes) : std::vector<std::byte>{};
-}
-
-std::vector<uint32_t> Tokens(uint32_t n, uint32_t first) {
-  std::vector<uint32_t> t(n);
-  for (uint32_t i = 0; i < n; ++i) t[i] = (first + i * 7) % 512;
-  return t;
-}
-
 class SetPrefixTest : public FilesystemTest {
  protected:
   // The file `<dir>/.kdn-prefix/<hash>` leads to ("../name"), or the lookup's error.
@@ -452,7 +429,7 @@ class SetPrefixTest : public FilesystemTest {
 
   const Caller a_ = As(1000, 1000, 10);
   const Caller b_ = As(2000, 2000, 20);
-  const std::vector<uint32_t> tokens_ = Tokens(600, 3);  // three prefix hashes of 256 tokens
+  const std::vector<uint32_t> tokens_ = PromptTokens(600, 3);  // three prefix hashes of 256 tokens
   const std::vector<Hash128> chain_ =
       PrefixHashes(ModelPreset("tiny")->Fingerprint(), tokens_, kDefaultChunkTokens);
 };
@@ -465,7 +442,7 @@ TEST_F(SetPrefixTest, OnlyFilesOfOwnersTheSetTrustsAreAnswered) {
   ASSERT_TRUE(fs_->SetAttr(a_, a_set, ModeAndGroup(0777)).ok());
   Ino b_set = MkDir(root_set, "b-set", b_);
   // B stores a cache for A's prefix, with other values, in B's own set and in A's set.
-  auto forged = KvOver(tokens_, 666);
+  auto forged = MakeKvOver(tokens_, 666);
   Put(b_set, "b.kv", forged, b_);
   Put(a_set, "0-b.kv", forged, b_);
 
@@ -474,7 +451,7 @@ TEST_F(SetPrefixTest, OnlyFilesOfOwnersTheSetTrustsAreAnswered) {
     EXPECT_EQ(Got(a_, b_set, h), "../b.kv") << "B's own set trusts B";
   }
   // A's own cache is answered; B's is still not, even though its name sorts first.
-  Put(a_set, "a.kv", KvOver(tokens_, 1), a_);
+  Put(a_set, "a.kv", MakeKvOver(tokens_, 1), a_);
   for (const Hash128& h : chain_) EXPECT_EQ(Got(a_, a_set, h), "../a.kv");
   // Whoever asks gets the same answer: the set decides, not the caller.
   EXPECT_EQ(Got(b_, a_set, chain_[0]), "../a.kv");
@@ -507,7 +484,7 @@ TEST_F(SetPrefixTest, OnlyFilesOfOwnersTheSetTrustsAreAnswered) {
 TEST_F(SetPrefixTest, OnlyKvFilesDirectlyInTheSetAreAnswered) {
   Ino set = MkDir(kRootIno, "set", a_);
   Ino sub = MkDir(set, "sub", a_);
-  auto kv = KvOver(tokens_, 1);
+  auto kv = MakeKvOver(tokens_, 1);
   Put(sub, "deep.kv", kv, a_);
   Put(set, "copy.bin", kv, a_);  // the same content under a name that is not a `.kv` file
   EXPECT_TRUE(Resolve(a_, set, chain_[0]).status().IsNotFound());
@@ -541,29 +518,10 @@ TEST_F(SetPrefixTest, OnlyKvFilesDirectlyInTheSetAreAnswered) {
 // a closed store, the way a bug or a damaged database would leave it) is never answered.
 TEST_F(SetPrefixTest, AFileWhoseTokensDoNotChainToTheHashIsNeverAnswered) {
   Ino set = MkDir(kRootIno, "set", a_);
-  Put(set, "other.kv", KvOver(Tokens(300, 99), 5), a_);  // different tokens
+  Put(set, "other.kv", MakeKvOver(PromptTokens(300, 99), 5), a_);  // different tokens
+  auto own = PrefixHashes(ModelPreset("tiny")->Fingerprint(), PromptTokens(300, 99), 256);
   fs_.reset();
-  {
-    sqlite3* db = nullptr;
-    ASSERT_EQ(sqlite3_open((dir_ / "store/meta.db").c_str(), &db), SQLITE_OK);
-    sqlite3_stmt* st = nullptr;
-    // The claimed hash (chain_[0], A's prefix) as the store keys hashes: hi then lo, big-endian.
-    ASSERT_EQ(sqlite3_prepare_v2(db,
-                                 "INSERT INTO prefixes(hash, chunk, idx) "
-                                 "SELECT ?, chunk, 0 FROM prefixes LIMIT 1",
-                                 -1, &st, nullptr),
-              SQLITE_OK);
-    unsigned char key[16];
-    for (int i = 0; i < 8; ++i) {
-      key[i] = static_cast<unsigned char>(chain_[0].hi >> (56 - 8 * i));
-      key[8 + i] = static_cast<unsigned char>(chain_[0].lo >> (56 - 8 * i));
-    }
-    sqlite3_bind_blob(st, 1, key, sizeof key, SQLITE_TRANSIENT);
-    EXPECT_EQ(sqlite3_step(st), SQLITE_DONE);
-    EXPECT_EQ(sqlite3_changes(db), 1);
-    sqlite3_finalize(st);
-    sqlite3_close(db);
-  }
+  ASSERT_EQ(kdn::test::ForgePrefixIndexRow(dir_ / "store/meta.db", chain_[0], own[0]), "");
   Open();
   // The index does claim it...
   const uint32_t owners[] = {1000};
@@ -573,7 +531,6 @@ TEST_F(SetPrefixTest, AFileWhoseTokensDoNotChainToTheHashIsNeverAnswered) {
   EXPECT_EQ(claimed->front().name, "other.kv");
   // ...and the lookup does not answer it, while the file's own prefix still resolves.
   EXPECT_TRUE(Resolve(a_, set, chain_[0]).status().IsNotFound());
-  auto own = PrefixHashes(ModelPreset("tiny")->Fingerprint(), Tokens(300, 99), 256);
   EXPECT_EQ(Got(a_, set, own[1]), "../other.kv");
 }
 
