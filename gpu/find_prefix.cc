@@ -51,7 +51,8 @@ class DirHandle {
 Status ReadFull(int fd, uint64_t offset, std::span<std::byte> out) {
   size_t done = 0;
   while (done < out.size()) {
-    ssize_t n = ::pread(fd, out.data() + done, out.size() - done, static_cast<off_t>(offset + done));
+    ssize_t n =
+        ::pread(fd, out.data() + done, out.size() - done, static_cast<off_t>(offset + done));
     if (n < 0 && errno == EINTR) continue;
     if (n < 0) return Status::FromErrno("reading a candidate's header", errno);
     if (n == 0) return Status::Corruption("candidate shorter than its header");
@@ -66,7 +67,7 @@ struct Query {
   const ModelIdentity* model = nullptr;
   std::span<const uint32_t> tokens;
   uint32_t chunk_tokens = 0;
-  std::vector<Hash128> chain;     // chain[i] covers lengths[i] tokens
+  std::vector<Hash128> chain;  // chain[i] covers lengths[i] tokens
   std::vector<uint32_t> lengths;
   std::vector<uint32_t> trusted;  // uids
 };
@@ -147,7 +148,8 @@ Result<PrefixFound> ScanDirectory(const std::string& set_dir, const Query& q) {
     if (fd.get() < 0) continue;
     const uint32_t m = PrefixHeld(q, fd.get());
     // Longest first; among equals the first name in byte order, so the answer is stable.
-    if (m > best.n_tokens || (m != 0 && m == best.n_tokens && set_dir + "/" + std::string(name) < best.path)) {
+    if (m > best.n_tokens ||
+        (m != 0 && m == best.n_tokens && set_dir + "/" + std::string(name) < best.path)) {
       best = PrefixFound{set_dir + "/" + std::string(name), m};
     }
   }
@@ -169,8 +171,8 @@ Result<PrefixFound> FindPrefix(const std::string& set_dir, const ModelIdentity& 
   q.chunk_tokens = chunk_tokens;
   q.chain = PrefixHashes(model.Fingerprint(), tokens, chunk_tokens);
   for (size_t i = 0; i < q.chain.size(); ++i) {
-    q.lengths.push_back(static_cast<uint32_t>(
-        std::min<uint64_t>(uint64_t{i + 1} * chunk_tokens, tokens.size())));
+    q.lengths.push_back(
+        static_cast<uint32_t>(std::min<uint64_t>(uint64_t{i + 1} * chunk_tokens, tokens.size())));
   }
   const bool kdnfs = OnKdnfs(set_dir);
   q.trusted = TrustedOwners(st.st_uid, kdnfs ? ListedTrust(set_dir) : std::vector<uint32_t>{});

@@ -22,8 +22,8 @@
 namespace kdn::gpu {
 
 struct PrefixFound {
-  std::string path;         // set_dir + "/" + the file's name in the set
-  uint32_t n_tokens = 0;    // prompt tokens the file holds
+  std::string path;       // set_dir + "/" + the file's name in the set
+  uint32_t n_tokens = 0;  // prompt tokens the file holds
 };
 
 // NotFound when no file of the set holds a prefix of `tokens`.

@@ -174,7 +174,7 @@ bool ControlFiles::ChainHolds(const InodeAttr& file, const Hash128& hash) {
     header.resize(*header_bytes);
   } catch (const std::bad_alloc&) {
     KDN_LOG_WARNING("prefix lookup: no memory for a header of %llu bytes",
-                 static_cast<unsigned long long>(*header_bytes));
+                    static_cast<unsigned long long>(*header_bytes));
     return false;
   }
   if (!read_all(header).ok()) return false;
@@ -197,9 +197,10 @@ Result<DirPrefixMatch> ControlFiles::FindInSet(Ino dir, const Hash128& hash) {
     if (std::find(owners.begin(), owners.end(), m.attr.uid) == owners.end()) continue;
     // The index said so; the file's own tokens must say so too.
     if (!ChainHolds(m.attr, hash)) {
-      KDN_LOG_WARNING("prefix lookup: %s in directory %llu is indexed under %s but its tokens do "
-                   "not chain to it; not answered",
-                   m.name.c_str(), static_cast<unsigned long long>(dir), hash.ToHex().c_str());
+      KDN_LOG_WARNING(
+          "prefix lookup: %s in directory %llu is indexed under %s but its tokens do "
+          "not chain to it; not answered",
+          m.name.c_str(), static_cast<unsigned long long>(dir), hash.ToHex().c_str());
       continue;
     }
     return std::move(m);

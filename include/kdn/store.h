@@ -378,10 +378,11 @@ class Store {
   // `.kv` chunks whose prefix chain holds `hash` (counted as a prefix lookup, and a hit when
   // found).
   Result<std::vector<PrefixMatch>> LookupPrefix(const Hash128& hash, size_t max_results = 16);
-  static constexpr size_t kMaxPrefixOwners = 65;
-  // Regular files named directly in `dir`, owned by one of `owners` (1..kMaxPrefixOwners), whose content's prefix chain
-  // holds `hash` (at most max_results, by name; counted as a prefix lookup). The owner filter is in
-  // the query so that files of other owners cannot crowd the trusted ones out of the results.
+  // Regular files named directly in `dir`, owned by one of `owners` (1..kMaxPrefixOwners), whose
+  // content's prefix chain holds `hash` (at most max_results, by name; counted as a prefix lookup).
+  // The owner filter is in the query so that files of other owners cannot crowd the trusted ones
+  // out of the results.
+  static constexpr size_t kMaxPrefixOwners = 65;  // a set's owner and 64 trusted uids
   Result<std::vector<DirPrefixMatch>> LookupPrefixInDir(Ino dir, const Hash128& hash,
                                                         std::span<const uint32_t> owners,
                                                         size_t max_results = 16);

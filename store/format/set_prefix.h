@@ -1,11 +1,12 @@
-// The rules of a set-scoped prefix lookup, shared by kdnfs (which answers `<set>/.kdn-prefix/<hash>`)
-// and libkdn (kdn_find_prefix, which checks again what it is handed, or scans a plain directory).
+// The rules of a set-scoped prefix lookup, shared by kdnfs (which answers
+// `<set>/.kdn-prefix/<hash>`) and libkdn (kdn_find_prefix, which checks again what it is handed,
+// or scans a plain directory).
 //
 // A knowledge set is a directory. A prefix lookup in a set may only hand out a `.kv` file that is
 //   - named directly in the set directory (not in a subdirectory: whoever reached the set can
 //     reach the file, so the answer is the same for every caller),
 //   - owned by a uid the set trusts: the set directory's owner, and the uids listed in the set's
-//     `user.kdn.trust` attribute ("1000,1001"), which on kdnfs only the set's owner or root may set,
+//     `user.kdn.trust` attribute ("1000,1001"; on kdnfs only the set's owner or root may set it),
 //   - and whose own token ids and model fingerprint chain to the hash asked for (the index that
 //     found it is a hint, never the proof).
 // The prefix hash is xxh3-128 and can be collided on purpose: an engine that uses the file still

@@ -42,9 +42,9 @@ class FindPrefixTest : public ::testing::Test {
                   uint32_t chunk_tokens = 0, const ModelIdentity* model = nullptr) {
     kdn_model_desc d = ToDesc(model ? *model : model_);
     char buf[4096];
-    kdn_status s = kdn_find_prefix(set_.str().c_str(), &d, prompt.data(),
-                                   static_cast<uint32_t>(prompt.size()), chunk_tokens, buf,
-                                   sizeof buf, n);
+    kdn_status s =
+        kdn_find_prefix(set_.str().c_str(), &d, prompt.data(), static_cast<uint32_t>(prompt.size()),
+                        chunk_tokens, buf, sizeof buf, n);
     *path = buf;
     return s;
   }
@@ -137,25 +137,25 @@ TEST_F(FindPrefixTest, ArgumentsAreChecked) {
   kdn_model_desc d = ToDesc(model_);
   char small[8];
   uint32_t n = 0;
-  EXPECT_EQ(kdn_find_prefix(set_.str().c_str(), &d, prompt_.data(), 700, 0, small, sizeof small,
-                            &n),
-            KDN_E_INVALID_ARG);
+  EXPECT_EQ(
+      kdn_find_prefix(set_.str().c_str(), &d, prompt_.data(), 700, 0, small, sizeof small, &n),
+      KDN_E_INVALID_ARG);
   char buf[4096];
   EXPECT_EQ(kdn_find_prefix(nullptr, &d, prompt_.data(), 700, 0, buf, sizeof buf, &n),
             KDN_E_INVALID_ARG);
-  EXPECT_EQ(kdn_find_prefix(set_.str().c_str(), nullptr, prompt_.data(), 700, 0, buf, sizeof buf,
-                            &n),
-            KDN_E_INVALID_ARG);
+  EXPECT_EQ(
+      kdn_find_prefix(set_.str().c_str(), nullptr, prompt_.data(), 700, 0, buf, sizeof buf, &n),
+      KDN_E_INVALID_ARG);
   EXPECT_EQ(kdn_find_prefix(set_.str().c_str(), &d, nullptr, 700, 0, buf, sizeof buf, &n),
             KDN_E_INVALID_ARG);
   EXPECT_EQ(kdn_find_prefix(set_.str().c_str(), &d, prompt_.data(), 0, 0, buf, sizeof buf, &n),
             KDN_E_NOT_FOUND);
-  EXPECT_EQ(kdn_find_prefix((set_ / "a.kv").c_str(), &d, prompt_.data(), 700, 0, buf, sizeof buf,
-                            &n),
-            KDN_E_INVALID_ARG);
-  EXPECT_EQ(kdn_find_prefix((set_ / "missing").c_str(), &d, prompt_.data(), 700, 0, buf,
-                            sizeof buf, &n),
-            KDN_E_NOT_FOUND);
+  EXPECT_EQ(
+      kdn_find_prefix((set_ / "a.kv").c_str(), &d, prompt_.data(), 700, 0, buf, sizeof buf, &n),
+      KDN_E_INVALID_ARG);
+  EXPECT_EQ(
+      kdn_find_prefix((set_ / "missing").c_str(), &d, prompt_.data(), 700, 0, buf, sizeof buf, &n),
+      KDN_E_NOT_FOUND);
   // A trailing slash names the same set.
   std::string slash = set_.str() + "/";
   ASSERT_EQ(kdn_find_prefix(slash.c_str(), &d, prompt_.data(), 700, 0, buf, sizeof buf, &n),

@@ -147,7 +147,8 @@ TEST_F(KvStoreTest, PrefixLookupInADirectoryKeepsToItsEntriesAndOwners) {
     return store_->CommitFileContent(f.ino, staged);
   };
   ASSERT_TRUE(put(set->ino, "b-mine.kv", 1000).ok());
-  for (int i = 0; i < 20; ++i) ASSERT_TRUE(put(set->ino, "a-theirs" + std::to_string(i), 2000).ok());
+  for (int i = 0; i < 20; ++i)
+    ASSERT_TRUE(put(set->ino, "a-theirs" + std::to_string(i), 2000).ok());
   ASSERT_TRUE(put(sub->ino, "deep.kv", 1000).ok());
   auto mine = store_->Lookup(set->ino, "b-mine.kv");
   ASSERT_TRUE(store_->Link(mine->ino, set->ino, "c-link.kv").ok());
@@ -168,7 +169,8 @@ TEST_F(KvStoreTest, PrefixLookupInADirectoryKeepsToItsEntriesAndOwners) {
   EXPECT_TRUE(store_->LookupPrefixInDir(set->ino, Hash128{1, 2}, only_1000)->empty());
   EXPECT_TRUE(store_->LookupPrefixInDir(set->ino, h, {})->empty());
   std::vector<uint32_t> too_many(Store::kMaxPrefixOwners + 1, 1000);
-  EXPECT_TRUE(store_->LookupPrefixInDir(set->ino, h, too_many).status().code() == Code::kInvalidArgument);
+  EXPECT_TRUE(store_->LookupPrefixInDir(set->ino, h, too_many).status().code() ==
+              Code::kInvalidArgument);
   // The largest list works (one statement for every size).
   std::vector<uint32_t> most(Store::kMaxPrefixOwners, 1000);
   EXPECT_EQ(store_->LookupPrefixInDir(set->ino, h, most)->size(), 2u);
