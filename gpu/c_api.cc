@@ -13,6 +13,7 @@
 #include "gpu/context.h"
 #include "gpu/dest.h"
 #include "gpu/deviation.h"
+#include "gpu/find_prefix.h"
 #include "gpu/guarded.h"
 #include "gpu/library_log.h"
 #include "gpu/model_desc.h"
@@ -320,6 +321,37 @@ KDN_EXPORT kdn_status kdn_sync(kdn_cache* cache) {
   return g::Api([&]() -> Status {
     KDN_RETURN_IF_ERROR(g::NotNull(cache, "cache"));
     return cache->impl->Sync();
+  });
+}
+
+KDN_EXPORT kdn_status kdn_find_prefix(const char* set_dir, const kdn_model_desc* model,
+                                      const uint32_t* tokens, uint32_t n_tokens,
+                                      uint32_t chunk_tokens, char* path_out, size_t path_cap,
+                                      uint32_t* n_prefix_out) {
+  return g::Api([&]() -> Status {
+    KDN_RETURN_IF_ERROR(g::NotNull(set_dir, "set_dir"));
+    KDN_RETURN_IF_ERROR(g::NotNull(path_out, "path_out"));
+    KDN_RETURN_IF_ERROR(g::NotNull(n_prefix_out, "n_prefix_out"));
+    if (path_cap == 0) return Status::InvalidArgument("path_cap is 0");
+    path_out[0] = '\0';
+    *n_prefix_out = 0;
+    if (n_tokens != 0) KDN_RETURN_IF_ERROR(g::NotNull(tokens, "tokens"));
+    KDN_ASSIGN_OR_RETURN(kdn::ModelIdentity m, g::FromApiModel(model));
+    std::string dir = set_dir;
+    while (dir.size() > 1 && dir.back() == '/') dir.pop_back();
+    if (dir.empty()) return Status::InvalidArgument("set_dir is empty");
+    KDN_ASSIGN_OR_RETURN(
+        g::PrefixFound found,
+        g::FindPrefix(dir, m, std::span<const uint32_t>(tokens, n_tokens),
+                      chunk_tokens != 0 ? chunk_tokens : kdn::kDefaultChunkTokens));
+    if (found.path.size() >= path_cap) {
+      return Status::InvalidArgument("path_cap " + std::to_string(path_cap) + " cannot hold " +
+                                     found.path + " (" + std::to_string(found.path.size() + 1) +
+                                     " bytes)");
+    }
+    std::memcpy(path_out, found.path.c_str(), found.path.size() + 1);
+    *n_prefix_out = found.n_tokens;
+    return Status::OK();
   });
 }
 

@@ -75,7 +75,9 @@ Result<std::unique_ptr<Filesystem>> Filesystem::Open(const std::string& store_di
     self->OnEvicted(names);
   };
   KDN_ASSIGN_OR_RETURN(fs->store_, Store::Open(store_dir, store_options));
-  fs->control_ = std::make_unique<ControlFiles>(*fs->store_, [self] { return self->StatsText(); });
+  // The store's owner is whoever runs the daemon: root or that user sees store-wide stats.
+  fs->control_ = std::make_unique<ControlFiles>(
+      *fs->store_, [self] { return self->StatsText(); }, static_cast<uint32_t>(::geteuid()));
   fs->own_processes_ = std::make_unique<ProcFsProcesses>();
   fs->processes_ = fs->own_processes_.get();
   return fs;
@@ -130,14 +132,17 @@ Status Filesystem::CheckWritableDir(Ino parent, std::string_view name) {
   if (parent == kRootIno && name == kControlDirName) {
     return Errno(EPERM, "/.kdn is reserved for kdnfs's control files");
   }
+  if (name == kSetPrefixDirName) {
+    return Errno(EPERM, ".kdn-prefix is reserved for kdnfs's prefix lookups");
+  }
   return CheckName(name);
 }
 
 Result<Entry> Filesystem::Lookup(const Caller& caller, Ino parent, std::string_view name) {
-  (void)caller;
   if (ControlFiles::IsControl(parent) || (parent == kRootIno && name == kControlDirName)) {
-    return control_->Lookup(parent, name);
+    return control_->Lookup(caller, parent, name);
   }
+  if (name == kSetPrefixDirName) return control_->LookupSetPrefixDir(parent);
   KDN_RETURN_IF_ERROR(CheckName(name));
   auto attr = store_->Lookup(parent, name);
   if (!attr.ok() && attr.status().IsNotFound() && options_.negative_timeout > 0) {
@@ -656,6 +661,29 @@ bool VisibleTo(const Caller& caller, std::string_view name) {
   return caller.uid == 0 || !name.starts_with("trusted.");
 }
 
+// user.kdn.trust on a directory: the uids whose `.kv` files the set's prefix lookups may hand out
+// besides its owner's (control_files.h). Only the set's owner or root may change it: a user who
+// may write the set must not be able to trust themselves. `value` null: remove it.
+Status SetTrust(Store& store, const Caller& caller, Ino ino, const std::string* value,
+                XattrSetMode mode) {
+  KDN_ASSIGN_OR_RETURN(InodeAttr attr, store.GetAttr(ino));
+  if (!S_ISDIR(attr.mode)) {
+    return Errno(EPERM, std::string(kTrustXattr) + " applies to directories (knowledge sets)");
+  }
+  if (caller.uid != 0 && caller.uid != attr.uid) {
+    return Errno(EPERM, "only the owner of a set or root may change whom it trusts");
+  }
+  if (value == nullptr) {
+    Status st = store.RemoveXattr(ino, kTrustXattr);
+    if (st.IsNotFound()) return Errno(ENODATA, st.message());
+    return st;
+  }
+  KDN_ASSIGN_OR_RETURN(std::vector<uint32_t> uids, ParseTrustList(*value));
+  Status st = store.SetXattr(ino, kTrustXattr, FormatTrustList(uids), mode);
+  if (st.IsNotFound()) return Errno(ENODATA, st.message());
+  return st;
+}
+
 }  // namespace
 
 Result<std::string> Filesystem::GetXattr(const Caller& caller, Ino ino, std::string_view name) {
@@ -663,6 +691,7 @@ Result<std::string> Filesystem::GetXattr(const Caller& caller, Ino ino, std::str
   if (ControlFiles::IsControl(ino) || Unsupported(name)) {
     return Status::NotFound("no attribute " + std::string(name));
   }
+  if (name == kTrustXattr) return store_->GetXattr(ino, name);
   if (IsKdnXattr(name)) {
     KDN_ASSIGN_OR_RETURN(InodeAttr attr, store_->GetAttr(ino));
     return GetKdnXattr(*store_, attr, name);
@@ -672,16 +701,19 @@ Result<std::string> Filesystem::GetXattr(const Caller& caller, Ino ino, std::str
 
 Status Filesystem::SetXattr(const Caller& caller, Ino ino, std::string_view name,
                             std::string_view value, int flags) {
-  (void)caller;
   if (ControlFiles::IsControl(ino)) return ControlRefused();
   if (Unsupported(name)) return Errno(EOPNOTSUPP, "kdnfs does not keep " + std::string(name));
+  XattrSetMode mode = XattrSetMode::kAny;
+  if (flags & XATTR_CREATE) mode = XattrSetMode::kCreate;
+  if (flags & XATTR_REPLACE) mode = XattrSetMode::kReplace;
+  if (name == kTrustXattr) {
+    const std::string text(value);
+    return SetTrust(*store_, caller, ino, &text, mode);
+  }
   if (IsKdnXattr(name)) {
     KDN_ASSIGN_OR_RETURN(InodeAttr attr, store_->GetAttr(ino));
     return SetKdnXattr(*store_, attr, name, value);
   }
-  XattrSetMode mode = XattrSetMode::kAny;
-  if (flags & XATTR_CREATE) mode = XattrSetMode::kCreate;
-  if (flags & XATTR_REPLACE) mode = XattrSetMode::kReplace;
   Status st = store_->SetXattr(ino, name, value, mode);
   // XATTR_REPLACE of a missing attribute is ENODATA.
   if (st.IsNotFound()) return Errno(ENODATA, st.message());
@@ -700,9 +732,9 @@ Result<std::vector<std::string>> Filesystem::ListXattr(const Caller& caller, Ino
 }
 
 Status Filesystem::RemoveXattr(const Caller& caller, Ino ino, std::string_view name) {
-  (void)caller;
   if (ControlFiles::IsControl(ino)) return ControlRefused();
   if (Unsupported(name)) return Status::NotFound("no attribute " + std::string(name));
+  if (name == kTrustXattr) return SetTrust(*store_, caller, ino, nullptr, XattrSetMode::kAny);
   if (IsKdnXattr(name)) {
     KDN_ASSIGN_OR_RETURN(InodeAttr attr, store_->GetAttr(ino));
     return SetKdnXattr(*store_, attr, name, "0");

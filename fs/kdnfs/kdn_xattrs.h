@@ -11,6 +11,9 @@
 //   user.kdn.raw_bytes       `.kv` files: decoded size of every block in the model dtype
 //   user.kdn.evictable       "1"/"0": writable on directories (inherited by new entries) and files
 //   user.kdn.pin             "1"/"0": writable on files (pinned content is never evicted)
+//   user.kdn.trust           directories (knowledge sets): "uid,uid" whose `.kv` files the set's
+//                            prefix lookups trust besides its owner's; only the owner or root may
+//                            set it (stored as given once validated: filesystem.cc, set_prefix.h)
 //
 // Every other name under user.kdn. is reserved: reading it gives ENODATA, writing it EPERM.
 // (user.kdn.extents, which told engines where a file's bytes lay in the store so that they could

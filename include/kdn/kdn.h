@@ -215,6 +215,30 @@ KDN_EXPORT kdn_status kdn_save(kdn_ctx* ctx, const kdn_model_desc* model, const 
                                uint32_t n_tokens, uint32_t position_offset, const kdn_dest* src,
                                const kdn_save_opts* opts, const char* path);
 
+/* --- Prefix lookup ---------------------------------------------------------------------------- */
+
+/* Finds, among the `.kv` files of the knowledge set `set_dir` (a directory; its subdirectories are
+ * other sets), the one that holds the longest prefix of the prompt `tokens` (n_tokens ids) as
+ * computed by `model`: writes its path (set_dir + "/" + its name) to path_out (path_cap bytes,
+ * NUL-terminated) and the number of prompt tokens it holds to *n_prefix_out. The file may hold
+ * more tokens than that: use its first *n_prefix_out only. Prefixes are matched at multiples of
+ * chunk_tokens (the prefix-hash granularity the files were saved with; 0 = 256) and at the whole
+ * prompt. KDN_E_NOT_FOUND (path_out "", *n_prefix_out 0) when no file holds one.
+ *
+ * A file is answered only when it is owned by a user the set trusts (the set directory's owner;
+ * on kdnfs also the uids its owner listed in the set's `user.kdn.trust` attribute), was computed
+ * by the same model at position 0, and its own token ids equal the prompt's: this call opens
+ * every candidate and compares, so a colliding or forged prefix hash selects nothing. On a kdnfs
+ * mount the daemon's `<set>/.kdn-prefix/<hash>` lookups are asked, longest prefix first (a few
+ * opens); on any other directory every `.kv` header of the set is read (one open per file), and
+ * `user.kdn.trust` is ignored there (anyone who may write a directory may set its user.*
+ * attributes). Whoever may rename files in the set can still swap the name after this call
+ * returns: when others may write the set, compare kdn_info's tokens after kdn_open. */
+KDN_EXPORT kdn_status kdn_find_prefix(const char* set_dir, const kdn_model_desc* model,
+                                      const uint32_t* tokens, uint32_t n_tokens,
+                                      uint32_t chunk_tokens, char* path_out, size_t path_cap,
+                                      uint32_t* n_prefix_out);
+
 /* --- Blending (CacheBlend-style reuse of non-prefix chunks) --------------------------------- */
 
 /* Re-rotates keys of layers [layer_begin, layer_end), destination tokens [token_begin,

@@ -242,6 +242,15 @@ struct PrefixMatch {
   Ino ino = 0;            // a regular file holding the chunk (0 when only Put references hold it)
 };
 
+// A `.kv` file directly in a directory whose content's prefix chain, as the index records it,
+// holds the hash asked for (index `index`). The index is only a hint: a caller that hands the
+// file out checks the chain against the file's own tokens.
+struct DirPrefixMatch {
+  std::string name;  // the file's name in the directory
+  InodeAttr attr;    // the file (a regular file)
+  uint32_t index = 0;
+};
+
 // Counters for /.kdn/stats. Byte and count totals come from the database (exact, since open or
 // creation as noted); operation counters and latencies count since this Store was opened.
 struct StoreStats {
@@ -410,6 +419,14 @@ class Store {
   // `.kv` chunks whose prefix chain holds `hash` (counted as a prefix lookup, and a hit when
   // found).
   Result<std::vector<PrefixMatch>> LookupPrefix(const Hash128& hash, size_t max_results = 16);
+  // Regular files named directly in `dir`, owned by one of `owners` (1..kMaxPrefixOwners), whose
+  // content's prefix chain holds `hash` (at most max_results, by name; counted as a prefix lookup).
+  // The owner filter is in the query so that files of other owners cannot crowd the trusted ones
+  // out of the results.
+  static constexpr size_t kMaxPrefixOwners = 65;  // a set's owner and 64 trusted uids
+  Result<std::vector<DirPrefixMatch>> LookupPrefixInDir(Ino dir, const Hash128& hash,
+                                                        std::span<const uint32_t> owners,
+                                                        size_t max_results = 16);
   // Regular files whose content is `chunk`.
   Result<std::vector<Ino>> InodesWithChunk(const ChunkId& chunk, size_t max_results = 16);
 

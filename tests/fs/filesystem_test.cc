@@ -25,6 +25,8 @@ namespace {
 
 using kdn::test::AsBytes;
 using kdn::test::MakeKv;
+using kdn::test::MakeKvOver;
+using kdn::test::PromptTokens;
 
 class FakeProcesses : public Processes {
  public:
@@ -375,7 +377,7 @@ TEST_F(FilesystemTest, TheControlDirectoryIsHiddenButReachable) {
   EXPECT_EQ(kdn->attr.ino, kControlDirIno);
   EXPECT_TRUE(S_ISDIR(kdn->attr.mode));
   auto listed = List(kControlDirIno);
-  EXPECT_EQ(listed, (std::vector<std::string>{".", "..", "stats", "prefix", "by-id"}));
+  EXPECT_EQ(listed, (std::vector<std::string>{".", "..", "stats", "by-id"}));
 
   auto stats = fs_->Lookup(c, kControlDirIno, "stats");
   ASSERT_TRUE(stats.ok());
@@ -406,38 +408,201 @@ TEST_F(FilesystemTest, TheControlDirectoryIsHiddenButReachable) {
   EXPECT_EQ(fs_->SetAttr(c, kStatsIno, ModeAndGroup(0777)).status().sys_errno(), EPERM);
 }
 
-TEST_F(FilesystemTest, PrefixAndIdLinksLeadToTheFile) {
-  auto kv = MakeKv(600, 5);  // three prefix hashes of 256 tokens
-  auto header = ParseKvHeader(kv, kv.size());
-  ASSERT_TRUE(header.ok());
-  ASSERT_EQ(header->prefix_hashes.size(), 3u);
-  Ino set = MkDir(kRootIno, "set");
-  Ino doc = Put(set, "doc.kv", kv);
-  Caller c = As(0, 0, 1);
-
-  for (const auto& h : header->prefix_hashes) {
-    auto link = fs_->Lookup(c, kPrefixDirIno, h.ToHex());
-    ASSERT_TRUE(link.ok()) << link.status().ToString();
+class SetPrefixTest : public FilesystemTest {
+ protected:
+  // The file `<dir>/.kdn-prefix/<hash>` leads to ("../name"), or the lookup's error.
+  Result<std::string> Resolve(const Caller& c, Ino dir, const Hash128& hash) {
+    auto vdir = fs_->Lookup(c, dir, ".kdn-prefix");
+    if (!vdir.ok()) return vdir.status();
+    EXPECT_TRUE(S_ISDIR(vdir->attr.mode));
+    auto link = fs_->Lookup(c, vdir->attr.ino, hash.ToHex());
+    if (!link.ok()) return link.status();
     EXPECT_TRUE(S_ISLNK(link->attr.mode));
     EXPECT_EQ(link->entry_timeout, 0.0);
-    EXPECT_EQ(*fs_->ReadLink(link->attr.ino), "../../set/doc.kv");
+    auto target = fs_->ReadLink(link->attr.ino);
     fs_->Forget(link->attr.ino, 1);
+    return target;
   }
-  auto id = fs_->GetXattr(c, doc, "user.kdn.id");
-  ASSERT_TRUE(id.ok());
-  auto by_id = fs_->Lookup(c, kByIdDirIno, *id);
-  ASSERT_TRUE(by_id.ok());
-  EXPECT_EQ(*fs_->ReadLink(by_id->attr.ino), "../../set/doc.kv");
-  EXPECT_GE(fs_->store().Stats().prefix_hits, 3u);
+  // The same as text, the error's included, for EXPECT_EQ.
+  std::string Got(const Caller& c, Ino dir, const Hash128& hash) {
+    auto r = Resolve(c, dir, hash);
+    return r.ok() ? *r : "error: " + r.status().ToString();
+  }
 
-  EXPECT_TRUE(fs_->Lookup(c, kPrefixDirIno, std::string(32, '0')).status().IsNotFound());
-  EXPECT_TRUE(fs_->Lookup(c, kPrefixDirIno, "not-hex").status().IsNotFound());
-  // After a rename the link follows the file.
-  ASSERT_TRUE(fs_->Rename(c, set, "doc.kv", set, "renamed.kv", 0).ok());
-  auto again = fs_->Lookup(c, kPrefixDirIno, header->prefix_hashes[0].ToHex());
-  ASSERT_TRUE(again.ok());
-  EXPECT_EQ(*fs_->ReadLink(again->attr.ino), "../../set/renamed.kv");
-  EXPECT_NE(again->attr.ino, by_id->attr.ino);
+  const Caller a_ = As(1000, 1000, 10);
+  const Caller b_ = As(2000, 2000, 20);
+  const std::vector<uint32_t> tokens_ = PromptTokens(600, 3);  // three prefix hashes of 256 tokens
+  const std::vector<Hash128> chain_ =
+      PrefixHashes(ModelPreset("tiny")->Fingerprint(), tokens_, kDefaultChunkTokens);
+};
+
+TEST_F(SetPrefixTest, OnlyFilesOfOwnersTheSetTrustsAreAnswered) {
+  ASSERT_EQ(chain_.size(), 3u);
+  Ino root_set = MkDir(kRootIno, "shared", As(0, 0, 1), 0777);
+  ASSERT_TRUE(fs_->SetAttr(As(0, 0, 1), root_set, ModeAndGroup(0777)).ok());
+  Ino a_set = MkDir(root_set, "a-set", a_, 0777);  // A's set, writable by B
+  ASSERT_TRUE(fs_->SetAttr(a_, a_set, ModeAndGroup(0777)).ok());
+  Ino b_set = MkDir(root_set, "b-set", b_);
+  // B stores a cache for A's prefix, with other values, in B's own set and in A's set.
+  auto forged = MakeKvOver(tokens_, 666);
+  Put(b_set, "b.kv", forged, b_);
+  Put(a_set, "0-b.kv", forged, b_);
+
+  for (const Hash128& h : chain_) {
+    EXPECT_TRUE(Resolve(a_, a_set, h).status().IsNotFound()) << "A has not listed B";
+    EXPECT_EQ(Got(a_, b_set, h), "../b.kv") << "B's own set trusts B";
+  }
+  // A's own cache is answered; B's is still not, even though its name sorts first.
+  Put(a_set, "a.kv", MakeKvOver(tokens_, 1), a_);
+  for (const Hash128& h : chain_) EXPECT_EQ(Got(a_, a_set, h), "../a.kv");
+  // Whoever asks gets the same answer: the set decides, not the caller.
+  EXPECT_EQ(Got(b_, a_set, chain_[0]), "../a.kv");
+  ASSERT_TRUE(fs_->Unlink(a_, a_set, "a.kv").ok());
+  EXPECT_TRUE(Resolve(a_, a_set, chain_[1]).status().IsNotFound());
+
+  // Only the set's owner (or root) decides whom it trusts; B cannot trust itself.
+  EXPECT_EQ(fs_->SetXattr(b_, a_set, "user.kdn.trust", "2000", 0).sys_errno(), EPERM);
+  EXPECT_EQ(fs_->RemoveXattr(b_, a_set, "user.kdn.trust").sys_errno(), EPERM);
+  EXPECT_EQ(fs_->SetXattr(a_, a_set, "user.kdn.trust", "2000,x", 0).sys_errno(), EINVAL);
+  EXPECT_EQ(fs_->SetXattr(a_, a_set, "user.kdn.trust", "-1", 0).sys_errno(), EINVAL);
+  EXPECT_EQ(fs_->SetXattr(a_, a_set, "user.kdn.trust", std::string(2000, '1'), 0).sys_errno(),
+            EINVAL);
+  Ino file = Put(a_set, "notes.txt", AsBytes("x"), a_);
+  EXPECT_EQ(fs_->SetXattr(a_, file, "user.kdn.trust", "2000", 0).sys_errno(), EPERM);
+  ASSERT_TRUE(fs_->SetXattr(a_, a_set, "user.kdn.trust", " 2000, 3000,2000", 0).ok());
+  EXPECT_EQ(*fs_->GetXattr(b_, a_set, "user.kdn.trust"), "2000,3000");
+  auto names = fs_->ListXattr(a_, a_set);
+  ASSERT_TRUE(names.ok());
+  EXPECT_EQ(std::count(names->begin(), names->end(), "user.kdn.trust"), 1);
+  // Once A lists B, B's file in A's set is answered.
+  for (const Hash128& h : chain_) EXPECT_EQ(Got(a_, a_set, h), "../0-b.kv");
+  ASSERT_TRUE(fs_->RemoveXattr(a_, a_set, "user.kdn.trust").ok());
+  EXPECT_TRUE(Resolve(a_, a_set, chain_[0]).status().IsNotFound());
+  // Root may change it too.
+  ASSERT_TRUE(fs_->SetXattr(As(0, 0, 1), a_set, "user.kdn.trust", "2000", 0).ok());
+  EXPECT_EQ(Got(a_, a_set, chain_[0]), "../0-b.kv");
+}
+
+TEST_F(SetPrefixTest, OnlyKvFilesDirectlyInTheSetAreAnswered) {
+  Ino set = MkDir(kRootIno, "set", a_);
+  Ino sub = MkDir(set, "sub", a_);
+  auto kv = MakeKvOver(tokens_, 1);
+  Put(sub, "deep.kv", kv, a_);
+  Put(set, "copy.bin", kv, a_);  // the same content under a name that is not a `.kv` file
+  EXPECT_TRUE(Resolve(a_, set, chain_[0]).status().IsNotFound());
+  EXPECT_EQ(Got(a_, sub, chain_[0]), "../deep.kv");
+  // The root directory is a set like any other.
+  Put(kRootIno, "top.kv", kv, As(0, 0, 1));
+  EXPECT_EQ(Got(a_, kRootIno, chain_[2]), "../top.kv");
+
+  // Not a hash, no such hash, a prefix of nothing in the set.
+  auto vdir = fs_->Lookup(a_, set, ".kdn-prefix");
+  ASSERT_TRUE(vdir.ok());
+  EXPECT_TRUE(fs_->Lookup(a_, vdir->attr.ino, "not-hex").status().IsNotFound());
+  EXPECT_TRUE(fs_->Lookup(a_, vdir->attr.ino, std::string(32, '0')).status().IsNotFound());
+  // The virtual directory is not listed, lists nothing, and its name cannot be taken.
+  auto listed = List(set);
+  EXPECT_EQ(std::count(listed.begin(), listed.end(), ".kdn-prefix"), 0);
+  EXPECT_EQ(List(vdir->attr.ino), (std::vector<std::string>{".", ".."}));
+  EXPECT_EQ(fs_->Create(a_, set, ".kdn-prefix", 0644, O_CREAT).status().sys_errno(), EPERM);
+  EXPECT_EQ(fs_->MakeDir(a_, sub, ".kdn-prefix", 0755).status().sys_errno(), EPERM);
+  EXPECT_EQ(fs_->Create(a_, vdir->attr.ino, "x.kv", 0644, O_CREAT).status().sys_errno(), EPERM);
+  Ino file = Put(set, "f", AsBytes("x"), a_);
+  EXPECT_EQ(fs_->Lookup(a_, file, ".kdn-prefix").status().sys_errno(), ENOTDIR);
+  // A rename in the set is followed.
+  ASSERT_TRUE(fs_->Rename(a_, sub, "deep.kv", set, "moved.kv", 0).ok());
+  EXPECT_EQ(Got(a_, set, chain_[1]), "../moved.kv");
+  EXPECT_TRUE(Resolve(a_, sub, chain_[1]).status().IsNotFound());
+}
+
+// The prefix index is a hint: a file it claims holds a prefix is only answered when the file's
+// own tokens chain to that hash. A forged index row (here written straight into the database of
+// a closed store, the way a bug or a damaged database would leave it) is never answered.
+TEST_F(SetPrefixTest, AFileWhoseTokensDoNotChainToTheHashIsNeverAnswered) {
+  Ino set = MkDir(kRootIno, "set", a_);
+  Put(set, "other.kv", MakeKvOver(PromptTokens(300, 99), 5), a_);  // different tokens
+  auto own = PrefixHashes(ModelPreset("tiny")->Fingerprint(), PromptTokens(300, 99), 256);
+  fs_.reset();
+  ASSERT_EQ(kdn::test::ForgePrefixIndexRow(dir_ / "store/meta.db", chain_[0], own[0]), "");
+  Open();
+  // The index does claim it...
+  const uint32_t owners[] = {1000};
+  auto claimed = fs_->store().LookupPrefixInDir(set, chain_[0], owners);
+  ASSERT_TRUE(claimed.ok()) << claimed.status().ToString();
+  ASSERT_EQ(claimed->size(), 1u);
+  EXPECT_EQ(claimed->front().name, "other.kv");
+  // ...and the lookup does not answer it, while the file's own prefix still resolves.
+  EXPECT_TRUE(Resolve(a_, set, chain_[0]).status().IsNotFound());
+  EXPECT_EQ(Got(a_, set, own[1]), "../other.kv");
+}
+
+TEST_F(FilesystemTest, StoreWidePrefixLookupIsGone) {
+  Caller c = As(0, 0, 1);
+  EXPECT_TRUE(fs_->Lookup(c, kControlDirIno, "prefix").status().IsNotFound());
+}
+
+TEST_F(FilesystemTest, IdLinksAnswerOnlyWithAPathTheCallerCanReach) {
+  const Caller root = As(0, 0, 1), a = As(1000, 1000, 10), b = As(2000, 2000, 20);
+  Ino open_dir = MkDir(kRootIno, "open", a, 0755);
+  Ino secret = MkDir(open_dir, "secret", a, 0700);
+  Ino doc = Put(secret, "secret.kv", MakeKv(100, 4), a);
+  auto id = fs_->GetXattr(a, doc, "user.kdn.id");
+  ASSERT_TRUE(id.ok());
+  auto link_for = [&](const Caller& c) -> Result<std::string> {
+    auto e = fs_->Lookup(c, kByIdDirIno, *id);
+    if (!e.ok()) return e.status();
+    EXPECT_EQ(e->entry_timeout, 0.0);
+    return fs_->ReadLink(e->attr.ino);
+  };
+  EXPECT_EQ(*link_for(a), "../../open/secret/secret.kv");
+  EXPECT_EQ(*link_for(root), "../../open/secret/secret.kv");
+  EXPECT_TRUE(link_for(b).status().IsNotFound()) << "B cannot search A's 0700 directory";
+  // Group search permission counts, with supplementary groups.
+  ASSERT_TRUE(fs_->SetAttr(a, secret, ModeAndGroup(0710, 3000)).ok());
+  EXPECT_TRUE(link_for(b).status().IsNotFound());
+  Caller member = b;
+  member.in_group = [](uint32_t g) { return g == 3000; };
+  EXPECT_EQ(*link_for(member), "../../open/secret/secret.kv");
+  // Every directory on the way counts, the root included.
+  ASSERT_TRUE(fs_->SetAttr(a, open_dir, ModeAndGroup(0700)).ok());
+  EXPECT_TRUE(link_for(member).status().IsNotFound());
+  // The same answer as for an id nobody stores.
+  EXPECT_TRUE(link_for(root).ok());
+  auto none = fs_->Lookup(b, kByIdDirIno, std::string(id->size(), '0'));
+  EXPECT_TRUE(none.status().IsNotFound());
+  EXPECT_TRUE(fs_->Lookup(b, kByIdDirIno, "not-hex").status().IsNotFound());
+  // A file the caller can reach is answered through its own path.
+  Ino pub = Put(kRootIno, "pub.txt", AsBytes("public"), a);
+  auto pub_id = fs_->GetXattr(a, pub, "user.kdn.id");
+  auto e = fs_->Lookup(b, kByIdDirIno, *pub_id);
+  ASSERT_TRUE(e.ok());
+  EXPECT_EQ(*fs_->ReadLink(e->attr.ino), "../../pub.txt");
+}
+
+TEST_F(FilesystemTest, StoreWideStatsAreForRootAndTheStoreOwnerOnly) {
+  Put(kRootIno, "doc.kv", MakeKv(100, 4));
+  // This process opened the store: it is the store's owner, as the daemon is.
+  const Caller owner = As(::geteuid(), 0, 1);
+  const Caller other = As(::geteuid() == 4242 ? 4343 : 4242, 4242, 2);
+  for (const Caller& c : {As(0, 0, 1), owner}) {
+    auto st = fs_->Lookup(c, kControlDirIno, "stats");
+    ASSERT_TRUE(st.ok());
+    EXPECT_EQ(st->attr.ino, kStatsIno);
+    EXPECT_EQ(st->attr.mode, S_IFREG | 0400u) << "not readable by others even by inode";
+    EXPECT_NE(Text(ReadAll(kStatsIno)).find("\nchunks 1\n"), std::string::npos);
+  }
+  auto st = fs_->Lookup(other, kControlDirIno, "stats");
+  ASSERT_TRUE(st.ok());
+  EXPECT_EQ(st->attr.ino, kUserStatsIno);
+  EXPECT_EQ(st->entry_timeout, 0.0);
+  std::string text = Text(ReadAll(kUserStatsIno));
+  EXPECT_EQ(text.size(), st->attr.size);
+  for (const char* key : {"chunks", "stored_bytes", "dedup_ratio", "dedup_hits", "puts",
+                          "used_bytes", "files", "kv_chunks", "prefix_hits"}) {
+    EXPECT_EQ(text.find(std::string("\n") + key + " "), std::string::npos) << key;
+    EXPECT_FALSE(text.starts_with(std::string(key) + " ")) << key;
+  }
+  EXPECT_EQ(text, "store_wide_counters 0\n");
 }
 
 TEST_F(FilesystemTest, KdnAttributesDescribeTheContent) {

@@ -3,6 +3,7 @@
 #define KDN_TESTS_FS_FS_TEST_UTIL_H_
 
 #include <fcntl.h>
+#include <sqlite3.h>
 #include <unistd.h>
 
 #include <cstddef>
@@ -28,6 +29,66 @@ inline std::vector<std::byte> MakeKv(uint32_t tokens, uint64_t seed,
   auto file = SynthesizeKvFile(*model, tokens, *spec, seed);
   EXPECT_TRUE(file.ok()) << file.status().ToString();
   return file.ok() ? std::move(*file) : std::vector<std::byte>{};
+}
+
+// A `.kv` file of the test model over `tokens`, with KV values from `seed`: two seeds give two
+// caches of the same prefix with different contents (what a tenant forging a cache writes).
+inline std::vector<std::byte> MakeKvOver(const std::vector<uint32_t>& tokens, uint64_t seed) {
+  auto model = ModelPreset("tiny");
+  EXPECT_TRUE(model.ok());
+  if (!model.ok()) return {};
+  KvWriter w(*model, *CodecSpec::Parse("raw"), tokens);
+  const size_t n = size_t{tokens.size()} * model->channels() * DTypeSize(model->dtype);
+  std::vector<std::byte> k(n), v(n);
+  for (uint32_t l = 0; l < model->n_layers; ++l) {
+    EXPECT_TRUE(SynthesizeLayerKv(*model, tokens.size(), l, seed, k, v).ok());
+    EXPECT_TRUE(w.AddLayer(k, v).ok());
+  }
+  auto bytes = w.FinishToMemory();
+  EXPECT_TRUE(bytes.ok()) << bytes.status().ToString();
+  return bytes.ok() ? std::move(*bytes) : std::vector<std::byte>{};
+}
+
+// `n` token ids of a prompt; `first` picks which.
+inline std::vector<uint32_t> PromptTokens(uint32_t n, uint32_t first) {
+  std::vector<uint32_t> t(n);
+  for (uint32_t i = 0; i < n; ++i) t[i] = (first + i * 7) % 512;
+  return t;
+}
+
+// The test seam for a forged prefix index: in the database of a store that is not open, claims
+// that the `.kv` chunk indexed under `holder` holds the prefix `hash` (the way a bug or a damaged
+// database could). Returns "" or what failed.
+inline std::string ForgePrefixIndexRow(const std::string& meta_db, const Hash128& hash,
+                                       const Hash128& holder) {
+  sqlite3* db = nullptr;
+  std::string err;
+  sqlite3_stmt* st = nullptr;
+  if (sqlite3_open(meta_db.c_str(), &db) != SQLITE_OK ||
+      sqlite3_prepare_v2(db,
+                         "INSERT INTO prefixes(hash, chunk, idx) "
+                         "SELECT ?, chunk, 0 FROM prefixes WHERE hash = ? LIMIT 1",
+                         -1, &st, nullptr) != SQLITE_OK) {
+    err = sqlite3_errmsg(db);
+  } else {
+    // The store keys a hash as 16 bytes: hi then lo, big-endian (store/chunk_id.h).
+    auto bind = [st](int col, const Hash128& h) {
+      unsigned char key[16];
+      for (int i = 0; i < 8; ++i) {
+        key[i] = static_cast<unsigned char>(h.hi >> (56 - 8 * i));
+        key[8 + i] = static_cast<unsigned char>(h.lo >> (56 - 8 * i));
+      }
+      sqlite3_bind_blob(st, col, key, sizeof key, SQLITE_TRANSIENT);
+    };
+    bind(1, hash);
+    bind(2, holder);
+    if (sqlite3_step(st) != SQLITE_DONE || sqlite3_changes(db) != 1) {
+      err = std::string("insert: ") + sqlite3_errmsg(db);
+    }
+  }
+  sqlite3_finalize(st);
+  sqlite3_close(db);
+  return err;
 }
 
 // The same file with one byte flipped inside the last block (header intact, a block checksum

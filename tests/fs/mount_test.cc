@@ -20,6 +20,7 @@
 
 #include "fs_test_util.h"
 #include "sha256_util.h"
+#include "kdn/kdn.h"
 #include "kdn/store.h"
 #include "mount_fixture.h"
 
@@ -281,16 +282,18 @@ TEST(KdnfsMount, ControlFilesAreHiddenButReachable) {
   SH_OK("echo extra > " + m.path("set/notes.txt"));
   EXPECT_NE(Out("cat " + m.path(".kdn/stats")).find("\nfiles 3\n"), std::string::npos);
 
-  // One stat finds the file that holds a prefix.
-  std::string link = m.path(".kdn/prefix/" + header->prefix_hashes[1].ToHex());
+  // One stat in the set finds the file that holds a prefix; the store-wide lookup is gone.
+  std::string link = m.path("set/.kdn-prefix/" + header->prefix_hashes[1].ToHex());
   EXPECT_EQ(static_cast<size_t>(Stat(link).st_size), kv.size());
   std::string target = Out("readlink " + link);
-  EXPECT_TRUE(target == "../../set/doc.kv" || target == "../../set/other.kv") << target;
+  EXPECT_TRUE(target == "../doc.kv" || target == "../other.kv") << target;
   SH_OK("cmp " + link + " " + m.path("set/doc.kv"));
+  EXPECT_FALSE(Exists(m.path(".kdn/prefix")));
+  EXPECT_EQ(Out("ls -A " + m.path("set")), "doc.kv\nnotes.txt\nother.kv");
   std::string id =
       Out("getfattr --absolute-names --only-values -n user.kdn.id " + m.path("set/notes.txt"));
   EXPECT_EQ(Out("readlink " + m.path(".kdn/by-id/" + id)), "../../set/notes.txt");
-  EXPECT_FALSE(Exists(m.path(".kdn/prefix/" + std::string(32, 'a'))));
+  EXPECT_FALSE(Exists(m.path("set/.kdn-prefix/" + std::string(32, 'a'))));
   EXPECT_GE(std::stoull(Out("awk '$1 == \"prefix_hits\" {print $2}' " + m.path(".kdn/stats"))), 1u);
   EXPECT_NE(Sh("touch " + m.path(".kdn/new")).status, 0);
   EXPECT_NE(Sh("rm " + m.path(".kdn/stats")).status, 0);
@@ -649,6 +652,139 @@ TEST(KdnfsMount, PermissionsBetweenUsers) {
   EXPECT_EQ(report, "");
   EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
   EXPECT_EQ(Out("cat " + m.path("shared/root.txt")), "root");
+}
+
+// Runs `command` (no single quotes in it) as nobody: uid and gid 65534, no other groups.
+CommandResult AsNobody(const std::string& command) {
+  return Sh("setpriv --reuid=65534 --regid=65534 --clear-groups -- sh -c '" + command + "'");
+}
+
+kdn_model_desc DescOf(const ModelIdentity& m) {
+  kdn_model_desc d{};
+  d.name = m.name.c_str();
+  d.n_layers = m.n_layers;
+  d.n_heads = m.n_heads;
+  d.n_kv_heads = m.n_kv_heads;
+  d.head_dim = m.head_dim;
+  d.dtype = static_cast<kdn_dtype>(m.dtype);
+  d.rope_style = static_cast<kdn_rope_style>(m.rope_style);
+  d.rotary_dim = m.rotary_dim;
+  d.rope_theta = m.rope_theta;
+  d.rope_scale = m.rope_scale;
+  return d;
+}
+
+// Issue 17 as two users: A (root) and B (nobody). B stores caches of A's prompt prefix with other
+// values; A's engine (kdn_find_prefix, and a plain stat of <set>/.kdn-prefix/<hash>) is never
+// handed one unless A's set trusts B.
+TEST(KdnfsMount, PrefixLookupsNeverHandOutAnotherTenantsCache) {
+  REQUIRE_FUSE();
+  REQUIRE_ROOT();
+  KdnfsMount m;
+  ASSERT_TRUE(m.Start());
+  SH_OK("chmod 0755 " + m.mnt() + " " + m.scratch(""));
+  // A's set `a` may be written by B; B owns set `b`.
+  SH_OK("mkdir -m 0777 " + m.path("a") + " && mkdir " + m.path("b") + " && chown 65534:65534 " +
+        m.path("b"));
+  const ModelIdentity model = *ModelPreset("tiny");
+  const kdn_model_desc desc = DescOf(model);
+  const std::vector<uint32_t> prompt = PromptTokens(600, 3);
+  const std::vector<Hash128> chain = PrefixHashes(model.Fingerprint(), prompt, kDefaultChunkTokens);
+  ASSERT_EQ(chain.size(), 3u);
+  ASSERT_TRUE(WriteWholeFile(m.scratch("forged.kv"), MakeKvOver(prompt, 666)));
+  ASSERT_TRUE(WriteWholeFile(m.scratch("mine.kv"), MakeKvOver(prompt, 1)));
+  SH_OK("chmod 0644 " + m.scratch("forged.kv"));
+  auto r = AsNobody("cp " + m.scratch("forged.kv") + " " + m.path("a/0-b.kv") + " && cp " +
+                    m.scratch("forged.kv") + " " + m.path("b/b.kv"));
+  ASSERT_EQ(r.status, 0) << r.output;
+  ASSERT_EQ(Stat(m.path("a/0-b.kv")).st_uid, 65534u);
+
+  // A's engine lookup: "path tokens", or the status name.
+  auto find = [&](const std::string& set) {
+    char path[4096];
+    uint32_t n = 0;
+    kdn_status s = kdn_find_prefix(m.path(set).c_str(), &desc, prompt.data(),
+                                   static_cast<uint32_t>(prompt.size()), 0, path, sizeof path, &n);
+    if (s != KDN_OK) return std::string(kdn_status_name(s));
+    std::string p = path;
+    if (p.starts_with(m.mnt() + "/")) p = p.substr(m.mnt().size() + 1);
+    return p + " " + std::to_string(n);
+  };
+  auto reaches = [&](const std::string& set, const Hash128& h) {
+    return Exists(m.path(set + "/.kdn-prefix/" + h.ToHex())) &&
+           ::access(m.path(set + "/.kdn-prefix/" + h.ToHex()).c_str(), F_OK) == 0;
+  };
+
+  EXPECT_EQ(find("a"), "KDN_E_NOT_FOUND") << "A has not listed B";
+  for (const Hash128& h : chain) EXPECT_FALSE(reaches("a", h));
+  EXPECT_EQ(find("b"), "b/b.kv 600") << "B's own set trusts B";
+  // A's own cache is found, and one stat of the virtual name reaches it.
+  SH_OK("cp " + m.scratch("mine.kv") + " " + m.path("a/a.kv"));
+  EXPECT_EQ(find("a"), "a/a.kv 600");
+  EXPECT_EQ(Out("readlink " + m.path("a/.kdn-prefix/" + chain[2].ToHex())), "../a.kv");
+  SH_OK("cmp " + m.path("a/.kdn-prefix/" + chain[0].ToHex()) + " " + m.scratch("mine.kv"));
+  // B may write A's set but not decide whom it trusts.
+  r = AsNobody("setfattr -n user.kdn.trust -v 65534 " + m.path("a"));
+  EXPECT_NE(r.status, 0) << r.output;
+  SH_OK("rm " + m.path("a/a.kv"));
+  EXPECT_EQ(find("a"), "KDN_E_NOT_FOUND");
+  // Once A lists B, B's cache in A's set is answered.
+  SH_OK("setfattr -n user.kdn.trust -v 65534 " + m.path("a"));
+  EXPECT_EQ(Out("getfattr --absolute-names --only-values -n user.kdn.trust " + m.path("a")),
+            "65534");
+  EXPECT_EQ(find("a"), "a/0-b.kv 600");
+  SH_OK("setfattr -x user.kdn.trust " + m.path("a"));
+  EXPECT_EQ(find("a"), "KDN_E_NOT_FOUND");
+
+  // A file the prefix index claims holds A's prefix, whose tokens are others, is never answered.
+  const std::vector<uint32_t> other = PromptTokens(300, 99);
+  const auto other_chain = PrefixHashes(model.Fingerprint(), other, kDefaultChunkTokens);
+  SH_OK("mkdir " + m.path("c"));
+  ASSERT_TRUE(WriteWholeFile(m.path("c/other.kv"), MakeKvOver(other, 5)));
+  EXPECT_TRUE(reaches("c", other_chain[0]));
+  m.Stop();
+  ASSERT_EQ(ForgePrefixIndexRow(m.store() + "/meta.db", chain[0], other_chain[0]), "");
+  ASSERT_TRUE(m.Start());
+  for (const Hash128& h : chain) EXPECT_FALSE(reaches("c", h));
+  EXPECT_EQ(find("c"), "KDN_E_NOT_FOUND");
+  EXPECT_NE(m.log().find("do not chain"), std::string::npos) << m.log();
+  EXPECT_TRUE(reaches("c", other_chain[1]));
+}
+
+// Issue 12, items 3 and 4, as nobody.
+TEST(KdnfsMount, ControlFilesTellOtherUsersNothingAboutFilesTheyCannotReach) {
+  REQUIRE_FUSE();
+  REQUIRE_ROOT();
+  KdnfsMount m;
+  ASSERT_TRUE(m.Start());
+  SH_OK("chmod 0755 " + m.mnt() + " " + m.scratch(""));
+  SH_OK("mkdir -m 0700 " + m.path("private") + " && mkdir -m 0755 " + m.path("public"));
+  ASSERT_TRUE(WriteWholeFile(m.path("private/secret.kv"), MakeKv(100, 8)));
+  ASSERT_TRUE(WriteWholeFile(m.path("public/open.txt"), AsBytes("open")));
+  auto id_of = [&](const std::string& rel) {
+    return Out("getfattr --absolute-names --only-values -n user.kdn.id " + m.path(rel));
+  };
+  const std::string secret = id_of("private/secret.kv"), open = id_of("public/open.txt");
+  EXPECT_EQ(Out("readlink " + m.path(".kdn/by-id/" + secret)), "../../private/secret.kv");
+  auto r = AsNobody("readlink " + m.path(".kdn/by-id/" + secret));
+  EXPECT_NE(r.status, 0);
+  EXPECT_EQ(r.output.find("private"), std::string::npos) << r.output;
+  r = AsNobody("stat " + m.path(".kdn/by-id/" + secret));
+  EXPECT_NE(r.output.find("No such file"), std::string::npos) << r.output;
+  r = AsNobody("readlink " + m.path(".kdn/by-id/" + open));
+  EXPECT_EQ(r.status, 0) << r.output;
+  EXPECT_EQ(r.output, "../../public/open.txt\n");
+  // Root's answer right before does not leak to nobody through the kernel's caches.
+  EXPECT_EQ(Out("readlink " + m.path(".kdn/by-id/" + secret)), "../../private/secret.kv");
+  EXPECT_NE(AsNobody("readlink " + m.path(".kdn/by-id/" + secret)).status, 0);
+
+  // Store-wide counters: root sees them, nobody does not (not even right after root read them).
+  std::string full = Out("cat " + m.path(".kdn/stats"));
+  EXPECT_NE(full.find("\nchunks "), std::string::npos) << full;
+  r = AsNobody("cat " + m.path(".kdn/stats"));
+  EXPECT_EQ(r.status, 0) << r.output;
+  EXPECT_EQ(r.output, "store_wide_counters 0\n");
+  EXPECT_NE(Out("cat " + m.path(".kdn/stats")).find("\ndedup_hits "), std::string::npos);
 }
 
 TEST(KdnfsMount, SignalsUnmountCleanlyAndStaleMountsAreCleared) {

@@ -125,6 +125,57 @@ TEST_F(KvStoreTest, PrefixLookupFindsTheFilesThatShareIt) {
   test::ExpectClean(*store_);
 }
 
+// The query behind <set>/.kdn-prefix: files named directly in one directory, of given owners only
+// (so that other owners' files cannot crowd them out of the results), every name of a file.
+TEST_F(KvStoreTest, PrefixLookupInADirectoryKeepsToItsEntriesAndOwners) {
+  auto bytes = KvFile(600, 3);
+  auto header = KvReader::Open(MemorySource(bytes));
+  ASSERT_TRUE(header.ok());
+  const Hash128 h = (*header)->header().prefix_hashes[1];
+  NewNode dir;
+  dir.mode = S_IFDIR | 0755;
+  auto set = store_->MakeNode(kRootIno, "set", dir);
+  auto sub = store_->MakeNode(set->ino, "sub", dir);
+  ASSERT_TRUE(set.ok() && sub.ok());
+  auto put = [&](Ino parent, const std::string& name, uint32_t uid) -> Result<InodeAttr> {
+    NewNode n;
+    n.mode = S_IFREG | 0644;
+    n.uid = uid;
+    KDN_ASSIGN_OR_RETURN(InodeAttr f, store_->MakeNode(parent, name, n));
+    std::string staged = store_->NewStagingPath();
+    test::WriteFile(staged, bytes);
+    return store_->CommitFileContent(f.ino, staged);
+  };
+  ASSERT_TRUE(put(set->ino, "b-mine.kv", 1000).ok());
+  for (int i = 0; i < 20; ++i)
+    ASSERT_TRUE(put(set->ino, "a-theirs" + std::to_string(i), 2000).ok());
+  ASSERT_TRUE(put(sub->ino, "deep.kv", 1000).ok());
+  auto mine = store_->Lookup(set->ino, "b-mine.kv");
+  ASSERT_TRUE(store_->Link(mine->ino, set->ino, "c-link.kv").ok());
+
+  const uint32_t only_1000[] = {1000};
+  auto found = store_->LookupPrefixInDir(set->ino, h, only_1000, 4);
+  ASSERT_TRUE(found.ok()) << found.status().ToString();
+  ASSERT_EQ(found->size(), 2u) << "20 files of uid 2000 must not crowd uid 1000's out";
+  EXPECT_EQ((*found)[0].name, "b-mine.kv");
+  EXPECT_EQ((*found)[1].name, "c-link.kv");
+  EXPECT_EQ((*found)[0].attr.ino, mine->ino);
+  EXPECT_EQ((*found)[0].attr.uid, 1000u);
+  EXPECT_EQ((*found)[0].index, 1u);
+  const uint32_t both[] = {2000, 1000};
+  EXPECT_EQ(store_->LookupPrefixInDir(set->ino, h, both, 100)->size(), 22u);
+  EXPECT_EQ(store_->LookupPrefixInDir(sub->ino, h, only_1000)->size(), 1u);
+  EXPECT_TRUE(store_->LookupPrefixInDir(kRootIno, h, only_1000)->empty());
+  EXPECT_TRUE(store_->LookupPrefixInDir(set->ino, Hash128{1, 2}, only_1000)->empty());
+  EXPECT_TRUE(store_->LookupPrefixInDir(set->ino, h, {})->empty());
+  std::vector<uint32_t> too_many(Store::kMaxPrefixOwners + 1, 1000);
+  EXPECT_TRUE(store_->LookupPrefixInDir(set->ino, h, too_many).status().code() ==
+              Code::kInvalidArgument);
+  // The largest list works (one statement for every size).
+  std::vector<uint32_t> most(Store::kMaxPrefixOwners, 1000);
+  EXPECT_EQ(store_->LookupPrefixInDir(set->ino, h, most)->size(), 2u);
+}
+
 TEST_F(KvStoreTest, PutIndexesToo) {
   auto bytes = KvFile(300, 2, "raw");
   auto id = store_->Put(bytes);
