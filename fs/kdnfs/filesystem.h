@@ -31,6 +31,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -193,12 +194,23 @@ class Filesystem {
   void OnEvicted(const std::vector<EvictedName>& names);
 
   Entry MakeEntry(const InodeAttr& attr) const;
-  Result<Entry> CountedEntry(Result<InodeAttr> attr);
+  // With `epoch_before` (content_epoch_ read before `attr` was read from the store), the size is
+  // made fresh with Freshen; without, the inode is new and can have nothing staged.
+  Result<Entry> CountedEntry(Result<InodeAttr> attr,
+                             std::optional<uint64_t> epoch_before = std::nullopt);
   void CountLookup(Ino ino);
   // Keeps `ino` open in the store if the kernel holds it and it may lose its last name.
   void HoldIfReferenced(Ino ino);
   Result<NewNode> NewNodeFor(const Caller& caller, Ino parent, uint32_t mode);
-  void OverlayStaged(InodeAttr& attr);
+  // The staged size and times over `attr`; false when nothing is staged, or the staged file was
+  // just retired (its commit is in progress).
+  bool OverlayStaged(InodeAttr& attr);
+  // `attr` was read from the store after content_epoch_ was `epoch_before`. A commit may have
+  // published newer content meanwhile, and retired the staged file that had it: then `attr` is
+  // older than what an observer may already have seen, and a kernel that took it would move the
+  // size back (and append at a stale end). Reads the store again until its answer is known to be
+  // at least as new as anything staged or committed before the answer is returned.
+  void Freshen(InodeAttr& attr, uint64_t epoch_before);
   std::shared_ptr<StagedFile> StagedOf(Ino ino);
   // The inode's staged file, created (with at most `keep` bytes of the committed content copied)
   // when there is none.
@@ -222,6 +234,9 @@ class Filesystem {
   Processes* processes_ = nullptr;
   FsCounters counters_;
 
+  // Counts every change of committed content (a commit, a refusal, an eviction), bumped under mu_
+  // together with the end of the inode's staged file: see Freshen.
+  std::atomic<uint64_t> content_epoch_{0};
   std::mutex mu_;  // guards inodes_; taken before any StagedFile's mutex, never after
   std::unordered_map<Ino, InodeState> inodes_;
 };

@@ -61,6 +61,12 @@ class StagedFile {
   void set_mtime_ns(int64_t ns) { mtime_ns_ = ns; }
   Clock::time_point last_change() const { return last_change_; }
 
+  // The file being staged had no content: this is its first. The staging file moves to
+  // `first_content_path` (Store::NewStagingPath(Ino)), so that recovery after a crash removes the
+  // file if that content never commits; a refused first content removes it at once.
+  Status MarkFirstContent(const std::string& first_content_path);
+  bool first_content() const { return first_content_; }
+
   // Set once the content was committed or dropped: the object is no longer the inode's content and
   // a caller that still holds it must look the inode up again.
   bool retired() const { return retired_; }
@@ -82,6 +88,7 @@ class StagedFile {
   Clock::time_point last_change_;
   std::vector<std::pair<int32_t, int32_t>> writers_;  // (thread id, thread group id)
   bool retired_ = false;
+  bool first_content_ = false;
 };
 
 // Nanoseconds since the epoch (CLOCK_REALTIME), the unit of every time in the store.

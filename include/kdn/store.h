@@ -6,7 +6,8 @@
 //   seg/NNNNNN.seg    preallocated segment files holding chunk bytes in 4 KiB-aligned extents,
 //                     written and read with O_DIRECT through the I/O engine (io_uring).
 //   staging/          files being written by kdnfs; handed to the store at commit; stray ones are
-//                     removed when the store is opened.
+//                     removed when the store is opened, and with them the files whose first
+//                     content they held (NewStagingPath(Ino)) if those still have none.
 //   LOCK              flock()ed for the lifetime of the Store: a second process gets kBusy.
 //
 // Chunks are content addressed: id = xxh3-128 of the bytes, the same bytes are stored once and
@@ -278,6 +279,10 @@ class Store {
   std::string staging_dir() const;  // dir()/staging
   // A fresh, unused path inside staging_dir() for kdnfs to create (O_CREAT|O_EXCL) and fill.
   std::string NewStagingPath();
+  // The same for the first content of `ino`, a regular file that has none yet. Should the process
+  // die before that content commits, the next Open removes `ino` with every name it has if it
+  // still has no content: a crash leaves no empty file that was only the first step of a copy.
+  std::string NewStagingPath(Ino first_content_of);
   StoreUsage Usage() const;
   StoreStats Stats() const;
 
@@ -324,6 +329,10 @@ class Store {
   // Removes a non-directory name; returns the inode as it is afterwards. The inode and its content
   // are reclaimed at once when nlink drops to 0 and it is not open, else at its last CloseInode.
   Result<InodeAttr> Unlink(Ino parent, std::string_view name);
+  // Removes every name of `ino`, like Unlink of each, if it is a regular file without content
+  // (a new file whose first content was refused); otherwise changes nothing. Returns the names
+  // removed.
+  Result<std::vector<EvictedName>> RemoveIfEmpty(Ino ino);
   // Removes an empty directory (ENOTEMPTY status with sys_errno() ENOTEMPTY when it is not).
   Status Rmdir(Ino parent, std::string_view name);
   // Atomic rename. Replaces an existing target (a file by a file, a directory by an empty
