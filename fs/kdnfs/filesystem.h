@@ -10,8 +10,9 @@
 // Content. Committed content is an immutable store chunk. Writes and truncations go to a
 // StagedFile per inode (staged_file.h); a close (Flush) by a process that wrote, or an fsync,
 // commits it with Store::CommitFileContent, which validates `.kv` content. A refused or failed
-// commit fails that close() (EINVAL for an invalid `.kv`), logs why, and drops the staged bytes:
-// the name keeps its previous content. Staged content whose writers are all gone (a truncate(2)
+// commit fails that close() (EINVAL for an invalid `.kv`, ENOSPC beyond the capacity, checked
+// before the bytes are read, ENOMEM when memory runs out), logs why, and drops the staged bytes:
+// the name keeps its previous content; a file that had none (a new file) is removed. Staged content whose writers are all gone (a truncate(2)
 // without a following close) is committed by CommitIdle; the rest at the kernel's last FORGET of
 // the inode and at unmount.
 //
@@ -237,7 +238,10 @@ class Filesystem {
   // Counts every change of committed content (a commit, a refusal, an eviction), bumped under mu_
   // together with the end of the inode's staged file: see Freshen.
   std::atomic<uint64_t> content_epoch_{0};
-  std::mutex mu_;  // guards inodes_; taken before any StagedFile's mutex, never after
+  // Guards inodes_. Never held while waiting for a StagedFile's mutex (Stage locks a new staged
+  // file under it before anyone else can see that file), so a holder of a staged file's mutex may
+  // take it (Commit does, to remove a refused new file).
+  std::mutex mu_;
   std::unordered_map<Ino, InodeState> inodes_;
 };
 

@@ -4,7 +4,8 @@
 // file in the store's staging directory: a copy of the committed bytes the write needs, then the
 // writes themselves. At close (FLUSH from a process that wrote), fsync, or when nobody can write
 // any more, the staged file is handed to Store::CommitFileContent, which validates it (`.kv`
-// content must parse and pass every checksum), stores it and publishes it in one transaction.
+// content must pass VerifyKv, the check `kdnctl verify` runs), stores it and publishes it in one
+// transaction.
 // Until then reads of the inode are served from the staged file.
 //
 // Writers are remembered by thread id and thread group id: FUSE sends FLUSH on every close(), and

@@ -16,8 +16,9 @@
 // the new one, and space that no committed row references is free again on the next open. Every
 // read is verified (per-block xxh3-64 checksums of the stored bytes, computed at put time).
 //
-// Content that starts with the `.kv` magic is validated at put/commit time (header, every block
-// checksum) and its header and prefix hashes are indexed, so that kdnfs can answer prefix lookups.
+// Content that starts with the `.kv` magic is validated at put/commit time with VerifyKv
+// (kdn/format.h: the complete check `kdnctl verify` runs, in bounded memory) and its header and
+// prefix hashes are indexed, so that kdnfs can answer prefix lookups.
 // Invalid `.kv` content is refused with kInvalidArgument and nothing changes.
 //
 // Capacity: a byte limit on stored extents. A put that would exceed it evicts chunks that only
@@ -366,8 +367,7 @@ class Store {
   Status CloseInode(Ino ino);
 
   // Publishes new content for a regular file in one transaction with the chunk: the staged file is
-  // validated (`.kv` content must parse and pass every checksum: kInvalidArgument otherwise, and
-  // nothing changes), stored (deduplicated), and becomes the inode's content; the old content is
+  // validated (`.kv` content must pass VerifyKv: kInvalidArgument otherwise, and nothing changes), stored (deduplicated), and becomes the inode's content; the old content is
   // released. The staged file is removed on success and left in place on failure.
   Result<InodeAttr> CommitFileContent(Ino ino, const std::string& staged_path,
                                       const CommitOptions& options = {});
