@@ -617,9 +617,8 @@ TEST(KdnfsMount, ConcurrentAppendsLoseNoRecord) {
   EXPECT_EQ(Out("grep -c '^a ' " + log), std::to_string(kRecords));
   EXPECT_EQ(Out("grep -c '^b ' " + log), std::to_string(kRecords));
   // kdnfs's own answers never go back (FilesystemTest.SizesNeverGoBackWhileAppendsCommit), but
-  // the kernel can still apply two GETATTR replies of one attribute version out of order (both
-  // computed before the WRITE that bumps the version was answered): stat may then see the size
-  // go back by one record for a moment. Counted, not asserted; see fs/kdnfs/README.md.
+  // the kernel's view still can, by one record (fs/kdnfs/README.md, "Sizes never go back"):
+  // counted, not asserted, until that is understood.
   std::printf("stat saw the size go back %d times\n", regressions.load());
 }
 
