@@ -1,25 +1,11 @@
-// InspectKvContent with the format library: the header parsed and every block's checksum verified
-// before a `.kv` file is published, and what kdnfs shows of it (user.kdn.*, prefix lookups).
-#include <algorithm>
+// InspectKvContent with the format library: the complete verification (VerifyKv) before a `.kv`
+// file is published, and what kdnfs shows of it (user.kdn.*, prefix lookups).
 #include <string>
 
 #include "store/kv_content.h"
 
 namespace kdn::store {
 namespace {
-
-// The caller's source, lent to a KvReader (which wants to own one) for the duration of the check.
-class BorrowedSource final : public ByteSource {
- public:
-  explicit BorrowedSource(const ByteSource& source) : source_(source) {}
-  uint64_t size() const override { return source_.size(); }
-  Status ReadAt(uint64_t offset, std::span<std::byte> out) const override {
-    return source_.ReadAt(offset, out);
-  }
-
- private:
-  const ByteSource& source_;
-};
 
 Status Invalid(const Status& why) {
   switch (why.code()) {
@@ -41,28 +27,11 @@ Result<std::optional<KvIndex>> InspectKvContent(const ByteSource& content) {
   KDN_RETURN_IF_ERROR(content.ReadAt(0, head));
   if (!StartsWithKvMagic(head)) return std::optional<KvIndex>();
 
-  Result<std::unique_ptr<KvReader>> reader =
-      KvReader::Open(std::make_unique<BorrowedSource>(content));
-  if (!reader.ok()) return Invalid(reader.status());
-  const KvHeader& h = (*reader)->header();
-  if (h.file_bytes != content.size()) {
-    return Status::InvalidArgument("invalid .kv content: header says " +
-                                   std::to_string(h.file_bytes) + " bytes, the file has " +
-                                   std::to_string(content.size()));
-  }
-  uint64_t largest = 0;
-  for (const BlockEntry& b : h.blocks) largest = std::max(largest, b.encoded_bytes);
-  std::vector<std::byte> block(largest);
-  for (uint32_t layer = 0; layer < h.model.n_layers; ++layer) {
-    for (KvKind kind : {KvKind::kKey, KvKind::kValue}) {
-      const BlockEntry& b = h.block(layer, kind);
-      Status s = (*reader)->ReadBlock(layer, kind, std::span(block).first(b.encoded_bytes));
-      if (!s.ok()) {
-        return Invalid(s.WithContext("layer " + std::to_string(layer) +
-                                     (kind == KvKind::kKey ? " K" : " V") + " block"));
-      }
-    }
-  }
+  // The same complete check as `kdnctl verify`, in bounded memory: a file that verify refuses is
+  // never published, and a forged block size cannot make the daemon allocate it.
+  Result<KvHeader> verified = VerifyKv(content);
+  if (!verified.ok()) return Invalid(verified.status());
+  const KvHeader& h = *verified;
   KvIndex index;
   index.summary.model = h.model.name;
   index.summary.fingerprint = h.fingerprint;

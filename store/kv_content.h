@@ -21,9 +21,10 @@ struct KvIndex {
 // True when `head` (the first bytes of some content) starts with the `.kv` magic.
 bool StartsWithKvMagic(std::span<const std::byte> head);
 
-// Content that starts with the `.kv` magic must be a complete, valid `.kv` file: its header
-// parses and every block passes its checksum. Returns its index; std::nullopt for content
-// without the magic. Invalid content is kInvalidArgument saying what is wrong (layer, block).
+// Content that starts with the `.kv` magic must be a complete, valid `.kv` file: it passes
+// VerifyKv (kdn/format.h), the same check as `kdnctl verify`, run in bounded memory. Returns its
+// index; std::nullopt for content without the magic. Invalid content is kInvalidArgument saying
+// what is wrong (layer, block); I/O errors and allocation failures (kNoSpace) pass unchanged.
 Result<std::optional<KvIndex>> InspectKvContent(const ByteSource& content);
 
 }  // namespace kdn::store

@@ -125,6 +125,10 @@ struct Store::Impl {
   Status MigrateIfOld();
   Status ReclaimOrphans();
   Status CleanStaging();
+  // Every name of `ino` removed, and the inode with them, when it is a regular file without
+  // content (store_namespace.cc). The names removed are appended to *removed.
+  Status RemoveEmptyFile(store::Db& db, Ino ino, store::TxnEffects& fx,
+                         std::vector<EvictedName>* removed);
 
   // ---- transactions (store_commit.cc)
   // Runs `body` as one atomic change and returns once it is durable. Concurrent callers are

@@ -419,6 +419,49 @@ Result<InodeAttr> Store::Unlink(Ino parent, std::string_view name) {
   return out;
 }
 
+Status Store::Impl::RemoveEmptyFile(Db& db, Ino ino, TxnEffects& fx,
+                                    std::vector<EvictedName>* removed) {
+  Result<InodeAttr> a = LoadInode(db, ino);
+  if (!a.ok()) return a.status().IsNotFound() ? Status::OK() : a.status();
+  if (!S_ISREG(a->mode) || !a->chunk.IsZero() || a->size != 0) return Status::OK();
+  struct Name {
+    int64_t id;
+    Ino parent;
+    std::string name;
+  };
+  std::vector<Name> names;
+  {
+    KDN_ASSIGN_OR_RETURN(Stmt q, db.Prepare("SELECT id, parent, name FROM dentries WHERE ino = ?"));
+    q.BindInt(1, ino);
+    while (true) {
+      KDN_ASSIGN_OR_RETURN(bool row, q.Step());
+      if (!row) break;
+      std::span<const std::byte> n = q.Blob(2);
+      names.push_back({q.Int(0), q.U64(1), std::string(reinterpret_cast<const char*>(n.data()),
+                                                       n.size())});
+    }
+  }
+  const int64_t now = NowNs();
+  for (const Name& n : names) {
+    KDN_ASSIGN_OR_RETURN(Stmt del, db.Prepare("DELETE FROM dentries WHERE id = ?"));
+    del.BindInt(1, n.id);
+    KDN_RETURN_IF_ERROR(del.Run());
+    KDN_RETURN_IF_ERROR(TouchDir(db, n.parent, now));
+    KDN_RETURN_IF_ERROR(DropLink(db, ino, now, fx));
+    removed->push_back(EvictedName{n.parent, n.name, ino});
+  }
+  return Status::OK();
+}
+
+Result<std::vector<EvictedName>> Store::RemoveIfEmpty(Ino ino) {
+  std::vector<EvictedName> removed;
+  KDN_RETURN_IF_ERROR(impl_->Write(true, [&](Db& db, TxnEffects& fx) -> Status {
+    removed.clear();
+    return impl_->RemoveEmptyFile(db, ino, fx, &removed);
+  }));
+  return removed;
+}
+
 Status Store::Rmdir(Ino parent, std::string_view name) {
   KDN_RETURN_IF_ERROR(CheckName(name));
   return impl_->Write(true, [&](Db& db, TxnEffects& fx) -> Status {

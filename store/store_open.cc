@@ -8,9 +8,11 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <charconv>
 #include <climits>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <ctime>
 #include <filesystem>
 #include <random>
@@ -30,6 +32,9 @@ using store::NowNs;
 using store::Stmt;
 
 namespace {
+
+// In a staging file's name: the file holds the first content of the inode whose number follows.
+constexpr const char* kFirstContentTag = ".first-";
 
 bool IsStoreEntry(std::string_view name) {
   return name == "." || name == ".." || name == "LOCK" || name == "chunks" || name == "seg" ||
@@ -273,12 +278,29 @@ Status Store::Impl::CleanStaging() {
   if (::mkdir(staging.c_str(), store::kDirMode) != 0 && errno != EEXIST) {
     return Status::FromErrno("creating " + staging, errno);
   }
-  // Staged files belong to writes that never committed: their content was never published.
+  // Staged files belong to writes that never committed: their content was never published. A
+  // file whose first content one of them held is removed too, if it still has none.
+  std::vector<Ino> unborn;
   std::error_code ec;
   for (const auto& entry : std::filesystem::directory_iterator(staging, ec)) {
+    const std::string name = entry.path().filename().string();
+    const size_t at = name.find(kFirstContentTag);
+    if (at != std::string::npos) {
+      const char* begin = name.data() + at + std::strlen(kFirstContentTag);
+      Ino ino = 0;
+      auto [end, err] = std::from_chars(begin, name.data() + name.size(), ino);
+      if (err == std::errc() && std::string_view(end) == ".tmp" && ino != 0) {
+        unborn.push_back(ino);
+      }
+    }
     std::filesystem::remove_all(entry.path(), ec);
   }
-  return Status::OK();
+  if (unborn.empty()) return Status::OK();
+  return Write(true, [&](Db& db, store::TxnEffects& fx) -> Status {
+    std::vector<EvictedName> removed;
+    for (Ino ino : unborn) KDN_RETURN_IF_ERROR(RemoveEmptyFile(db, ino, fx, &removed));
+    return Status::OK();
+  });
 }
 
 bool Store::Impl::IsOpen(Ino ino) {
@@ -311,6 +333,12 @@ const std::string& Store::dir() const {
 
 std::string Store::staging_dir() const {
   return impl_->dir + "/staging";
+}
+
+std::string Store::NewStagingPath(Ino first_content_of) {
+  std::string path = NewStagingPath();
+  path.resize(path.size() - 4);  // ".tmp"
+  return path + kFirstContentTag + std::to_string(first_content_of) + ".tmp";
 }
 
 std::string Store::NewStagingPath() {

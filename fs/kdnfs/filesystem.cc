@@ -10,7 +10,9 @@
 #include <cerrno>
 #include <cstdio>
 #include <fstream>
+#include <new>
 #include <sstream>
+#include <thread>
 
 #include "fs/kdnfs/kdn_xattrs.h"
 #include "fs/kdnfs/log.h"
@@ -112,9 +114,14 @@ void Filesystem::CountLookup(Ino ino) {
   ++inodes_[ino].nlookup;
 }
 
-Result<Entry> Filesystem::CountedEntry(Result<InodeAttr> attr) {
+Result<Entry> Filesystem::CountedEntry(Result<InodeAttr> attr,
+                                       std::optional<uint64_t> epoch_before) {
   if (!attr.ok()) return attr.status();
-  OverlayStaged(*attr);
+  if (epoch_before) {
+    Freshen(*attr, *epoch_before);
+  } else {
+    OverlayStaged(*attr);
+  }
   CountLookup(attr->ino);
   return MakeEntry(*attr);
 }
@@ -144,13 +151,14 @@ Result<Entry> Filesystem::Lookup(const Caller& caller, Ino parent, std::string_v
   }
   if (name == kSetPrefixDirName) return control_->LookupSetPrefixDir(parent);
   KDN_RETURN_IF_ERROR(CheckName(name));
+  const uint64_t epoch = content_epoch_.load();
   auto attr = store_->Lookup(parent, name);
   if (!attr.ok() && attr.status().IsNotFound() && options_.negative_timeout > 0) {
     Entry negative;
     negative.entry_timeout = options_.negative_timeout;
     return negative;
   }
-  return CountedEntry(std::move(attr));
+  return CountedEntry(std::move(attr), epoch);
 }
 
 void Filesystem::Forget(Ino ino, uint64_t count) {
@@ -182,15 +190,35 @@ void Filesystem::Forget(Ino ino, uint64_t count) {
   if (release) (void)store_->CloseInode(ino);
 }
 
-void Filesystem::OverlayStaged(InodeAttr& attr) {
-  if (!S_ISREG(attr.mode)) return;
+bool Filesystem::OverlayStaged(InodeAttr& attr) {
+  if (!S_ISREG(attr.mode)) return false;
   std::shared_ptr<StagedFile> staged = StagedOf(attr.ino);
-  if (!staged) return;
+  if (!staged) return false;
   std::shared_lock lock(staged->mutex());
-  if (staged->retired()) return;
+  if (staged->retired()) return false;
   attr.size = staged->size();
   attr.mtime_ns = staged->mtime_ns();
   attr.ctime_ns = std::max(attr.ctime_ns, staged->ctime_ns());
+  return true;
+}
+
+void Filesystem::Freshen(InodeAttr& attr, uint64_t epoch_before) {
+  if (!S_ISREG(attr.mode)) return;
+  // Staged content is newer than anything committed. Without any, `attr` is current unless a
+  // commit ended since epoch_before (the epoch moves with the staged file's removal, under mu_).
+  // A retired staged file that is still there is a commit that has not ended: wait for it.
+  // Commits elsewhere also move the epoch; then the store is asked again (a few reads at most).
+  for (int attempt = 0; attempt < 1000; ++attempt) {
+    if (OverlayStaged(attr)) return;
+    if (StagedOf(attr.ino) == nullptr && content_epoch_.load() == epoch_before) return;
+    std::this_thread::yield();
+    epoch_before = content_epoch_.load();
+    auto again = store_->GetAttr(attr.ino);
+    if (!again.ok()) return;  // gone meanwhile: what was read is all there is
+    attr = *again;
+  }
+  KDN_LOG_ERROR("inode %llu: attributes kept changing; answering with the last ones read",
+                static_cast<unsigned long long>(attr.ino));
 }
 
 Result<Attr> Filesystem::GetAttr(Ino ino) {
@@ -198,8 +226,9 @@ Result<Attr> Filesystem::GetAttr(Ino ino) {
     KDN_ASSIGN_OR_RETURN(InodeAttr attr, control_->GetAttr(ino));
     return Attr{attr, 0.0};
   }
+  const uint64_t epoch = content_epoch_.load();
   KDN_ASSIGN_OR_RETURN(InodeAttr attr, store_->GetAttr(ino));
-  OverlayStaged(attr);
+  Freshen(attr, epoch);
   return Attr{attr, options_.attr_timeout};
 }
 
@@ -297,7 +326,8 @@ Result<Entry> Filesystem::Create(const Caller& caller, Ino parent, std::string_v
     truncate.size = 0;
     KDN_RETURN_IF_ERROR(SetAttr(caller, existing.ino, truncate).status());
   }
-  return CountedEntry(store_->GetAttr(existing.ino));
+  const uint64_t epoch = content_epoch_.load();
+  return CountedEntry(store_->GetAttr(existing.ino), epoch);
 }
 
 Result<Entry> Filesystem::Link(const Caller& caller, Ino ino, Ino new_parent,
@@ -305,7 +335,8 @@ Result<Entry> Filesystem::Link(const Caller& caller, Ino ino, Ino new_parent,
   (void)caller;
   if (ControlFiles::IsControl(ino)) return ControlRefused();
   KDN_RETURN_IF_ERROR(CheckWritableDir(new_parent, new_name));
-  return CountedEntry(store_->Link(ino, new_parent, new_name));
+  const uint64_t epoch = content_epoch_.load();
+  return CountedEntry(store_->Link(ino, new_parent, new_name), epoch);
 }
 
 Result<std::string> Filesystem::ReadLink(Ino ino) {
@@ -353,11 +384,12 @@ Status Filesystem::ReadDir(Ino dir, uint64_t cookie, bool plus, size_t max_entri
     }
     return Status::OK();
   }
+  const uint64_t epoch = content_epoch_.load();
   KDN_ASSIGN_OR_RETURN(auto entries,
                        store_->ReadDir(dir, cookie, std::max<size_t>(max_entries, 1)));
   for (auto& e : entries) {
     bool counted = plus && !IsDotOrDotDot(e.name);
-    if (counted) OverlayStaged(e.attr);
+    if (counted) Freshen(e.attr, epoch);
     // Counted before the reply exists: the kernel may forget the entry as soon as it has it.
     if (counted) CountLookup(e.attr.ino);
     if (!fill(e.name, MakeEntry(e.attr), e.cookie)) {
@@ -411,6 +443,11 @@ Result<Filesystem::StagedLock> Filesystem::Stage(Ino ino, uint64_t keep) {
       copied = attr.status();
     } else if (!S_ISREG(attr->mode)) {
       copied = Errno(S_ISDIR(attr->mode) ? EISDIR : EINVAL, "not a regular file");
+    } else if (attr->chunk.IsZero() && attr->size == 0) {
+      // A new file (cp, >): should its first content never commit, it must not stay behind
+      // empty, neither after a crash nor after a refusal.
+      copied = file->MarkFirstContent(store_->NewStagingPath(ino));
+      if (copied.ok()) file->set_mtime_ns(attr->mtime_ns);
     } else {
       copied = file->CopyFrom(*store_, attr->chunk, std::min(keep, attr->size));
       if (copied.ok()) file->set_mtime_ns(attr->mtime_ns);
@@ -428,6 +465,7 @@ Result<Filesystem::StagedLock> Filesystem::Stage(Ino ino, uint64_t keep) {
 void Filesystem::Unstage(Ino ino, const std::shared_ptr<StagedFile>& file) {
   {
     MutexLock lock(mu_);
+    content_epoch_.fetch_add(1);  // the content committed (or not): see Freshen
     auto it = inodes_.find(ino);
     if (it != inodes_.end() && it->second.staged == file) {
       it->second.staged.reset();
@@ -441,6 +479,7 @@ void Filesystem::Unstage(Ino ino, const std::shared_ptr<StagedFile>& file) {
 
 void Filesystem::ContentChanged(Ino ino) {
   MutexLock lock(mu_);
+  content_epoch_.fetch_add(1);
   auto it = inodes_.find(ino);
   if (it == inodes_.end()) return;
   it->second.content_known = false;
@@ -545,7 +584,40 @@ Status Filesystem::Commit(Ino ino, StagedLock staged, const char* why) {
   uint64_t bytes = file->size();
   CommitOptions options;
   options.mtime_ns = file->mtime_ns();
-  auto committed = store_->CommitFileContent(ino, file->path(), options);
+  auto committed = [&]() -> Result<InodeAttr> {
+    // Content larger than the store can ever hold is refused before its bytes are read (hashed,
+    // verified): a sparse file that claims 64 GiB costs nothing but this check.
+    const uint64_t capacity = store_->Usage().capacity_bytes;
+    if (capacity != 0 && bytes > capacity) {
+      return Status::NoSpace(std::to_string(bytes) + " bytes of content, the store holds " +
+                             std::to_string(capacity));
+    }
+    // No request may take the daemon down: memory that cannot be had fails this commit only.
+    try {
+      return store_->CommitFileContent(ino, file->path(), options);
+    } catch (const std::bad_alloc&) {
+      return Errno(ENOMEM, "out of memory while committing " + std::to_string(bytes) + " bytes");
+    }
+  }();
+  std::string name;  // for the log, taken before a removal below
+  if (!committed.ok()) {
+    auto path = store_->PathOf(ino);
+    name = path.ok() ? *path : "inode " + std::to_string(ino);
+  }
+  std::vector<EvictedName> removed;
+  if (!committed.ok() && file->first_content()) {
+    // Its first content refused: the file goes, as if its creation had been part of the commit
+    // (a set must not keep `.kv` names that no engine can open). Under the staged file's lock:
+    // no other content can commit meanwhile.
+    HoldIfReferenced(ino);
+    auto gone = store_->RemoveIfEmpty(ino);
+    if (gone.ok()) {
+      removed = std::move(*gone);
+    } else {
+      KDN_LOG_ERROR("cannot remove inode %llu after its first content failed: %s",
+                    static_cast<unsigned long long>(ino), gone.status().ToString().c_str());
+    }
+  }
   file->Retire();
   // Unlocked before the kernel is told: a read of this inode that holds the kernel's page lock
   // may be waiting for the staged file.
@@ -560,8 +632,6 @@ Status Filesystem::Commit(Ino ino, StagedLock staged, const char* why) {
     return Status::OK();
   }
   const Status& error = committed.status();
-  auto path = store_->PathOf(ino);
-  std::string name = path.ok() ? *path : "inode " + std::to_string(ino);
   // The staging file's name means nothing to the user: the file's name is what they need.
   std::string message = error.message();
   if (message.starts_with(file->path() + ": ")) message.erase(0, file->path().size() + 2);
@@ -576,6 +646,10 @@ Status Filesystem::Commit(Ino ino, StagedLock staged, const char* why) {
   }
   // The kernel's pages and size are those of the refused bytes.
   if (cache) cache->InvalidateInode(ino, true);
+  for (const EvictedName& n : removed) {
+    KDN_LOG_INFO("removed %s: its first content was not committed", name.c_str());
+    if (cache) cache->ForgetName(n.parent, n.name, n.ino);
+  }
   return error;
 }
 

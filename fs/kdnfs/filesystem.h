@@ -10,8 +10,9 @@
 // Content. Committed content is an immutable store chunk. Writes and truncations go to a
 // StagedFile per inode (staged_file.h); a close (Flush) by a process that wrote, or an fsync,
 // commits it with Store::CommitFileContent, which validates `.kv` content. A refused or failed
-// commit fails that close() (EINVAL for an invalid `.kv`), logs why, and drops the staged bytes:
-// the name keeps its previous content. Staged content whose writers are all gone (a truncate(2)
+// commit fails that close() (EINVAL for an invalid `.kv`, ENOSPC beyond the capacity, checked
+// before the bytes are read, ENOMEM when memory runs out), logs why, and drops the staged bytes:
+// the name keeps its previous content; a file that had none (a new file) is removed. Staged content whose writers are all gone (a truncate(2)
 // without a following close) is committed by CommitIdle; the rest at the kernel's last FORGET of
 // the inode and at unmount.
 //
@@ -208,12 +209,23 @@ class Filesystem {
   void OnEvicted(const std::vector<EvictedName>& names);
 
   Entry MakeEntry(const InodeAttr& attr) const;
-  Result<Entry> CountedEntry(Result<InodeAttr> attr);
+  // With `epoch_before` (content_epoch_ read before `attr` was read from the store), the size is
+  // made fresh with Freshen; without, the inode is new and can have nothing staged.
+  Result<Entry> CountedEntry(Result<InodeAttr> attr,
+                             std::optional<uint64_t> epoch_before = std::nullopt);
   void CountLookup(Ino ino);
   // Keeps `ino` open in the store if the kernel holds it and it may lose its last name.
   void HoldIfReferenced(Ino ino);
   Result<NewNode> NewNodeFor(const Caller& caller, Ino parent, uint32_t mode);
-  void OverlayStaged(InodeAttr& attr);
+  // The staged size and times over `attr`; false when nothing is staged, or the staged file was
+  // just retired (its commit is in progress).
+  bool OverlayStaged(InodeAttr& attr);
+  // `attr` was read from the store after content_epoch_ was `epoch_before`. A commit may have
+  // published newer content meanwhile, and retired the staged file that had it: then `attr` is
+  // older than what an observer may already have seen, and a kernel that took it would move the
+  // size back (and append at a stale end). Reads the store again until its answer is known to be
+  // at least as new as anything staged or committed before the answer is returned.
+  void Freshen(InodeAttr& attr, uint64_t epoch_before);
   std::shared_ptr<StagedFile> StagedOf(Ino ino);
   // The inode's staged file, created (with at most `keep` bytes of the committed content copied)
   // when there is none.
@@ -238,7 +250,13 @@ class Filesystem {
   FsCounters counters_;
   std::unique_ptr<RequestOutcomes> requests_;
 
-  Mutex mu_;  // taken before any StagedFile's mutex, never after
+  // Counts every change of committed content (a commit, a refusal, an eviction), bumped under mu_
+  // together with the end of the inode's staged file: see Freshen.
+  std::atomic<uint64_t> content_epoch_{0};
+  // Guards inodes_. Never held while waiting for a StagedFile's mutex (Stage locks a new staged
+  // file under it before anyone else can see that file), so a holder of a staged file's mutex may
+  // take it (Commit does, to remove a refused new file).
+  Mutex mu_;
   std::unordered_map<Ino, InodeState> inodes_ KDN_GUARDED_BY(mu_);
 };
 

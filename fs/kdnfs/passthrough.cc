@@ -90,7 +90,7 @@ Status Passthrough::CheckChangeable(Ino ino) {
   if (WaitNoPassthroughLocked(lock, ino, std::chrono::steady_clock::now() + kBusyWait)) {
     return Status::OK();
   }
-  return Status::IOError("the file is open for passthrough reading", ETXTBSY);
+  return Status::FromErrno("the file is open for passthrough reading", ETXTBSY);
 }
 
 Passthrough::Decision Passthrough::Open(Ino ino, int flags,

@@ -49,6 +49,15 @@ void StagedFile::Touch() {
   last_change_ = Clock::now();
 }
 
+Status StagedFile::MarkFirstContent(const std::string& first_content_path) {
+  if (::rename(path_.c_str(), first_content_path.c_str()) != 0) {
+    return Status::FromErrno("rename staging file " + path_, errno);
+  }
+  path_ = first_content_path;
+  first_content_ = true;
+  return Status::OK();
+}
+
 Status StagedFile::CopyFrom(Store& store, const ChunkId& chunk, uint64_t length) {
   if (length == 0) return Status::OK();
   // 4 KiB-aligned buffer and offsets: the store reads straight into it (O_DIRECT, no copy).

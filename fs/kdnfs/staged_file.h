@@ -4,7 +4,8 @@
 // file in the store's staging directory: a copy of the committed bytes the write needs, then the
 // writes themselves. At close (FLUSH from a process that wrote), fsync, or when nobody can write
 // any more, the staged file is handed to Store::CommitFileContent, which validates it (`.kv`
-// content must parse and pass every checksum), stores it and publishes it in one transaction.
+// content must pass VerifyKv, the check `kdnctl verify` runs), stores it and publishes it in one
+// transaction.
 // Until then reads of the inode are served from the staged file.
 //
 // Writers are remembered by thread id and thread group id: FUSE sends FLUSH on every close(), and
@@ -61,6 +62,12 @@ class StagedFile {
   void set_mtime_ns(int64_t ns) { mtime_ns_ = ns; }
   Clock::time_point last_change() const { return last_change_; }
 
+  // The file being staged had no content: this is its first. The staging file moves to
+  // `first_content_path` (Store::NewStagingPath(Ino)), so that recovery after a crash removes the
+  // file if that content never commits; a refused first content removes it at once.
+  Status MarkFirstContent(const std::string& first_content_path);
+  bool first_content() const { return first_content_; }
+
   // Set once the content was committed or dropped: the object is no longer the inode's content and
   // a caller that still holds it must look the inode up again.
   bool retired() const { return retired_; }
@@ -82,6 +89,7 @@ class StagedFile {
   Clock::time_point last_change_;
   std::vector<std::pair<int32_t, int32_t>> writers_;  // (thread id, thread group id)
   bool retired_ = false;
+  bool first_content_ = false;
 };
 
 // Nanoseconds since the epoch (CLOCK_REALTIME), the unit of every time in the store.

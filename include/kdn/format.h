@@ -183,6 +183,7 @@ class KvReader {
   // decoded_block_bytes(dtype) bytes).
   Status DecodeBlock(uint32_t layer, KvKind kind, DType dtype, std::span<std::byte> out) const;
   // Every block read, checksummed and decoded; the first failure names its layer and block.
+  // (VerifyKv is this after the header checks of Open.)
   Status VerifyAll() const;
 
  private:
@@ -191,6 +192,16 @@ class KvReader {
   std::unique_ptr<ByteSource> source_;
   KvHeader header_;
 };
+
+// The one complete check of a `.kv` file: what `kdnctl verify` runs, what the store runs before it
+// publishes `.kv` content, and what fsck runs. The header (every field, bound and checksum, and its
+// file size against source.size()), then every block streamed in fixed windows: its checksum, its
+// zstd stage decoded to exactly the size the layout gives it (one frame that declares that size,
+// nothing after it), quantization padding and the padding between blocks zero. Memory stays
+// bounded whatever sizes the header claims: nothing is allocated from a header field before the
+// field is checked against the bytes there are, and blocks are never held whole. An allocation
+// that fails is kNoSpace, never an exception. Returns the parsed header.
+Result<KvHeader> VerifyKv(const ByteSource& source);
 
 // Builds a `.kv` file. Layers are added in order, each as K and V tensors in the model dtype,
 // [tokens][kv_heads][head_dim]; Finish writes the complete file (header, then aligned blocks).

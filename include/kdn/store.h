@@ -7,7 +7,9 @@
 //                     offset N at file offset N, all-zero 4 KiB blocks of non-`.kv` content left as
 //                     holes. Written and read with O_DIRECT through the I/O engine (io_uring).
 //   staging/          files being written by kdnfs (handed to the store at commit) and chunk files
-//                     being written; stray ones are removed when the store is opened.
+//                     being written; stray ones are removed when the store is opened, and with them
+//                     the files whose first content they held (NewStagingPath(Ino)) if those
+//                     still have none.
 //   LOCK              flock()ed for the lifetime of the Store: a second process gets kBusy.
 // Only the store's owner may read it: the directories are 0700 and the files 0600 (wider modes
 // found at open are fixed and reported in OpenWarnings).
@@ -21,8 +23,9 @@
 // descriptors already open keep reading it). Every read is verified (per-block xxh3-64 checksums
 // of the stored bytes, computed at put time).
 //
-// Content that starts with the `.kv` magic is validated at put/commit time (header, every block
-// checksum) and its header and prefix hashes are indexed, so that kdnfs can answer prefix lookups.
+// Content that starts with the `.kv` magic is validated at put/commit time with VerifyKv
+// (kdn/format.h: the complete check `kdnctl verify` runs, in bounded memory) and its header and
+// prefix hashes are indexed, so that kdnfs can answer prefix lookups.
 // Invalid `.kv` content is refused with kInvalidArgument and nothing changes.
 //
 // Capacity: a byte limit on the chunks' sizes, each rounded up to 4 KiB. A put that would exceed it evicts chunks that only
@@ -321,6 +324,10 @@ class Store {
   std::string staging_dir() const;  // dir()/staging
   // A fresh, unused path inside staging_dir() for kdnfs to create (O_CREAT|O_EXCL) and fill.
   std::string NewStagingPath();
+  // The same for the first content of `ino`, a regular file that has none yet. Should the process
+  // die before that content commits, the next Open removes `ino` with every name it has if it
+  // still has no content: a crash leaves no empty file that was only the first step of a copy.
+  std::string NewStagingPath(Ino first_content_of);
   StoreUsage Usage() const;
   StoreStats Stats() const;
 
@@ -374,6 +381,10 @@ class Store {
   // Removes a non-directory name; returns the inode as it is afterwards. The inode and its content
   // are reclaimed at once when nlink drops to 0 and it is not open, else at its last CloseInode.
   Result<InodeAttr> Unlink(Ino parent, std::string_view name);
+  // Removes every name of `ino`, like Unlink of each, if it is a regular file without content
+  // (a new file whose first content was refused); otherwise changes nothing. Returns the names
+  // removed.
+  Result<std::vector<EvictedName>> RemoveIfEmpty(Ino ino);
   // Removes an empty directory (ENOTEMPTY status with sys_errno() ENOTEMPTY when it is not).
   Status Rmdir(Ino parent, std::string_view name);
   // Atomic rename. Replaces an existing target (a file by a file, a directory by an empty
@@ -407,8 +418,7 @@ class Store {
   Status CloseInode(Ino ino);
 
   // Publishes new content for a regular file in one transaction with the chunk: the staged file is
-  // validated (`.kv` content must parse and pass every checksum: kInvalidArgument otherwise, and
-  // nothing changes), stored (deduplicated), and becomes the inode's content; the old content is
+  // validated (`.kv` content must pass VerifyKv: kInvalidArgument otherwise, and nothing changes), stored (deduplicated), and becomes the inode's content; the old content is
   // released. The staged file is removed on success and left in place on failure.
   Result<InodeAttr> CommitFileContent(Ino ino, const std::string& staged_path,
                                       const CommitOptions& options = {});

@@ -8,17 +8,21 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
+#include <filesystem>
 #include <fstream>
 #include <map>
 #include <mutex>
 #include <set>
 #include <sstream>
 #include <utility>
+#include <thread>
 
 #include "fs/kdnfs/control_files.h"
 #include "fs/kdnfs/mount_util.h"
 #include "fs_test_util.h"
 #include "sha256_util.h"
+#include "security/hostile_kv.h"
 
 namespace kdn::fs {
 namespace {
@@ -221,6 +225,157 @@ TEST_F(FilesystemTest, AnInvalidKvIsRefusedAndThePreviousContentStays) {
     EXPECT_EQ(cache_.invalidated.back(), std::make_pair(f, true));
   }
   EXPECT_EQ(fs_->counters().refused_kv.load(), 3u);
+}
+
+// Files whose checksums all hold but that `kdnctl verify` refuses: the commit runs the same
+// verification and refuses each one; the name keeps its content.
+TEST_F(FilesystemTest, EveryKvThatVerifyRefusesIsRefusedAtCommit) {
+  auto good = MakeKv(64, 1);
+  Ino f = Put(kRootIno, "doc.kv", good);
+  const ChunkId before = Committed(f).chunk;
+  uint64_t refused = 0;
+  for (kdn::test::hostile::Kind kind : kdn::test::hostile::AllKinds()) {
+    SCOPED_TRACE(kdn::test::hostile::Name(kind));
+    const std::vector<std::byte> bad = kdn::test::hostile::Make(kind);
+    ASSERT_FALSE(bad.empty());
+    ASSERT_FALSE(VerifyKv(*MemorySource(bad)).ok());
+    Caller cp = As(0, 0, 300);
+    ASSERT_TRUE(fs_->SetAttr(cp, f, Size(0)).ok());
+    Write(f, 0, bad, cp);
+    Status st = fs_->Flush(cp, f);
+    EXPECT_EQ(st.code(), Code::kInvalidArgument) << st.ToString();
+    EXPECT_EQ(st.sys_errno(), EINVAL);
+    EXPECT_EQ(Committed(f).chunk, before);
+    EXPECT_EQ(ReadAll(f), good);
+    EXPECT_EQ(fs_->counters().refused_kv.load(), ++refused);
+  }
+}
+
+// A sparse file whose valid header claims blocks far beyond the store's capacity: refused with
+// ENOSPC before the bytes are read (a verification would have refused it as EINVAL, later).
+TEST_F(FilesystemTest, CapacityIsCheckedBeforeTheContentIsRead) {
+  Open(64 << 20);
+  auto good = MakeKv(64, 1);
+  Ino f = Put(kRootIno, "doc.kv", good);
+  const ChunkId before = Committed(f).chunk;
+  for (uint64_t block : {uint64_t{3} << 30, uint64_t{64} << 30}) {
+    uint64_t size = 0;
+    const auto head = kdn::test::hostile::HugeBlockHeader(block, &size);
+    Caller cp = As(0, 0, 300);
+    ASSERT_TRUE(fs_->SetAttr(cp, f, Size(0)).ok());
+    Write(f, 0, head, cp);
+    ASSERT_TRUE(fs_->SetAttr(cp, f, Size(size)).ok());
+    Status st = fs_->Flush(cp, f);
+    EXPECT_EQ(st.code(), Code::kNoSpace) << st.ToString();
+    EXPECT_EQ(st.sys_errno(), ENOSPC);
+    EXPECT_EQ(Committed(f).chunk, before);
+    EXPECT_EQ(fs_->GetAttr(f)->attr.size, good.size());
+  }
+}
+
+// cp of an invalid `.kv` to a new name: the close fails and the name is gone, not left empty.
+// A refused copy over an existing file keeps that file.
+TEST_F(FilesystemTest, ARefusedNewFileIsRemovedAtClose) {
+  auto bad = kdn::test::CorruptKv(MakeKv(64, 1));
+  Caller cp = As(0, 0, 300);
+  Ino f = Create(kRootIno, "new.kv", cp);
+  ASSERT_TRUE(fs_->Lookup(cp, kRootIno, "new.kv").ok());  // a second kernel reference
+  Write(f, 0, bad, cp);
+  Status st = fs_->Flush(cp, f);
+  EXPECT_EQ(st.code(), Code::kInvalidArgument) << st.ToString();
+  auto gone = fs_->Lookup(cp, kRootIno, "new.kv");
+  EXPECT_TRUE(!gone.ok() || gone->attr.ino == 0);
+  EXPECT_TRUE(fs_->store().Lookup(kRootIno, "new.kv").status().IsNotFound());
+  {
+    std::lock_guard lock(cache_.mu);
+    ASSERT_EQ(cache_.forgotten.size(), 1u);
+    EXPECT_EQ(cache_.forgotten[0].name, "new.kv");
+    EXPECT_EQ(cache_.forgotten[0].ino, f);
+  }
+  // Whoever still has it open reads it as it is (empty) until the kernel forgets it.
+  EXPECT_EQ(fs_->GetAttr(f)->attr.size, 0u);
+  fs_->Forget(f, 2);
+  EXPECT_TRUE(fs_->store().GetAttr(f).status().IsNotFound());
+  // A file that has content is never removed by a refusal.
+  Ino g = Put(kRootIno, "good.kv", MakeKv(64, 2));
+  ASSERT_TRUE(fs_->SetAttr(cp, g, Size(0)).ok());
+  Write(g, 0, bad, cp);
+  EXPECT_EQ(fs_->Flush(cp, g).code(), Code::kInvalidArgument);
+  EXPECT_EQ(ReadAll(g), MakeKv(64, 2));
+  // Nor is a new file whose content commits.
+  Put(kRootIno, "fine.txt", AsBytes("fine"));
+  EXPECT_TRUE(fs_->store().Lookup(kRootIno, "fine.txt").ok());
+}
+
+// The daemon dies while a new file's first content is staged: the next start removes the file.
+// (The store's own test covers the recovery; this one shows that kdnfs stages a new file's first
+// content where recovery finds it.)
+TEST_F(FilesystemTest, ANewFilesFirstContentIsStagedWhereRecoveryFindsIt) {
+  Ino f = Create(kRootIno, "copying.kv");
+  Write(f, 0, MakeKv(64, 1));
+  Ino g = Put(kRootIno, "old.txt", AsBytes("old"));
+  Write(g, 3, AsBytes(" and new"));
+  std::vector<std::string> names;
+  for (const auto& entry : std::filesystem::directory_iterator(fs_->store().staging_dir())) {
+    names.push_back(entry.path().filename().string());
+  }
+  std::sort(names.begin(), names.end());
+  ASSERT_EQ(names.size(), 2u);
+  const std::string tag = ".first-" + std::to_string(f) + ".tmp";
+  EXPECT_EQ(std::count_if(names.begin(), names.end(),
+                          [&](const std::string& n) { return n.ends_with(tag); }),
+            1);
+  EXPECT_EQ(std::count_if(names.begin(), names.end(),
+                          [](const std::string& n) { return n.find(".first-") != n.npos; }),
+            1);
+}
+
+// Appends by one writer, each committed at close, while observers ask for the size through
+// GetAttr, Lookup and READDIRPLUS: no observer may ever see the size go back (a kernel that got
+// an older size would append the next record over the last one).
+TEST_F(FilesystemTest, SizesNeverGoBackWhileAppendsCommit) {
+  Ino f = Create(kRootIno, "log");
+  ASSERT_TRUE(fs_->Flush(As(0, 0, 100), f).ok());
+  constexpr int kRecords = 400;
+  std::atomic<bool> done{false};
+  std::atomic<int> regressions{0};
+  auto observe = [&](int how) {
+    uint64_t last = 0;
+    while (!done.load()) {
+      uint64_t size = 0;
+      if (how == 0) {
+        auto a = fs_->GetAttr(f);
+        if (!a.ok()) continue;
+        size = a->attr.size;
+      } else if (how == 1) {
+        auto e = fs_->Lookup(As(0, 0, 500), kRootIno, "log");
+        if (!e.ok() || e->attr.ino == 0) continue;
+        size = e->attr.size;
+        fs_->Forget(f, 1);
+      } else {
+        (void)fs_->ReadDir(kRootIno, 0, true, 100, [&](std::string_view n, const Entry& e,
+                                                       uint64_t) {
+          if (n == "log") size = e.attr.size;
+          return true;
+        });
+        fs_->Forget(f, 1);
+      }
+      if (size < last) ++regressions;
+      last = std::max(last, size);
+    }
+  };
+  std::vector<std::thread> observers;
+  for (int how = 0; how < 3; ++how) observers.emplace_back(observe, how);
+  const std::string record(10, 'x');
+  for (int i = 0; i < kRecords; ++i) {
+    Caller w = As(0, 0, 1000 + i);  // open, write at the end, close: one process per record
+    Write(f, static_cast<uint64_t>(i) * record.size(), AsBytes(record), w);
+    ASSERT_TRUE(fs_->Flush(w, f).ok());
+  }
+  done = true;
+  for (auto& t : observers) t.join();
+  EXPECT_EQ(regressions.load(), 0);
+  EXPECT_EQ(ReadAll(f).size(), kRecords * record.size());
 }
 
 TEST_F(FilesystemTest, TruncationIsStagedAndCommittedAtClose) {

@@ -13,6 +13,9 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
+#include <thread>
+#include <future>
 #include <fstream>
 #include <map>
 #include <set>
@@ -63,6 +66,17 @@ struct stat Stat(const std::string& path) {
 bool Exists(const std::string& path) {
   struct stat st;
   return ::lstat(path.c_str(), &st) == 0;
+}
+
+// Whether `path` is gone. The kernel is told to forget a removed name right after the reply
+// that removed it, so a lookup may still find it for a moment: asked again until it is gone
+// (bounded, not a timing assertion: the outcome is what is checked).
+bool Gone(const std::string& path) {
+  for (int i = 0; i < 500; ++i) {
+    if (!Exists(path)) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  return false;
 }
 
 // A tree on the local disk: files, a `.kv`, a symlink, modes and times to preserve.
@@ -187,10 +201,10 @@ TEST(KdnfsMount, InvalidKvCopiesAreRefusedAndTheOldFileSurvives) {
     EXPECT_NE(cp.status, 0) << bad << " was accepted";
     EXPECT_NE(cp.output.find("Invalid argument"), std::string::npos) << cp.output;
     SH_OK("cmp " + m.scratch("good.kv") + " " + m.path("set/doc.kv"));
-    // A new name is refused just as well: it stays empty.
+    // A new name is refused just as well, and removed: no empty `.kv` stays in the set.
     auto fresh = Sh("cp " + m.scratch(bad) + " " + m.path(std::string("set/new-") + bad));
     EXPECT_NE(fresh.status, 0);
-    EXPECT_EQ(Stat(m.path(std::string("set/new-") + bad)).st_size, 0);
+    EXPECT_TRUE(Gone(m.path(std::string("set/new-") + bad)));
   }
   // Reads after the refusal come from the store again, not from the kernel's cached pages.
   EXPECT_EQ(ReadWholeFile(m.path("set/doc.kv")), good);
@@ -576,6 +590,64 @@ TEST(KdnfsMount, KillDuringCopyLosesNoFinishedFile) {
 
 // What one user may do to another's files: the kernel checks modes (default_permissions), kdnfs
 // sets owners and setgid inheritance.
+// Two processes append records with open/write/close each (bash >>) while a third stats the
+// file: no record is lost.
+TEST(KdnfsMount, ConcurrentAppendsLoseNoRecord) {
+  REQUIRE_FUSE();
+  KdnfsMount m;
+  ASSERT_TRUE(m.Start());
+  constexpr int kRecords = 1000;
+  const std::string log = m.path("log");
+  SH_OK(": > " + log);
+  std::atomic<bool> done{false};
+  std::atomic<int> regressions{0};
+  std::thread watcher([&] {
+    off_t last = 0;
+    while (!done.load()) {
+      struct stat st;
+      if (::stat(log.c_str(), &st) != 0) continue;
+      if (st.st_size < last) ++regressions;
+      last = std::max(last, st.st_size);
+    }
+  });
+  const std::string loop = "for i in $(seq " + std::to_string(kRecords) + "); do echo \"$W $i\" >> " +
+                           log + "; done";
+  auto a = std::async(std::launch::async, [&] { return Sh("W=a; " + loop); });
+  auto b = std::async(std::launch::async, [&] { return Sh("W=b; " + loop); });
+  EXPECT_TRUE(a.get().ok());
+  EXPECT_TRUE(b.get().ok());
+  done = true;
+  watcher.join();
+  EXPECT_EQ(Out("wc -l < " + log), std::to_string(2 * kRecords));
+  EXPECT_EQ(Out("grep -c '^a ' " + log), std::to_string(kRecords));
+  EXPECT_EQ(Out("grep -c '^b ' " + log), std::to_string(kRecords));
+  // kdnfs's own answers never go back (FilesystemTest.SizesNeverGoBackWhileAppendsCommit), but
+  // the kernel's view still can, by one record (fs/kdnfs/README.md, "Sizes never go back"):
+  // counted, not asserted, until that is understood.
+  std::printf("stat saw the size go back %d times\n", regressions.load());
+}
+
+// kill -9 of the daemon while a new file is being written: after the restart the file is not
+// there (it never had content), files that were complete are.
+TEST(KdnfsMount, ACrashLeavesNoEmptyNewFile) {
+  REQUIRE_FUSE();
+  KdnfsMount m;
+  ASSERT_TRUE(m.Start());
+  auto good = MakeKv(300, 31);
+  ASSERT_TRUE(WriteWholeFile(m.path("done.kv"), good));
+  SH_OK("touch " + m.path("empty"));
+  int fd = ::open(m.path("copying.kv").c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(::write(fd, good.data(), 8192), 8192);
+  m.Kill9();
+  ::close(fd);
+  m.Stop();
+  ASSERT_TRUE(m.Start());
+  EXPECT_FALSE(Exists(m.path("copying.kv")));
+  EXPECT_EQ(ReadWholeFile(m.path("done.kv")), good);
+  EXPECT_TRUE(Exists(m.path("empty")));
+}
+
 TEST(KdnfsMount, PermissionsBetweenUsers) {
   REQUIRE_FUSE();
   REQUIRE_ROOT();

@@ -478,3 +478,82 @@ TEST(NamespaceScale, HundredThousandEntries) {
 
 }  // namespace
 }  // namespace kdn
+
+namespace kdn {
+namespace {
+
+// A crash while the first content of a new file was being written (cp killed with the daemon):
+// the next open removes the file, which would otherwise stay empty forever. Files that are empty
+// on purpose, and files whose first content did commit, stay.
+TEST(FirstContentRecoveryTest, ANewFileWhoseFirstContentNeverCommittedIsRemovedAtOpen) {
+  test::TempDir dir("kdn-first");
+  StoreOptions o = test::SmallStoreOptions();
+  Ino unborn = 0, empty = 0, committed = 0, linked = 0;
+  {
+    auto store = test::OpenStore(dir.str(), o);
+    ASSERT_TRUE(store);
+    NewNode file;
+    file.mode = S_IFREG | 0644;
+    auto a = store->MakeNode(kRootIno, "copying.kv", file);
+    auto b = store->MakeNode(kRootIno, "empty", file);
+    auto c = store->MakeNode(kRootIno, "done.kv", file);
+    ASSERT_TRUE(a.ok() && b.ok() && c.ok());
+    unborn = a->ino;
+    empty = b->ino;
+    committed = c->ino;
+    // A second name of the unborn file goes with it.
+    auto l = store->Link(unborn, kRootIno, "copying-link.kv");
+    ASSERT_TRUE(l.ok()) << l.status().ToString();
+    linked = l->ino;
+    test::WriteFile(store->NewStagingPath(unborn), test::RandomBytes(5000, 1));
+    // Committed, then the process died before its staging file was gone: it keeps its content.
+    const std::string done = store->NewStagingPath(committed);
+    test::WriteFile(done, test::RandomBytes(3000, 2));
+    ASSERT_TRUE(store->CommitFileContent(committed, done).ok());
+    test::WriteFile(done, test::RandomBytes(3000, 3));
+  }
+  auto store = test::OpenStore(dir.str(), o);
+  ASSERT_TRUE(store);
+  EXPECT_TRUE(store->Lookup(kRootIno, "copying.kv").status().IsNotFound());
+  EXPECT_TRUE(store->Lookup(kRootIno, "copying-link.kv").status().IsNotFound());
+  EXPECT_TRUE(store->GetAttr(unborn).status().IsNotFound());
+  EXPECT_EQ(linked, unborn);
+  auto e = store->Lookup(kRootIno, "empty");
+  ASSERT_TRUE(e.ok());
+  EXPECT_EQ(e->ino, empty);
+  auto d = store->Lookup(kRootIno, "done.kv");
+  ASSERT_TRUE(d.ok());
+  EXPECT_EQ(d->size, 3000u);
+  EXPECT_EQ(std::distance(std::filesystem::directory_iterator(store->staging_dir()),
+                          std::filesystem::directory_iterator()),
+            0);
+  test::ExpectClean(*store);
+}
+
+TEST(FirstContentRecoveryTest, RemoveIfEmptyRemovesOnlyEmptyFiles) {
+  test::TempDir dir("kdn-first");
+  auto store = test::OpenStore(dir.str(), test::SmallStoreOptions());
+  ASSERT_TRUE(store);
+  NewNode file;
+  file.mode = S_IFREG | 0644;
+  auto a = store->MakeNode(kRootIno, "a", file);
+  auto b = store->MakeNode(kRootIno, "b", file);
+  ASSERT_TRUE(a.ok() && b.ok());
+  const std::string staged = store->NewStagingPath();
+  test::WriteFile(staged, test::RandomBytes(100, 4));
+  ASSERT_TRUE(store->CommitFileContent(b->ino, staged).ok());
+  auto removed = store->RemoveIfEmpty(a->ino);
+  ASSERT_TRUE(removed.ok()) << removed.status().ToString();
+  ASSERT_EQ(removed->size(), 1u);
+  EXPECT_EQ((*removed)[0].name, "a");
+  EXPECT_EQ((*removed)[0].parent, kRootIno);
+  EXPECT_TRUE(store->Lookup(kRootIno, "a").status().IsNotFound());
+  removed = store->RemoveIfEmpty(b->ino);
+  ASSERT_TRUE(removed.ok());
+  EXPECT_TRUE(removed->empty());
+  EXPECT_TRUE(store->Lookup(kRootIno, "b").ok());
+  test::ExpectClean(*store);
+}
+
+}  // namespace
+}  // namespace kdn
