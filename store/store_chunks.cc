@@ -213,6 +213,12 @@ Result<std::vector<PhysExtent>> Store::Impl::Reserve(uint64_t bytes) {
         grow = std::min<uint64_t>(options.segment_bytes, room);
       }
     }
+    if ((deficit > 0 || grow > 0) && unsynced_release_bytes.load() > 0) {
+      // Space released by committed changes is reusable once they are durable: sync the log
+      // rather than evict or grow.
+      KDN_RETURN_IF_ERROR(SyncLog(commit_seq.load()));
+      continue;
+    }
     if (deficit > 0) {
       KDN_ASSIGN_OR_RETURN(uint64_t evicted, Evict(deficit));
       if (evicted == 0) {

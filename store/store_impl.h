@@ -19,6 +19,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <thread>
 #include <unordered_map>
 #include <vector>
 
@@ -60,8 +61,10 @@ struct PreparedChunk {
   bool published = false;
 };
 
-// What a committed transaction changes outside the database; applied only after COMMIT.
+// What a committed transaction changes outside the database; applied only after COMMIT
+// (`retired` only once the transaction is durable: see Store::Impl::SyncLog).
 struct TxnEffects {
+  uint64_t commit_seq = 0;  // the transaction's place in commit order (set at COMMIT)
   std::vector<PhysExtent> retired;
   std::vector<ChunkId> deleted_chunks;
   std::vector<PreparedChunk*> published;
@@ -143,6 +146,38 @@ struct Store::Impl {
   bool commit_leader = false;
 
   void ApplyEffects(store::TxnEffects& fx);
+  // Hands released space to the allocator (free once the reads that may use it are done).
+  void RetireNow(std::vector<store::PhysExtent> extents);
+
+  // ---- durability of the log (store_commit.cc)
+  // Transactions are written to the WAL (to the OS) at COMMIT and numbered in commit order
+  // (`commit_seq`); SyncLog(n) makes every transaction up to n durable with one fdatasync of the
+  // WAL, shared by concurrent callers, then hands the space those transactions released to the
+  // allocator (reusing it earlier could overwrite bytes that a power loss brings back into use).
+  // A background thread (LogSyncerLoop) calls it every log_sync_interval_ms while something is
+  // unsynced.
+  Status SyncLog(uint64_t upto);
+  Status SyncWalFile();
+  void StartLogSyncer();
+  void StopLogSyncer();
+  void LogSyncerLoop();
+  std::atomic<uint64_t> commit_seq{0};   // last committed transaction (WAL written)
+  std::atomic<uint64_t> durable_seq{0};  // last transaction known durable
+  std::atomic<uint64_t> log_syncs{0};
+  std::mutex durable_mu;  // guards the fields below; taken before alloc_mu, never after
+  std::condition_variable durable_cv;
+  bool log_sync_running = false;
+  std::mutex syncer_mu;  // the background syncer's sleep
+  std::condition_variable syncer_cv;
+  bool syncer_stop = false;
+  UniqueFd wal_fd;  // meta.db-wal, opened at the first log sync (SyncWalFile only)
+  struct UnsyncedRelease {
+    uint64_t seq;
+    std::vector<store::PhysExtent> extents;
+  };
+  std::vector<UnsyncedRelease> unsynced_releases;
+  std::atomic<uint64_t> unsynced_release_bytes{0};
+  std::thread log_syncer;
   bool IsOpen(Ino ino);  // caller holds open_mu
   Status FlushTouched(store::Db& db);
 

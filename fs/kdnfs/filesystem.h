@@ -150,7 +150,8 @@ class Filesystem {
   Status Flush(const Caller& caller, Ino ino);
   // Whether `ino` has staged content: a Flush of it may commit (wait for the disk).
   bool HasStaged(Ino ino) { return StagedOf(ino) != nullptr; }
-  // fsync(): commits the staged content, whoever wrote it.
+  // fsync(), fdatasync() and fsync of a directory: commits the staged content, whoever wrote it,
+  // then makes every change that returned before it durable against power loss (Store::Sync).
   Status Fsync(const Caller& caller, Ino ino);
   // Commits staged content left without writers (see Options::idle_commit). Called periodically.
   void CommitIdle();

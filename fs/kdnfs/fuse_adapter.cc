@@ -341,9 +341,10 @@ void OnReleasedir(fuse_req_t req, fuse_ino_t, fuse_file_info*) {
   fuse_reply_err(req, 0);
 }
 
-void OnFsyncdir(fuse_req_t req, fuse_ino_t, int, fuse_file_info*) {
-  // Every namespace change is already a committed transaction.
-  fuse_reply_err(req, 0);
+void OnFsyncdir(fuse_req_t req, fuse_ino_t ino, int, fuse_file_info*) {
+  // Every namespace change is already committed (it survives kill -9); this makes the changes
+  // durable against power loss too.
+  fuse_reply_err(req, Fs(req).Fsync(CallerOf(req), ino).sys_errno());
 }
 
 void OnStatfs(fuse_req_t req, fuse_ino_t) {
