@@ -170,6 +170,8 @@ struct Store::Impl {
   std::mutex syncer_mu;  // the background syncer's sleep
   std::condition_variable syncer_cv;
   bool syncer_stop = false;
+  bool checkpoint_wanted = false;
+  void WantCheckpoint();  // the WAL is long: checkpoint it from the background thread
   UniqueFd wal_fd;  // meta.db-wal, opened at the first log sync (SyncWalFile only)
   struct UnsyncedRelease {
     uint64_t seq;
