@@ -190,8 +190,8 @@ Result<InodeAttr> Store::GetAttr(Ino ino) {
 
 Result<InodeAttr> Store::Lookup(Ino parent, std::string_view name) {
   KDN_ASSIGN_OR_RETURN(store::DbPool::Lease db, impl_->readers->Acquire());
-  KDN_ASSIGN_OR_RETURN(store::ReadTxn snapshot, store::ReadTxn::Begin(*db));
   if (name == "." || name == "..") {
+    KDN_ASSIGN_OR_RETURN(store::ReadTxn snapshot, store::ReadTxn::Begin(*db));
     KDN_ASSIGN_OR_RETURN(InodeAttr dir, LoadDir(*db, parent));
     if (name == ".") return dir;
     KDN_ASSIGN_OR_RETURN(Stmt q, db->Prepare("SELECT parent FROM inodes WHERE ino = ?"));
@@ -200,12 +200,17 @@ Result<InodeAttr> Store::Lookup(Ino parent, std::string_view name) {
     return LoadInode(*db, row && !q.IsNull(0) ? q.U64(0) : kRootIno);
   }
   if (name.size() > 255) return Errno(ENAMETOOLONG, "lookup");
+  // One statement, so one snapshot: no BEGIN/COMMIT around it (this runs for every name the
+  // kernel has not cached, the missing ones before each create included).
   KDN_ASSIGN_OR_RETURN(Stmt q, db->Prepare("SELECT " KDN_INODE_COLS " FROM dentries d "
                                            "JOIN inodes i ON i.ino = d.ino "
                                            "WHERE d.parent = ? AND d.name = ?"));
   q.BindInt(1, parent).BindBlob(2, AsBytes(name));
   KDN_ASSIGN_OR_RETURN(bool row, q.Step());
   if (row) return ReadAttr(q, 0);
+  q.Reset();
+  // Absent: the directory itself may be gone (ENOENT) or not be one (ENOTDIR). A change between
+  // the two statements makes no answer wrong that a slightly later lookup would have given.
   KDN_RETURN_IF_ERROR(LoadDir(*db, parent).status());
   return Status::NotFound(Quote(name) + " not found in directory " + std::to_string(parent));
 }
