@@ -222,8 +222,10 @@ struct Store::Impl {
 
   // ---- store_namespace.cc
   Status DropInode(store::Db& db, Ino ino, store::TxnEffects& fx);
-  // One name fewer for a non-directory; reclaimed when that was the last and it is not open.
-  Status DropLink(store::Db& db, Ino ino, int64_t now, store::TxnEffects& fx);
+  Status DropInode(store::Db& db, const InodeAttr& a, store::TxnEffects& fx);  // `a` loaded in db
+  // One name fewer for a non-directory (`a`: as loaded in this transaction); reclaimed when that
+  // was the last and it is not open.
+  Status DropLink(store::Db& db, const InodeAttr& a, int64_t now, store::TxnEffects& fx);
   // Makes `chunk` (a prepared chunk, or `existing` when null) the content of `ino` in the
   // transaction of `db`.
   Status SetContent(store::Db& db, Ino ino, store::PreparedChunk* chunk, const ChunkId* existing,

@@ -153,31 +153,31 @@ int64_t Resolve(int64_t t, int64_t now) {
 // ----------------------------------------------------
 
 Status Store::Impl::DropInode(Db& db, Ino ino, TxnEffects& fx) {
-  std::optional<InodeAttr> a;
-  {
-    Result<InodeAttr> r = LoadInode(db, ino);
-    if (!r.ok()) return r.status().IsNotFound() ? Status::OK() : r.status();
-    a = *r;
-  }
+  Result<InodeAttr> a = LoadInode(db, ino);
+  if (!a.ok()) return a.status().IsNotFound() ? Status::OK() : a.status();
+  return DropInode(db, *a, fx);
+}
+
+Status Store::Impl::DropInode(Db& db, const InodeAttr& a, TxnEffects& fx) {
   static constexpr const char* kDeletes[] = {"DELETE FROM xattrs WHERE ino = ?",
                                              "DELETE FROM inodes WHERE ino = ?"};
   for (const char* sql : kDeletes) {
     KDN_ASSIGN_OR_RETURN(Stmt q, db.Prepare(sql));
-    q.BindInt(1, ino);
+    q.BindInt(1, a.ino);
     KDN_RETURN_IF_ERROR(q.Run());
   }
   --fx.inode_delta;
-  if (!a->chunk.IsZero()) {
-    KDN_RETURN_IF_ERROR(DropChunkRef(db, a->chunk, RefKind::kInode, Keeps(*a), fx));
+  if (!a.chunk.IsZero()) {
+    KDN_RETURN_IF_ERROR(DropChunkRef(db, a.chunk, RefKind::kInode, Keeps(a), fx));
   }
   return Status::OK();
 }
 
-Status Store::Impl::DropLink(Db& db, Ino ino, int64_t now, TxnEffects& fx) {
-  KDN_RETURN_IF_ERROR(AddNlink(db, ino, -1, now));
-  KDN_ASSIGN_OR_RETURN(InodeAttr a, LoadInode(db, ino));
-  if (a.nlink == 0 && !IsOpen(ino)) return DropInode(db, ino, fx);
-  return Status::OK();
+Status Store::Impl::DropLink(Db& db, const InodeAttr& a, int64_t now, TxnEffects& fx) {
+  // The last name of a closed file: the row goes, so its link count need not be written first
+  // (an unlink is then 3 statements fewer: it runs once per file of an `rm -r`).
+  if (a.nlink <= 1 && !IsOpen(a.ino)) return DropInode(db, a, fx);
+  return AddNlink(db, a.ino, -1, now);
 }
 
 // ---- reads
@@ -417,7 +417,7 @@ Result<InodeAttr> Store::Unlink(Ino parent, std::string_view name) {
     KDN_RETURN_IF_ERROR(del.Run());
     const int64_t now = NowNs();
     KDN_RETURN_IF_ERROR(TouchDir(db, parent, now));
-    KDN_RETURN_IF_ERROR(impl_->DropLink(db, d->ino, now, fx));
+    KDN_RETURN_IF_ERROR(impl_->DropLink(db, out, now, fx));
     --out.nlink;
     out.ctime_ns = now;
     return Status::OK();
@@ -523,7 +523,7 @@ Status Store::Rename(Ino parent, std::string_view name, Ino new_parent, std::str
         KDN_RETURN_IF_ERROR(AddNlink(db, d.ino, -2, now));
         if (!impl_->IsOpen(d.ino)) KDN_RETURN_IF_ERROR(impl_->DropInode(db, d.ino, fx));
       } else {
-        KDN_RETURN_IF_ERROR(impl_->DropLink(db, d.ino, now, fx));
+        KDN_RETURN_IF_ERROR(impl_->DropLink(db, d, now, fx));
       }
     }
     KDN_ASSIGN_OR_RETURN(Stmt mv,
