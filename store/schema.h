@@ -16,7 +16,7 @@ inline constexpr int64_t kSchemaVersion = 2;
 // checks the version of an existing one.
 Status InitSchema(Db& db, uint32_t root_uid, uint32_t root_gid, int64_t now_ns);
 
-// Per-connection settings: WAL, synchronous FULL (or OFF without syncs), memory temp store.
+// Per-connection settings: WAL, synchronous NORMAL (or OFF without syncs), memory temp store.
 Status ConfigureConnection(Db& db, bool sync_full);
 
 Result<int64_t> GetMetaInt(Db& db, const char* key, int64_t fallback);

@@ -22,6 +22,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <thread>
 #include <unordered_map>
 #include <vector>
 
@@ -65,9 +66,11 @@ struct PreparedChunk {
   bool published = false;
 };
 
-// What a committed transaction changes outside the database; applied only after COMMIT.
+// What a committed transaction changes outside the database; applied only after COMMIT
+// (deleted chunks' files removed only once the transaction is durable: see Store::Impl::SyncLog).
 struct TxnEffects {
-  std::vector<ChunkId> deleted_chunks;  // their files are unlinked after the commit
+  uint64_t commit_seq = 0;               // the transaction's place in commit order (at COMMIT)
+  std::vector<ChunkId> deleted_chunks;  // their files are unlinked once the commit is durable
   uint64_t freed_bytes = 0;             // their 4 KiB-rounded sizes
   std::vector<PreparedChunk*> published;
   int64_t chunk_delta = 0;
@@ -168,6 +171,37 @@ struct Store::Impl {
   Status BackgroundError() KDN_EXCLUDES(bg_mu);
 
   void ApplyEffects(store::TxnEffects& fx);
+
+  // ---- durability of the log (store_commit.cc)
+  // Transactions are written to the WAL (to the OS) at COMMIT and numbered in commit order
+  // (`commit_seq`); SyncLog(n) makes every transaction up to n durable with one fdatasync of the
+  // WAL, shared by concurrent callers, then removes the files of the chunks those transactions
+  // deleted (removing them earlier could lose bytes that a power loss brings back into use).
+  // A background thread (LogSyncerLoop) calls it every log_sync_interval_ms while something is
+  // unsynced.
+  Status SyncLog(uint64_t upto);
+  Status SyncWalFile();
+  void StartLogSyncer();
+  void StopLogSyncer();
+  void LogSyncerLoop();
+  std::atomic<uint64_t> commit_seq{0};   // last committed transaction (WAL written)
+  std::atomic<uint64_t> durable_seq{0};  // last transaction known durable
+  std::atomic<uint64_t> log_syncs{0};
+  std::mutex durable_mu;  // guards the fields below; taken after write_mu, never before
+  std::condition_variable durable_cv;
+  bool log_sync_running = false;
+  std::mutex syncer_mu;  // the background syncer's sleep
+  std::condition_variable syncer_cv;
+  bool syncer_stop = false;
+  bool checkpoint_wanted = false;
+  void WantCheckpoint();  // the WAL is long: checkpoint it from the background thread
+  UniqueFd wal_fd;  // meta.db-wal, opened at the first log sync (SyncWalFile only)
+  struct PendingRemoval {
+    uint64_t seq;                 // the transaction that deleted them
+    std::vector<ChunkId> chunks;  // their files stay until it is durable
+  };
+  std::vector<PendingRemoval> pending_removals;
+  std::thread log_syncer;
   bool IsOpen(Ino ino);  // caller holds open_mu
   Status FlushTouched(store::Db& db);
 
@@ -214,8 +248,10 @@ struct Store::Impl {
 
   // ---- store_namespace.cc
   Status DropInode(store::Db& db, Ino ino, store::TxnEffects& fx);
-  // One name fewer for a non-directory; reclaimed when that was the last and it is not open.
-  Status DropLink(store::Db& db, Ino ino, int64_t now, store::TxnEffects& fx);
+  Status DropInode(store::Db& db, const InodeAttr& a, store::TxnEffects& fx);  // `a` loaded in db
+  // One name fewer for a non-directory (`a`: as loaded in this transaction); reclaimed when that
+  // was the last and it is not open.
+  Status DropLink(store::Db& db, const InodeAttr& a, int64_t now, store::TxnEffects& fx);
   // Makes `chunk` (a prepared chunk, or `existing` when null) the content of `ino` in the
   // transaction of `db`.
   Status SetContent(store::Db& db, Ino ino, store::PreparedChunk* chunk, const ChunkId* existing,

@@ -152,31 +152,31 @@ int64_t Resolve(int64_t t, int64_t now) {
 // ----------------------------------------------------
 
 Status Store::Impl::DropInode(Db& db, Ino ino, TxnEffects& fx) {
-  std::optional<InodeAttr> a;
-  {
-    Result<InodeAttr> r = LoadInode(db, ino);
-    if (!r.ok()) return r.status().IsNotFound() ? Status::OK() : r.status();
-    a = *r;
-  }
+  Result<InodeAttr> a = LoadInode(db, ino);
+  if (!a.ok()) return a.status().IsNotFound() ? Status::OK() : a.status();
+  return DropInode(db, *a, fx);
+}
+
+Status Store::Impl::DropInode(Db& db, const InodeAttr& a, TxnEffects& fx) {
   static constexpr const char* kDeletes[] = {"DELETE FROM xattrs WHERE ino = ?",
                                              "DELETE FROM inodes WHERE ino = ?"};
   for (const char* sql : kDeletes) {
     KDN_ASSIGN_OR_RETURN(Stmt q, db.Prepare(sql));
-    q.BindInt(1, ino);
+    q.BindInt(1, a.ino);
     KDN_RETURN_IF_ERROR(q.Run());
   }
   --fx.inode_delta;
-  if (!a->chunk.IsZero()) {
-    KDN_RETURN_IF_ERROR(DropChunkRef(db, a->chunk, RefKind::kInode, Keeps(*a), fx));
+  if (!a.chunk.IsZero()) {
+    KDN_RETURN_IF_ERROR(DropChunkRef(db, a.chunk, RefKind::kInode, Keeps(a), fx));
   }
   return Status::OK();
 }
 
-Status Store::Impl::DropLink(Db& db, Ino ino, int64_t now, TxnEffects& fx) {
-  KDN_RETURN_IF_ERROR(AddNlink(db, ino, -1, now));
-  KDN_ASSIGN_OR_RETURN(InodeAttr a, LoadInode(db, ino));
-  if (a.nlink == 0 && !IsOpen(ino)) return DropInode(db, ino, fx);
-  return Status::OK();
+Status Store::Impl::DropLink(Db& db, const InodeAttr& a, int64_t now, TxnEffects& fx) {
+  // The last name of a closed file: the row goes, so its link count need not be written first
+  // (an unlink is then 3 statements fewer: it runs once per file of an `rm -r`).
+  if (a.nlink <= 1 && !IsOpen(a.ino)) return DropInode(db, a, fx);
+  return AddNlink(db, a.ino, -1, now);
 }
 
 // ---- reads
@@ -189,8 +189,8 @@ Result<InodeAttr> Store::GetAttr(Ino ino) {
 
 Result<InodeAttr> Store::Lookup(Ino parent, std::string_view name) {
   KDN_ASSIGN_OR_RETURN(store::DbPool::Lease db, impl_->readers->Acquire());
-  KDN_ASSIGN_OR_RETURN(store::ReadTxn snapshot, store::ReadTxn::Begin(*db));
   if (name == "." || name == "..") {
+    KDN_ASSIGN_OR_RETURN(store::ReadTxn snapshot, store::ReadTxn::Begin(*db));
     KDN_ASSIGN_OR_RETURN(InodeAttr dir, LoadDir(*db, parent));
     if (name == ".") return dir;
     KDN_ASSIGN_OR_RETURN(Stmt q, db->Prepare("SELECT parent FROM inodes WHERE ino = ?"));
@@ -199,12 +199,17 @@ Result<InodeAttr> Store::Lookup(Ino parent, std::string_view name) {
     return LoadInode(*db, row && !q.IsNull(0) ? q.U64(0) : kRootIno);
   }
   if (name.size() > 255) return Errno(ENAMETOOLONG, "lookup");
+  // One statement, so one snapshot: no BEGIN/COMMIT around it (this runs for every name the
+  // kernel has not cached, the missing ones before each create included).
   KDN_ASSIGN_OR_RETURN(Stmt q, db->Prepare("SELECT " KDN_INODE_COLS " FROM dentries d "
                                            "JOIN inodes i ON i.ino = d.ino "
                                            "WHERE d.parent = ? AND d.name = ?"));
   q.BindInt(1, parent).BindBlob(2, AsBytes(name));
   KDN_ASSIGN_OR_RETURN(bool row, q.Step());
   if (row) return ReadAttr(q, 0);
+  q.Reset();
+  // Absent: the directory itself may be gone (ENOENT) or not be one (ENOTDIR). A change between
+  // the two statements makes no answer wrong that a slightly later lookup would have given.
   KDN_RETURN_IF_ERROR(LoadDir(*db, parent).status());
   return Status::NotFound(Quote(name) + " not found in directory " + std::to_string(parent));
 }
@@ -411,7 +416,7 @@ Result<InodeAttr> Store::Unlink(Ino parent, std::string_view name) {
     KDN_RETURN_IF_ERROR(del.Run());
     const int64_t now = NowNs();
     KDN_RETURN_IF_ERROR(TouchDir(db, parent, now));
-    KDN_RETURN_IF_ERROR(impl_->DropLink(db, d->ino, now, fx));
+    KDN_RETURN_IF_ERROR(impl_->DropLink(db, out, now, fx));
     --out.nlink;
     out.ctime_ns = now;
     return Status::OK();
@@ -560,7 +565,7 @@ Status Store::Rename(Ino parent, std::string_view name, Ino new_parent, std::str
         KDN_RETURN_IF_ERROR(AddNlink(db, d.ino, -2, now));
         if (!impl_->IsOpen(d.ino)) KDN_RETURN_IF_ERROR(impl_->DropInode(db, d.ino, fx));
       } else {
-        KDN_RETURN_IF_ERROR(impl_->DropLink(db, d.ino, now, fx));
+        KDN_RETURN_IF_ERROR(impl_->DropLink(db, d, now, fx));
       }
     }
     KDN_ASSIGN_OR_RETURN(Stmt mv,
@@ -772,6 +777,15 @@ Status Store::CloseInode(Ino ino) {
     }
     if (--it->second > 0) return Status::OK();
     impl_->open_counts.erase(it);
+  }
+  {
+    // Nearly every file closed still has a name: nothing to reclaim, no transaction to pay for.
+    // Sound without a lock: an unlink that found it open committed before the erase above (it
+    // holds open_mu through COMMIT), so this newer snapshot sees its nlink of 0; one that comes
+    // later finds it closed and reclaims it itself.
+    KDN_ASSIGN_OR_RETURN(store::DbPool::Lease db, impl_->readers->Acquire());
+    Result<InodeAttr> a = LoadInode(*db, ino);
+    if (a.ok() && a->nlink > 0) return Status::OK();
   }
   return impl_->Write(true, [&](Db& db, TxnEffects& fx) -> Status {
     if (impl_->IsOpen(ino)) return Status::OK();  // opened again meanwhile

@@ -166,7 +166,8 @@ class Filesystem {
   // The committed content of `ino` when a reader may be served straight from its chunk file:
   // a regular file, not a control file, not empty, nothing staged. Otherwise nullopt.
   std::optional<InodeAttr> CommittedForRead(Ino ino);
-  // fsync(): commits the staged content, whoever wrote it.
+  // fsync(), fdatasync() and fsync of a directory: commits the staged content, whoever wrote it,
+  // then makes every change that returned before it durable against power loss (Store::Sync).
   Status Fsync(const Caller& caller, Ino ino);
   // Commits staged content left without writers (see Options::idle_commit). Called periodically.
   void CommitIdle();

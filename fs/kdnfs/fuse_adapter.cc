@@ -410,9 +410,10 @@ void OnReleasedir(fuse_req_t req, fuse_ino_t, fuse_file_info*) {
   ReplyStatus(req, FsOp::kReleasedir, Status::OK());
 }
 
-void OnFsyncdir(fuse_req_t req, fuse_ino_t, int, fuse_file_info*) {
-  // Every namespace change is already a committed transaction.
-  ReplyStatus(req, FsOp::kFsyncdir, Status::OK());
+void OnFsyncdir(fuse_req_t req, fuse_ino_t ino, int, fuse_file_info*) {
+  // Every namespace change is already committed (it survives kill -9); this makes the changes
+  // durable against power loss too.
+  ReplyStatus(req, FsOp::kFsyncdir, Fs(req).Fsync(CallerOf(req), ino));
 }
 
 void OnStatfs(fuse_req_t req, fuse_ino_t) {

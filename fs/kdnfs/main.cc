@@ -71,6 +71,9 @@ void PrintUsage(FILE* out) {
                "                     chunk files (Linux 6.9+, needs CAP_SYS_ADMIN); off: every\n"
                "                     read goes through kdnfs (default on)\n"
                "  sync=full|none     none skips every sync: scratch stores only (default full)\n"
+               "  commit=MS          with sync=full: a change that returned is durable against\n"
+               "                     power loss at most MS milliseconds later, or at the next\n"
+               "                     fsync on the mount; 0: before it returns (default 1000)\n"
                "\n"
                "Other -o options go to FUSE and the kernel, e.g. ro (read-only: closing a\n"
                "file then costs no request to the daemon), allow_other (the default\n"
@@ -125,6 +128,14 @@ Status ParseKdnOption(std::string_view opt, CommandLine& cl, bool& ours) {
       cl.store.sync = SyncPolicy::kNone;
     else
       return Status::InvalidArgument("sync must be full or none");
+  } else if (is("commit")) {
+    std::string v(value("commit"));
+    char* end = nullptr;
+    unsigned long ms = std::strtoul(v.c_str(), &end, 10);
+    if (v.empty() || *end != '\0' || ms > 3600000) {
+      return Status::InvalidArgument("commit must be 0..3600000 (milliseconds)");
+    }
+    cl.store.log_sync_interval_ms = static_cast<uint32_t>(ms);
   } else {
     ours = false;
   }

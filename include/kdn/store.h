@@ -1,8 +1,9 @@
 // The chunk store: content-addressed chunks on local NVMe, and the namespace that names them.
 //
 // A store is a directory:
-//   meta.db           SQLite (WAL, synchronous=FULL): chunks, inodes, directory entries, xattrs,
-//                     `.kv` metadata and prefix hashes. One transaction per operation.
+//   meta.db           SQLite (WAL, synchronous=NORMAL, see Durability below): chunks, inodes,
+//                     directory entries, xattrs, `.kv` metadata and prefix hashes. One
+//                     transaction per operation.
 //   chunks/ab/<id>    one file per chunk (named by its hex id), holding exactly its bytes: chunk
 //                     offset N at file offset N, all-zero 4 KiB blocks of non-`.kv` content left as
 //                     holes. Written and read with O_DIRECT through the I/O engine (io_uring).
@@ -33,10 +34,28 @@
 // the files that hold such a chunk); when that is not enough it fails with kNoSpace (ENOSPC) and
 // nothing of it is visible.
 //
-// Every method is thread-safe: many readers and writers may call concurrently. Every change is
-// atomic and durable when its call returns; concurrent changes share data syncs and SQLite
-// transactions (group commit), each isolated in its own savepoint. Errors carry the errno kdnfs
-// should answer in Status::sys_errno() (ENOTEMPTY, ENOTDIR, EISDIR, EEXIST, ENOSPC...).
+// Every method is thread-safe: many readers and writers may call concurrently. Concurrent changes
+// share data syncs and SQLite transactions (group commit), each isolated in its own savepoint.
+// Errors carry the errno kdnfs should answer in Status::sys_errno() (ENOTEMPTY, ENOTDIR, EISDIR,
+// EEXIST, ENOSPC...).
+//
+// Durability (SyncPolicy::kFull, the default). Every change is atomic: after any crash it is
+// there entirely or not at all. Beyond that, when its call returns:
+//   - it survives a crash of the process (kill -9, a bug): its transaction's log (WAL) frames are
+//     written to the operating system before the call returns;
+//   - it survives a crash of the machine (power loss, kernel panic) once the log is synced:
+//     by Sync() (kdnfs calls it for fsync(2), fdatasync(2) and fsync of a directory), at most
+//     `log_sync_interval_ms` later (a background thread syncs the log; default 1 s, like ext4's
+//     journal commit interval; 0 syncs it before every call returns, as synchronous=FULL did), and
+//     when the Store is closed. Changes become durable in the order they were made: a power loss
+//     keeps a prefix of them.
+//   - content (Put, PutFile, CommitFileContent) is written and fdatasync'ed before the transaction
+//     that publishes it is written, so whatever a power loss keeps of the log never names bytes
+//     that are not on the disk; a file keeps its old content or gets its new one, never part.
+//   - the file of a chunk that a change deleted is removed only once that change is durable, so a
+//     power loss that undoes the deletion never finds the chunk's file gone.
+// A single writer therefore pays no disk flush per metadata change (a create, unlink, rename,
+// chmod or xattr costs a write to the page cache), and one flush per content commit (its data).
 #ifndef KDN_STORE_H_
 #define KDN_STORE_H_
 
@@ -94,8 +113,8 @@ enum class IoEngineKind : uint8_t {
 };
 
 enum class SyncPolicy : uint8_t {
-  kFull = 0,  // data fdatasync'ed before every commit, SQLite synchronous=FULL: a committed
-              // operation survives a power cut
+  kFull = 0,  // data fdatasync'ed before every commit that publishes it, the log synced by Sync()
+              // and every log_sync_interval_ms (see Durability at the top)
   kNone = 1,  // no syncs: for scratch stores only; a crash of the machine may lose or corrupt data
 };
 
@@ -114,6 +133,9 @@ struct StoreOptions {
   uint64_t capacity_bytes = 0;
   IoEngineKind io_engine = IoEngineKind::kAuto;
   SyncPolicy sync = SyncPolicy::kFull;
+  // With kFull: the longest a returned change waits to be durable against power loss (the
+  // background log sync's period). 0: every change is durable before its call returns.
+  uint32_t log_sync_interval_ms = 1000;
   uint32_t queue_depth = 32;     // I/O requests in flight per operation
   uint32_t io_bytes = 1u << 20;  // bytes per I/O request (multiple of 4 KiB)
   // Called after an eviction has committed, on the thread whose put triggered it, with no store
@@ -280,6 +302,8 @@ struct StoreStats {
   uint64_t evictions = 0;  // chunks evicted
   uint64_t evicted_bytes = 0;
   uint64_t errors = 0;               // I/O errors and checksum failures seen by any operation
+  uint64_t log_syncs = 0;            // syncs of the metadata log (Sync, background, interval 0)
+  uint64_t unsynced_changes = 0;     // committed transactions not yet durable (now)
   uint64_t read_latency_p50_ns = 0;  // Get latency percentiles (0 before the first read)
   uint64_t read_latency_p90_ns = 0;
   uint64_t read_latency_p99_ns = 0;
@@ -330,6 +354,10 @@ class Store {
   std::string NewStagingPath(Ino first_content_of);
   StoreUsage Usage() const;
   StoreStats Stats() const;
+  // A durability barrier: every change that returned before this call is durable against power
+  // loss when it returns (one fdatasync of the log, shared by concurrent callers; nothing when
+  // everything is already durable). A no-op with SyncPolicy::kNone.
+  Status Sync();
 
   // ---- Chunks.
 

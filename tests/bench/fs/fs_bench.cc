@@ -8,10 +8,16 @@
 //   kdn_fs_bench kdn-load PATH             libkdn (CPU backend) opens the `.kv` and loads every
 //                                          layer into host memory in the model's dtype, as an
 //                                          engine would; prints the file's bytes per second
+//   kdn_fs_bench create-files DIR N BYTES  creates f0..f(N-1) in DIR (O_CREAT|O_EXCL), each with
+//                                          BYTES bytes written in one write(2) (none for 0), and
+//                                          closes each; prints the seconds it took
+//   kdn_fs_bench stat-files DIR N          lstat(2) of f0..f(N-1); prints the seconds
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -126,6 +132,45 @@ int KdnLoad(const std::string& path) {
   return 0;
 }
 
+double SecondsSince(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
+// The names are made before the clock starts: only the system calls are timed.
+std::vector<std::string> Names(const std::string& dir, int n) {
+  std::vector<std::string> paths;
+  paths.reserve(static_cast<size_t>(n));
+  for (int i = 0; i < n; ++i) paths.push_back(dir + "/f" + std::to_string(i));
+  return paths;
+}
+
+int CreateFiles(const std::string& dir, int n, size_t bytes) {
+  std::vector<std::string> paths = Names(dir, n);
+  std::vector<char> content(bytes, 'k');
+  auto start = std::chrono::steady_clock::now();
+  for (const auto& p : paths) {
+    int fd = ::open(p.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    if (fd < 0) return Fail("create " + p + ": " + std::strerror(errno));
+    if (bytes > 0 && ::write(fd, content.data(), bytes) != static_cast<ssize_t>(bytes)) {
+      return Fail("write " + p + ": " + std::strerror(errno));
+    }
+    if (::close(fd) != 0) return Fail("close " + p + ": " + std::strerror(errno));
+  }
+  std::printf("%.6f\n", SecondsSince(start));
+  return 0;
+}
+
+int StatFiles(const std::string& dir, int n) {
+  std::vector<std::string> paths = Names(dir, n);
+  auto start = std::chrono::steady_clock::now();
+  for (const auto& p : paths) {
+    struct stat st;
+    if (::lstat(p.c_str(), &st) != 0) return Fail("stat " + p + ": " + std::strerror(errno));
+  }
+  std::printf("%.6f\n", SecondsSince(start));
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -139,8 +184,13 @@ int main(int argc, char** argv) {
     return OpenRead(argv[2], std::atoi(argv[3]), runs);
   }
   if (cmd == "kdn-load" && argc == 3) return KdnLoad(argv[2]);
+  if (cmd == "create-files" && argc == 5) {
+    return CreateFiles(argv[2], std::atoi(argv[3]), std::strtoull(argv[4], nullptr, 10));
+  }
+  if (cmd == "stat-files" && argc == 4) return StatFiles(argv[2], std::atoi(argv[3]));
   std::fprintf(stderr,
                "usage: kdn_fs_bench make-kv PATH BYTES | make-files DIR N BYTES | "
-               "open-read DIR N RUNS | kdn-load PATH\n");
+               "open-read DIR N RUNS | kdn-load PATH | create-files DIR N BYTES | "
+               "stat-files DIR N\n");
   return 2;
 }
