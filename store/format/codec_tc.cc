@@ -319,9 +319,11 @@ Status TcBlock::DecodeRows(uint32_t t_begin, uint32_t t_end, DType out_dtype, st
                        scratch::Get(scratch::Slot::kCodes, seg_values * sizeof(int16_t)));
   int16_t* q = reinterpret_cast<int16_t*>(qbuf.data());
   const uint32_t heads = v.channels / v.head_dim;
-  const uint32_t esize = static_cast<uint32_t>(DTypeSize(out_dtype));
-  const uint32_t dt = static_cast<uint32_t>(out_dtype);
-  float x[tc::kMaxHeadDim];
+  // Rows are rebuilt in binary32, then converted with the SIMD kernels (round to nearest even,
+  // the same bits as tc::StoreFloats, which the device uses).
+  KDN_ASSIGN_OR_RETURN(std::span<std::byte> rowbuf,
+                       scratch::Get(scratch::Slot::kParams, uint64_t{v.channels} * 4));
+  float* x = reinterpret_cast<float*>(rowbuf.data());
   for (uint32_t seg = t_begin / v.seg_tokens; seg < v.n_segments; ++seg) {
     const uint32_t s0 = seg * v.seg_tokens;
     if (s0 >= t_end) break;
@@ -329,11 +331,11 @@ Status TcBlock::DecodeRows(uint32_t t_begin, uint32_t t_end, DType out_dtype, st
     const uint32_t r0 = std::max(s0, t_begin), r1 = std::min(s0 + tc::SegmentTokens(v, seg), t_end);
     for (uint32_t t = r0; t < r1; ++t) {
       const int16_t* qrow = q + uint64_t{t - s0} * v.channels;
-      uint8_t* orow = reinterpret_cast<uint8_t*>(out + uint64_t{t - t_begin} * row_stride_bytes);
       for (uint32_t h = 0; h < heads; ++h) {
-        tc::ReconstructHead(v, qrow, t, h, x);
-        tc::StoreFloats(x, v.head_dim, dt, orow + uint64_t{h} * v.head_dim * esize);
+        tc::ReconstructHead(v, qrow, t, h, x + uint64_t{h} * v.head_dim);
       }
+      ConvertDType(DType::kF32, x, out_dtype, out + uint64_t{t - t_begin} * row_stride_bytes,
+                   v.channels);
     }
   }
   return Status::OK();
