@@ -94,6 +94,19 @@ Status CheckPayload(const CodecSpec& codec, KvKind kind, const BlockShape& shape
   return Status::OK();
 }
 
+bool NeedsWholeBlockCheck(const CodecSpec& codec) {
+  return codec.id == CodecId::kTc;
+}
+
+Status CheckWholeBlock(const CodecSpec& codec, KvKind kind, const BlockShape& shape,
+                       std::span<const std::byte> encoded) {
+  (void)kind;
+  if (codec.id != CodecId::kTc) return Status::OK();
+  KDN_RETURN_IF_ERROR(CheckEncodedSize(codec, kind, shape, encoded.size()));
+  KDN_ASSIGN_OR_RETURN(auto tc, TcBlock::Parse(shape, encoded));
+  return tc->CheckStreams();
+}
+
 Status DecodePayloadRows(const CodecSpec& codec, KvKind kind, const BlockShape& shape,
                          std::span<const std::byte> payload, uint32_t t_begin, uint32_t t_end,
                          DType out_dtype, std::byte* out, size_t row_stride_bytes) {

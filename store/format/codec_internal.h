@@ -59,6 +59,13 @@ Status DecodeQuantRows(const CodecSpec& codec, KvKind kind, const BlockShape& sh
                        std::span<const std::byte> payload, uint32_t t_begin, uint32_t t_end,
                        DType out_dtype, std::byte* out, size_t row_stride_bytes);
 
+// The checks of a block's content beyond its checksum and streamed layout checks that need the
+// whole encoded block: tc's tables and every rANS segment decoded to its exact end. OK for codecs
+// that have none. What a verifier calls once it holds a block whose checksum matched.
+bool NeedsWholeBlockCheck(const CodecSpec& codec);
+Status CheckWholeBlock(const CodecSpec& codec, KvKind kind, const BlockShape& shape,
+                       std::span<const std::byte> encoded);
+
 // Any codec: dispatches to the three above.
 Status DecodePayloadRows(const CodecSpec& codec, KvKind kind, const BlockShape& shape,
                          std::span<const std::byte> payload, uint32_t t_begin, uint32_t t_end,

@@ -252,6 +252,26 @@ TEST(TcCodecTest, FilesRoundTripAndVerify) {
   }
 }
 
+TEST(TcCodecTest, VerifyDecodesEverySegment) {
+  const ModelIdentity m = test::SmallModel(DType::kF16, 2, 2, 8);
+  auto file = test::MakeFile(m, 2000, "tc:q=6", 3);
+  auto h = test::Parse(file);
+  ASSERT_TRUE(h.ok());
+  ASSERT_TRUE(test::OpenAndVerify(file).ok());
+  // Corrupt layer 1's V stream near its end and reseal every checksum: only decoding notices.
+  const BlockEntry& b = h->block(1, KvKind::kValue);
+  file[b.offset + b.encoded_bytes - 7] ^= std::byte{0x21};
+  const uint64_t table = h->header_bytes - 32ull * h->blocks.size();
+  test::Put<uint64_t>(&file, table + 32 * 3 + 24,
+                      HashBytes64(file.data() + b.offset, b.encoded_bytes));
+  test::ResealHeader(&file);
+  const Status st = test::OpenAndVerify(file);
+  ASSERT_FALSE(st.ok());
+  EXPECT_TRUE(st.IsCorruption()) << st.ToString();
+  EXPECT_NE(st.message().find("layer 1"), std::string::npos) << st.ToString();
+  EXPECT_NE(st.message().find("tc segment"), std::string::npos) << st.ToString();
+}
+
 TEST(TcCodecTest, SpecParsesQualityAndTransform) {
   EXPECT_EQ(test::Codec("tc").Name(), "tc:q=4");
   EXPECT_EQ(test::Codec("tc:q=2").bits, 2);
