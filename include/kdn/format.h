@@ -95,7 +95,7 @@ enum class CodecId : uint8_t {
 };
 
 inline constexpr uint8_t kTcMinQuality = 1;  // tc:q=1 coarsest ..
-inline constexpr uint8_t kTcMaxQuality = 12;  // .. tc:q=12 finest
+inline constexpr uint8_t kTcMaxQuality = 14;  // .. tc:q=14 finest
 inline constexpr uint8_t kTcDefaultQuality = 4;
 
 struct CodecSpec {
