@@ -6,6 +6,10 @@
 // q8/q4/q2  KIVI-style asymmetric quantization with fp16 scale and zero per group: K per channel
 //           over groups of `group_size` tokens (K outliers live in channels), V per token over
 //           groups of `group_size` channels. Optionally zstd over the whole encoded block.
+// tc        transform coding: keys un-rotated (RoPE), channel means removed, a Hadamard transform
+//           per head, one uniform step per block (quality q = 1..14, finer in shallow layers), the
+//           integers coded with interleaved rANS in independent segments that GPU threads decode
+//           in parallel. Lossy; ~2-3 bits/value where q4 needs 5 at the same quality.
 //
 // The byte layout of each codec is specified in docs/kv-format.md. Decoders validate every size
 // against the block's shape before touching memory: a forged block is an error, never a crash.
