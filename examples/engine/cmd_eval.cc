@@ -17,7 +17,7 @@ constexpr const char* kHelp =
     "...]\n"
     "                       [--query FILE | --continuation N] [--doc-tokens N] [--codecs LIST]\n"
     "                       [--ratios LIST] [--blend-codec C] [--runs N] [--work-dir DIR]\n"
-    "                       [--format table|lines] [--prefix NAME]\n"
+    "                       [--format table|lines|json] [--json] [--prefix NAME]\n"
     "Compares reuse against a full prefill of the documents followed by the query: per codec\n"
     "(the documents cached together) and per blend ratio (each document cached on its own,\n"
     "placed after the others), greedy-token agreement and mean KL of the next-token\n"
@@ -26,12 +26,13 @@ constexpr const char* kHelp =
     "  --query FILE       the continuation (default: the last N tokens of the last document)\n"
     "  --continuation N   N for the default query (default 96, at most half the document)\n"
     "  --doc-tokens N     make every document exactly N tokens (its text repeated or cut)\n"
-    "  --codecs LIST      default raw,lossless,q8,q4,q2\n"
+    "  --codecs LIST      default raw,lossless,q8,q4,q2 (also tc:q=1..8)\n"
     "  --ratios LIST      default 0,0.05,0.15,0.3,1\n"
     "  --blend-codec C    codec of the separately cached documents (default raw)\n"
     "  --runs N           timing repetitions, median reported (default 3)\n"
     "  --work-dir DIR     where the .kv files go (default: a temporary directory, removed)\n"
-    "  --format F         table (default) or lines (`name: value`, for tests/bench)\n"
+    "  --format F         table (default), lines (`name: value`, for tests/bench) or json\n"
+    "  --json             the same as --format json\n"
     "  --prefix NAME      prefix of every name in lines format\n"
     "With --synthetic-shape only timings are reported: quality needs real weights.\n";
 
@@ -99,9 +100,10 @@ Status Run(const CliArgs& args) {
   }
   eo.blend_codec = args.Get("blend-codec", "raw");
   KDN_ASSIGN_OR_RETURN(eo.runs, args.GetU32("runs", 3));
-  const std::string format = args.Get("format", "table");
-  if (format != "table" && format != "lines") {
-    return Status::InvalidArgument("--format must be table or lines");
+  std::string format = args.Get("format", "table");
+  if (args.Has("json")) format = "json";
+  if (format != "table" && format != "lines" && format != "json") {
+    return Status::InvalidArgument("--format must be table, lines or json");
   }
   KDN_ASSIGN_OR_RETURN(auto rt, MakeRuntime(options));
   eo.quality = !rt->synthetic;
@@ -114,6 +116,8 @@ Status Run(const CliArgs& args) {
   KDN_ASSIGN_OR_RETURN(const EvalReport report, Evaluate(*rt, *ctx, input, eo));
   if (format == "table") {
     PrintTable(report, stdout);
+  } else if (format == "json") {
+    PrintJson(report, stdout);
   } else {
     PrintLines(report, args.Get("prefix"), stdout);
   }
@@ -126,7 +130,7 @@ int EvalCommand(const std::vector<std::string>& argv) {
   std::set<std::string> opts = kModelOptions;
   opts.insert({"text", "query", "continuation", "doc-tokens", "codecs", "ratios", "blend-codec",
                "runs", "work-dir", "format", "prefix"});
-  auto args = CliArgs::Parse(argv, opts, {"help"});
+  auto args = CliArgs::Parse(argv, opts, {"help", "json"});
   if (!args.ok()) return Fail("eval", args.status());
   if (args->Has("help")) {
     std::printf("%s%s", kHelp, kModelHelp);

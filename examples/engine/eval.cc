@@ -298,4 +298,53 @@ void PrintLines(const EvalReport& r, const std::string& prefix, std::FILE* out) 
   }
 }
 
+void PrintJson(const EvalReport& r, std::FILE* out) {
+  auto num = [](double v) {
+    char buf[64];
+    std::snprintf(buf, sizeof buf, "%.6g", v);
+    return std::string(buf);
+  };
+  auto str = [](const std::string& v) {
+    std::string o = "\"";
+    for (char c : v) {
+      if (c == '"' || c == '\\') o += '\\';
+      if (static_cast<unsigned char>(c) >= 0x20) o += c;
+    }
+    return o + "\"";
+  };
+  auto quality = [&](const Quality& q) {
+    if (!r.quality) return std::string("\"agreement\": null, \"mean_kl\": null, \"max_kl\": null");
+    return "\"agreement\": " + num(q.agreement) + ", \"mean_kl\": " + num(q.mean_kl) +
+           ", \"max_kl\": " + num(q.max_kl);
+  };
+  std::fprintf(out, "{\"model\": %s, \"shape\": %s, \"quality\": %s, \"documents\": %zu, ",
+               str(r.model).c_str(), str(r.shape).c_str(), r.quality ? "true" : "false",
+               r.n_documents);
+  std::fprintf(out, "\"context_tokens\": %u, \"query_tokens\": %u, \"full_prefill_ttft_ms\": %s,\n",
+               r.context_tokens, r.query_tokens, num(r.full_ttft_ms).c_str());
+  std::fprintf(out, " \"codecs\": [");
+  for (size_t i = 0; i < r.codecs.size(); ++i) {
+    const CodecResult& c = r.codecs[i];
+    // Values: bits_per_value = encoded bits / values, so values = encoded bits / bits_per_value.
+    const double values =
+        c.bits_per_value > 0 ? 8.0 * static_cast<double>(c.encoded_bytes) / c.bits_per_value : 0;
+    std::fprintf(out,
+                 "%s\n  {\"codec\": %s, %s, \"bits_per_value\": %s, \"file_bits_per_value\": %s, "
+                 "\"encoded_bytes\": %llu, \"file_bytes\": %llu, \"ttft_ms\": %s}",
+                 i ? "," : "", str(c.codec).c_str(), quality(c.quality).c_str(),
+                 num(c.bits_per_value).c_str(),
+                 num(values > 0 ? 8.0 * static_cast<double>(c.file_bytes) / values : 0).c_str(),
+                 static_cast<unsigned long long>(c.encoded_bytes),
+                 static_cast<unsigned long long>(c.file_bytes), num(c.ttft_ms).c_str());
+  }
+  std::fprintf(out, "],\n \"blends\": [");
+  for (size_t i = 0; i < r.blends.size(); ++i) {
+    const BlendResult& b = r.blends[i];
+    std::fprintf(out, "%s\n  {\"ratio\": %s, %s, \"recomputed_tokens\": %u, \"ttft_ms\": %s}",
+                 i ? "," : "", num(b.ratio).c_str(), quality(b.quality).c_str(),
+                 b.recomputed_tokens, num(b.ttft_ms).c_str());
+  }
+  std::fprintf(out, "]}\n");
+}
+
 }  // namespace kdn::engine

@@ -90,6 +90,10 @@ void PrintTable(const EvalReport& report, std::FILE* out);
 // ttft_load_vs_prefill, ...), names prefixed with `prefix` when it is not empty.
 void PrintLines(const EvalReport& report, const std::string& prefix, std::FILE* out);
 
+// The report as one JSON object: per codec (and operating point) bits/value of the blocks and of
+// the whole file, argmax agreement and mean/max KL against full prefill; per blend ratio the same.
+void PrintJson(const EvalReport& report, std::FILE* out);
+
 // Agreement and KL of `test` against `reference`, both [rows][vocab] logits.
 Quality CompareLogits(const std::vector<float>& reference, const std::vector<float>& test,
                       size_t vocab);

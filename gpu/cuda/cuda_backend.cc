@@ -317,7 +317,10 @@ class CudaBackend final : public Backend {
                     StagedBlock (&blocks)[2]) {
     const BlockReader& reader = *req.reader;
     const KvHeader& h = reader.header();
-    const bool zstd = h.codec.id == CodecId::kLossless || h.codec.zstd;
+    // tc is decoded on the host into raw model-dtype rows for now (a device kernel for its rANS
+    // stage is the next step); like a zstd stage, its output goes next to the encoded bytes.
+    const bool tc = h.codec.id == CodecId::kTc;
+    const bool zstd = h.codec.id == CodecId::kLossless || h.codec.zstd || tc;
     size_t read_at[2] = {0, 0};
     size_t total = 0;
     for (int kv = 0; kv < 2; ++kv) {
@@ -351,6 +354,16 @@ class CudaBackend final : public Backend {
       if (!p.ok())
         return p.status().WithContext(reader.path() + ": " + BlockReader::BlockName(layer, kind));
       blocks[kv].prepared.emplace(std::move(*p));
+      if (tc) {
+        std::byte* dst = slot.buffer.data() + payload_at;
+        const size_t row = size_t{h.model.channels()} * DTypeSize(h.model.dtype);
+        Status st = blocks[kv].prepared->DecodeRows(0, h.n_tokens, h.model.dtype, dst, row);
+        if (!st.ok()) return st.WithContext(reader.path() + ": " + BlockReader::BlockName(layer, kind));
+        blocks[kv].payload = dst;
+        blocks[kv].payload_bytes = h.decoded_block_bytes(h.model.dtype);
+        payload_at += AlignUp(PayloadBound(h), kPayloadAlign);
+        continue;
+      }
       const std::span<const std::byte> payload = blocks[kv].prepared->payload();
       if (zstd) {
         if (payload.size() > PayloadBound(h))
@@ -406,7 +419,7 @@ class CudaBackend final : public Backend {
     slot.in_flight = true;
 
     DecodeArgs args;
-    args.codec = static_cast<uint32_t>(h.codec.id);
+    args.codec = static_cast<uint32_t>(h.codec.id == CodecId::kTc ? CodecId::kRaw : h.codec.id);
     args.bits = h.codec.bits;
     args.group_size = h.codec.group_size;
     args.model_dtype = static_cast<uint32_t>(h.model.dtype);

@@ -6,6 +6,10 @@
 // q8/q4/q2  KIVI-style asymmetric quantization with fp16 scale and zero per group: K per channel
 //           over groups of `group_size` tokens (K outliers live in channels), V per token over
 //           groups of `group_size` channels. Optionally zstd over the whole encoded block.
+// tc        transform coding: keys un-rotated (RoPE), channel means removed, a Hadamard transform
+//           per head, one uniform step per block (quality q = 1..14, finer in shallow layers), the
+//           integers coded with interleaved rANS in independent segments that GPU threads decode
+//           in parallel. Lossy; ~2-3 bits/value where q4 needs 5 at the same quality.
 //
 // The byte layout of each codec is specified in docs/kv-format.md. Decoders validate every size
 // against the block's shape before touching memory: a forged block is an error, never a crash.
@@ -14,6 +18,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <span>
 #include <vector>
 
@@ -21,6 +26,10 @@
 #include "kdn/status.h"
 
 namespace kdn {
+
+namespace codec_internal {
+class TcBlock;
+}
 
 // Shape of one block.
 struct BlockShape {
@@ -31,9 +40,27 @@ struct BlockShape {
   uint64_t bytes() const { return elements() * DTypeSize(dtype); }
 };
 
+// What an encoder may use beyond the block's shape: the model and the block's place in it. Only tc
+// uses it (to un-rotate keys and to spend more bits on shallow layers); tc blocks record what they
+// used, so decoders never need it.
+struct BlockContext {
+  uint32_t layer = 0;
+  uint32_t n_layers = 1;
+  uint32_t head_dim = 0;  // 0: unknown (no RoPE, heads guessed from the channel count)
+  RopeStyle rope_style = RopeStyle::kNone;
+  uint32_t rotary_dim = 0;  // 0 = head_dim
+  float rope_theta = 10000.0f;
+  float rope_scale = 1.0f;
+  uint32_t position_offset = 0;
+  static BlockContext For(const ModelIdentity& model, uint32_t position_offset, uint32_t layer);
+};
+
 // Encodes `src` (shape.bytes() bytes of shape.dtype) and appends the encoded bytes to `out`.
 Status EncodeBlock(const CodecSpec& codec, KvKind kind, const BlockShape& shape,
                    std::span<const std::byte> src, std::vector<std::byte>* out);
+Status EncodeBlock(const CodecSpec& codec, KvKind kind, const BlockShape& shape,
+                   std::span<const std::byte> src, std::vector<std::byte>* out,
+                   const BlockContext& context);
 
 // Decodes `encoded` into `out`, written as `out_dtype` (shape.elements() * DTypeSize(out_dtype)
 // bytes). Lossless codecs reproduce the source bits exactly when out_dtype == shape.dtype.
@@ -68,6 +95,11 @@ class PreparedBlock {
   const BlockShape& shape() const { return shape_; }
   // quant: byte offset of the codes within payload() (params start at 0).
   size_t codes_offset() const { return codes_offset_; }
+  // tc: the parsed block (tables a device decoder uploads); null for other codecs.
+  const codec_internal::TcBlock* tc() const { return tc_.get(); }
+  // Tokens a decoder produces at once (tc decodes whole segments): tiles that are multiples of it
+  // decode no token twice.
+  uint32_t row_granularity() const;
 
  private:
   CodecSpec codec_;
@@ -76,6 +108,7 @@ class PreparedBlock {
   std::vector<std::byte> owned_;        // decompressed bytes when there is a zstd stage
   std::span<const std::byte> payload_;  // owned_ or the caller's encoded bytes (must outlive this)
   size_t codes_offset_ = 0;
+  std::shared_ptr<const codec_internal::TcBlock> tc_;
 };
 
 // Converts n elements between dtypes (round to nearest even when narrowing).

@@ -51,6 +51,14 @@ uint64_t PayloadBytes(const CodecSpec& codec, KvKind kind, const BlockShape& sha
 
 Status CheckEncodedSize(const CodecSpec& codec, KvKind kind, const BlockShape& shape,
                         uint64_t encoded_bytes) {
+  if (codec.id == CodecId::kTc) {
+    const uint64_t max = MaxTcBlockBytes(shape);
+    if (encoded_bytes < TcBlock::kFixedBytes || encoded_bytes > max) {
+      return Status::Corruption("encoded_bytes " + Num(encoded_bytes) + " out of range " +
+                                Num(TcBlock::kFixedBytes) + ".." + Num(max) + " for a tc block");
+    }
+    return Status::OK();
+  }
   const uint64_t payload = PayloadBytes(codec, kind, shape);
   if (!HasZstdStage(codec)) {
     if (encoded_bytes != payload) {
@@ -69,6 +77,7 @@ Status CheckEncodedSize(const CodecSpec& codec, KvKind kind, const BlockShape& s
 
 Status CheckPayload(const CodecSpec& codec, KvKind kind, const BlockShape& shape,
                     std::span<const std::byte> payload) {
+  if (codec.id == CodecId::kTc) return TcBlock::Parse(shape, payload).status();
   const uint64_t want = PayloadBytes(codec, kind, shape);
   if (payload.size() != want) {
     return Status::Corruption("payload is " + Num(payload.size()) + " bytes, the " + codec.Name() +
@@ -83,6 +92,19 @@ Status CheckPayload(const CodecSpec& codec, KvKind kind, const BlockShape& shape
     }
   }
   return Status::OK();
+}
+
+bool NeedsWholeBlockCheck(const CodecSpec& codec) {
+  return codec.id == CodecId::kTc;
+}
+
+Status CheckWholeBlock(const CodecSpec& codec, KvKind kind, const BlockShape& shape,
+                       std::span<const std::byte> encoded) {
+  (void)kind;
+  if (codec.id != CodecId::kTc) return Status::OK();
+  KDN_RETURN_IF_ERROR(CheckEncodedSize(codec, kind, shape, encoded.size()));
+  KDN_ASSIGN_OR_RETURN(auto tc, TcBlock::Parse(shape, encoded));
+  return tc->CheckStreams();
 }
 
 Status DecodePayloadRows(const CodecSpec& codec, KvKind kind, const BlockShape& shape,
@@ -111,6 +133,10 @@ Status DecodePayloadRows(const CodecSpec& codec, KvKind kind, const BlockShape& 
     case CodecId::kQuant:
       return DecodeQuantRows(codec, kind, shape, payload, t_begin, t_end, out_dtype, out,
                              row_stride_bytes);
+    case CodecId::kTc: {
+      KDN_ASSIGN_OR_RETURN(auto tc, TcBlock::Parse(shape, payload));
+      return tc->DecodeRows(t_begin, t_end, out_dtype, out, row_stride_bytes);
+    }
   }
   return Status::InvalidArgument("codec id " + Num(static_cast<int>(codec.id)) + " unknown");
 }
@@ -121,6 +147,12 @@ using namespace codec_internal;  // NOLINT(google-build-using-namespace): this f
 
 Status EncodeBlock(const CodecSpec& codec, KvKind kind, const BlockShape& shape,
                    std::span<const std::byte> src, std::vector<std::byte>* out) {
+  return EncodeBlock(codec, kind, shape, src, out, BlockContext{});
+}
+
+Status EncodeBlock(const CodecSpec& codec, KvKind kind, const BlockShape& shape,
+                   std::span<const std::byte> src, std::vector<std::byte>* out,
+                   const BlockContext& context) {
   return GuardAlloc("encode", [&]() -> Status {
     KDN_RETURN_IF_ERROR(codec.Validate());
     KDN_RETURN_IF_ERROR(ValidateShape(shape));
@@ -130,6 +162,12 @@ Status EncodeBlock(const CodecSpec& codec, KvKind kind, const BlockShape& shape,
     }
     if (kind != KvKind::kKey && kind != KvKind::kValue) {
       return Status::InvalidArgument("encode: block kind unknown");
+    }
+    if (codec.id == CodecId::kTc) {
+      const size_t at = out->size();
+      Status st = EncodeTcBlock(codec, kind, shape, context, src, out);
+      if (!st.ok()) out->resize(at);
+      return st;
     }
     const uint64_t payload_bytes = PayloadBytes(codec, kind, shape);
     if (!HasZstdStage(codec)) {

@@ -5,12 +5,14 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <span>
 #include <vector>
 
 #include "kdn/codec.h"
 #include "kdn/format.h"
 #include "kdn/status.h"
+#include "store/format/tc_math.h"
 
 namespace kdn::codec_internal {
 
@@ -57,10 +59,67 @@ Status DecodeQuantRows(const CodecSpec& codec, KvKind kind, const BlockShape& sh
                        std::span<const std::byte> payload, uint32_t t_begin, uint32_t t_end,
                        DType out_dtype, std::byte* out, size_t row_stride_bytes);
 
+// The checks of a block's content beyond its checksum and streamed layout checks that need the
+// whole encoded block: tc's tables and every rANS segment decoded to its exact end. OK for codecs
+// that have none. What a verifier calls once it holds a block whose checksum matched.
+bool NeedsWholeBlockCheck(const CodecSpec& codec);
+Status CheckWholeBlock(const CodecSpec& codec, KvKind kind, const BlockShape& shape,
+                       std::span<const std::byte> encoded);
+
 // Any codec: dispatches to the three above.
 Status DecodePayloadRows(const CodecSpec& codec, KvKind kind, const BlockShape& shape,
                          std::span<const std::byte> payload, uint32_t t_begin, uint32_t t_end,
                          DType out_dtype, std::byte* out, size_t row_stride_bytes);
+
+// tc (docs/kv-format.md, "tc"): a block parsed and checked, with the tables a decoder indexes.
+// Points into the payload it was parsed from, which must outlive it.
+class TcBlock {
+ public:
+  static constexpr uint64_t kFixedBytes = 40;
+  // Every size, offset and table of the block checked against the shape; Corruption otherwise.
+  static Result<std::shared_ptr<const TcBlock>> Parse(const BlockShape& shape,
+                                                      std::span<const std::byte> payload);
+  // Tokens [t_begin, t_end) as out_dtype rows at out + (t - t_begin) * row_stride_bytes.
+  // Corruption naming the segment when its stream is corrupt or truncated.
+  Status DecodeRows(uint32_t t_begin, uint32_t t_end, DType out_dtype, std::byte* out,
+                    size_t row_stride_bytes) const;
+  // Decodes every segment's stream (what a verifier runs): OK when all end exactly.
+  Status CheckStreams() const;
+
+  const tc::TcView& view() const { return view_; }
+  uint32_t n_tables() const { return n_tables_; }
+  // The host arrays the view points to, for a device decoder to upload.
+  std::span<const float> mean() const { return mean_; }
+  std::span<const float> step() const { return step_; }
+  std::span<const uint8_t> table_of() const { return table_of_; }
+  std::span<const uint32_t> slots() const { return slots_; }
+  std::span<const uint32_t> escape() const { return escape_; }
+  std::span<const uint64_t> seg_begin() const { return seg_begin_; }
+  std::span<const float> rope_cs() const;
+  // Byte offset of the segment area within the payload.
+  uint64_t segments_offset() const { return segments_offset_; }
+
+ private:
+  tc::TcView view_;
+  uint32_t n_tables_ = 0;
+  std::vector<float> mean_, step_;
+  std::vector<uint8_t> table_of_;
+  std::vector<uint32_t> slots_, escape_;
+  std::vector<uint64_t> seg_begin_;
+  std::shared_ptr<const std::vector<float>> rope_cs_;
+  uint64_t segments_offset_ = 0;
+};
+
+// Largest tc block of this shape an encoder can write (what a header's encoded_bytes may say).
+uint64_t MaxTcBlockBytes(const BlockShape& shape);
+Status EncodeTcBlock(const CodecSpec& codec, KvKind kind, const BlockShape& shape,
+                     const BlockContext& context, std::span<const std::byte> src,
+                     std::vector<std::byte>* out);
+
+// Cosines and sines ([tokens][rotary_dim / 2][cos, sin], binary32 from double precision) of RoPE
+// at positions position_offset + t; cached, since every key block of a file needs the same table.
+std::shared_ptr<const std::vector<float>> RopeTable(uint32_t rotary_dim, float theta, float scale,
+                                                    uint32_t position_offset, uint32_t tokens);
 
 }  // namespace kdn::codec_internal
 

@@ -37,9 +37,13 @@ Result<CodecSpec> CodecSpec::Parse(std::string_view text) {
   } else if (base == "q8" || base == "q4" || base == "q2") {
     spec.id = CodecId::kQuant;
     spec.bits = static_cast<uint8_t>(base[1] - '0');
+  } else if (base == "tc") {
+    spec.id = CodecId::kTc;
+    spec.bits = kTcDefaultQuality;
   } else {
-    return Status::InvalidArgument("unknown codec '" + std::string(text) +
-                                   "' (have: raw, lossless, q8, q4, q2; options :gN, :lN, +zstd)");
+    return Status::InvalidArgument(
+        "unknown codec '" + std::string(text) +
+        "' (have: raw, lossless, q8, q4, q2, tc; options :gN, :lN, +zstd, tc's :q=N, :t=id|had)");
   }
   bool level_given = false;
   size_t pos = base_end;
@@ -66,7 +70,18 @@ Result<CodecSpec> CodecSpec::Parse(std::string_view text) {
                                        std::to_string(g) + " out of range 1..65535");
       }
       spec.group_size = static_cast<uint16_t>(g);
-    } else if (sep == ':' && !opt.empty() && opt[0] == 'l') {
+    } else if (sep == ':' && spec.id == CodecId::kTc && opt.starts_with("q=")) {
+      KDN_ASSIGN_OR_RETURN(const int q, ParseInt(opt.substr(2), "quality", text));
+      if (q < kTcMinQuality || q > kTcMaxQuality) {
+        return Status::InvalidArgument("codec '" + std::string(text) + "': quality " +
+                                       std::to_string(q) + " out of range " +
+                                       std::to_string(kTcMinQuality) + ".." +
+                                       std::to_string(kTcMaxQuality));
+      }
+      spec.bits = static_cast<uint8_t>(q);
+    } else if (sep == ':' && spec.id == CodecId::kTc && (opt == "t=id" || opt == "t=had")) {
+      spec.tc_transform = opt == "t=id" ? 0 : 1;
+    } else if (sep == ':' && !opt.empty() && opt[0] == 'l' && spec.id != CodecId::kTc) {
       KDN_ASSIGN_OR_RETURN(const int l, ParseInt(opt.substr(1), "zstd level", text));
       if (l < kMinZstdLevel || l > ZSTD_maxCLevel()) {
         return Status::InvalidArgument("codec '" + std::string(text) + "': zstd level " +
@@ -105,6 +120,10 @@ std::string CodecSpec::Name() const {
       s = "q" + std::to_string(bits);
       if (group_size != 32) s += ":g" + std::to_string(group_size);
       break;
+    case CodecId::kTc:
+      s = "tc:q=" + std::to_string(bits);
+      if (tc_transform == 0) s += ":t=id";
+      return s;
   }
   const bool has_zstd = id == CodecId::kLossless || zstd;
   if (has_zstd && zstd_level != 3) s += ":l" + std::to_string(zstd_level);
@@ -126,6 +145,15 @@ Status CodecSpec::Validate() const {
                                        " (have: 8, 4, 2)");
       }
       if (group_size == 0) return Status::InvalidArgument("codec " + Name() + ": group size 0");
+      break;
+    case CodecId::kTc:
+      if (bits < kTcMinQuality || bits > kTcMaxQuality) {
+        return Status::InvalidArgument("codec tc: quality " + std::to_string(bits) + " (have: " +
+                                       std::to_string(kTcMinQuality) + ".." +
+                                       std::to_string(kTcMaxQuality) + ")");
+      }
+      if (zstd) return Status::InvalidArgument("codec " + Name() + ": tc has no zstd stage");
+      if (tc_transform > 1) return Status::InvalidArgument("codec tc: transform unknown");
       break;
     default:
       return Status::InvalidArgument("codec id " + std::to_string(static_cast<int>(id)) +

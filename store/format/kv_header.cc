@@ -95,11 +95,23 @@ Status ParseCodec(const std::byte* f, CodecSpec* codec) {
   const uint8_t bits = le::LoadU8(f + layout::kCodecBits);
   const uint16_t group = le::LoadU16(f + layout::kGroupSize);
   const uint8_t flags = le::LoadU8(f + layout::kCodecFlags);
-  if (id > static_cast<uint8_t>(CodecId::kQuant)) {
-    return Status::Corruption("codec " + Num(id) + " unknown (have: 0 raw, 1 lossless, 2 quant)");
+  if (id > static_cast<uint8_t>(CodecId::kTc)) {
+    return Status::Corruption("codec " + Num(id) +
+                              " unknown (have: 0 raw, 1 lossless, 2 quant, 3 tc)");
   }
   codec->id = static_cast<CodecId>(id);
-  if (codec->id == CodecId::kQuant) {
+  if (codec->id == CodecId::kTc) {
+    if (bits < kTcMinQuality || bits > kTcMaxQuality) {
+      return Status::Corruption("codec bits " + Num(bits) + " invalid for tc (have: " +
+                                Num(kTcMinQuality) + ".." + Num(kTcMaxQuality) + ")");
+    }
+    if (group != 0 || flags != 0) {
+      return Status::Corruption("codec group_size/flags (" + Num(group) + "/" + Num(flags) +
+                                ") must be 0 for tc");
+    }
+    codec->bits = bits;
+    codec->group_size = 0;
+  } else if (codec->id == CodecId::kQuant) {
     if (bits != 8 && bits != 4 && bits != 2) {
       return Status::Corruption("codec bits " + Num(bits) + " invalid for quant (have: 8, 4, 2)");
     }

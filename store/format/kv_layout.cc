@@ -58,7 +58,8 @@ std::vector<std::byte> SerializeHeader(const KvHeader& h) {
   le::Store<uint8_t>(p + kRopeStyle, static_cast<uint8_t>(h.model.rope_style));
   le::Store<uint8_t>(p + kCodec, static_cast<uint8_t>(h.codec.id));
   const bool quant = h.codec.id == CodecId::kQuant;
-  le::Store<uint8_t>(p + kCodecBits, quant ? h.codec.bits : 0);
+  const bool has_bits = quant || h.codec.id == CodecId::kTc;  // tc: the quality
+  le::Store<uint8_t>(p + kCodecBits, has_bits ? h.codec.bits : 0);
   le::Store<uint32_t>(p + kRotaryDim, h.model.rotary_dim);
   le::Store<float>(p + kRopeTheta, h.model.rope_theta);
   le::Store<float>(p + kRopeScale, h.model.rope_scale);

@@ -164,6 +164,13 @@ Status KvReader::VerifyAll() const {
       const uint64_t sum = XXH3_64bits_digest(&state);
       if (sum != b.checksum) return ChecksumMismatch(name, b.checksum, sum);
       if (content.ok() && checker) content = checker->Finish();
+      if (content.ok() && codec_internal::NeedsWholeBlockCheck(h.codec)) {
+        // tc: tables and every rANS segment, which need the block whole (at most its size).
+        KDN_ASSIGN_OR_RETURN(std::span<std::byte> whole,
+                             scratch::Get(scratch::Slot::kEncoded, b.encoded_bytes));
+        KDN_RETURN_IF_ERROR(source_->ReadAt(b.offset, whole).WithContext(name));
+        content = codec_internal::CheckWholeBlock(h.codec, kind, shape, whole);
+      }
       if (!content.ok()) return Status::Corruption(name + ": " + content.message());
       prev_end = b.offset + b.encoded_bytes;
       prev_name = name;

@@ -113,9 +113,10 @@ Status KvWriter::AddLayer(std::span<const std::byte> k, std::span<const std::byt
     }
     const BlockShape shape{h.n_tokens, h.model.channels(), h.model.dtype};
     std::vector<std::byte> ek, ev;
-    KDN_RETURN_IF_ERROR(EncodeBlock(h.codec, KvKind::kKey, shape, k, &ek)
+    const BlockContext ctx = BlockContext::For(h.model, h.position_offset, layer);
+    KDN_RETURN_IF_ERROR(EncodeBlock(h.codec, KvKind::kKey, shape, k, &ek, ctx)
                             .WithContext(layout::BlockName(layer, KvKind::kKey)));
-    KDN_RETURN_IF_ERROR(EncodeBlock(h.codec, KvKind::kValue, shape, v, &ev)
+    KDN_RETURN_IF_ERROR(EncodeBlock(h.codec, KvKind::kValue, shape, v, &ev, ctx)
                             .WithContext(layout::BlockName(layer, KvKind::kValue)));
     s.blocks.push_back(std::move(ek));
     s.blocks.push_back(std::move(ev));

@@ -16,7 +16,8 @@ PreparedBlock::PreparedBlock(const PreparedBlock& other)
       shape_(other.shape_),
       owned_(other.owned_),
       payload_(other.payload_),
-      codes_offset_(other.codes_offset_) {
+      codes_offset_(other.codes_offset_),
+      tc_(other.tc_) {
   if (!other.owned_.empty() && other.payload_.data() == other.owned_.data()) {
     payload_ = std::span<const std::byte>(owned_.data(), owned_.size());
   }
@@ -55,6 +56,10 @@ Result<PreparedBlock> PreparedBlock::Prepare(const CodecSpec& codec, KvKind kind
   } else {
     b.payload_ = encoded;
   }
+  if (codec.id == CodecId::kTc) {
+    KDN_ASSIGN_OR_RETURN(b.tc_, TcBlock::Parse(shape, b.payload_));
+    return b;
+  }
   KDN_RETURN_IF_ERROR(CheckPayload(codec, kind, shape, b.payload_));
   if (codec.id == CodecId::kQuant) {
     b.codes_offset_ = ComputeQuantLayout(kind, shape, codec.bits, codec.group_size).codes_offset;
@@ -68,8 +73,28 @@ Status PreparedBlock::DecodeRows(uint32_t t_begin, uint32_t t_end, DType out_dty
     if (t_begin == 0 && t_end == 0) return Status::OK();
     return Status::InvalidArgument("decode rows: the block is empty");
   }
+  if (tc_) {
+    // The argument checks of DecodePayloadRows, without parsing the block again.
+    if (DTypeSize(out_dtype) == 0) return Status::InvalidArgument("output dtype unknown");
+    if (t_begin > t_end || t_end > shape_.tokens) {
+      return Status::InvalidArgument("rows [" + std::to_string(t_begin) + ", " +
+                                     std::to_string(t_end) + ") out of range for " +
+                                     std::to_string(shape_.tokens) + " tokens");
+    }
+    if (t_begin == t_end) return Status::OK();
+    const uint64_t row_bytes = uint64_t{shape_.channels} * DTypeSize(out_dtype);
+    if (out == nullptr) return Status::InvalidArgument("output is null");
+    if (t_end - t_begin > 1 && row_stride_bytes < row_bytes) {
+      return Status::InvalidArgument("row stride is less than a row");
+    }
+    return tc_->DecodeRows(t_begin, t_end, out_dtype, out, row_stride_bytes);
+  }
   return DecodePayloadRows(codec_, kind_, shape_, payload_, t_begin, t_end, out_dtype, out,
                            row_stride_bytes);
+}
+
+uint32_t PreparedBlock::row_granularity() const {
+  return tc_ ? tc_->view().seg_tokens : 1;
 }
 
 }  // namespace kdn

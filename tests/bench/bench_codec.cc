@@ -6,6 +6,7 @@
 // baseline copies the same number of bytes per block from the same kind of source (a distinct
 // block of the raw cache each time) into the same output buffer. Each figure is the median of
 // KDN_BENCH_RUNS timed runs after one warm-up run. Prints `name: value` lines; notes go to stderr.
+// Codecs named as arguments replace the default list (`kdn_bench_codec tc:q=4 q4`).
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -69,11 +70,14 @@ void Die(const kdn::Status& st, const char* what) {
 
 }  // namespace
 
-int main() {
+int main(int argc, char** argv) {
   using namespace kdn;
   const int runs = Runs();
   const ModelIdentity model = *ModelPreset("llama3-8b");
-  const char* codecs[] = {"raw", "lossless", "q8", "q4", "q2", "q8+zstd", "q4+zstd"};
+  // Codecs named on the command line replace the default list.
+  std::vector<std::string> codecs = {"raw",     "lossless", "q8",     "q4",     "q2",
+                                     "q8+zstd", "q4+zstd",  "tc:q=2", "tc:q=4", "tc:q=8"};
+  if (argc > 1) codecs.assign(argv + 1, argv + argc);
   std::fprintf(stderr, "codec bench: %s, %d runs, isa %s\n", model.name.c_str(), runs,
                std::string(simd::IsaName(simd::BestIsa())).c_str());
 
@@ -107,16 +111,20 @@ int main() {
     Print("memcpy" + t + "_fp32_mbps", base32);
     if (tokens == 4096) Print("memcpy_mbps", base);
 
-    for (const char* name : codecs) {
-      const CodecSpec codec = *CodecSpec::Parse(name);
+    for (const std::string& name : codecs) {
+      const Result<CodecSpec> parsed = CodecSpec::Parse(name);
+      Die(parsed.status(), "codec");
+      const CodecSpec codec = *parsed;
       const std::string p = "codec_" + Key(codec) + t;
       std::vector<std::vector<std::byte>> enc(n_blocks);
       // Encode: the raw bytes of every block, per second.
       const double enc_s = MedianSeconds(runs, [&] {
         for (size_t i = 0; i < n_blocks; ++i) {
           enc[i].clear();
+          // As KvWriter does: the model and the layer (tc un-rotates keys, steps per layer).
+          const BlockContext ctx = BlockContext::For(model, 0, static_cast<uint32_t>(i / 2));
           Die(EncodeBlock(codec, static_cast<KvKind>(i % 2), shape,
-                          std::span(raw).subspan(i * block, block), &enc[i]),
+                          std::span(raw).subspan(i * block, block), &enc[i], ctx),
               "encode");
         }
       });
@@ -163,7 +171,7 @@ int main() {
         });
         Print(p + "_decode_vs_zstd", s / dec_s);
       }
-      if (codec.id == CodecId::kQuant && !codec.zstd) {
+      if ((codec.id == CodecId::kQuant && !codec.zstd) || codec.id == CodecId::kTc) {
         decode(DType::kF16, "_fp16", base);
         decode(DType::kF32, "_fp32", base32);
       }

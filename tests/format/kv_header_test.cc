@@ -229,7 +229,7 @@ TEST(KvHeaderTest, EachFieldIsValidated) {
   ExpectFieldError(
       f, [](F* x) { Put<uint8_t>(x, 73, 3); }, "rope style");
   ExpectFieldError(
-      f, [](F* x) { Put<uint8_t>(x, 74, 3); }, "codec 3");
+      f, [](F* x) { Put<uint8_t>(x, 74, 4); }, "codec 4");
   ExpectFieldError(
       f, [](F* x) { Put<uint8_t>(x, 75, 3); }, "bits");
   ExpectFieldError(
