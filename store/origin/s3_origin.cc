@@ -220,25 +220,29 @@ class S3Origin final : public Origin {
     KDN_RETURN_IF_ERROR(CheckKey(key));
     if (out.empty()) return uint64_t{0};
     std::string full = prefix_ + std::string(key);
-    size_t first_len = static_cast<size_t>(std::min<uint64_t>(out.size(), o_.part_size));
-    KDN_ASSIGN_OR_RETURN(Response first, GetRange(full, offset, out.first(first_len)));
-    if (first.http == 416 || first.got < first_len || first_len == out.size()) return first.got;
-    // The first range told the object's size: fetch the rest in parallel ranges.
-    uint64_t end = offset + out.size();
-    if (first.has_total) end = std::min(end, first.total_size);
-    uint64_t rest_off = offset + first_len;
-    if (end <= rest_off) return first.got;
-    size_t parts = static_cast<size_t>((end - rest_off + o_.part_size - 1) / o_.part_size);
+    if (out.size() <= o_.part_size) {
+      KDN_ASSIGN_OR_RETURN(Response r, GetRange(full, offset, out));
+      return r.got;
+    }
+    // Every range at once, without asking the size first: ranges past the object's end answer 416
+    // (0 bytes), a short one marks the end. The bytes read are the contiguous run from `offset`.
+    size_t parts = static_cast<size_t>((out.size() + o_.part_size - 1) / o_.part_size);
     std::vector<uint64_t> got(parts, 0);
     KDN_RETURN_IF_ERROR(RunParallel(parts, o_.parallelism, [&](size_t i) -> Status {
-      uint64_t a = rest_off + i * o_.part_size, b = std::min(end, a + o_.part_size);
-      KDN_ASSIGN_OR_RETURN(Response r, GetRange(full, a, out.subspan(a - offset, b - a)));
-      if (r.got != b - a) return Status::IOError("origin " + full + ": object changed size while read");
+      uint64_t a = i * o_.part_size, b = std::min<uint64_t>(out.size(), a + o_.part_size);
+      KDN_ASSIGN_OR_RETURN(Response r, GetRange(full, offset + a, out.subspan(a, b - a)));
       got[i] = r.got;
       return Status::OK();
     }));
-    uint64_t total = first.got;
-    for (uint64_t g : got) total += g;
+    uint64_t total = 0;
+    size_t i = 0;
+    for (; i < parts; ++i) {
+      total += got[i];
+      if (got[i] < std::min<uint64_t>(out.size() - i * o_.part_size, o_.part_size)) break;
+    }
+    for (++i; i < parts; ++i) {
+      if (got[i] != 0) return Status::IOError("origin " + full + ": object changed size while read");
+    }
     return total;
   }
 

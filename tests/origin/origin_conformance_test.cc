@@ -5,6 +5,8 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
+#include <thread>
 #include <filesystem>
 #include <random>
 #include <set>
@@ -202,6 +204,37 @@ TEST_P(OriginConformance, ListPaginatesAndRollsUpDirectories) {
   EXPECT_EQ(top->prefixes, (std::vector<std::string>{"list/", "other/"}));
   ASSERT_EQ(top->objects.size(), 1u);
   EXPECT_EQ(top->objects[0].key, "listx");
+}
+
+// More keys than one S3 page holds (1000): ListAll follows the continuation token.
+TEST_P(OriginConformance, ListAllPastOneThousandKeys) {
+  auto one = Bytes(1, 9);
+  // From 8 threads at once: an Origin is shared by every thread of a node.
+  std::atomic<int> next{0}, failed{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 8; ++t) {
+    threads.emplace_back([&] {
+      for (int i; (i = next++) < 1003;) {
+        char k[32];
+        std::snprintf(k, sizeof k, "many/%04d", i);
+        if (!origin_->Put(k, one).ok()) ++failed;
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  ASSERT_EQ(failed.load(), 0);
+  auto all = origin_->ListAll("many/", "/");
+  ASSERT_TRUE(all.ok()) << all.status().ToString();
+  ASSERT_EQ(all->objects.size(), 1003u);
+  for (int i = 0; i < 1003; ++i) {
+    char k[32];
+    std::snprintf(k, sizeof k, "many/%04d", i);
+    EXPECT_EQ(all->objects[static_cast<size_t>(i)].key, k);
+  }
+  auto first = origin_->List("many/", "", "");
+  ASSERT_TRUE(first.ok());
+  EXPECT_EQ(first->objects.size(), 1000u);
+  EXPECT_FALSE(first->next_token.empty());
 }
 
 TEST_P(OriginConformance, KeysThatNeedPercentEncoding) {
