@@ -358,7 +358,9 @@ class CudaBackend final : public Backend {
         std::byte* dst = slot.buffer.data() + payload_at;
         const size_t row = size_t{h.model.channels()} * DTypeSize(h.model.dtype);
         Status st = blocks[kv].prepared->DecodeRows(0, h.n_tokens, h.model.dtype, dst, row);
-        if (!st.ok()) return st.WithContext(reader.path() + ": " + BlockReader::BlockName(layer, kind));
+        if (!st.ok()) {
+          return st.WithContext(reader.path() + ": " + BlockReader::BlockName(layer, kind));
+        }
         blocks[kv].payload = dst;
         blocks[kv].payload_bytes = h.decoded_block_bytes(h.model.dtype);
         payload_at += AlignUp(PayloadBound(h), kPayloadAlign);

@@ -190,8 +190,8 @@ Result<std::shared_ptr<const TcBlock>> TcBlock::Parse(const BlockShape& shape,
     }
     v.rope_style = rotate;
     v.rotary_dim = rotary;
-  } else if (rotary != 0 || le::LoadU32(p + off::kTheta) != 0 || le::LoadU32(p + off::kScale) != 0 ||
-             position != 0) {
+  } else if (rotary != 0 || le::LoadU32(p + off::kTheta) != 0 ||
+             le::LoadU32(p + off::kScale) != 0 || position != 0) {
     return Status::Corruption("tc block: rope fields must be zero without rotation");
   }
   if (v.seg_tokens < 1) return Status::Corruption("tc block: seg_tokens 0");
