@@ -10,6 +10,7 @@
 #include "store/format/codec_internal.h"
 #include "store/format/guard_alloc.h"
 #include "store/format/kv_layout.h"
+#include "store/format/limits.h"
 #include "store/format/scratch.h"
 #include "store/format/text.h"
 #include "store/format/zstd_util.h"
@@ -164,6 +165,13 @@ Status KvReader::VerifyAll() const {
       const uint64_t sum = XXH3_64bits_digest(&state);
       if (sum != b.checksum) return ChecksumMismatch(name, b.checksum, sum);
       if (content.ok() && checker) content = checker->Finish();
+      if (content.ok() && codec_internal::NeedsWholeBlockCheck(h.codec) &&
+          b.encoded_bytes > limits::kMaxWholeCheckBlockBytes) {
+        content = Status::Corruption("a block of " + std::to_string(b.encoded_bytes) +
+                                     " encoded bytes is larger than the " +
+                                     std::to_string(limits::kMaxWholeCheckBlockBytes) +
+                                     " a reader checks whole");
+      }
       if (content.ok() && codec_internal::NeedsWholeBlockCheck(h.codec)) {
         // tc: tables and every rANS segment, which need the block whole (at most its size).
         KDN_ASSIGN_OR_RETURN(std::span<std::byte> whole,

@@ -17,6 +17,10 @@ inline constexpr uint32_t kMaxTokens = 1u << 24;
 inline constexpr uint32_t kMaxChunkTokens = 1u << 20;
 inline constexpr uint64_t kMaxHeaderBytes = uint64_t{256} << 20;
 inline constexpr uint32_t kMaxNameBytes = 255;
+// A tc block is checked whole (its tables and every rANS segment), so verification holds it in
+// memory: this caps what one verification of a hostile file can make a reader allocate. A tc
+// block of a 128k-token layer of a 70B-class model (8 KV heads x 128) is about 50 MiB.
+inline constexpr uint64_t kMaxWholeCheckBlockBytes = uint64_t{64} << 20;
 // channels = kv_heads * head_dim
 inline constexpr uint32_t kMaxChannels = kMaxKvHeads * kMaxHeadDim;
 // The quant encoder's input range: parameters are fp16, so values must be finite fp16 values.
