@@ -452,7 +452,8 @@ Status Store::Impl::RemoveEmptyFile(Db& db, Ino ino, TxnEffects& fx,
     del.BindInt(1, n.id);
     KDN_RETURN_IF_ERROR(del.Run());
     KDN_RETURN_IF_ERROR(TouchDir(db, n.parent, now));
-    KDN_RETURN_IF_ERROR(DropLink(db, ino, now, fx));
+    KDN_ASSIGN_OR_RETURN(InodeAttr current, LoadInode(db, ino));  // nlink as of this name
+    KDN_RETURN_IF_ERROR(DropLink(db, current, now, fx));
     removed->push_back(EvictedName{n.parent, n.name, ino});
   }
   return Status::OK();

@@ -225,7 +225,7 @@ void OnSetattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set, fu
   if (r.size) {  // not while the content is open for passthrough reading (passthrough.h)
     Status busy =
         static_cast<FuseAdapter*>(fuse_req_userdata(req))->passthrough().CheckChangeable(ino);
-    if (!busy.ok()) return ReplyError(req, busy);
+    if (!busy.ok()) return ReplyError(req, FsOp::kSetattr, busy);
   }
   auto result = Fs(req).SetAttr(CallerOf(req), ino, r);
   if (!result.ok()) return ReplyError(req, FsOp::kSetattr, result.status());
@@ -281,7 +281,7 @@ void OpenTracked(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi, Passthrough
     }
   }
   Passthrough::Decision d = pt.Open(ino, fi->flags, content);
-  if (d.error != 0) return (void)fuse_reply_err(req, d.error);
+  if (d.error != 0) return ReplyErrno(req, FsOp::kOpen, d.error, "passthrough open");
   fuse_abi::OpenOut out;
   std::memset(&out, 0, sizeof(out));
   out.fh = static_cast<uint64_t>(d.mode);
@@ -294,6 +294,7 @@ void OpenTracked(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi, Passthrough
   // A read-only file's close has nothing to commit (its process's writers commit at their own
   // close): no FLUSH round trip for it. What an open+read+close costs is then the OPEN.
   if ((fi->flags & O_ACCMODE) == O_RDONLY) out.open_flags |= fuse_abi::kOpenNoFlush;
+  Outcomes(req).Succeeded(FsOp::kOpen);
   if (fuse_reply_buf(req, reinterpret_cast<const char*>(&out), sizeof(out)) != 0) {
     pt.Release(ino, d.mode);  // the open was interrupted: no RELEASE will come for it
   }
@@ -492,7 +493,7 @@ void OnCreate(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
     auto existing = Fs(req).store().Lookup(parent, Name(name));
     if (existing.ok()) {
       Status st = pt.CheckChangeable(existing->ino);
-      if (!st.ok()) return ReplyError(req, st);
+      if (!st.ok()) return ReplyError(req, FsOp::kCreate, st);
     }
   }
   auto entry = Fs(req).Create(CallerOf(req), parent, Name(name), mode, fi->flags);

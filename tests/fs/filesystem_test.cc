@@ -985,7 +985,6 @@ TEST(RequestOutcomes, FailuresAreCountedByErrnoLoggedAndShownInStats) {
   auto log = std::make_shared<CapturingLogger>();
   StoreOptions so;
   so.sync = SyncPolicy::kNone;
-  so.segment_bytes = 1u << 20;
   so.info_log = log;
   auto opened = Filesystem::Open(dir / "store", so, Filesystem::Options());
   ASSERT_TRUE(opened.ok()) << opened.status().ToString();
