@@ -66,6 +66,9 @@ Result<FsckReport> Store::Fsck(const std::string& dir, const FsckOptions& option
 Result<FsckReport> Store::Fsck(const FsckOptions& options) {
   FsckReport report;
   std::vector<ChunkId> to_verify;
+  // What is committed becomes durable first: the files of chunks whose deletion was waiting for
+  // that go now, rather than showing up as strays.
+  if (Status s = impl_->SyncLog(impl_->commit_seq.load()); !s.ok()) return s;
   {
     Problems problems(&report.problems);
     for (const std::string& p : impl_->open_problems) problems.Add(p);

@@ -75,7 +75,9 @@ TEST_F(ChunkFilesTest, DeletedChunkStaysReadableThroughAnOpenDescriptor) {
   auto fd = store_->OpenChunkForRead(*id);
   ASSERT_TRUE(fd.ok()) << fd.status().ToString();
   ASSERT_TRUE(store_->Release(*id).ok());
-  // Its space goes back to the host at once: the file is unlinked after the commit.
+  // Its space goes back to the host once the release is durable (include/kdn/store.h,
+  // Durability): the file is unlinked after the log sync.
+  ASSERT_TRUE(store_->Sync().ok());
   EXPECT_NE(::access(ChunkPath(*store_, *id).c_str(), F_OK), 0);
   EXPECT_EQ(store_->Usage().used_bytes, 0u);
   EXPECT_TRUE(store_->OpenChunkForRead(*id).status().IsNotFound());
@@ -130,6 +132,7 @@ TEST(ChunkFilesOpen, StrayFilesAreRemovedAtOpen) {
     stray = ChunkPath(*store, *other);
     std::filesystem::copy_file(stray, stray + ".copy");
     ASSERT_TRUE(store->Release(*other).ok());
+    ASSERT_TRUE(store->Sync().ok());  // the release durable, its file removed
     std::filesystem::rename(stray + ".copy", stray);
     junk = store->dir() + "/chunks/zz";
     test::WriteFile(junk, RandomBytes(10, 3));
