@@ -195,6 +195,12 @@ Result<std::shared_ptr<const TcBlock>> TcBlock::Parse(const BlockShape& shape,
     return Status::Corruption("tc block: rope fields must be zero without rotation");
   }
   if (v.seg_tokens < 1) return Status::Corruption("tc block: seg_tokens 0");
+  // The encoder's segments are the power of two at or above the tokens at most: a larger count
+  // would only make a decoder size its buffers from a number the file made up.
+  if (uint64_t{v.seg_tokens} >= 2 * uint64_t{shape.tokens}) {
+    return Status::Corruption("tc block: seg_tokens " + Num(v.seg_tokens) + " for " +
+                              Num(shape.tokens) + " tokens");
+  }
   const uint64_t want_segs = (uint64_t{shape.tokens} + v.seg_tokens - 1) / v.seg_tokens;
   if (v.n_segments != want_segs) {
     return Status::Corruption("tc block: " + Num(v.n_segments) + " segments, " +
@@ -314,7 +320,8 @@ Status TcBlock::DecodeRows(uint32_t t_begin, uint32_t t_end, DType out_dtype, st
                            size_t row_stride_bytes) const {
   const tc::TcView& v = view_;
   if (t_begin >= t_end) return Status::OK();
-  const uint64_t seg_values = uint64_t{v.seg_tokens} * v.channels;
+  // A segment decodes at most min(seg_tokens, tokens) rows.
+  const uint64_t seg_values = uint64_t{std::min(v.seg_tokens, v.tokens)} * v.channels;
   KDN_ASSIGN_OR_RETURN(std::span<std::byte> qbuf,
                        scratch::Get(scratch::Slot::kCodes, seg_values * sizeof(int16_t)));
   int16_t* q = reinterpret_cast<int16_t*>(qbuf.data());
@@ -345,7 +352,8 @@ Status TcBlock::CheckStreams() const {
   const tc::TcView& v = view_;
   KDN_ASSIGN_OR_RETURN(
       std::span<std::byte> qbuf,
-      scratch::Get(scratch::Slot::kCodes, uint64_t{v.seg_tokens} * v.channels * sizeof(int16_t)));
+      scratch::Get(scratch::Slot::kCodes,
+                   uint64_t{std::min(v.seg_tokens, v.tokens)} * v.channels * sizeof(int16_t)));
   int16_t* q = reinterpret_cast<int16_t*>(qbuf.data());
   for (uint32_t seg = 0; seg < v.n_segments; ++seg) {
     if (!tc::DecodeSegment(v, seg, q)) return SegmentError(seg, v);
