@@ -3,6 +3,7 @@
 // equal to whole decodes, and corrupt or truncated blocks rejected with an error that names the
 // segment, never a crash or a read outside the block (the ASan build checks the latter).
 #include <cmath>
+#include <cstring>
 
 #include "format_test_util.h"
 #include "store/format/codec_internal.h"
@@ -231,6 +232,24 @@ TEST(TcCodecTest, CorruptAndTruncatedSegmentsAreErrors) {
     for (int k = 0; k < 1 + i % 4; ++k) bad[rng() % bad.size()] = std::byte(rng() & 0xff);
     (void)DecodeBlock(codec, KvKind::kValue, shape, bad, shape.dtype, out);
   }
+}
+
+TEST(TcCodecTest, ASegmentCountTheFileMadeUpIsRefusedBeforeAnyAllocation) {
+  // Found by the fuzzer: seg_tokens near 2^32 with one segment passed the segment-count check,
+  // and the decoder sized its coefficient buffer from it (4 G rows).
+  const BlockShape shape{600, 64, DType::kF16};
+  const auto src = test::RandomTensor(shape.elements(), shape.dtype, 21);
+  const CodecSpec codec = test::Codec("tc:q=5");
+  std::vector<std::byte> enc;
+  ASSERT_TRUE(EncodeBlock(codec, KvKind::kValue, shape, src, &enc).ok());
+  auto bad = enc;
+  const uint32_t huge = 0xFFFFFFFFu, one = 1;
+  std::memcpy(bad.data() + 24, &huge, 4);  // seg_tokens (docs/kv-format.md, "tc")
+  std::memcpy(bad.data() + 28, &one, 4);   // n_segments, consistent with it
+  std::vector<std::byte> out(shape.bytes());
+  const Status st = DecodeBlock(codec, KvKind::kValue, shape, bad, shape.dtype, out);
+  EXPECT_TRUE(st.IsCorruption()) << st.ToString();
+  EXPECT_NE(st.message().find("seg_tokens"), std::string::npos) << st.ToString();
 }
 
 TEST(TcCodecTest, FilesRoundTripAndVerify) {
