@@ -7,9 +7,9 @@
 #include <vector>
 
 #include "e2e_util.h"
-#include "engine/eval.h"
-#include "engine/kv_io.h"
-#include "engine/runtime.h"
+#include "kdn-engine/eval.h"
+#include "kdn-engine/kv_io.h"
+#include "kdn-engine/runtime.h"
 #include "kdn_root.h"
 #include "test_util.h"
 
@@ -19,7 +19,7 @@ namespace {
 using engine::EvalOptions;
 using engine::EvalReport;
 
-const std::string kData = std::string(KDN_SOURCE_DIR) + "/examples/engine/data/";
+const std::string kData = std::string(KDN_SOURCE_DIR) + "/examples/kdn-engine/data/";
 
 class EvalTest : public ::testing::TestWithParam<RootKind> {
  protected:

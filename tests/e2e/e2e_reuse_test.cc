@@ -16,7 +16,7 @@ namespace kdn::e2e {
 namespace {
 
 const std::string kEngine = KDN_ENGINE_BIN;
-const std::string kData = std::string(KDN_SOURCE_DIR) + "/examples/engine/data/";
+const std::string kData = std::string(KDN_SOURCE_DIR) + "/examples/kdn-engine/data/";
 
 std::vector<float> Floats(const std::string& bytes) {
   std::vector<float> f(bytes.size() / sizeof(float));

@@ -5,8 +5,8 @@
 #include <cstring>
 #include <vector>
 
-#include "engine/kernels.h"
-#include "engine/thread_pool.h"
+#include "kdn-engine/kernels.h"
+#include "kdn-engine/thread_pool.h"
 #include "test_util.h"
 
 namespace kdn::engine {

@@ -4,9 +4,9 @@
 #include <cstring>
 #include <vector>
 
-#include "engine/model.h"
-#include "engine/session.h"
-#include "engine/tokenizer.h"
+#include "kdn-engine/model.h"
+#include "kdn-engine/session.h"
+#include "kdn-engine/tokenizer.h"
 #include "reference_llama.h"
 #include "test_util.h"
 

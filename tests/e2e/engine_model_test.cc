@@ -4,8 +4,8 @@
 #include <fstream>
 #include <vector>
 
-#include "engine/model.h"
-#include "engine/tokenizer.h"
+#include "kdn-engine/model.h"
+#include "kdn-engine/tokenizer.h"
 #include "test_util.h"
 
 namespace kdn::engine {

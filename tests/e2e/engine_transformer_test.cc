@@ -6,11 +6,11 @@
 #include <memory>
 #include <vector>
 
-#include "engine/kernels.h"
-#include "engine/model.h"
-#include "engine/session.h"
-#include "engine/thread_pool.h"
-#include "engine/transformer.h"
+#include "kdn-engine/kernels.h"
+#include "kdn-engine/model.h"
+#include "kdn-engine/session.h"
+#include "kdn-engine/thread_pool.h"
+#include "kdn-engine/transformer.h"
 #include "reference_llama.h"
 #include "test_util.h"
 

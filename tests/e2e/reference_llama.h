@@ -7,7 +7,7 @@
 #include <cstring>
 #include <vector>
 
-#include "engine/model.h"
+#include "kdn-engine/model.h"
 
 namespace kdn::engine::reference {
 

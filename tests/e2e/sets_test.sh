@@ -5,7 +5,7 @@
 set -eu
 root=$1
 sets=$KDN_SOURCE_DIR/examples/sets
-data=$KDN_SOURCE_DIR/examples/engine/data
+data=$KDN_SOURCE_DIR/examples/kdn-engine/data
 scratch=$(mktemp -d)
 trap 'rm -rf "$scratch"' EXIT
 fail() { echo "FAIL: $*" >&2; exit 1; }

@@ -49,15 +49,18 @@ TEST(Concurrency, ManyWritersAndReaders) {
         auto bytes = RandomBytes(SizeFor(seed), seed);
         auto id = store->Put(bytes);
         if (!id.ok()) return fail("put: " + id.status().ToString());
+        // Read back before the reference is shared: once in `refs`, any writer that put the same
+        // bytes before may release it (references to one chunk are interchangeable).
+        std::vector<std::byte> back(bytes.size());
+        auto n = store->Get(*id, 0, back);
+        if (!n.ok()) return fail("read back after put: " + n.status().ToString());
+        if (back != bytes) return fail("read back after put: other bytes");
         {
           std::lock_guard lock(mu);
           live[*id] = seed;
           ++refs[*id];
         }
         mine.push_back(*id);
-        std::vector<std::byte> back(bytes.size());
-        auto n = store->Get(*id, 0, back);
-        if (!n.ok() || back != bytes) return fail("read back after put");
         if (rng() % 2 == 0) {
           ChunkId victim = mine[rng() % mine.size()];
           std::lock_guard lock(mu);

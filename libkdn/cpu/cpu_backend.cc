@@ -1,0 +1,275 @@
+#include "libkdn/cpu/cpu_backend.h"
+
+#include <algorithm>
+#include <atomic>
+#include <mutex>
+#include <optional>
+#include <vector>
+
+#include "libkdn/block_reader.h"
+#include "libkdn/cpu/cpu_rows.h"
+#include "libkdn/guarded.h"
+#include "kdn/codec.h"
+
+namespace kdn::gpu {
+namespace {
+
+constexpr size_t kTileBytes = 256u << 10;  // output bytes per tile task
+constexpr uint32_t kTokensPerItem = 64;    // tokens per item of the synchronous calls
+
+// One load in flight.
+struct CpuLoad {
+  std::shared_ptr<LoadRequest> req;
+  WorkerPool* pool = nullptr;
+  StagingPool* staging = nullptr;
+  uint32_t tile_tokens = 1;
+  std::unique_ptr<std::atomic<uint32_t>[]> blocks_left;  // per layer of the request
+  std::atomic<uint32_t> layers_left{0};
+  std::mutex mu;
+  std::vector<Status> layer_status;
+
+  uint32_t index(uint32_t layer) const { return layer - req->layer_begin; }
+  std::byte* base(uint32_t layer, KvKind kind) const {
+    return static_cast<std::byte*>(req->dest->base(layer, kind));
+  }
+
+  // A block of `layer` is done (its rows written, or failed with `s`).
+  void BlockDone(uint32_t layer, const Status& s) {
+    const uint32_t i = index(layer);
+    if (!s.ok()) {
+      std::lock_guard<std::mutex> lock(mu);
+      if (layer_status[i].ok()) layer_status[i] = s;
+    }
+    if (blocks_left[i].fetch_sub(1, std::memory_order_acq_rel) == 1) LayerDone(layer);
+  }
+  void LayerDone(uint32_t layer) {
+    Status s;
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      s = layer_status[index(layer)];
+    }
+    req->layers[index(layer)]->Finish(s);
+    if (layers_left.fetch_sub(1, std::memory_order_acq_rel) == 1) req->done.Finish(Status::OK());
+  }
+};
+
+// One (layer, K/V) block being decoded.
+struct CpuBlock {
+  std::shared_ptr<CpuLoad> load;
+  uint32_t layer = 0;
+  KvKind kind = KvKind::kKey;
+  StagingBuffer encoded;
+  std::optional<PreparedBlock> prepared;
+  std::atomic<uint32_t> tiles_left{0};
+  std::mutex mu;
+  Status status;
+
+  void Record(const Status& s) {
+    if (s.ok()) return;
+    std::lock_guard<std::mutex> lock(mu);
+    if (status.ok()) status = s;
+  }
+  void TileDone() {
+    if (tiles_left.fetch_sub(1, std::memory_order_acq_rel) != 1) return;
+    Status s;
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      s = status;
+    }
+    // Release the memory before announcing completion.
+    prepared.reset();
+    encoded.Release();
+    load->BlockDone(layer, s);
+  }
+};
+
+Status ReadAndPrepare(CpuBlock& b) {
+  const LoadRequest& req = *b.load->req;
+  const BlockReader& reader = *req.reader;
+  const KvHeader& h = reader.header();
+  KDN_ASSIGN_OR_RETURN(b.encoded, b.load->staging->Acquire(reader.ReadSize(b.layer, b.kind)));
+  KDN_RETURN_IF_ERROR(reader.ReadBlock(b.layer, b.kind, b.encoded.span()));
+  const BlockShape shape{h.n_tokens, h.model.channels(), h.model.dtype};
+  const std::span<const std::byte> enc =
+      b.encoded.span().first(h.block(b.layer, b.kind).encoded_bytes);
+  Result<PreparedBlock> p = PreparedBlock::Prepare(h.codec, b.kind, shape, enc);
+  if (!p.ok())
+    return p.status().WithContext(reader.path() + ": " + BlockReader::BlockName(b.layer, b.kind));
+  b.prepared.emplace(std::move(*p));
+  return Status::OK();
+}
+
+void RunTile(const std::shared_ptr<CpuBlock>& b, uint32_t t0, uint32_t t1) {
+  const LoadRequest& req = *b->load->req;
+  b->Record(Guarded([&]() -> Status {
+    std::byte* base = b->load->base(b->layer, b->kind);
+    Status s = DecodeTileToDest(*b->prepared, t0, t1, *req.dest, base, req.dest_token_offset);
+    if (!s.ok()) {
+      return s.WithContext(req.reader->path() + ": " + BlockReader::BlockName(b->layer, b->kind));
+    }
+    if (req.rope && b->kind == KvKind::kKey) {
+      RotateKeys(*req.dest, base, req.dest_token_offset + t0, req.dest_token_offset + t1,
+                 req.rope_shift);
+    }
+    return Status::OK();
+  }));
+  b->TileDone();
+}
+
+// Reads block (layer, kind), fans its tiles out, then chains to the next layer that wants `kind`.
+void RunChain(const std::shared_ptr<CpuLoad>& load, KvKind kind, uint32_t layer) {
+  const LoadRequest& req = *load->req;
+  while (layer < req.layer_end && load->base(layer, kind) == nullptr) ++layer;
+  if (layer >= req.layer_end) return;
+
+  auto block = std::make_shared<CpuBlock>();
+  block->load = load;
+  block->layer = layer;
+  block->kind = kind;
+  const uint32_t n_tokens = req.reader->header().n_tokens;
+  const uint32_t n_tiles = (n_tokens + load->tile_tokens - 1) / load->tile_tokens;
+  // One count for this function, released after every tile is submitted.
+  block->tiles_left.store(n_tiles + 1, std::memory_order_relaxed);
+  Status s = Guarded([&] { return ReadAndPrepare(*block); });
+  uint32_t submitted = 0;
+  if (s.ok()) {
+    s = Guarded([&] {
+      for (; submitted < n_tiles; ++submitted) {
+        const uint32_t t0 = submitted * load->tile_tokens;
+        const uint32_t t1 = std::min(n_tokens, t0 + load->tile_tokens);
+        load->pool->Submit([block, t0, t1] { RunTile(block, t0, t1); });
+      }
+      return Status::OK();
+    });
+  }
+  block->Record(s);
+  // Tiles that were never submitted count as done.
+  for (uint32_t i = submitted; i < n_tiles; ++i) block->TileDone();
+  const Status chained = Guarded([&] {
+    load->pool->Submit([load, kind, layer] { RunChain(load, kind, layer + 1); });
+    return Status::OK();
+  });
+  if (!chained.ok()) {
+    // The chain cannot continue: finish its remaining blocks with the error.
+    for (uint32_t l = layer + 1; l < req.layer_end; ++l) {
+      if (load->base(l, kind) != nullptr) load->BlockDone(l, chained);
+    }
+  }
+  block->TileDone();
+}
+
+class CpuBackend final : public Backend {
+ public:
+  CpuBackend(WorkerPool* pool, StagingPool* staging) : pool_(pool), staging_(staging) {}
+
+
+  Result<std::unique_ptr<CacheDeviceState>> NewCacheState(uint32_t) override {
+    return std::unique_ptr<CacheDeviceState>();
+  }
+
+  Status StartLoad(std::shared_ptr<LoadRequest> req) override {
+    auto load = std::make_shared<CpuLoad>();
+    load->req = req;
+    load->pool = pool_;
+    load->staging = staging_;
+    const DestSpec& d = *req->dest;
+    const size_t row_bytes = size_t{d.channels()} * d.elem_size;
+    uint32_t tile = static_cast<uint32_t>(std::max<size_t>(1, kTileBytes / row_bytes));
+    if (tile >= 64) tile = tile / 32 * 32;  // whole quantization groups per tile
+    load->tile_tokens = std::min(tile, req->reader->header().n_tokens);
+    const uint32_t n_layers = req->layer_end - req->layer_begin;
+    load->blocks_left = std::make_unique<std::atomic<uint32_t>[]>(n_layers);
+    load->layer_status.resize(n_layers);
+    load->layers_left.store(n_layers + 1, std::memory_order_relaxed);  // +1 until started
+    bool any[2] = {false, false};
+    std::vector<uint32_t> empty_layers;
+    for (uint32_t l = req->layer_begin; l < req->layer_end; ++l) {
+      uint32_t blocks = 0;
+      for (int kv = 0; kv < 2; ++kv) {
+        if (load->base(l, static_cast<KvKind>(kv)) != nullptr) {
+          ++blocks;
+          any[kv] = true;
+        }
+      }
+      load->blocks_left[load->index(l)].store(blocks, std::memory_order_relaxed);
+      if (blocks == 0) empty_layers.push_back(l);
+    }
+    for (int kv = 0; kv < 2; ++kv) {
+      if (any[kv]) {
+        const KvKind kind = static_cast<KvKind>(kv);
+        pool_->Submit([load, kind] { RunChain(load, kind, load->req->layer_begin); });
+      }
+    }
+    for (uint32_t l : empty_layers) load->LayerDone(l);
+    // Drop the start count: finishes the request when every layer already did.
+    if (load->layers_left.fetch_sub(1, std::memory_order_acq_rel) == 1)
+      req->done.Finish(Status::OK());
+    return Status::OK();
+  }
+
+  Status WaitLayerWork(CacheDeviceState*, uint32_t) override { return Status::OK(); }
+  void* LayerEvent(CacheDeviceState*, uint32_t) override { return nullptr; }
+
+  Status RopeShiftKeys(const DestSpec& keys, const RopeShiftCall& call, void*) override {
+    if (call.shift.style == 0 || call.n_tokens == 0) return Status::OK();
+    const uint64_t chunks = (call.n_tokens + kTokensPerItem - 1) / kTokensPerItem;
+    const uint64_t layers = call.layer_end - call.layer_begin;
+    return pool_->ParallelFor(layers * chunks, [&](uint64_t item) {
+      const uint32_t layer = call.layer_begin + static_cast<uint32_t>(item / chunks);
+      auto* base = static_cast<std::byte*>(keys.base(layer, KvKind::kKey));
+      if (base == nullptr) return Status::OK();
+      const uint32_t t0 = call.token_begin + static_cast<uint32_t>(item % chunks) * kTokensPerItem;
+      const uint32_t t1 = std::min(call.token_begin + call.n_tokens, t0 + kTokensPerItem);
+      RotateKeys(keys, base, t0, t1, call.shift);
+      return Status::OK();
+    });
+  }
+
+  Status Deviation(const void* fresh, const DestSpec& cached, uint32_t layer, KvKind kind,
+                   uint32_t token_begin, uint32_t n, float* out, void*) override {
+    const auto* base = static_cast<const std::byte*>(cached.base(layer, kind));
+    const uint64_t chunks = (n + kTokensPerItem - 1) / kTokensPerItem;
+    return pool_->ParallelFor(chunks, [&](uint64_t item) {
+      const uint32_t i0 = static_cast<uint32_t>(item) * kTokensPerItem;
+      DeviationRows(fresh, cached, base, token_begin, i0, std::min(n, i0 + kTokensPerItem), out);
+      return Status::OK();
+    });
+  }
+
+  Status ScatterRows(const void* rows, std::span<const uint32_t> tokens, const DestSpec& dest,
+                     uint32_t layer, KvKind kind, void*) override {
+    auto* base = static_cast<std::byte*>(dest.base(layer, kind));
+    const uint32_t n = static_cast<uint32_t>(tokens.size());
+    // Token indices are distinct (the API's contract), so rows go in any order.
+    const uint64_t chunks = (n + kTokensPerItem - 1) / kTokensPerItem;
+    return pool_->ParallelFor(chunks, [&](uint64_t item) {
+      const uint32_t i0 = static_cast<uint32_t>(item) * kTokensPerItem;
+      ScatterRowRange(static_cast<const std::byte*>(rows), tokens.data(), i0,
+                      std::min(n, i0 + kTokensPerItem), dest, base);
+      return Status::OK();
+    });
+  }
+
+  Status GatherRows(const DestSpec& src, uint32_t layer, KvKind kind, uint32_t n,
+                    std::byte* out) override {
+    const auto* base = static_cast<const std::byte*>(src.base(layer, kind));
+    const uint64_t chunks = (n + kTokensPerItem - 1) / kTokensPerItem;
+    return pool_->ParallelFor(chunks, [&](uint64_t item) {
+      const uint32_t t0 = static_cast<uint32_t>(item) * kTokensPerItem;
+      GatherRowRange(src, base, t0, std::min(n, t0 + kTokensPerItem), out);
+      return Status::OK();
+    });
+  }
+
+ private:
+  WorkerPool* pool_;
+  StagingPool* staging_;
+};
+
+}  // namespace
+
+std::unique_ptr<Backend> NewCpuBackend(WorkerPool* pool, StagingPool* staging) {
+  return std::make_unique<CpuBackend>(pool, staging);
+}
+
+}  // namespace kdn::gpu
