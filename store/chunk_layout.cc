@@ -35,7 +35,7 @@ bool DecodeSums(std::span<const std::byte> blob, std::vector<uint64_t>* sums) {
 }
 
 std::shared_ptr<const ChunkLayout> LayoutCache::Find(const ChunkId& id) {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   auto it = map_.find(id);
   if (it == map_.end()) return nullptr;
   lru_.splice(lru_.begin(), lru_, it->second);
@@ -43,7 +43,7 @@ std::shared_ptr<const ChunkLayout> LayoutCache::Find(const ChunkId& id) {
 }
 
 void LayoutCache::Insert(std::shared_ptr<const ChunkLayout> layout, uint64_t generation) {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   if (generation != generation_ || capacity_ == 0) return;
   auto it = map_.find(layout->id);
   if (it != map_.end()) {
@@ -59,7 +59,7 @@ void LayoutCache::Insert(std::shared_ptr<const ChunkLayout> layout, uint64_t gen
 }
 
 void LayoutCache::Erase(const ChunkId& id) {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   ++generation_;
   auto it = map_.find(id);
   if (it == map_.end()) return;
@@ -72,7 +72,7 @@ void LayoutCache::Erase(const ChunkId& id) {
 namespace kdn::store {
 
 void LayoutCache::Clear() {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   ++generation_;
   map_.clear();
   lru_.clear();

@@ -11,6 +11,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "base/thread_annotations.h"
 #include "kdn/store.h"
 #include "store/chunk_id.h"
 #include "store/format/file_io.h"
@@ -49,7 +50,7 @@ class LayoutCache {
   explicit LayoutCache(size_t capacity) : capacity_(capacity) {}
   std::shared_ptr<const ChunkLayout> Find(const ChunkId& id);
   uint64_t generation() const {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     return generation_;
   }
   // Inserts unless a deletion happened since `generation`.
@@ -59,11 +60,11 @@ class LayoutCache {
 
  private:
   using Lru = std::list<std::shared_ptr<const ChunkLayout>>;
-  mutable std::mutex mu_;
-  size_t capacity_;
-  uint64_t generation_ = 0;
-  Lru lru_;  // most recent first
-  std::unordered_map<ChunkId, Lru::iterator, IdHasher> map_;
+  mutable Mutex mu_;
+  const size_t capacity_;
+  uint64_t generation_ KDN_GUARDED_BY(mu_) = 0;
+  Lru lru_ KDN_GUARDED_BY(mu_);  // most recent first
+  std::unordered_map<ChunkId, Lru::iterator, IdHasher> map_ KDN_GUARDED_BY(mu_);
 };
 
 }  // namespace kdn::store

@@ -193,7 +193,7 @@ Status Store::Impl::Reserve(PreparedChunk& chunk, uint64_t bytes) {
     const uint64_t cap = capacity.load();
     uint64_t in_use;
     {
-      std::lock_guard lock(space_mu);
+      MutexLock lock(space_mu);
       in_use = used_bytes + reserved_bytes;
     }
     const uint64_t deficit = in_use + bytes > cap ? in_use + bytes - cap : 0;
@@ -208,7 +208,7 @@ Status Store::Impl::Reserve(PreparedChunk& chunk, uint64_t bytes) {
 
 bool Store::Impl::TryReserve(PreparedChunk& chunk, uint64_t bytes) {
   const uint64_t cap = capacity.load();
-  std::lock_guard lock(space_mu);
+  MutexLock lock(space_mu);
   // Without a limit the filesystem is the limit: a write it refuses fails with ENOSPC.
   if (cap != 0 && used_bytes + reserved_bytes + bytes > cap) return false;
   reserved_bytes += bytes;
@@ -225,7 +225,7 @@ void Store::Impl::FreeUnpublished(PreparedChunk& chunk) {
   chunk.fd.reset();
   chunk.written = false;
   if (chunk.reserved != 0) {
-    std::lock_guard lock(space_mu);
+    MutexLock lock(space_mu);
     reserved_bytes -= chunk.reserved;
     chunk.reserved = 0;
   }
@@ -599,7 +599,7 @@ Result<ChunkInfo> Store::StatChunk(const ChunkId& id) {
     info.atime_ns = q.Int(5);
     info.created_ns = q.Int(6);
     if (q.Int(7) == 0) {
-      std::lock_guard lock(impl_->touch_mu);
+      MutexLock lock(impl_->touch_mu);
       if (auto it = impl_->touched.find(id); it != impl_->touched.end()) {
         info.atime_ns = std::max(info.atime_ns, it->second);
       }
@@ -626,7 +626,7 @@ Result<ChunkInfo> Store::StatChunk(const ChunkId& id) {
     s.n_prefix_hashes = static_cast<uint32_t>(k.U64(9));
     info.kv = std::move(s);
   }
-  std::lock_guard lock(impl_->touch_mu);
+  MutexLock lock(impl_->touch_mu);
   if (auto it = impl_->touched.find(id); it != impl_->touched.end()) {
     info.atime_ns = std::max(info.atime_ns, it->second);
   }
@@ -683,7 +683,7 @@ Status Store::Unpin(const ChunkId& id) {
 }
 
 void Store::Touch(const ChunkId& id) {
-  std::lock_guard lock(impl_->touch_mu);
+  MutexLock lock(impl_->touch_mu);
   impl_->touched[id] = NowNs();
 }
 

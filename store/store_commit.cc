@@ -181,7 +181,7 @@ void Store::Impl::CommitBatch(const std::vector<WriteRequest*>& batch) {
   Status undone;  // the first failure to undo a change
   bool flush_touches;
   {
-    std::lock_guard lock(touch_mu);
+    MutexLock lock(touch_mu);
     flush_touches = touched.size() >= 4096;
   }
   // LRU times ride along with some transaction now and then, so the map stays small. Failing to
@@ -276,7 +276,7 @@ void Store::Impl::CommitBatch(const std::vector<WriteRequest*>& batch) {
 void Store::Impl::ApplyEffects(store::TxnEffects& fx) {
   for (const ChunkId& id : fx.deleted_chunks) layouts.Erase(id);
   {
-    std::lock_guard lock(space_mu);
+    MutexLock lock(space_mu);
     for (store::PreparedChunk* p : fx.published) {
       p->published = true;
       reserved_bytes -= p->reserved;

@@ -97,17 +97,17 @@ struct Store::Impl {
 
   store::ChunkFiles files;
   std::atomic<uint64_t> capacity{0};
-  std::mutex space_mu;
-  uint64_t used_bytes = 0;      // 4 KiB-rounded sizes of the committed chunks
-  uint64_t reserved_bytes = 0;  // held by chunks being written
+  Mutex space_mu;
+  uint64_t used_bytes KDN_GUARDED_BY(space_mu) = 0;      // 4 KiB-rounded sizes of the committed chunks
+  uint64_t reserved_bytes KDN_GUARDED_BY(space_mu) = 0;  // held by chunks being written
   std::unique_ptr<store::EnginePool> engines;
   // Layouts hold their chunk file open: small enough to stay far from descriptor limits.
   store::LayoutCache layouts{256};
 
   std::mutex open_mu;
   std::unordered_map<Ino, uint32_t> open_counts;
-  std::mutex touch_mu;
-  std::unordered_map<ChunkId, int64_t, store::IdHasher> touched;
+  Mutex touch_mu;
+  std::unordered_map<ChunkId, int64_t, store::IdHasher> touched KDN_GUARDED_BY(touch_mu);
 
   store::Counters counters;
   store::LatencyHistogram read_latency;

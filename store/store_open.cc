@@ -258,7 +258,7 @@ Status Store::Impl::RemoveStrayChunkFiles() {
         if (ec) return Status::FromErrno("removing stray chunk file " + path, ec.value());
         return Status::OK();
       }));
-  std::lock_guard lock(space_mu);
+  MutexLock lock(space_mu);
   used_bytes = used;
   for (const std::string& p : open_problems)
     Log(options.info_log, LogLevel::kWarning, "store " + dir + ": " + p);
@@ -320,7 +320,7 @@ bool Store::Impl::IsOpen(Ino ino) {
 Status Store::Impl::FlushTouched(Db& db) {
   std::unordered_map<ChunkId, int64_t, store::IdHasher> batch;
   {
-    std::lock_guard lock(touch_mu);
+    MutexLock lock(touch_mu);
     batch.swap(touched);
   }
   if (batch.empty()) return Status::OK();
@@ -362,7 +362,7 @@ std::string Store::NewStagingPath() {
 StoreUsage Store::Usage() const {
   StoreUsage u;
   {
-    std::lock_guard lock(impl_->space_mu);
+    MutexLock lock(impl_->space_mu);
     u.used_bytes = impl_->used_bytes + impl_->reserved_bytes;
   }
   uint64_t fs_free = 0;

@@ -1,6 +1,7 @@
 // FUSE over io_uring for kdnfs (see fuse_uring.h): queue threads, their entries, and the read and
 // writev functions through which libfuse talks to the kernel.
 #define FUSE_USE_VERSION 312
+#include "base/thread_annotations.h"
 #include "fs/kdnfs/fuse_uring.h"
 
 #include <fuse_lowlevel.h>
@@ -112,9 +113,9 @@ struct FuseUring::Queue {
   UniqueFd wake;  // eventfd: commits are waiting, or the queue must stop
   std::thread thread;
   std::vector<std::unique_ptr<Entry>> entries;
-  std::mutex mu;
-  std::vector<Entry*> commits;  // answered by workers, for the queue thread to commit
-  bool stopping = false;
+  Mutex mu;
+  std::vector<Entry*> commits KDN_GUARDED_BY(mu);  // answered by workers, for the queue thread
+  bool stopping KDN_GUARDED_BY(mu) = false;
 
   ~Queue() {
     if (ring_ready) io_uring_queue_exit(&ring);
@@ -331,7 +332,7 @@ void FuseUring::QueueThread(Queue* queue) {
         (void)!::read(queue->wake.get(), &v, sizeof(v));
         std::vector<Entry*> commits;
         {
-          std::lock_guard lock(queue->mu);
+          MutexLock lock(queue->mu);
           commits.swap(queue->commits);
           stopping = queue->stopping;
         }
@@ -434,7 +435,7 @@ ssize_t FuseUring::Reply(Entry* entry, const struct iovec* iov, int count) {
     Submit(queue, entry, kCmdCommitAndFetch);
   } else {
     {
-      std::lock_guard lock(queue->mu);
+      MutexLock lock(queue->mu);
       queue->commits.push_back(entry);
     }
     uint64_t one = 1;
@@ -446,7 +447,7 @@ ssize_t FuseUring::Reply(Entry* entry, const struct iovec* iov, int count) {
 void FuseUring::Stop() {
   for (auto& q : queues_) {
     {
-      std::lock_guard lock(q->mu);
+      MutexLock lock(q->mu);
       q->stopping = true;
     }
     uint64_t one = 1;

@@ -72,21 +72,25 @@ Passthrough::Decision Passthrough::ServedLocked(InodeModes& m) {
 }
 
 Passthrough::Decision Passthrough::OpenServed(Ino ino) {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   return ServedLocked(inodes_[ino]);
 }
 
-bool Passthrough::WaitNoPassthroughLocked(std::unique_lock<std::mutex>& lock, Ino ino,
+bool Passthrough::WaitNoPassthroughLocked(UniqueLock& lock, Ino ino,
                                           std::chrono::steady_clock::time_point deadline) {
-  return released_.wait_until(lock, deadline, [&] {
+  for (;;) {
     auto it = inodes_.find(ino);
-    return it == inodes_.end() || it->second.passthrough == 0;
-  });
+    if (it == inodes_.end() || it->second.passthrough == 0) return true;
+    if (released_.wait_until(lock, deadline) == std::cv_status::timeout) {
+      it = inodes_.find(ino);
+      return it == inodes_.end() || it->second.passthrough == 0;
+    }
+  }
 }
 
 Status Passthrough::CheckChangeable(Ino ino) {
   if (!active()) return Status::OK();
-  std::unique_lock lock(mu_);
+  UniqueLock lock(mu_);
   if (WaitNoPassthroughLocked(lock, ino, std::chrono::steady_clock::now() + kBusyWait)) {
     return Status::OK();
   }
@@ -100,7 +104,7 @@ Passthrough::Decision Passthrough::Open(Ino ino, int flags,
   const bool reader = (flags & O_ACCMODE) == O_RDONLY && (flags & O_TRUNC) == 0 && content;
   const auto deadline = std::chrono::steady_clock::now() + kBusyWait;
   bool tried_backing = false;
-  std::unique_lock lock(mu_);
+  UniqueLock lock(mu_);
   for (;;) {
     InodeModes* m = &inodes_[ino];
     if (reader && m->served == 0) {
@@ -142,7 +146,7 @@ Passthrough::Decision Passthrough::Open(Ino ino, int flags,
 
 void Passthrough::Release(Ino ino, OpenMode mode) {
   if (mode == OpenMode::kUntracked) return;
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   auto it = inodes_.find(ino);
   if (it == inodes_.end()) return;
   InodeModes& m = it->second;

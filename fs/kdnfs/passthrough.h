@@ -52,6 +52,7 @@
 #include <string>
 #include <unordered_map>
 
+#include "base/thread_annotations.h"
 #include "fs/kdnfs/filesystem.h"
 #include "fs/kdnfs/fs_types.h"
 #include "kdn/status.h"
@@ -138,17 +139,17 @@ class Passthrough {
     ChunkId chunk;             // the backing of the passthrough files
     int32_t backing_id = -1;
   };
-  Decision ServedLocked(InodeModes& m);
+  Decision ServedLocked(InodeModes& m) KDN_REQUIRES(mu_);
   // Waits (at most kBusyWait from `deadline`'s start) until no passthrough file of `ino` is
   // counted; false if some still are.
-  bool WaitNoPassthroughLocked(std::unique_lock<std::mutex>& lock, Ino ino,
-                               std::chrono::steady_clock::time_point deadline);
+  bool WaitNoPassthroughLocked(UniqueLock& lock, Ino ino,
+                               std::chrono::steady_clock::time_point deadline) KDN_REQUIRES(mu_);
   // A read-only fd of the chunk file, checked to be a regular file of the content's size; -1
   // (logged once) when the store cannot give one.
   int OpenChunkFile(const CommittedContent& content);
   // Registers `fd` with the connection: the backing id, or -1 (logged once).
-  int32_t RegisterBackingLocked(int fd);
-  void CloseBackingLocked(int32_t id);
+  int32_t RegisterBackingLocked(int fd) KDN_REQUIRES(mu_);
+  void CloseBackingLocked(int32_t id) KDN_REQUIRES(mu_);
   void LogFallbackOnce(const std::string& why);
 
   Store* const store_;
@@ -160,9 +161,9 @@ class Passthrough {
 
   std::atomic<uint64_t> backings_{0};
 
-  std::mutex mu_;  // guards inodes_; see the lock order above
-  std::condition_variable released_;  // a passthrough count reached 0
-  std::unordered_map<Ino, InodeModes> inodes_;
+  Mutex mu_;  // see the lock order above
+  std::condition_variable_any released_;  // a passthrough count reached 0
+  std::unordered_map<Ino, InodeModes> inodes_ KDN_GUARDED_BY(mu_);
 };
 
 }  // namespace kdn::fs

@@ -116,7 +116,7 @@ Result<int> SessionLoop::Serve() {
     }
   }
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     StartThreadLocked();
   }
   // Until a signal, an unmount or an error makes wake_fd_ readable.
@@ -126,7 +126,7 @@ Result<int> SessionLoop::Serve() {
   }
   std::vector<std::thread> threads;
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     ending_ = true;
     threads.swap(threads_);  // no thread starts once ending_ is set
   }
@@ -134,19 +134,24 @@ Result<int> SessionLoop::Serve() {
   for (auto& t : threads) t.join();
   // After the workers: their last answers go through the io_uring queues.
   uring.reset();
-  for (void* mem : free_) std::free(mem);
-  free_.clear();
-  for (const Request& r : queue_) {  // left by an unmount: nobody to answer
-    if (r.owned) std::free(r.mem);
+  int error;
+  {
+    MutexLock lock(mu_);  // no other thread is left; held for the analysis's sake
+    for (void* mem : free_) std::free(mem);
+    free_.clear();
+    for (const Request& r : queue_) {  // left by an unmount: nobody to answer
+      if (r.owned) std::free(r.mem);
+    }
+    queue_.clear();
+    error = error_;
   }
-  queue_.clear();
 
   for (int i = 0; i < 3; ++i) ::sigaction(kSignals[i], &old_actions[i], nullptr);
   ::sigaction(SIGPIPE, &old_pipe, nullptr);
   g_wake_fd.store(-1);
   ::fcntl(fd_, F_SETFL, flags);
   fuse_session_exit(session_);
-  if (error_ != 0) return Status::FromErrno("reading /dev/fuse", error_);
+  if (error != 0) return Status::FromErrno("reading /dev/fuse", error);
   return static_cast<int>(g_signal);
 }
 
@@ -156,7 +161,7 @@ void SessionLoop::StartThreadLocked() {
 
 void SessionLoop::HandOff() {
   t_receiving = false;
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   receiving_ = false;
   WakeOneLocked();
 }
@@ -173,7 +178,7 @@ void SessionLoop::WakeOneLocked() {
 
 void SessionLoop::End(int error) {
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     if (error_ == 0) error_ = error;
   }
   uint64_t one = 1;
@@ -218,10 +223,10 @@ void SessionLoop::Worker() {
   t_loop = this;
   fuse_buf buf;  // this thread's receive buffer; libfuse allocates buf.mem on first use
   std::memset(&buf, 0, sizeof(buf));
-  std::unique_lock lock(mu_);
+  UniqueLock lock(mu_);
   for (;;) {
     ++idle_;
-    cv_.wait(lock, [this] { return ending_ || !queue_.empty() || !receiving_; });
+    while (!ending_ && queue_.empty() && receiving_) cv_.wait(lock);
     --idle_;
     if (!queue_.empty()) {
       Request r = queue_.front();
@@ -248,7 +253,7 @@ void SessionLoop::Worker() {
 }
 
 void SessionLoop::Enqueue(void* mem, size_t size) {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   queue_.push_back(Request{mem, size, false});
   WakeOneLocked();
 }
@@ -259,7 +264,7 @@ void SessionLoop::ReceiveLoop(fuse_buf& buf) {
   while (t_receiving) {
     if (!Receive(buf, spin_until)) {
       t_receiving = false;
-      std::lock_guard lock(mu_);
+      MutexLock lock(mu_);
       receiving_ = false;
       ending_ = true;
       cv_.notify_all();
@@ -276,7 +281,7 @@ void SessionLoop::ReceiveLoop(fuse_buf& buf) {
     } else {
       // Queued with its buffer; the receiver goes on with a free one, so that requests that
       // arrive together (readahead READs) are picked up at once and processed in parallel.
-      std::lock_guard lock(mu_);
+      MutexLock lock(mu_);
       queue_.push_back(Request{buf.mem, buf.size, true});
       std::memset(&buf, 0, sizeof(buf));
       if (!free_.empty()) {

@@ -37,6 +37,7 @@
 #include <thread>
 #include <vector>
 
+#include "base/thread_annotations.h"
 #include "kdn/status.h"
 
 struct fuse_session;
@@ -79,8 +80,8 @@ class SessionLoop {
   // The calling thread stops receiving; an idle thread (or a new one) starts.
   void HandOff();
   // Wakes an idle thread, or starts one (up to max_threads).
-  void WakeOneLocked();
-  void StartThreadLocked();
+  void WakeOneLocked() KDN_REQUIRES(mu_);
+  void StartThreadLocked() KDN_REQUIRES(mu_);
   // The receiver's loop: until the thread hands receiving off or the loop ends.
   void ReceiveLoop(::fuse_buf& buf);
   // A request from an io_uring queue, for the pool.
@@ -92,20 +93,20 @@ class SessionLoop {
   int fd_ = -1;       // /dev/fuse, non-blocking
   int wake_fd_ = -1;  // eventfd: readable once the loop must end
 
-  std::mutex mu_;
-  std::condition_variable cv_;
-  bool receiving_ = false;  // a thread is the receiver
+  Mutex mu_;
+  std::condition_variable_any cv_;
+  bool receiving_ KDN_GUARDED_BY(mu_) = false;  // a thread is the receiver
   struct Request {
     void* mem;  // malloc'ed by libfuse, of the session's buffer size, or an io_uring entry's
     size_t size;
     bool owned;  // mem is the loop's (to reuse), not an io_uring entry's
   };
-  std::deque<Request> queue_;  // received, waiting for a thread
-  std::vector<void*> free_;    // buffers of processed requests, for the receiver
-  bool ending_ = false;
-  unsigned idle_ = 0;  // threads waiting for work or to become the receiver
-  int error_ = 0;      // errno that ended the loop, 0 when unmounted or signalled
-  std::vector<std::thread> threads_;
+  std::deque<Request> queue_ KDN_GUARDED_BY(mu_);  // received, waiting for a thread
+  std::vector<void*> free_ KDN_GUARDED_BY(mu_);    // buffers of processed requests, for the receiver
+  bool ending_ KDN_GUARDED_BY(mu_) = false;
+  unsigned idle_ KDN_GUARDED_BY(mu_) = 0;  // threads waiting for work or to become the receiver
+  int error_ KDN_GUARDED_BY(mu_) = 0;  // errno that ended the loop, 0 when unmounted or signalled
+  std::vector<std::thread> threads_ KDN_GUARDED_BY(mu_);
   cpu_set_t cpus_;  // the process's CPUs: a worker started by a pinned queue thread gets them back
 };
 
