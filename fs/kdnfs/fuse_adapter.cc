@@ -638,7 +638,22 @@ Status FuseAdapter::Run() {
   // receiver, the OPEN then finds the counts of the files really open (answered by a pool
   // thread, it would often find the closed writer still counted and be served by kdnfs instead
   // of passing through).
-  loop.answers_inline = [fs = fs_](const fuse_in_header& h) {
+  // A read-only OPEN of committed content that passthrough can answer without waiting (no
+  // conflicting open of the inode) is answered inline too: it costs a metadata lookup and, for
+  // the inode's first open, an open(2) of its chunk file and a backing registration; through a
+  // pool thread it also cost a wakeup, most of what an open+read+close of a small file took.
+  loop.answers_inline = [fs = fs_, pt = passthrough_.get()](const fuse_in_header& h,
+                                                            const void* args) {
+    if (h.opcode == FUSE_OPEN) {
+      fuse_open_in in;
+      if (h.len < sizeof(h) + sizeof(in) || !pt->active() || ControlFiles::IsControl(h.nodeid)) {
+        return false;
+      }
+      std::memcpy(&in, args, sizeof(in));
+      const int flags = static_cast<int>(in.flags);
+      return (flags & O_ACCMODE) == O_RDONLY && (flags & O_TRUNC) == 0 &&
+             !fs->HasStaged(h.nodeid) && pt->OpensAtOnce(h.nodeid);
+    }
     return (h.opcode == FUSE_FLUSH && !fs->HasStaged(h.nodeid)) || h.opcode == FUSE_RELEASE;
   };
   loop.io_uring = options_.io_uring;
@@ -652,6 +667,7 @@ Status FuseAdapter::Run() {
                 sizeof(depth));
   };
   fs_->SetBlockingHook(&SessionLoop::BeforeBlocking);
+  passthrough_->SetBlockingHook(&SessionLoop::BeforeBlocking);
   auto ended = SessionLoop::Run(session_, loop);
 
   {

@@ -384,7 +384,7 @@ void FuseUring::Serve(Queue* queue, Entry* entry) {
   std::memcpy(mem, &in, sizeof(in));
   std::memcpy(mem + sizeof(in), h->op_in, op_size);
   entry->unique.store(in.unique);
-  if (hooks_.answers_inline && hooks_.answers_inline(in)) {
+  if (hooks_.answers_inline && hooks_.answers_inline(in, mem + sizeof(in))) {
     fuse_buf buf;
     std::memset(&buf, 0, sizeof(buf));
     buf.mem = mem;

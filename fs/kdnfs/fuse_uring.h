@@ -52,7 +52,8 @@ class FuseUring {
  public:
   struct Hooks {
     // Whether the queue's own thread answers this request (it must not wait for the disk).
-    std::function<bool(const fuse_in_header& header)> answers_inline;
+    // `args`: the operation's arguments that follow the header (header.len bytes in all).
+    std::function<bool(const fuse_in_header& header, const void* args)> answers_inline;
     // Any other request goes to the worker pool: `mem` holds `size` bytes in /dev/fuse's format
     // and stays valid until the request is answered.
     std::function<void(void* mem, size_t size)> enqueue;

@@ -88,6 +88,12 @@ bool Passthrough::WaitNoPassthroughLocked(UniqueLock& lock, Ino ino,
   }
 }
 
+bool Passthrough::OpensAtOnce(Ino ino) {
+  MutexLock lock(mu_);
+  auto it = inodes_.find(ino);
+  return it == inodes_.end() || it->second.served == 0 || it->second.passthrough == 0;
+}
+
 Status Passthrough::CheckChangeable(Ino ino) {
   if (!active()) return Status::OK();
   UniqueLock lock(mu_);
@@ -138,6 +144,7 @@ Passthrough::Decision Passthrough::Open(Ino ino, int flags,
     // Files of the inode are open in passthrough mode: this open could only pass through to
     // their backing, which a writer must not and a reader of other content cannot. RELEASEs may
     // still be on their way (the counts lag the kernel's).
+    if (blocking_hook_ != nullptr) blocking_hook_();
     if (!WaitNoPassthroughLocked(lock, ino, deadline)) {
       return Decision{OpenMode::kUntracked, -1, ETXTBSY};
     }

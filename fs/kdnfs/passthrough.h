@@ -127,6 +127,13 @@ class Passthrough {
   // Before the content of `ino` changes without an open (truncate(2), O_CREAT|O_TRUNC of an
   // existing name): OK, or ETXTBSY while files of it are open in passthrough mode.
   Status CheckChangeable(Ino ino);
+  // Whether a read-only Open of `ino` would be decided now, without waiting for RELEASEs (no
+  // file of it is open in cached mode alongside passthrough ones). A hint: the state may change
+  // before the Open, which then waits as usual (at most kBusyWait).
+  bool OpensAtOnce(Ino ino);
+  // Called before an Open waits (SessionLoop::BeforeBlocking: an OPEN answered inline by the
+  // receiving thread hands receiving off first).
+  void SetBlockingHook(void (*hook)()) { blocking_hook_ = hook; }
   // Whether any file is open in passthrough mode now (cheap).
   bool any_open() const { return backings_.load(std::memory_order_relaxed) > 0; }
   // The RELEASE of an open file, with what Open decided (the file handle).
@@ -160,6 +167,7 @@ class Passthrough {
   std::atomic<bool> fallback_logged_{false};
 
   std::atomic<uint64_t> backings_{0};
+  void (*blocking_hook_)() = nullptr;
 
   Mutex mu_;  // see the lock order above
   std::condition_variable_any released_;  // a passthrough count reached 0

@@ -271,7 +271,9 @@ void SessionLoop::ReceiveLoop(fuse_buf& buf) {
       return;
     }
     bool quick = options_.answers_inline && buf.size >= sizeof(fuse_in_header) &&
-                 options_.answers_inline(*static_cast<const fuse_in_header*>(buf.mem));
+                 options_.answers_inline(*static_cast<const fuse_in_header*>(buf.mem),
+                                         static_cast<const std::byte*>(buf.mem) +
+                                             sizeof(fuse_in_header));
     if (quick) {
       fuse_session_process_buf(session_, &buf);  // may hand receiving off (BeforeBlocking)
       // A client waited for that answer and may well send the next request at once (a loop of

@@ -54,7 +54,9 @@ class SessionLoop {
     std::chrono::microseconds spin{0};
     // Whether the receiver answers this request itself (see above). Null: none. With
     // io_uring, the queue threads answer the same requests themselves.
-    std::function<bool(const fuse_in_header& header)> answers_inline;
+    // `args`: the operation's arguments that follow the header (header.len bytes in all; their
+    // alignment is not promised: copy them out).
+    std::function<bool(const fuse_in_header& header, const void* args)> answers_inline;
     // Take requests from per-CPU io_uring queues when the kernel offers them (fuse_uring.h).
     bool io_uring = true;
     // Adds to the INIT reply what libfuse cannot (FuseUring::Hooks::patch_init). Optional.
