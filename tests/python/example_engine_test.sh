@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # examples/python/kdn_engine.py on the real model: learns a passage into a knowledge set, then
 # answers a prompt that starts with it twice, reusing the cached prefix and with full prefill:
-# the outputs must be equal, and the cached run must have loaded the prefix.
-#   example_engine_test.sh PYTHON SOURCE_DIR DEFAULT_TEST_MODEL
+# the outputs must be equal, and the cached run must have loaded the prefix. With KDN_ENGINE (the
+# C example engine), the C engine's cache of the same text is the same model's KV (same identity
+# and tokens, values within float rounding) and the Python engine answers from it.
+#   example_engine_test.sh PYTHON SOURCE_DIR DEFAULT_TEST_MODEL [KDN_ENGINE]
 set -euo pipefail
-python=$1 src=$2 default_model=$3
+python=$1 src=$2 default_model=$3 c_engine=${4:-}
 model=$(dirname "$default_model")/kjv-byte.bin
 [ -f "$model" ] || model=${KDN_TEST_MODEL:-$default_model}
 if [ ! -f "$model" ]; then
@@ -27,3 +29,23 @@ grep -q "(0 cached, 110 prefilled)" "$tmp/full.err"
 [ -s "$tmp/full.txt" ] || { echo "no output" >&2; exit 1; }
 cmp "$tmp/cached.txt" "$tmp/full.txt"
 echo "the output with the cached prefix equals the output with full prefill"
+
+[ -n "$c_engine" ] || exit 0
+mkdir "$tmp/cset"
+printf '%s' "$doc" >"$tmp/doc.txt"
+"$c_engine" prefill --model "$model" --text "$tmp/doc.txt" --out "$tmp/cset/genesis.kv" --threads 1 \
+  2>/dev/null
+"$python" -B -c '
+import sys, kdn, numpy as np
+c, p = kdn.open(sys.argv[1]), kdn.open(sys.argv[2])
+assert c.info.model == p.info.model, (c.info.model, p.info.model)
+assert c.info.tokens == p.info.tokens
+diff = max(float(np.abs(a - b).max()) for a, b in zip(c.numpy(), p.numpy()))
+assert diff < 1e-4, diff
+print("C and Python engines: same model identity and tokens, KV max abs diff %.2g" % diff)
+' "$tmp/cset/genesis.kv" "$tmp/set/genesis.kv"
+# The C engine saved with 256-token hashes: a prompt of exactly the document matches whole.
+"$python" -B "$src/examples/python/kdn_engine.py" --model "$model" --set "$tmp/cset" \
+  --chunk-tokens 256 ask --max-tokens 8 "$doc" >/dev/null 2>"$tmp/c.err"
+grep -q "cached prefix: 97 of 97 tokens" "$tmp/c.err"
+echo "the Python engine answers from the C engine's cache"
