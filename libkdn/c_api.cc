@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <cstring>
 #include <memory>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -19,6 +20,7 @@
 #include "libkdn/model_desc.h"
 #include "libkdn/rope_math.h"
 #include "libkdn/save.h"
+#include "kdn/format.h"
 #include "kdn/kdn.h"
 
 struct kdn_ctx {
@@ -75,6 +77,24 @@ Status NoSkippedSlots(const DestSpec& d, uint32_t token_begin, uint32_t n, const
       return Status::InvalidArgument(std::string(what) + ": token " + std::to_string(t) +
                                      " has no slot (slot_mapping entry < 0)");
     }
+  }
+  return Status::OK();
+}
+
+// Writes `hashes` as NUL-terminated hex (KDN_PREFIX_HASH_HEX_BYTES each) when they fit in `cap`.
+Status WriteHashesHex(const std::vector<kdn::Hash128>& hashes, char* hex_out, uint32_t cap,
+                      uint32_t* n_out) {
+  KDN_RETURN_IF_ERROR(NotNull(n_out, "n_out"));
+  *n_out = static_cast<uint32_t>(hashes.size());
+  if (hashes.size() > cap) {
+    return Status::InvalidArgument("cap " + std::to_string(cap) + " cannot hold " +
+                                   std::to_string(hashes.size()) + " prefix hashes");
+  }
+  if (!hashes.empty()) KDN_RETURN_IF_ERROR(NotNull(hex_out, "hex_out"));
+  for (size_t i = 0; i < hashes.size(); ++i) {
+    const std::string hex = hashes[i].ToHex();
+    static_assert(KDN_PREFIX_HASH_HEX_BYTES == 33, "32 hex digits and a NUL");
+    std::memcpy(hex_out + i * KDN_PREFIX_HASH_HEX_BYTES, hex.c_str(), KDN_PREFIX_HASH_HEX_BYTES);
   }
   return Status::OK();
 }
@@ -352,6 +372,31 @@ KDN_EXPORT kdn_status kdn_find_prefix(const char* set_dir, const kdn_model_desc*
     std::memcpy(path_out, found.path.c_str(), found.path.size() + 1);
     *n_prefix_out = found.n_tokens;
     return Status::OK();
+  });
+}
+
+KDN_EXPORT kdn_status kdn_prefix_hashes(const kdn_model_desc* model, const uint32_t* tokens,
+                                        uint32_t n_tokens, uint32_t chunk_tokens, char* hex_out,
+                                        uint32_t cap, uint32_t* n_out) {
+  if (n_out != nullptr) *n_out = 0;
+  return g::Api([&]() -> Status {
+    KDN_ASSIGN_OR_RETURN(ModelIdentity m, g::FromApiModel(model));
+    if (n_tokens != 0) KDN_RETURN_IF_ERROR(g::NotNull(tokens, "tokens"));
+    const std::vector<kdn::Hash128> hashes =
+        kdn::PrefixHashes(m.Fingerprint(), std::span<const uint32_t>(tokens, n_tokens),
+                          chunk_tokens != 0 ? chunk_tokens : kdn::kDefaultChunkTokens);
+    return g::WriteHashesHex(hashes, hex_out, cap, n_out);
+  });
+}
+
+KDN_EXPORT kdn_status kdn_cache_prefix_hashes(const kdn_cache* cache, char* hex_out, uint32_t cap,
+                                              uint32_t* n_out, uint32_t* chunk_tokens_out) {
+  if (n_out != nullptr) *n_out = 0;
+  return g::Api([&]() -> Status {
+    KDN_RETURN_IF_ERROR(g::NotNull(cache, "cache"));
+    const kdn::KvHeader& h = cache->impl->header();
+    if (chunk_tokens_out != nullptr) *chunk_tokens_out = h.chunk_tokens;
+    return g::WriteHashesHex(h.prefix_hashes, hex_out, cap, n_out);
   });
 }
 

@@ -239,6 +239,21 @@ KDN_EXPORT kdn_status kdn_find_prefix(const char* set_dir, const kdn_model_desc*
                                       uint32_t chunk_tokens, char* path_out, size_t path_cap,
                                       uint32_t* n_prefix_out);
 
+/* The chained prefix hashes of the format's prefix index, for an engine that looks a prefix up
+ * itself (one stat of <set>/.kdn-prefix/<hash> on kdnfs; kdn_find_prefix does that and then checks
+ * the file's token ids, which a hash alone never proves). Hash i covers the first
+ * min((i + 1) * chunk_tokens, n_tokens) tokens (chunk_tokens 0 = 256): ceil(n_tokens /
+ * chunk_tokens) hashes, each written as 32 lowercase hex digits and a NUL at hex_out + 33 * i.
+ * *n_out is the count; KDN_E_INVALID_ARG, nothing written, when it is over `cap`. */
+#define KDN_PREFIX_HASH_HEX_BYTES 33
+KDN_EXPORT kdn_status kdn_prefix_hashes(const kdn_model_desc* model, const uint32_t* tokens,
+                                        uint32_t n_tokens, uint32_t chunk_tokens, char* hex_out,
+                                        uint32_t cap, uint32_t* n_out);
+/* The open file's own prefix hashes (its header's, same form and rule as above) and the
+ * chunk_tokens it was saved with (chunk_tokens_out may be NULL). */
+KDN_EXPORT kdn_status kdn_cache_prefix_hashes(const kdn_cache* cache, char* hex_out, uint32_t cap,
+                                              uint32_t* n_out, uint32_t* chunk_tokens_out);
+
 /* --- Blending (CacheBlend-style reuse of non-prefix chunks) --------------------------------- */
 
 /* Re-rotates keys of layers [layer_begin, layer_end), destination tokens [token_begin,

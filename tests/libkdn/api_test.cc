@@ -117,6 +117,48 @@ TEST(EngineApi, Info) {
   EXPECT_EQ(kdn_info(c.get(), nullptr), KDN_E_INVALID_ARG);
 }
 
+TEST(EngineApi, PrefixHashesAreTheFormatsChain) {
+  TempDir dir("kdn-engine");
+  CtxPtr ctx = MakeCtx();
+  const ModelIdentity m = TestModel(DType::kF16);
+  const std::string path = WriteSynthetic(dir, "a.kv", m, 600, "raw", 3);
+  CachePtr c = OpenCache(ctx.get(), path);
+  ASSERT_TRUE(c);
+  const KvHeader h = HeaderOf(path);
+  ASSERT_EQ(h.prefix_hashes.size(), 3u);  // 256, 512, 600 tokens
+
+  char hex[3][KDN_PREFIX_HASH_HEX_BYTES];
+  uint32_t n = 0;
+  uint32_t chunk = 0;
+  ASSERT_EQ(kdn_cache_prefix_hashes(c.get(), hex[0], 3, &n, &chunk), KDN_OK) << kdn_last_error();
+  EXPECT_EQ(n, 3u);
+  EXPECT_EQ(chunk, 256u);
+  for (int i = 0; i < 3; ++i) EXPECT_EQ(std::string(hex[i]), h.prefix_hashes[i].ToHex());
+
+  // From the model and the token ids alone: the same chain, and another one for other tokens
+  // or another chunk size.
+  const kdn_model_desc d = ToDesc(m);
+  char computed[3][KDN_PREFIX_HASH_HEX_BYTES];
+  ASSERT_EQ(kdn_prefix_hashes(&d, h.tokens.data(), 600, 0, computed[0], 3, &n), KDN_OK)
+      << kdn_last_error();
+  EXPECT_EQ(n, 3u);
+  for (int i = 0; i < 3; ++i) EXPECT_STREQ(computed[i], hex[i]);
+  ASSERT_EQ(kdn_prefix_hashes(&d, h.tokens.data(), 300, 0, computed[0], 3, &n), KDN_OK);
+  EXPECT_EQ(n, 2u);
+  EXPECT_STREQ(computed[0], hex[0]);
+  EXPECT_STRNE(computed[1], hex[1]) << "300 tokens chain differently from 512";
+  ASSERT_EQ(kdn_prefix_hashes(&d, h.tokens.data(), 600, 128, computed[0], 3, &n),
+            KDN_E_INVALID_ARG)
+      << "5 hashes do not fit in 3";
+  EXPECT_EQ(n, 5u);
+  ASSERT_EQ(kdn_prefix_hashes(&d, h.tokens.data(), 0, 0, nullptr, 0, &n), KDN_OK);
+  EXPECT_EQ(n, 0u);
+  EXPECT_EQ(kdn_cache_prefix_hashes(c.get(), hex[0], 2, &n, nullptr), KDN_E_INVALID_ARG);
+  EXPECT_EQ(kdn_cache_prefix_hashes(nullptr, hex[0], 3, &n, nullptr), KDN_E_INVALID_ARG);
+  EXPECT_EQ(kdn_prefix_hashes(nullptr, h.tokens.data(), 600, 0, computed[0], 3, &n),
+            KDN_E_INVALID_ARG);
+}
+
 TEST(EngineApi, ModelMismatchNamesTheField) {
   TempDir dir("kdn-engine");
   CtxPtr ctx = MakeCtx();
