@@ -303,5 +303,26 @@ TEST(MigrateV1, AnInterruptedMigrationResumes) {
   ExpectMigrated(*store, c);
 }
 
+// kdnctl migrate draws this on a terminal: every chunk copied, ending at all of them.
+TEST(MigrateV1, ProgressHearsOfEveryChunkCopied) {
+  test::TempDir tmp("kdn-store");
+  const std::string dir = tmp / "store";
+  WriteV1Store(dir);
+  std::vector<std::pair<uint64_t, uint64_t>> calls;
+  StoreOptions options = test::SmallStoreOptions();
+  options.migrate_progress = [&calls](uint64_t done, uint64_t total) {
+    calls.emplace_back(done, total);
+  };
+  auto store = test::OpenStore(dir, options);
+  ASSERT_NE(store, nullptr);
+  ASSERT_FALSE(calls.empty());
+  EXPECT_EQ(calls.front().first, 0u);
+  EXPECT_EQ(calls.back(), std::make_pair(uint64_t{5}, uint64_t{5}));  // five distinct chunks
+  for (size_t i = 1; i < calls.size(); ++i) {
+    EXPECT_GE(calls[i].first, calls[i - 1].first);
+    EXPECT_EQ(calls[i].second, 5u);
+  }
+}
+
 }  // namespace
 }  // namespace kdn
