@@ -393,8 +393,9 @@ TEST(NonRoot, NobodyMountsAndUnmountsOwnStore) {
                         "/file && grep -c ^kdn_store_chunks " + mnt + "/.kdn/metrics'");
   EXPECT_TRUE(rw.ok()) << rw.output;
   EXPECT_EQ(rw.output, "mine\n1\n") << "the store's owner sees its metrics";
-  // Without allow_other, nobody else (root included) reaches the mount.
+  // Without allow_other, no other user, root included, reaches the mount.
   EXPECT_FALSE(Sh("setpriv --reuid=daemon --regid=daemon --clear-groups ls " + mnt).ok());
+  EXPECT_FALSE(Sh("ls " + mnt).ok());
   CommandResult unmounted = Sh(as_nobody + "fusermount3 -u " + mnt);
   ASSERT_TRUE(unmounted.ok()) << unmounted.output;
   ASSERT_TRUE(GoneWithin(daemons, std::chrono::seconds(30)));
