@@ -1,5 +1,6 @@
-// Lock-free latency histogram for /.kdn/stats: log-linear buckets (4 per power of two), so a
-// percentile is known within 25% whatever the scale.
+// Lock-free latency histogram for /.kdn/stats and /.kdn/metrics: log-linear buckets (4 per power
+// of two), so a percentile is known within 25% whatever the scale, and the count at or below
+// 2^k - 1 ns is exact (a bucket ends there), which /.kdn/metrics exposes as Prometheus buckets.
 #ifndef KDN_STORE_LATENCY_HISTOGRAM_H_
 #define KDN_STORE_LATENCY_HISTOGRAM_H_
 
@@ -8,6 +9,7 @@
 #include <atomic>
 #include <bit>
 #include <cstdint>
+#include <vector>
 
 namespace kdn::store {
 
@@ -15,6 +17,7 @@ class LatencyHistogram {
  public:
   void Record(uint64_t ns) {
     buckets_[Bucket(ns)].fetch_add(1, std::memory_order_relaxed);
+    sum_.fetch_add(ns, std::memory_order_relaxed);
     uint64_t prev = max_.load(std::memory_order_relaxed);
     while (ns > prev && !max_.compare_exchange_weak(prev, ns, std::memory_order_relaxed)) {
     }
@@ -34,6 +37,23 @@ class LatencyHistogram {
     return max();
   }
   uint64_t max() const { return max_.load(std::memory_order_relaxed); }
+  uint64_t sum() const { return sum_.load(std::memory_order_relaxed); }
+  // Samples at or below 2^k - 1 ns for k = first..last, then all of them: cumulative counts
+  // taken from one pass, so that they never decrease even while samples arrive.
+  std::vector<uint64_t> CumulativeAtPowersOfTwo(int first, int last) const {
+    std::vector<uint64_t> out;
+    uint64_t seen = 0;
+    size_t i = 0;
+    for (int k = first; k <= last; ++k) {
+      // Buckets below index 4k end at or below 2^k - 1 (index 4k starts at 2^k).
+      for (; i < std::min(kBuckets, static_cast<size_t>(k) * 4); ++i)
+        seen += buckets_[i].load(std::memory_order_relaxed);
+      out.push_back(seen);
+    }
+    for (; i < kBuckets; ++i) seen += buckets_[i].load(std::memory_order_relaxed);
+    out.push_back(seen);
+    return out;
+  }
 
  private:
   static constexpr size_t kBuckets = 64 * 4;
@@ -51,6 +71,7 @@ class LatencyHistogram {
   }
   std::array<std::atomic<uint64_t>, kBuckets> buckets_{};
   std::atomic<uint64_t> max_{0};
+  std::atomic<uint64_t> sum_{0};
 };
 
 }  // namespace kdn::store

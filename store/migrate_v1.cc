@@ -122,7 +122,8 @@ Result<ChunkId> CopyChunk(const V1Chunk& c, const std::string& dir, ChunkFiles& 
 
 }  // namespace
 
-Status MigrateV1(Db& db, const std::string& dir, ChunkFiles& files, bool sync_full) {
+Status MigrateV1(Db& db, const std::string& dir, ChunkFiles& files, bool sync_full,
+                 const std::function<void(uint64_t done, uint64_t total)>& progress) {
   std::vector<V1Chunk> chunks;
   {
     KDN_ASSIGN_OR_RETURN(Stmt q, db.Prepare("SELECT id, size, block_bytes, sums, kv FROM chunks"));
@@ -160,6 +161,7 @@ Status MigrateV1(Db& db, const std::string& dir, ChunkFiles& files, bool sync_fu
   {
     std::map<int64_t, UniqueFd> segs;
     for (const V1Chunk& c : chunks) {
+      if (progress) progress(new_ids.size(), chunks.size());
       if (c.size == 0) {
         new_ids.push_back(HashChunk({}));
         continue;
@@ -167,6 +169,7 @@ Status MigrateV1(Db& db, const std::string& dir, ChunkFiles& files, bool sync_fu
       KDN_ASSIGN_OR_RETURN(ChunkId id, CopyChunk(c, dir, files, sync_full, segs));
       new_ids.push_back(id);
     }
+    if (progress) progress(new_ids.size(), chunks.size());
   }
   // 2. One transaction: the new ids everywhere, version 2.
   {

@@ -11,6 +11,8 @@
 #ifndef KDN_STORE_MIGRATE_V1_H_
 #define KDN_STORE_MIGRATE_V1_H_
 
+#include <cstdint>
+#include <functional>
 #include <string>
 
 #include "kdn/status.h"
@@ -20,8 +22,10 @@
 namespace kdn::store {
 
 // Migrates the store in `dir` whose database (`db`, the writer connection, schema version 1) is
-// open and locked. `files` is opened on `dir`.
-Status MigrateV1(Db& db, const std::string& dir, ChunkFiles& files, bool sync_full);
+// open and locked. `files` is opened on `dir`. `progress` (may be empty) hears of every chunk
+// copied.
+Status MigrateV1(Db& db, const std::string& dir, ChunkFiles& files, bool sync_full,
+                 const std::function<void(uint64_t done, uint64_t total)>& progress);
 
 // Removes seg/ of a store already migrated (a crash came between the commit and the removal).
 Status RemoveV1Segments(const std::string& dir);

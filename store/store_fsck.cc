@@ -320,7 +320,9 @@ Result<FsckReport> Store::Fsck(const FsckOptions& options) {
   }
 
   // The bytes, without blocking writers: a chunk deleted meanwhile is simply gone.
-  for (const ChunkId& id : to_verify) {
+  for (size_t i = 0; i < to_verify.size(); ++i) {
+    if (options.progress) options.progress(i, to_verify.size());
+    const ChunkId& id = to_verify[i];
     Status s = VerifyChunk(id);
     if (s.ok()) {
       Result<ChunkInfo> info = StatChunk(id);
@@ -330,6 +332,7 @@ Result<FsckReport> Store::Fsck(const FsckOptions& options) {
     if (s.IsNotFound()) continue;
     if (report.problems.size() < kMaxProblems) report.problems.push_back(s.ToString());
   }
+  if (options.progress) options.progress(to_verify.size(), to_verify.size());
   return report;
 }
 

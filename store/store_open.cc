@@ -225,7 +225,7 @@ Status Store::Impl::MigrateIfOld() {
   struct stat st;
   const bool have_segments = ::lstat((dir + "/seg").c_str(), &st) == 0;
   if (version == 1) {
-    KDN_RETURN_IF_ERROR(store::MigrateV1(*writer, dir, files, sync_full)
+    KDN_RETURN_IF_ERROR(store::MigrateV1(*writer, dir, files, sync_full, options.migrate_progress)
                             .WithContext("migrating the version 1 store in " + dir));
     open_warnings.push_back(dir + ": migrated from version 1 (segment files) to version " +
                             std::to_string(store::kSchemaVersion) + " (a file per chunk)");
@@ -431,6 +431,10 @@ StoreStats Store::Stats() const {
   s.read_latency_p90_ns = impl_->read_latency.Percentile(0.90);
   s.read_latency_p99_ns = impl_->read_latency.Percentile(0.99);
   s.read_latency_max_ns = impl_->read_latency.max();
+  s.read_latency_buckets = impl_->read_latency.CumulativeAtPowersOfTwo(
+      StoreStats::kReadLatencyFirstPow2, StoreStats::kReadLatencyLastPow2);
+  s.read_latency_count = s.read_latency_buckets.back();
+  s.read_latency_sum_ns = impl_->read_latency.sum();
   return s;
 }
 

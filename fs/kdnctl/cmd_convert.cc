@@ -8,6 +8,7 @@
 
 #include "fs/kdnctl/args.h"
 #include "fs/kdnctl/commands.h"
+#include "fs/kdnctl/progress.h"
 #include "kdn/format.h"
 
 namespace kdnctl {
@@ -52,7 +53,9 @@ int RunConvert(int argc, char** argv) {
   const kdn::KvHeader& h = (*reader)->header();
   kdn::KvWriter writer(h.model, *codec, h.tokens, h.position_offset, h.chunk_tokens);
   std::vector<std::byte> k(h.decoded_block_bytes(h.model.dtype)), v(k.size());
+  Progress progress("kdnctl convert: " + in + ": layers");
   for (uint32_t l = 0; l < h.model.n_layers; ++l) {
+    progress.Update(l, h.model.n_layers);
     kdn::Status st = (*reader)->DecodeBlock(l, kdn::KvKind::kKey, h.model.dtype, k);
     if (st.ok()) st = (*reader)->DecodeBlock(l, kdn::KvKind::kValue, h.model.dtype, v);
     if (!st.ok()) return Fail(kCmd, kExitBadInput, WithPath(in, st));
@@ -61,6 +64,8 @@ int RunConvert(int argc, char** argv) {
       return Fail(kCmd, kExitBadInput, WithPath(in, enc));
     }
   }
+  progress.Update(h.model.n_layers, h.model.n_layers);
+  progress.Finish();
   if (kdn::Status st = writer.Finish(out); !st.ok()) return Fail(kCmd, kExitBadInput, st.message());
   std::printf("%s: %s -> %s\n", out.c_str(), h.codec.Name().c_str(), codec->Name().c_str());
   return kExitOk;

@@ -5,6 +5,7 @@
 #include <string>
 #include <string_view>
 
+#include "fs/kdnctl/progress.h"
 #include "kdn/store.h"
 
 namespace kdnctl {
@@ -58,7 +59,10 @@ int RunFsck(int argc, char** argv) {
   }
   if (dir.empty()) return FsckUsageError("expected one STORE_DIR");
 
+  Progress progress("kdnctl fsck: " + dir + ": verifying chunks");
+  options.progress = [&progress](uint64_t done, uint64_t total) { progress.Update(done, total); };
   kdn::Result<kdn::FsckReport> report = kdn::Store::Fsck(dir, options);
+  progress.Finish();
   if (!report.ok()) {
     std::fprintf(stderr, "kdnctl fsck: %s: %s\n", dir.c_str(), report.status().ToString().c_str());
     return kFsckProblems;

@@ -5,6 +5,7 @@
 #include <string_view>
 
 #include "fs/kdnctl/commands.h"
+#include "fs/kdnctl/progress.h"
 #include "kdn/store.h"
 
 namespace kdnctl {
@@ -47,7 +48,12 @@ int RunMigrate(int argc, char** argv) {
   }
   kdn::StoreOptions options;
   options.create_if_missing = false;
+  Progress progress("kdnctl migrate: " + dir + ": copying chunks");
+  options.migrate_progress = [&progress](uint64_t done, uint64_t total) {
+    progress.Update(done, total);
+  };
   auto store = kdn::Store::Open(dir, options);
+  progress.Finish();
   if (!store.ok()) {
     std::fprintf(stderr, "kdnctl migrate: %s: %s\n", dir.c_str(),
                  store.status().ToString().c_str());

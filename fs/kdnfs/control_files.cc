@@ -8,6 +8,7 @@
 #include <new>
 
 #include "fs/kdnfs/log.h"
+#include "fs/kdnfs/metrics.h"
 #include "fs/kdnfs/staged_file.h"
 
 namespace kdn::fs {
@@ -44,9 +45,10 @@ bool CanSearch(const Caller& caller, const InodeAttr& dir) {
 }  // namespace
 
 ControlFiles::ControlFiles(Store& store, std::function<std::string()> stats_text,
-                           uint32_t owner_uid)
+                           std::function<std::string()> metrics_text, uint32_t owner_uid)
     : store_(store),
       stats_text_(std::move(stats_text)),
+      metrics_text_(std::move(metrics_text)),
       owner_uid_(owner_uid),
       created_ns_(NowNs()) {}
 
@@ -83,6 +85,27 @@ InodeAttr ControlFiles::UserStatsAttr() const {
   return a;
 }
 
+InodeAttr ControlFiles::MetricsAttr() const {
+  InodeAttr a;
+  a.ino = kMetricsIno;
+  a.mode = S_IFREG | 0400;  // as StatsAttr
+  a.uid = owner_uid_;
+  a.nlink = 1;
+  a.size = metrics_.size();
+  a.atime_ns = a.mtime_ns = a.ctime_ns = metrics_ns_;
+  return a;
+}
+
+InodeAttr ControlFiles::UserMetricsAttr() const {
+  InodeAttr a;
+  a.ino = kUserMetricsIno;
+  a.mode = S_IFREG | 0444;
+  a.nlink = 1;
+  a.size = kUnprivilegedMetricsText.size();
+  a.atime_ns = a.mtime_ns = a.ctime_ns = created_ns_;
+  return a;
+}
+
 InodeAttr ControlFiles::LinkAttr(Ino ino, const Link& link) {
   InodeAttr a;
   a.ino = ino;
@@ -105,6 +128,14 @@ Result<Entry> ControlFiles::Lookup(const Caller& caller, Ino parent, std::string
       stats_ = std::move(text);
       stats_ns_ = std::max(NowNs(), stats_ns_ + 1);
       return Entry{StatsAttr(), kNoCache, kNoCache};
+    }
+    if (name == "metrics") {
+      if (!Privileged(caller)) return Entry{UserMetricsAttr(), kNoCache, kNoCache};
+      std::string text = metrics_text_();
+      MutexLock lock(mu_);
+      metrics_ = std::move(text);
+      metrics_ns_ = std::max(NowNs(), metrics_ns_ + 1);
+      return Entry{MetricsAttr(), kNoCache, kNoCache};
     }
     if (name == "by-id") return Entry{DirAttr(kByIdDirIno), kForever, kForever};
     return NotFound(name);
@@ -248,8 +279,10 @@ void ControlFiles::Forget(Ino ino, uint64_t count) {
 Result<InodeAttr> ControlFiles::GetAttr(Ino ino) {
   if (IsControlDir(ino)) return DirAttr(ino);
   if (ino == kUserStatsIno) return UserStatsAttr();
+  if (ino == kUserMetricsIno) return UserMetricsAttr();
   MutexLock lock(mu_);
   if (ino == kStatsIno) return StatsAttr();
+  if (ino == kMetricsIno) return MetricsAttr();
   auto it = links_.find(ino);
   if (it == links_.end()) return Status::NotFound("stale control file inode");
   return LinkAttr(ino, it->second);
@@ -263,6 +296,11 @@ Result<size_t> ControlFiles::Read(Ino ino, uint64_t offset, std::span<std::byte>
     return n;
   };
   if (ino == kUserStatsIno) return copy(kUserStatsText);
+  if (ino == kUserMetricsIno) return copy(kUnprivilegedMetricsText);
+  if (ino == kMetricsIno) {
+    MutexLock lock(mu_);
+    return copy(metrics_);
+  }
   if (ino != kStatsIno) {
     return IsControlDir(ino) ? Status::FromErrno("control file", EISDIR)
                              : Status::InvalidArgument("not a readable control file");
@@ -298,6 +336,7 @@ Result<std::vector<DirEntry>> ControlFiles::ReadDir(Ino ino, uint64_t cookie) {
     // The view any user gets; the store-wide one is reached by name only (its lookup knows who
     // asks, a listing does not).
     all.push_back(DirEntry{"stats", UserStatsAttr(), 0});
+    all.push_back(DirEntry{"metrics", UserMetricsAttr(), 0});
     all.push_back(DirEntry{"by-id", DirAttr(kByIdDirIno), 0});
   }
   std::vector<DirEntry> out;

@@ -6,6 +6,9 @@
 //                              and the store's owner (the daemon's uid) get them; every other
 //                              user gets a file without them (a different inode, so that the
 //                              kernel never serves one user the pages it cached for another).
+//   /.kdn/metrics              the same figures in the Prometheus text format (metrics.h), fresh
+//                              at every lookup, under the same rule: root and the store's owner
+//                              get them, everyone else a file that says it holds none.
 //   /.kdn/by-id/<hex>          symlink to a file whose content is the chunk with id <hex>, answered
 //                              only when the caller could reach that file: search permission on
 //                              every directory on its path, for the calling uid and groups;
@@ -56,6 +59,8 @@ inline constexpr Ino kStatsIno = kMaxStoreIno + 2;  // the store-wide view (root
 // kMaxStoreIno + 3 was /.kdn/prefix.
 inline constexpr Ino kByIdDirIno = kMaxStoreIno + 4;
 inline constexpr Ino kUserStatsIno = kMaxStoreIno + 5;  // the view of every other user
+inline constexpr Ino kMetricsIno = kMaxStoreIno + 6;      // store-wide (root, store owner)
+inline constexpr Ino kUserMetricsIno = kMaxStoreIno + 7;  // every other user
 inline constexpr Ino kFirstLinkIno = kMaxStoreIno + 16;
 // <dir>/.kdn-prefix is inode kSetPrefixDirBase + <dir's inode>; symlinks stay below the base.
 inline constexpr Ino kSetPrefixDirBase = Ino{1} << 56;
@@ -63,8 +68,10 @@ inline constexpr Ino kSetPrefixDirBase = Ino{1} << 56;
 class ControlFiles {
  public:
   // `stats_text` renders the store-wide stats file; it is called at every lookup of /.kdn/stats
-  // by root or `owner_uid` (the store's owner: the daemon's uid).
-  ControlFiles(Store& store, std::function<std::string()> stats_text, uint32_t owner_uid);
+  // by root or `owner_uid` (the store's owner: the daemon's uid). `metrics_text` likewise for
+  // /.kdn/metrics.
+  ControlFiles(Store& store, std::function<std::string()> stats_text,
+               std::function<std::string()> metrics_text, uint32_t owner_uid);
 
   static bool IsControl(Ino ino) { return ino > kMaxStoreIno; }
   static bool IsSetPrefixDir(Ino ino) {
@@ -109,16 +116,21 @@ class ControlFiles {
   InodeAttr DirAttr(Ino ino) const;
   InodeAttr StatsAttr() const KDN_REQUIRES(mu_);
   InodeAttr UserStatsAttr() const;
+  InodeAttr MetricsAttr() const KDN_REQUIRES(mu_);
+  InodeAttr UserMetricsAttr() const;
   static InodeAttr LinkAttr(Ino ino, const Link& link);
 
   Store& store_;
   std::function<std::string()> stats_text_;
+  std::function<std::string()> metrics_text_;
   const uint32_t owner_uid_;
   const int64_t created_ns_;
 
   mutable Mutex mu_;
   std::string stats_ KDN_GUARDED_BY(mu_);  // the latest store-wide snapshot
   int64_t stats_ns_ KDN_GUARDED_BY(mu_) = 0;
+  std::string metrics_ KDN_GUARDED_BY(mu_);  // the latest metrics snapshot
+  int64_t metrics_ns_ KDN_GUARDED_BY(mu_) = 0;
   Ino next_link_ino_ KDN_GUARDED_BY(mu_) = kFirstLinkIno;
   std::unordered_map<Ino, Link> links_ KDN_GUARDED_BY(mu_);
   std::unordered_map<std::string, Ino> link_by_key_ KDN_GUARDED_BY(mu_);

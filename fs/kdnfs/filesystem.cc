@@ -16,6 +16,7 @@
 
 #include "fs/kdnfs/kdn_xattrs.h"
 #include "fs/kdnfs/log.h"
+#include "fs/kdnfs/metrics.h"
 
 namespace kdn::fs {
 namespace {
@@ -79,7 +80,8 @@ Result<std::unique_ptr<Filesystem>> Filesystem::Open(const std::string& store_di
   KDN_ASSIGN_OR_RETURN(fs->store_, Store::Open(store_dir, store_options));
   // The store's owner is whoever runs the daemon: root or that user sees store-wide stats.
   fs->control_ = std::make_unique<ControlFiles>(
-      *fs->store_, [self] { return self->StatsText(); }, static_cast<uint32_t>(::geteuid()));
+      *fs->store_, [self] { return self->StatsText(); }, [self] { return self->MetricsText(); },
+      static_cast<uint32_t>(::geteuid()));
   fs->own_processes_ = std::make_unique<ProcFsProcesses>();
   fs->processes_ = fs->own_processes_.get();
   return fs;
@@ -874,6 +876,12 @@ std::string Filesystem::StatsText() {
   line("backing_files", counters_.backing_files.load());
   requests_->Render(out);
   return out.str();
+}
+
+std::string Filesystem::MetricsText() {
+  const StoreStats stats = store_->Stats();
+  const StoreUsage usage = store_->Usage();
+  return RenderMetrics(MetricsSources{stats, usage, counters_, staged_count(), *requests_});
 }
 
 }  // namespace kdn::fs

@@ -186,6 +186,8 @@ class Filesystem {
 
   // The text of /.kdn/stats.
   std::string StatsText();
+  // The text of /.kdn/metrics (metrics.h).
+  std::string MetricsText();
 
  private:
   struct InodeState {

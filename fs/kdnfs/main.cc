@@ -5,7 +5,12 @@
 // Creates the store when STORE_DIR is empty or missing. Runs in the background unless -f; the
 // parent process exits once the filesystem is mounted (status 0) or could not be (status 1, with
 // the reason on stderr). SIGINT, SIGTERM and SIGHUP unmount and exit after committing whatever is
-// still being written. A mountpoint left behind by a killed daemon is detached first.
+// still being written; so does `umount MOUNTPOINT`. A mountpoint left behind by a killed daemon is
+// detached first. Started by systemd (`Type=notify`, kdnfs@.service), it says READY=1 once mounted.
+//
+// mount(8) runs it too: `mount -t fuse.kdnfs STORE_DIR MOUNTPOINT -o ...` and fstab lines of type
+// fuse.kdnfs go through fuse3's mount.fuse3 (or the mount.fuse.kdnfs helper installed with it),
+// which pass fstab's options along; those that only mount(8) reads are ignored here.
 #define FUSE_USE_VERSION 312  // 3.12: the loop config of fuse_loop_cfg_create()
 #include <fcntl.h>
 #include <fuse_lowlevel.h>
@@ -24,6 +29,7 @@
 #include "fs/kdnfs/fuse_adapter.h"
 #include "fs/kdnfs/log.h"
 #include "fs/kdnfs/mount_util.h"
+#include "fs/kdnfs/service_notify.h"
 
 #ifndef KDN_VERSION
 #define KDN_VERSION "unknown"
@@ -78,7 +84,19 @@ void PrintUsage(FILE* out) {
                "Other -o options go to FUSE and the kernel, e.g. ro (read-only: closing a\n"
                "file then costs no request to the daemon), allow_other (the default\n"
                "when run as root), fsname=NAME. default_permissions is always on: the kernel\n"
-               "checks modes and owners.\n");
+               "checks modes and owners. Options of fstab lines that are for mount(8)\n"
+               "and systemd only (defaults, auto, noauto, user, users, nofail, _netdev,\n"
+               "x-*, comment=) are ignored.\n");
+}
+
+// Options of an fstab line that mean something to mount(8) or systemd only (when to mount, who
+// may), not to the filesystem: mount.fuse3 drops some of them, not all.
+bool MountOnlyOption(std::string_view opt) {
+  for (std::string_view o : {"defaults", "auto", "noauto", "user", "users", "nouser", "owner",
+                             "group", "nofail", "_netdev"}) {
+    if (opt == o) return true;
+  }
+  return opt.starts_with("x-") || opt.starts_with("comment=");
 }
 
 Status ParseKdnOption(std::string_view opt, CommandLine& cl, bool& ours) {
@@ -172,7 +190,7 @@ Result<CommandLine> ParseCommandLine(int argc, char** argv) {
         std::string opt =
             list.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
         start = comma == std::string::npos ? list.size() + 1 : comma + 1;
-        if (opt.empty()) continue;
+        if (opt.empty() || MountOnlyOption(opt)) continue;
         bool ours = false;
         KDN_RETURN_IF_ERROR(ParseKdnOption(opt, cl, ours));
         if (ours) continue;
@@ -288,7 +306,11 @@ int Run(const CommandLine& cl) {
     LogToSyslog();
     report(0);
   }
+  if (Status ready = NotifyServiceManager("READY=1"); !ready.ok()) {
+    KDN_LOG_WARNING("readiness not sent: %s", ready.ToString().c_str());
+  }
   Status ran = (*adapter)->Run();
+  (void)NotifyServiceManager("STOPPING=1");
   adapter->reset();  // unmounted; the filesystem commits what is staged as it closes
   fs->reset();
   if (!ran.ok()) {

@@ -106,6 +106,18 @@ uint64_t RequestOutcomes::errors(FsOp op, int err) const {
       std::memory_order_relaxed);
 }
 
+void RequestOutcomes::Visit(
+    const std::function<void(FsOp op, int err, uint64_t count)>& visit) const {
+  for (size_t i = 0; i < kFsOpCount; ++i) {
+    const FsOp op = static_cast<FsOp>(i);
+    visit(op, 0, ops_[i].ok.load(std::memory_order_relaxed));
+    for (int err = 1; err < kMaxErrno; ++err) {
+      const uint64_t n = ops_[i].errors[static_cast<size_t>(err)].load(std::memory_order_relaxed);
+      if (n != 0) visit(op, err, n);
+    }
+  }
+}
+
 void RequestOutcomes::Render(std::ostream& out) const {
   for (size_t i = 0; i < kFsOpCount; ++i) {
     const std::string prefix = "fuse." + std::string(FsOpName(static_cast<FsOp>(i))) + ".";

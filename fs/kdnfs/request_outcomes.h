@@ -14,6 +14,7 @@
 #include <array>
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <ostream>
 #include <string>
@@ -76,6 +77,9 @@ class RequestOutcomes {
   // The /.kdn/stats lines: `fuse.<op>.ok N` for every operation, `fuse.<op>.<ERRNO> N` for each
   // errno it failed with.
   void Render(std::ostream& out) const;
+  // Every count: `err` 0 for the successes of `op` (every operation, even at 0), else each errno
+  // it failed with (only those seen). For /.kdn/metrics.
+  void Visit(const std::function<void(FsOp op, int err, uint64_t count)>& visit) const;
 
  private:
   // errno values 1..kMaxErrno-1 are counted by name; others (never seen on Linux) as EIO.

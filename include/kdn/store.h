@@ -144,6 +144,9 @@ struct StoreOptions {
   // Where the store and its I/O engines report what they cannot return (damage found at open,
   // a fallback to pread/pwrite). Null (the default) discards; kdnfs passes its daemon log.
   std::shared_ptr<Logger> info_log;
+  // Called as the migration of an old store at open copies its chunks (done of total), on the
+  // opening thread. Optional: kdnctl migrate shows it on a terminal.
+  std::function<void(uint64_t done, uint64_t total)> migrate_progress;
   // Tests only: wraps every I/O engine of the store (fault injection, tests/fault/). Null: none.
   std::shared_ptr<io::EngineWrapper> io_wrapper;
 };
@@ -308,11 +311,22 @@ struct StoreStats {
   uint64_t read_latency_p90_ns = 0;
   uint64_t read_latency_p99_ns = 0;
   uint64_t read_latency_max_ns = 0;
+  // The same latencies as a histogram: read_latency_buckets[i] Gets took at most
+  // 2^(kReadLatencyFirstPow2 + i) - 1 ns; the last entry counts every Get (also
+  // read_latency_count). read_latency_sum_ns is their total time.
+  static constexpr int kReadLatencyFirstPow2 = 10;  // 1.023 us
+  static constexpr int kReadLatencyLastPow2 = 34;   // 17.2 s
+  std::vector<uint64_t> read_latency_buckets;
+  uint64_t read_latency_count = 0;
+  uint64_t read_latency_sum_ns = 0;
 };
 
 struct FsckOptions {
   bool verify_data = true;  // read every chunk: whole-chunk hash, block checksums, `.kv` checksums
   std::shared_ptr<Logger> info_log;  // for Store::Fsck(dir): StoreOptions::info_log of the open
+  // Called as the chunks' bytes are verified (done of total), on the checking thread. Optional:
+  // kdnctl fsck shows it on a terminal.
+  std::function<void(uint64_t done, uint64_t total)> progress;
 };
 
 struct FsckReport {

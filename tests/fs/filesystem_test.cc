@@ -532,7 +532,7 @@ TEST_F(FilesystemTest, TheControlDirectoryIsHiddenButReachable) {
   EXPECT_EQ(kdn->attr.ino, kControlDirIno);
   EXPECT_TRUE(S_ISDIR(kdn->attr.mode));
   auto listed = List(kControlDirIno);
-  EXPECT_EQ(listed, (std::vector<std::string>{".", "..", "stats", "by-id"}));
+  EXPECT_EQ(listed, (std::vector<std::string>{".", "..", "stats", "metrics", "by-id"}));
 
   auto stats = fs_->Lookup(c, kControlDirIno, "stats");
   ASSERT_TRUE(stats.ok());
@@ -758,6 +758,50 @@ TEST_F(FilesystemTest, StoreWideStatsAreForRootAndTheStoreOwnerOnly) {
     EXPECT_FALSE(text.starts_with(std::string(key) + " ")) << key;
   }
   EXPECT_EQ(text, "store_wide_counters 0\n");
+}
+
+TEST_F(FilesystemTest, MetricsFollowTheStatsRule) {
+  Put(kRootIno, "doc.kv", MakeKv(100, 4));
+  const Caller owner = As(::geteuid(), 0, 1);
+  const Caller other = As(::geteuid() == 4242 ? 4343 : 4242, 4242, 2);
+  for (const Caller& c : {As(0, 0, 1), owner}) {
+    auto m = fs_->Lookup(c, kControlDirIno, "metrics");
+    ASSERT_TRUE(m.ok());
+    EXPECT_EQ(m->attr.ino, kMetricsIno);
+    EXPECT_EQ(m->attr.mode, S_IFREG | 0400u);
+    EXPECT_EQ(m->entry_timeout, 0.0);
+    const std::string text = Text(ReadAll(kMetricsIno));
+    EXPECT_EQ(text.size(), m->attr.size);
+    EXPECT_NE(text.find("\nkdn_store_chunks 1\n"), std::string::npos) << text;
+    EXPECT_NE(text.find("# TYPE kdn_store_read_duration_seconds histogram\n"), std::string::npos);
+  }
+  auto m = fs_->Lookup(other, kControlDirIno, "metrics");
+  ASSERT_TRUE(m.ok());
+  EXPECT_EQ(m->attr.ino, kUserMetricsIno);
+  const std::string text = Text(ReadAll(kUserMetricsIno));
+  EXPECT_EQ(text.size(), m->attr.size);
+  EXPECT_EQ(text.find("kdn_store_chunks"), std::string::npos) << text;
+  EXPECT_EQ(text.find("kdn_fuse_requests_total"), std::string::npos) << text;
+  EXPECT_NE(text.find("\nkdn_store_wide_metrics 0\n"), std::string::npos) << text;
+}
+
+TEST_F(FilesystemTest, MetricsCountRequestsPerOperationAndOutcome) {
+  fs_->requests().Succeeded(FsOp::kRmdir);
+  EXPECT_EQ(fs_->requests().Failed(FsOp::kRmdir, ENOTEMPTY, "not empty"), ENOTEMPTY);
+  EXPECT_EQ(fs_->requests().Failed(FsOp::kRmdir, ENOTEMPTY, "not empty"), ENOTEMPTY);
+  const std::string text = fs_->MetricsText();
+  EXPECT_NE(text.find("\nkdn_fuse_requests_total{op=\"rmdir\",outcome=\"ok\"} 1\n"),
+            std::string::npos)
+      << text;
+  EXPECT_NE(text.find("\nkdn_fuse_requests_total{op=\"rmdir\",outcome=\"ENOTEMPTY\"} 2\n"),
+            std::string::npos);
+  EXPECT_NE(text.find("\nkdn_fuse_requests_total{op=\"lookup\",outcome=\"ok\"} 0\n"),
+            std::string::npos);
+  EXPECT_EQ(text.find("outcome=\"EIO\""), std::string::npos) << "only outcomes seen";
+  // One HELP and TYPE per family, before its samples.
+  EXPECT_EQ(text.find("# TYPE kdn_fuse_requests_total counter\n"),
+            text.find("# HELP kdn_fuse_requests_total") +
+                text.substr(text.find("# HELP kdn_fuse_requests_total")).find('\n') + 1);
 }
 
 TEST_F(FilesystemTest, KdnAttributesDescribeTheContent) {

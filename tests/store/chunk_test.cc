@@ -41,6 +41,32 @@ TEST_F(ChunkTest, PutGetRoundTripsAtManySizes) {
   test::ExpectClean(*store_);
 }
 
+// /.kdn/metrics' histogram: cumulative counts at 2^k - 1 ns that never decrease, ending at the
+// number of reads, and a sum of their times.
+TEST_F(ChunkTest, ReadLatencyHistogramCountsEveryRead) {
+  auto id = store_->Put(RandomBytes(100000, 1));
+  ASSERT_TRUE(id.ok());
+  const uint64_t before = store_->Stats().read_latency_count;
+  for (int i = 0; i < 7; ++i) test::ReadWhole(*store_, *id, 100000);
+  StoreStats s = store_->Stats();
+  ASSERT_EQ(s.read_latency_buckets.size(),
+            size_t(StoreStats::kReadLatencyLastPow2 - StoreStats::kReadLatencyFirstPow2 + 2));
+  EXPECT_EQ(s.read_latency_count, s.reads);
+  EXPECT_GE(s.read_latency_count, before + 7);
+  EXPECT_EQ(s.read_latency_buckets.back(), s.read_latency_count);
+  for (size_t i = 1; i < s.read_latency_buckets.size(); ++i) {
+    EXPECT_GE(s.read_latency_buckets[i], s.read_latency_buckets[i - 1]) << i;
+  }
+  EXPECT_GT(s.read_latency_sum_ns, 0u);
+  // The slowest read is within the bucket that first holds them all.
+  size_t all = 0;
+  while (s.read_latency_buckets[all] < s.read_latency_count) ++all;
+  if (all + 1 < s.read_latency_buckets.size()) {
+    EXPECT_LE(s.read_latency_max_ns,
+              (uint64_t{1} << (StoreStats::kReadLatencyFirstPow2 + all)) - 1);
+  }
+}
+
 TEST_F(ChunkTest, PartialReadsAtAnyOffsetAndAlignment) {
   auto bytes = RandomBytes(1000 * 1000, 7);
   auto id = store_->Put(bytes);

@@ -5,6 +5,7 @@
 #define XXH_INLINE_ALL
 #include <sqlite3.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <xxhash.h>
 
 #include <filesystem>
@@ -301,6 +302,61 @@ TEST(MigrateV1, AnInterruptedMigrationResumes) {
   auto store = test::OpenStore(dir, test::SmallStoreOptions());
   ASSERT_NE(store, nullptr);
   ExpectMigrated(*store, c);
+}
+
+// kdnctl migrate draws this on a terminal: every chunk copied, ending at all of them.
+TEST(MigrateV1, ProgressHearsOfEveryChunkCopied) {
+  test::TempDir tmp("kdn-store");
+  const std::string dir = tmp / "store";
+  WriteV1Store(dir);
+  std::vector<std::pair<uint64_t, uint64_t>> calls;
+  StoreOptions options = test::SmallStoreOptions();
+  options.migrate_progress = [&calls](uint64_t done, uint64_t total) {
+    calls.emplace_back(done, total);
+  };
+  auto store = test::OpenStore(dir, options);
+  ASSERT_NE(store, nullptr);
+  ASSERT_FALSE(calls.empty());
+  EXPECT_EQ(calls.front().first, 0u);
+  EXPECT_EQ(calls.back(), std::make_pair(uint64_t{5}, uint64_t{5}));  // five distinct chunks
+  for (size_t i = 1; i < calls.size(); ++i) {
+    EXPECT_GE(calls[i].first, calls[i - 1].first);
+    EXPECT_EQ(calls[i].second, 5u);
+  }
+}
+
+std::string RunCommand(const std::string& command, int* status) {
+  std::string out;
+  FILE* p = ::popen(command.c_str(), "r");
+  if (p == nullptr) return out;
+  char buf[4096];
+  size_t n;
+  while ((n = std::fread(buf, 1, sizeof(buf), p)) > 0) out.append(buf, n);
+  const int raw = ::pclose(p);
+  *status = WIFEXITED(raw) ? WEXITSTATUS(raw) : 128;
+  return out;
+}
+
+TEST(MigrateV1, KdnctlMigrateShowsProgressOnATerminalOnly) {
+  test::TempDir tmp("kdn-store");
+  const std::string quiet = tmp / "quiet", shown = tmp / "shown";
+  WriteV1Store(quiet);
+  WriteV1Store(shown);
+  int status = -1;
+  // stderr to a pipe: the result line only, and no progress bytes.
+  std::string out = RunCommand(std::string(KDNCTL_PATH) + " migrate " + quiet + " 2>&1", &status);
+  EXPECT_EQ(status, 0) << out;
+  EXPECT_EQ(out.find('\r'), std::string::npos) << out;
+  EXPECT_EQ(out.find("copying"), std::string::npos) << out;
+  KDN_REQUIRE_OR_SKIP(RunCommand("command -v script", &status).size() > 0 && status == 0,
+                      "script(1) is not installed (apt: util-linux)");
+  out = RunCommand("script -qec '" + std::string(KDNCTL_PATH) + " migrate " + shown + "' /dev/null",
+                   &status);
+  EXPECT_EQ(status, 0) << out;
+  EXPECT_NE(out.find("\rkdnctl migrate: " + shown + ": copying chunks 5/5 (100%)"),
+            std::string::npos)
+      << out;
+  EXPECT_NE(out.find(shown + ": current"), std::string::npos) << out;
 }
 
 }  // namespace
