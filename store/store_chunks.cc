@@ -216,6 +216,26 @@ bool Store::Impl::TryReserve(PreparedChunk& chunk, uint64_t bytes) {
   return true;
 }
 
+Status Store::ReserveSpace(uint64_t bytes, bool evict) {
+  if (bytes == 0) return Status::OK();
+  PreparedChunk holder;
+  if (!evict) {
+    if (!impl_->TryReserve(holder, bytes)) {
+      return Status::NoSpace("store is full: " + std::to_string(bytes) + " bytes not at hand");
+    }
+  } else {
+    KDN_RETURN_IF_ERROR(impl_->Reserve(holder, bytes));
+  }
+  holder.reserved = 0;  // now the caller's, until ReleaseSpace or a commit takes it
+  return Status::OK();
+}
+
+void Store::ReleaseSpace(uint64_t bytes) {
+  if (bytes == 0) return;
+  MutexLock lock(impl_->space_mu);
+  impl_->reserved_bytes -= std::min(impl_->reserved_bytes, bytes);
+}
+
 void Store::Impl::FreeUnpublished(PreparedChunk& chunk) {
   if (chunk.published) return;
   if (!chunk.temp_path.empty()) {
@@ -248,9 +268,9 @@ Status Store::Impl::WriteData(PreparedChunk& chunk, store::ChunkSource& source) 
     chunk.written = true;
     return Status::OK();
   }
-  if (chunk.reserved == 0) {
-    KDN_RETURN_IF_ERROR(Reserve(chunk, io::AlignUp(chunk.size, io::kDirectAlign)));
-  }
+  // A commit may arrive holding capacity already (CommitOptions::reserved_bytes).
+  const uint64_t need = io::AlignUp(chunk.size, io::kDirectAlign);
+  if (chunk.reserved < need) KDN_RETURN_IF_ERROR(Reserve(chunk, need - chunk.reserved));
   return WriteFile(chunk, source, nullptr);
 }
 

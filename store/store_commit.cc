@@ -284,6 +284,11 @@ void Store::Impl::ApplyEffects(store::TxnEffects& fx) {
       used_bytes += io::AlignUp(p->size, io::kDirectAlign);
     }
     used_bytes -= std::min(used_bytes, fx.freed_bytes);
+    if (fx.xattr_bytes_delta >= 0) {
+      used_bytes += static_cast<uint64_t>(fx.xattr_bytes_delta);
+    } else {
+      used_bytes -= std::min(used_bytes, static_cast<uint64_t>(-fx.xattr_bytes_delta));
+    }
   }
   chunk_count += fx.chunk_delta;
   inode_count += fx.inode_delta;

@@ -78,6 +78,7 @@ struct TxnEffects {
   std::vector<EvictedName> evicted;
   uint64_t evicted_chunks = 0;
   uint64_t evicted_bytes = 0;
+  int64_t xattr_bytes_delta = 0;  // names and values of extended attributes added (or removed)
 };
 
 enum class RefKind { kPut, kInode };

@@ -6,6 +6,7 @@
 
 #include <cerrno>
 #include <optional>
+#include <utility>
 
 #include "store/clock.h"
 #include "store/store_impl.h"
@@ -158,6 +159,14 @@ Status Store::Impl::DropInode(Db& db, Ino ino, TxnEffects& fx) {
 }
 
 Status Store::Impl::DropInode(Db& db, const InodeAttr& a, TxnEffects& fx) {
+  {
+    // Its attributes' bytes go back to the capacity with it.
+    KDN_ASSIGN_OR_RETURN(Stmt q, db.Prepare("SELECT COALESCE(SUM(length(name) + length(value)), "
+                                            "0) FROM xattrs WHERE ino = ?"));
+    q.BindInt(1, a.ino);
+    KDN_ASSIGN_OR_RETURN(bool row, q.Step());
+    if (row) fx.xattr_bytes_delta -= static_cast<int64_t>(q.U64(0));
+  }
   static constexpr const char* kDeletes[] = {"DELETE FROM xattrs WHERE ino = ?",
                                              "DELETE FROM inodes WHERE ino = ?"};
   for (const char* sql : kDeletes) {
@@ -707,13 +716,16 @@ Result<std::string> Store::GetXattr(Ino ino, std::string_view name) {
 Status Store::SetXattr(Ino ino, std::string_view name, std::string_view value, XattrSetMode mode) {
   if (name.empty() || name.size() > 255) return Errno(ERANGE, "attribute name length");
   if (value.size() > 65536) return Errno(E2BIG, "attribute value longer than 64 KiB");
-  return impl_->Write(false, [&](Db& db, TxnEffects&) -> Status {
+  return impl_->Write(false, [&](Db& db, TxnEffects& fx) -> Status {
     KDN_RETURN_IF_ERROR(LoadInode(db, ino).status());
     bool exists;
+    uint64_t old_bytes = 0;  // name + value of the attribute replaced
     {
-      KDN_ASSIGN_OR_RETURN(Stmt q, db.Prepare("SELECT 1 FROM xattrs WHERE ino = ? AND name = ?"));
+      KDN_ASSIGN_OR_RETURN(Stmt q, db.Prepare("SELECT length(name) + length(value) FROM xattrs "
+                                              "WHERE ino = ? AND name = ?"));
       q.BindInt(1, ino).BindBlob(2, AsBytes(name));
       KDN_ASSIGN_OR_RETURN(exists, q.Step());
+      if (exists) old_bytes = q.U64(0);
     }
     if (exists && mode == XattrSetMode::kCreate) {
       return Status::AlreadyExists("attribute " + Quote(name) + " exists");
@@ -721,6 +733,32 @@ Status Store::SetXattr(Ino ino, std::string_view name, std::string_view value, X
     if (!exists && mode == XattrSetMode::kReplace) {
       return Status::NotFound("no attribute " + Quote(name));
     }
+    uint64_t inode_bytes = 0;  // every attribute of the inode
+    {
+      KDN_ASSIGN_OR_RETURN(Stmt q, db.Prepare("SELECT COALESCE(SUM(length(name) + "
+                                              "length(value)), 0) FROM xattrs WHERE ino = ?"));
+      q.BindInt(1, ino);
+      KDN_ASSIGN_OR_RETURN(bool row, q.Step());
+      if (row) inode_bytes = q.U64(0);
+    }
+    const uint64_t new_bytes = name.size() + value.size();
+    if (inode_bytes - old_bytes + new_bytes > kMaxXattrBytes) {
+      return Errno(ENOSPC, "the inode's attributes would hold " +
+                               std::to_string(inode_bytes - old_bytes + new_bytes) +
+                               " bytes, more than " + std::to_string(kMaxXattrBytes));
+    }
+    if (new_bytes > old_bytes) {
+      // Capacity for the growth; the transaction's effects turn it into used bytes. Checked
+      // against what is used and reserved now: attributes are small and never evict content.
+      const uint64_t grow = new_bytes - old_bytes;
+      const uint64_t cap = impl_->capacity.load();
+      MutexLock lock(impl_->space_mu);
+      if (cap != 0 && impl_->used_bytes + impl_->reserved_bytes + grow > cap) {
+        return Status::NoSpace("store is full: no room for " + std::to_string(grow) +
+                               " more bytes of extended attributes");
+      }
+    }
+    fx.xattr_bytes_delta += static_cast<int64_t>(new_bytes) - static_cast<int64_t>(old_bytes);
     KDN_ASSIGN_OR_RETURN(Stmt q, db.Prepare("INSERT OR REPLACE INTO xattrs(ino, name, value) "
                                             "VALUES(?, ?, ?)"));
     q.BindInt(1, ino).BindBlob(2, AsBytes(name)).BindBlob(3, AsBytes(value));
@@ -746,12 +784,15 @@ Result<std::vector<std::string>> Store::ListXattr(Ino ino) {
 }
 
 Status Store::RemoveXattr(Ino ino, std::string_view name) {
-  return impl_->Write(false, [&](Db& db, TxnEffects&) -> Status {
+  return impl_->Write(false, [&](Db& db, TxnEffects& fx) -> Status {
     KDN_RETURN_IF_ERROR(LoadInode(db, ino).status());
-    KDN_ASSIGN_OR_RETURN(Stmt q, db.Prepare("DELETE FROM xattrs WHERE ino = ? AND name = ?"));
+    KDN_ASSIGN_OR_RETURN(Stmt q, db.Prepare("DELETE FROM xattrs WHERE ino = ? AND name = ? "
+                                            "RETURNING length(name) + length(value)"));
     q.BindInt(1, ino).BindBlob(2, AsBytes(name));
-    KDN_RETURN_IF_ERROR(q.Run());
-    if (db.Changes() == 0) return Status::NotFound("no attribute " + Quote(name));
+    KDN_ASSIGN_OR_RETURN(bool row, q.Step());
+    if (!row) return Status::NotFound("no attribute " + Quote(name));
+    fx.xattr_bytes_delta -= static_cast<int64_t>(q.U64(0));
+    q.Reset();
     return AddNlink(db, ino, 0, NowNs());
   });
 }
@@ -853,10 +894,17 @@ Status Store::Impl::SetContent(Db& db, Ino ino, PreparedChunk* chunk, const Chun
 
 Result<InodeAttr> Store::CommitFileContent(Ino ino, const std::string& staged_path,
                                            const CommitOptions& options) {
+  // The capacity the caller holds goes back unless the prepared chunk takes it over.
+  struct HeldSpace {
+    Store* store;
+    uint64_t bytes;
+    ~HeldSpace() { store->ReleaseSpace(bytes); }
+  } held{this, options.reserved_bytes};
   UniqueFd fd = OpenFd(staged_path.c_str(), O_RDONLY | O_CLOEXEC);
   if (!fd.valid()) return Status::FromErrno("opening " + staged_path, errno);
   KDN_ASSIGN_OR_RETURN(std::unique_ptr<PreparedChunk> chunk,
                        impl_->PrepareFile(fd.get(), staged_path));
+  chunk->reserved = std::exchange(held.bytes, 0);
   store::FileChunkSource source(fd.get(), chunk->size, staged_path);
   InodeAttr out;
   KDN_RETURN_IF_ERROR(impl_->StoreAndCommit(
@@ -967,6 +1015,41 @@ Result<std::vector<Ino>> Store::InodesWithChunk(const ChunkId& chunk, size_t max
   KDN_ASSIGN_OR_RETURN(Stmt q, db->Prepare("SELECT ino FROM inodes WHERE chunk = ? AND nlink > 0 "
                                            "ORDER BY ino LIMIT ?"));
   q.BindId(1, chunk).BindInt(2, static_cast<int64_t>(max_results));
+  std::vector<Ino> out;
+  while (true) {
+    KDN_ASSIGN_OR_RETURN(bool row, q.Step());
+    if (!row) break;
+    out.push_back(q.U64(0));
+  }
+  return out;
+}
+
+// ---- quota figures
+// --------------------------------------------------------------------------------
+
+Result<uint64_t> Store::FileBytesOfOwner(uint32_t uid) {
+  KDN_ASSIGN_OR_RETURN(store::DbPool::Lease db, impl_->readers->Acquire());
+  KDN_ASSIGN_OR_RETURN(Stmt q, db->Prepare("SELECT COALESCE(SUM((size + 4095) / 4096 * 4096), 0) "
+                                           "FROM inodes WHERE uid = ? AND (mode & 61440) = 32768"));
+  q.BindInt(1, uid);
+  KDN_ASSIGN_OR_RETURN(bool row, q.Step());
+  return row ? q.U64(0) : uint64_t{0};
+}
+
+Result<uint64_t> Store::FileBytesInDir(Ino dir) {
+  KDN_ASSIGN_OR_RETURN(store::DbPool::Lease db, impl_->readers->Acquire());
+  KDN_ASSIGN_OR_RETURN(Stmt q, db->Prepare("SELECT COALESCE(SUM((i.size + 4095) / 4096 * 4096), 0) "
+                                           "FROM dentries d JOIN inodes i ON i.ino = d.ino "
+                                           "WHERE d.parent = ? AND (i.mode & 61440) = 32768"));
+  q.BindInt(1, dir);
+  KDN_ASSIGN_OR_RETURN(bool row, q.Step());
+  return row ? q.U64(0) : uint64_t{0};
+}
+
+Result<std::vector<Ino>> Store::ParentsOf(Ino ino) {
+  KDN_ASSIGN_OR_RETURN(store::DbPool::Lease db, impl_->readers->Acquire());
+  KDN_ASSIGN_OR_RETURN(Stmt q, db->Prepare("SELECT DISTINCT parent FROM dentries WHERE ino = ?"));
+  q.BindInt(1, ino);
   std::vector<Ino> out;
   while (true) {
     KDN_ASSIGN_OR_RETURN(bool row, q.Step());

@@ -17,11 +17,23 @@
 #include "fs/kdnfs/kdn_xattrs.h"
 #include "fs/kdnfs/log.h"
 #include "fs/kdnfs/metrics.h"
+#include "fs/kdnfs/mount_util.h"
 
 namespace kdn::fs {
 namespace {
 
 constexpr size_t kNameMax = 255;
+
+// What capacity and quotas count of a file of `size` bytes (the store's 4 KiB rounding).
+constexpr uint64_t kSpaceUnit = 4096;
+uint64_t SpaceOf(uint64_t size) {
+  if (size > UINT64_MAX - kSpaceUnit) return UINT64_MAX;
+  return (size + kSpaceUnit - 1) / kSpaceUnit * kSpaceUnit;
+}
+// Staged content reserves ahead of what it needs (up to as much again, at most this much), so
+// that a file written sequentially in 128 KiB pieces is checked a few dozen times, not once per
+// piece; what cannot be had ahead is not insisted on.
+constexpr uint64_t kMostReservedAhead = uint64_t{16} << 20;
 
 // Thread ids and processes as /proc and kill(2) see them.
 class ProcFsProcesses : public Processes {
@@ -247,6 +259,8 @@ Result<Attr> Filesystem::SetAttr(const Caller& caller, Ino ino, const SetAttrReq
     std::shared_ptr<StagedFile> already = StagedOf(ino);
     if (already || *request.size != current.size) {
       KDN_ASSIGN_OR_RETURN(StagedLock staged, Stage(ino, *request.size));
+      // A size the store cannot hold is refused here, at once: nothing is read or hashed.
+      KDN_RETURN_IF_ERROR(ReserveFor(*staged.file, *request.size));
       KDN_RETURN_IF_ERROR(staged.file->Truncate(*request.size));
       NoteWriter(*staged.file, caller);
     }
@@ -337,6 +351,7 @@ Result<Entry> Filesystem::Link(const Caller& caller, Ino ino, Ino new_parent,
   (void)caller;
   if (ControlFiles::IsControl(ino)) return ControlRefused();
   KDN_RETURN_IF_ERROR(CheckWritableDir(new_parent, new_name));
+  KDN_RETURN_IF_ERROR(CheckNewName(ino, new_parent));
   const uint64_t epoch = content_epoch_.load();
   return CountedEntry(store_->Link(ino, new_parent, new_name), epoch);
 }
@@ -368,6 +383,14 @@ Status Filesystem::Rename(const Caller& caller, Ino parent, std::string_view nam
   KDN_RETURN_IF_ERROR(CheckWritableDir(new_parent, new_name));
   if (flags & ~(kRenameNoReplace | kRenameExchange)) {
     return Errno(EINVAL, "unsupported rename flags");
+  }
+  if (parent != new_parent) {
+    KDN_ASSIGN_OR_RETURN(InodeAttr moved, store_->Lookup(parent, name));
+    KDN_RETURN_IF_ERROR(CheckNewName(moved.ino, new_parent));
+    if (flags & kRenameExchange) {
+      KDN_ASSIGN_OR_RETURN(InodeAttr other, store_->Lookup(new_parent, new_name));
+      KDN_RETURN_IF_ERROR(CheckNewName(other.ino, parent));
+    }
   }
   if (!(flags & kRenameExchange)) {
     auto target = store_->Lookup(new_parent, new_name);
@@ -454,6 +477,14 @@ Result<Filesystem::StagedLock> Filesystem::Stage(Ino ino, uint64_t keep) {
       copied = file->CopyFrom(*store_, attr->chunk, std::min(keep, attr->size));
       if (copied.ok()) file->set_mtime_ns(attr->mtime_ns);
     }
+    if (copied.ok()) {
+      auto basis = QuotaBasisOf(*attr);
+      if (basis.ok()) {
+        file->set_quota_basis(std::move(*basis));
+      } else {
+        copied = basis.status();
+      }
+    }
     if (!copied.ok()) {
       file->Retire();
       file_lock.unlock();
@@ -492,6 +523,151 @@ void Filesystem::NoteWriter(StagedFile& file, const Caller& caller) {
   if (caller.pid <= 0 || file.HasWriterThread(caller.pid)) return;
   int32_t tgid = processes_->ThreadGroupOf(caller.pid);
   file.AddWriter(caller.pid, tgid > 0 ? tgid : caller.pid);
+}
+
+// ---- space and quotas -------------------------------------------------------------------------
+
+Status Filesystem::ReserveFor(StagedFile& file, uint64_t end) {
+  const uint64_t need = SpaceOf(end);
+  const uint64_t have = file.reserved();
+  if (need <= have) return Status::OK();
+  const uint64_t ahead = std::max(need, have + std::min(have, kMostReservedAhead));
+  if (ahead > need && Grow(file, ahead - have, false).ok()) return Status::OK();
+  return Grow(file, need - have, true);
+}
+
+Status Filesystem::Grow(StagedFile& file, uint64_t bytes, bool evict) {
+  if (const StagedFile::QuotaBasis* basis = file.quota_basis()) {
+    KDN_RETURN_IF_ERROR(CheckQuotas(*basis, bytes));
+  }
+  Status reserved = store_->ReserveSpace(bytes, evict);
+  if (!reserved.ok()) return reserved.IsNoSpace() ? Errno(ENOSPC, reserved.message()) : reserved;
+  file.AddReserved(*store_, bytes);
+  return Status::OK();
+}
+
+int64_t Filesystem::StagedBeyondCommitted(
+    const std::function<bool(const StagedFile::QuotaBasis&)>& counts) {
+  std::vector<std::shared_ptr<StagedFile>> staged;
+  {
+    MutexLock lock(mu_);
+    for (const auto& [ino, st] : inodes_) {
+      if (st.staged) staged.push_back(st.staged);
+    }
+  }
+  int64_t net = 0;
+  for (const auto& f : staged) {
+    const StagedFile::QuotaBasis* basis = f->quota_basis();
+    if (basis == nullptr || !counts(*basis)) continue;
+    net += static_cast<int64_t>(f->reserved()) - static_cast<int64_t>(basis->committed_bytes);
+  }
+  return net;
+}
+
+namespace {
+
+// Whether `used` (committed bytes plus the net staged beyond them) and `more` fit in `quota`.
+bool Fits(uint64_t committed, int64_t staged, uint64_t more, uint64_t quota) {
+  const int64_t used_signed = static_cast<int64_t>(committed) + staged;
+  const uint64_t used = used_signed < 0 ? 0 : static_cast<uint64_t>(used_signed);
+  return more <= quota && used <= quota - more;
+}
+
+}  // namespace
+
+Status Filesystem::CheckSetQuota(Ino dir, uint64_t quota, uint64_t bytes) {
+  KDN_ASSIGN_OR_RETURN(uint64_t committed, store_->FileBytesInDir(dir));
+  const int64_t staged = StagedBeyondCommitted([dir](const StagedFile::QuotaBasis& b) {
+    return std::find(b.quota_dirs.begin(), b.quota_dirs.end(), dir) != b.quota_dirs.end();
+  });
+  if (Fits(committed, staged, bytes, quota)) return Status::OK();
+  return Errno(EDQUOT, "the set (directory inode " + std::to_string(dir) + ") holds " +
+                           std::to_string(committed) + " bytes, its quota is " +
+                           std::to_string(quota));
+}
+
+Status Filesystem::CheckQuotas(const StagedFile::QuotaBasis& basis, uint64_t bytes) {
+  const uint64_t user_quota = options_.user_quota_bytes;
+  if (user_quota != 0 && basis.owner != 0) {
+    KDN_ASSIGN_OR_RETURN(uint64_t committed, store_->FileBytesOfOwner(basis.owner));
+    const uint32_t owner = basis.owner;
+    const int64_t staged = StagedBeyondCommitted(
+        [owner](const StagedFile::QuotaBasis& b) { return b.owner == owner; });
+    if (!Fits(committed, staged, bytes, user_quota)) {
+      return Errno(EDQUOT, "user " + std::to_string(owner) + "'s files hold " +
+                               std::to_string(committed) + " bytes, the quota is " +
+                               std::to_string(user_quota));
+    }
+  }
+  for (Ino dir : basis.quota_dirs) {
+    KDN_ASSIGN_OR_RETURN(uint64_t quota, SetQuotaOf(dir));
+    if (quota != 0) KDN_RETURN_IF_ERROR(CheckSetQuota(dir, quota, bytes));
+  }
+  return Status::OK();
+}
+
+Result<uint64_t> Filesystem::SetQuotaOf(Ino dir) {
+  {
+    MutexLock lock(quota_mu_);
+    if (auto it = set_quotas_.find(dir); it != set_quotas_.end()) return it->second;
+  }
+  uint64_t quota = 0;
+  auto value = store_->GetXattr(dir, kQuotaXattr);
+  if (value.ok()) {
+    auto parsed = ParseSize(*value);  // stored in bytes by SetQuota
+    if (parsed.ok()) quota = *parsed;
+  } else if (!value.status().IsNotFound()) {
+    return value.status();
+  }
+  MutexLock lock(quota_mu_);
+  // A SetQuota that ran meanwhile has put the newer value there: it stays.
+  return set_quotas_.emplace(dir, quota).first->second;
+}
+
+Result<StagedFile::QuotaBasis> Filesystem::QuotaBasisOf(const InodeAttr& attr) {
+  StagedFile::QuotaBasis basis;
+  basis.owner = attr.uid;
+  basis.committed_bytes = SpaceOf(attr.size);
+  KDN_ASSIGN_OR_RETURN(std::vector<Ino> parents, store_->ParentsOf(attr.ino));
+  for (Ino dir : parents) {
+    KDN_ASSIGN_OR_RETURN(uint64_t quota, SetQuotaOf(dir));
+    if (quota != 0) basis.quota_dirs.push_back(dir);
+  }
+  return basis;
+}
+
+Status Filesystem::CheckNewName(Ino ino, Ino dir) {
+  KDN_ASSIGN_OR_RETURN(uint64_t quota, SetQuotaOf(dir));
+  if (quota == 0) return Status::OK();
+  KDN_ASSIGN_OR_RETURN(Attr attr, GetAttr(ino));  // with what is staged
+  if (!S_ISREG(attr.attr.mode)) return Status::OK();
+  return CheckSetQuota(dir, quota, SpaceOf(attr.attr.size));
+}
+
+Status Filesystem::SetQuota(const Caller& caller, Ino ino, const std::string* value,
+                            XattrSetMode mode) {
+  KDN_ASSIGN_OR_RETURN(InodeAttr attr, store_->GetAttr(ino));
+  if (!S_ISDIR(attr.mode)) {
+    return Errno(EPERM, std::string(kQuotaXattr) + " applies to directories (knowledge sets)");
+  }
+  if (caller.uid != 0 && caller.uid != attr.uid) {
+    return Errno(EPERM, "only the owner of a set or root may change its quota");
+  }
+  uint64_t quota = 0;
+  Status st;
+  if (value == nullptr) {
+    st = store_->RemoveXattr(ino, kQuotaXattr);
+  } else {
+    auto parsed = ParseSize(*value);
+    if (!parsed.ok()) return Errno(EINVAL, parsed.status().message());
+    quota = *parsed;
+    st = store_->SetXattr(ino, kQuotaXattr, std::to_string(quota), mode);
+  }
+  if (st.IsNotFound()) return Errno(ENODATA, st.message());
+  KDN_RETURN_IF_ERROR(st);
+  MutexLock lock(quota_mu_);
+  set_quotas_[ino] = quota;
+  return Status::OK();
 }
 
 bool Filesystem::IsWriter(const StagedFile& file, const Caller& caller) {
@@ -574,6 +750,9 @@ Result<size_t> Filesystem::Write(const Caller& caller, Ino ino, uint64_t offset,
                                  std::span<const std::byte> data) {
   if (ControlFiles::IsControl(ino)) return ControlRefused();
   KDN_ASSIGN_OR_RETURN(StagedLock staged, Stage(ino));
+  if (offset > UINT64_MAX - data.size()) return Errno(EFBIG, "write beyond the largest offset");
+  KDN_RETURN_IF_ERROR(
+      ReserveFor(*staged.file, std::max<uint64_t>(staged.file->size(), offset + data.size())));
   KDN_RETURN_IF_ERROR(staged.file->Write(offset, data));
   NoteWriter(*staged.file, caller);
   counters_.writes.fetch_add(1, std::memory_order_relaxed);
@@ -594,10 +773,16 @@ Status Filesystem::Commit(Ino ino, StagedLock staged, const char* why) {
       return Status::NoSpace(std::to_string(bytes) + " bytes of content, the store holds " +
                              std::to_string(capacity));
     }
+    // The capacity reserved as the file was written pays for its chunk: the commit takes it
+    // over, whatever its outcome (until then the staged file still counts it for quotas).
+    options.reserved_bytes = file->reserved();
     // No request may take the daemon down: memory that cannot be had fails this commit only.
     try {
-      return store_->CommitFileContent(ino, file->path(), options);
+      auto done = store_->CommitFileContent(ino, file->path(), options);
+      file->TakeReserved();
+      return done;
     } catch (const std::bad_alloc&) {
+      file->TakeReserved();
       return Errno(ENOMEM, "out of memory while committing " + std::to_string(bytes) + " bytes");
     }
   }();
@@ -771,7 +956,7 @@ Result<std::string> Filesystem::GetXattr(const Caller& caller, Ino ino, std::str
   if (ControlFiles::IsControl(ino) || Unsupported(name)) {
     return Status::NotFound("no attribute " + std::string(name));
   }
-  if (name == kTrustXattr) return store_->GetXattr(ino, name);
+  if (name == kTrustXattr || name == kQuotaXattr) return store_->GetXattr(ino, name);
   if (IsKdnXattr(name)) {
     KDN_ASSIGN_OR_RETURN(InodeAttr attr, store_->GetAttr(ino));
     return GetKdnXattr(*store_, attr, name);
@@ -789,6 +974,10 @@ Status Filesystem::SetXattr(const Caller& caller, Ino ino, std::string_view name
   if (name == kTrustXattr) {
     const std::string text(value);
     return SetTrust(*store_, caller, ino, &text, mode);
+  }
+  if (name == kQuotaXattr) {
+    const std::string text(value);
+    return SetQuota(caller, ino, &text, mode);
   }
   if (IsKdnXattr(name)) {
     KDN_ASSIGN_OR_RETURN(InodeAttr attr, store_->GetAttr(ino));
@@ -815,6 +1004,7 @@ Status Filesystem::RemoveXattr(const Caller& caller, Ino ino, std::string_view n
   if (ControlFiles::IsControl(ino)) return ControlRefused();
   if (Unsupported(name)) return Status::NotFound("no attribute " + std::string(name));
   if (name == kTrustXattr) return SetTrust(*store_, caller, ino, nullptr, XattrSetMode::kAny);
+  if (name == kQuotaXattr) return SetQuota(caller, ino, nullptr, XattrSetMode::kAny);
   if (IsKdnXattr(name)) {
     KDN_ASSIGN_OR_RETURN(InodeAttr attr, store_->GetAttr(ino));
     return SetKdnXattr(*store_, attr, name, "0");

@@ -12,9 +12,17 @@
 // commits it with Store::CommitFileContent, which validates `.kv` content. A refused or failed
 // commit fails that close() (EINVAL for an invalid `.kv`, ENOSPC beyond the capacity, checked
 // before the bytes are read, ENOMEM when memory runs out), logs why, and drops the staged bytes:
-// the name keeps its previous content; a file that had none (a new file) is removed. Staged content whose writers are all gone (a truncate(2)
-// without a following close) is committed by CommitIdle; the rest at the kernel's last FORGET of
-// the inode and at unmount.
+// the name keeps its previous content; a file that had none (a new file) is removed. Staged content
+// whose writers are all gone (a truncate(2) without a following close) is committed by CommitIdle;
+// the rest at the kernel's last FORGET of the inode and at unmount.
+//
+// Space and quotas. Staged content holds capacity in the store from the write (or truncate) that
+// needs it (Store::ReserveSpace; ENOSPC there, not only at close) until its commit takes it over or
+// it is dropped. Quotas count regular files' sizes rounded up to 4 KiB, committed content plus
+// what is staged beyond it: a user's files (Options::user_quota_bytes, root exempt) and the files
+// named directly in a directory with user.kdn.quota (kdn_xattrs.h). A write, truncate, link or
+// rename that would pass one fails with EDQUOT. A chown is not checked; nor are extended
+// attributes (they count against the capacity: store.h).
 //
 // Inode lifetime. The kernel holds references to inodes (lookup counts, FORGET gives them back).
 // An inode that loses its last name while the kernel still holds it (an open file, or a cwd) is
@@ -98,6 +106,9 @@ class Filesystem {
     double negative_timeout = 86400.0;
     // CommitIdle commits staged content untouched this long whose writers have all exited.
     std::chrono::milliseconds idle_commit{1000};
+    // -o user_quota: the most bytes the regular files of one user (other than root) may hold,
+    // sizes rounded up to 4 KiB; 0: no limit. See Quotas below.
+    uint64_t user_quota_bytes = 0;
   };
 
   // Opens (or creates) the store in `store_dir`; `store_options.on_evict` is kdnfs's own.
@@ -234,6 +245,22 @@ class Filesystem {
   // when there is none.
   Result<StagedLock> Stage(Ino ino, uint64_t keep = UINT64_MAX);
   void NoteWriter(StagedFile& file, const Caller& caller);
+  // Capacity and quota for staged content that now reaches `end` bytes (file locked
+  // exclusively): ENOSPC or EDQUOT when it cannot be had, and nothing is reserved then.
+  Status ReserveFor(StagedFile& file, uint64_t end);
+  Status Grow(StagedFile& file, uint64_t bytes, bool evict);
+  // EDQUOT when `bytes` more of `basis`'s owner or of its quota directories would pass a quota.
+  Status CheckQuotas(const StagedFile::QuotaBasis& basis, uint64_t bytes);
+  // Net bytes staged beyond committed content, over the staged files `counts` selects.
+  int64_t StagedBeyondCommitted(const std::function<bool(const StagedFile::QuotaBasis&)>& counts);
+  // EDQUOT when `bytes` more named in `dir` would pass its user.kdn.quota.
+  Status CheckSetQuota(Ino dir, uint64_t quota, uint64_t bytes);
+  // The user.kdn.quota of `dir` (0: none), cached.
+  Result<uint64_t> SetQuotaOf(Ino dir);
+  Result<StagedFile::QuotaBasis> QuotaBasisOf(const InodeAttr& attr);
+  Status SetQuota(const Caller& caller, Ino ino, const std::string* value, XattrSetMode mode);
+  // A link or rename that names `ino` in `dir` anew: EDQUOT when that passes dir's quota.
+  Status CheckNewName(Ino ino, Ino dir);
   bool IsWriter(const StagedFile& file, const Caller& caller);
   // Commits (or, on failure, drops) the staged file held in `staged`, which is retired either way.
   Status Commit(Ino ino, StagedLock staged, const char* why);
@@ -261,6 +288,10 @@ class Filesystem {
   // take it (Commit does, to remove a refused new file).
   Mutex mu_;
   std::unordered_map<Ino, InodeState> inodes_ KDN_GUARDED_BY(mu_);
+  // user.kdn.quota of the directories asked about so far (0: none), set through SetQuota only, so
+  // that staging a file costs one query for its parents rather than one more per parent.
+  Mutex quota_mu_;
+  std::unordered_map<Ino, uint64_t> set_quotas_ KDN_GUARDED_BY(quota_mu_);
 };
 
 }  // namespace kdn::fs

@@ -14,6 +14,11 @@
 //   user.kdn.trust           directories (knowledge sets): "uid,uid" whose `.kv` files the set's
 //                            prefix lookups trust besides its owner's; only the owner or root may
 //                            set it (stored as given once validated: filesystem.cc, set_prefix.h)
+//   user.kdn.quota           directories (knowledge sets): the most bytes the regular files named
+//                            directly in it may hold (sizes rounded up to 4 KiB, each name
+//                            counted), e.g. "100M"; stored in bytes. Only the owner or root may set
+//                            it; writes, truncations, links and renames that would pass it fail
+//                            with EDQUOT (filesystem.cc)
 //
 // Every other name under user.kdn. is reserved: reading it gives ENODATA, writing it EPERM.
 // (user.kdn.extents, which told engines where a file's bytes lay in the store so that they could
@@ -32,6 +37,7 @@
 namespace kdn::fs {
 
 inline constexpr std::string_view kKdnXattrPrefix = "user.kdn.";
+inline constexpr std::string_view kQuotaXattr = "user.kdn.quota";
 
 inline bool IsKdnXattr(std::string_view name) {
   return name.starts_with(kKdnXattrPrefix);

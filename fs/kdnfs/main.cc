@@ -47,6 +47,7 @@ struct CommandLine {
   std::string mountpoint;
   StoreOptions store;
   FuseOptions fuse;
+  Filesystem::Options fs;
 };
 
 void PrintUsage(FILE* out) {
@@ -65,6 +66,9 @@ void PrintUsage(FILE* out) {
                "  capacity=SIZE      limit on stored bytes, e.g. 64G (K, M, G, T); over it,\n"
                "                     evictable chunks go first, then writes fail with ENOSPC.\n"
                "                     Default: the recorded limit (none for a new store)\n"
+               "  user_quota=SIZE    the most bytes the files of one user (not root) may hold;\n"
+               "                     over it writes fail with EDQUOT (user.kdn.quota=SIZE on\n"
+               "                     a directory limits the files named in it)\n"
                "  readahead=SIZE     kernel readahead of the mount (default 16M)\n"
                "  threads=N          request threads (default 64)\n"
                "  spin=US            after a request, poll for the next one this long before\n"
@@ -110,6 +114,9 @@ Status ParseKdnOption(std::string_view opt, CommandLine& cl, bool& ours) {
   if (is("capacity")) {
     KDN_ASSIGN_OR_RETURN(cl.store.capacity_bytes, ParseSize(value("capacity")));
     if (cl.store.capacity_bytes == 0) return Status::InvalidArgument("capacity must be > 0");
+  } else if (is("user_quota")) {
+    KDN_ASSIGN_OR_RETURN(cl.fs.user_quota_bytes, ParseSize(value("user_quota")));
+    if (cl.fs.user_quota_bytes == 0) return Status::InvalidArgument("user_quota must be > 0");
   } else if (is("readahead")) {
     KDN_ASSIGN_OR_RETURN(cl.fuse.readahead_bytes, ParseSize(value("readahead")));
   } else if (is("threads")) {
@@ -279,7 +286,7 @@ int Run(const CommandLine& cl) {
     ::close(report_fd);
   };
 
-  auto fs = Filesystem::Open(cl.store_dir, cl.store, Filesystem::Options{});
+  auto fs = Filesystem::Open(cl.store_dir, cl.store, cl.fs);
   if (!fs.ok()) {
     KDN_LOG_ERROR("cannot open the store in %s: %s", cl.store_dir.c_str(),
                   fs.status().ToString().c_str());

@@ -39,6 +39,7 @@ StagedFile::StagedFile(std::string path, int fd) : path_(std::move(path)), fd_(f
 }
 
 StagedFile::~StagedFile() {
+  if (space_owner_ != nullptr) space_owner_->ReleaseSpace(TakeReserved());
   if (fd_ >= 0) ::close(fd_);
   // Committed files were moved away by the store; anything still here is dropped content.
   ::unlink(path_.c_str());
@@ -120,6 +121,11 @@ Status StagedFile::Truncate(uint64_t size) {
   size_ = size;
   Touch();
   return Status::OK();
+}
+
+void StagedFile::AddReserved(Store& store, uint64_t bytes) {
+  space_owner_ = &store;
+  reserved_.fetch_add(bytes, std::memory_order_relaxed);
 }
 
 void StagedFile::AddWriter(int32_t tid, int32_t tgid) {

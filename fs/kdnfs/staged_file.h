@@ -15,6 +15,7 @@
 #ifndef KDN_FS_KDNFS_STAGED_FILE_H_
 #define KDN_FS_KDNFS_STAGED_FILE_H_
 
+#include <atomic>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
@@ -22,6 +23,7 @@
 #include <shared_mutex>
 #include <span>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "kdn/status.h"
@@ -76,6 +78,31 @@ class StagedFile {
   // Readers share it, writers and the commit hold it exclusively.
   std::shared_mutex& mutex() { return mutex_; }
 
+  // Space. The staged bytes hold capacity in the store (Store::ReserveSpace) from the write that
+  // needs it until the commit takes it over (TakeReserved) or the file is dropped (the destructor
+  // gives back what is left). `reserved` only grows while the file is staged: it is the most the
+  // content needed, 4 KiB-rounded, plus whatever was reserved ahead of it.
+  // Changed under the exclusive lock; read by quota checks of other files without it.
+  uint64_t reserved() const { return reserved_.load(std::memory_order_relaxed); }
+  void AddReserved(Store& store, uint64_t bytes);
+  uint64_t TakeReserved() { return reserved_.exchange(0, std::memory_order_relaxed); }
+  // What quotas count of the file when it was staged: its owner, its committed content's 4 KiB
+  // rounded size (which its staged content replaces), and the directories naming it that have a
+  // set quota (user.kdn.quota).
+  struct QuotaBasis {
+    uint32_t owner = 0;
+    uint64_t committed_bytes = 0;
+    std::vector<uint64_t> quota_dirs;
+  };
+  // Null until set (once, by the thread that staged the file).
+  const QuotaBasis* quota_basis() const {
+    return quota_basis_ready_.load(std::memory_order_acquire) ? &quota_basis_ : nullptr;
+  }
+  void set_quota_basis(QuotaBasis basis) {
+    quota_basis_ = std::move(basis);
+    quota_basis_ready_.store(true, std::memory_order_release);
+  }
+
  private:
   StagedFile(std::string path, int fd);
   void Touch();
@@ -90,6 +117,10 @@ class StagedFile {
   std::vector<std::pair<int32_t, int32_t>> writers_;  // (thread id, thread group id)
   bool retired_ = false;
   bool first_content_ = false;
+  Store* space_owner_ = nullptr;  // where reserved_ is held
+  std::atomic<uint64_t> reserved_{0};
+  QuotaBasis quota_basis_;
+  std::atomic<bool> quota_basis_ready_{false};
 };
 
 // Nanoseconds since the epoch (CLOCK_REALTIME), the unit of every time in the store.

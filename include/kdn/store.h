@@ -255,10 +255,17 @@ struct DirEntry {
   uint64_t cookie = 0;
 };
 
+// The most bytes (names and values) one inode's extended attributes may hold.
+inline constexpr size_t kMaxXattrBytes = size_t{64} << 10;
+
 enum class XattrSetMode : uint8_t { kAny = 0, kCreate = 1, kReplace = 2 };  // XATTR_CREATE/REPLACE
 
 struct CommitOptions {
   int64_t mtime_ns = kTimeNow;  // the content's modification time (ctime becomes now)
+  // Capacity the caller already holds for this content (ReserveSpace), e.g. taken as the file was
+  // written. The commit takes it over whatever its outcome: it pays for the chunk's bytes, and
+  // what they do not need (deduplicated content, a file that shrank) is given back.
+  uint64_t reserved_bytes = 0;
 };
 
 // A `.kv` chunk whose chained prefix hash at index `index` equals the one asked for: its first
@@ -367,6 +374,22 @@ class Store {
   // still has no content: a crash leaves no empty file that was only the first step of a copy.
   std::string NewStagingPath(Ino first_content_of);
   StoreUsage Usage() const;
+
+  // Capacity held for content that is still being written (kdnfs's staged files), so that a write
+  // that would pass the capacity fails at write time rather than at the commit. Evicts as a put
+  // does (unless `evict` is false); kNoSpace when the space is not there. Given back with
+  // ReleaseSpace, or handed to the commit of that content (CommitOptions::reserved_bytes).
+  Status ReserveSpace(uint64_t bytes, bool evict = true);
+  void ReleaseSpace(uint64_t bytes);
+
+  // Bytes counted for quotas (kdnfs's -o user_quota and user.kdn.quota): the sizes of regular
+  // files, each rounded up to 4 KiB, as committed. FileBytesOfOwner: every file `uid` owns (named
+  // or still open). FileBytesInDir: the files named directly in `dir` (a file with two names there
+  // counts twice).
+  Result<uint64_t> FileBytesOfOwner(uint32_t uid);
+  Result<uint64_t> FileBytesInDir(Ino dir);
+  // The directories that hold a name of `ino` (none for an unlinked file).
+  Result<std::vector<Ino>> ParentsOf(Ino ino);
   StoreStats Stats() const;
   // A durability barrier: every change that returned before this call is durable against power
   // loss when it returns (one fdatasync of the log, shared by concurrent callers; nothing when
@@ -442,7 +465,11 @@ class Store {
   Result<std::string> PathOf(Ino ino);
 
   // Extended attributes, stored as given (kdnfs decides which names users may touch). A missing
-  // attribute is kNotFound (kdnfs answers ENODATA). Values up to 64 KiB, names up to 255 bytes.
+  // attribute is kNotFound (kdnfs answers ENODATA). Values up to 64 KiB (E2BIG), names up to 255
+  // bytes (ERANGE), and the names and values of one inode's attributes up to kMaxXattrBytes in all
+  // (ENOSPC, as ext4 answers when an inode's attribute block is full). Their bytes (name + value)
+  // count against the capacity: a new or longer attribute that does not fit is ENOSPC (attributes
+  // evict nothing).
   Result<std::string> GetXattr(Ino ino, std::string_view name);
   Status SetXattr(Ino ino, std::string_view name, std::string_view value,
                   XattrSetMode mode = XattrSetMode::kAny);

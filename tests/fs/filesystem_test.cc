@@ -87,13 +87,14 @@ class FilesystemTest : public ::testing::Test {
  protected:
   void SetUp() override { Open(); }
 
-  void Open(uint64_t capacity = 0) {
+  void Open(uint64_t capacity = 0, uint64_t user_quota = 0) {
     fs_.reset();
     StoreOptions so;
     so.sync = SyncPolicy::kNone;  // scratch store: the tests are about the logic, not durability
     so.capacity_bytes = capacity;
     Filesystem::Options fo;
     fo.idle_commit = std::chrono::milliseconds(0);
+    fo.user_quota_bytes = user_quota;
     auto fs = Filesystem::Open(dir_ / "store", so, fo);
     ASSERT_TRUE(fs.ok()) << fs.status().ToString();
     fs_ = std::move(*fs);
@@ -251,8 +252,9 @@ TEST_F(FilesystemTest, EveryKvThatVerifyRefusesIsRefusedAtCommit) {
   }
 }
 
-// A sparse file whose valid header claims blocks far beyond the store's capacity: refused with
-// ENOSPC before the bytes are read (a verification would have refused it as EINVAL, later).
+// A sparse file whose valid header claims blocks far beyond the store's capacity: the truncate
+// that makes it that large is refused with ENOSPC at once, before any byte is read; the header
+// alone is then refused at close (EINVAL), and the file keeps its content.
 TEST_F(FilesystemTest, CapacityIsCheckedBeforeTheContentIsRead) {
   Open(64 << 20);
   auto good = MakeKv(64, 1);
@@ -264,10 +266,11 @@ TEST_F(FilesystemTest, CapacityIsCheckedBeforeTheContentIsRead) {
     Caller cp = As(0, 0, 300);
     ASSERT_TRUE(fs_->SetAttr(cp, f, Size(0)).ok());
     Write(f, 0, head, cp);
-    ASSERT_TRUE(fs_->SetAttr(cp, f, Size(size)).ok());
-    Status st = fs_->Flush(cp, f);
-    EXPECT_EQ(st.code(), Code::kNoSpace) << st.ToString();
-    EXPECT_EQ(st.sys_errno(), ENOSPC);
+    Status grown = fs_->SetAttr(cp, f, Size(size)).status();
+    EXPECT_EQ(grown.code(), Code::kNoSpace) << grown.ToString();
+    EXPECT_EQ(grown.sys_errno(), ENOSPC);
+    EXPECT_EQ(fs_->GetAttr(f)->attr.size, head.size());
+    EXPECT_EQ(fs_->Flush(cp, f).sys_errno(), EINVAL);
     EXPECT_EQ(Committed(f).chunk, before);
     EXPECT_EQ(fs_->GetAttr(f)->attr.size, good.size());
   }
@@ -970,9 +973,141 @@ TEST_F(FilesystemTest, EvictionIsAnnouncedToTheKernel) {
   // Not evictable: a full store refuses the commit; the file keeps its (empty) content.
   Ino keep = MkDir(kRootIno, "keep");
   Ino big = Create(keep, "big");
-  Write(big, 0, kdn::test::PlainBytes(3 << 20, 99), As(0, 0, 800));
-  EXPECT_EQ(fs_->Flush(As(0, 0, 800), big).sys_errno(), ENOSPC);
+  auto written = fs_->Write(As(0, 0, 800), big, 0, kdn::test::PlainBytes(3 << 20, 99));
+  EXPECT_EQ(written.status().sys_errno(), ENOSPC);
+  EXPECT_TRUE(fs_->Flush(As(0, 0, 800), big).ok());
   EXPECT_EQ(Committed(big).size, 0u);
+}
+
+// Issue 11: space is reserved as a file is written. A write that would pass the capacity fails
+// with ENOSPC at write(), not at close(); what was written before it commits; the reservation is
+// given back when the content commits or is dropped.
+TEST_F(FilesystemTest, AWriteBeyondTheCapacityFailsAtWrite) {
+  Open(4u << 20);
+  Caller c = As(0, 0, 100);
+  Ino f = Create(kRootIno, "f");
+  for (uint64_t i = 0; i < 3; ++i) Write(f, i << 20, kdn::test::PlainBytes(1 << 20, 7 + i), c);
+  auto more = fs_->Write(c, f, 3u << 20, kdn::test::PlainBytes(2 << 20, 10));
+  ASSERT_FALSE(more.ok());
+  EXPECT_EQ(more.status().sys_errno(), ENOSPC);
+  EXPECT_EQ(fs_->GetAttr(f)->attr.size, 3u << 20);
+  ASSERT_TRUE(fs_->Flush(c, f).ok());
+  EXPECT_EQ(Committed(f).size, 3u << 20);
+  EXPECT_EQ(fs_->StatFs()->used_bytes, 3u << 20);  // the chunk; nothing left reserved
+  // Refused content gives its reservation back too.
+  Ino bad = Create(kRootIno, "bad.kv");
+  Write(bad, 0, kdn::test::CorruptKv(MakeKv(64, 2)), c);
+  EXPECT_EQ(fs_->Flush(c, bad).sys_errno(), EINVAL);
+  EXPECT_EQ(fs_->StatFs()->used_bytes, 3u << 20);
+  // So the last MiB is there for the next file.
+  Put(kRootIno, "g", kdn::test::PlainBytes(1 << 20, 11), c);
+  EXPECT_EQ(fs_->StatFs()->used_bytes, 4u << 20);
+}
+
+// Issue 12, item 9: `truncate -s 20G` on a 300M store is ENOSPC at once (it was accepted, and the
+// close then spent the daemon's CPU hashing 20 GiB of zeros before refusing it).
+TEST_F(FilesystemTest, ATruncateBeyondTheCapacityFailsAtOnce) {
+  Open(300u << 20);
+  Caller c = As(0, 0, 100);
+  Ino f = Put(kRootIno, "f", AsBytes("hello"), c);
+  Status st = fs_->SetAttr(c, f, Size(uint64_t{20} << 30)).status();
+  EXPECT_EQ(st.sys_errno(), ENOSPC) << st.ToString();
+  EXPECT_EQ(fs_->GetAttr(f)->attr.size, 5u);
+  EXPECT_TRUE(fs_->Flush(c, f).ok());
+  EXPECT_EQ(Text(ReadAll(f)), "hello");
+  // A new file too, and the largest offset a write can name.
+  Ino g = Create(kRootIno, "g", c);
+  EXPECT_EQ(fs_->SetAttr(c, g, Size(uint64_t{20} << 30)).status().sys_errno(), ENOSPC);
+  EXPECT_EQ(fs_->Write(c, g, (uint64_t{1} << 62), AsBytes("x")).status().sys_errno(), ENOSPC);
+}
+
+// Issue 12, item 9: -o user_quota. A user's files (sizes rounded to 4 KiB) stay within the quota:
+// the write that would pass it fails with EDQUOT; other users and root are counted apart.
+TEST_F(FilesystemTest, AUsersFilesStayWithinTheUserQuota) {
+  Open(0, 1u << 20);
+  Caller root = As(0, 0, 100);
+  Caller alice = As(1000, 1000, 500);
+  Caller bob = As(1001, 1001, 600);
+  Ino dir = MkDir(kRootIno, "d", root, 0777);
+  Ino a = Put(dir, "a", kdn::test::PlainBytes(600 << 10, 1), alice);
+  Ino b = Create(dir, "b", alice);
+  auto over = fs_->Write(alice, b, 0, kdn::test::PlainBytes(600 << 10, 2));
+  EXPECT_EQ(over.status().sys_errno(), EDQUOT) << over.status().ToString();
+  EXPECT_EQ(fs_->SetAttr(alice, b, Size(600 << 10)).status().sys_errno(), EDQUOT);
+  Write(b, 0, kdn::test::PlainBytes(400 << 10, 3), alice);  // 600 + 400 KiB fit in 1 MiB
+  ASSERT_TRUE(fs_->Flush(alice, b).ok());
+  Put(dir, "c", kdn::test::PlainBytes(600 << 10, 4), bob);
+  Put(dir, "r", kdn::test::PlainBytes(2 << 20, 5), root);
+  // Rewriting a file counts its new size instead of its old one.
+  ASSERT_TRUE(fs_->SetAttr(alice, a, Size(0)).ok());
+  Write(a, 0, kdn::test::PlainBytes(600 << 10, 6), alice);
+  ASSERT_TRUE(fs_->Flush(alice, a).ok());
+  // Removed files count no more.
+  ASSERT_TRUE(fs_->Unlink(alice, dir, "a").ok());
+  fs_->Forget(a, 1);
+  Put(dir, "e", kdn::test::PlainBytes(600 << 10, 7), alice);
+}
+
+// Issue 12, item 9: user.kdn.quota on a set limits the files named directly in it (writes,
+// truncates, links and renames into it); only the set's owner or root may set it.
+TEST_F(FilesystemTest, ASetsQuotaLimitsTheFilesNamedInIt) {
+  Caller owner = As(1000, 1000, 500);
+  Caller other = As(1001, 1001, 600);
+  Ino set = MkDir(kRootIno, "set", owner, 0777);
+  Ino f = Put(kRootIno, "file", AsBytes("x"), owner);
+  EXPECT_EQ(fs_->SetXattr(other, set, "user.kdn.quota", "1M", 0).sys_errno(), EPERM);
+  EXPECT_EQ(fs_->SetXattr(owner, f, "user.kdn.quota", "1M", 0).sys_errno(), EPERM);
+  EXPECT_EQ(fs_->SetXattr(owner, set, "user.kdn.quota", "lots", 0).sys_errno(), EINVAL);
+  ASSERT_TRUE(fs_->SetXattr(owner, set, "user.kdn.quota", "1M", 0).ok());
+  EXPECT_EQ(*fs_->GetXattr(owner, set, "user.kdn.quota"), "1048576");
+  Put(set, "a", kdn::test::PlainBytes(600 << 10, 1), other);
+  Ino b = Create(set, "b", owner);
+  EXPECT_EQ(fs_->Write(owner, b, 0, kdn::test::PlainBytes(600 << 10, 2)).status().sys_errno(),
+            EDQUOT);
+  // Files elsewhere do not count, and cannot be moved or linked in past the quota.
+  Ino outside = Put(kRootIno, "big", kdn::test::PlainBytes(600 << 10, 3), owner);
+  EXPECT_EQ(fs_->Rename(owner, kRootIno, "big", set, "big", 0).sys_errno(), EDQUOT);
+  EXPECT_EQ(fs_->Link(owner, outside, set, "big").status().sys_errno(), EDQUOT);
+  ASSERT_TRUE(fs_->Rename(owner, kRootIno, "file", set, "small", 0).ok());
+  // The quota survives a restart (it is in the store), and its removal lifts it.
+  Open();
+  b = fs_->Lookup(owner, set, "b")->attr.ino;
+  EXPECT_EQ(fs_->Write(owner, b, 0, kdn::test::PlainBytes(600 << 10, 2)).status().sys_errno(),
+            EDQUOT);
+  ASSERT_TRUE(fs_->RemoveXattr(owner, set, "user.kdn.quota").ok());
+  Write(b, 0, kdn::test::PlainBytes(600 << 10, 2), owner);
+  ASSERT_TRUE(fs_->Flush(owner, b).ok());
+}
+
+// Issue 12, item 9: extended attributes count against the capacity (names and values), a value
+// holds at most 64 KiB (E2BIG) and one inode's attributes at most 64 KiB in all (ENOSPC).
+TEST_F(FilesystemTest, ExtendedAttributesHaveLimitsAndCountAgainstTheCapacity) {
+  Open(1u << 20);
+  Caller c = As(0, 0, 100);
+  Ino f = Put(kRootIno, "f", AsBytes("x"), c);
+  const uint64_t before = fs_->StatFs()->used_bytes;
+  ASSERT_TRUE(fs_->SetXattr(c, f, "user.a", std::string(40000, 'a'), 0).ok());
+  EXPECT_EQ(fs_->StatFs()->used_bytes, before + 6 + 40000);
+  EXPECT_EQ(fs_->SetXattr(c, f, "user.b", std::string(70000, 'b'), 0).sys_errno(), E2BIG);
+  EXPECT_EQ(fs_->SetXattr(c, f, "user.b", std::string(30000, 'b'), 0).sys_errno(), ENOSPC);
+  ASSERT_TRUE(fs_->SetXattr(c, f, "user.a", std::string(10, 'a'), 0).ok());
+  EXPECT_EQ(fs_->StatFs()->used_bytes, before + 16);
+  ASSERT_TRUE(fs_->SetXattr(c, f, "user.b", std::string(30000, 'b'), 0).ok());
+  ASSERT_TRUE(fs_->RemoveXattr(c, f, "user.b").ok());
+  EXPECT_EQ(fs_->StatFs()->used_bytes, before + 16);
+  // Counted again when the store is opened.
+  Open(1u << 20);
+  EXPECT_EQ(fs_->StatFs()->used_bytes, before + 16);
+  // A full store refuses a new attribute.
+  Put(kRootIno, "g", kdn::test::PlainBytes((1 << 20) - 2 * 4096, 1), c);
+  Ino g = fs_->Lookup(c, kRootIno, "g")->attr.ino;
+  EXPECT_EQ(fs_->SetXattr(c, g, "user.c", std::string(5000, 'c'), 0).sys_errno(), ENOSPC);
+  ASSERT_TRUE(fs_->SetXattr(c, g, "user.c", std::string(1000, 'c'), 0).ok());
+  // A file's attributes go with it.
+  const uint64_t with_f = fs_->StatFs()->used_bytes;
+  ASSERT_TRUE(fs_->Unlink(c, kRootIno, "f").ok());
+  fs_->Forget(f, 1);
+  EXPECT_EQ(fs_->StatFs()->used_bytes, with_f - 4096 - 16);
 }
 
 TEST(MountUtilTest, ParsesSizes) {
