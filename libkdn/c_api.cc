@@ -52,6 +52,15 @@ Status CheckLayerRange(uint32_t begin, uint32_t end, uint32_t n_layers) {
   return Status::OK();
 }
 
+Status CheckHeadRange(uint32_t begin, uint32_t end, uint32_t n_kv_heads) {
+  if (begin >= end || end > n_kv_heads) {
+    return Status::InvalidArgument("head range [" + std::to_string(begin) + ", " +
+                                   std::to_string(end) + ") is not a non-empty range within the " +
+                                   std::to_string(n_kv_heads) + " KV heads");
+  }
+  return Status::OK();
+}
+
 Result<KvKind> FromApiKv(int kv) {
   if (kv == KDN_K) return KvKind::kKey;
   if (kv == KDN_V) return KvKind::kValue;
@@ -283,18 +292,60 @@ KDN_EXPORT kdn_status kdn_dest_paged(kdn_dest* d, kdn_dtype dtype, uint32_t n_la
 
 KDN_EXPORT kdn_status kdn_load(kdn_cache* cache, uint32_t layer_begin, uint32_t layer_end,
                                const kdn_dest* dest, uint32_t dest_token_offset, void* stream) {
+  if (cache == nullptr) {
+    return g::Api([] { return g::NotNull(nullptr, "cache"); });
+  }
+  return kdn_load_heads(cache, layer_begin, layer_end, 0, cache->impl->header().model.n_kv_heads,
+                        dest, dest_token_offset, stream);
+}
+
+KDN_EXPORT kdn_status kdn_tp_heads(uint32_t n_kv_heads, uint32_t tp_rank, uint32_t tp_size,
+                                   uint32_t* head_begin, uint32_t* head_end) {
+  return g::Api([&]() -> Status {
+    KDN_RETURN_IF_ERROR(g::NotNull(head_begin, "head_begin"));
+    KDN_RETURN_IF_ERROR(g::NotNull(head_end, "head_end"));
+    if (n_kv_heads == 0 || tp_size == 0 || tp_rank >= tp_size) {
+      return Status::InvalidArgument("rank " + std::to_string(tp_rank) + " of " +
+                                     std::to_string(tp_size) + " over " +
+                                     std::to_string(n_kv_heads) + " KV heads");
+    }
+    // 64-bit products: rank * heads may not fit in 32 bits.
+    const uint64_t first = uint64_t{tp_rank} * n_kv_heads / tp_size;
+    if (tp_size <= n_kv_heads) {
+      *head_begin = static_cast<uint32_t>(first);
+      *head_end = static_cast<uint32_t>(uint64_t{tp_rank + 1} * n_kv_heads / tp_size);
+      return Status::OK();
+    }
+    // More ranks than KV heads (GQA): every head is replicated on tp_size / n_kv_heads ranks, as
+    // engines shard it; any other count leaves ranks with a share no engine uses.
+    if (tp_size % n_kv_heads != 0) {
+      return Status::InvalidArgument(std::to_string(tp_size) + " ranks over " +
+                                     std::to_string(n_kv_heads) +
+                                     " KV heads: with more ranks than heads, the ranks must be a "
+                                     "multiple of the heads");
+    }
+    *head_begin = static_cast<uint32_t>(first);
+    *head_end = static_cast<uint32_t>(first + 1);
+    return Status::OK();
+  });
+}
+
+KDN_EXPORT kdn_status kdn_load_heads(kdn_cache* cache, uint32_t layer_begin, uint32_t layer_end,
+                                     uint32_t head_begin, uint32_t head_end, const kdn_dest* dest,
+                                     uint32_t dest_token_offset, void* stream) {
   return g::Api([&]() -> Status {
     KDN_RETURN_IF_ERROR(g::NotNull(cache, "cache"));
     const kdn::KvHeader& h = cache->impl->header();
     KDN_RETURN_IF_ERROR(g::CheckLayerRange(layer_begin, layer_end, h.model.n_layers));
+    KDN_RETURN_IF_ERROR(g::CheckHeadRange(head_begin, head_end, h.model.n_kv_heads));
     g::DestUse use;
-    use.n_kv_heads = h.model.n_kv_heads;
+    use.n_kv_heads = head_end - head_begin;
     use.head_dim = h.model.head_dim;
     use.layer_begin = layer_begin;
     use.layer_end = layer_end;
     KDN_ASSIGN_OR_RETURN(auto spec, g::ValidateDest(dest, use, dest_token_offset, h.n_tokens));
-    return cache->impl->Load(layer_begin, layer_end, std::move(spec), dest_token_offset, stream,
-                             nullptr);
+    return cache->impl->Load(layer_begin, layer_end, head_begin, std::move(spec),
+                             dest_token_offset, stream, nullptr);
   });
 }
 
@@ -428,12 +479,25 @@ KDN_EXPORT kdn_status kdn_blend_load(kdn_cache* const* caches, uint32_t n_caches
                                      const uint32_t* dest_token_offsets, uint32_t position_base,
                                      const kdn_model_desc* model, uint32_t layer_begin,
                                      uint32_t layer_end, const kdn_dest* dest, void* stream) {
+  // All heads; without a model the call reports that (or does nothing, for no caches).
+  const uint32_t heads = model != nullptr ? model->n_kv_heads : 0;
+  return kdn_blend_load_heads(caches, n_caches, dest_token_offsets, position_base, model,
+                              layer_begin, layer_end, 0, heads, dest, stream);
+}
+
+KDN_EXPORT kdn_status kdn_blend_load_heads(kdn_cache* const* caches, uint32_t n_caches,
+                                           const uint32_t* dest_token_offsets,
+                                           uint32_t position_base, const kdn_model_desc* model,
+                                           uint32_t layer_begin, uint32_t layer_end,
+                                           uint32_t head_begin, uint32_t head_end,
+                                           const kdn_dest* dest, void* stream) {
   return g::Api([&]() -> Status {
     if (n_caches == 0) return Status::OK();
     KDN_RETURN_IF_ERROR(g::NotNull(caches, "caches"));
     KDN_RETURN_IF_ERROR(g::NotNull(dest_token_offsets, "dest_token_offsets"));
     KDN_ASSIGN_OR_RETURN(ModelIdentity m, g::FromApiModel(model));
     KDN_RETURN_IF_ERROR(g::CheckLayerRange(layer_begin, layer_end, m.n_layers));
+    KDN_RETURN_IF_ERROR(g::CheckHeadRange(head_begin, head_end, m.n_kv_heads));
     struct Planned {
       g::Cache* cache;
       uint32_t offset;
@@ -452,7 +516,7 @@ KDN_EXPORT kdn_status kdn_blend_load(kdn_cache* const* caches, uint32_t n_caches
       Status s = g::CompareModel(c->header().model, m);
       if (!s.ok()) return s.WithContext(which);
       g::DestUse use;
-      use.n_kv_heads = m.n_kv_heads;
+      use.n_kv_heads = head_end - head_begin;
       use.head_dim = m.head_dim;
       use.layer_begin = layer_begin;
       use.layer_end = layer_end;
@@ -466,8 +530,8 @@ KDN_EXPORT kdn_status kdn_blend_load(kdn_cache* const* caches, uint32_t n_caches
     }
     const bool rotate = m.rope_style != kdn::RopeStyle::kNone;
     for (Planned& p : plan) {
-      KDN_RETURN_IF_ERROR(p.cache->Load(layer_begin, layer_end, std::move(p.spec), p.offset, stream,
-                                        rotate ? &p.rope : nullptr));
+      KDN_RETURN_IF_ERROR(p.cache->Load(layer_begin, layer_end, head_begin, std::move(p.spec),
+                                        p.offset, stream, rotate ? &p.rope : nullptr));
     }
     return Status::OK();
   });

@@ -190,6 +190,22 @@ KDN_EXPORT kdn_status kdn_dest_paged(kdn_dest* d, kdn_dtype dtype, uint32_t n_la
  * and block, and nothing of that block is written. Layers fail or succeed on their own. */
 KDN_EXPORT kdn_status kdn_load(kdn_cache* cache, uint32_t layer_begin, uint32_t layer_end,
                                const kdn_dest* dest, uint32_t dest_token_offset, void* stream);
+/* Tensor parallelism: one file, each rank loads its share of the KV heads straight into its own
+ * cache. kdn_load_heads is kdn_load of the cache's KV heads [head_begin, head_end) only: `dest`
+ * describes the rank's cache (dest->n_kv_heads == head_end - head_begin), the cache's head h going
+ * to the destination's head h - head_begin. kdn_load is kdn_load_heads over all heads. What a
+ * slice costs: every block is still read and checksummed whole (a block holds all heads of a
+ * layer's K or V, token-major); raw and lossless blocks then decode only the slice's values, q8/
+ * q4/q2 and tc blocks decode whole rows and keep the slice. CPU context only: a CUDA context
+ * answers KDN_E_UNSUPPORTED for a range that is not all heads. */
+KDN_EXPORT kdn_status kdn_load_heads(kdn_cache* cache, uint32_t layer_begin, uint32_t layer_end,
+                                     uint32_t head_begin, uint32_t head_end, const kdn_dest* dest,
+                                     uint32_t dest_token_offset, void* stream);
+/* The KV heads rank tp_rank of tp_size holds, as engines shard them: [r*H/T, (r+1)*H/T) when
+ * tp_size <= n_kv_heads (H); with more ranks than heads (GQA), tp_size must be a multiple of H and
+ * each head is replicated on tp_size / H ranks: rank r holds the one head r*H/T. */
+KDN_EXPORT kdn_status kdn_tp_heads(uint32_t n_kv_heads, uint32_t tp_rank, uint32_t tp_size,
+                                   uint32_t* head_begin, uint32_t* head_end);
 KDN_EXPORT kdn_status kdn_layer_wait(kdn_cache* cache, uint32_t layer);
 /* CUDA: the cudaEvent_t (as void*) recorded after layer l's last write; blocks until it has been
  * recorded. NULL for the CPU backend, when no load of that layer was issued, or when that load
@@ -261,6 +277,14 @@ KDN_EXPORT kdn_status kdn_blend_load(kdn_cache* const* caches, uint32_t n_caches
                                      const uint32_t* dest_token_offsets, uint32_t position_base,
                                      const kdn_model_desc* model, uint32_t layer_begin,
                                      uint32_t layer_end, const kdn_dest* dest, void* stream);
+/* kdn_blend_load of the KV heads [head_begin, head_end) only (a tensor-parallel rank's share):
+ * dest->n_kv_heads == head_end - head_begin, as for kdn_load_heads. */
+KDN_EXPORT kdn_status kdn_blend_load_heads(kdn_cache* const* caches, uint32_t n_caches,
+                                           const uint32_t* dest_token_offsets,
+                                           uint32_t position_base, const kdn_model_desc* model,
+                                           uint32_t layer_begin, uint32_t layer_end,
+                                           uint32_t head_begin, uint32_t head_end,
+                                           const kdn_dest* dest, void* stream);
 
 /* Per-token squared deviation between `fresh` (recomputed rows, contiguous [n_tokens][kv_heads *
  * head_dim] of dest->dtype) and the cached rows of destination tokens [token_begin, token_begin +

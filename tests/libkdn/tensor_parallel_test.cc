@@ -1,0 +1,278 @@
+// Tensor-parallel head slicing (kdn_load_heads, kdn_blend_load_heads, kdn_tp_heads): every rank of
+// T loads its share of one file's KV heads into its own cache, and the union of the ranks' caches
+// is the full load, bit for bit, for every codec, on the CPU backend.
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "libkdn_test_util.h"
+
+namespace kdn::test {
+namespace {
+
+constexpr uint32_t kTokens = 40;  // more than one K quantization group, a partial last one
+
+struct HeadRange {
+  uint32_t begin = 0;
+  uint32_t end = 0;
+};
+
+HeadRange TpHeads(uint32_t heads, uint32_t rank, uint32_t size) {
+  HeadRange r;
+  EXPECT_EQ(kdn_tp_heads(heads, rank, size, &r.begin, &r.end), KDN_OK) << kdn_last_error();
+  return r;
+}
+
+TEST(TpHeads, SplitsHeadsEvenlyAndReplicatesThemPastTheirCount) {
+  // 8 KV heads over 4 ranks: two each, in order.
+  for (uint32_t r = 0; r < 4; ++r) {
+    const HeadRange h = TpHeads(8, r, 4);
+    EXPECT_EQ(h.begin, 2 * r);
+    EXPECT_EQ(h.end, 2 * r + 2);
+  }
+  // 8 heads over 16 ranks (GQA): each head on two neighbouring ranks.
+  for (uint32_t r = 0; r < 16; ++r) {
+    const HeadRange h = TpHeads(8, r, 16);
+    EXPECT_EQ(h.begin, r / 2);
+    EXPECT_EQ(h.end, r / 2 + 1);
+  }
+  // An uneven split still covers every head once.
+  uint32_t next = 0;
+  for (uint32_t r = 0; r < 3; ++r) {
+    const HeadRange h = TpHeads(8, r, 3);
+    EXPECT_EQ(h.begin, next);
+    EXPECT_GT(h.end, h.begin);
+    next = h.end;
+  }
+  EXPECT_EQ(next, 8u);
+  uint32_t b = 0, e = 0;
+  EXPECT_EQ(kdn_tp_heads(8, 0, 12, &b, &e), KDN_E_INVALID_ARG);  // 12 ranks cannot share 8 heads
+  EXPECT_EQ(kdn_tp_heads(8, 4, 4, &b, &e), KDN_E_INVALID_ARG);   // no rank 4 of 4
+  EXPECT_EQ(kdn_tp_heads(0, 0, 1, &b, &e), KDN_E_INVALID_ARG);
+  EXPECT_EQ(kdn_tp_heads(8, 0, 0, &b, &e), KDN_E_INVALID_ARG);
+}
+
+// A contiguous host destination of `heads` KV heads for every layer of `m`.
+struct HostCache {
+  std::vector<std::vector<std::byte>> k, v;
+  std::vector<void*> k_ptr, v_ptr;
+  kdn_dest dest{};
+
+  HostCache(const ModelIdentity& m, uint32_t heads, kdn_dtype dtype) {
+    const size_t bytes = size_t{kTokens} * heads * m.head_dim * ElemBytes(dtype);
+    for (uint32_t l = 0; l < m.n_layers; ++l) {
+      k.push_back(Guarded(bytes));
+      v.push_back(Guarded(bytes));
+    }
+    for (uint32_t l = 0; l < m.n_layers; ++l) {
+      k_ptr.push_back(k[l].data());
+      v_ptr.push_back(v[l].data());
+    }
+    EXPECT_EQ(kdn_dest_contiguous(&dest, dtype, m.n_layers, k_ptr.data(), v_ptr.data(), heads,
+                                  m.head_dim, kTokens),
+              KDN_OK)
+        << kdn_last_error();
+  }
+  // Token t, head h of layer l's K or V.
+  const std::byte* at(uint32_t l, KvKind kind, uint32_t t, uint32_t h, uint32_t heads,
+                      size_t head_bytes) const {
+    const auto& buf = kind == KvKind::kKey ? k[l] : v[l];
+    return buf.data() + (size_t{t} * heads + h) * head_bytes;
+  }
+};
+
+// Every rank's slice against the full load's heads; counts how many ranks hold each head.
+void ExpectRanksMatchFull(const ModelIdentity& m, const HostCache& full,
+                          const std::vector<HostCache>& ranks, const std::vector<HeadRange>& heads,
+                          kdn_dtype dtype) {
+  const size_t head_bytes = size_t{m.head_dim} * ElemBytes(dtype);
+  std::vector<uint32_t> holders(m.n_kv_heads, 0);
+  for (size_t r = 0; r < ranks.size(); ++r) {
+    const uint32_t n = heads[r].end - heads[r].begin;
+    for (uint32_t h = heads[r].begin; h < heads[r].end; ++h) ++holders[h];
+    for (uint32_t l = 0; l < m.n_layers; ++l) {
+      for (KvKind kind : {KvKind::kKey, KvKind::kValue}) {
+        for (uint32_t t = 0; t < kTokens; ++t) {
+          for (uint32_t h = heads[r].begin; h < heads[r].end; ++h) {
+            ASSERT_EQ(std::memcmp(ranks[r].at(l, kind, t, h - heads[r].begin, n, head_bytes),
+                                  full.at(l, kind, t, h, m.n_kv_heads, head_bytes), head_bytes),
+                      0)
+                << "rank " << r << " layer " << l << (kind == KvKind::kKey ? " K" : " V")
+                << " token " << t << " head " << h;
+          }
+        }
+      }
+    }
+  }
+  for (uint32_t h = 0; h < m.n_kv_heads; ++h) EXPECT_GE(holders[h], 1u) << "head " << h;
+}
+
+using SliceParam = std::tuple<std::string, std::string, kdn_dtype>;  // preset, codec, dest dtype
+
+class HeadSlices : public ::testing::TestWithParam<SliceParam> {};
+
+TEST_P(HeadSlices, UnionOfRanksIsTheFullLoadBitForBit) {
+  const auto& [preset, codec, dtype] = GetParam();
+  Result<ModelIdentity> m = ModelPreset(preset);
+  ASSERT_TRUE(m.ok()) << m.status().ToString();
+  TempDir dir("kdn-tp");
+  const std::string path = WriteSynthetic(dir, "a.kv", *m, kTokens, codec, 7);
+  CtxPtr ctx = MakeCtx();
+  CachePtr cache = OpenCache(ctx.get(), path);
+  ASSERT_NE(cache, nullptr);
+
+  HostCache full(*m, m->n_kv_heads, dtype);
+  ASSERT_EQ(kdn_load(cache.get(), 0, m->n_layers, &full.dest, 0, nullptr), KDN_OK)
+      << kdn_last_error();
+  ASSERT_EQ(kdn_sync(cache.get()), KDN_OK) << kdn_last_error();
+
+  // 1, 2, 4, 8 ranks, and twice as many ranks as KV heads (every head on two ranks).
+  for (uint32_t tp : {1u, 2u, 4u, 8u, 2 * m->n_kv_heads}) {
+    SCOPED_TRACE("tp " + std::to_string(tp));
+    std::vector<HeadRange> heads;
+    std::vector<HostCache> ranks;
+    ranks.reserve(tp);
+    for (uint32_t r = 0; r < tp; ++r) {
+      heads.push_back(TpHeads(m->n_kv_heads, r, tp));
+      ranks.emplace_back(*m, heads[r].end - heads[r].begin, dtype);
+      ASSERT_EQ(kdn_load_heads(cache.get(), 0, m->n_layers, heads[r].begin, heads[r].end,
+                               &ranks[r].dest, 0, nullptr),
+                KDN_OK)
+          << kdn_last_error();
+    }
+    ASSERT_EQ(kdn_sync(cache.get()), KDN_OK) << kdn_last_error();
+    ExpectRanksMatchFull(*m, full, ranks, heads, dtype);
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    AllCodecs, HeadSlices,
+    ::testing::Combine(::testing::Values("llama3-70b", "mistral-7b"),
+                       ::testing::Values("raw", "lossless", "q8", "q4+zstd", "q2:g64", "tc"),
+                       ::testing::Values(KDN_F16)));
+// Another destination dtype: the slice is converted as it is decoded.
+INSTANTIATE_TEST_SUITE_P(ToF32, HeadSlices,
+                         ::testing::Combine(::testing::Values("mistral-7b"),
+                                            ::testing::Values("raw", "lossless", "q4", "tc"),
+                                            ::testing::Values(KDN_F32)));
+
+// A paged HND destination (heads apart in memory) holds the rank's heads like a contiguous one.
+TEST(HeadSlicesPaged, HndRankEqualsContiguousRank) {
+  Result<ModelIdentity> m = ModelPreset("mistral-7b");
+  ASSERT_TRUE(m.ok());
+  TempDir dir("kdn-tp");
+  const std::string path = WriteSynthetic(dir, "a.kv", *m, kTokens, "lossless", 3);
+  CtxPtr ctx = MakeCtx();
+  CachePtr cache = OpenCache(ctx.get(), path);
+  ASSERT_NE(cache, nullptr);
+  const HeadRange heads = TpHeads(m->n_kv_heads, 1, 4);
+  const uint32_t n = heads.end - heads.begin;
+  HostCache flat(*m, n, KDN_F16);
+  ASSERT_EQ(kdn_load_heads(cache.get(), 0, m->n_layers, heads.begin, heads.end, &flat.dest, 0,
+                           nullptr),
+            KDN_OK)
+      << kdn_last_error();
+
+  constexpr uint32_t kBlock = 16;
+  const uint32_t n_blocks = (kTokens + kBlock - 1) / kBlock;
+  const size_t elems = size_t{n_blocks} * kBlock * n * m->head_dim;
+  std::vector<std::vector<std::byte>> k(m->n_layers, Guarded(elems * 2));
+  std::vector<std::vector<std::byte>> v(m->n_layers, Guarded(elems * 2));
+  std::vector<void*> kp, vp;
+  for (uint32_t l = 0; l < m->n_layers; ++l) {
+    kp.push_back(k[l].data());
+    vp.push_back(v[l].data());
+  }
+  std::vector<int32_t> table(n_blocks);
+  for (uint32_t b = 0; b < n_blocks; ++b) table[b] = static_cast<int32_t>(n_blocks - 1 - b);
+  kdn_dest paged{};
+  ASSERT_EQ(kdn_dest_paged(&paged, KDN_F16, m->n_layers, kp.data(), vp.data(), n, m->head_dim,
+                           kBlock, 1, table.data(), n_blocks),
+            KDN_OK);
+  ASSERT_EQ(kdn_load_heads(cache.get(), 0, m->n_layers, heads.begin, heads.end, &paged, 0,
+                           nullptr),
+            KDN_OK)
+      << kdn_last_error();
+  ASSERT_EQ(kdn_sync(cache.get()), KDN_OK) << kdn_last_error();
+  const size_t head_bytes = size_t{m->head_dim} * 2;
+  for (uint32_t l = 0; l < m->n_layers; ++l) {
+    for (uint32_t t = 0; t < kTokens; ++t) {
+      for (uint32_t h = 0; h < n; ++h) {
+        const int64_t off = LayoutOffset(Layout::kHnd, n, m->head_dim, kBlock,
+                                         table[t / kBlock], t % kBlock, h, 0);
+        ASSERT_EQ(std::memcmp(k[l].data() + off * 2, flat.at(l, KvKind::kKey, t, h, n, head_bytes),
+                              head_bytes),
+                  0)
+            << "layer " << l << " token " << t << " head " << h;
+        ASSERT_EQ(std::memcmp(v[l].data() + off * 2,
+                              flat.at(l, KvKind::kValue, t, h, n, head_bytes), head_bytes),
+                  0);
+      }
+    }
+  }
+}
+
+// A blend of two caches per rank: the keys are re-rotated per head, so a rank's blend equals its
+// heads of the full blend.
+TEST(HeadSlicesBlend, RankBlendIsItsHeadsOfTheFullBlend) {
+  Result<ModelIdentity> m = ModelPreset("mistral-7b");
+  ASSERT_TRUE(m.ok());
+  TempDir dir("kdn-tp");
+  constexpr uint32_t kHalf = kTokens / 2;
+  const std::string a = WriteSynthetic(dir, "a.kv", *m, kHalf, "q4", 1);
+  const std::string b = WriteSynthetic(dir, "b.kv", *m, kHalf, "raw", 2, 100);
+  CtxPtr ctx = MakeCtx();
+  CachePtr ca = OpenCache(ctx.get(), a);
+  CachePtr cb = OpenCache(ctx.get(), b);
+  ASSERT_NE(ca, nullptr);
+  ASSERT_NE(cb, nullptr);
+  kdn_cache* caches[2] = {ca.get(), cb.get()};
+  const uint32_t offsets[2] = {0, kHalf};
+  const kdn_model_desc desc = ToDesc(*m);
+
+  HostCache full(*m, m->n_kv_heads, KDN_F16);
+  ASSERT_EQ(kdn_blend_load(caches, 2, offsets, 5, &desc, 0, m->n_layers, &full.dest, nullptr),
+            KDN_OK)
+      << kdn_last_error();
+  constexpr uint32_t kTp = 4;
+  std::vector<HeadRange> heads;
+  std::vector<HostCache> ranks;
+  ranks.reserve(kTp);
+  for (uint32_t r = 0; r < kTp; ++r) {
+    heads.push_back(TpHeads(m->n_kv_heads, r, kTp));
+    ranks.emplace_back(*m, heads[r].end - heads[r].begin, KDN_F16);
+    ASSERT_EQ(kdn_blend_load_heads(caches, 2, offsets, 5, &desc, 0, m->n_layers, heads[r].begin,
+                                   heads[r].end, &ranks[r].dest, nullptr),
+              KDN_OK)
+        << kdn_last_error();
+  }
+  ASSERT_EQ(kdn_sync(ca.get()), KDN_OK) << kdn_last_error();
+  ASSERT_EQ(kdn_sync(cb.get()), KDN_OK) << kdn_last_error();
+  ExpectRanksMatchFull(*m, full, ranks, heads, KDN_F16);
+}
+
+TEST(HeadSlicesArgs, RangeAndDestinationAreChecked) {
+  const ModelIdentity m = TestModel(DType::kF16, RopeStyle::kNeox, 2, 4, 16);
+  TempDir dir("kdn-tp");
+  const std::string path = WriteSynthetic(dir, "a.kv", m, kTokens, "raw", 1);
+  CtxPtr ctx = MakeCtx();
+  CachePtr cache = OpenCache(ctx.get(), path);
+  ASSERT_NE(cache, nullptr);
+  HostCache two(m, 2, KDN_F16);
+  EXPECT_EQ(kdn_load_heads(cache.get(), 0, 2, 2, 2, &two.dest, 0, nullptr), KDN_E_INVALID_ARG);
+  EXPECT_EQ(kdn_load_heads(cache.get(), 0, 2, 3, 5, &two.dest, 0, nullptr), KDN_E_INVALID_ARG);
+  // The destination must have as many heads as the range.
+  EXPECT_EQ(kdn_load_heads(cache.get(), 0, 2, 0, 3, &two.dest, 0, nullptr), KDN_E_INVALID_ARG);
+  EXPECT_EQ(kdn_load_heads(cache.get(), 0, 2, 2, 4, &two.dest, 0, nullptr), KDN_OK)
+      << kdn_last_error();
+  EXPECT_EQ(kdn_sync(cache.get()), KDN_OK);
+  // A whole-cache destination does not fit a slice either.
+  HostCache four(m, 4, KDN_F16);
+  EXPECT_EQ(kdn_load_heads(cache.get(), 0, 2, 2, 4, &four.dest, 0, nullptr), KDN_E_INVALID_ARG);
+}
+
+}  // namespace
+}  // namespace kdn::test
