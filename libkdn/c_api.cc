@@ -406,46 +406,94 @@ KDN_EXPORT kdn_status kdn_find_prefix(const char* set_dir, const kdn_model_desc*
   });
 }
 
+}  // extern "C"
+
+namespace kdn::gpu {
+namespace {
+
+// The checks and the request of kdn_save and kdn_save_heads. `src` holds the model's KV heads
+// [head_begin, head_end) (all of them for kdn_save); `*src_spec` keeps the validated copy alive.
+Status PrepareSave(kdn_ctx* ctx, const kdn_model_desc* model, const uint32_t* tokens,
+                   uint32_t n_tokens, uint32_t position_offset, const kdn_dest* src,
+                   const kdn_save_opts* opts, const char* path, bool all_heads,
+                   uint32_t head_begin, uint32_t head_end, SaveRequest* out,
+                   std::shared_ptr<const DestSpec>* src_spec) {
+  SaveRequest& req = *out;
+  KDN_RETURN_IF_ERROR(NotNull(ctx, "ctx"));
+  KDN_RETURN_IF_ERROR(NotNull(path, "path"));
+  KDN_RETURN_IF_ERROR(NotNull(tokens, "tokens"));
+  if (n_tokens == 0) return Status::InvalidArgument("n_tokens is 0");
+  KDN_ASSIGN_OR_RETURN(req.model, FromApiModel(model));
+  if (all_heads) {
+    head_begin = 0;
+    head_end = req.model.n_kv_heads;
+  }
+  KDN_RETURN_IF_ERROR(CheckHeadRange(head_begin, head_end, req.model.n_kv_heads));
+  const char* codec = opts != nullptr && opts->codec != nullptr ? opts->codec : "raw";
+  Result<CodecSpec> spec = CodecSpec::Parse(codec);
+  if (!spec.ok())
+    return Status::InvalidArgument("codec '" + std::string(codec) +
+                                   "': " + spec.status().message());
+  req.codec = *spec;
+  req.chunk_tokens =
+      opts != nullptr && opts->chunk_tokens != 0 ? opts->chunk_tokens : kDefaultChunkTokens;
+  req.fsync = opts != nullptr && opts->fsync != 0;
+  DestUse use;
+  use.what = "src";
+  use.n_kv_heads = head_end - head_begin;
+  use.head_dim = req.model.head_dim;
+  use.layer_begin = 0;
+  use.layer_end = req.model.n_layers;
+  use.need_dtype = true;
+  use.dtype = req.model.dtype;
+  KDN_ASSIGN_OR_RETURN(*src_spec, ValidateDest(src, use, 0, n_tokens));
+  for (uint32_t l = 0; l < req.model.n_layers; ++l) {
+    if ((*src_spec)->base(l, KvKind::kKey) == nullptr ||
+        (*src_spec)->base(l, KvKind::kValue) == nullptr) {
+      return Status::InvalidArgument("src: layer " + std::to_string(l) + " has no K or V tensor");
+    }
+  }
+  KDN_RETURN_IF_ERROR(NoSkippedSlots(**src_spec, 0, n_tokens, "src"));
+  req.tokens = {tokens, n_tokens};
+  req.position_offset = position_offset;
+  req.src = src_spec->get();
+  req.path = path;
+  return Status::OK();
+}
+
+}  // namespace
+}  // namespace kdn::gpu
+
+extern "C" {
+
 KDN_EXPORT kdn_status kdn_save(kdn_ctx* ctx, const kdn_model_desc* model, const uint32_t* tokens,
                                uint32_t n_tokens, uint32_t position_offset, const kdn_dest* src,
                                const kdn_save_opts* opts, const char* path) {
   return g::Api([&]() -> Status {
-    KDN_RETURN_IF_ERROR(g::NotNull(ctx, "ctx"));
-    KDN_RETURN_IF_ERROR(g::NotNull(path, "path"));
-    KDN_RETURN_IF_ERROR(g::NotNull(tokens, "tokens"));
-    if (n_tokens == 0) return Status::InvalidArgument("n_tokens is 0");
     g::SaveRequest req;
-    KDN_ASSIGN_OR_RETURN(req.model, g::FromApiModel(model));
-    const char* codec = opts != nullptr && opts->codec != nullptr ? opts->codec : "raw";
-    Result<kdn::CodecSpec> spec = kdn::CodecSpec::Parse(codec);
-    if (!spec.ok())
-      return Status::InvalidArgument("codec '" + std::string(codec) +
-                                     "': " + spec.status().message());
-    req.codec = *spec;
-    req.chunk_tokens =
-        opts != nullptr && opts->chunk_tokens != 0 ? opts->chunk_tokens : kdn::kDefaultChunkTokens;
-    req.fsync = opts != nullptr && opts->fsync != 0;
-    g::DestUse use;
-    use.what = "src";
-    use.n_kv_heads = req.model.n_kv_heads;
-    use.head_dim = req.model.head_dim;
-    use.layer_begin = 0;
-    use.layer_end = req.model.n_layers;
-    use.need_dtype = true;
-    use.dtype = req.model.dtype;
-    KDN_ASSIGN_OR_RETURN(auto src_spec, g::ValidateDest(src, use, 0, n_tokens));
-    for (uint32_t l = 0; l < req.model.n_layers; ++l) {
-      if (src_spec->base(l, KvKind::kKey) == nullptr ||
-          src_spec->base(l, KvKind::kValue) == nullptr) {
-        return Status::InvalidArgument("src: layer " + std::to_string(l) + " has no K or V tensor");
-      }
-    }
-    KDN_RETURN_IF_ERROR(g::NoSkippedSlots(*src_spec, 0, n_tokens, "src"));
-    req.tokens = {tokens, n_tokens};
-    req.position_offset = position_offset;
-    req.src = src_spec.get();
-    req.path = path;
+    std::shared_ptr<const g::DestSpec> spec;
+    KDN_RETURN_IF_ERROR(g::PrepareSave(ctx, model, tokens, n_tokens, position_offset, src, opts,
+                                       path, true, 0, 0, &req, &spec));
     return g::SaveKv(*ctx->impl, req);
+  });
+}
+
+KDN_EXPORT kdn_status kdn_save_heads(kdn_ctx* ctx, const kdn_model_desc* model,
+                                     const uint32_t* tokens, uint32_t n_tokens,
+                                     uint32_t position_offset, uint32_t head_begin,
+                                     uint32_t head_end, const kdn_dest* src,
+                                     const kdn_save_opts* opts, const char* path,
+                                     int* wrote_file) {
+  if (wrote_file != nullptr) *wrote_file = 0;
+  return g::Api([&]() -> Status {
+    g::SaveRequest req;
+    std::shared_ptr<const g::DestSpec> spec;
+    KDN_RETURN_IF_ERROR(g::PrepareSave(ctx, model, tokens, n_tokens, position_offset, src, opts,
+                                       path, false, head_begin, head_end, &req, &spec));
+    bool wrote = false;
+    KDN_RETURN_IF_ERROR(g::SaveKvHeads(*ctx->impl, req, head_begin, head_end, &wrote));
+    if (wrote_file != nullptr) *wrote_file = wrote ? 1 : 0;
+    return Status::OK();
   });
 }
 

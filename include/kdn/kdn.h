@@ -231,6 +231,24 @@ KDN_EXPORT kdn_status kdn_save(kdn_ctx* ctx, const kdn_model_desc* model, const 
                                uint32_t n_tokens, uint32_t position_offset, const kdn_dest* src,
                                const kdn_save_opts* opts, const char* path);
 
+/* Tensor parallelism: rank r's share of one file. `src` holds the model's KV heads [head_begin,
+ * head_end) (src->n_kv_heads == head_end - head_begin, e.g. from kdn_tp_heads). The share is
+ * written, raw and atomically, as a hidden part file beside `path` (".<name>.kdn-heads.<A>-<B>");
+ * the call that finds parts of this save (same model, tokens, position) covering every head
+ * encodes the whole file with opts->codec, writes it at `path` as kdn_save does, removes the
+ * parts, and sets *wrote_file (may be NULL) to 1. Until then `path` is absent (or still the old
+ * file): the file exists, complete and verifiable, only once every head has been saved, and it is
+ * the file one kdn_save of all heads writes, byte for byte. Ranks may run concurrently, in
+ * separate processes, with no lock: each rank that sees every part writes the same bytes. Every
+ * rank passes the same model, tokens, position_offset and opts; where heads are replicated (more
+ * ranks than KV heads), one rank of each head's replicas saves it. */
+KDN_EXPORT kdn_status kdn_save_heads(kdn_ctx* ctx, const kdn_model_desc* model,
+                                     const uint32_t* tokens, uint32_t n_tokens,
+                                     uint32_t position_offset, uint32_t head_begin,
+                                     uint32_t head_end, const kdn_dest* src,
+                                     const kdn_save_opts* opts, const char* path,
+                                     int* wrote_file);
+
 /* --- Prefix lookup ---------------------------------------------------------------------------- */
 
 /* Finds, among the `.kv` files of the knowledge set `set_dir` (a directory; its subdirectories are

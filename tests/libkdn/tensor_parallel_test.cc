@@ -3,8 +3,11 @@
 // is the full load, bit for bit, for every codec, on the CPU backend.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstring>
+#include <filesystem>
 #include <string>
+#include <thread>
 #include <tuple>
 #include <vector>
 
@@ -252,6 +255,156 @@ TEST(HeadSlicesBlend, RankBlendIsItsHeadsOfTheFullBlend) {
   ASSERT_EQ(kdn_sync(ca.get()), KDN_OK) << kdn_last_error();
   ASSERT_EQ(kdn_sync(cb.get()), KDN_OK) << kdn_last_error();
   ExpectRanksMatchFull(*m, full, ranks, heads, KDN_F16);
+}
+
+// Tensors of every layer of `m` over kTokens tokens, whole and cut into ranks' shares.
+struct SaveSource {
+  std::vector<std::vector<std::byte>> k, v;  // [tokens][all heads][head_dim] per layer
+  std::vector<uint32_t> tokens;
+
+  explicit SaveSource(const ModelIdentity& m) {
+    const size_t bytes = size_t{kTokens} * m.channels() * DTypeSize(m.dtype);
+    for (uint32_t l = 0; l < m.n_layers; ++l) {
+      k.emplace_back(bytes);
+      v.emplace_back(bytes);
+      EXPECT_TRUE(SynthesizeLayerKv(m, kTokens, l, 11, k.back(), v.back()).ok());
+    }
+    tokens = SynthesizeTokens(kTokens, 11);
+  }
+};
+
+// One rank's own cache: its heads copied out of the whole tensors.
+struct RankSource {
+  std::vector<std::vector<std::byte>> k, v;
+  std::vector<void*> kp, vp;
+  kdn_dest dest{};
+  RankSource(const ModelIdentity& m, const SaveSource& src, HeadRange heads) {
+    const uint32_t n = heads.end - heads.begin;
+    const size_t head_bytes = size_t{m.head_dim} * DTypeSize(m.dtype);
+    for (uint32_t l = 0; l < m.n_layers; ++l) {
+      k.emplace_back(size_t{kTokens} * n * head_bytes);
+      v.emplace_back(size_t{kTokens} * n * head_bytes);
+      for (uint32_t t = 0; t < kTokens; ++t) {
+        const size_t from = (size_t{t} * m.n_kv_heads + heads.begin) * head_bytes;
+        std::memcpy(k[l].data() + t * n * head_bytes, src.k[l].data() + from, n * head_bytes);
+        std::memcpy(v[l].data() + t * n * head_bytes, src.v[l].data() + from, n * head_bytes);
+      }
+    }
+    for (uint32_t l = 0; l < m.n_layers; ++l) {
+      kp.push_back(k[l].data());
+      vp.push_back(v[l].data());
+    }
+    EXPECT_EQ(kdn_dest_contiguous(&dest, static_cast<kdn_dtype>(m.dtype), m.n_layers, kp.data(),
+                                  vp.data(), n, m.head_dim, kTokens),
+              KDN_OK);
+  }
+};
+
+std::vector<std::string> Names(const std::string& dir) {
+  std::vector<std::string> names;
+  for (const auto& e : std::filesystem::directory_iterator(dir)) {
+    names.push_back(e.path().filename().string());
+  }
+  std::sort(names.begin(), names.end());
+  return names;
+}
+
+// The file one rank saves with every head.
+std::string SaveWhole(kdn_ctx* ctx, const ModelIdentity& m, const SaveSource& src,
+                      const kdn_save_opts& opts, const std::string& path) {
+  RankSource all(m, src, HeadRange{0, m.n_kv_heads});
+  const kdn_model_desc desc = ToDesc(m);
+  EXPECT_EQ(kdn_save(ctx, &desc, src.tokens.data(), kTokens, 3, &all.dest, &opts, path.c_str()),
+            KDN_OK)
+      << kdn_last_error();
+  return path;
+}
+
+class SaveByRanks : public ::testing::TestWithParam<const char*> {};
+
+TEST_P(SaveByRanks, FourRanksWriteTheFileOneRankWrites) {
+  Result<ModelIdentity> m = ModelPreset("mistral-7b");
+  ASSERT_TRUE(m.ok());
+  const SaveSource src(*m);
+  TempDir one_dir("kdn-tp"), dir("kdn-tp");
+  CtxPtr ctx = MakeCtx();
+  const kdn_save_opts opts{GetParam(), 16, 0};
+  const std::string whole = SaveWhole(ctx.get(), *m, src, opts, one_dir / "a.kv");
+  const std::string path = dir / "a.kv";
+  const kdn_model_desc desc = ToDesc(*m);
+  // Ranks out of order; the file appears with the last one, not before.
+  const uint32_t order[4] = {2, 0, 3, 1};
+  for (int i = 0; i < 4; ++i) {
+    const HeadRange heads = TpHeads(m->n_kv_heads, order[i], 4);
+    RankSource rank(*m, src, heads);
+    int wrote = -1;
+    ASSERT_EQ(kdn_save_heads(ctx.get(), &desc, src.tokens.data(), kTokens, 3, heads.begin,
+                             heads.end, &rank.dest, &opts, path.c_str(), &wrote),
+              KDN_OK)
+        << kdn_last_error();
+    EXPECT_EQ(wrote, i == 3 ? 1 : 0) << "rank " << order[i];
+    EXPECT_EQ(std::filesystem::exists(path), i == 3) << "after rank " << order[i];
+  }
+  EXPECT_EQ(Names(dir.str()), std::vector<std::string>{"a.kv"}) << "parts left behind";
+  EXPECT_TRUE(ReadBytes(path) == ReadBytes(whole)) << "4 ranks' file differs from 1 rank's";
+}
+
+INSTANTIATE_TEST_SUITE_P(Codecs, SaveByRanks, ::testing::Values("raw", "lossless", "q4+zstd", "tc"),
+                         [](const auto& info) {
+                           std::string n = info.param;
+                           for (char& ch : n) {
+                             if (!isalnum(static_cast<unsigned char>(ch))) ch = '_';
+                           }
+                           return n;
+                         });
+
+TEST(SaveByRanksConcurrent, EightRanksAtOnceWriteTheOneFile) {
+  Result<ModelIdentity> m = ModelPreset("llama3-70b");
+  ASSERT_TRUE(m.ok());
+  m->n_layers = 4;  // the head shape is what matters here; fewer layers keep the test short
+  const SaveSource src(*m);
+  TempDir one_dir("kdn-tp"), dir("kdn-tp");
+  CtxPtr ctx = MakeCtx();
+  const kdn_save_opts opts{"q4", 0, 0};
+  const std::string whole = SaveWhole(ctx.get(), *m, src, opts, one_dir / "a.kv");
+  const std::string path = dir / "a.kv";
+  const kdn_model_desc desc = ToDesc(*m);
+  // A part a different save left at this path (other tokens) is neither used nor removed.
+  {
+    SaveSource other(*m);
+    other.tokens[0] ^= 1;
+    RankSource stale(*m, other, HeadRange{0, 4});
+    int wrote = -1;
+    ASSERT_EQ(kdn_save_heads(ctx.get(), &desc, other.tokens.data(), kTokens, 3, 0, 4, &stale.dest,
+                             &opts, path.c_str(), &wrote),
+              KDN_OK)
+        << kdn_last_error();
+    EXPECT_EQ(wrote, 0);
+  }
+  std::vector<std::unique_ptr<RankSource>> ranks;
+  std::vector<HeadRange> heads;
+  for (uint32_t r = 0; r < 8; ++r) {
+    heads.push_back(TpHeads(m->n_kv_heads, r, 8));
+    ranks.push_back(std::make_unique<RankSource>(*m, src, heads[r]));
+  }
+  std::vector<int> wrote(8, -1);
+  std::vector<kdn_status> rc(8, KDN_E_INTERNAL);
+  std::vector<std::thread> threads;
+  for (uint32_t r = 0; r < 8; ++r) {
+    threads.emplace_back([&, r] {
+      rc[r] = kdn_save_heads(ctx.get(), &desc, src.tokens.data(), kTokens, 3, heads[r].begin,
+                             heads[r].end, &ranks[r]->dest, &opts, path.c_str(), &wrote[r]);
+    });
+  }
+  for (std::thread& t : threads) t.join();
+  int writers = 0;
+  for (uint32_t r = 0; r < 8; ++r) {
+    EXPECT_EQ(rc[r], KDN_OK) << "rank " << r;
+    writers += wrote[r];
+  }
+  EXPECT_GE(writers, 1);
+  EXPECT_TRUE(ReadBytes(path) == ReadBytes(whole));
+  EXPECT_EQ(Names(dir.str()), (std::vector<std::string>{".a.kv.kdn-heads.0-4", "a.kv"}));
 }
 
 TEST(HeadSlicesArgs, RangeAndDestinationAreChecked) {
