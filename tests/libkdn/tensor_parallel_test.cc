@@ -1,11 +1,14 @@
-// Tensor-parallel head slicing (kdn_load_heads, kdn_blend_load_heads, kdn_tp_heads): every rank of
-// T loads its share of one file's KV heads into its own cache, and the union of the ranks' caches
-// is the full load, bit for bit, for every codec, on the CPU backend.
+// One file, many GPUs. Tensor-parallel head slicing (kdn_load_heads, kdn_blend_load_heads,
+// kdn_tp_heads, kdn_save_heads): every rank of T loads its share of one file's KV heads into its
+// own cache, and the union of the ranks' caches is the full load, bit for bit, for every codec, on
+// the CPU backend; T ranks save one file. Pipeline stages: a stage that loads its layers reads
+// only their blocks' bytes (counted by the kernel: /proc/self/io).
 #include <gtest/gtest.h>
 
 #include <algorithm>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <string>
 #include <thread>
 #include <tuple>
@@ -405,6 +408,69 @@ TEST(SaveByRanksConcurrent, EightRanksAtOnceWriteTheOneFile) {
   EXPECT_GE(writers, 1);
   EXPECT_TRUE(ReadBytes(path) == ReadBytes(whole));
   EXPECT_EQ(Names(dir.str()), (std::vector<std::string>{".a.kv.kdn-heads.0-4", "a.kv"}));
+}
+
+// Bytes this process has read through read(2)/pread(2) so far, as the kernel counts them.
+uint64_t BytesReadByProcess() {
+  std::ifstream io("/proc/self/io");
+  std::string key;
+  uint64_t value = 0;
+  while (io >> key >> value) {
+    if (key == "rchar:") return value;
+  }
+  ADD_FAILURE() << "no rchar in /proc/self/io";
+  return 0;
+}
+
+TEST(PipelineStages, AStageReadsOnlyItsLayersBlocks) {
+  Result<ModelIdentity> m = ModelPreset("mistral-7b");
+  ASSERT_TRUE(m.ok());
+  TempDir dir("kdn-pp");
+  const std::string path = WriteSynthetic(dir, "a.kv", *m, 600, "q4+zstd", 5);
+  const KvHeader h = HeaderOf(path);
+  CtxPtr ctx = MakeCtx();
+  CachePtr cache = OpenCache(ctx.get(), path);  // the header is read here, before counting
+  ASSERT_NE(cache, nullptr);
+  constexpr uint32_t kStages = 4;
+  const uint32_t per_stage = m->n_layers / kStages;
+  uint64_t all_blocks = 0;
+  for (const BlockEntry& b : h.blocks) all_blocks += (b.encoded_bytes + 4095) / 4096 * 4096;
+  for (uint32_t s = 0; s < kStages; ++s) {
+    const uint32_t first = s * per_stage, last = first + per_stage;
+    // The stage's cache holds its layers only: the other layers' entries are NULL.
+    const size_t bytes = size_t{600} * m->channels() * 2;
+    std::vector<std::vector<std::byte>> k(m->n_layers), v(m->n_layers);
+    std::vector<void*> kp(m->n_layers, nullptr), vp(m->n_layers, nullptr);
+    for (uint32_t l = first; l < last; ++l) {
+      k[l].resize(bytes);
+      v[l].resize(bytes);
+      kp[l] = k[l].data();
+      vp[l] = v[l].data();
+    }
+    kdn_dest d{};
+    ASSERT_EQ(kdn_dest_contiguous(&d, KDN_F16, m->n_layers, kp.data(), vp.data(), m->n_kv_heads,
+                                  m->head_dim, 600),
+              KDN_OK);
+    uint64_t expected = 0;
+    for (uint32_t l = first; l < last; ++l) {
+      for (KvKind kind : {KvKind::kKey, KvKind::kValue}) {
+        expected += (h.block(l, kind).encoded_bytes + 4095) / 4096 * 4096;
+      }
+    }
+    const uint64_t before = BytesReadByProcess();
+    ASSERT_EQ(kdn_load(cache.get(), first, last, &d, 0, nullptr), KDN_OK) << kdn_last_error();
+    ASSERT_EQ(kdn_sync(cache.get()), KDN_OK) << kdn_last_error();
+    const uint64_t read = BytesReadByProcess() - before;
+    // The count includes reading /proc/self/io itself once (about 110 bytes): nothing else.
+    EXPECT_GE(read, expected) << "stage " << s << " of layers [" << first << ", " << last << ")";
+    EXPECT_LE(read, expected + 256) << "stage " << s << " of layers [" << first << ", " << last
+                                    << ")";
+    EXPECT_LT(read, all_blocks / kStages + all_blocks / 20) << "stage " << s;
+    for (uint32_t l = first; l < last; ++l) {
+      EXPECT_TRUE(k[l] == Reference(path, l, KvKind::kKey, DType::kF16)) << "layer " << l;
+      EXPECT_TRUE(v[l] == Reference(path, l, KvKind::kValue, DType::kF16)) << "layer " << l;
+    }
+  }
 }
 
 TEST(HeadSlicesArgs, RangeAndDestinationAreChecked) {
