@@ -6,9 +6,11 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cstdint>
 #include <cstdio>
 #include <cstring>
 #include <memory>
+#include <string_view>
 #include <vector>
 
 #include "store/format/file_io.h"
@@ -91,13 +93,28 @@ struct Part {
   std::unique_ptr<KvReader> reader;
 };
 
+// A decimal number without sign, spaces or leading zeros, below 2^32.
+bool ParseU32Exact(std::string_view text, uint32_t* out) {
+  if (text.empty() || text.size() > 10 || (text.size() > 1 && text[0] == '0')) return false;
+  uint64_t v = 0;
+  for (char c : text) {
+    if (c < '0' || c > '9') return false;
+    v = v * 10 + static_cast<uint64_t>(c - '0');
+  }
+  if (v > UINT32_MAX) return false;
+  *out = static_cast<uint32_t>(v);
+  return true;
+}
+
 // "A-B" with A < B <= n_kv_heads, nothing else.
-bool ParseHeadRange(const std::string& text, uint32_t n_kv_heads, uint32_t* begin, uint32_t* end) {
-  unsigned a = 0, b = 0;
-  int used = 0;
-  if (std::sscanf(text.c_str(), "%u-%u%n", &a, &b, &used) != 2) return false;
-  if (static_cast<size_t>(used) != text.size() || a >= b || b > n_kv_heads) return false;
-  if (text != std::to_string(a) + "-" + std::to_string(b)) return false;  // no "+1" or " 1"
+bool ParseHeadRange(std::string_view text, uint32_t n_kv_heads, uint32_t* begin, uint32_t* end) {
+  const size_t dash = text.find('-');
+  if (dash == std::string_view::npos) return false;
+  uint32_t a = 0, b = 0;
+  if (!ParseU32Exact(text.substr(0, dash), &a) || !ParseU32Exact(text.substr(dash + 1), &b)) {
+    return false;
+  }
+  if (a >= b || b > n_kv_heads) return false;
   *begin = a;
   *end = b;
   return true;
