@@ -92,8 +92,10 @@ class PreparedBlock {
   // of c_end - c_begin values is written at out + (t - t_begin) * row_stride_bytes. What it costs
   // per codec: raw and lossless read only the slice's values (both lay out every element at a
   // fixed place, lossless after its zstd stage, which Prepare undid for the whole block); quant
-  // and tc decode whole rows and keep the slice (quant's V groups and tc's per-head transform
-  // span rows that the slice cuts). Thread-safe (const).
+  // reads only the slice's codes and parameters when its codes start on a byte (any head-aligned
+  // slice: head_dim * bits is a multiple of 8 in every real model), else decodes whole rows; tc
+  // decodes whole rows (its decoder works a segment of tokens at a time) and keeps the slice.
+  // Thread-safe (const).
   Status DecodeRowChannels(uint32_t t_begin, uint32_t t_end, uint32_t c_begin, uint32_t c_end,
                            DType out_dtype, std::byte* out, size_t row_stride_bytes) const;
 

@@ -195,9 +195,10 @@ KDN_EXPORT kdn_status kdn_load(kdn_cache* cache, uint32_t layer_begin, uint32_t 
  * describes the rank's cache (dest->n_kv_heads == head_end - head_begin), the cache's head h going
  * to the destination's head h - head_begin. kdn_load is kdn_load_heads over all heads. What a
  * slice costs: every block is still read and checksummed whole (a block holds all heads of a
- * layer's K or V, token-major); raw and lossless blocks then decode only the slice's values, q8/
- * q4/q2 and tc blocks decode whole rows and keep the slice. CPU context only: a CUDA context
- * answers KDN_E_UNSUPPORTED for a range that is not all heads. */
+ * layer's K or V, token-major); raw, lossless and q8/q4/q2 blocks then decode only the slice's
+ * values (quant: when the slice's codes start on a byte, as head-aligned ones do), tc blocks whole
+ * rows, keeping the slice. CPU context only: a CUDA context answers KDN_E_UNSUPPORTED for a range
+ * that is not all heads. */
 KDN_EXPORT kdn_status kdn_load_heads(kdn_cache* cache, uint32_t layer_begin, uint32_t layer_end,
                                      uint32_t head_begin, uint32_t head_end, const kdn_dest* dest,
                                      uint32_t dest_token_offset, void* stream);

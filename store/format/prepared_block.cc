@@ -150,7 +150,14 @@ Status PreparedBlock::DecodeRowChannels(uint32_t t_begin, uint32_t t_end, uint32
       }
       return Status::OK();
     }
-    case CodecId::kQuant:
+    case CodecId::kQuant: {
+      Status st;
+      if (DecodeQuantRowChannels(codec_, kind_, shape_, payload_, t_begin, t_end, c_begin, c_end,
+                                 out_dtype, out, row_stride_bytes, &st)) {
+        return st;
+      }
+      [[fallthrough]];  // a slice whose codes do not start on a byte: whole rows
+    }
     case CodecId::kTc: {
       const size_t row_bytes = channels * out_size;
       KDN_ASSIGN_OR_RETURN(std::span<std::byte> rows,

@@ -52,7 +52,8 @@ TEST(PreparedBlockTest, DecodeRowsEqualsDecodeBlockForRandomRanges) {
 
 TEST(PreparedBlockTest, DecodeRowChannelsIsThatSliceOfDecodeBlock) {
   auto rng = test::Rng(12);
-  for (const char* name : {"raw", "lossless", "q8", "q4+zstd", "q2:g48", "tc", "tc:q=2"}) {
+  for (const char* name :
+       {"raw", "lossless", "q8", "q4+zstd", "q2:g48", "q4:g16", "q8:g5", "tc", "tc:q=2"}) {
     for (DType dt : {DType::kF16, DType::kF32}) {
       for (KvKind kind : {KvKind::kKey, KvKind::kValue}) {
         SCOPED_TRACE(std::string(name) + " " + std::string(DTypeName(dt)));
@@ -72,8 +73,11 @@ TEST(PreparedBlockTest, DecodeRowChannelsIsThatSliceOfDecodeBlock) {
             if (a > b) std::swap(a, b);
             // Head-aligned slices and arbitrary ones (the codec must not assume heads).
             uint32_t c0 = static_cast<uint32_t>(rng() % 64), c1 = c0 + 1 + rng() % (64 - c0);
-            if (trial % 2 == 0) {
-              c0 = 16 * (trial / 2 % 4);
+            if (trial % 4 == 0) {  // whole V groups of 32
+              c0 = 32 * (trial / 4 % 2);
+              c1 = c0 + 32;
+            } else if (trial % 4 == 2) {
+              c0 = 16 * (trial / 4 % 4);
               c1 = c0 + 16;
             }
             const size_t slice = size_t{c1 - c0} * es;
