@@ -54,6 +54,15 @@ Status CheckLayerRange(uint32_t begin, uint32_t end, uint32_t n_layers) {
   return Status::OK();
 }
 
+Status CheckHeadRange(uint32_t begin, uint32_t end, uint32_t n_kv_heads) {
+  if (begin >= end || end > n_kv_heads) {
+    return Status::InvalidArgument("head range [" + std::to_string(begin) + ", " +
+                                   std::to_string(end) + ") is not a non-empty range within the " +
+                                   std::to_string(n_kv_heads) + " KV heads");
+  }
+  return Status::OK();
+}
+
 Result<KvKind> FromApiKv(int kv) {
   if (kv == KDN_K) return KvKind::kKey;
   if (kv == KDN_V) return KvKind::kValue;
@@ -303,18 +312,60 @@ KDN_EXPORT kdn_status kdn_dest_paged(kdn_dest* d, kdn_dtype dtype, uint32_t n_la
 
 KDN_EXPORT kdn_status kdn_load(kdn_cache* cache, uint32_t layer_begin, uint32_t layer_end,
                                const kdn_dest* dest, uint32_t dest_token_offset, void* stream) {
+  if (cache == nullptr) {
+    return g::Api([] { return g::NotNull(nullptr, "cache"); });
+  }
+  return kdn_load_heads(cache, layer_begin, layer_end, 0, cache->impl->header().model.n_kv_heads,
+                        dest, dest_token_offset, stream);
+}
+
+KDN_EXPORT kdn_status kdn_tp_heads(uint32_t n_kv_heads, uint32_t tp_rank, uint32_t tp_size,
+                                   uint32_t* head_begin, uint32_t* head_end) {
+  return g::Api([&]() -> Status {
+    KDN_RETURN_IF_ERROR(g::NotNull(head_begin, "head_begin"));
+    KDN_RETURN_IF_ERROR(g::NotNull(head_end, "head_end"));
+    if (n_kv_heads == 0 || tp_size == 0 || tp_rank >= tp_size) {
+      return Status::InvalidArgument("rank " + std::to_string(tp_rank) + " of " +
+                                     std::to_string(tp_size) + " over " +
+                                     std::to_string(n_kv_heads) + " KV heads");
+    }
+    // 64-bit products: rank * heads may not fit in 32 bits.
+    const uint64_t first = uint64_t{tp_rank} * n_kv_heads / tp_size;
+    if (tp_size <= n_kv_heads) {
+      *head_begin = static_cast<uint32_t>(first);
+      *head_end = static_cast<uint32_t>(uint64_t{tp_rank + 1} * n_kv_heads / tp_size);
+      return Status::OK();
+    }
+    // More ranks than KV heads (GQA): every head is replicated on tp_size / n_kv_heads ranks, as
+    // engines shard it; any other count leaves ranks with a share no engine uses.
+    if (tp_size % n_kv_heads != 0) {
+      return Status::InvalidArgument(std::to_string(tp_size) + " ranks over " +
+                                     std::to_string(n_kv_heads) +
+                                     " KV heads: with more ranks than heads, the ranks must be a "
+                                     "multiple of the heads");
+    }
+    *head_begin = static_cast<uint32_t>(first);
+    *head_end = static_cast<uint32_t>(first + 1);
+    return Status::OK();
+  });
+}
+
+KDN_EXPORT kdn_status kdn_load_heads(kdn_cache* cache, uint32_t layer_begin, uint32_t layer_end,
+                                     uint32_t head_begin, uint32_t head_end, const kdn_dest* dest,
+                                     uint32_t dest_token_offset, void* stream) {
   return g::Api([&]() -> Status {
     KDN_RETURN_IF_ERROR(g::NotNull(cache, "cache"));
     const kdn::KvHeader& h = cache->impl->header();
     KDN_RETURN_IF_ERROR(g::CheckLayerRange(layer_begin, layer_end, h.model.n_layers));
+    KDN_RETURN_IF_ERROR(g::CheckHeadRange(head_begin, head_end, h.model.n_kv_heads));
     g::DestUse use;
-    use.n_kv_heads = h.model.n_kv_heads;
+    use.n_kv_heads = head_end - head_begin;
     use.head_dim = h.model.head_dim;
     use.layer_begin = layer_begin;
     use.layer_end = layer_end;
     KDN_ASSIGN_OR_RETURN(auto spec, g::ValidateDest(dest, use, dest_token_offset, h.n_tokens));
-    return cache->impl->Load(layer_begin, layer_end, std::move(spec), dest_token_offset, stream,
-                             nullptr);
+    return cache->impl->Load(layer_begin, layer_end, head_begin, std::move(spec),
+                             dest_token_offset, stream, nullptr);
   });
 }
 
@@ -400,46 +451,94 @@ KDN_EXPORT kdn_status kdn_cache_prefix_hashes(const kdn_cache* cache, char* hex_
   });
 }
 
+}  // extern "C"
+
+namespace kdn::gpu {
+namespace {
+
+// The checks and the request of kdn_save and kdn_save_heads. `src` holds the model's KV heads
+// [head_begin, head_end) (all of them for kdn_save); `*src_spec` keeps the validated copy alive.
+Status PrepareSave(kdn_ctx* ctx, const kdn_model_desc* model, const uint32_t* tokens,
+                   uint32_t n_tokens, uint32_t position_offset, const kdn_dest* src,
+                   const kdn_save_opts* opts, const char* path, bool all_heads,
+                   uint32_t head_begin, uint32_t head_end, SaveRequest* out,
+                   std::shared_ptr<const DestSpec>* src_spec) {
+  SaveRequest& req = *out;
+  KDN_RETURN_IF_ERROR(NotNull(ctx, "ctx"));
+  KDN_RETURN_IF_ERROR(NotNull(path, "path"));
+  KDN_RETURN_IF_ERROR(NotNull(tokens, "tokens"));
+  if (n_tokens == 0) return Status::InvalidArgument("n_tokens is 0");
+  KDN_ASSIGN_OR_RETURN(req.model, FromApiModel(model));
+  if (all_heads) {
+    head_begin = 0;
+    head_end = req.model.n_kv_heads;
+  }
+  KDN_RETURN_IF_ERROR(CheckHeadRange(head_begin, head_end, req.model.n_kv_heads));
+  const char* codec = opts != nullptr && opts->codec != nullptr ? opts->codec : "raw";
+  Result<CodecSpec> spec = CodecSpec::Parse(codec);
+  if (!spec.ok())
+    return Status::InvalidArgument("codec '" + std::string(codec) +
+                                   "': " + spec.status().message());
+  req.codec = *spec;
+  req.chunk_tokens =
+      opts != nullptr && opts->chunk_tokens != 0 ? opts->chunk_tokens : kDefaultChunkTokens;
+  req.fsync = opts != nullptr && opts->fsync != 0;
+  DestUse use;
+  use.what = "src";
+  use.n_kv_heads = head_end - head_begin;
+  use.head_dim = req.model.head_dim;
+  use.layer_begin = 0;
+  use.layer_end = req.model.n_layers;
+  use.need_dtype = true;
+  use.dtype = req.model.dtype;
+  KDN_ASSIGN_OR_RETURN(*src_spec, ValidateDest(src, use, 0, n_tokens));
+  for (uint32_t l = 0; l < req.model.n_layers; ++l) {
+    if ((*src_spec)->base(l, KvKind::kKey) == nullptr ||
+        (*src_spec)->base(l, KvKind::kValue) == nullptr) {
+      return Status::InvalidArgument("src: layer " + std::to_string(l) + " has no K or V tensor");
+    }
+  }
+  KDN_RETURN_IF_ERROR(NoSkippedSlots(**src_spec, 0, n_tokens, "src"));
+  req.tokens = {tokens, n_tokens};
+  req.position_offset = position_offset;
+  req.src = src_spec->get();
+  req.path = path;
+  return Status::OK();
+}
+
+}  // namespace
+}  // namespace kdn::gpu
+
+extern "C" {
+
 KDN_EXPORT kdn_status kdn_save(kdn_ctx* ctx, const kdn_model_desc* model, const uint32_t* tokens,
                                uint32_t n_tokens, uint32_t position_offset, const kdn_dest* src,
                                const kdn_save_opts* opts, const char* path) {
   return g::Api([&]() -> Status {
-    KDN_RETURN_IF_ERROR(g::NotNull(ctx, "ctx"));
-    KDN_RETURN_IF_ERROR(g::NotNull(path, "path"));
-    KDN_RETURN_IF_ERROR(g::NotNull(tokens, "tokens"));
-    if (n_tokens == 0) return Status::InvalidArgument("n_tokens is 0");
     g::SaveRequest req;
-    KDN_ASSIGN_OR_RETURN(req.model, g::FromApiModel(model));
-    const char* codec = opts != nullptr && opts->codec != nullptr ? opts->codec : "raw";
-    Result<kdn::CodecSpec> spec = kdn::CodecSpec::Parse(codec);
-    if (!spec.ok())
-      return Status::InvalidArgument("codec '" + std::string(codec) +
-                                     "': " + spec.status().message());
-    req.codec = *spec;
-    req.chunk_tokens =
-        opts != nullptr && opts->chunk_tokens != 0 ? opts->chunk_tokens : kdn::kDefaultChunkTokens;
-    req.fsync = opts != nullptr && opts->fsync != 0;
-    g::DestUse use;
-    use.what = "src";
-    use.n_kv_heads = req.model.n_kv_heads;
-    use.head_dim = req.model.head_dim;
-    use.layer_begin = 0;
-    use.layer_end = req.model.n_layers;
-    use.need_dtype = true;
-    use.dtype = req.model.dtype;
-    KDN_ASSIGN_OR_RETURN(auto src_spec, g::ValidateDest(src, use, 0, n_tokens));
-    for (uint32_t l = 0; l < req.model.n_layers; ++l) {
-      if (src_spec->base(l, KvKind::kKey) == nullptr ||
-          src_spec->base(l, KvKind::kValue) == nullptr) {
-        return Status::InvalidArgument("src: layer " + std::to_string(l) + " has no K or V tensor");
-      }
-    }
-    KDN_RETURN_IF_ERROR(g::NoSkippedSlots(*src_spec, 0, n_tokens, "src"));
-    req.tokens = {tokens, n_tokens};
-    req.position_offset = position_offset;
-    req.src = src_spec.get();
-    req.path = path;
+    std::shared_ptr<const g::DestSpec> spec;
+    KDN_RETURN_IF_ERROR(g::PrepareSave(ctx, model, tokens, n_tokens, position_offset, src, opts,
+                                       path, true, 0, 0, &req, &spec));
     return g::SaveKv(*ctx->impl, req);
+  });
+}
+
+KDN_EXPORT kdn_status kdn_save_heads(kdn_ctx* ctx, const kdn_model_desc* model,
+                                     const uint32_t* tokens, uint32_t n_tokens,
+                                     uint32_t position_offset, uint32_t head_begin,
+                                     uint32_t head_end, const kdn_dest* src,
+                                     const kdn_save_opts* opts, const char* path,
+                                     int* wrote_file) {
+  if (wrote_file != nullptr) *wrote_file = 0;
+  return g::Api([&]() -> Status {
+    g::SaveRequest req;
+    std::shared_ptr<const g::DestSpec> spec;
+    KDN_RETURN_IF_ERROR(g::PrepareSave(ctx, model, tokens, n_tokens, position_offset, src, opts,
+                                       path, false, head_begin, head_end, &req, &spec));
+    bool wrote = false;
+    KDN_RETURN_IF_ERROR(g::SaveKvHeads(*ctx->impl, req, head_begin, head_end, &wrote));
+    if (wrote_file != nullptr) *wrote_file = wrote ? 1 : 0;
+    return Status::OK();
   });
 }
 
@@ -473,12 +572,25 @@ KDN_EXPORT kdn_status kdn_blend_load(kdn_cache* const* caches, uint32_t n_caches
                                      const uint32_t* dest_token_offsets, uint32_t position_base,
                                      const kdn_model_desc* model, uint32_t layer_begin,
                                      uint32_t layer_end, const kdn_dest* dest, void* stream) {
+  // All heads; without a model the call reports that (or does nothing, for no caches).
+  const uint32_t heads = model != nullptr ? model->n_kv_heads : 0;
+  return kdn_blend_load_heads(caches, n_caches, dest_token_offsets, position_base, model,
+                              layer_begin, layer_end, 0, heads, dest, stream);
+}
+
+KDN_EXPORT kdn_status kdn_blend_load_heads(kdn_cache* const* caches, uint32_t n_caches,
+                                           const uint32_t* dest_token_offsets,
+                                           uint32_t position_base, const kdn_model_desc* model,
+                                           uint32_t layer_begin, uint32_t layer_end,
+                                           uint32_t head_begin, uint32_t head_end,
+                                           const kdn_dest* dest, void* stream) {
   return g::Api([&]() -> Status {
     if (n_caches == 0) return Status::OK();
     KDN_RETURN_IF_ERROR(g::NotNull(caches, "caches"));
     KDN_RETURN_IF_ERROR(g::NotNull(dest_token_offsets, "dest_token_offsets"));
     KDN_ASSIGN_OR_RETURN(ModelIdentity m, g::FromApiModel(model));
     KDN_RETURN_IF_ERROR(g::CheckLayerRange(layer_begin, layer_end, m.n_layers));
+    KDN_RETURN_IF_ERROR(g::CheckHeadRange(head_begin, head_end, m.n_kv_heads));
     struct Planned {
       g::Cache* cache;
       uint32_t offset;
@@ -497,7 +609,7 @@ KDN_EXPORT kdn_status kdn_blend_load(kdn_cache* const* caches, uint32_t n_caches
       Status s = g::CompareModel(c->header().model, m);
       if (!s.ok()) return s.WithContext(which);
       g::DestUse use;
-      use.n_kv_heads = m.n_kv_heads;
+      use.n_kv_heads = head_end - head_begin;
       use.head_dim = m.head_dim;
       use.layer_begin = layer_begin;
       use.layer_end = layer_end;
@@ -511,8 +623,8 @@ KDN_EXPORT kdn_status kdn_blend_load(kdn_cache* const* caches, uint32_t n_caches
     }
     const bool rotate = m.rope_style != kdn::RopeStyle::kNone;
     for (Planned& p : plan) {
-      KDN_RETURN_IF_ERROR(p.cache->Load(layer_begin, layer_end, std::move(p.spec), p.offset, stream,
-                                        rotate ? &p.rope : nullptr));
+      KDN_RETURN_IF_ERROR(p.cache->Load(layer_begin, layer_end, head_begin, std::move(p.spec),
+                                        p.offset, stream, rotate ? &p.rope : nullptr));
     }
     return Status::OK();
   });

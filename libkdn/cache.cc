@@ -20,13 +20,19 @@ Cache::~Cache() {
   (void)Sync();
 }
 
-Status Cache::Load(uint32_t layer_begin, uint32_t layer_end, std::shared_ptr<const DestSpec> dest,
-                   uint32_t dest_token_offset, void* stream, const RopeShift* rope) {
+Status Cache::Load(uint32_t layer_begin, uint32_t layer_end, uint32_t head_begin,
+                   std::shared_ptr<const DestSpec> dest, uint32_t dest_token_offset, void* stream,
+                   const RopeShift* rope) {
+  if ((head_begin != 0 || dest->n_kv_heads != header().model.n_kv_heads) && ctx_->device() >= 0) {
+    // The CUDA decode kernels write whole rows; a head slice is decoded by the CPU backend only.
+    return Status::Unsupported("loading a range of KV heads needs a CPU context (device -1)");
+  }
   auto req = std::make_shared<LoadRequest>();
   req->reader = reader_.get();
   req->device_state = device_state_.get();
   req->layer_begin = layer_begin;
   req->layer_end = layer_end;
+  req->head_begin = head_begin;
   req->dest = std::move(dest);
   req->dest_token_offset = dest_token_offset;
   req->stream = stream;

@@ -30,9 +30,11 @@ class Cache {
   const BlockReader& reader() const { return *reader_; }
 
   // Decodes layers [layer_begin, layer_end) to `dest` (validated for this cache's tokens at
-  // dest_token_offset), with keys re-rotated when `rope` is set.
-  Status Load(uint32_t layer_begin, uint32_t layer_end, std::shared_ptr<const DestSpec> dest,
-              uint32_t dest_token_offset, void* stream, const RopeShift* rope);
+  // dest_token_offset), with keys re-rotated when `rope` is set. The destination receives the
+  // cache's KV heads [head_begin, head_begin + dest->n_kv_heads).
+  Status Load(uint32_t layer_begin, uint32_t layer_end, uint32_t head_begin,
+              std::shared_ptr<const DestSpec> dest, uint32_t dest_token_offset, void* stream,
+              const RopeShift* rope);
   Status WaitLayer(uint32_t layer);
   void* LayerEvent(uint32_t layer);
   Status Sync();

@@ -27,6 +27,9 @@ struct LoadRequest {
   CacheDeviceState* device_state = nullptr;  // likewise; CUDA backend only
   uint32_t layer_begin = 0;
   uint32_t layer_end = 0;
+  // The cache's KV head that the destination's head 0 receives: a tensor-parallel rank's
+  // destination holds dest->n_kv_heads heads starting there (0 and all heads for a whole load).
+  uint32_t head_begin = 0;
   std::shared_ptr<const DestSpec> dest;
   uint32_t dest_token_offset = 0;
   void* stream = nullptr;

@@ -28,6 +28,17 @@ struct SaveRequest {
 // the same directory renamed over it: readers see the old file or the new one, never a part.
 Status SaveKv(Context& ctx, const SaveRequest& req);
 
+// One tensor-parallel rank's share of a save: req.src holds the model's KV heads [head_begin,
+// head_end). The share is written (raw, atomically) as a part file beside req.path,
+// ".<name>.kdn-heads.<A>-<B>", a `.kv` file of the same model restricted to those heads. Then the
+// parts there are read: when those that match this save (model, tokens, position) cover every
+// head, the whole file is encoded and written atomically at req.path and the parts are removed;
+// *wrote_file says whether this call did that. Concurrent ranks need no lock: every rank that sees
+// all parts writes the same bytes (encoding is deterministic), and a part that vanished while it
+// was being read was taken by a rank that completed the file.
+Status SaveKvHeads(Context& ctx, const SaveRequest& req, uint32_t head_begin, uint32_t head_end,
+                   bool* wrote_file);
+
 }  // namespace kdn::gpu
 
 #endif  // KDN_LIBKDN_SAVE_H_

@@ -10,6 +10,7 @@
 
 #include "fs/kdnctl/args.h"
 #include "fs/kdnctl/commands.h"
+#include "kdn/codec.h"
 #include "kdn/format.h"
 #include "store/format/file_io.h"
 
@@ -18,16 +19,55 @@ namespace kdnctl {
 namespace {
 
 constexpr char kUsage[] =
-    "Usage: kdnctl export --layer L --kv k|v [--dtype T] FILE -o OUT\n"
+    "Usage: kdnctl export --layer L --kv k|v [--dtype T] [--heads A:B] FILE -o OUT\n"
     "Decodes the K or V block of layer L of FILE (checksum verified) and writes it to OUT as\n"
     "raw little-endian values, [tokens][kv_heads][head_dim], with no header. OUT '-' is stdout.\n\n"
     "  --layer L           0-based layer\n"
     "  --kv k|v            keys or values\n"
     "  --dtype fp16|bf16|fp32   element type to write (default: the model's)\n"
+    "  --heads A:B         only KV heads [A, B) (a tensor-parallel rank's share):\n"
+    "                      [tokens][B - A][head_dim]\n"
     "  -o, --output OUT    where to write\n";
 
 constexpr OptionSpec kOptions[] = {
-    {"layer", 0, true}, {"kv", 0, true}, {"dtype", 0, true}, {"output", 'o', true}};
+    {"layer", 0, true}, {"kv", 0, true}, {"dtype", 0, true}, {"heads", 0, true},
+    {"output", 'o', true}};
+
+struct HeadRange {
+  uint32_t begin = 0;
+  uint32_t end = 0;
+};
+
+// "A:B" with A < B <= n_kv_heads.
+kdn::Result<HeadRange> ParseHeads(const std::string& text, uint32_t n_kv_heads) {
+  const size_t colon = text.find(':');
+  if (colon == std::string::npos) {
+    return kdn::Status::InvalidArgument("--heads '" + text + "': expected A:B");
+  }
+  KDN_ASSIGN_OR_RETURN(uint32_t begin, ParseU32(text.substr(0, colon), "heads"));
+  KDN_ASSIGN_OR_RETURN(uint32_t end, ParseU32(text.substr(colon + 1), "heads"));
+  if (begin >= end || end > n_kv_heads) {
+    return kdn::Status::InvalidArgument("--heads " + text + ": not a non-empty range within the " +
+                                        std::to_string(n_kv_heads) + " KV heads");
+  }
+  return HeadRange{begin, end};
+}
+
+// Heads [heads.begin, heads.end) of one block: only the slice is decoded where the codec allows.
+kdn::Status DecodeHeads(const kdn::KvReader& reader, uint32_t layer, kdn::KvKind kind,
+                        kdn::DType dtype, HeadRange heads, std::vector<std::byte>* out) {
+  const kdn::KvHeader& h = reader.header();
+  std::vector<std::byte> encoded(h.block(layer, kind).encoded_bytes);
+  KDN_RETURN_IF_ERROR(reader.ReadBlock(layer, kind, encoded));
+  const kdn::BlockShape shape{h.n_tokens, h.model.channels(), h.model.dtype};
+  KDN_ASSIGN_OR_RETURN(kdn::PreparedBlock block,
+                       kdn::PreparedBlock::Prepare(h.codec, kind, shape, encoded));
+  const uint32_t c_begin = heads.begin * h.model.head_dim;
+  const uint32_t c_end = heads.end * h.model.head_dim;
+  const size_t row_bytes = size_t{c_end - c_begin} * kdn::DTypeSize(dtype);
+  out->resize(row_bytes * h.n_tokens);
+  return block.DecodeRowChannels(0, h.n_tokens, c_begin, c_end, dtype, out->data(), row_bytes);
+}
 
 kdn::Status WriteOut(const std::string& path, const std::vector<std::byte>& bytes) {
   if (path == "-") return kdn::WriteFull(STDOUT_FILENO, bytes, "standard output");
@@ -74,9 +114,18 @@ int RunExport(int argc, char** argv) {
     return UsageError(kCmd, "--layer " + std::to_string(*layer) + ": " + path + " has " +
                                 std::to_string(h.model.n_layers) + " layers");
   }
-  std::vector<std::byte> out(h.decoded_block_bytes(dtype));
-  if (kdn::Status st = (*reader)->DecodeBlock(*layer, kind, dtype, out); !st.ok()) {
-    return Fail(kCmd, kExitBadInput, WithPath(path, st));
+  std::vector<std::byte> out;
+  if (auto text = a.Get("heads")) {
+    auto heads = ParseHeads(*text, h.model.n_kv_heads);
+    if (!heads.ok()) return UsageError(kCmd, heads.status().message());
+    if (kdn::Status st = DecodeHeads(**reader, *layer, kind, dtype, *heads, &out); !st.ok()) {
+      return Fail(kCmd, kExitBadInput, WithPath(path, st));
+    }
+  } else {
+    out.resize(h.decoded_block_bytes(dtype));
+    if (kdn::Status st = (*reader)->DecodeBlock(*layer, kind, dtype, out); !st.ok()) {
+      return Fail(kCmd, kExitBadInput, WithPath(path, st));
+    }
   }
   if (kdn::Status st = WriteOut(*a.Get("output"), out); !st.ok()) {
     return Fail(kCmd, kExitBadInput, st.message());

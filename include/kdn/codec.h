@@ -87,6 +87,18 @@ class PreparedBlock {
   Status DecodeRows(uint32_t t_begin, uint32_t t_end, DType out_dtype, std::byte* out,
                     size_t row_stride_bytes) const;
 
+  // Decodes channels [c_begin, c_end) of tokens [t_begin, t_end) (the KV heads of one
+  // tensor-parallel rank: head h is channels [h * head_dim, (h + 1) * head_dim)): token t's slice
+  // of c_end - c_begin values is written at out + (t - t_begin) * row_stride_bytes. What it costs
+  // per codec: raw and lossless read only the slice's values (both lay out every element at a
+  // fixed place, lossless after its zstd stage, which Prepare undid for the whole block); quant
+  // reads only the slice's codes and parameters when its codes start on a byte (any head-aligned
+  // slice: head_dim * bits is a multiple of 8 in every real model), else decodes whole rows; tc
+  // decodes whole rows (its decoder works a segment of tokens at a time) and keeps the slice.
+  // Thread-safe (const).
+  Status DecodeRowChannels(uint32_t t_begin, uint32_t t_end, uint32_t c_begin, uint32_t c_end,
+                           DType out_dtype, std::byte* out, size_t row_stride_bytes) const;
+
   // The bytes a device decoder reads, laid out as docs/kv-format.md says for this codec after its
   // zstd stage: raw values (raw), byte planes (lossless), params + pad + codes (quant).
   std::span<const std::byte> payload() const { return payload_; }

@@ -190,6 +190,23 @@ KDN_EXPORT kdn_status kdn_dest_paged(kdn_dest* d, kdn_dtype dtype, uint32_t n_la
  * and block, and nothing of that block is written. Layers fail or succeed on their own. */
 KDN_EXPORT kdn_status kdn_load(kdn_cache* cache, uint32_t layer_begin, uint32_t layer_end,
                                const kdn_dest* dest, uint32_t dest_token_offset, void* stream);
+/* Tensor parallelism: one file, each rank loads its share of the KV heads straight into its own
+ * cache. kdn_load_heads is kdn_load of the cache's KV heads [head_begin, head_end) only: `dest`
+ * describes the rank's cache (dest->n_kv_heads == head_end - head_begin), the cache's head h going
+ * to the destination's head h - head_begin. kdn_load is kdn_load_heads over all heads. What a
+ * slice costs: every block is still read and checksummed whole (a block holds all heads of a
+ * layer's K or V, token-major); raw, lossless and q8/q4/q2 blocks then decode only the slice's
+ * values (quant: when the slice's codes start on a byte, as head-aligned ones do), tc blocks whole
+ * rows, keeping the slice. CPU context only: a CUDA context answers KDN_E_UNSUPPORTED for a range
+ * that is not all heads. */
+KDN_EXPORT kdn_status kdn_load_heads(kdn_cache* cache, uint32_t layer_begin, uint32_t layer_end,
+                                     uint32_t head_begin, uint32_t head_end, const kdn_dest* dest,
+                                     uint32_t dest_token_offset, void* stream);
+/* The KV heads rank tp_rank of tp_size holds, as engines shard them: [r*H/T, (r+1)*H/T) when
+ * tp_size <= n_kv_heads (H); with more ranks than heads (GQA), tp_size must be a multiple of H and
+ * each head is replicated on tp_size / H ranks: rank r holds the one head r*H/T. */
+KDN_EXPORT kdn_status kdn_tp_heads(uint32_t n_kv_heads, uint32_t tp_rank, uint32_t tp_size,
+                                   uint32_t* head_begin, uint32_t* head_end);
 KDN_EXPORT kdn_status kdn_layer_wait(kdn_cache* cache, uint32_t layer);
 /* CUDA: the cudaEvent_t (as void*) recorded after layer l's last write; blocks until it has been
  * recorded. NULL for the CPU backend, when no load of that layer was issued, or when that load
@@ -214,6 +231,24 @@ typedef struct kdn_save_opts {
 KDN_EXPORT kdn_status kdn_save(kdn_ctx* ctx, const kdn_model_desc* model, const uint32_t* tokens,
                                uint32_t n_tokens, uint32_t position_offset, const kdn_dest* src,
                                const kdn_save_opts* opts, const char* path);
+
+/* Tensor parallelism: rank r's share of one file. `src` holds the model's KV heads [head_begin,
+ * head_end) (src->n_kv_heads == head_end - head_begin, e.g. from kdn_tp_heads). The share is
+ * written, raw and atomically, as a hidden part file beside `path` (".<name>.kdn-heads.<A>-<B>");
+ * the call that finds parts of this save (same model, tokens, position) covering every head
+ * encodes the whole file with opts->codec, writes it at `path` as kdn_save does, removes the
+ * parts, and sets *wrote_file (may be NULL) to 1. Until then `path` is absent (or still the old
+ * file): the file exists, complete and verifiable, only once every head has been saved, and it is
+ * the file one kdn_save of all heads writes, byte for byte. Ranks may run concurrently, in
+ * separate processes, with no lock: each rank that sees every part writes the same bytes. Every
+ * rank passes the same model, tokens, position_offset and opts; where heads are replicated (more
+ * ranks than KV heads), one rank of each head's replicas saves it. */
+KDN_EXPORT kdn_status kdn_save_heads(kdn_ctx* ctx, const kdn_model_desc* model,
+                                     const uint32_t* tokens, uint32_t n_tokens,
+                                     uint32_t position_offset, uint32_t head_begin,
+                                     uint32_t head_end, const kdn_dest* src,
+                                     const kdn_save_opts* opts, const char* path,
+                                     int* wrote_file);
 
 /* --- Prefix lookup ---------------------------------------------------------------------------- */
 
@@ -276,6 +311,14 @@ KDN_EXPORT kdn_status kdn_blend_load(kdn_cache* const* caches, uint32_t n_caches
                                      const uint32_t* dest_token_offsets, uint32_t position_base,
                                      const kdn_model_desc* model, uint32_t layer_begin,
                                      uint32_t layer_end, const kdn_dest* dest, void* stream);
+/* kdn_blend_load of the KV heads [head_begin, head_end) only (a tensor-parallel rank's share):
+ * dest->n_kv_heads == head_end - head_begin, as for kdn_load_heads. */
+KDN_EXPORT kdn_status kdn_blend_load_heads(kdn_cache* const* caches, uint32_t n_caches,
+                                           const uint32_t* dest_token_offsets,
+                                           uint32_t position_base, const kdn_model_desc* model,
+                                           uint32_t layer_begin, uint32_t layer_end,
+                                           uint32_t head_begin, uint32_t head_end,
+                                           const kdn_dest* dest, void* stream);
 
 /* Per-token squared deviation between `fresh` (recomputed rows, contiguous [n_tokens][kv_heads *
  * head_dim] of dest->dtype) and the cached rows of destination tokens [token_begin, token_begin +

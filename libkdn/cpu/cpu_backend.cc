@@ -103,7 +103,8 @@ void RunTile(const std::shared_ptr<CpuBlock>& b, uint32_t t0, uint32_t t1) {
   const LoadRequest& req = *b->load->req;
   b->Record(Guarded([&]() -> Status {
     std::byte* base = b->load->base(b->layer, b->kind);
-    Status s = DecodeTileToDest(*b->prepared, t0, t1, *req.dest, base, req.dest_token_offset);
+    Status s = DecodeTileToDest(*b->prepared, t0, t1, req.head_begin * req.dest->head_dim,
+                                *req.dest, base, req.dest_token_offset);
     if (!s.ok()) {
       return s.WithContext(req.reader->path() + ": " + BlockReader::BlockName(b->layer, b->kind));
     }

@@ -34,10 +34,11 @@ void GetRow(const DestSpec& d, const std::byte* base, int64_t row, std::byte* ds
 }  // namespace
 
 Status DecodeTileToDest(const PreparedBlock& block, uint32_t t_begin, uint32_t t_end,
-                        const DestSpec& dest, std::byte* base, uint32_t dest_offset) {
+                        uint32_t c_begin, const DestSpec& dest, std::byte* base, uint32_t dest_offset) {
   const DestAddressing a = dest.addressing();
   const int64_t channels = dest.channels();
   const int64_t esize = static_cast<int64_t>(dest.elem_size);
+  const uint32_t c_end = c_begin + dest.n_kv_heads * dest.head_dim;
   if (dest.rows_contiguous()) {
     // Maximal runs of tokens whose rows are evenly spaced, at least a row apart: decoded in place.
     uint32_t t = t_begin;
@@ -57,8 +58,9 @@ Status DecodeTileToDest(const PreparedBlock& block, uint32_t t_begin, uint32_t t
           while (t + n < t_end && DestRowOffset(a, dest_offset + t + n) == r0 + n * stride) ++n;
         }
       }
-      KDN_RETURN_IF_ERROR(block.DecodeRows(t, t + n, dest.dtype, base + r0 * esize,
-                                           static_cast<size_t>(stride * esize)));
+      KDN_RETURN_IF_ERROR(block.DecodeRowChannels(t, t + n, c_begin, c_end, dest.dtype,
+                                                  base + r0 * esize,
+                                                  static_cast<size_t>(stride * esize)));
       t += n;
     }
     return Status::OK();
@@ -67,7 +69,8 @@ Status DecodeTileToDest(const PreparedBlock& block, uint32_t t_begin, uint32_t t
   thread_local std::vector<std::byte> scratch;
   const size_t row_bytes = static_cast<size_t>(channels * esize);
   scratch.resize(row_bytes * (t_end - t_begin));
-  KDN_RETURN_IF_ERROR(block.DecodeRows(t_begin, t_end, dest.dtype, scratch.data(), row_bytes));
+  KDN_RETURN_IF_ERROR(
+      block.DecodeRowChannels(t_begin, t_end, c_begin, c_end, dest.dtype, scratch.data(), row_bytes));
   for (uint32_t t = t_begin; t < t_end; ++t) {
     const int64_t row = DestRowOffset(a, dest_offset + t);
     if (row >= 0) PutRow(dest, base, row, scratch.data() + (t - t_begin) * row_bytes);

@@ -15,11 +15,12 @@
 namespace kdn::gpu {
 
 // Decodes block tokens [t_begin, t_end) into `base` (one layer's K or V), block token t going to
-// destination token dest_offset + t. Rows that lie evenly spaced in memory (contiguous and NHD
+// destination token dest_offset + t; the destination's row is the block's channels [c_begin,
+// c_begin + dest.channels()) (a tensor-parallel rank's heads; 0 and all channels otherwise). Rows that lie evenly spaced in memory (contiguous and NHD
 // layouts) are decoded in place; otherwise (HND) the tile goes through a per-thread scratch
 // buffer and is scattered head by head.
 Status DecodeTileToDest(const PreparedBlock& block, uint32_t t_begin, uint32_t t_end,
-                        const DestSpec& dest, std::byte* base, uint32_t dest_offset);
+                        uint32_t c_begin, const DestSpec& dest, std::byte* base, uint32_t dest_offset);
 
 // Re-rotates the keys of destination tokens [t_begin, t_end) in `base`.
 void RotateKeys(const DestSpec& dest, std::byte* base, uint32_t t_begin, uint32_t t_end,

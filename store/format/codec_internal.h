@@ -58,6 +58,13 @@ Status DecodeLosslessRows(const BlockShape& shape, std::span<const std::byte> pa
 Status DecodeQuantRows(const CodecSpec& codec, KvKind kind, const BlockShape& shape,
                        std::span<const std::byte> payload, uint32_t t_begin, uint32_t t_end,
                        DType out_dtype, std::byte* out, size_t row_stride_bytes);
+// Channels [c_begin, c_end) of those rows (checked by the caller), when the slice's codes start on
+// a byte (c_begin * bits a multiple of 8): only the slice's codes and parameters are read. False
+// (nothing written) when they do not.
+bool DecodeQuantRowChannels(const CodecSpec& codec, KvKind kind, const BlockShape& shape,
+                            std::span<const std::byte> payload, uint32_t t_begin, uint32_t t_end,
+                            uint32_t c_begin, uint32_t c_end, DType out_dtype, std::byte* out,
+                            size_t row_stride_bytes, Status* status);
 
 // The checks of a block's content beyond its checksum and streamed layout checks that need the
 // whole encoded block: tc's tables and every rANS segment decoded to its exact end. OK for codecs

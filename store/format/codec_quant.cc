@@ -171,4 +171,58 @@ Status DecodeQuantRows(const CodecSpec& codec, KvKind kind, const BlockShape& sh
   return Status::OK();
 }
 
+bool DecodeQuantRowChannels(const CodecSpec& codec, KvKind kind, const BlockShape& shape,
+                            std::span<const std::byte> payload, uint32_t t_begin, uint32_t t_end,
+                            uint32_t c_begin, uint32_t c_end, DType out_dtype, std::byte* out,
+                            size_t row_stride_bytes, Status* status) {
+  if ((uint64_t{c_begin} * codec.bits) % 8 != 0) return false;
+  const simd::Kernels& k = simd::ActiveKernels();
+  const QuantLayout q = ComputeQuantLayout(kind, shape, codec.bits, codec.group_size);
+  const uint32_t channels = shape.channels, group = codec.group_size, n = c_end - c_begin;
+  const auto* params = reinterpret_cast<const uint8_t*>(payload.data());
+  const auto* codes = reinterpret_cast<const uint8_t*>(payload.data() + q.codes_offset) +
+                      uint64_t{c_begin} * codec.bits / 8;
+  const int bi = simd::BitsIndex(codec.bits), oi = simd::DTypeIndex(out_dtype);
+  const simd::DequantChannelsFn per_channel = k.dequant_channels[bi][oi];
+  auto code_row = [&](uint32_t t) { return codes + uint64_t{q.row_bytes} * t; };
+  auto out_row = [&](uint32_t t) { return out + row_stride_bytes * (t - t_begin); };
+
+  // V whose slice is whole groups: the group kernel over the slice's own records.
+  if (kind == KvKind::kValue && group % k.group_multiple == 0 && c_begin % group == 0 &&
+      (n % group == 0 || c_end == channels)) {
+    const simd::DequantGroupsFn per_group = k.dequant_groups[bi][oi];
+    for (uint32_t t = t_begin; t < t_end; ++t) {
+      per_group(code_row(t), n, params + 4 * (uint64_t{t} * q.groups_per_row + c_begin / group),
+                group, out_row(t));
+    }
+    return true;
+  }
+  Result<std::span<std::byte>> pbuf = scratch::Get(scratch::Slot::kParams, 8 * uint64_t{n});
+  if (!pbuf.ok()) {
+    *status = pbuf.status();
+    return true;
+  }
+  float* scale = reinterpret_cast<float*>(pbuf->data());
+  float* zero = scale + n;
+  uint32_t widened = UINT32_MAX;
+  for (uint32_t t = t_begin; t < t_end; ++t) {
+    if (kind == KvKind::kKey) {
+      const uint32_t g = t / group;
+      if (g != widened) {
+        k.widen_params(params + 4 * (uint64_t{g} * channels + c_begin), n, scale, zero);
+        widened = g;
+      }
+    } else {
+      const uint8_t* rec = params + 4 * uint64_t{t} * q.groups_per_row;
+      for (uint32_t c = c_begin; c < c_end; ++c) {
+        const uint32_t g = c / group;
+        scale[c - c_begin] = elem::HalfToFloat(scalar::LoadU16(rec + 4 * g));
+        zero[c - c_begin] = elem::HalfToFloat(scalar::LoadU16(rec + 4 * g + 2));
+      }
+    }
+    per_channel(code_row(t), n, scale, zero, out_row(t));
+  }
+  return true;
+}
+
 }  // namespace kdn::codec_internal

@@ -18,6 +18,7 @@ enum class Slot : int {
   kTile,         // rows in the model dtype before a dtype conversion
   kCodes,        // quant codes of a row, one byte each, before packing
   kStream,       // streaming verification output window
+  kRows,         // whole decoded rows before a channel slice is taken from them
   kCount,
 };
 

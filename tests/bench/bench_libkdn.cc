@@ -5,7 +5,10 @@
 // GB/s counts output bytes, against memcpy of the same size (one thread, and all threads).
 // CUDA backend (when a device is present): the decode kernels alone against a device-to-device
 // cudaMemcpy of the same output size, and file -> device through kdn_load against pread +
-// cudaMemcpy of the file's bytes. Prints `name: value` lines; notes go to stderr.
+// cudaMemcpy of the file's bytes. One file, many GPUs (CPU backend): bytes read (counted by the
+// kernel, /proc/self/io) and time of one tensor-parallel rank of 8 (kdn_load_heads of one KV head
+// of 8) and of one pipeline stage of 4 (a quarter of the layers) against a full load of the same
+// file. Prints `name: value` lines; notes go to stderr.
 //   kdn_bench_libkdn DIR RUNS
 #include <fcntl.h>
 #include <unistd.h>
@@ -15,6 +18,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <fstream>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -183,6 +187,77 @@ void BenchCpu(const std::string& dir, const kdn::ModelIdentity& m, int runs) {
   }
 }
 
+// Bytes this process has read through read(2)/pread(2), as the kernel counts them.
+uint64_t BytesRead() {
+  std::ifstream io("/proc/self/io");
+  std::string key;
+  uint64_t value = 0;
+  while (io >> key >> value) {
+    if (key == "rchar:") return value;
+  }
+  Die("no rchar in /proc/self/io");
+}
+
+// One parallel layout's load against the full load: its bytes read and time as ratios.
+void BenchParallel(const std::string& dir, const kdn::ModelIdentity& m, int runs) {
+  constexpr uint32_t kTp = 8, kPp = 4;
+  HostDest full(m);
+  // Rank 0 of 8: its own cache of n_kv_heads / 8 heads.
+  uint32_t head_begin = 0, head_end = 0;
+  Check(kdn_tp_heads(m.n_kv_heads, 0, kTp, &head_begin, &head_end), "kdn_tp_heads");
+  const uint32_t rank_heads = head_end - head_begin;
+  const size_t rank_block = size_t{kTokens} * rank_heads * m.head_dim * 2;
+  std::vector<std::vector<std::byte>> rk, rv;
+  std::vector<void*> rkb, rvb;
+  for (uint32_t l = 0; l < m.n_layers; ++l) {
+    rk.emplace_back(rank_block, std::byte{1});
+    rv.emplace_back(rank_block, std::byte{1});
+    rkb.push_back(rk.back().data());
+    rvb.push_back(rv.back().data());
+  }
+  kdn_dest rank{};
+  Check(kdn_dest_contiguous(&rank, KDN_F16, m.n_layers, rkb.data(), rvb.data(), rank_heads,
+                            m.head_dim, kTokens),
+        "kdn_dest_contiguous");
+  const uint32_t stage_layers = m.n_layers / kPp;
+  for (const char* codec : {"raw", "lossless", "q4", "tc"}) {
+    const std::string path = CacheFile(dir, m, codec);
+    kdn_ctx* ctx = nullptr;
+    Check(kdn_ctx_create(-1, &ctx), "kdn_ctx_create");
+    kdn_cache* c = nullptr;
+    Check(kdn_open(ctx, path.c_str(), &c), "kdn_open");
+    // Bytes and median seconds of `load` (one call, then kdn_sync).
+    auto measure = [&](const std::function<kdn_status()>& load, uint64_t* bytes) {
+      const uint64_t before = BytesRead();
+      Check(load(), "load");
+      Check(kdn_sync(c), "kdn_sync");
+      *bytes = BytesRead() - before;
+      return TimeRuns(runs, [&] {
+        Check(load(), "load");
+        Check(kdn_sync(c), "kdn_sync");
+      });
+    };
+    uint64_t full_bytes = 0, rank_bytes = 0, stage_bytes = 0;
+    const double full_s =
+        measure([&] { return kdn_load(c, 0, m.n_layers, &full.d, 0, nullptr); }, &full_bytes);
+    const double rank_s = measure(
+        [&] {
+          return kdn_load_heads(c, 0, m.n_layers, head_begin, head_end, &rank, 0, nullptr);
+        },
+        &rank_bytes);
+    const double stage_s =
+        measure([&] { return kdn_load(c, 0, stage_layers, &full.d, 0, nullptr); }, &stage_bytes);
+    kdn_close(c);
+    kdn_ctx_destroy(ctx);
+    const std::string name = std::string("engine_parallel_") + codec;
+    Print(name + "_full_mib_read", static_cast<double>(full_bytes) / (1 << 20));
+    Print(name + "_tp8_rank_bytes_vs_full", static_cast<double>(rank_bytes) / full_bytes);
+    Print(name + "_tp8_rank_time_vs_full", rank_s / full_s);
+    Print(name + "_pp4_stage_bytes_vs_full", static_cast<double>(stage_bytes) / full_bytes);
+    Print(name + "_pp4_stage_time_vs_full", stage_s / full_s);
+  }
+}
+
 #if KDN_HAVE_CUDA
 #define CUDA_CHECK(call)                                                            \
   do {                                                                              \
@@ -345,6 +420,7 @@ int main(int argc, char** argv) {
   kdn::Result<kdn::ModelIdentity> m = kdn::ModelPreset("llama3-8b");
   if (!m.ok()) Die(m.status().ToString());
   BenchCpu(dir, *m, runs);
+  BenchParallel(dir, *m, runs);
 #if KDN_HAVE_CUDA
   BenchCuda(dir, *m, runs);
 #else

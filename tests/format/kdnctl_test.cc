@@ -2,6 +2,7 @@
 // every command, exit codes 0/1/2, errors as `kdnctl <cmd>: <message>` on stderr).
 #include <sys/wait.h>
 
+#include <cstring>
 #include <fstream>
 #include <sstream>
 
@@ -166,6 +167,40 @@ TEST_F(KdnctlTest, ExportEqualsSynthesizedTensors) {
     std::vector<std::byte> f32(bytes * 2);
     ConvertDType(DType::kBF16, v.data(), DType::kF32, f32.data(), bytes / 2);
     EXPECT_EQ(ReadBytes(out), f32);
+  }
+}
+
+TEST_F(KdnctlTest, ExportHeadsIsThatSliceOfTheWholeTensor) {
+  const ModelIdentity m = *ModelPreset("llama3-8b");  // 8 KV heads of 128
+  const std::string whole = Path("whole.bin"), part = Path("part.bin");
+  const std::string q4 = Path("llama-q4-heads.kv");
+  Outcome r = Kdnctl({"synth", "--model", "llama3-8b", "--tokens", "40", "--codec", "q4+zstd",
+                      "-o", q4});
+  ASSERT_EQ(r.code, 0) << r.err;
+  for (const std::string& file : {Llama1024(), q4}) {
+    for (const char* heads : {"0:1", "2:4", "7:8", "0:8"}) {
+      for (const char* kv : {"k", "v"}) {
+        ASSERT_EQ(Kdnctl({"export", "--layer", "5", "--kv", kv, file, "-o", whole}).code, 0);
+        r = Kdnctl({"export", "--layer", "5", "--kv", kv, "--heads", heads, file, "-o", part});
+        ASSERT_EQ(r.code, 0) << r.err;
+        const uint32_t a = heads[0] - '0', b = heads[2] - '0';
+        const size_t head_bytes = size_t{m.head_dim} * 2;
+        const std::vector<std::byte> w = ReadBytes(whole), p = ReadBytes(part);
+        const size_t tokens = w.size() / (head_bytes * m.n_kv_heads);
+        ASSERT_EQ(p.size(), tokens * (b - a) * head_bytes) << heads;
+        for (size_t t = 0; t < tokens; ++t) {
+          ASSERT_EQ(std::memcmp(p.data() + t * (b - a) * head_bytes,
+                                w.data() + (t * m.n_kv_heads + a) * head_bytes,
+                                (b - a) * head_bytes),
+                    0)
+              << file << " heads " << heads << " " << kv << " token " << t;
+        }
+      }
+    }
+  }
+  for (const char* bad : {"4:4", "3:9", "2", "a:b"}) {
+    r = Kdnctl({"export", "--layer", "0", "--kv", "k", "--heads", bad, Llama1024(), "-o", part});
+    EXPECT_EQ(r.code, 2) << bad << ": " << r.err;
   }
 }
 

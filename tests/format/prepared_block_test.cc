@@ -50,6 +50,63 @@ TEST(PreparedBlockTest, DecodeRowsEqualsDecodeBlockForRandomRanges) {
   }
 }
 
+TEST(PreparedBlockTest, DecodeRowChannelsIsThatSliceOfDecodeBlock) {
+  auto rng = test::Rng(12);
+  for (const char* name :
+       {"raw", "lossless", "q8", "q4+zstd", "q2:g48", "q4:g16", "q8:g5", "tc", "tc:q=2"}) {
+    for (DType dt : {DType::kF16, DType::kF32}) {
+      for (KvKind kind : {KvKind::kKey, KvKind::kValue}) {
+        SCOPED_TRACE(std::string(name) + " " + std::string(DTypeName(dt)));
+        const CodecSpec codec = test::Codec(name);
+        const BlockShape shape{75, 64, dt};
+        const auto src = test::RandomTensor(shape.elements(), dt, 5);
+        std::vector<std::byte> enc;
+        ASSERT_TRUE(EncodeBlock(codec, kind, shape, src, &enc).ok());
+        auto prepared = PreparedBlock::Prepare(codec, kind, shape, enc);
+        ASSERT_TRUE(prepared.ok()) << prepared.status().ToString();
+        for (DType out : {DType::kF16, DType::kBF16, DType::kF32}) {
+          const size_t es = DTypeSize(out), row = size_t{64} * es;
+          std::vector<std::byte> full(75 * row);
+          ASSERT_TRUE(DecodeBlock(codec, kind, shape, enc, out, full).ok());
+          for (int trial = 0; trial < 8; ++trial) {
+            uint32_t a = static_cast<uint32_t>(rng() % 76), b = static_cast<uint32_t>(rng() % 76);
+            if (a > b) std::swap(a, b);
+            // Head-aligned slices and arbitrary ones (the codec must not assume heads).
+            uint32_t c0 = static_cast<uint32_t>(rng() % 64), c1 = c0 + 1 + rng() % (64 - c0);
+            if (trial % 4 == 0) {  // whole V groups of 32
+              c0 = 32 * (trial / 4 % 2);
+              c1 = c0 + 32;
+            } else if (trial % 4 == 2) {
+              c0 = 16 * (trial / 4 % 4);
+              c1 = c0 + 16;
+            }
+            const size_t slice = size_t{c1 - c0} * es;
+            const size_t stride = slice + (trial % 3) * 2 * es;
+            std::vector<std::byte> part(stride * (b - a) + 8, std::byte{0xee});
+            ASSERT_TRUE(
+                prepared->DecodeRowChannels(a, b, c0, c1, out, part.data() + 1, stride).ok());
+            EXPECT_EQ(part[0], std::byte{0xee}) << "wrote before the output";
+            for (uint32_t t = a; t < b; ++t) {
+              ASSERT_EQ(std::memcmp(part.data() + 1 + (t - a) * stride,
+                                    full.data() + t * row + c0 * es, slice),
+                        0)
+                  << "row " << t << " channels [" << c0 << ", " << c1 << ")";
+              if (stride > slice) {
+                EXPECT_EQ(part[1 + (t - a) * stride + slice], std::byte{0xee});
+              }
+            }
+          }
+        }
+        std::vector<std::byte> out(64 * 4);
+        EXPECT_FALSE(prepared->DecodeRowChannels(0, 1, 8, 8, DType::kF32, out.data(), 0).ok());
+        EXPECT_FALSE(prepared->DecodeRowChannels(0, 1, 8, 65, DType::kF32, out.data(), 0).ok());
+        EXPECT_FALSE(prepared->DecodeRowChannels(0, 76, 0, 8, DType::kF32, out.data(), 32).ok());
+        EXPECT_FALSE(prepared->DecodeRowChannels(0, 2, 0, 8, DType::kF32, out.data(), 16).ok());
+      }
+    }
+  }
+}
+
 TEST(PreparedBlockTest, PayloadIsTheDocumentedLayout) {
   const BlockShape shape{10, 16, DType::kF16};
   const auto src = test::RandomTensor(shape.elements(), DType::kF16, 9);
