@@ -12,7 +12,9 @@ namespace {
 //   put_refs / put_keep     references taken by Put (put_keep: the non-evictable ones)
 //   inode_refs / inode_keep inodes whose content the chunk is (inode_keep: of those, the ones
 //                           that are not evictable or are pinned)
-// A chunk is an eviction candidate when put_keep = inode_keep = pins = 0 (chunks_lru).
+// A chunk is an eviction candidate when put_keep = inode_keep = pins = 0 (chunks_lru). `pins`
+// stays 0: pinning is per file (inodes.pinned, counted in inode_keep); the column remains so that
+// existing stores open unchanged.
 // Its bytes are its chunk file (store/chunk_files.h); `stored` is its size rounded up to 4 KiB,
 // what the capacity counts.
 // `sums` holds one xxh3-64 (little-endian) per `block_bytes` of content: every read checks them.

@@ -553,30 +553,6 @@ Result<ChunkId> Store::Put(std::span<const std::byte> bytes, const PutOptions& o
   return chunk->id;
 }
 
-Result<ChunkId> Store::PutFile(const std::string& staged_path, const PutOptions& options) {
-  UniqueFd fd = OpenFd(staged_path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (!fd.valid()) return Status::FromErrno("opening " + staged_path, errno);
-  KDN_ASSIGN_OR_RETURN(std::unique_ptr<PreparedChunk> chunk,
-                       impl_->PrepareFile(fd.get(), staged_path));
-  store::FileChunkSource source(fd.get(), chunk->size, staged_path);
-  bool dedup = false;
-  KDN_RETURN_IF_ERROR(impl_->StoreAndCommit(
-      *chunk, source, false, [&](Db& db, TxnEffects& fx, bool* vanished) -> Status {
-        if (chunk->installed && chunk->size > 0)
-          KDN_RETURN_IF_ERROR(source.CheckUnchanged(chunk->id));
-        KDN_ASSIGN_OR_RETURN(
-            bool ok, impl_->InstallChunk(db, *chunk, RefKind::kPut, !options.evictable, fx));
-        if (!ok) return Vanished(vanished);
-        dedup = fx.published.empty();
-        return Status::OK();
-      }));
-  ::unlink(staged_path.c_str());
-  ++impl_->counters.puts;
-  impl_->counters.put_bytes += chunk->size;
-  if (dedup) ++impl_->counters.dedup_hits;
-  return chunk->id;
-}
-
 Result<size_t> Store::Get(const ChunkId& id, uint64_t offset, std::span<std::byte> out) {
   const uint64_t t0 = MonoNs();
   size_t n = 0;
@@ -605,7 +581,7 @@ Result<ChunkInfo> Store::StatChunk(const ChunkId& id) {
   KDN_ASSIGN_OR_RETURN(store::ReadTxn snapshot, store::ReadTxn::Begin(*db));
   {
     KDN_ASSIGN_OR_RETURN(
-        Stmt q, db->Prepare("SELECT size, stored, put_refs + inode_refs, pins, "
+        Stmt q, db->Prepare("SELECT size, stored, put_refs + inode_refs, "
                             "put_keep = 0 AND inode_keep = 0 AND pins = 0, atime, ctime, kv "
                             "FROM chunks WHERE id = ?"));
     q.BindId(1, id);
@@ -614,11 +590,10 @@ Result<ChunkInfo> Store::StatChunk(const ChunkId& id) {
     info.size = q.U64(0);
     info.stored_bytes = q.U64(1);
     info.refs = static_cast<uint32_t>(q.U64(2));
-    info.pins = static_cast<uint32_t>(q.U64(3));
-    info.evictable = q.Int(4) != 0;
-    info.atime_ns = q.Int(5);
-    info.created_ns = q.Int(6);
-    if (q.Int(7) == 0) {
+    info.evictable = q.Int(3) != 0;
+    info.atime_ns = q.Int(4);
+    info.created_ns = q.Int(5);
+    if (q.Int(6) == 0) {
       MutexLock lock(impl_->touch_mu);
       if (auto it = impl_->touched.find(id); it != impl_->touched.end()) {
         info.atime_ns = std::max(info.atime_ns, it->second);
@@ -678,28 +653,6 @@ Result<int> Store::OpenChunkForRead(const ChunkId& id) {
     return fd.status();
   }
   return fd->release();
-}
-
-Status Store::Pin(const ChunkId& id) {
-  return impl_->Write(false, [&](Db& db, TxnEffects&) -> Status {
-    KDN_ASSIGN_OR_RETURN(Stmt q, db.Prepare("UPDATE chunks SET pins = pins + 1 WHERE id = ?"));
-    q.BindId(1, id);
-    KDN_RETURN_IF_ERROR(q.Run());
-    return db.Changes() == 1 ? Status::OK() : NotFoundChunk(id);
-  });
-}
-
-Status Store::Unpin(const ChunkId& id) {
-  return impl_->Write(false, [&](Db& db, TxnEffects&) -> Status {
-    KDN_ASSIGN_OR_RETURN(Stmt q, db.Prepare("UPDATE chunks SET pins = pins - 1 "
-                                            "WHERE id = ? AND pins > 0"));
-    q.BindId(1, id);
-    KDN_RETURN_IF_ERROR(q.Run());
-    if (db.Changes() == 1) return Status::OK();
-    KDN_ASSIGN_OR_RETURN(bool exists, impl_->ChunkExists(id));
-    return exists ? Status::InvalidArgument("chunk " + id.ToHex() + " is not pinned")
-                  : NotFoundChunk(id);
-  });
 }
 
 void Store::Touch(const ChunkId& id) {

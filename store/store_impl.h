@@ -253,11 +253,9 @@ struct Store::Impl {
   // One name fewer for a non-directory (`a`: as loaded in this transaction); reclaimed when that
   // was the last and it is not open.
   Status DropLink(store::Db& db, const InodeAttr& a, int64_t now, store::TxnEffects& fx);
-  // Makes `chunk` (a prepared chunk, or `existing` when null) the content of `ino` in the
-  // transaction of `db`.
-  Status SetContent(store::Db& db, Ino ino, store::PreparedChunk* chunk, const ChunkId* existing,
-                    const CommitOptions& opts, store::TxnEffects& fx, bool* vanished,
-                    InodeAttr* out);
+  // Makes the prepared `chunk` the content of `ino` in the transaction of `db`.
+  Status SetContent(store::Db& db, Ino ino, store::PreparedChunk& chunk, const CommitOptions& opts,
+                    store::TxnEffects& fx, bool* vanished, InodeAttr* out);
 };
 
 template <typename Commit>

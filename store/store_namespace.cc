@@ -358,37 +358,6 @@ Result<InodeAttr> Store::MakeNode(Ino parent, std::string_view name, const NewNo
   return out;
 }
 
-Result<InodeAttr> Store::MakeUnlinkedFile(Ino flags_from, const NewNode& node) {
-  if ((node.mode & S_IFMT) != S_IFREG && (node.mode & S_IFMT) != 0) {
-    return Status::InvalidArgument("an unlinked node must be a regular file");
-  }
-  InodeAttr out;
-  KDN_RETURN_IF_ERROR(impl_->Write(false, [&](Db& db, TxnEffects& fx) -> Status {
-    KDN_ASSIGN_OR_RETURN(InodeAttr dir, LoadDir(db, flags_from));
-    const int64_t t = Resolve(node.time_ns, NowNs());
-    out = InodeAttr{};
-    out.mode = S_IFREG | (node.mode & 07777);
-    out.uid = node.uid;
-    out.gid = node.gid;
-    out.atime_ns = out.mtime_ns = out.ctime_ns = t;
-    out.evictable = dir.evictable;
-    KDN_ASSIGN_OR_RETURN(
-        Stmt q, db.Prepare("INSERT INTO inodes(mode, uid, gid, nlink, size, atime, mtime, ctime, "
-                           "rdev, chunk, target, parent, evictable, pinned) "
-                           "VALUES(?, ?, ?, 0, 0, ?, ?, ?, 0, NULL, NULL, NULL, ?, 0)"));
-    q.BindInt(1, out.mode).BindInt(2, out.uid).BindInt(3, out.gid);
-    q.BindInt(4, t).BindInt(5, t).BindInt(6, t).BindInt(7, out.evictable ? 1 : 0);
-    KDN_RETURN_IF_ERROR(q.Run());
-    out.ino = static_cast<Ino>(db.LastInsertRowid());
-    ++fx.inode_delta;
-    return Status::OK();
-  }));
-  // Nothing can reclaim it before this: no name leads to it and no eviction touches empty files.
-  std::lock_guard lock(impl_->open_mu);
-  ++impl_->open_counts[out.ino];
-  return out;
-}
-
 Result<InodeAttr> Store::Link(Ino ino, Ino new_parent, std::string_view new_name) {
   KDN_RETURN_IF_ERROR(CheckName(new_name));
   InodeAttr out;
@@ -841,36 +810,21 @@ Status Store::CloseInode(Ino ino) {
 // ---- content
 // --------------------------------------------------------------------------------------
 
-Status Store::Impl::SetContent(Db& db, Ino ino, PreparedChunk* chunk, const ChunkId* existing,
-                               const CommitOptions& opts, TxnEffects& fx, bool* vanished,
-                               InodeAttr* out) {
+Status Store::Impl::SetContent(Db& db, Ino ino, PreparedChunk& chunk, const CommitOptions& opts,
+                               TxnEffects& fx, bool* vanished, InodeAttr* out) {
   KDN_ASSIGN_OR_RETURN(InodeAttr a, LoadInode(db, ino));
   if (S_ISDIR(a.mode)) return Errno(EISDIR, "content for directory " + std::to_string(ino));
   if (!S_ISREG(a.mode)) return Status::InvalidArgument("content for a non-regular file");
   const bool keep = Keeps(a);
   ChunkId id;
-  uint64_t size = 0;
-  if (chunk != nullptr) {
-    size = chunk->size;
-    if (size > 0) {
-      KDN_ASSIGN_OR_RETURN(bool ok, InstallChunk(db, *chunk, RefKind::kInode, keep, fx));
-      if (!ok) {
-        *vanished = true;
-        return Status::Internal("chunk vanished during commit");
-      }
-      id = chunk->id;
+  const uint64_t size = chunk.size;
+  if (size > 0) {
+    KDN_ASSIGN_OR_RETURN(bool ok, InstallChunk(db, chunk, RefKind::kInode, keep, fx));
+    if (!ok) {
+      *vanished = true;
+      return Status::Internal("chunk vanished during commit");
     }
-  } else {
-    KDN_ASSIGN_OR_RETURN(Stmt q, db.Prepare("SELECT size FROM chunks WHERE id = ?"));
-    q.BindId(1, *existing);
-    KDN_ASSIGN_OR_RETURN(bool row, q.Step());
-    if (!row) return Status::NotFound("chunk " + existing->ToHex() + " is not in the store");
-    size = q.U64(0);
-    q.Reset();
-    if (size > 0) {
-      KDN_RETURN_IF_ERROR(AddChunkRef(db, *existing, RefKind::kInode, keep));
-      id = *existing;
-    }
+    id = chunk.id;
   }
   // The new reference first, so that committing the same content again never drops the chunk.
   if (!a.chunk.IsZero()) KDN_RETURN_IF_ERROR(DropChunkRef(db, a.chunk, RefKind::kInode, keep, fx));
@@ -911,21 +865,11 @@ Result<InodeAttr> Store::CommitFileContent(Ino ino, const std::string& staged_pa
       *chunk, source, false, [&](Db& db, TxnEffects& fx, bool* vanished) -> Status {
         if (chunk->written && chunk->size > 0)
           KDN_RETURN_IF_ERROR(source.CheckUnchanged(chunk->id));
-        return impl_->SetContent(db, ino, chunk.get(), nullptr, options, fx, vanished, &out);
+        return impl_->SetContent(db, ino, *chunk, options, fx, vanished, &out);
       }));
   ::unlink(staged_path.c_str());
   ++impl_->counters.puts;
   impl_->counters.put_bytes += chunk->size;
-  return out;
-}
-
-Result<InodeAttr> Store::CommitFileChunk(Ino ino, const ChunkId& chunk,
-                                         const CommitOptions& options) {
-  InodeAttr out;
-  bool vanished = false;
-  KDN_RETURN_IF_ERROR(impl_->Write(false, [&](Db& db, TxnEffects& fx) -> Status {
-    return impl_->SetContent(db, ino, nullptr, &chunk, options, fx, &vanished, &out);
-  }));
   return out;
 }
 

@@ -49,7 +49,7 @@
 //     journal commit interval; 0 syncs it before every call returns, as synchronous=FULL did), and
 //     when the Store is closed. Changes become durable in the order they were made: a power loss
 //     keeps a prefix of them.
-//   - content (Put, PutFile, CommitFileContent) is written and fdatasync'ed before the transaction
+//   - content (Put, CommitFileContent) is written and fdatasync'ed before the transaction
 //     that publishes it is written, so whatever a power loss keeps of the log never names bytes
 //     that are not on the disk; a file keeps its old content or gets its new one, never part.
 //   - the file of a chunk that a change deleted is removed only once that change is durable, so a
@@ -179,8 +179,7 @@ struct ChunkInfo {
   uint64_t size = 0;          // bytes of content
   uint64_t stored_bytes = 0;  // 4 KiB-rounded size (what the capacity counts)
   uint32_t refs = 0;          // references: inodes holding it as content + Put references
-  uint32_t pins = 0;
-  bool evictable = false;  // only evictable, unpinned references hold it
+  bool evictable = false;  // only evictable references hold it (no pinned file, no kept Put)
   int64_t atime_ns = 0;    // last access (LRU), ns since the epoch
   int64_t created_ns = 0;
   std::optional<KvSummary> kv;  // set when the content is a `.kv` file
@@ -401,9 +400,6 @@ class Store {
   // Stores `bytes` (or takes one more reference when they are already stored) and returns the id
   // with one reference held by the caller.
   Result<ChunkId> Put(std::span<const std::byte> bytes, const PutOptions& options = {});
-  // Same from a staged file (any path; normally NewStagingPath()). The file is removed on success
-  // and left in place on failure.
-  Result<ChunkId> PutFile(const std::string& staged_path, const PutOptions& options = {});
   // Reads up to out.size() bytes of the chunk from `offset`, verified; returns the bytes read
   // (fewer at the end of the chunk, 0 at or past it). Any buffer works; a 4 KiB-aligned buffer and
   // offset avoid a copy. Counts as an access for LRU.
@@ -420,9 +416,6 @@ class Store {
   // kNotFound for an unknown chunk; kInvalidArgument for the empty chunk (it has no file; an
   // empty regular file has no chunk at all).
   Result<int> OpenChunkForRead(const ChunkId& id);
-  // Pinned chunks are never evicted. Pins are counted.
-  Status Pin(const ChunkId& id);
-  Status Unpin(const ChunkId& id);
   // Marks an access for LRU (kept in memory, written lazily; a crash may forget recent touches).
   void Touch(const ChunkId& id);
   // Reads the whole chunk: its hash must equal its id; `.kv` content must pass every checksum.
@@ -436,10 +429,6 @@ class Store {
   // Creates a regular file, directory, symlink or device/fifo/socket node named `name` in `parent`.
   // It inherits the parent's evictable flag.
   Result<InodeAttr> MakeNode(Ino parent, std::string_view name, const NewNode& node);
-  // Creates a regular file with no name (nlink 0, like O_TMPFILE), already opened once
-  // (OpenInode); `flags_from` is the directory whose evictable flag it inherits. Give it a name
-  // with Link, or it disappears at CloseInode.
-  Result<InodeAttr> MakeUnlinkedFile(Ino flags_from, const NewNode& node);
   Result<std::string> ReadLink(Ino ino);
   // A new name for a non-directory (kPermissionDenied/EPERM for directories).
   Result<InodeAttr> Link(Ino ino, Ino new_parent, std::string_view new_name);
@@ -491,9 +480,6 @@ class Store {
   // released. The staged file is removed on success and left in place on failure.
   Result<InodeAttr> CommitFileContent(Ino ino, const std::string& staged_path,
                                       const CommitOptions& options = {});
-  // Same with a chunk already stored (the inode takes its own reference; the caller keeps its).
-  Result<InodeAttr> CommitFileChunk(Ino ino, const ChunkId& chunk,
-                                    const CommitOptions& options = {});
 
   // `.kv` chunks whose prefix chain holds `hash` (counted as a prefix lookup, and a hit when
   // found).

@@ -92,10 +92,12 @@ TEST_F(CapacityTest, EvictsLeastRecentlyUsedEvictableChunksOnly) {
   EXPECT_TRUE(store_->StatChunk(*keep).ok());
   EXPECT_EQ(store_->Stats().evictions, 1u);
   EXPECT_TRUE(store_->Release(cache[1]).IsNotFound());
-  // Pinned chunks stay; when only pinned and kept chunks remain, the store is full.
-  ASSERT_TRUE(store_->Pin(cache[0]).ok());
-  ASSERT_TRUE(store_->Pin(cache[2]).ok());
-  ASSERT_TRUE(store_->Pin(*next).ok());
+  // A kept reference protects a chunk that evictable ones share (a Put of stored bytes costs no
+  // space); when only kept chunks remain, the store is full.
+  ASSERT_TRUE(store_->Put(RandomBytes(kChunk, 10)).ok());
+  ASSERT_TRUE(store_->Put(RandomBytes(kChunk, 12)).ok());
+  ASSERT_TRUE(store_->Put(RandomBytes(kChunk, 20)).ok());
+  EXPECT_FALSE(store_->StatChunk(cache[0])->evictable);
   EXPECT_TRUE(store_->Put(RandomBytes(kChunk, 21)).status().IsNoSpace());
   test::ExpectClean(*store_);
 }

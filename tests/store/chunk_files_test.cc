@@ -103,15 +103,6 @@ TEST_F(ChunkFilesTest, ZeroBlocksOfPlainContentAreHoles) {
       << "zero blocks take no space (" << st.st_blocks << " blocks)";
   EXPECT_EQ(test::ReadWhole(*store_, *id, bytes.size()), bytes);
   EXPECT_EQ(store_->StatChunk(*id)->stored_bytes, bytes.size()) << "capacity counts the size";
-  // The same from a staged file.
-  std::string staged = store_->NewStagingPath();
-  bytes[10] = std::byte{1};
-  test::WriteFile(staged, bytes);
-  auto id2 = store_->PutFile(staged);
-  ASSERT_TRUE(id2.ok()) << id2.status().ToString();
-  ASSERT_EQ(::stat(ChunkPath(*store_, *id2).c_str(), &st), 0);
-  EXPECT_LT(uint64_t(st.st_blocks) * 512, uint64_t{1} << 20);
-  EXPECT_EQ(test::ReadWhole(*store_, *id2, bytes.size()), bytes);
   test::ExpectClean(*store_);
 }
 

@@ -134,23 +134,6 @@ TEST_F(ChunkTest, SameBytesAreStoredOnceAndCounted) {
   test::ExpectClean(*store_);
 }
 
-TEST_F(ChunkTest, StagedFileIsStoredAndRemoved) {
-  auto bytes = RandomBytes(5 * 1024 * 1024 + 3, 5);
-  std::string staged = store_->NewStagingPath();
-  ASSERT_EQ(staged.rfind(store_->staging_dir(), 0), 0u);
-  test::WriteFile(staged, bytes);
-  auto id = store_->PutFile(staged);
-  ASSERT_TRUE(id.ok()) << id.status().ToString();
-  EXPECT_NE(::access(staged.c_str(), F_OK), 0) << "staged file left behind";
-  EXPECT_EQ(test::ReadWhole(*store_, *id, bytes.size()), bytes);
-  // The same content through memory deduplicates against it.
-  auto again = store_->Put(bytes);
-  ASSERT_TRUE(again.ok());
-  EXPECT_EQ(*again, *id);
-  EXPECT_TRUE(store_->PutFile(dir_ / "missing").status().IsNotFound());
-  test::ExpectClean(*store_);
-}
-
 TEST_F(ChunkTest, ExtentsDescribeTheBytes) {
   auto bytes = RandomBytes(6 * 1024 * 1024 + 100, 9);
   auto id = store_->Put(bytes);
@@ -204,19 +187,18 @@ TEST_F(ChunkTest, CorruptedBytesAreNeverReturned) {
   EXPECT_GE(store_->Stats().errors, 1u);
 }
 
-TEST_F(ChunkTest, PinsAndTouchesAreRecorded) {
-  auto id = store_->Put(RandomBytes(10000, 1), PutOptions{.evictable = true});
+TEST_F(ChunkTest, KeptReferencesAndTouchesAreRecorded) {
+  auto bytes = RandomBytes(10000, 1);
+  auto id = store_->Put(bytes, PutOptions{.evictable = true});
   ASSERT_TRUE(id.ok());
   EXPECT_TRUE(store_->StatChunk(*id)->evictable);
-  ASSERT_TRUE(store_->Pin(*id).ok());
-  EXPECT_EQ(store_->StatChunk(*id)->pins, 1u);
+  ASSERT_TRUE(store_->Put(bytes).ok());  // a kept reference
   EXPECT_FALSE(store_->StatChunk(*id)->evictable);
-  ASSERT_TRUE(store_->Unpin(*id).ok());
-  EXPECT_FALSE(store_->Unpin(*id).ok());
+  ASSERT_TRUE(store_->Release(*id).ok());  // the evictable reference goes first
+  EXPECT_FALSE(store_->StatChunk(*id)->evictable);
   int64_t before = store_->StatChunk(*id)->atime_ns;
   store_->Touch(*id);
   EXPECT_GE(store_->StatChunk(*id)->atime_ns, before);
-  EXPECT_TRUE(store_->Pin(ChunkId{1, 2}).IsNotFound());
 }
 
 TEST_F(ChunkTest, ReopenKeepsEverythingAndFreesTheRest) {

@@ -317,17 +317,16 @@ TEST_F(NamespaceTest, CommitReplacesContentInOneStep) {
   ASSERT_TRUE(empty.ok());
   EXPECT_EQ(empty->size, 0u);
   EXPECT_TRUE(empty->chunk.IsZero());
-  // A chunk already stored, shared by a Put reference and a file.
+  // Content already stored by a Put is shared by the file.
   auto id = store_->Put(v1);
   ASSERT_TRUE(id.ok());
-  auto shared = store_->CommitFileChunk(f.ino, *id);
+  auto shared = Commit(f.ino, v1);
   ASSERT_TRUE(shared.ok());
-  EXPECT_EQ(shared->size, v1.size());
+  EXPECT_EQ(shared->chunk, *id);
   EXPECT_EQ(store_->StatChunk(*id)->refs, 2u);
   EXPECT_EQ(*store_->InodesWithChunk(*id), std::vector<Ino>{f.ino});
   InodeAttr d = Make(kRootIno, "d", S_IFDIR | 0755);
   EXPECT_EQ(Commit(d.ino, v1).status().sys_errno(), EISDIR);
-  EXPECT_TRUE(store_->CommitFileChunk(f.ino, ChunkId{5, 5}).status().IsNotFound());
   test::ExpectClean(*store_);
 }
 
@@ -385,28 +384,6 @@ TEST_F(NamespaceTest, OrphansOfAStoppedProcessAreReclaimedAtOpen) {
   EXPECT_TRUE(store_->GetAttr(f.ino).status().IsNotFound());
   EXPECT_TRUE(store_->StatChunk(a->chunk).status().IsNotFound());
   EXPECT_EQ(store_->Usage().used_bytes, 0u);
-  test::ExpectClean(*store_);
-}
-
-TEST_F(NamespaceTest, UnnamedFileGetsContentThenAName) {
-  auto tmp = store_->MakeUnlinkedFile(kRootIno, Node(S_IFREG | 0644, 1, 1));
-  ASSERT_TRUE(tmp.ok());
-  EXPECT_EQ(tmp->nlink, 0u);
-  auto bytes = RandomBytes(30000, 6);
-  ASSERT_TRUE(Commit(tmp->ino, bytes).ok());
-  ASSERT_TRUE(store_->Link(tmp->ino, kRootIno, "done.kv").ok());
-  ASSERT_TRUE(store_->CloseInode(tmp->ino).ok());
-  auto f = store_->Lookup(kRootIno, "done.kv");
-  ASSERT_TRUE(f.ok());
-  EXPECT_EQ(f->nlink, 1u);
-  EXPECT_EQ(test::ReadWhole(*store_, f->chunk, f->size), bytes);
-  // One that never gets a name disappears at close.
-  auto lost = store_->MakeUnlinkedFile(kRootIno, Node(S_IFREG | 0644));
-  ASSERT_TRUE(lost.ok());
-  ASSERT_TRUE(Commit(lost->ino, RandomBytes(1000, 7)).ok());
-  ASSERT_TRUE(store_->CloseInode(lost->ino).ok());
-  EXPECT_TRUE(store_->GetAttr(lost->ino).status().IsNotFound());
-  EXPECT_EQ(store_->Usage().chunks, 1u);
   test::ExpectClean(*store_);
 }
 
