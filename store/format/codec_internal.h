@@ -105,6 +105,8 @@ class TcBlock {
   std::vector<float> mean_, step_;
   std::vector<uint8_t> table_of_;
   std::vector<uint32_t> slots_, escape_;
+  // Per channel: table_of * kProbScale and the table's escape (simd::TcChannels).
+  std::vector<uint32_t> channel_slot_base_, channel_escape_;
   std::vector<uint64_t> seg_begin_;
   std::shared_ptr<const std::vector<float>> rope_cs_;
   uint64_t segments_offset_ = 0;
