@@ -14,6 +14,7 @@
 #include "libkdn/cuda/cuda_util.h"
 #include "libkdn/cuda/decode_launch.h"
 #include "libkdn/cuda/row_launch.h"
+#include "libkdn/cuda/tc_launch.h"
 #include "libkdn/guarded.h"
 #include "kdn/codec.h"
 
@@ -317,10 +318,9 @@ class CudaBackend final : public Backend {
                     StagedBlock (&blocks)[2]) {
     const BlockReader& reader = *req.reader;
     const KvHeader& h = reader.header();
-    // tc is decoded on the host into raw model-dtype rows for now (a device kernel for its rANS
-    // stage is the next step); like a zstd stage, its output goes next to the encoded bytes.
-    const bool tc = h.codec.id == CodecId::kTc;
-    const bool zstd = h.codec.id == CodecId::kLossless || h.codec.zstd || tc;
+    // tc blocks go to the device encoded and are decoded there (EnqueueLayer); the host only
+    // parses their tables. A zstd (or lossless rANS) stage is undone here.
+    const bool zstd = h.codec.id == CodecId::kLossless || h.codec.zstd;
     size_t read_at[2] = {0, 0};
     size_t total = 0;
     for (int kv = 0; kv < 2; ++kv) {
@@ -354,18 +354,6 @@ class CudaBackend final : public Backend {
       if (!p.ok())
         return p.status().WithContext(reader.path() + ": " + BlockReader::BlockName(layer, kind));
       blocks[kv].prepared.emplace(std::move(*p));
-      if (tc) {
-        std::byte* dst = slot.buffer.data() + payload_at;
-        const size_t row = size_t{h.model.channels()} * DTypeSize(h.model.dtype);
-        Status st = blocks[kv].prepared->DecodeRows(0, h.n_tokens, h.model.dtype, dst, row);
-        if (!st.ok()) {
-          return st.WithContext(reader.path() + ": " + BlockReader::BlockName(layer, kind));
-        }
-        blocks[kv].payload = dst;
-        blocks[kv].payload_bytes = h.decoded_block_bytes(h.model.dtype);
-        payload_at += AlignUp(PayloadBound(h), kPayloadAlign);
-        continue;
-      }
       const std::span<const std::byte> payload = blocks[kv].prepared->payload();
       if (zstd) {
         if (payload.size() > PayloadBound(h))
@@ -420,8 +408,29 @@ class CudaBackend final : public Backend {
     KDN_CUDA_RETURN_IF_ERROR(cudaEventRecord(slot.copied.get(), stream));
     slot.in_flight = true;
 
+    // tc: the encoded blocks decoded on the device into model-dtype rows (tc_launch.h, the same
+    // functions as the CPU decoder), which the raw decode then places.
+    const bool tc = h.codec.id == CodecId::kTc;
+    StreamBuffer tc_rows[2];
+    if (tc) {
+      for (int kv = 0; kv < 2; ++kv) {
+        if (!blocks[kv].present) continue;
+        const KvKind kind = static_cast<KvKind>(kv);
+        KDN_RETURN_IF_ERROR(
+            tc_rows[kv].Allocate(mem_pool_, h.decoded_block_bytes(h.model.dtype), stream));
+        const auto* encoded =
+            reinterpret_cast<const uint8_t*>(device.get()) + (blocks[kv].payload - lo);
+        Status st = DecodeTcOnDevice(*blocks[kv].prepared->tc(), encoded,
+                                     static_cast<uint32_t>(h.model.dtype), tc_rows[kv].get(),
+                                     stream);
+        if (!st.ok()) {
+          return st.WithContext(req.reader->path() + ": " + BlockReader::BlockName(layer, kind));
+        }
+      }
+    }
+
     DecodeArgs args;
-    args.codec = static_cast<uint32_t>(h.codec.id == CodecId::kTc ? CodecId::kRaw : h.codec.id);
+    args.codec = static_cast<uint32_t>(tc ? CodecId::kRaw : h.codec.id);
     args.bits = h.codec.bits;
     args.group_size = h.codec.group_size;
     args.model_dtype = static_cast<uint32_t>(h.model.dtype);
@@ -433,7 +442,8 @@ class CudaBackend final : public Backend {
     for (int kv = 0; kv < 2; ++kv) {
       if (!blocks[kv].present) continue;
       args.block[kv].payload =
-          reinterpret_cast<const uint8_t*>(device.get()) + (blocks[kv].payload - lo);
+          tc ? static_cast<const uint8_t*>(tc_rows[kv].get())
+             : reinterpret_cast<const uint8_t*>(device.get()) + (blocks[kv].payload - lo);
       args.block[kv].out = req.dest->base(layer, static_cast<KvKind>(kv));
       args.block[kv].codes_offset = static_cast<uint32_t>(blocks[kv].prepared->codes_offset());
     }
@@ -443,6 +453,7 @@ class CudaBackend final : public Backend {
       KDN_RETURN_IF_ERROR(LaunchRope(*rope, stream));
     }
     device.Free();  // stream-ordered: after the kernels above
+    for (StreamBuffer& rows : tc_rows) rows.Free();
     return CudaStatus(cudaEventRecord(done, stream), "cudaEventRecord");
   }
 
