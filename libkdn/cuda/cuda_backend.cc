@@ -13,6 +13,7 @@
 #include "libkdn/block_reader.h"
 #include "libkdn/cuda/cuda_util.h"
 #include "libkdn/cuda/decode_launch.h"
+#include "libkdn/cuda/lossless_rans_launch.h"
 #include "libkdn/cuda/row_launch.h"
 #include "libkdn/cuda/tc_launch.h"
 #include "libkdn/guarded.h"
@@ -137,6 +138,9 @@ struct StagingSlot {
 struct StagedBlock {
   bool present = false;
   std::optional<PreparedBlock> prepared;
+  // lossless:entropy=rans: the parsed block (instead of `prepared`), its segments decoded on the
+  // device.
+  std::shared_ptr<const codec_internal::LosslessRansBlock> rans;
   const std::byte* payload = nullptr;  // in the slot's buffer
   size_t payload_bytes = 0;
 };
@@ -318,13 +322,15 @@ class CudaBackend final : public Backend {
                     StagedBlock (&blocks)[2]) {
     const BlockReader& reader = *req.reader;
     const KvHeader& h = reader.header();
-    // tc blocks go to the device encoded and are decoded there (EnqueueLayer); the host only
-    // parses their tables. A zstd (or lossless rANS) stage is undone here.
-    const bool zstd = h.codec.id == CodecId::kLossless || h.codec.zstd;
+    // tc and lossless rANS blocks go to the device encoded and are decoded there (EnqueueLayer);
+    // the host only parses their tables. A zstd stage is undone here.
+    const bool rans = codec_internal::IsLosslessRans(h.codec);
+    const bool zstd = (h.codec.id == CodecId::kLossless && !rans) || h.codec.zstd;
     size_t read_at[2] = {0, 0};
     size_t total = 0;
     for (int kv = 0; kv < 2; ++kv) {
       blocks[kv].present = req.dest->base(layer, static_cast<KvKind>(kv)) != nullptr;
+      blocks[kv].rans.reset();
       if (!blocks[kv].present) continue;
       read_at[kv] = total;
       total += AlignUp(reader.ReadSize(layer, static_cast<KvKind>(kv)), kStagingAlign);
@@ -349,6 +355,21 @@ class CudaBackend final : public Backend {
       const size_t n = reader.ReadSize(layer, kind);
       const std::span<std::byte> region = slot.buffer.span().subspan(read_at[kv], n);
       KDN_RETURN_IF_ERROR(reader.ReadBlock(layer, kind, region));
+      if (rans) {
+        const std::span<const std::byte> encoded = region.first(h.block(layer, kind).encoded_bytes);
+        Status st = codec_internal::CheckEncodedSize(h.codec, kind, shape, encoded.size());
+        auto parsed = st.ok() ? codec_internal::LosslessRansBlock::Parse(shape, encoded)
+                              : Result<std::shared_ptr<const codec_internal::LosslessRansBlock>>(st);
+        if (!parsed.ok()) {
+          return parsed.status().WithContext(reader.path() + ": " +
+                                             BlockReader::BlockName(layer, kind));
+        }
+        blocks[kv].prepared.reset();
+        blocks[kv].rans = std::move(*parsed);
+        blocks[kv].payload = encoded.data();
+        blocks[kv].payload_bytes = encoded.size();
+        continue;
+      }
       Result<PreparedBlock> p = PreparedBlock::Prepare(
           h.codec, kind, shape, region.first(h.block(layer, kind).encoded_bytes));
       if (!p.ok())
@@ -429,6 +450,26 @@ class CudaBackend final : public Backend {
       }
     }
 
+    // lossless rANS: the segments decoded on the device into the byte planes the lossless decode
+    // reads (lossless_rans_launch.h).
+    const bool rans = codec_internal::IsLosslessRans(h.codec);
+    StreamBuffer planes[2];
+    if (rans) {
+      for (int kv = 0; kv < 2; ++kv) {
+        if (!blocks[kv].present) continue;
+        const KvKind kind = static_cast<KvKind>(kv);
+        KDN_RETURN_IF_ERROR(
+            planes[kv].Allocate(mem_pool_, h.decoded_block_bytes(h.model.dtype), stream));
+        const auto* encoded =
+            reinterpret_cast<const uint8_t*>(device.get()) + (blocks[kv].payload - lo);
+        Status st = DecodeLosslessRansOnDevice(*blocks[kv].rans, encoded,
+                                               static_cast<uint8_t*>(planes[kv].get()), stream);
+        if (!st.ok()) {
+          return st.WithContext(req.reader->path() + ": " + BlockReader::BlockName(layer, kind));
+        }
+      }
+    }
+
     DecodeArgs args;
     args.codec = static_cast<uint32_t>(tc ? CodecId::kRaw : h.codec.id);
     args.bits = h.codec.bits;
@@ -442,10 +483,12 @@ class CudaBackend final : public Backend {
     for (int kv = 0; kv < 2; ++kv) {
       if (!blocks[kv].present) continue;
       args.block[kv].payload =
-          tc ? static_cast<const uint8_t*>(tc_rows[kv].get())
-             : reinterpret_cast<const uint8_t*>(device.get()) + (blocks[kv].payload - lo);
+          tc                ? static_cast<const uint8_t*>(tc_rows[kv].get())
+          : rans ? static_cast<const uint8_t*>(planes[kv].get())
+                 : reinterpret_cast<const uint8_t*>(device.get()) + (blocks[kv].payload - lo);
       args.block[kv].out = req.dest->base(layer, static_cast<KvKind>(kv));
-      args.block[kv].codes_offset = static_cast<uint32_t>(blocks[kv].prepared->codes_offset());
+      args.block[kv].codes_offset =
+          blocks[kv].prepared ? static_cast<uint32_t>(blocks[kv].prepared->codes_offset()) : 0;
     }
     KDN_RETURN_IF_ERROR(LaunchDecode(args, stream));
     if (rope != nullptr && blocks[0].present) {
@@ -454,6 +497,7 @@ class CudaBackend final : public Backend {
     }
     device.Free();  // stream-ordered: after the kernels above
     for (StreamBuffer& rows : tc_rows) rows.Free();
+    for (StreamBuffer& p : planes) p.Free();
     return CudaStatus(cudaEventRecord(done, stream), "cudaEventRecord");
   }
 
