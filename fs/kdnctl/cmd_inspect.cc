@@ -78,7 +78,7 @@ void PrintJson(const std::string& path, const kdn::KvHeader& h) {
   std::printf("  \"codec\": {\"name\": \"%s\", \"bits\": %u, \"group_size\": %u, \"zstd\": %s},\n",
               h.codec.Name().c_str(), h.codec.id == kdn::CodecId::kQuant ? h.codec.bits : 0,
               h.codec.id == kdn::CodecId::kQuant ? h.codec.group_size : 0,
-              h.codec.id == kdn::CodecId::kLossless || h.codec.zstd ? "true" : "false");
+              (h.codec.id == kdn::CodecId::kLossless && !h.codec.rans) || h.codec.zstd ? "true" : "false");
   std::printf("  \"decoded_bytes\": %" PRIu64 ",\n  \"encoded_bytes\": %" PRIu64 ",\n",
               h.decoded_bytes(), h.encoded_bytes());
   std::printf("  \"ratio\": %.4f,\n  \"bits_per_value\": %.4f,\n",

@@ -102,13 +102,15 @@ struct CodecSpec {
   CodecId id = CodecId::kRaw;
   uint8_t bits = 0;            // kQuant: 8, 4 or 2; kTc: the quality kTcMinQuality..kTcMaxQuality
   uint16_t group_size = 32;    // kQuant: tokens per K group, channels per V group
-  bool zstd = false;           // kQuant: zstd stage over the codes (kLossless always uses zstd)
+  bool zstd = false;           // kQuant: zstd stage over the codes
+  bool rans = false;           // kLossless: the byte planes entropy-coded with interleaved rANS in
+                               // independent segments (GPUs decode them) instead of zstd
   int8_t zstd_level = 3;       // encode-time only; decoders do not need it
   uint8_t tc_transform = 1;    // kTc, encode-time only: 0 identity, 1 Hadamard per head (the block
                                // says which it used)
 
   // "raw", "lossless", "q8", "q4", "q2", with options: "q4+zstd", "q4:g64", "q2:g128+zstd",
-  // "lossless:l9" (zstd level), "tc" (= "tc:q=4"), "tc:q=2", "tc:q=6:t=id" (no transform).
+  // "lossless:l9" (zstd level), "lossless:entropy=rans", "tc" (= "tc:q=4"), "tc:q=2", "tc:q=6:t=id" (no transform).
   static Result<CodecSpec> Parse(std::string_view text);
   std::string Name() const;     // canonical text that Parse accepts back
   bool lossy() const { return id == CodecId::kQuant || id == CodecId::kTc; }

@@ -13,7 +13,9 @@
 #include "libkdn/block_reader.h"
 #include "libkdn/cuda/cuda_util.h"
 #include "libkdn/cuda/decode_launch.h"
+#include "libkdn/cuda/lossless_rans_launch.h"
 #include "libkdn/cuda/row_launch.h"
+#include "libkdn/cuda/tc_launch.h"
 #include "libkdn/guarded.h"
 #include "kdn/codec.h"
 
@@ -136,6 +138,9 @@ struct StagingSlot {
 struct StagedBlock {
   bool present = false;
   std::optional<PreparedBlock> prepared;
+  // lossless:entropy=rans: the parsed block (instead of `prepared`), its segments decoded on the
+  // device.
+  std::shared_ptr<const codec_internal::LosslessRansBlock> rans;
   const std::byte* payload = nullptr;  // in the slot's buffer
   size_t payload_bytes = 0;
 };
@@ -317,14 +322,15 @@ class CudaBackend final : public Backend {
                     StagedBlock (&blocks)[2]) {
     const BlockReader& reader = *req.reader;
     const KvHeader& h = reader.header();
-    // tc is decoded on the host into raw model-dtype rows for now (a device kernel for its rANS
-    // stage is the next step); like a zstd stage, its output goes next to the encoded bytes.
-    const bool tc = h.codec.id == CodecId::kTc;
-    const bool zstd = h.codec.id == CodecId::kLossless || h.codec.zstd || tc;
+    // tc and lossless rANS blocks go to the device encoded and are decoded there (EnqueueLayer);
+    // the host only parses their tables. A zstd stage is undone here.
+    const bool rans = codec_internal::IsLosslessRans(h.codec);
+    const bool zstd = (h.codec.id == CodecId::kLossless && !rans) || h.codec.zstd;
     size_t read_at[2] = {0, 0};
     size_t total = 0;
     for (int kv = 0; kv < 2; ++kv) {
       blocks[kv].present = req.dest->base(layer, static_cast<KvKind>(kv)) != nullptr;
+      blocks[kv].rans.reset();
       if (!blocks[kv].present) continue;
       read_at[kv] = total;
       total += AlignUp(reader.ReadSize(layer, static_cast<KvKind>(kv)), kStagingAlign);
@@ -349,23 +355,26 @@ class CudaBackend final : public Backend {
       const size_t n = reader.ReadSize(layer, kind);
       const std::span<std::byte> region = slot.buffer.span().subspan(read_at[kv], n);
       KDN_RETURN_IF_ERROR(reader.ReadBlock(layer, kind, region));
+      if (rans) {
+        const std::span<const std::byte> encoded = region.first(h.block(layer, kind).encoded_bytes);
+        Status st = codec_internal::CheckEncodedSize(h.codec, kind, shape, encoded.size());
+        auto parsed = st.ok() ? codec_internal::LosslessRansBlock::Parse(shape, encoded)
+                              : Result<std::shared_ptr<const codec_internal::LosslessRansBlock>>(st);
+        if (!parsed.ok()) {
+          return parsed.status().WithContext(reader.path() + ": " +
+                                             BlockReader::BlockName(layer, kind));
+        }
+        blocks[kv].prepared.reset();
+        blocks[kv].rans = std::move(*parsed);
+        blocks[kv].payload = encoded.data();
+        blocks[kv].payload_bytes = encoded.size();
+        continue;
+      }
       Result<PreparedBlock> p = PreparedBlock::Prepare(
           h.codec, kind, shape, region.first(h.block(layer, kind).encoded_bytes));
       if (!p.ok())
         return p.status().WithContext(reader.path() + ": " + BlockReader::BlockName(layer, kind));
       blocks[kv].prepared.emplace(std::move(*p));
-      if (tc) {
-        std::byte* dst = slot.buffer.data() + payload_at;
-        const size_t row = size_t{h.model.channels()} * DTypeSize(h.model.dtype);
-        Status st = blocks[kv].prepared->DecodeRows(0, h.n_tokens, h.model.dtype, dst, row);
-        if (!st.ok()) {
-          return st.WithContext(reader.path() + ": " + BlockReader::BlockName(layer, kind));
-        }
-        blocks[kv].payload = dst;
-        blocks[kv].payload_bytes = h.decoded_block_bytes(h.model.dtype);
-        payload_at += AlignUp(PayloadBound(h), kPayloadAlign);
-        continue;
-      }
       const std::span<const std::byte> payload = blocks[kv].prepared->payload();
       if (zstd) {
         if (payload.size() > PayloadBound(h))
@@ -420,8 +429,49 @@ class CudaBackend final : public Backend {
     KDN_CUDA_RETURN_IF_ERROR(cudaEventRecord(slot.copied.get(), stream));
     slot.in_flight = true;
 
+    // tc: the encoded blocks decoded on the device into model-dtype rows (tc_launch.h, the same
+    // functions as the CPU decoder), which the raw decode then places.
+    const bool tc = h.codec.id == CodecId::kTc;
+    StreamBuffer tc_rows[2];
+    if (tc) {
+      for (int kv = 0; kv < 2; ++kv) {
+        if (!blocks[kv].present) continue;
+        const KvKind kind = static_cast<KvKind>(kv);
+        KDN_RETURN_IF_ERROR(
+            tc_rows[kv].Allocate(mem_pool_, h.decoded_block_bytes(h.model.dtype), stream));
+        const auto* encoded =
+            reinterpret_cast<const uint8_t*>(device.get()) + (blocks[kv].payload - lo);
+        Status st = DecodeTcOnDevice(*blocks[kv].prepared->tc(), encoded,
+                                     static_cast<uint32_t>(h.model.dtype), tc_rows[kv].get(),
+                                     stream);
+        if (!st.ok()) {
+          return st.WithContext(req.reader->path() + ": " + BlockReader::BlockName(layer, kind));
+        }
+      }
+    }
+
+    // lossless rANS: the segments decoded on the device into the byte planes the lossless decode
+    // reads (lossless_rans_launch.h).
+    const bool rans = codec_internal::IsLosslessRans(h.codec);
+    StreamBuffer planes[2];
+    if (rans) {
+      for (int kv = 0; kv < 2; ++kv) {
+        if (!blocks[kv].present) continue;
+        const KvKind kind = static_cast<KvKind>(kv);
+        KDN_RETURN_IF_ERROR(
+            planes[kv].Allocate(mem_pool_, h.decoded_block_bytes(h.model.dtype), stream));
+        const auto* encoded =
+            reinterpret_cast<const uint8_t*>(device.get()) + (blocks[kv].payload - lo);
+        Status st = DecodeLosslessRansOnDevice(*blocks[kv].rans, encoded,
+                                               static_cast<uint8_t*>(planes[kv].get()), stream);
+        if (!st.ok()) {
+          return st.WithContext(req.reader->path() + ": " + BlockReader::BlockName(layer, kind));
+        }
+      }
+    }
+
     DecodeArgs args;
-    args.codec = static_cast<uint32_t>(h.codec.id == CodecId::kTc ? CodecId::kRaw : h.codec.id);
+    args.codec = static_cast<uint32_t>(tc ? CodecId::kRaw : h.codec.id);
     args.bits = h.codec.bits;
     args.group_size = h.codec.group_size;
     args.model_dtype = static_cast<uint32_t>(h.model.dtype);
@@ -433,9 +483,12 @@ class CudaBackend final : public Backend {
     for (int kv = 0; kv < 2; ++kv) {
       if (!blocks[kv].present) continue;
       args.block[kv].payload =
-          reinterpret_cast<const uint8_t*>(device.get()) + (blocks[kv].payload - lo);
+          tc                ? static_cast<const uint8_t*>(tc_rows[kv].get())
+          : rans ? static_cast<const uint8_t*>(planes[kv].get())
+                 : reinterpret_cast<const uint8_t*>(device.get()) + (blocks[kv].payload - lo);
       args.block[kv].out = req.dest->base(layer, static_cast<KvKind>(kv));
-      args.block[kv].codes_offset = static_cast<uint32_t>(blocks[kv].prepared->codes_offset());
+      args.block[kv].codes_offset =
+          blocks[kv].prepared ? static_cast<uint32_t>(blocks[kv].prepared->codes_offset()) : 0;
     }
     KDN_RETURN_IF_ERROR(LaunchDecode(args, stream));
     if (rope != nullptr && blocks[0].present) {
@@ -443,6 +496,8 @@ class CudaBackend final : public Backend {
       KDN_RETURN_IF_ERROR(LaunchRope(*rope, stream));
     }
     device.Free();  // stream-ordered: after the kernels above
+    for (StreamBuffer& rows : tc_rows) rows.Free();
+    for (StreamBuffer& p : planes) p.Free();
     return CudaStatus(cudaEventRecord(done, stream), "cudaEventRecord");
   }
 

@@ -38,8 +38,13 @@ Status ValidateShape(const BlockShape& shape) {
   return Status::OK();
 }
 
+bool IsLosslessRans(const CodecSpec& codec) {
+  return codec.id == CodecId::kLossless && codec.rans;
+}
+
 bool HasZstdStage(const CodecSpec& codec) {
-  return codec.id == CodecId::kLossless || (codec.id == CodecId::kQuant && codec.zstd);
+  return (codec.id == CodecId::kLossless && !codec.rans) ||
+         (codec.id == CodecId::kQuant && codec.zstd);
 }
 
 uint64_t PayloadBytes(const CodecSpec& codec, KvKind kind, const BlockShape& shape) {
@@ -56,6 +61,15 @@ Status CheckEncodedSize(const CodecSpec& codec, KvKind kind, const BlockShape& s
     if (encoded_bytes < TcBlock::kFixedBytes || encoded_bytes > max) {
       return Status::Corruption("encoded_bytes " + Num(encoded_bytes) + " out of range " +
                                 Num(TcBlock::kFixedBytes) + ".." + Num(max) + " for a tc block");
+    }
+    return Status::OK();
+  }
+  if (IsLosslessRans(codec)) {
+    const uint64_t max = MaxLosslessRansBytes(shape);
+    if (encoded_bytes < lrans::kFixedBytes || encoded_bytes > max) {
+      return Status::Corruption("encoded_bytes " + Num(encoded_bytes) + " out of range " +
+                                Num(lrans::kFixedBytes) + ".." + Num(max) +
+                                " for a lossless rANS block");
     }
     return Status::OK();
   }
@@ -95,12 +109,24 @@ Status CheckPayload(const CodecSpec& codec, KvKind kind, const BlockShape& shape
 }
 
 bool NeedsWholeBlockCheck(const CodecSpec& codec) {
-  return codec.id == CodecId::kTc;
+  return codec.id == CodecId::kTc || IsLosslessRans(codec);
+}
+
+Status UndoRansStage(const BlockShape& shape, std::span<const std::byte> encoded,
+                     std::span<std::byte> planes) {
+  KDN_ASSIGN_OR_RETURN(auto block, LosslessRansBlock::Parse(shape, encoded));
+  return block->DecodePlanes(planes, shape.channels);
 }
 
 Status CheckWholeBlock(const CodecSpec& codec, KvKind kind, const BlockShape& shape,
                        std::span<const std::byte> encoded) {
   (void)kind;
+  if (IsLosslessRans(codec)) {
+    KDN_RETURN_IF_ERROR(CheckEncodedSize(codec, kind, shape, encoded.size()));
+    KDN_ASSIGN_OR_RETURN(std::span<std::byte> planes,
+                         scratch::Get(scratch::Slot::kPayload, shape.bytes()));
+    return UndoRansStage(shape, encoded, planes);
+  }
   if (codec.id != CodecId::kTc) return Status::OK();
   KDN_RETURN_IF_ERROR(CheckEncodedSize(codec, kind, shape, encoded.size()));
   KDN_ASSIGN_OR_RETURN(auto tc, TcBlock::Parse(shape, encoded));
@@ -170,7 +196,7 @@ Status EncodeBlock(const CodecSpec& codec, KvKind kind, const BlockShape& shape,
       return st;
     }
     const uint64_t payload_bytes = PayloadBytes(codec, kind, shape);
-    if (!HasZstdStage(codec)) {
+    if (!HasZstdStage(codec) && !IsLosslessRans(codec)) {
       const size_t at = out->size();
       out->resize(at + payload_bytes);
       const std::span<std::byte> dst(out->data() + at, payload_bytes);
@@ -186,6 +212,12 @@ Status EncodeBlock(const CodecSpec& codec, KvKind kind, const BlockShape& shape,
                          scratch::Get(scratch::Slot::kPayload, payload_bytes));
     if (codec.id == CodecId::kLossless) {
       EncodeLosslessPayload(shape, src, payload);
+      if (codec.rans) {
+        const size_t at = out->size();
+        Status st = EncodeLosslessRans(shape, payload, out);
+        if (!st.ok()) out->resize(at);
+        return st;
+      }
     } else {
       KDN_RETURN_IF_ERROR(EncodeQuantPayload(codec, kind, shape, src, payload));
     }
@@ -210,6 +242,12 @@ Status DecodeBlock(const CodecSpec& codec, KvKind kind, const BlockShape& shape,
       KDN_ASSIGN_OR_RETURN(std::span<std::byte> buf,
                            scratch::Get(scratch::Slot::kPayload, PayloadBytes(codec, kind, shape)));
       KDN_RETURN_IF_ERROR(zstd::DecompressExact(encoded, buf));
+      payload = buf;
+    } else if (IsLosslessRans(codec)) {
+      KDN_RETURN_IF_ERROR(CheckEncodedSize(codec, kind, shape, encoded.size()));
+      KDN_ASSIGN_OR_RETURN(std::span<std::byte> buf,
+                           scratch::Get(scratch::Slot::kPayload, shape.bytes()));
+      KDN_RETURN_IF_ERROR(UndoRansStage(shape, encoded, buf));
       payload = buf;
     }
     KDN_RETURN_IF_ERROR(CheckPayload(codec, kind, shape, payload));

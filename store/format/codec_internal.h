@@ -12,6 +12,7 @@
 #include "kdn/codec.h"
 #include "kdn/format.h"
 #include "kdn/status.h"
+#include "store/format/lossless_rans.h"
 #include "store/format/tc_math.h"
 
 namespace kdn::codec_internal {
@@ -67,11 +68,16 @@ bool DecodeQuantRowChannels(const CodecSpec& codec, KvKind kind, const BlockShap
                             size_t row_stride_bytes, Status* status);
 
 // The checks of a block's content beyond its checksum and streamed layout checks that need the
-// whole encoded block: tc's tables and every rANS segment decoded to its exact end. OK for codecs
+// whole encoded block: tc's (and lossless rANS') tables and every rANS segment decoded to its
+// exact end. OK for codecs
 // that have none. What a verifier calls once it holds a block whose checksum matched.
 bool NeedsWholeBlockCheck(const CodecSpec& codec);
 Status CheckWholeBlock(const CodecSpec& codec, KvKind kind, const BlockShape& shape,
                        std::span<const std::byte> encoded);
+// lossless:entropy=rans: the encoded block parsed and every segment decoded into `planes`
+// (shape.bytes()), as the zstd stage is undone for plain lossless.
+Status UndoRansStage(const BlockShape& shape, std::span<const std::byte> encoded,
+                     std::span<std::byte> planes);
 
 // Any codec: dispatches to the three above.
 Status DecodePayloadRows(const CodecSpec& codec, KvKind kind, const BlockShape& shape,
@@ -112,10 +118,41 @@ class TcBlock {
   std::vector<float> mean_, step_;
   std::vector<uint8_t> table_of_;
   std::vector<uint32_t> slots_, escape_;
+  // Per channel: table_of * kProbScale and the table's escape (simd::TcChannels).
+  std::vector<uint32_t> channel_slot_base_, channel_escape_;
   std::vector<uint64_t> seg_begin_;
   std::shared_ptr<const std::vector<float>> rope_cs_;
   uint64_t segments_offset_ = 0;
 };
+
+// lossless with the rANS stage (lossless_rans.h): a checked block and its tables.
+class LosslessRansBlock {
+ public:
+  // Every size, offset and table checked against the shape; Corruption otherwise.
+  static Result<std::shared_ptr<const LosslessRansBlock>> Parse(
+      const BlockShape& shape, std::span<const std::byte> encoded);
+  // Every segment into `planes` (shape.bytes(): the lossless payload). Corruption naming the
+  // segment and its tokens (rows of `channels`) when a stream is corrupt or truncated.
+  Status DecodePlanes(std::span<std::byte> planes, uint32_t channels) const;
+
+  const lrans::PlanesView& view() const { return view_; }
+  // The host arrays the view points to, for a device decoder to upload.
+  std::span<const uint32_t> slots() const { return slots_; }
+  std::span<const uint64_t> seg_begin() const { return seg_begin_; }
+  // Byte offset of the segment area within the encoded block.
+  uint64_t segments_offset() const { return segments_offset_; }
+
+ private:
+  lrans::PlanesView view_;
+  std::vector<uint32_t> slots_;
+  std::vector<uint64_t> seg_begin_;
+  uint64_t segments_offset_ = 0;
+};
+uint64_t MaxLosslessRansBytes(const BlockShape& shape);
+// Appends the rANS stage of `planes` (the lossless payload of `shape`) to out.
+Status EncodeLosslessRans(const BlockShape& shape, std::span<const std::byte> planes,
+                          std::vector<std::byte>* out);
+bool IsLosslessRans(const CodecSpec& codec);
 
 // Largest tc block of this shape an encoder can write (what a header's encoded_bytes may say).
 uint64_t MaxTcBlockBytes(const BlockShape& shape);

@@ -43,7 +43,8 @@ Result<CodecSpec> CodecSpec::Parse(std::string_view text) {
   } else {
     return Status::InvalidArgument(
         "unknown codec '" + std::string(text) +
-        "' (have: raw, lossless, q8, q4, q2, tc; options :gN, :lN, +zstd, tc's :q=N, :t=id|had)");
+        "' (have: raw, lossless, q8, q4, q2, tc; options :gN, :lN, +zstd, lossless's "
+        ":entropy=zstd|rans, tc's :q=N, :t=id|had)");
   }
   bool level_given = false;
   size_t pos = base_end;
@@ -79,6 +80,9 @@ Result<CodecSpec> CodecSpec::Parse(std::string_view text) {
                                        std::to_string(kTcMaxQuality));
       }
       spec.bits = static_cast<uint8_t>(q);
+    } else if (sep == ':' && spec.id == CodecId::kLossless &&
+               (opt == "entropy=rans" || opt == "entropy=zstd")) {
+      spec.rans = opt == "entropy=rans";
     } else if (sep == ':' && spec.id == CodecId::kTc && (opt == "t=id" || opt == "t=had")) {
       spec.tc_transform = opt == "t=id" ? 0 : 1;
     } else if (sep == ':' && !opt.empty() && opt[0] == 'l' && spec.id != CodecId::kTc) {
@@ -97,6 +101,10 @@ Result<CodecSpec> CodecSpec::Parse(std::string_view text) {
     }
     pos = next;
   }
+  if (level_given && spec.rans) {
+    return Status::InvalidArgument("codec '" + std::string(text) +
+                                   "': a zstd level needs the zstd stage (not entropy=rans)");
+  }
   if (level_given && spec.id == CodecId::kRaw) {
     return Status::InvalidArgument("codec '" + std::string(text) + "': raw has no zstd level");
   }
@@ -114,6 +122,7 @@ std::string CodecSpec::Name() const {
     case CodecId::kRaw:
       return "raw";
     case CodecId::kLossless:
+      if (rans) return "lossless:entropy=rans";
       s = "lossless";
       break;
     case CodecId::kQuant:
@@ -138,6 +147,8 @@ Status CodecSpec::Validate() const {
       if (bits != 0) return Status::InvalidArgument("codec " + Name() + ": bits must be 0");
       if (zstd)
         return Status::InvalidArgument("codec " + Name() + ": the zstd flag is for quant only");
+      if (rans && id != CodecId::kLossless)
+        return Status::InvalidArgument("codec " + Name() + ": the rANS stage is for lossless only");
       break;
     case CodecId::kQuant:
       if (bits != 8 && bits != 4 && bits != 2) {
@@ -145,6 +156,7 @@ Status CodecSpec::Validate() const {
                                        " (have: 8, 4, 2)");
       }
       if (group_size == 0) return Status::InvalidArgument("codec " + Name() + ": group size 0");
+      if (rans) return Status::InvalidArgument("codec " + Name() + ": the rANS stage is for lossless only");
       break;
     case CodecId::kTc:
       if (bits < kTcMinQuality || bits > kTcMaxQuality) {
@@ -152,7 +164,7 @@ Status CodecSpec::Validate() const {
                                        std::to_string(kTcMinQuality) + ".." +
                                        std::to_string(kTcMaxQuality) + ")");
       }
-      if (zstd) return Status::InvalidArgument("codec " + Name() + ": tc has no zstd stage");
+      if (zstd || rans) return Status::InvalidArgument("codec " + Name() + ": tc has its own entropy stage");
       if (tc_transform > 1) return Status::InvalidArgument("codec tc: transform unknown");
       break;
     default:

@@ -19,6 +19,7 @@
 #include "store/format/rans.h"
 #include "store/format/rans_encode.h"
 #include "store/format/scratch.h"
+#include "store/format/simd.h"
 #include "store/format/tc_math.h"
 
 namespace kdn {
@@ -288,6 +289,12 @@ Result<std::shared_ptr<const TcBlock>> TcBlock::Parse(const BlockShape& shape,
                               ", the block at " + Num(area_bytes));
   }
   b->segments_offset_ = area;
+  b->channel_slot_base_.resize(C);
+  b->channel_escape_.resize(C);
+  for (uint32_t c = 0; c < C; ++c) {
+    b->channel_slot_base_[c] = uint32_t{b->table_of_[c]} * rans::kProbScale;
+    b->channel_escape_[c] = b->escape_[b->table_of_[c]];
+  }
   if (v.rotary_dim != 0) {
     b->rope_cs_ = RopeTable(v.rotary_dim, theta, scale, position, shape.tokens);
     v.rope_cs = b->rope_cs_->data();
@@ -320,29 +327,33 @@ Status TcBlock::DecodeRows(uint32_t t_begin, uint32_t t_end, DType out_dtype, st
                            size_t row_stride_bytes) const {
   const tc::TcView& v = view_;
   if (t_begin >= t_end) return Status::OK();
+  // tc_math.h's decoder, or a vector kernel with the same bits (simd.h).
+  const simd::Kernels& k = simd::ActiveKernels();
+  const simd::TcChannels ch{channel_slot_base_.data(), channel_escape_.data()};
   // A segment decodes at most min(seg_tokens, tokens) rows.
   const uint64_t seg_values = uint64_t{std::min(v.seg_tokens, v.tokens)} * v.channels;
   KDN_ASSIGN_OR_RETURN(std::span<std::byte> qbuf,
                        scratch::Get(scratch::Slot::kCodes, seg_values * sizeof(int16_t)));
   int16_t* q = reinterpret_cast<int16_t*>(qbuf.data());
-  const uint32_t heads = v.channels / v.head_dim;
-  // Rows are rebuilt in binary32, then converted with the SIMD kernels (round to nearest even,
-  // the same bits as tc::StoreFloats, which the device uses).
+  // Rows are rebuilt in binary32 (in place when that is the output), then converted with the SIMD
+  // kernels (round to nearest even, the same bits as tc::StoreFloats, which the device uses).
   KDN_ASSIGN_OR_RETURN(std::span<std::byte> rowbuf,
                        scratch::Get(scratch::Slot::kParams, uint64_t{v.channels} * 4));
   float* x = reinterpret_cast<float*>(rowbuf.data());
   for (uint32_t seg = t_begin / v.seg_tokens; seg < v.n_segments; ++seg) {
     const uint32_t s0 = seg * v.seg_tokens;
     if (s0 >= t_end) break;
-    if (!tc::DecodeSegment(v, seg, q)) return SegmentError(seg, v);
+    if (!k.tc_decode_segment(v, ch, seg, q)) return SegmentError(seg, v);
     const uint32_t r0 = std::max(s0, t_begin), r1 = std::min(s0 + tc::SegmentTokens(v, seg), t_end);
     for (uint32_t t = r0; t < r1; ++t) {
       const int16_t* qrow = q + uint64_t{t - s0} * v.channels;
-      for (uint32_t h = 0; h < heads; ++h) {
-        tc::ReconstructHead(v, qrow, t, h, x + uint64_t{h} * v.head_dim);
+      std::byte* dst = out + uint64_t{t - t_begin} * row_stride_bytes;
+      if (out_dtype == DType::kF32 && reinterpret_cast<uintptr_t>(dst) % alignof(float) == 0) {
+        k.tc_reconstruct_row(v, qrow, t, reinterpret_cast<float*>(dst));
+        continue;
       }
-      ConvertDType(DType::kF32, x, out_dtype, out + uint64_t{t - t_begin} * row_stride_bytes,
-                   v.channels);
+      k.tc_reconstruct_row(v, qrow, t, x);
+      ConvertDType(DType::kF32, x, out_dtype, dst, v.channels);
     }
   }
   return Status::OK();
@@ -350,13 +361,15 @@ Status TcBlock::DecodeRows(uint32_t t_begin, uint32_t t_end, DType out_dtype, st
 
 Status TcBlock::CheckStreams() const {
   const tc::TcView& v = view_;
+  const simd::Kernels& k = simd::ActiveKernels();
+  const simd::TcChannels ch{channel_slot_base_.data(), channel_escape_.data()};
   KDN_ASSIGN_OR_RETURN(
       std::span<std::byte> qbuf,
       scratch::Get(scratch::Slot::kCodes,
                    uint64_t{std::min(v.seg_tokens, v.tokens)} * v.channels * sizeof(int16_t)));
   int16_t* q = reinterpret_cast<int16_t*>(qbuf.data());
   for (uint32_t seg = 0; seg < v.n_segments; ++seg) {
-    if (!tc::DecodeSegment(v, seg, q)) return SegmentError(seg, v);
+    if (!k.tc_decode_segment(v, ch, seg, q)) return SegmentError(seg, v);
   }
   return Status::OK();
 }

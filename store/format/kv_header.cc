@@ -122,6 +122,9 @@ Status ParseCodec(const std::byte* f, CodecSpec* codec) {
     codec->bits = bits;
     codec->group_size = group;
     codec->zstd = (flags & layout::kFlagZstd) != 0;
+  } else if (codec->id == CodecId::kLossless && bits == 0 && group == 0 &&
+             (flags & ~layout::kFlagRans) == 0) {
+    codec->rans = (flags & layout::kFlagRans) != 0;
   } else if (bits != 0 || group != 0 || flags != 0) {
     return Status::Corruption("codec bits/group_size/flags (" + Num(bits) + "/" + Num(group) + "/" +
                               Num(flags) + ") must be 0 for " + codec->Name());

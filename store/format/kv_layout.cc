@@ -67,7 +67,10 @@ std::vector<std::byte> SerializeHeader(const KvHeader& h) {
   le::Store<uint32_t>(p + kPositionOffset, h.position_offset);
   le::Store<uint32_t>(p + kChunkTokens, h.chunk_tokens);
   le::Store<uint16_t>(p + kGroupSize, quant ? h.codec.group_size : 0);
-  le::Store<uint8_t>(p + kCodecFlags, quant && h.codec.zstd ? kFlagZstd : 0);
+  le::Store<uint8_t>(p + kCodecFlags, quant && h.codec.zstd ? kFlagZstd
+                                      : h.codec.id == CodecId::kLossless && h.codec.rans
+                                          ? kFlagRans
+                                          : 0);
   le::Store<uint8_t>(p + kNameLen, static_cast<uint8_t>(name_len));
   std::memcpy(p + s.name_offset, h.model.name.data(), name_len);
   std::memcpy(p + s.tokens_offset, h.tokens.data(), h.tokens.size() * sizeof(uint32_t));

@@ -42,7 +42,8 @@ inline constexpr size_t kReserved = 104;
 inline constexpr size_t kReservedBytes = 24;
 static_assert(kReserved + kReservedBytes == kKvFixedHeaderBytes);
 
-inline constexpr uint8_t kFlagZstd = 1;
+inline constexpr uint8_t kFlagZstd = 1;  // quant: a zstd stage
+inline constexpr uint8_t kFlagRans = 2;  // lossless: the rANS stage instead of zstd
 inline constexpr size_t kBlockEntryBytes = 32;
 
 constexpr uint64_t AlignUp(uint64_t v, uint64_t a) {

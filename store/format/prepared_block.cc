@@ -56,6 +56,17 @@ Result<PreparedBlock> PreparedBlock::Prepare(const CodecSpec& codec, KvKind kind
     }
     KDN_RETURN_IF_ERROR(zstd::DecompressExact(encoded, b.owned_));
     b.payload_ = b.owned_;
+  } else if (IsLosslessRans(codec)) {
+    // The rANS stage undone as the zstd stage is (lossless_rans.h; a device decodes the same
+    // segments from the encoded block).
+    try {
+      b.owned_.resize(shape.bytes());
+    } catch (const std::bad_alloc&) {
+      return Status::NoSpace("prepare: cannot allocate " + std::to_string(shape.bytes()) +
+                             " bytes");
+    }
+    KDN_RETURN_IF_ERROR(UndoRansStage(shape, encoded, b.owned_));
+    b.payload_ = b.owned_;
   } else {
     b.payload_ = encoded;
   }

@@ -44,21 +44,25 @@ bool CpuHas(Isa isa) {
 Kernels Build(Isa isa) {
   Kernels k;
   FillScalarKernels(&k);
+  FillTcScalar(&k);
   if (isa == Isa::kAvx2) {
     FillQuantAvx2(&k);
     FillQuantEncodeAvx2(&k);
     FillConvertAvx2(&k);
     FillPlaneAvx2(&k);
+    FillTcAvx2(&k);
   } else if (isa == Isa::kAvx512) {
     FillQuantAvx512(&k);
     FillQuantEncodeAvx512(&k);
     FillConvertAvx512(&k);
     FillPlaneAvx512(&k);
+    FillTcAvx512(&k);
   } else if (isa == Isa::kAvx512Bf16) {
     FillQuantAvx512Bf16(&k);
     FillQuantEncodeAvx512(&k);  // no bfloat16 in the encoder
     FillConvertAvx512Bf16(&k);
     FillPlaneAvx512(&k);  // no bfloat16 arithmetic in the planes
+    FillTcAvx512(&k);     // rows are rebuilt in binary32; ConvertDType narrows them
   }
   k.isa = isa;
   return k;

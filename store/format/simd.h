@@ -12,6 +12,10 @@
 
 #include "kdn/format.h"
 
+namespace kdn::tc {
+struct TcView;
+}  // namespace kdn::tc
+
 namespace kdn::simd {
 
 // kAvx512Bf16 is kAvx512 whose conversions to bfloat16 use AVX512-BF16 (with AVX512-DQ).
@@ -65,6 +69,22 @@ using QuantizeGroupsFn = void (*)(const float* x, size_t n, uint32_t group, cons
 // n one-byte codes of `bits` bits packed LSB first into ceil(n * bits / 8) bytes.
 using PackFn = void (*)(const uint8_t* codes, size_t n, uint32_t bits, uint8_t* out);
 
+// The tc decoder (tc_math.h) on the CPU. TcChannels holds what a vector decoder looks up per
+// channel instead of per table: [channels] offsets table_of[c] * kProbScale into the view's slots,
+// and the escape symbol of the channel's table.
+struct TcChannels {
+  const uint32_t* slot_base = nullptr;
+  const uint32_t* escape = nullptr;
+};
+// Segment `seg` of a checked block into q, as tc::DecodeSegment: the same coefficients and the
+// same verdict (false: corrupt or truncated) for every input.
+using TcDecodeSegmentFn = bool (*)(const tc::TcView& v, const TcChannels& ch, uint32_t seg,
+                                   int16_t* q);
+// x[0, channels) = the binary32 values of token t from its coefficient row, every head as
+// tc::ReconstructHead computes it (the same operations in the same order, so the same bits).
+using TcReconstructRowFn = void (*)(const tc::TcView& v, const int16_t* qrow, uint32_t t,
+                                    float* x);
+
 struct Kernels {
   Isa isa = Isa::kScalar;
   // dequant_groups is used only when group % group_multiple == 0 (else the parameters are widened
@@ -83,6 +103,8 @@ struct Kernels {
   QuantizeFn quantize = nullptr;
   QuantizeGroupsFn quantize_groups = nullptr;
   PackFn pack = nullptr;
+  TcDecodeSegmentFn tc_decode_segment = nullptr;
+  TcReconstructRowFn tc_reconstruct_row = nullptr;
 };
 
 inline int BitsIndex(uint32_t bits) {
@@ -113,6 +135,9 @@ void FillQuantEncodeAvx2(Kernels* k);
 void FillQuantEncodeAvx512(Kernels* k);
 void FillPlaneAvx2(Kernels* k);
 void FillPlaneAvx512(Kernels* k);
+void FillTcScalar(Kernels* k);
+void FillTcAvx2(Kernels* k);
+void FillTcAvx512(Kernels* k);
 
 }  // namespace kdn::simd
 

@@ -75,8 +75,9 @@ int main(int argc, char** argv) {
   const int runs = Runs();
   const ModelIdentity model = *ModelPreset("llama3-8b");
   // Codecs named on the command line replace the default list.
-  std::vector<std::string> codecs = {"raw",     "lossless", "q8",     "q4",     "q2",
-                                     "q8+zstd", "q4+zstd",  "tc:q=2", "tc:q=4", "tc:q=8"};
+  std::vector<std::string> codecs = {"raw",     "lossless", "lossless:entropy=rans", "q8",
+                                     "q4",      "q2",       "q8+zstd", "q4+zstd", "tc:q=2",
+                                     "tc:q=4",  "tc:q=8"};
   if (argc > 1) codecs.assign(argv + 1, argv + argc);
   std::fprintf(stderr, "codec bench: %s, %d runs, isa %s\n", model.name.c_str(), runs,
                std::string(simd::IsaName(simd::BestIsa())).c_str());
@@ -151,7 +152,7 @@ int main(int argc, char** argv) {
         Print(p + "_decode" + suffix + "_vs_memcpy", mbps / baseline);
       };
       decode(model.dtype, "", base);
-      if (codec.id == CodecId::kLossless) {
+      if (codec.id == CodecId::kLossless && !codec.rans) {
         // The zstd stage alone, into memory of the same size: what lossless decode approaches.
         std::vector<std::byte> planes(block);
         const double s = MedianSeconds(runs, [&] {

@@ -9,6 +9,8 @@
 #include "store/format/codec_internal.h"
 #include "store/format/rans.h"
 #include "store/format/rans_encode.h"
+#include "store/format/simd.h"
+#include "store/format/tc_math.h"
 
 namespace kdn {
 namespace {
@@ -231,6 +233,98 @@ TEST(TcCodecTest, CorruptAndTruncatedSegmentsAreErrors) {
     auto bad = enc;
     for (int k = 0; k < 1 + i % 4; ++k) bad[rng() % bad.size()] = std::byte(rng() & 0xff);
     (void)DecodeBlock(codec, KvKind::kValue, shape, bad, shape.dtype, out);
+  }
+}
+
+// The vector kernels (simd.h: tc_decode_segment, tc_reconstruct_row) against tc_math.h, which
+// the CUDA kernels run: the same coefficients, the same verdict on damaged streams and the same
+// binary32 bits, on every ISA this CPU has. Shapes cover head sizes below, at and above a vector,
+// one that is not a power of two (identity transform), rotary halves that leave pairs over, both
+// RoPE styles, rows that do not fill a vector, and outliers that take the escape path.
+TEST(TcCodecTest, EveryIsaDecodesTheReferenceBits) {
+  std::vector<simd::Isa> isas;
+  for (simd::Isa isa : simd::SupportedIsas()) {
+    if (isa != simd::Isa::kScalar) isas.push_back(isa);
+  }
+#if defined(__x86_64__)
+  KDN_REQUIRE_OR_SKIP(!isas.empty(), "this x86-64 CPU has neither AVX2+F16C nor AVX-512");
+#else
+  GTEST_SKIP() << "no vector tc kernels on this architecture: tc_math.h is the only decoder";
+#endif
+  const simd::Kernels& ref = simd::KernelsFor(simd::Isa::kScalar);
+  struct Case {
+    uint32_t kv_heads, head_dim, rotary_dim;
+    RopeStyle style;
+    uint32_t tokens, q;
+  };
+  const Case cases[] = {
+      {2, 128, 0, RopeStyle::kNeox, 300, 4},  {8, 128, 0, RopeStyle::kNeox, 70, 12},
+      {3, 64, 40, RopeStyle::kNeox, 129, 6},  {2, 32, 0, RopeStyle::kGptj, 200, 2},
+      {4, 16, 12, RopeStyle::kGptj, 64, 8},   {4, 8, 0, RopeStyle::kNeox, 500, 5},
+      {3, 96, 0, RopeStyle::kNeox, 40, 7},    {5, 4, 0, RopeStyle::kGptj, 33, 3},
+  };
+  for (const Case& k : cases) {
+    ModelIdentity m = test::SmallModel(DType::kF32, 2, k.kv_heads, k.head_dim);
+    m.rope_style = k.style;
+    m.rotary_dim = k.rotary_dim;
+    const BlockShape shape{k.tokens, m.channels(), m.dtype};
+    for (KvKind kind : kKinds) {
+      SCOPED_TRACE(std::to_string(k.kv_heads) + "x" + std::to_string(k.head_dim) + " rotary " +
+                   std::to_string(k.rotary_dim) + " q=" + std::to_string(k.q) +
+                   (kind == KvKind::kKey ? " keys" : " values"));
+      auto src = RotatedKeys(m, k.tokens, 77, m.dtype, k.head_dim + k.tokens);
+      // Outliers far beyond the tables' symbols: escapes.
+      auto rng = test::Rng(k.tokens);
+      float* f = reinterpret_cast<float*>(src.data());
+      for (int i = 0; i < 40; ++i) f[rng() % shape.elements()] = (rng() & 1 ? 1 : -1) * 300.0f;
+      std::vector<std::byte> enc;
+      ASSERT_TRUE(EncodeBlock(test::Codec("tc:q=" + std::to_string(k.q)), kind, shape, src, &enc,
+                              BlockContext::For(m, 77, 0))
+                      .ok());
+      auto parsed = codec_internal::TcBlock::Parse(shape, enc);
+      ASSERT_TRUE(parsed.ok()) << parsed.status().ToString();
+      const codec_internal::TcBlock& b = **parsed;
+      const tc::TcView& v = b.view();
+      std::vector<uint32_t> slot_base(v.channels), escape(v.channels);
+      for (uint32_t c = 0; c < v.channels; ++c) {
+        slot_base[c] = uint32_t{b.table_of()[c]} * rans::kProbScale;
+        escape[c] = b.escape()[b.table_of()[c]];
+      }
+      const simd::TcChannels ch{slot_base.data(), escape.data()};
+      const size_t seg_values = size_t{std::min(v.seg_tokens, v.tokens)} * v.channels;
+      std::vector<int16_t> q_ref(seg_values), q_isa(seg_values);
+      std::vector<float> x_ref(v.channels), x_isa(v.channels);
+      for (simd::Isa isa : isas) {
+        SCOPED_TRACE(std::string(simd::IsaName(isa)));
+        const simd::Kernels& kern = simd::KernelsFor(isa);
+        for (uint32_t seg = 0; seg < v.n_segments; ++seg) {
+          ASSERT_TRUE(ref.tc_decode_segment(v, ch, seg, q_ref.data()));
+          ASSERT_TRUE(kern.tc_decode_segment(v, ch, seg, q_isa.data()));
+          const size_t n = size_t{tc::SegmentTokens(v, seg)} * v.channels;
+          ASSERT_TRUE(std::equal(q_ref.begin(), q_ref.begin() + n, q_isa.begin())) << seg;
+          for (uint32_t r = 0; r < tc::SegmentTokens(v, seg); ++r) {
+            const uint32_t t = seg * v.seg_tokens + r;
+            ref.tc_reconstruct_row(v, q_ref.data() + size_t{r} * v.channels, t, x_ref.data());
+            kern.tc_reconstruct_row(v, q_isa.data() + size_t{r} * v.channels, t, x_isa.data());
+            ASSERT_EQ(0, std::memcmp(x_ref.data(), x_isa.data(), 4 * x_ref.size())) << "token " << t;
+          }
+        }
+        // Damaged streams: the same verdict, segment by segment.
+        auto segs = reinterpret_cast<uint8_t*>(enc.data() + b.segments_offset());
+        const uint64_t area = enc.size() - b.segments_offset();
+        for (int trial = 0; trial < 200; ++trial) {
+          const uint64_t at = rng() % area;
+          const uint8_t keep = segs[at];
+          segs[at] = static_cast<uint8_t>(rng());
+          for (uint32_t seg = 0; seg < v.n_segments; ++seg) {
+            ASSERT_EQ(ref.tc_decode_segment(v, ch, seg, q_ref.data()),
+                      kern.tc_decode_segment(v, ch, seg, q_isa.data()))
+                << "byte " << at << " segment " << seg;
+          }
+          segs[at] = keep;
+        }
+      }
+    }
   }
 }
 

@@ -78,6 +78,8 @@ TEST(CodecSpecTest, ParseAndCanonicalNames) {
       {"q2+zstd:g128", CodecId::kQuant, 2, 128, true, 3, "q2:g128+zstd"},
       {"q8:g7:l19+zstd", CodecId::kQuant, 8, 7, true, 19, "q8:g7:l19+zstd"},
       {"lossless:l-5", CodecId::kLossless, 0, 32, false, -5, "lossless:l-5"},
+      {"lossless:entropy=rans", CodecId::kLossless, 0, 32, false, 3, "lossless:entropy=rans"},
+      {"lossless:entropy=zstd", CodecId::kLossless, 0, 32, false, 3, "lossless"},
   };
   for (const Case& c : cases) {
     SCOPED_TRACE(c.text);
@@ -99,7 +101,8 @@ TEST(CodecSpecTest, ParseAndCanonicalNames) {
 TEST(CodecSpecTest, RejectsMalformed) {
   for (const char* text :
        {"", "q3", "q4:g0", "q4:g70000", "q4:gx", "q4+lz4", "raw+zstd", "lossless+zstd", "raw:l3",
-        "q4:l3", "raw:g32", "q4:l99+zstd", "q4:", "Q4", "q4 "}) {
+        "q4:l3", "raw:g32", "q4:l99+zstd", "q4:", "Q4", "q4 ",
+        "lossless:entropy=rans:l9", "q4:entropy=rans", "lossless:entropy=lz4"}) {
     SCOPED_TRACE(text);
     auto spec = CodecSpec::Parse(text);
     ASSERT_FALSE(spec.ok());

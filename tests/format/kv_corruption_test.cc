@@ -22,7 +22,8 @@ void ExpectOneLineError(const Status& st, const std::string& what) {
   EXPECT_EQ(st.message().find('\n'), std::string::npos) << what << ": " << st.message();
 }
 
-const char* const kCodecs[] = {"raw", "lossless", "q8", "q4", "q2:g8", "q4+zstd", "q8:g5+zstd"};
+const char* const kCodecs[] = {"raw",   "lossless", "lossless:entropy=rans", "q8", "q4", "q2:g8",
+                               "q4+zstd", "q8:g5+zstd"};
 
 TEST(KvCorruptionTest, TruncationAtEverySectionBoundary) {
   for (const char* codec : kCodecs) {

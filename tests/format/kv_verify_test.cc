@@ -27,7 +27,7 @@ uint64_t PeakRss() {
 }
 
 TEST(VerifyKvTest, SoundFilesPass) {
-  for (const char* codec : {"raw", "lossless", "q8:g7", "q4+zstd"}) {
+  for (const char* codec : {"raw", "lossless", "lossless:entropy=rans", "q8:g7", "q4+zstd"}) {
     auto f = hostile::Synth(64, codec);
     ASSERT_FALSE(f.empty());
     auto h = VerifyKv(*MemorySource(f));

@@ -9,7 +9,8 @@ namespace {
 TEST(PreparedBlockTest, DecodeRowsEqualsDecodeBlockForRandomRanges) {
   auto rng = test::Rng(11);
   for (const char* name :
-       {"raw", "lossless", "q8", "q4", "q2", "q4+zstd", "q8:g5", "q2:g48+zstd"}) {
+       {"raw", "lossless", "lossless:entropy=rans", "q8", "q4", "q2", "q4+zstd", "q8:g5",
+        "q2:g48+zstd"}) {
     for (DType dt : {DType::kF16, DType::kBF16, DType::kF32}) {
       for (KvKind kind : {KvKind::kKey, KvKind::kValue}) {
         SCOPED_TRACE(std::string(name) + " " + std::string(DTypeName(dt)));

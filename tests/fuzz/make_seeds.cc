@@ -31,8 +31,9 @@ int main(int argc, char** argv) {
   for (int i = 1; i < argc; ++i) ::mkdir(argv[i], 0755);
   const std::string dir = argv[1];
   int written = 0;
-  const char* codecs[] = {"raw",        "lossless", "q8",     "q4",         "q2:g4",
-                          "q4+zstd",    "q8:g3+zstd", "tc:q=2", "tc:q=9:t=id"};
+  const char* codecs[] = {"raw",        "lossless",   "lossless:entropy=rans", "q8",
+                          "q4",         "q2:g4",      "q4+zstd",               "q8:g3+zstd",
+                          "tc:q=2",     "tc:q=9:t=id"};
   const DType dtypes[] = {DType::kF16, DType::kBF16, DType::kF32};
   for (const char* codec_name : codecs) {
     for (DType dt : dtypes) {

@@ -147,7 +147,8 @@ TEST_P(CudaDecode, EqualsCpuBitForBit) {
 
 INSTANTIATE_TEST_SUITE_P(
     All, CudaDecode,
-    ::testing::Combine(::testing::Values("raw", "lossless", "q8", "q4", "q2", "q4:g64+zstd"),
+    ::testing::Combine(::testing::Values("raw", "lossless", "lossless:entropy=rans", "q8", "q4",
+                                         "q2", "q4:g64+zstd", "tc:q=4", "tc:q=8:t=id"),
                        ::testing::Values(DType::kF16, DType::kBF16, DType::kF32),
                        ::testing::Values(DType::kF16, DType::kBF16, DType::kF32),
                        ::testing::Values(Layout::kContiguous, Layout::kNhd, Layout::kHnd)),
