@@ -402,7 +402,7 @@ Result<InodeAttr> Store::Link(Ino ino, Ino new_parent, std::string_view new_name
   return out;
 }
 
-Result<InodeAttr> Store::Unlink(Ino parent, std::string_view name) {
+Result<InodeAttr> Store::Unlink(Ino parent, std::string_view name, std::string_view outbox_note) {
   KDN_RETURN_IF_ERROR(CheckName(name));
   InodeAttr out;
   KDN_RETURN_IF_ERROR(impl_->Write(true, [&](Db& db, TxnEffects& fx) -> Status {
@@ -419,7 +419,7 @@ Result<InodeAttr> Store::Unlink(Ino parent, std::string_view name) {
     KDN_RETURN_IF_ERROR(impl_->DropLink(db, out, now, fx));
     --out.nlink;
     out.ctime_ns = now;
-    return Status::OK();
+    return impl_->AppendOutbox(db, ChunkId{}, outbox_note);
   }));
   return out;
 }
@@ -491,7 +491,7 @@ Status Store::Rmdir(Ino parent, std::string_view name) {
 }
 
 Status Store::Rename(Ino parent, std::string_view name, Ino new_parent, std::string_view new_name,
-                     uint32_t flags) {
+                     uint32_t flags, std::string_view outbox_note) {
   KDN_RETURN_IF_ERROR(CheckName(name));
   KDN_RETURN_IF_ERROR(CheckName(new_name));
   if ((flags & ~(kRenameNoReplace | kRenameExchange)) != 0 ||
@@ -541,7 +541,8 @@ Status Store::Rename(Ino parent, std::string_view name, Ino new_parent, std::str
       KDN_RETURN_IF_ERROR(AddNlink(db, s.ino, 0, now));
       KDN_RETURN_IF_ERROR(AddNlink(db, d.ino, 0, now));
       KDN_RETURN_IF_ERROR(TouchDir(db, parent, now));
-      return TouchDir(db, new_parent, now);
+      KDN_RETURN_IF_ERROR(TouchDir(db, new_parent, now));
+      return impl_->AppendOutbox(db, ChunkId{}, outbox_note);
     }
 
     if (s_dir && new_parent != parent) {
@@ -580,7 +581,8 @@ Status Store::Rename(Ino parent, std::string_view name, Ino new_parent, std::str
     }
     KDN_RETURN_IF_ERROR(AddNlink(db, s.ino, 0, now));  // ctime
     KDN_RETURN_IF_ERROR(TouchDir(db, parent, now));
-    return TouchDir(db, new_parent, now);
+    KDN_RETURN_IF_ERROR(TouchDir(db, new_parent, now));
+    return impl_->AppendOutbox(db, ChunkId{}, outbox_note);
   });
 }
 
@@ -847,6 +849,7 @@ Status Store::Impl::SetContent(Db& db, Ino ino, PreparedChunk* chunk, const Chun
   }
   u.BindInt(2, size).BindInt(3, a.mtime_ns).BindInt(4, now).BindInt(5, ino);
   KDN_RETURN_IF_ERROR(u.Run());
+  KDN_RETURN_IF_ERROR(AppendOutbox(db, id, opts.outbox_note));
   *out = a;
   return Status::OK();
 }
@@ -879,6 +882,62 @@ Result<InodeAttr> Store::CommitFileChunk(Ino ino, const ChunkId& chunk,
     return impl_->SetContent(db, ino, nullptr, &chunk, options, fx, &vanished, &out);
   }));
   return out;
+}
+
+// ---- the outbox
+// -----------------------------------------------------------------------------------
+
+Status Store::Impl::AppendOutbox(Db& db, const ChunkId& chunk, std::string_view note) {
+  if (note.empty()) return Status::OK();
+  KDN_ASSIGN_OR_RETURN(Stmt q, db.Prepare("INSERT INTO outbox(chunk, body) VALUES(?, ?)"));
+  if (chunk.IsZero()) {
+    q.BindNull(1);
+  } else {
+    q.BindId(1, chunk);
+  }
+  q.BindBlob(2, AsBytes(note));
+  return q.Run();
+}
+
+Result<std::vector<OutboxNote>> Store::ReadOutbox(uint64_t after_seq, size_t max_notes) {
+  KDN_ASSIGN_OR_RETURN(store::DbPool::Lease db, impl_->readers->Acquire());
+  KDN_ASSIGN_OR_RETURN(Stmt q, db->Prepare("SELECT seq, chunk, body FROM outbox WHERE seq > ? "
+                                           "ORDER BY seq LIMIT ?"));
+  q.BindInt(1, static_cast<int64_t>(after_seq)).BindInt(2, static_cast<int64_t>(max_notes));
+  std::vector<OutboxNote> out;
+  while (true) {
+    KDN_ASSIGN_OR_RETURN(bool row, q.Step());
+    if (!row) break;
+    std::span<const std::byte> body = q.Blob(2);
+    out.push_back(OutboxNote{q.U64(0), q.Chunk(1),
+                             std::string(reinterpret_cast<const char*>(body.data()), body.size())});
+  }
+  return out;
+}
+
+Status Store::RemoveOutboxNote(uint64_t seq) {
+  return impl_->Write(false, [&](Db& db, TxnEffects&) -> Status {
+    KDN_ASSIGN_OR_RETURN(Stmt q, db.Prepare("DELETE FROM outbox WHERE seq = ?"));
+    q.BindInt(1, static_cast<int64_t>(seq));
+    return q.Run();
+  });
+}
+
+Result<Store::OutboxState> Store::GetOutboxState() {
+  KDN_ASSIGN_OR_RETURN(store::DbPool::Lease db, impl_->readers->Acquire());
+  KDN_ASSIGN_OR_RETURN(Stmt q, db->Prepare("SELECT count(*), ifnull(min(seq), 0), "
+                                           "ifnull(max(seq), 0) FROM outbox"));
+  KDN_ASSIGN_OR_RETURN(bool row, q.Step());
+  OutboxState state;
+  if (row) state = OutboxState{q.U64(0), q.U64(1), q.U64(2)};
+  return state;
+}
+
+Result<bool> Store::OutboxNamesChunk(const ChunkId& chunk) {
+  KDN_ASSIGN_OR_RETURN(store::DbPool::Lease db, impl_->readers->Acquire());
+  KDN_ASSIGN_OR_RETURN(Stmt q, db->Prepare("SELECT 1 FROM outbox WHERE chunk = ? LIMIT 1"));
+  q.BindId(1, chunk);
+  return q.Step();
 }
 
 // ---- content lookups

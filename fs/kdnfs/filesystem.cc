@@ -21,6 +21,9 @@ namespace kdn::fs {
 namespace {
 
 constexpr size_t kNameMax = 255;
+// Where a file stands with the origin: pending (its upload is queued), uploaded, local (empty),
+// staged (being written). Only with an origin.
+constexpr std::string_view kOriginXattr = "user.kdn.origin";
 
 // Thread ids and processes as /proc and kill(2) see them.
 class ProcFsProcesses : public Processes {
@@ -82,11 +85,28 @@ Result<std::unique_ptr<Filesystem>> Filesystem::Open(const std::string& store_di
       *fs->store_, [self] { return self->StatsText(); }, static_cast<uint32_t>(::geteuid()));
   fs->own_processes_ = std::make_unique<ProcFsProcesses>();
   fs->processes_ = fs->own_processes_.get();
+  if (options.origin) {
+    edge::UploaderOptions upload = options.upload;
+    if (!upload.log) upload.log = store_options.info_log;
+    // Notes left by an earlier run are picked up at once: the uploader starts with the outbox.
+    fs->uploader_ = std::make_unique<edge::Uploader>(*fs->store_, options.origin, upload);
+  }
   return fs;
 }
 
 Filesystem::~Filesystem() {
   if (store_) CommitAll();
+  uploader_.reset();  // before the store closes; what it did not upload waits in the outbox
+}
+
+std::string Filesystem::NotePath(Ino parent, std::string_view name) {
+  if (!uploader_) return {};
+  Result<std::string> dir = store_->PathOf(parent);
+  if (!dir.ok()) return {};
+  std::string path = *dir == "/" ? "" : *dir;
+  path += '/';
+  path += name;
+  return edge::Publishable(path) ? path : std::string();
 }
 
 void Filesystem::SetProcesses(Processes* processes) {
@@ -350,7 +370,11 @@ Status Filesystem::Unlink(const Caller& caller, Ino parent, std::string_view nam
   KDN_ASSIGN_OR_RETURN(InodeAttr target, store_->Lookup(parent, name));
   if (S_ISDIR(target.mode)) return Errno(EISDIR, "unlink of a directory");
   HoldIfReferenced(target.ino);
-  return store_->Unlink(parent, name).status();
+  const std::string path = NotePath(parent, name);
+  KDN_RETURN_IF_ERROR(
+      store_->Unlink(parent, name, path.empty() ? std::string() : edge::DeleteNote(path)).status());
+  if (!path.empty()) uploader_->Kick();
+  return Status::OK();
 }
 
 Status Filesystem::Rmdir(const Caller& caller, Ino parent, std::string_view name) {
@@ -371,7 +395,16 @@ Status Filesystem::Rename(const Caller& caller, Ino parent, std::string_view nam
     auto target = store_->Lookup(new_parent, new_name);
     if (target.ok() && !S_ISDIR(target->mode)) HoldIfReferenced(target->ino);
   }
-  return store_->Rename(parent, name, new_parent, new_name, flags);
+  const std::string from = NotePath(parent, name), to = NotePath(new_parent, new_name);
+  std::string note;
+  if (!from.empty() && !to.empty()) {
+    note = (flags & kRenameExchange) ? edge::ExchangeNote(from, to) : edge::RenameNote(from, to);
+  } else if (!from.empty()) {
+    note = edge::DeleteNote(from);  // moved to a name the origin does not keep
+  }
+  KDN_RETURN_IF_ERROR(store_->Rename(parent, name, new_parent, new_name, flags, note));
+  if (!note.empty()) uploader_->Kick();
+  return Status::OK();
 }
 
 Status Filesystem::ReadDir(Ino dir, uint64_t cookie, bool plus, size_t max_entries,
@@ -584,6 +617,11 @@ Status Filesystem::Commit(Ino ino, StagedLock staged, const char* why) {
   uint64_t bytes = file->size();
   CommitOptions options;
   options.mtime_ns = file->mtime_ns();
+  if (uploader_) {
+    // The upload of this content is recorded in the commit's own transaction (store.h, outbox).
+    Result<std::string> path = store_->PathOf(ino);
+    if (path.ok() && edge::Publishable(*path)) options.outbox_note = edge::PutNote(ino, *path);
+  }
   auto committed = [&]() -> Result<InodeAttr> {
     // Content larger than the store can ever hold is refused before its bytes are read (hashed,
     // verified): a sparse file that claims 64 GiB costs nothing but this check.
@@ -675,7 +713,16 @@ Status Filesystem::Fsync(const Caller& caller, Ino ino) {
   }
   // Everything that returned before, this file's commit included, becomes durable against
   // power loss (committed changes are otherwise synced within a second: store.h).
-  return store_->Sync();
+  KDN_RETURN_IF_ERROR(store_->Sync());
+  // With an origin, and on the origin too (`kdnctl sync MNT` is an fsync of the mountpoint).
+  if (uploader_) {
+    Status uploaded = uploader_->WaitUploaded();
+    if (!uploaded.ok()) {
+      KDN_LOG_ERROR("fsync: %s", uploaded.ToString().c_str());
+      return Errno(EIO, uploaded.message());
+    }
+  }
+  return Status::OK();
 }
 
 void Filesystem::CommitIdle() {
@@ -772,6 +819,10 @@ Result<std::string> Filesystem::GetXattr(const Caller& caller, Ino ino, std::str
   if (name == kTrustXattr) return store_->GetXattr(ino, name);
   if (IsKdnXattr(name)) {
     KDN_ASSIGN_OR_RETURN(InodeAttr attr, store_->GetAttr(ino));
+    if (name == kOriginXattr && uploader_ && S_ISREG(attr.mode)) {
+      if (OverlayStaged(attr)) return std::string("staged");  // not committed: nothing queued
+      return uploader_->UploadState(attr);
+    }
     return GetKdnXattr(*store_, attr, name);
   }
   return store_->GetXattr(ino, name);
@@ -802,6 +853,7 @@ Result<std::vector<std::string>> Filesystem::ListXattr(const Caller& caller, Ino
   if (ControlFiles::IsControl(ino)) return std::vector<std::string>{};
   KDN_ASSIGN_OR_RETURN(InodeAttr attr, store_->GetAttr(ino));
   KDN_ASSIGN_OR_RETURN(std::vector<std::string> names, ListKdnXattrs(*store_, attr));
+  if (uploader_ && S_ISREG(attr.mode)) names.emplace_back(kOriginXattr);
   KDN_ASSIGN_OR_RETURN(std::vector<std::string> stored, store_->ListXattr(ino));
   for (auto& n : stored) {
     if (VisibleTo(caller, n)) names.push_back(std::move(n));
@@ -872,6 +924,23 @@ std::string Filesystem::StatsText() {
   line("passthrough_opens", counters_.passthrough_opens.load());
   line("served_opens", counters_.served_opens.load());
   line("backing_files", counters_.backing_files.load());
+  if (uploader_) {
+    const edge::UploaderCounters& c = uploader_->counters();
+    auto state = store_->GetOutboxState();
+    line("origin", uploader_->origin().Describe());
+    line("origin_queue", state.ok() ? state->notes : 0);
+    line("origin_chunk_uploads", c.chunk_uploads.load());
+    line("origin_chunks_present", c.chunk_present.load());
+    line("origin_upload_bytes", c.upload_bytes.load());
+    line("origin_ns_puts", c.ns_puts.load());
+    line("origin_ns_deletes", c.ns_deletes.load());
+    line("origin_upload_errors", c.errors.load());
+    std::string last = uploader_->last_error();
+    for (char& ch : last) {
+      if (ch == '\n') ch = ' ';
+    }
+    line("origin_last_error", last.empty() ? std::string("none") : last);
+  }
   requests_->Render(out);
   return out.str();
 }

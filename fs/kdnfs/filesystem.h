@@ -40,6 +40,7 @@
 #include <vector>
 
 #include "base/thread_annotations.h"
+#include "fs/edge/uploader.h"
 #include "fs/kdnfs/control_files.h"
 #include "fs/kdnfs/fs_types.h"
 #include "fs/kdnfs/request_outcomes.h"
@@ -98,6 +99,11 @@ class Filesystem {
     double negative_timeout = 86400.0;
     // CommitIdle commits staged content untouched this long whose writers have all exited.
     std::chrono::milliseconds idle_commit{1000};
+    // The origin this node is an edge of (docs/origin.md); null: a standalone store. With one,
+    // every committed content, unlink and rename is also an outbox note that the uploader
+    // (fs/edge/uploader.h) publishes, and fsync waits for the upload.
+    std::shared_ptr<origin::Origin> origin;
+    edge::UploaderOptions upload;
   };
 
   // Opens (or creates) the store in `store_dir`; `store_options.on_evict` is kdnfs's own.
@@ -240,6 +246,9 @@ class Filesystem {
   // The committed content of `ino` changed (or may have): forget what was cached of it.
   void ContentChanged(Ino ino);
   Status CheckWritableDir(Ino parent, std::string_view name);
+  // The path of `name` in `parent` for an outbox note; empty (no note) without an origin or when
+  // the path cannot be had.
+  std::string NotePath(Ino parent, std::string_view name);
 
   const Options options_;
   std::unique_ptr<Store> store_;
@@ -250,6 +259,8 @@ class Filesystem {
   Processes* processes_ = nullptr;
   FsCounters counters_;
   std::unique_ptr<RequestOutcomes> requests_;
+  // After store_: stopped before the store closes. Null without an origin.
+  std::unique_ptr<edge::Uploader> uploader_;
 
   // Counts every change of committed content (a commit, a refusal, an eviction), bumped under mu_
   // together with the end of the inode's staged file: see Freshen.

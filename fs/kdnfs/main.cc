@@ -24,6 +24,7 @@
 #include "fs/kdnfs/fuse_adapter.h"
 #include "fs/kdnfs/log.h"
 #include "fs/kdnfs/mount_util.h"
+#include "kdn/origin.h"
 
 #ifndef KDN_VERSION
 #define KDN_VERSION "unknown"
@@ -41,6 +42,8 @@ struct CommandLine {
   std::string mountpoint;
   StoreOptions store;
   FuseOptions fuse;
+  origin::OriginOptions origin;  // url empty: no origin
+  edge::UploaderOptions upload;
 };
 
 void PrintUsage(FILE* out) {
@@ -74,6 +77,15 @@ void PrintUsage(FILE* out) {
                "  commit=MS          with sync=full: a change that returned is durable against\n"
                "                     power loss at most MS milliseconds later, or at the next\n"
                "                     fsync on the mount; 0: before it returns (default 1000)\n"
+               "  origin=URL         be an edge of this origin (docs/origin.md):\n"
+               "                     s3://BUCKET[/PREFIX] or file:///DIR (or /DIR); committed\n"
+               "                     files, unlinks and renames are uploaded in the background\n"
+               "                     from a durable queue; fsync waits for the upload\n"
+               "  origin_endpoint=URL  S3: http(s)://HOST[:PORT] (default: AWS); credentials\n"
+               "                     from AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or\n"
+               "                     ~/.aws/credentials, region from AWS_REGION\n"
+               "  origin_threads=N   chunk uploads at once (default 4)\n"
+               "  origin_sync_timeout=S  longest an fsync waits for the origin (default 30)\n"
                "\n"
                "Other -o options go to FUSE and the kernel, e.g. ro (read-only: closing a\n"
                "file then costs no request to the daemon), allow_other (the default\n"
@@ -128,6 +140,22 @@ Status ParseKdnOption(std::string_view opt, CommandLine& cl, bool& ours) {
       cl.store.sync = SyncPolicy::kNone;
     else
       return Status::InvalidArgument("sync must be full or none");
+  } else if (is("origin")) {
+    std::string url(value("origin"));
+    if (url.starts_with("/")) url = "file://" + url;
+    cl.origin.url = url;
+  } else if (is("origin_endpoint")) {
+    cl.origin.endpoint = std::string(value("origin_endpoint"));
+  } else if (is("origin_threads")) {
+    int n = std::atoi(std::string(value("origin_threads")).c_str());
+    if (n < 1 || n > 64) return Status::InvalidArgument("origin_threads must be 1..64");
+    cl.upload.threads = static_cast<unsigned>(n);
+  } else if (is("origin_sync_timeout")) {
+    int sec = std::atoi(std::string(value("origin_sync_timeout")).c_str());
+    if (sec < 1 || sec > 86400) {
+      return Status::InvalidArgument("origin_sync_timeout must be 1..86400 (seconds)");
+    }
+    cl.upload.sync_timeout = std::chrono::seconds(sec);
   } else if (is("commit")) {
     std::string v(value("commit"));
     char* end = nullptr;
@@ -261,7 +289,19 @@ int Run(const CommandLine& cl) {
     ::close(report_fd);
   };
 
-  auto fs = Filesystem::Open(cl.store_dir, cl.store, Filesystem::Options{});
+  Filesystem::Options fs_options;
+  if (!cl.origin.url.empty()) {
+    auto origin = origin::OpenOrigin(cl.origin);
+    if (!origin.ok()) {
+      KDN_LOG_ERROR("origin %s: %s", cl.origin.url.c_str(), origin.status().ToString().c_str());
+      report(1);
+      return 1;
+    }
+    fs_options.origin = std::move(*origin);
+    fs_options.upload = cl.upload;
+    KDN_LOG_INFO("edge of origin %s", fs_options.origin->Describe().c_str());
+  }
+  auto fs = Filesystem::Open(cl.store_dir, cl.store, fs_options);
   if (!fs.ok()) {
     KDN_LOG_ERROR("cannot open the store in %s: %s", cl.store_dir.c_str(),
                   fs.status().ToString().c_str());

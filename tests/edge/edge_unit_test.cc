@@ -1,0 +1,309 @@
+// The edge's write side without a mount: the namespace object codec, and kdnfs's filesystem logic
+// over a POSIX-directory origin (fs/edge/uploader.h): commits, unlinks and renames reach the
+// origin through the store's outbox, fsync waits for them, an unreachable origin fails fsync but
+// not local work, and notes survive a restart.
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "fs/edge/ns_object.h"
+#include "fs/edge/uploader.h"
+#include "fs/kdnfs/filesystem.h"
+#include "fs_test_util.h"
+#include "kdn/origin.h"
+#include "sha256_util.h"
+
+namespace kdn::edge {
+namespace {
+
+using kdn::test::MakeKv;
+
+std::string Slurp(const std::filesystem::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+NsObject SampleObject() {
+  NsObject o;
+  o.chunk = *ChunkId::FromHex(std::string(62, 'a') + "0f");
+  o.size = 1048576;
+  o.mode = S_IFREG | 0644;
+  o.uid = 1000;
+  o.gid = 100;
+  o.mtime_ns = 1733460000123456789;
+  o.ctime_ns = -1500000001;  // before the epoch: the nanoseconds stay non-negative
+  o.xattrs = {{"user.note", std::string("he\nllo\0x", 8)}, {"user.z", ""}};
+  return o;
+}
+
+TEST(NsObject, RoundTripsEveryField) {
+  NsObject o = SampleObject();
+  std::string bytes = EncodeNsObject(o);
+  EXPECT_TRUE(bytes.starts_with("kdn-ns 1\nchunk ")) << bytes;
+  auto back = DecodeNsObject(bytes);
+  ASSERT_TRUE(back.ok()) << back.status().ToString() << "\n" << bytes;
+  EXPECT_EQ(*back, o);
+}
+
+TEST(NsObject, EmptyFileHasNoChunk) {
+  NsObject o;
+  o.mode = S_IFREG | 0600;
+  auto back = DecodeNsObject(EncodeNsObject(o));
+  ASSERT_TRUE(back.ok()) << back.status().ToString();
+  EXPECT_TRUE(back->chunk.IsZero());
+  EXPECT_EQ(back->size, 0u);
+}
+
+TEST(NsObject, RefusesEveryChangedByte) {
+  const std::string good = EncodeNsObject(SampleObject());
+  for (size_t i = 0; i < good.size(); ++i) {
+    std::string bad = good;
+    bad[i] = static_cast<char>(bad[i] ^ 0x01);
+    auto r = DecodeNsObject(bad);
+    EXPECT_FALSE(r.ok()) << "byte " << i << " changed was accepted";
+  }
+  EXPECT_EQ(DecodeNsObject(good.substr(0, good.size() - 1)).status().code(), Code::kCorruption);
+  EXPECT_EQ(DecodeNsObject(good + "x").status().code(), Code::kCorruption);
+}
+
+TEST(NsObject, RefusesOtherVersionsAndBounds) {
+  std::string v2 = EncodeNsObject(SampleObject());
+  v2[7] = '2';
+  EXPECT_EQ(DecodeNsObject(v2).status().code(), Code::kUnsupported);
+  EXPECT_EQ(DecodeNsObject(std::string(kMaxNsObjectBytes + 1, 'k')).status().code(),
+            Code::kCorruption);
+  NsObject many = SampleObject();
+  many.xattrs.clear();
+  for (int i = 0; i < 80; ++i) many.xattrs.emplace_back("user.x" + std::to_string(100 + i), "v");
+  auto back = DecodeNsObject(EncodeNsObject(many));
+  ASSERT_TRUE(back.ok()) << back.status().ToString();
+  EXPECT_EQ(back->xattrs.size(), kMaxNsXattrs);  // the encoder keeps within the reader's bounds
+  NsObject dir = SampleObject();
+  dir.mode = S_IFDIR | 0755;
+  EXPECT_EQ(DecodeNsObject(EncodeNsObject(dir)).status().code(), Code::kCorruption);
+}
+
+TEST(OutboxNotes, PathsThatArePublished) {
+  EXPECT_TRUE(Publishable("/set/a.kv"));
+  EXPECT_TRUE(Publishable("/a b/c\nd"));
+  EXPECT_FALSE(Publishable("/set/.kdn-tmp.123"));
+  EXPECT_FALSE(Publishable("/"));
+  EXPECT_FALSE(Publishable("relative"));
+}
+
+fs::Caller Root(int32_t pid = 100) {
+  fs::Caller c;
+  c.pid = pid;
+  return c;
+}
+
+class EdgeFilesystemTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    origin_dir_ = dir_.path() / "origin";
+    std::filesystem::create_directories(origin_dir_);
+    Open();
+  }
+
+  void Open(std::chrono::milliseconds sync_timeout = std::chrono::seconds(20)) {
+    fs_.reset();
+    origin::OriginOptions oo;
+    oo.url = "file://" + origin_dir_.string();
+    auto origin = origin::OpenOrigin(oo);
+    ASSERT_TRUE(origin.ok()) << origin.status().ToString();
+    StoreOptions so;
+    so.sync = SyncPolicy::kNone;
+    fs::Filesystem::Options fo;
+    fo.idle_commit = std::chrono::milliseconds(0);
+    fo.origin = std::move(*origin);
+    fo.upload.sync_timeout = sync_timeout;
+    fo.upload.backoff_base = std::chrono::milliseconds(20);
+    fo.upload.backoff_max = std::chrono::milliseconds(100);
+    auto fs = fs::Filesystem::Open((dir_.path() / "store").string(), so, fo);
+    ASSERT_TRUE(fs.ok()) << fs.status().ToString();
+    fs_ = std::move(*fs);
+  }
+
+  Ino Put(Ino parent, std::string_view name, std::span<const std::byte> data) {
+    auto e = fs_->Create(Root(), parent, name, 0644, O_WRONLY | O_CREAT);
+    EXPECT_TRUE(e.ok()) << e.status().ToString();
+    if (!e.ok()) return 0;
+    auto n = fs_->Write(Root(), e->attr.ino, 0, data);
+    EXPECT_TRUE(n.ok()) << n.status().ToString();
+    Status st = fs_->Flush(Root(), e->attr.ino);
+    EXPECT_TRUE(st.ok()) << st.ToString();
+    return e->attr.ino;
+  }
+
+  std::filesystem::path Key(std::string_view key) const { return origin_dir_ / key; }
+
+  // Moves the origin's directory away (the shared filesystem is gone: a plain file stands in its
+  // place, so that nothing can be created under it) or back.
+  void OriginDown() {
+    std::filesystem::rename(origin_dir_, dir_.path() / "origin.away");
+    std::ofstream(origin_dir_) << "unreachable";
+  }
+  void OriginUp() {
+    std::filesystem::remove(origin_dir_);
+    std::filesystem::rename(dir_.path() / "origin.away", origin_dir_);
+  }
+
+  kdn::test::TempDir dir_{"kdn-edge"};
+  std::filesystem::path origin_dir_;
+  std::unique_ptr<fs::Filesystem> fs_;
+};
+
+TEST_F(EdgeFilesystemTest, FsyncUploadsChunkThenNamespaceObject) {
+  auto kv = MakeKv(64, 7);
+  auto set_entry = fs_->MakeDir(Root(), kRootIno, "set", 0755);
+  ASSERT_TRUE(set_entry.ok()) << set_entry.status().ToString();
+  Ino set = set_entry->attr.ino;
+  Ino a = Put(set, "a.kv", kv);
+  ASSERT_TRUE(fs_->SetXattr(Root(), a, "user.note", "hi", 0).ok());
+  ASSERT_TRUE(fs_->Fsync(Root(), a).ok());
+  auto attr = fs_->GetAttr(a);
+  ASSERT_TRUE(attr.ok());
+  const ChunkId id = attr->attr.chunk;
+  // The chunk object is the file's bytes under its SHA-256.
+  std::string chunk = Slurp(Key("chunks/" + id.ToHex()));
+  ASSERT_EQ(chunk.size(), kv.size());
+  EXPECT_EQ(std::memcmp(chunk.data(), kv.data(), kv.size()), 0);
+  EXPECT_EQ(kdn::test::Sha256Hex(std::as_bytes(std::span(chunk))), id.ToHex());
+  auto ns = DecodeNsObject(Slurp(Key("ns/set/a.kv")));
+  ASSERT_TRUE(ns.ok()) << ns.status().ToString();
+  EXPECT_EQ(ns->chunk, id);
+  EXPECT_EQ(ns->size, kv.size());
+  EXPECT_EQ(ns->mode, S_IFREG | 0644u);
+  EXPECT_EQ(ns->mtime_ns, attr->attr.mtime_ns);
+  auto state = fs_->GetXattr(Root(), a, "user.kdn.origin");
+  ASSERT_TRUE(state.ok()) << state.status().ToString();
+  EXPECT_EQ(*state, "uploaded");
+  std::string stats = fs_->StatsText();
+  EXPECT_NE(stats.find("origin_queue 0\n"), std::string::npos) << stats;
+  EXPECT_NE(stats.find("origin_chunk_uploads 1\n"), std::string::npos) << stats;
+}
+
+TEST_F(EdgeFilesystemTest, UnlinkAndRenameReachTheOrigin) {
+  auto kv = MakeKv(32, 1);
+  Ino a = Put(kRootIno, "a.kv", kv);
+  Put(kRootIno, "b.kv", MakeKv(32, 2));
+  ASSERT_TRUE(fs_->Fsync(Root(), a).ok());
+  ASSERT_TRUE(std::filesystem::exists(Key("ns/a.kv")));
+  ASSERT_TRUE(fs_->Rename(Root(), kRootIno, "a.kv", kRootIno, "c.kv", 0).ok());
+  ASSERT_TRUE(fs_->Unlink(Root(), kRootIno, "b.kv").ok());
+  ASSERT_TRUE(fs_->Fsync(Root(), kRootIno).ok());
+  EXPECT_FALSE(std::filesystem::exists(Key("ns/a.kv")));
+  EXPECT_FALSE(std::filesystem::exists(Key("ns/b.kv")));
+  auto ns = DecodeNsObject(Slurp(Key("ns/c.kv")));
+  ASSERT_TRUE(ns.ok()) << ns.status().ToString();
+  EXPECT_EQ(ns->size, kv.size());
+  // A directory moves with everything the origin has under it.
+  Ino d = fs_->MakeDir(Root(), kRootIno, "d", 0755)->attr.ino;
+  Put(d, "x.kv", kv);
+  ASSERT_TRUE(fs_->Fsync(Root(), kRootIno).ok());
+  ASSERT_TRUE(std::filesystem::exists(Key("ns/d/x.kv")));
+  ASSERT_TRUE(fs_->Rename(Root(), kRootIno, "d", kRootIno, "e", 0).ok());
+  ASSERT_TRUE(fs_->Fsync(Root(), kRootIno).ok());
+  EXPECT_FALSE(std::filesystem::exists(Key("ns/d/x.kv")));
+  EXPECT_TRUE(DecodeNsObject(Slurp(Key("ns/e/x.kv"))).ok());
+}
+
+TEST_F(EdgeFilesystemTest, OriginDownLocalWorkGoesOnAndSyncFails) {
+  Open(std::chrono::milliseconds(500));
+  OriginDown();
+  auto kv = MakeKv(48, 3);
+  Ino a = Put(kRootIno, "a.kv", kv);  // commits locally
+  auto state = fs_->GetXattr(Root(), a, "user.kdn.origin");
+  ASSERT_TRUE(state.ok());
+  EXPECT_EQ(*state, "pending");
+  Status synced = fs_->Fsync(Root(), kRootIno);
+  EXPECT_EQ(synced.sys_errno(), EIO) << synced.ToString();
+  EXPECT_NE(synced.message().find("last error"), std::string::npos) << synced.ToString();
+  std::string stats = fs_->StatsText();
+  EXPECT_NE(stats.find("origin_queue 1\n"), std::string::npos) << stats;
+  EXPECT_EQ(stats.find("origin_upload_errors 0\n"), std::string::npos) << stats;
+  // The local file is whole and readable meanwhile.
+  std::vector<std::byte> back(kv.size());
+  auto n = fs_->Read(a, 0, back);
+  ASSERT_TRUE(n.ok());
+  EXPECT_EQ(back, kv);
+  OriginUp();
+  Status again = fs_->Fsync(Root(), kRootIno);
+  EXPECT_TRUE(again.ok()) << again.ToString();
+  EXPECT_TRUE(DecodeNsObject(Slurp(Key("ns/a.kv"))).ok());
+}
+
+TEST_F(EdgeFilesystemTest, QueuedUploadsSurviveARestart) {
+  Open(std::chrono::milliseconds(300));
+  OriginDown();
+  auto kv = MakeKv(40, 4);
+  Put(kRootIno, "a.kv", kv);
+  EXPECT_FALSE(fs_->Fsync(Root(), kRootIno).ok());
+  fs_.reset();  // the daemon stops with the upload still queued
+  OriginUp();
+  Open();
+  ASSERT_TRUE(fs_->Fsync(Root(), kRootIno).ok());
+  auto ns = DecodeNsObject(Slurp(Key("ns/a.kv")));
+  ASSERT_TRUE(ns.ok()) << ns.status().ToString();
+  EXPECT_EQ(ns->size, kv.size());
+  EXPECT_TRUE(std::filesystem::exists(Key("chunks/" + ns->chunk.ToHex())));
+}
+
+// The store never evicts a chunk that an outbox note still needs (its bytes are not on the
+// origin yet); once the note is gone, it is ordinary evictable cache.
+TEST(Outbox, KeepsNamedChunksFromEviction) {
+  kdn::test::TempDir dir("kdn-outbox");
+  StoreOptions so;
+  so.sync = SyncPolicy::kNone;
+  so.capacity_bytes = 3 * 65536;
+  auto store = Store::Open((dir.path() / "store").string(), so);
+  ASSERT_TRUE(store.ok()) << store.status().ToString();
+  Store& s = **store;
+  auto node = [](uint32_t mode) {
+    NewNode n;
+    n.mode = mode;
+    return n;
+  };
+  auto dir_attr = s.MakeNode(kRootIno, "cache", node(S_IFDIR | 0755));
+  ASSERT_TRUE(dir_attr.ok());
+  ASSERT_TRUE(s.SetEvictable(dir_attr->ino, true).ok());
+  auto commit = [&](std::string_view name, char fill, std::string note) -> Result<InodeAttr> {
+    KDN_ASSIGN_OR_RETURN(InodeAttr f, s.MakeNode(dir_attr->ino, name, node(S_IFREG | 0644)));
+    std::string staged = s.NewStagingPath();
+    {
+      std::ofstream out(staged, std::ios::binary);
+      out << std::string(65536, fill);
+    }
+    CommitOptions co;
+    co.outbox_note = std::move(note);
+    return s.CommitFileContent(f.ino, staged, co);
+  };
+  auto pending = commit("pending", 'p', "upload me");
+  ASSERT_TRUE(pending.ok()) << pending.status().ToString();
+  auto notes = s.ReadOutbox(0, 10);
+  ASSERT_TRUE(notes.ok());
+  ASSERT_EQ(notes->size(), 1u);
+  EXPECT_EQ((*notes)[0].chunk, pending->chunk);
+  EXPECT_EQ((*notes)[0].body, "upload me");
+  for (char c : {'a', 'b', 'c', 'd'}) {
+    ASSERT_TRUE(commit(std::string(1, c), c, "").ok());
+  }
+  EXPECT_TRUE(s.Lookup(dir_attr->ino, "pending").ok()) << "a chunk with a note was evicted";
+  ASSERT_TRUE(s.RemoveOutboxNote((*notes)[0].seq).ok());
+  auto state = s.GetOutboxState();
+  ASSERT_TRUE(state.ok());
+  EXPECT_EQ(state->notes, 0u);
+  for (char c : {'e', 'f', 'g'}) ASSERT_TRUE(commit(std::string(1, c), c, "").ok());
+  EXPECT_TRUE(s.Lookup(dir_attr->ino, "pending").status().IsNotFound());
+}
+
+}  // namespace
+}  // namespace kdn::edge
