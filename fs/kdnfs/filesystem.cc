@@ -73,6 +73,14 @@ Filesystem::Filesystem(Options options) : options_(options) {}
 
 Result<std::unique_ptr<Filesystem>> Filesystem::Open(const std::string& store_dir,
                                                      StoreOptions store_options, Options options) {
+  if (options.origin) {
+    // Names change behind this node's back (other nodes, through the origin): the kernel may
+    // cache what it learned no longer than a listing is believed.
+    const double ttl = std::chrono::duration<double>(options.origin_ttl).count();
+    options.entry_timeout = std::min(options.entry_timeout, ttl);
+    options.attr_timeout = std::min(options.attr_timeout, ttl);
+    options.negative_timeout = std::min(options.negative_timeout, ttl);
+  }
   std::unique_ptr<Filesystem> fs(new Filesystem(options));
   fs->requests_ = std::make_unique<RequestOutcomes>(store_options.info_log);
   Filesystem* self = fs.get();
@@ -90,6 +98,16 @@ Result<std::unique_ptr<Filesystem>> Filesystem::Open(const std::string& store_di
     if (!upload.log) upload.log = store_options.info_log;
     // Notes left by an earlier run are picked up at once: the uploader starts with the outbox.
     fs->uploader_ = std::make_unique<edge::Uploader>(*fs->store_, options.origin, upload);
+    edge::ReaderOptions read;
+    read.ttl = options.origin_ttl;
+    read.log = store_options.info_log;
+    fs->reader_ = std::make_unique<edge::OriginReader>(
+        *fs->store_, options.read_origin ? options.read_origin : options.origin, read,
+        [self](Ino parent, const std::string& name, Ino ino) {
+          self->ContentChanged(ino);
+          if (KernelCache* cache = self->kernel_cache_.load()) cache->ForgetName(parent, name, ino);
+        },
+        [self](Ino ino) { self->HoldIfReferenced(ino); });
   }
   return fs;
 }
@@ -125,6 +143,20 @@ void Filesystem::OnEvicted(const std::vector<EvictedName>& names) {
 
 // ---- names ------------------------------------------------------------------------------------
 
+void Filesystem::OverlayRemote(InodeAttr& attr) {
+  if (reader_ && S_ISREG(attr.mode) && attr.chunk.IsZero() && !HasStaged(attr.ino)) {
+    reader_->Overlay(attr);
+  }
+}
+
+Status Filesystem::FetchBeforeStaging(Ino ino) {
+  if (!reader_ || HasStaged(ino)) return Status::OK();
+  Result<InodeAttr> fetched = reader_->Fetch(ino);
+  if (!fetched.ok()) return fetched.status();
+  ContentChanged(ino);
+  return Status::OK();
+}
+
 Entry Filesystem::MakeEntry(const InodeAttr& attr) const {
   return Entry{attr, options_.entry_timeout, options_.attr_timeout};
 }
@@ -142,6 +174,7 @@ Result<Entry> Filesystem::CountedEntry(Result<InodeAttr> attr,
   } else {
     OverlayStaged(*attr);
   }
+  OverlayRemote(*attr);
   CountLookup(attr->ino);
   return MakeEntry(*attr);
 }
@@ -171,6 +204,7 @@ Result<Entry> Filesystem::Lookup(const Caller& caller, Ino parent, std::string_v
   }
   if (name == kSetPrefixDirName) return control_->LookupSetPrefixDir(parent);
   KDN_RETURN_IF_ERROR(CheckName(name));
+  if (reader_) reader_->Refresh(parent);
   const uint64_t epoch = content_epoch_.load();
   auto attr = store_->Lookup(parent, name);
   if (!attr.ok() && attr.status().IsNotFound() && options_.negative_timeout > 0) {
@@ -249,6 +283,7 @@ Result<Attr> Filesystem::GetAttr(Ino ino) {
   const uint64_t epoch = content_epoch_.load();
   KDN_ASSIGN_OR_RETURN(InodeAttr attr, store_->GetAttr(ino));
   Freshen(attr, epoch);
+  OverlayRemote(attr);
   return Attr{attr, options_.attr_timeout};
 }
 
@@ -264,6 +299,7 @@ Result<Attr> Filesystem::SetAttr(const Caller& caller, Ino ino, const SetAttrReq
     if (!S_ISREG(current.mode)) return Errno(EINVAL, "truncate of a special file");
     std::shared_ptr<StagedFile> already = StagedOf(ino);
     if (already || *request.size != current.size) {
+      if (*request.size > 0) KDN_RETURN_IF_ERROR(FetchBeforeStaging(ino));
       KDN_ASSIGN_OR_RETURN(StagedLock staged, Stage(ino, *request.size));
       KDN_RETURN_IF_ERROR(staged.file->Truncate(*request.size));
       NoteWriter(*staged.file, caller);
@@ -417,12 +453,14 @@ Status Filesystem::ReadDir(Ino dir, uint64_t cookie, bool plus, size_t max_entri
     }
     return Status::OK();
   }
+  if (reader_ && cookie == 0) reader_->Refresh(dir);
   const uint64_t epoch = content_epoch_.load();
   KDN_ASSIGN_OR_RETURN(auto entries,
                        store_->ReadDir(dir, cookie, std::max<size_t>(max_entries, 1)));
   for (auto& e : entries) {
     bool counted = plus && !IsDotOrDotDot(e.name);
     if (counted) Freshen(e.attr, epoch);
+    if (counted) OverlayRemote(e.attr);
     // Counted before the reply exists: the kernel may forget the entry as soon as it has it.
     if (counted) CountLookup(e.attr.ino);
     if (!fill(e.name, MakeEntry(e.attr), e.cookie)) {
@@ -586,6 +624,15 @@ Result<size_t> Filesystem::Read(Ino ino, uint64_t offset, std::span<std::byte> o
         it->second.size = size;
       }
     }
+    if (chunk.IsZero() && reader_) {
+      // A placeholder of an origin object: a read miss. Fetched whole, verified, committed.
+      KDN_ASSIGN_OR_RETURN(InodeAttr fetched, reader_->Fetch(ino));
+      if (!fetched.chunk.IsZero()) {
+        ContentChanged(ino);
+        chunk = fetched.chunk;
+        size = fetched.size;
+      }
+    }
     if (chunk.IsZero() || offset >= size) return size_t{0};
     size_t want = static_cast<size_t>(std::min<uint64_t>(out.size(), size - offset));
     auto got = store_->Get(chunk, offset, out.first(want));
@@ -604,6 +651,7 @@ Result<size_t> Filesystem::Read(Ino ino, uint64_t offset, std::span<std::byte> o
 Result<size_t> Filesystem::Write(const Caller& caller, Ino ino, uint64_t offset,
                                  std::span<const std::byte> data) {
   if (ControlFiles::IsControl(ino)) return ControlRefused();
+  KDN_RETURN_IF_ERROR(FetchBeforeStaging(ino));
   KDN_ASSIGN_OR_RETURN(StagedLock staged, Stage(ino));
   KDN_RETURN_IF_ERROR(staged.file->Write(offset, data));
   NoteWriter(*staged.file, caller);
@@ -663,6 +711,8 @@ Status Filesystem::Commit(Ino ino, StagedLock staged, const char* why) {
   Unstage(ino, file);
   KernelCache* cache = kernel_cache_.load();
   if (committed.ok()) {
+    // Written here: no longer a copy of an origin object, and the origin's source from now on.
+    if (reader_) reader_->Detach(ino);
     counters_.commits.fetch_add(1, std::memory_order_relaxed);
     counters_.commit_bytes.fetch_add(bytes, std::memory_order_relaxed);
     // The store's ctime and block count: the kernel asks again.
@@ -821,6 +871,10 @@ Result<std::string> Filesystem::GetXattr(const Caller& caller, Ino ino, std::str
     KDN_ASSIGN_OR_RETURN(InodeAttr attr, store_->GetAttr(ino));
     if (name == kOriginXattr && uploader_ && S_ISREG(attr.mode)) {
       if (OverlayStaged(attr)) return std::string("staged");  // not committed: nothing queued
+      if (reader_->RemoteOf(attr)) {
+        // A copy of an origin object: fetched, or only known from the listing so far.
+        return std::string(attr.chunk.IsZero() && attr.size == 0 ? "remote" : "fetched");
+      }
       return uploader_->UploadState(attr);
     }
     return GetKdnXattr(*store_, attr, name);
@@ -856,6 +910,7 @@ Result<std::vector<std::string>> Filesystem::ListXattr(const Caller& caller, Ino
   if (uploader_ && S_ISREG(attr.mode)) names.emplace_back(kOriginXattr);
   KDN_ASSIGN_OR_RETURN(std::vector<std::string> stored, store_->ListXattr(ino));
   for (auto& n : stored) {
+    if (n == edge::kRemoteXattr) continue;  // kdnfs's own record (edge/origin_reader.h)
     if (VisibleTo(caller, n)) names.push_back(std::move(n));
   }
   return names;
@@ -940,6 +995,18 @@ std::string Filesystem::StatsText() {
       if (ch == '\n') ch = ' ';
     }
     line("origin_last_error", last.empty() ? std::string("none") : last);
+    const edge::ReaderCounters& r = reader_->counters();
+    line("origin_listings", r.listings.load());
+    line("origin_listing_errors", r.listing_errors.load());
+    line("origin_names_added", r.names_added.load());
+    line("origin_names_changed", r.names_changed.load());
+    line("origin_names_removed", r.names_removed.load());
+    line("origin_fetches", r.fetches.load());
+    line("origin_fetch_bytes", r.fetch_bytes.load());
+    line("origin_fetch_errors", r.fetch_errors.load());
+    const uint64_t fetches = r.fetches.load();
+    line("origin_fetch_mean_ms",
+         Ratio(fetches ? double(r.fetch_ns_total.load()) / double(fetches) / 1e6 : 0.0));
   }
   requests_->Render(out);
   return out.str();

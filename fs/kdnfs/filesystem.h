@@ -40,6 +40,7 @@
 #include <vector>
 
 #include "base/thread_annotations.h"
+#include "fs/edge/origin_reader.h"
 #include "fs/edge/uploader.h"
 #include "fs/kdnfs/control_files.h"
 #include "fs/kdnfs/fs_types.h"
@@ -104,6 +105,13 @@ class Filesystem {
     // (fs/edge/uploader.h) publishes, and fsync waits for the upload.
     std::shared_ptr<origin::Origin> origin;
     edge::UploaderOptions upload;
+    // For reads (listings, fetches on a miss): the same origin, with shorter timeouts and fewer
+    // retries so that a miss fails quickly when it is down. Null: `origin`.
+    std::shared_ptr<origin::Origin> read_origin;
+    // How long a directory's listing from the origin is believed (edge/origin_reader.h). With
+    // an origin, the kernel's entry, attribute and absence caches are capped at it too: names
+    // change behind this node's back.
+    std::chrono::milliseconds origin_ttl{1000};
   };
 
   // Opens (or creates) the store in `store_dir`; `store_options.on_evict` is kdnfs's own.
@@ -261,6 +269,11 @@ class Filesystem {
   std::unique_ptr<RequestOutcomes> requests_;
   // After store_: stopped before the store closes. Null without an origin.
   std::unique_ptr<edge::Uploader> uploader_;
+  std::unique_ptr<edge::OriginReader> reader_;
+  // A placeholder of an origin object (edge/origin_reader.h) shows that object's size and times.
+  void OverlayRemote(InodeAttr& attr);
+  // Before content is staged from the committed one: a placeholder's content is fetched first.
+  Status FetchBeforeStaging(Ino ino);
 
   // Counts every change of committed content (a commit, a refusal, an eviction), bumped under mu_
   // together with the end of the inode's staged file: see Freshen.

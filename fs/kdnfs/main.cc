@@ -12,7 +12,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -44,6 +46,8 @@ struct CommandLine {
   FuseOptions fuse;
   origin::OriginOptions origin;  // url empty: no origin
   edge::UploaderOptions upload;
+  std::chrono::milliseconds origin_ttl{1000};
+  long origin_read_timeout_ms = 5000;
 };
 
 void PrintUsage(FILE* out) {
@@ -84,6 +88,11 @@ void PrintUsage(FILE* out) {
                "  origin_endpoint=URL  S3: http(s)://HOST[:PORT] (default: AWS); credentials\n"
                "                     from AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or\n"
                "                     ~/.aws/credentials, region from AWS_REGION\n"
+               "  origin_ttl=SECONDS how long a directory's listing from the origin is\n"
+               "                     believed before it is read again (default 1)\n"
+               "  origin_read_timeout=MS  a listing or read miss gives up (EIO, or the local\n"
+               "                     view) after about this long when the origin is down\n"
+               "                     (default 5000)\n"
                "  origin_threads=N   chunk uploads at once (default 4)\n"
                "  origin_sync_timeout=S  longest an fsync waits for the origin (default 30)\n"
                "\n"
@@ -146,6 +155,20 @@ Status ParseKdnOption(std::string_view opt, CommandLine& cl, bool& ours) {
     cl.origin.url = url;
   } else if (is("origin_endpoint")) {
     cl.origin.endpoint = std::string(value("origin_endpoint"));
+  } else if (is("origin_ttl")) {
+    std::string v(value("origin_ttl"));
+    char* end = nullptr;
+    double sec = std::strtod(v.c_str(), &end);
+    if (v.empty() || *end != '\0' || !(sec >= 0 && sec <= 86400)) {
+      return Status::InvalidArgument("origin_ttl must be 0..86400 (seconds)");
+    }
+    cl.origin_ttl = std::chrono::milliseconds(static_cast<int64_t>(sec * 1000));
+  } else if (is("origin_read_timeout")) {
+    int ms = std::atoi(std::string(value("origin_read_timeout")).c_str());
+    if (ms < 100 || ms > 600000) {
+      return Status::InvalidArgument("origin_read_timeout must be 100..600000 (ms)");
+    }
+    cl.origin_read_timeout_ms = ms;
   } else if (is("origin_threads")) {
     int n = std::atoi(std::string(value("origin_threads")).c_str());
     if (n < 1 || n > 64) return Status::InvalidArgument("origin_threads must be 1..64");
@@ -297,7 +320,23 @@ int Run(const CommandLine& cl) {
       report(1);
       return 1;
     }
+    // Reads get a tighter bound than uploads (which retry in the background anyway): a miss
+    // must fail quickly when the origin is down.
+    origin::OriginOptions read = cl.origin;
+    read.connect_timeout_ms = std::min<long>(read.connect_timeout_ms, cl.origin_read_timeout_ms);
+    read.retry_budget_ms = cl.origin_read_timeout_ms;
+    read.max_attempts = 3;
+    read.low_speed_seconds = std::max<long>(1, cl.origin_read_timeout_ms / 1000);
+    auto read_origin = origin::OpenOrigin(read);
+    if (!read_origin.ok()) {
+      KDN_LOG_ERROR("origin %s: %s", cl.origin.url.c_str(),
+                    read_origin.status().ToString().c_str());
+      report(1);
+      return 1;
+    }
     fs_options.origin = std::move(*origin);
+    fs_options.read_origin = std::move(*read_origin);
+    fs_options.origin_ttl = cl.origin_ttl;
     fs_options.upload = cl.upload;
     KDN_LOG_INFO("edge of origin %s", fs_options.origin->Describe().c_str());
   }

@@ -11,6 +11,7 @@
 #include <map>
 #include <sstream>
 #include <string>
+#include <thread>
 
 #include "fs/edge/ns_object.h"
 #include "fs_test_util.h"
@@ -192,6 +193,51 @@ TEST_P(EdgeMountTest, TwoNodesShareOneOrigin) {
   b.Stop();
 }
 
+// The knowledge-set workflow: a set copied onto node A is listed on node B and read there
+// bit for bit (fetched from the origin on the first read, from B's own store after that).
+TEST_P(EdgeMountTest, SetWrittenOnAIsListedAndReadOnB) {
+  REQUIRE_FUSE();
+  Origin origin(GetParam());
+  KdnfsMount a(origin.Options()), b(origin.Options());
+  ASSERT_TRUE(a.Start());
+  ASSERT_TRUE(b.Start());
+  ASSERT_TRUE(Sh("mkdir -p " + a.scratch("src") + " " + a.path("legal")).ok());
+  for (int i = 0; i < 3; ++i) {
+    WriteFile(a.scratch("src/doc" + std::to_string(i) + ".kv"), MakeKv(64 + 32 * i, 40 + i));
+  }
+  ASSERT_TRUE(Sh("cp " + a.scratch("src") + "/*.kv " + a.path("legal/")).ok());
+  ASSERT_TRUE(Sync(a).ok()) << a.log();
+  // Listed on B with their sizes before any byte moved.
+  CommandResult listed = Sh("ls " + b.path("legal"));
+  EXPECT_EQ(listed.output, "doc0.kv\ndoc1.kv\ndoc2.kv\n") << listed.output << b.log();
+  CommandResult sizes = Sh("stat -c %s " + b.path("legal/doc2.kv") + " " + a.path("legal/doc2.kv"));
+  ASSERT_TRUE(sizes.ok()) << sizes.output;
+  std::istringstream two(sizes.output);
+  std::string size_b, size_a;
+  two >> size_b >> size_a;
+  EXPECT_EQ(size_b, size_a);
+  CommandResult state =
+      Sh("getfattr --absolute-names --only-values -n user.kdn.origin " + b.path("legal/doc0.kv"));
+  EXPECT_EQ(state.output, "remote");
+  CommandResult same = Sh("cmp " + a.scratch("src") + "/doc0.kv " + b.path("legal/doc0.kv") +
+                          " && cmp " + a.scratch("src") + "/doc1.kv " + b.path("legal/doc1.kv") +
+                          " && cmp " + a.scratch("src") + "/doc2.kv " + b.path("legal/doc2.kv"));
+  EXPECT_TRUE(same.ok()) << same.output << b.log();
+  state =
+      Sh("getfattr --absolute-names --only-values -n user.kdn.origin " + b.path("legal/doc0.kv"));
+  EXPECT_EQ(state.output, "fetched");
+  std::string stats = Slurp(b.path(".kdn/stats"));
+  EXPECT_NE(stats.find("origin_fetches 3\n"), std::string::npos) << stats;
+  // rm on A is seen on B after the TTL (1 s).
+  ASSERT_TRUE(Sh("rm " + a.path("legal/doc1.kv")).ok());
+  ASSERT_TRUE(Sync(a).ok()) << a.log();
+  std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+  listed = Sh("ls " + b.path("legal"));
+  EXPECT_EQ(listed.output, "doc0.kv\ndoc2.kv\n") << listed.output << b.log();
+  a.Stop();
+  b.Stop();
+}
+
 class EdgePosixMountTest : public ::testing::Test {};
 
 // kill -9 after the local commit but before the upload (the origin is unreachable then): the
@@ -218,7 +264,13 @@ TEST_F(EdgePosixMountTest, KilledDaemonFinishesItsUploadsAfterRestart) {
   auto chunk = origin.Get("chunks/" + Sha256Hex(kv));
   ASSERT_TRUE(chunk.ok()) << chunk.status().ToString();
   EXPECT_EQ(chunk->size(), kv.size());
+  // Every acknowledged file reaches the other nodes.
+  KdnfsMount b(origin.Options());
+  ASSERT_TRUE(b.Start());
+  CommandResult same = Sh("cmp " + a.scratch("src.kv") + " " + b.path("doc.kv"));
+  EXPECT_TRUE(same.ok()) << same.output << b.log();
   a.Stop();
+  b.Stop();
 }
 
 // The origin unreachable: cp, ls and reads on the node go on; `kdnctl sync` fails within its
@@ -226,9 +278,32 @@ TEST_F(EdgePosixMountTest, KilledDaemonFinishesItsUploadsAfterRestart) {
 TEST_F(EdgePosixMountTest, OriginDownLocalWorkGoesOnAndSyncSaysWhy) {
   REQUIRE_FUSE();
   Origin origin(false);
-  KdnfsMount a(origin.Options());
+  KdnfsMount a(origin.Options()), b(origin.Options());
   ASSERT_TRUE(a.Start());
+  ASSERT_TRUE(b.Start());
+  WriteFile(a.scratch("hit.kv"), MakeKv(56, 3));
+  WriteFile(a.scratch("miss.kv"), MakeKv(56, 4));
+  ASSERT_TRUE(Sh("cp " + a.scratch("hit.kv") + " " + a.scratch("miss.kv") + " " + a.mnt()).ok());
+  ASSERT_TRUE(Sync(a).ok()) << a.log();
+  ASSERT_TRUE(Sh("cmp " + a.scratch("hit.kv") + " " + b.path("hit.kv")).ok()) << b.log();
+  ASSERT_TRUE(Sh("ls -l " + b.path("miss.kv")).ok()) << b.log();  // listed, not fetched
   origin.Down();
+  // Node B: its hits are served, a miss fails with EIO (not a hang), new names stay unknown.
+  std::this_thread::sleep_for(std::chrono::milliseconds(1200));  // past the TTL
+  CommandResult hit = Sh("cmp " + a.scratch("hit.kv") + " " + b.path("hit.kv"));
+  EXPECT_TRUE(hit.ok()) << hit.output << b.log();
+  auto miss_started = std::chrono::steady_clock::now();
+  CommandResult miss = Sh("cat " + b.path("miss.kv") + " > /dev/null");
+  EXPECT_FALSE(miss.ok());
+  EXPECT_NE(miss.output.find("Input/output error"), std::string::npos) << miss.output;
+  EXPECT_LT(std::chrono::steady_clock::now() - miss_started, std::chrono::seconds(30));
+  EXPECT_NE(b.log().find("origin fetch of chunks/"), std::string::npos) << b.log();
+  CommandResult unknown = Sh("cat " + b.path("unknown.kv"));
+  EXPECT_NE(unknown.output.find("No such file or directory"), std::string::npos) << unknown.output;
+  std::string b_stats = Slurp(b.path(".kdn/stats"));
+  // Counted (once per READ the kernel sent for it).
+  EXPECT_EQ(b_stats.find("origin_fetch_errors 0\n"), std::string::npos) << b_stats;
+  EXPECT_NE(b_stats.find("origin_fetch_errors "), std::string::npos) << b_stats;
   auto kv = MakeKv(72, 2);
   WriteFile(a.scratch("src.kv"), kv);
   ASSERT_TRUE(Sh("cp " + a.scratch("src.kv") + " " + a.path("doc.kv")).ok());
@@ -245,7 +320,11 @@ TEST_F(EdgePosixMountTest, OriginDownLocalWorkGoesOnAndSyncSaysWhy) {
   synced = Sync(a);
   EXPECT_TRUE(synced.ok()) << synced.output << a.log();
   EXPECT_TRUE(origin.Get("ns/doc.kv").ok());
+  // The origin back: B's miss is served.
+  miss = Sh("cmp " + a.scratch("miss.kv") + " " + b.path("miss.kv"));
+  EXPECT_TRUE(miss.ok()) << miss.output << b.log();
   a.Stop();
+  b.Stop();
 }
 
 INSTANTIATE_TEST_SUITE_P(Posix, EdgeMountTest, ::testing::Values(false));

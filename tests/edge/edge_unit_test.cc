@@ -257,6 +257,223 @@ TEST_F(EdgeFilesystemTest, QueuedUploadsSurviveARestart) {
   EXPECT_TRUE(std::filesystem::exists(Key("chunks/" + ns->chunk.ToHex())));
 }
 
+// Node B, an edge of the same origin as node A: what A published appears on B (listing), is
+// fetched on B's first read, verified, and then served locally; changes on A follow after the TTL.
+class TwoNodesTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    origin_dir_ = dir_.path() / "origin";
+    std::filesystem::create_directories(origin_dir_);
+    a_ = OpenNode("a");
+    b_ = OpenNode("b");
+  }
+
+  std::unique_ptr<fs::Filesystem> OpenNode(const std::string& name) {
+    origin::OriginOptions oo;
+    oo.url = "file://" + origin_dir_.string();
+    auto origin = origin::OpenOrigin(oo);
+    EXPECT_TRUE(origin.ok()) << origin.status().ToString();
+    if (!origin.ok()) return nullptr;
+    StoreOptions so;
+    so.sync = SyncPolicy::kNone;
+    fs::Filesystem::Options fo;
+    fo.idle_commit = std::chrono::milliseconds(0);
+    fo.origin = std::move(*origin);
+    fo.origin_ttl = std::chrono::milliseconds(0);  // every lookup lists again
+    fo.upload.sync_timeout = std::chrono::seconds(20);
+    auto fs = fs::Filesystem::Open((dir_.path() / name).string(), so, fo);
+    EXPECT_TRUE(fs.ok()) << fs.status().ToString();
+    return fs.ok() ? std::move(*fs) : nullptr;
+  }
+
+  Ino Put(fs::Filesystem& node, Ino parent, std::string_view name,
+          std::span<const std::byte> data) {
+    auto e = node.Create(Root(), parent, name, 0640, O_WRONLY | O_CREAT);
+    EXPECT_TRUE(e.ok()) << e.status().ToString();
+    if (!e.ok()) return 0;
+    EXPECT_TRUE(node.Write(Root(), e->attr.ino, 0, data).ok());
+    EXPECT_TRUE(node.Flush(Root(), e->attr.ino).ok());
+    return e->attr.ino;
+  }
+
+  // Looks a path up on a node the way the kernel does, one name at a time; 0 when absent.
+  Ino Find(fs::Filesystem& node, std::vector<std::string> names) {
+    Ino at = kRootIno;
+    for (const std::string& n : names) {
+      auto e = node.Lookup(Root(), at, n);
+      if (!e.ok() || e->attr.ino == 0) return 0;
+      at = e->attr.ino;
+    }
+    return at;
+  }
+
+  Result<std::vector<std::byte>> ReadAll(fs::Filesystem& node, Ino ino) {
+    KDN_ASSIGN_OR_RETURN(fs::Attr attr, node.GetAttr(ino));
+    std::vector<std::byte> out(attr.attr.size);
+    size_t done = 0;
+    while (done < out.size()) {
+      KDN_ASSIGN_OR_RETURN(size_t n, node.Read(ino, done, std::span(out).subspan(done)));
+      if (n == 0) break;
+      done += n;
+    }
+    out.resize(done);
+    return out;
+  }
+
+  std::string Stats(fs::Filesystem& node, const std::string& key) {
+    std::string text = node.StatsText();
+    size_t at = text.find("\n" + key + " ");
+    if (at == std::string::npos) return "";
+    size_t end = text.find('\n', at + 1);
+    return text.substr(at + key.size() + 2, end - at - key.size() - 2);
+  }
+
+  kdn::test::TempDir dir_{"kdn-edge2"};
+  std::filesystem::path origin_dir_;
+  std::unique_ptr<fs::Filesystem> a_, b_;
+};
+
+TEST_F(TwoNodesTest, WrittenOnAIsListedAndReadOnB) {
+  auto kv = MakeKv(128, 21);
+  auto set = a_->MakeDir(Root(), kRootIno, "set", 0755);
+  ASSERT_TRUE(set.ok());
+  Ino on_a = Put(*a_, set->attr.ino, "doc.kv", kv);
+  ASSERT_TRUE(a_->SetXattr(Root(), on_a, "user.note", "from a", 0).ok());
+  ASSERT_TRUE(a_->Fsync(Root(), kRootIno).ok());
+
+  Ino on_b = Find(*b_, {"set", "doc.kv"});
+  ASSERT_NE(on_b, 0u) << "node B does not see set/doc.kv";
+  auto attr = b_->GetAttr(on_b);
+  ASSERT_TRUE(attr.ok());
+  EXPECT_EQ(attr->attr.size, kv.size());
+  EXPECT_EQ(attr->attr.mode, S_IFREG | 0640u);
+  EXPECT_EQ(attr->attr.mtime_ns, a_->GetAttr(on_a)->attr.mtime_ns);
+  EXPECT_EQ(*b_->GetXattr(Root(), on_b, "user.kdn.origin"), "remote");
+  EXPECT_EQ(*b_->GetXattr(Root(), on_b, "user.note"), "from a");
+  auto names = b_->ListXattr(Root(), on_b);
+  ASSERT_TRUE(names.ok());
+  for (const auto& n : *names) EXPECT_NE(n, "user.kdn.remote") << "kdnfs's record is listed";
+  EXPECT_FALSE(b_->GetXattr(Root(), on_b, "user.kdn.remote").ok());
+  EXPECT_FALSE(b_->SetXattr(Root(), on_b, "user.kdn.remote", "forged", 0).ok());
+
+  auto bytes = ReadAll(*b_, on_b);
+  ASSERT_TRUE(bytes.ok()) << bytes.status().ToString();
+  EXPECT_EQ(*bytes, kv);
+  EXPECT_EQ(*b_->GetXattr(Root(), on_b, "user.kdn.origin"), "fetched");
+  EXPECT_EQ(b_->GetAttr(on_b)->attr.chunk, a_->GetAttr(on_a)->attr.chunk);
+  EXPECT_EQ(Stats(*b_, "origin_fetches"), "1");
+  EXPECT_EQ(Stats(*b_, "origin_fetch_bytes"), std::to_string(kv.size()));
+  // A second read is a hit: no fetch.
+  ASSERT_TRUE(ReadAll(*b_, on_b).ok());
+  EXPECT_EQ(Stats(*b_, "origin_fetches"), "1");
+  // B fetched it: B uploads nothing.
+  ASSERT_TRUE(b_->Fsync(Root(), kRootIno).ok());
+  EXPECT_EQ(Stats(*b_, "origin_chunk_uploads"), "0");
+  EXPECT_EQ(Stats(*b_, "origin_ns_puts"), "0");
+}
+
+TEST_F(TwoNodesTest, RenameAndRemoveOnAAreSeenOnB) {
+  auto kv = MakeKv(32, 3);
+  Put(*a_, kRootIno, "a.kv", kv);
+  Put(*a_, kRootIno, "b.kv", MakeKv(32, 4));
+  ASSERT_TRUE(a_->Fsync(Root(), kRootIno).ok());
+  Ino a_on_b = Find(*b_, {"a.kv"});
+  ASSERT_NE(a_on_b, 0u);
+  ASSERT_TRUE(ReadAll(*b_, a_on_b).ok());  // fetched: a copy with content
+  ASSERT_NE(Find(*b_, {"b.kv"}), 0u);      // only listed
+
+  ASSERT_TRUE(a_->Rename(Root(), kRootIno, "a.kv", kRootIno, "c.kv", 0).ok());
+  ASSERT_TRUE(a_->Unlink(Root(), kRootIno, "b.kv").ok());
+  ASSERT_TRUE(a_->Fsync(Root(), kRootIno).ok());
+  EXPECT_EQ(Find(*b_, {"a.kv"}), 0u);
+  EXPECT_EQ(Find(*b_, {"b.kv"}), 0u);
+  Ino c_on_b = Find(*b_, {"c.kv"});
+  ASSERT_NE(c_on_b, 0u);
+  auto bytes = ReadAll(*b_, c_on_b);
+  ASSERT_TRUE(bytes.ok());
+  EXPECT_EQ(*bytes, kv);
+  // New content under a name B has a copy of: B's copy follows it.
+  auto kv2 = MakeKv(48, 5);
+  Ino c_on_a = Find(*a_, {"c.kv"});
+  ASSERT_TRUE(a_->SetAttr(Root(), c_on_a,
+                          [] {
+                            SetAttrRequest r;
+                            r.size = 0;
+                            return r;
+                          }())
+                  .ok());
+  ASSERT_TRUE(a_->Write(Root(), c_on_a, 0, kv2).ok());
+  ASSERT_TRUE(a_->Fsync(Root(), c_on_a).ok());
+  c_on_b = Find(*b_, {"c.kv"});
+  ASSERT_NE(c_on_b, 0u);
+  EXPECT_EQ(b_->GetAttr(c_on_b)->attr.size, kv2.size());
+  bytes = ReadAll(*b_, c_on_b);
+  ASSERT_TRUE(bytes.ok());
+  EXPECT_EQ(*bytes, kv2);
+  // A file B wrote itself is not B's copy of anything: A's listing never removes it.
+  Put(*b_, kRootIno, "own.kv", kv);
+  ASSERT_NE(Find(*b_, {"own.kv"}), 0u);
+}
+
+TEST_F(TwoNodesTest, OverwrittenObjectIsRefusedAndNotCached) {
+  auto kv = MakeKv(64, 8);
+  Ino on_a = Put(*a_, kRootIno, "doc.kv", kv);
+  ASSERT_TRUE(a_->Fsync(Root(), kRootIno).ok());
+  const ChunkId id = a_->GetAttr(on_a)->attr.chunk;
+  Ino on_b = Find(*b_, {"doc.kv"});
+  ASSERT_NE(on_b, 0u);
+  // Other bytes of the same length under the chunk's key.
+  auto other = MakeKv(64, 9);
+  ASSERT_EQ(other.size(), kv.size());
+  {
+    std::ofstream out(origin_dir_ / "chunks" / id.ToHex(), std::ios::binary | std::ios::trunc);
+    out.write(reinterpret_cast<const char*>(other.data()),
+              static_cast<std::streamsize>(other.size()));
+  }
+  auto bytes = ReadAll(*b_, on_b);
+  ASSERT_FALSE(bytes.ok());
+  EXPECT_EQ(bytes.status().sys_errno(), EIO) << bytes.status().ToString();
+  EXPECT_NE(bytes.status().message().find(id.ToHex()), std::string::npos);
+  EXPECT_EQ(Stats(*b_, "origin_fetch_errors"), "1");
+  EXPECT_EQ(*b_->GetXattr(Root(), on_b, "user.kdn.origin"), "remote");  // nothing cached
+  EXPECT_TRUE(b_->store().StatChunk(id).status().IsNotFound());
+  // Repaired on the origin: the next read fetches it.
+  {
+    std::ofstream out(origin_dir_ / "chunks" / id.ToHex(), std::ios::binary | std::ios::trunc);
+    out.write(reinterpret_cast<const char*>(kv.data()), static_cast<std::streamsize>(kv.size()));
+  }
+  bytes = ReadAll(*b_, on_b);
+  ASSERT_TRUE(bytes.ok()) << bytes.status().ToString();
+  EXPECT_EQ(*bytes, kv);
+}
+
+TEST_F(TwoNodesTest, OriginDownHitsServeMissesFail) {
+  auto kv = MakeKv(40, 1);
+  Put(*a_, kRootIno, "hit.kv", kv);
+  Put(*a_, kRootIno, "miss.kv", MakeKv(40, 2));
+  ASSERT_TRUE(a_->Fsync(Root(), kRootIno).ok());
+  Ino hit = Find(*b_, {"hit.kv"});
+  Ino miss = Find(*b_, {"miss.kv"});
+  ASSERT_NE(hit, 0u);
+  ASSERT_NE(miss, 0u);
+  ASSERT_TRUE(ReadAll(*b_, hit).ok());
+  std::filesystem::rename(origin_dir_, dir_.path() / "away");
+  std::ofstream(origin_dir_) << "unreachable";
+  auto bytes = ReadAll(*b_, hit);
+  ASSERT_TRUE(bytes.ok()) << bytes.status().ToString();
+  EXPECT_EQ(*bytes, kv);
+  // Names stay as last listed; the listing error is counted.
+  EXPECT_EQ(Find(*b_, {"hit.kv"}), hit);
+  EXPECT_NE(Stats(*b_, "origin_listing_errors"), "0");
+  auto missed = ReadAll(*b_, miss);
+  ASSERT_FALSE(missed.ok());
+  EXPECT_EQ(missed.status().sys_errno(), EIO);
+  EXPECT_EQ(Find(*b_, {"unknown.kv"}), 0u);
+  // Writes still commit locally and queue.
+  Put(*b_, kRootIno, "new.kv", kv);
+  EXPECT_EQ(*b_->GetXattr(Root(), Find(*b_, {"new.kv"}), "user.kdn.origin"), "pending");
+}
+
 // The store never evicts a chunk that an outbox note still needs (its bytes are not on the
 // origin yet); once the note is gone, it is ordinary evictable cache.
 TEST(Outbox, KeepsNamedChunksFromEviction) {
