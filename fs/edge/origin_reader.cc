@@ -82,6 +82,11 @@ void OriginReader::Detach(Ino ino) {
   (void)store_.RemoveXattr(ino, kRemoteXattr);
 }
 
+void OriginReader::MarkStale(Ino dir) {
+  std::lock_guard lock(mu_);
+  listed_.erase(dir);
+}
+
 Result<std::string> OriginReader::GetSmall(const std::string& key) {
   std::string bytes(kMaxNsObjectBytes + 1, '\0');
   KDN_ASSIGN_OR_RETURN(

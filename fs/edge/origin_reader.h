@@ -84,6 +84,8 @@ class OriginReader {
   Result<InodeAttr> Fetch(Ino ino);
   // The file's content changed locally: it is no copy of an origin object any more.
   void Detach(Ino ino);
+  // Names in `dir` went behind the listing's back (evicted): list it again at the next lookup.
+  void MarkStale(Ino dir);
 
   const ReaderCounters& counters() const { return counters_; }
 

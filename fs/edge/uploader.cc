@@ -292,7 +292,14 @@ Status Uploader::Handle(const OutboxNote& note) {
       if (!attr.ok()) return attr.status().IsNotFound() ? Status::OK() : attr.status();
       // Changed again since: the later note publishes the newer content.
       if (!S_ISREG(attr->mode) || attr->chunk != note.chunk) return Status::OK();
-      return Publish(f[1], *attr);
+      if (!Publishable(f[1])) return Status::OK();
+      KDN_RETURN_IF_ERROR(Publish(f[1], *attr));
+      // Its bytes are on the origin now: the local copy is cache, evicted (LRU) when the store
+      // is full and fetched again when read (user.kdn.pin keeps it).
+      if (!attr->chunk.IsZero() && KnownUploaded(attr->chunk)) {
+        (void)store_.SetEvictable(ino, true);
+      }
+      return Status::OK();
     }
     case kDelete:
       if (f.size() != 1) break;

@@ -7,7 +7,8 @@
 // the order they were made: a name never before its chunk, a rename never before the file).
 // Chunks of the next notes are uploaded `threads` at a time ahead of their turn.
 //
-// A note names the chunk it needs, so the store never evicts it before it is on the origin.
+// A note names the chunk it needs, so the store never evicts it before it is on the origin; once
+// a file's content is uploaded, the file becomes evictable (Store::SetEvictable): cache.
 #ifndef KDN_FS_EDGE_UPLOADER_H_
 #define KDN_FS_EDGE_UPLOADER_H_
 

@@ -138,6 +138,8 @@ void Filesystem::OnEvicted(const std::vector<EvictedName>& names) {
     KDN_LOG_INFO("evicted %s (inode %llu) to make room", n.name.c_str(),
                  static_cast<unsigned long long>(n.ino));
     if (cache) cache->ForgetName(n.parent, n.name, n.ino);
+    // An uploaded file evicted here is still on the origin: the next lookup lists it again.
+    if (reader_) reader_->MarkStale(n.parent);
   }
 }
 

@@ -474,6 +474,38 @@ TEST_F(TwoNodesTest, OriginDownHitsServeMissesFail) {
   EXPECT_EQ(*b_->GetXattr(Root(), Find(*b_, {"new.kv"}), "user.kdn.origin"), "pending");
 }
 
+// Uploaded content is cache: evicted when the store is full, listed and fetched again on use.
+TEST_F(TwoNodesTest, UploadedFilesAreEvictableAndComeBack) {
+  a_.reset();
+  origin::OriginOptions oo;
+  oo.url = "file://" + origin_dir_.string();
+  auto origin = origin::OpenOrigin(oo);
+  ASSERT_TRUE(origin.ok());
+  StoreOptions so;
+  so.sync = SyncPolicy::kNone;
+  so.capacity_bytes = 3 * 65536;
+  fs::Filesystem::Options fo;
+  fo.origin = std::move(*origin);
+  fo.origin_ttl = std::chrono::seconds(3600);  // only an eviction makes it list again
+  auto opened = fs::Filesystem::Open((dir_.path() / "small").string(), so, fo);
+  ASSERT_TRUE(opened.ok()) << opened.status().ToString();
+  fs::Filesystem& a = **opened;
+  auto bytes_of = [](char c) { return std::vector<std::byte>(60000, std::byte(c)); };
+  Put(a, kRootIno, "first", bytes_of('1'));
+  ASSERT_TRUE(a.Fsync(Root(), kRootIno).ok());
+  EXPECT_EQ(*a.GetXattr(Root(), Find(a, {"first"}), "user.kdn.evictable"), "1");
+  for (char c : {'2', '3', '4'}) {
+    Put(a, kRootIno, std::string(1, c), bytes_of(c));
+    ASSERT_TRUE(a.Fsync(Root(), kRootIno).ok());
+  }
+  EXPECT_NE(Stats(a, "evictions"), "0");
+  Ino back = Find(a, {"first"});
+  ASSERT_NE(back, 0u) << "an evicted, uploaded file must come back from the origin";
+  auto bytes = ReadAll(a, back);
+  ASSERT_TRUE(bytes.ok()) << bytes.status().ToString();
+  EXPECT_EQ(*bytes, bytes_of('1'));
+}
+
 // The store never evicts a chunk that an outbox note still needs (its bytes are not on the
 // origin yet); once the note is gone, it is ordinary evictable cache.
 TEST(Outbox, KeepsNamedChunksFromEviction) {
