@@ -69,10 +69,16 @@ struct Lines {
   }
 };
 
+// One spelling per number, so that an accepted object encodes back to the same bytes: digits of
+// the base only (lower-case), no sign, no leading zero.
 template <typename T>
 bool ParseNumber(std::string_view s, T& out, int base = 10) {
   if (s.empty() || s.size() > 24) return false;
-  if (s.size() > 1 && s[0] == '0' && base == 10) return false;  // one spelling per number
+  if (s.size() > 1 && s[0] == '0') return false;
+  for (char c : s) {
+    const int d = HexDigit(c);
+    if (d < 0 || d >= base) return false;
+  }
   auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), out, base);
   return ec == std::errc() && end == s.data() + s.size();
 }
@@ -84,12 +90,15 @@ bool ParseTime(std::string_view s, int64_t& ns) {
   uint32_t frac = 0;
   std::string_view sec_text = s.substr(0, dot);
   if (sec_text.starts_with('-')) {
-    if (!ParseNumber(sec_text.substr(1), sec)) return false;
+    if (!ParseNumber(sec_text.substr(1), sec) || sec == 0) return false;  // no "-0"
     sec = -sec;
   } else if (!ParseNumber(sec_text, sec)) {
     return false;
   }
   auto frac_text = s.substr(dot + 1);
+  for (char c : frac_text) {
+    if (c < '0' || c > '9') return false;
+  }
   auto [end, ec] = std::from_chars(frac_text.data(), frac_text.data() + 9, frac);
   if (ec != std::errc() || end != frac_text.data() + 9 || frac > 999999999) return false;
   // Within +-292 years of the epoch, what int64 nanoseconds hold.
@@ -151,7 +160,14 @@ Result<NsObject> DecodeNsObject(std::string_view bytes) {
   std::string_view covered = bytes.substr(0, sum_at + 1);
   std::string_view sum_text = bytes.substr(sum_at + 5, bytes.size() - sum_at - 6);
   uint64_t sum = 0;
-  if (sum_text.size() != 16 || !ParseNumber(sum_text, sum, 16)) return Bad("malformed sum");
+  // Sixteen lower-case hex digits, zero-padded (so not ParseNumber's no-leading-zero form).
+  bool sum_ok = sum_text.size() == 16;
+  for (char c : sum_text) sum_ok = sum_ok && HexDigit(c) >= 0;
+  if (sum_ok) {
+    auto [end, ec] = std::from_chars(sum_text.data(), sum_text.data() + 16, sum, 16);
+    sum_ok = ec == std::errc() && end == sum_text.data() + 16;
+  }
+  if (!sum_ok) return Bad("malformed sum");
   if (sum != XXH3_64bits(covered.data(), covered.size())) return Bad("checksum mismatch");
 
   NsObject o;
@@ -159,6 +175,9 @@ Result<NsObject> DecodeNsObject(std::string_view bytes) {
   std::string_view key, rest;
   auto expect = [&](std::string_view want) { return lines.Next(key, rest) && key == want; };
   if (!expect("chunk") || rest.size() != 64) return Bad("chunk line");
+  for (char c : rest) {
+    if (HexDigit(c) < 0) return Bad("chunk line");  // lower-case hex only
+  }
   if (rest != std::string(64, '0')) {
     KDN_ASSIGN_OR_RETURN(o.chunk, ChunkId::FromHex(rest));
   }

@@ -6,6 +6,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <xxhash.h>
+
+#include <cctype>
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -89,6 +93,33 @@ TEST(NsObject, RefusesOtherVersionsAndBounds) {
   NsObject dir = SampleObject();
   dir.mode = S_IFDIR | 0755;
   EXPECT_EQ(DecodeNsObject(EncodeNsObject(dir)).status().code(), Code::kCorruption);
+}
+
+// One spelling per object: what the reader accepts encodes back to the same bytes (the fuzz
+// target checks the same; these are the spellings it found).
+TEST(NsObject, RefusesOtherSpellingsOfTheSameObject) {
+  const std::string good = EncodeNsObject(SampleObject());
+  auto respelled = [&](std::string_view from, std::string_view to) {
+    std::string body = good.substr(0, good.rfind("sum "));
+    size_t at = body.find(from);
+    EXPECT_NE(at, std::string::npos) << from;
+    body.replace(at, from.size(), to);
+    char sum[24];
+    std::snprintf(sum, sizeof(sum), "%016llx",
+                  static_cast<unsigned long long>(XXH3_64bits(body.data(), body.size())));
+    return body + "sum " + sum + "\n";
+  };
+  EXPECT_TRUE(DecodeNsObject(respelled("uid 1000", "uid 1000")).ok());
+  EXPECT_FALSE(DecodeNsObject(respelled("uid 1000", "uid 01000")).ok());
+  EXPECT_FALSE(DecodeNsObject(respelled("mode 0100644", "mode 00100644")).ok());
+  EXPECT_FALSE(DecodeNsObject(respelled("chunk aaaa", "chunk AAAA")).ok());
+  EXPECT_FALSE(DecodeNsObject(respelled("ctime -2.", "ctime --2.")).ok());
+  std::string upper_sum = good;
+  for (size_t i = upper_sum.rfind("sum ") + 4; i < upper_sum.size(); ++i) {
+    upper_sum[i] = static_cast<char>(std::toupper(static_cast<unsigned char>(upper_sum[i])));
+  }
+  ASSERT_NE(upper_sum, good) << "the sample's sum has no hex letter to change";
+  EXPECT_FALSE(DecodeNsObject(upper_sum).ok());
 }
 
 TEST(OutboxNotes, PathsThatArePublished) {
