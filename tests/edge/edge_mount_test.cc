@@ -194,8 +194,9 @@ TEST_P(EdgeMountTest, TwoNodesShareOneOrigin) {
 }
 
 // The knowledge-set workflow: a set copied onto node A is listed on node B and read there
-// bit for bit (fetched from the origin on the first read, from B's own store after that).
-TEST_P(EdgeMountTest, SetWrittenOnAIsListedAndReadOnB) {
+// bit for bit (fetched from the origin on the first read, from B's own store after that); a
+// third node C sees A's and B's files.
+TEST_P(EdgeMountTest, SetWrittenOnAIsListedAndReadOnBAndC) {
   REQUIRE_FUSE();
   Origin origin(GetParam());
   KdnfsMount a(origin.Options()), b(origin.Options());
@@ -234,8 +235,22 @@ TEST_P(EdgeMountTest, SetWrittenOnAIsListedAndReadOnB) {
   std::this_thread::sleep_for(std::chrono::milliseconds(1500));
   listed = Sh("ls " + b.path("legal"));
   EXPECT_EQ(listed.output, "doc0.kv\ndoc2.kv\n") << listed.output << b.log();
+  // A third node: B's additions reach it and A alike, and it reads what A learned.
+  KdnfsMount c(origin.Options());
+  ASSERT_TRUE(c.Start());
+  WriteFile(b.scratch("b.kv"), MakeKv(48, 77));
+  ASSERT_TRUE(Sh("cp " + b.scratch("b.kv") + " " + b.path("legal/from-b.kv")).ok());
+  ASSERT_TRUE(Sync(b).ok()) << b.log();
+  std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+  same = Sh("cmp " + b.scratch("b.kv") + " " + c.path("legal/from-b.kv") + " && cmp " +
+            b.scratch("b.kv") + " " + a.path("legal/from-b.kv") + " && cmp " + a.scratch("src") +
+            "/doc2.kv " + c.path("legal/doc2.kv"));
+  EXPECT_TRUE(same.ok()) << same.output << c.log();
+  listed = Sh("ls " + c.path("legal"));
+  EXPECT_EQ(listed.output, "doc0.kv\ndoc2.kv\nfrom-b.kv\n") << listed.output << c.log();
   a.Stop();
   b.Stop();
+  c.Stop();
 }
 
 class EdgePosixMountTest : public ::testing::Test {};
