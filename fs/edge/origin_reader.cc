@@ -15,6 +15,9 @@ namespace {
 constexpr size_t kFetchPiece = 16u << 20;  // bytes per ranged GET of a fetch
 constexpr size_t kMaxRemembered = 100000;  // remote_ entries before the cache starts over
 constexpr size_t kReadDirPage = 1024;
+// Permission bits taken from an origin object: never setuid, setgid or sticky, since whoever can
+// write to the origin must not be able to plant a setuid file on every node.
+constexpr uint32_t kOriginModeBits = 0777;
 
 Status Eio(const std::string& why) {
   return Status::FromErrno(why, EIO);
@@ -192,7 +195,7 @@ Status OriginReader::ApplyObject(Ino dir, const std::string& name, const origin:
   Ino ino = 0;
   if (!local) {
     NewNode node;
-    node.mode = o.mode;
+    node.mode = S_IFREG | (o.mode & kOriginModeBits);
     node.uid = o.uid;
     node.gid = o.gid;
     node.time_ns = o.mtime_ns;
@@ -205,7 +208,7 @@ Status OriginReader::ApplyObject(Ino dir, const std::string& name, const origin:
       // Other content under the name: this copy becomes a placeholder of the new one.
       SetAttrRequest drop;
       drop.size = 0;
-      drop.mode = o.mode & 07777;
+      drop.mode = o.mode & kOriginModeBits;
       KDN_RETURN_IF_ERROR(store_.SetAttr(ino, drop).status());
       ++counters_.names_changed;
       if (forget_) forget_(dir, name, ino);

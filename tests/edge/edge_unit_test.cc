@@ -403,6 +403,22 @@ TEST_F(TwoNodesTest, WrittenOnAIsListedAndReadOnB) {
   EXPECT_EQ(Stats(*b_, "origin_ns_puts"), "0");
 }
 
+// Whoever can write to the origin cannot plant a setuid or setgid file on every node.
+TEST_F(TwoNodesTest, OriginModesLoseSetuidAndSetgid) {
+  Ino on_a = Put(*a_, kRootIno, "tool", MakeKv(16, 1));
+  SetAttrRequest suid;
+  suid.mode = 06755;
+  ASSERT_TRUE(a_->SetAttr(Root(), on_a, suid).ok());
+  ASSERT_TRUE(a_->Rename(Root(), kRootIno, "tool", kRootIno, "tool2", 0).ok());  // republished
+  ASSERT_TRUE(a_->Fsync(Root(), kRootIno).ok());
+  auto ns = DecodeNsObject(Slurp(origin_dir_ / "ns" / "tool2"));
+  ASSERT_TRUE(ns.ok()) << ns.status().ToString();
+  EXPECT_EQ(ns->mode & 06000, 06000u);  // the origin says setuid and setgid
+  Ino on_b = Find(*b_, {"tool2"});
+  ASSERT_NE(on_b, 0u);
+  EXPECT_EQ(b_->GetAttr(on_b)->attr.mode, S_IFREG | 0755u);
+}
+
 TEST_F(TwoNodesTest, RenameAndRemoveOnAAreSeenOnB) {
   auto kv = MakeKv(32, 3);
   Put(*a_, kRootIno, "a.kv", kv);
