@@ -115,6 +115,14 @@ std::string NsKey(std::string_view path) {
   return key;
 }
 
+std::optional<NsObject> NsObjectOfRecord(std::string_view record) {
+  size_t nul = record.find('\0');
+  if (nul == std::string_view::npos) return std::nullopt;
+  auto object = DecodeNsObject(record.substr(nul + 1));
+  if (!object.ok()) return std::nullopt;
+  return std::move(*object);
+}
+
 std::string ChunkKey(const ChunkId& id) {
   return "chunks/" + id.ToHex();
 }

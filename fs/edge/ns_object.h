@@ -6,6 +6,7 @@
 #define KDN_FS_EDGE_NS_OBJECT_H_
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -43,6 +44,12 @@ Result<NsObject> DecodeNsObject(std::string_view bytes);
 std::string NsKey(std::string_view path);
 std::string ChunkKey(const ChunkId& id);
 inline constexpr std::string_view kNsPrefix = "ns";
+
+// The store attribute that makes a file a copy of an origin object (edge/origin_reader.h): the
+// object's ETag, NUL, the namespace object's bytes. kdnfs hides it from users.
+inline constexpr std::string_view kRemoteXattr = "user.kdn.remote";
+// The namespace object in such a record (nullopt when `record` is none or damaged).
+std::optional<NsObject> NsObjectOfRecord(std::string_view record);
 
 }  // namespace kdn::edge
 

@@ -47,11 +47,8 @@ Result<std::optional<OriginReader::Remote>> OriginReader::LoadRemote(Ino ino) {
   Result<std::string> value = store_.GetXattr(ino, kRemoteXattr);
   if (!value.ok() && !value.status().IsNotFound()) return value.status();
   if (value.ok()) {
-    size_t nul = value->find('\0');
-    if (nul != std::string::npos) {
-      auto object = DecodeNsObject(std::string_view(*value).substr(nul + 1));
-      if (object.ok()) remote = Remote{value->substr(0, nul), std::move(*object)};
-    }
+    std::optional<NsObject> object = NsObjectOfRecord(*value);
+    if (object) remote = Remote{value->substr(0, value->find('\0')), std::move(*object)};
   }
   std::lock_guard lock(mu_);
   if (remote_.size() >= kMaxRemembered) remote_.clear();

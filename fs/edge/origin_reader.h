@@ -42,9 +42,6 @@
 
 namespace kdn::edge {
 
-// The attribute that makes a file a copy of an origin object: ETag, NUL, the namespace object.
-inline constexpr std::string_view kRemoteXattr = "user.kdn.remote";
-
 struct ReaderOptions {
   std::chrono::milliseconds ttl{1000};
   std::shared_ptr<Logger> log;

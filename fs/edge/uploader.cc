@@ -123,9 +123,13 @@ void Uploader::Loop() {
       std::unique_lock lock(mu_);
       // After a failure, only stopping cuts the backoff short; otherwise a kick or a 1 s poll.
       auto wait = backoff.count() > 0 ? backoff : std::chrono::milliseconds(1000);
-      cv_.wait_for(lock, wait, [&] { return stop_ || (backoff.count() == 0 && kicked_); });
+      // A sync cuts a backoff short (someone waits for the origin now); commits do not, or a
+      // down origin would be retried at the rate files are written.
+      cv_.wait_for(lock, wait,
+                   [&] { return stop_ || urgent_ || (backoff.count() == 0 && kicked_); });
       if (stop_) return;
       kicked_ = false;
+      urgent_ = false;
     }
     Status s = RunBatch();
     if (s.ok()) {
@@ -220,8 +224,23 @@ Result<InodeAttr> Uploader::Resolve(std::string_view path) {
   return attr;
 }
 
-Status Uploader::Publish(std::string_view path, const InodeAttr& attr) {
+Status Uploader::Publish(std::string_view path, const InodeAttr& attr_in) {
   if (!Publishable(path)) return Status::OK();
+  InodeAttr attr = attr_in;
+  if (attr.chunk.IsZero() && attr.size == 0) {
+    // A placeholder of an origin object (renamed here before it was ever read): its content is
+    // the object's, already on the origin, not an empty file.
+    Result<std::string> record = store_.GetXattr(attr.ino, kRemoteXattr);
+    if (record.ok()) {
+      std::optional<NsObject> remote = NsObjectOfRecord(*record);
+      if (!remote)
+        return Status::Corruption("damaged origin record of inode " + std::to_string(attr.ino));
+      attr.chunk = remote->chunk;
+      attr.size = remote->size;
+      attr.mtime_ns = remote->mtime_ns;
+      if (!attr.chunk.IsZero()) MarkUploaded(attr.chunk);
+    }
+  }
   if (!attr.chunk.IsZero()) {
     Status s = EnsureChunk(attr.chunk);
     // The content changed again since (its chunk is gone): the later note publishes that.
@@ -337,7 +356,11 @@ Status Uploader::WaitUploaded() {
   KDN_ASSIGN_OR_RETURN(Store::OutboxState state, store_.GetOutboxState());
   if (state.notes == 0) return Status::OK();
   const uint64_t target = state.last_seq;
-  Kick();
+  {
+    std::lock_guard lock(mu_);
+    urgent_ = true;
+  }
+  cv_.notify_all();
   const auto deadline = std::chrono::steady_clock::now() + options_.sync_timeout;
   while (true) {
     KDN_ASSIGN_OR_RETURN(state, store_.GetOutboxState());

@@ -98,7 +98,8 @@ class Uploader {
   std::condition_variable cv_;       // the loop's sleep: kicks and stop
   std::condition_variable done_cv_;  // WaitUploaded: a note was handled or failed
   bool stop_ = false;
-  bool kicked_ = false;
+  bool kicked_ = true;   // notes left by an earlier run are handled at once
+  bool urgent_ = false;  // a sync waits: cut a backoff short
   std::string last_error_;
   std::set<ChunkId> uploaded_;  // chunks the origin has (bounded)
   std::thread thread_;

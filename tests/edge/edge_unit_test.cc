@@ -403,6 +403,27 @@ TEST_F(TwoNodesTest, WrittenOnAIsListedAndReadOnB) {
   EXPECT_EQ(Stats(*b_, "origin_ns_puts"), "0");
 }
 
+// A file B only knows from the listing, renamed on B: the origin gets the new name with the
+// object's content, not an empty file.
+TEST_F(TwoNodesTest, RenamingAPlaceholderKeepsItsContentOnTheOrigin) {
+  auto kv = MakeKv(40, 12);
+  Ino on_a = Put(*a_, kRootIno, "x.kv", kv);
+  ASSERT_TRUE(a_->Fsync(Root(), kRootIno).ok());
+  ASSERT_NE(Find(*b_, {"x.kv"}), 0u);
+  ASSERT_TRUE(b_->Rename(Root(), kRootIno, "x.kv", kRootIno, "y.kv", 0).ok());
+  ASSERT_TRUE(b_->Fsync(Root(), kRootIno).ok());
+  EXPECT_FALSE(std::filesystem::exists(origin_dir_ / "ns" / "x.kv"));
+  auto ns = DecodeNsObject(Slurp(origin_dir_ / "ns" / "y.kv"));
+  ASSERT_TRUE(ns.ok()) << ns.status().ToString();
+  EXPECT_EQ(ns->size, kv.size());
+  EXPECT_EQ(ns->chunk, a_->GetAttr(on_a)->attr.chunk);
+  Ino y = Find(*b_, {"y.kv"});
+  ASSERT_NE(y, 0u);
+  auto bytes = ReadAll(*b_, y);
+  ASSERT_TRUE(bytes.ok()) << bytes.status().ToString();
+  EXPECT_EQ(*bytes, kv);
+}
+
 // Whoever can write to the origin cannot plant a setuid or setgid file on every node.
 TEST_F(TwoNodesTest, OriginModesLoseSetuidAndSetgid) {
   Ino on_a = Put(*a_, kRootIno, "tool", MakeKv(16, 1));
