@@ -589,7 +589,8 @@ Status Store::Rename(Ino parent, std::string_view name, Ino new_parent, std::str
 // ---- attributes
 // -----------------------------------------------------------------------------------
 
-Result<InodeAttr> Store::SetAttr(Ino ino, const SetAttrRequest& req) {
+Result<InodeAttr> Store::SetAttr(Ino ino, const SetAttrRequest& req,
+                                 std::string_view outbox_note) {
   InodeAttr a;
   KDN_RETURN_IF_ERROR(impl_->Write(false, [&](Db& db, TxnEffects& fx) -> Status {
     KDN_ASSIGN_OR_RETURN(a, LoadInode(db, ino));
@@ -643,7 +644,8 @@ Result<InodeAttr> Store::SetAttr(Ino ino, const SetAttrRequest& req) {
     u.BindInt(1, a.mode).BindInt(2, a.uid).BindInt(3, a.gid).BindInt(4, a.size);
     u.BindInt(5, a.atime_ns).BindInt(6, a.mtime_ns).BindInt(7, a.ctime_ns);
     u.BindInt(8, a.chunk.IsZero() ? 0 : 1).BindInt(9, ino);
-    return u.Run();
+    KDN_RETURN_IF_ERROR(u.Run());
+    return impl_->AppendOutbox(db, ChunkId{}, outbox_note);
   }));
   return a;
 }
@@ -706,7 +708,8 @@ Result<std::string> Store::GetXattr(Ino ino, std::string_view name) {
   return Status::NotFound("no attribute " + Quote(name));
 }
 
-Status Store::SetXattr(Ino ino, std::string_view name, std::string_view value, XattrSetMode mode) {
+Status Store::SetXattr(Ino ino, std::string_view name, std::string_view value, XattrSetMode mode,
+                       std::string_view outbox_note) {
   if (name.empty() || name.size() > 255) return Errno(ERANGE, "attribute name length");
   if (value.size() > 65536) return Errno(E2BIG, "attribute value longer than 64 KiB");
   return impl_->Write(false, [&](Db& db, TxnEffects&) -> Status {
@@ -727,7 +730,8 @@ Status Store::SetXattr(Ino ino, std::string_view name, std::string_view value, X
                                             "VALUES(?, ?, ?)"));
     q.BindInt(1, ino).BindBlob(2, AsBytes(name)).BindBlob(3, AsBytes(value));
     KDN_RETURN_IF_ERROR(q.Run());
-    return AddNlink(db, ino, 0, NowNs());  // ctime
+    KDN_RETURN_IF_ERROR(AddNlink(db, ino, 0, NowNs()));  // ctime
+    return impl_->AppendOutbox(db, ChunkId{}, outbox_note);
   });
 }
 
@@ -747,14 +751,15 @@ Result<std::vector<std::string>> Store::ListXattr(Ino ino) {
   return out;
 }
 
-Status Store::RemoveXattr(Ino ino, std::string_view name) {
+Status Store::RemoveXattr(Ino ino, std::string_view name, std::string_view outbox_note) {
   return impl_->Write(false, [&](Db& db, TxnEffects&) -> Status {
     KDN_RETURN_IF_ERROR(LoadInode(db, ino).status());
     KDN_ASSIGN_OR_RETURN(Stmt q, db.Prepare("DELETE FROM xattrs WHERE ino = ? AND name = ?"));
     q.BindInt(1, ino).BindBlob(2, AsBytes(name));
     KDN_RETURN_IF_ERROR(q.Run());
     if (db.Changes() == 0) return Status::NotFound("no attribute " + Quote(name));
-    return AddNlink(db, ino, 0, NowNs());
+    KDN_RETURN_IF_ERROR(AddNlink(db, ino, 0, NowNs()));
+    return impl_->AppendOutbox(db, ChunkId{}, outbox_note);
   });
 }
 

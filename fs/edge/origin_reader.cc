@@ -201,13 +201,19 @@ Status OriginReader::ApplyObject(Ino dir, const std::string& name, const origin:
     ++counters_.names_added;
   } else {
     ino = local->ino;
+    SetAttrRequest change;
+    change.mode = o.mode & kOriginModeBits;
+    change.uid = o.uid;
+    change.gid = o.gid;
     if (local->chunk != o.chunk) {
       // Other content under the name: this copy becomes a placeholder of the new one.
-      SetAttrRequest drop;
-      drop.size = 0;
-      drop.mode = o.mode & kOriginModeBits;
-      KDN_RETURN_IF_ERROR(store_.SetAttr(ino, drop).status());
+      change.size = 0;
+      KDN_RETURN_IF_ERROR(store_.SetAttr(ino, change).status());
       ++counters_.names_changed;
+      if (forget_) forget_(dir, name, ino);
+    } else if ((local->mode & 07777) != *change.mode || local->uid != o.uid ||
+               local->gid != o.gid) {
+      KDN_RETURN_IF_ERROR(store_.SetAttr(ino, change).status());  // chmod, chown elsewhere
       if (forget_) forget_(dir, name, ino);
     }
   }

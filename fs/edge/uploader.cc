@@ -13,7 +13,7 @@ namespace kdn::edge {
 namespace {
 
 // Note bodies: a kind letter, then NUL-separated fields (paths hold any byte but NUL).
-constexpr char kPut = 'P', kDelete = 'D', kRename = 'R', kExchange = 'X';
+constexpr char kPut = 'P', kDelete = 'D', kRename = 'R', kExchange = 'X', kMetadata = 'M';
 constexpr size_t kBatch = 64;
 constexpr size_t kMaxKnownUploaded = 100000;
 
@@ -53,6 +53,9 @@ std::string RenameNote(std::string_view from, std::string_view to) {
 }
 std::string ExchangeNote(std::string_view a, std::string_view b) {
   return Join(kExchange, {a, b});
+}
+std::string MetadataNote(Ino ino, std::string_view path) {
+  return Join(kMetadata, {std::to_string(ino), path});
 }
 
 bool Publishable(std::string_view path) {
@@ -319,6 +322,15 @@ Status Uploader::Handle(const OutboxNote& note) {
         (void)store_.SetEvictable(ino, true);
       }
       return Status::OK();
+    }
+    case kMetadata: {
+      // The file as it is now under that name (a later note covers a later name or content).
+      if (f.size() != 2) break;
+      Ino ino = std::strtoull(std::string(f[0]).c_str(), nullptr, 10);
+      Result<InodeAttr> now = Resolve(f[1]);
+      if (!now.ok()) return now.status().IsNotFound() ? Status::OK() : now.status();
+      if (now->ino != ino || !S_ISREG(now->mode)) return Status::OK();
+      return Publish(f[1], *now);
     }
     case kDelete:
       if (f.size() != 1) break;

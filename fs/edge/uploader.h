@@ -53,6 +53,7 @@ std::string PutNote(Ino ino, std::string_view path);  // content of `ino` commit
 std::string DeleteNote(std::string_view path);        // a name removed
 std::string RenameNote(std::string_view from, std::string_view to);  // a name moved
 std::string ExchangeNote(std::string_view a, std::string_view b);    // two names swapped
+std::string MetadataNote(Ino ino, std::string_view path);  // mode, owner, mtime or xattrs changed
 // Whether a path is published at all: no component the origin reserves (`.kdn-tmp*`).
 bool Publishable(std::string_view path);
 

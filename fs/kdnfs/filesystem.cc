@@ -117,6 +117,15 @@ Filesystem::~Filesystem() {
   uploader_.reset();  // before the store closes; what it did not upload waits in the outbox
 }
 
+std::string Filesystem::MetadataNoteFor(Ino ino) {
+  if (!uploader_ || HasStaged(ino)) return {};
+  Result<InodeAttr> attr = store_->GetAttr(ino);
+  if (!attr.ok() || !S_ISREG(attr->mode)) return {};
+  Result<std::string> path = store_->PathOf(ino);
+  if (!path.ok() || !edge::Publishable(*path)) return {};
+  return edge::MetadataNote(ino, *path);
+}
+
 std::string Filesystem::NotePath(Ino parent, std::string_view name) {
   if (!uploader_) return {};
   Result<std::string> dir = store_->PathOf(parent);
@@ -309,7 +318,10 @@ Result<Attr> Filesystem::SetAttr(const Caller& caller, Ino ino, const SetAttrReq
   }
   bool other = rest.mode || rest.uid || rest.gid || rest.atime_ns || rest.mtime_ns || rest.ctime_ns;
   if (other) {
-    KDN_ASSIGN_OR_RETURN(InodeAttr changed, store_->SetAttr(ino, rest));
+    const bool published = rest.mode || rest.uid || rest.gid || rest.mtime_ns;
+    const std::string note = published ? MetadataNoteFor(ino) : std::string();
+    KDN_ASSIGN_OR_RETURN(InodeAttr changed, store_->SetAttr(ino, rest, note));
+    if (!note.empty()) uploader_->Kick();
     if (rest.mtime_ns) {
       if (auto staged = StagedOf(ino)) {
         std::unique_lock lock(staged->mutex());
@@ -899,7 +911,9 @@ Status Filesystem::SetXattr(const Caller& caller, Ino ino, std::string_view name
     KDN_ASSIGN_OR_RETURN(InodeAttr attr, store_->GetAttr(ino));
     return SetKdnXattr(*store_, attr, name, value);
   }
-  Status st = store_->SetXattr(ino, name, value, mode);
+  const std::string note = name.starts_with("user.") ? MetadataNoteFor(ino) : std::string();
+  Status st = store_->SetXattr(ino, name, value, mode, note);
+  if (st.ok() && !note.empty()) uploader_->Kick();
   // XATTR_REPLACE of a missing attribute is ENODATA.
   if (st.IsNotFound()) return Errno(ENODATA, st.message());
   return st;
@@ -926,7 +940,10 @@ Status Filesystem::RemoveXattr(const Caller& caller, Ino ino, std::string_view n
     KDN_ASSIGN_OR_RETURN(InodeAttr attr, store_->GetAttr(ino));
     return SetKdnXattr(*store_, attr, name, "0");
   }
-  return store_->RemoveXattr(ino, name);
+  const std::string note = name.starts_with("user.") ? MetadataNoteFor(ino) : std::string();
+  KDN_RETURN_IF_ERROR(store_->RemoveXattr(ino, name, note));
+  if (!note.empty()) uploader_->Kick();
+  return Status::OK();
 }
 
 std::string Filesystem::StatsText() {

@@ -257,6 +257,10 @@ class Filesystem {
   // The path of `name` in `parent` for an outbox note; empty (no note) without an origin or when
   // the path cannot be had.
   std::string NotePath(Ino parent, std::string_view name);
+  // The outbox note for changed metadata of `ino` (mode, owner, mtime, user xattrs): empty
+  // without an origin, for anything but a regular file, or while content is staged (its commit
+  // publishes everything).
+  std::string MetadataNoteFor(Ino ino);
 
   const Options options_;
   std::unique_ptr<Store> store_;

@@ -439,7 +439,10 @@ class Store {
   // anything (see OutboxNote).
   Status Rename(Ino parent, std::string_view name, Ino new_parent, std::string_view new_name,
                 uint32_t flags = 0, std::string_view outbox_note = {});
-  Result<InodeAttr> SetAttr(Ino ino, const SetAttrRequest& request);
+  // A non-empty `outbox_note` is written in the same transaction (see OutboxNote); so for
+  // SetXattr and RemoveXattr.
+  Result<InodeAttr> SetAttr(Ino ino, const SetAttrRequest& request,
+                            std::string_view outbox_note = {});
   // Up to `max_entries` entries after `cookie` (0 starts the listing with "." and ".."). Cookies
   // are stable: entries added or removed meanwhile do not shift the others.
   Result<std::vector<DirEntry>> ReadDir(Ino dir, uint64_t cookie, size_t max_entries);
@@ -450,9 +453,9 @@ class Store {
   // attribute is kNotFound (kdnfs answers ENODATA). Values up to 64 KiB, names up to 255 bytes.
   Result<std::string> GetXattr(Ino ino, std::string_view name);
   Status SetXattr(Ino ino, std::string_view name, std::string_view value,
-                  XattrSetMode mode = XattrSetMode::kAny);
+                  XattrSetMode mode = XattrSetMode::kAny, std::string_view outbox_note = {});
   Result<std::vector<std::string>> ListXattr(Ino ino);
-  Status RemoveXattr(Ino ino, std::string_view name);
+  Status RemoveXattr(Ino ino, std::string_view name, std::string_view outbox_note = {});
 
   // user.kdn.evictable (directories pass it on to entries created later; files make their content
   // evictable) and user.kdn.pin (files: their content is never evicted).

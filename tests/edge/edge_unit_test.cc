@@ -424,6 +424,34 @@ TEST_F(TwoNodesTest, RenamingAPlaceholderKeepsItsContentOnTheOrigin) {
   EXPECT_EQ(*bytes, kv);
 }
 
+// chmod and setxattr on A reach the origin on their own (no new content), and B's copy follows.
+TEST_F(TwoNodesTest, ChmodAndXattrsReachTheOriginAndOtherNodes) {
+  auto kv = MakeKv(24, 6);
+  Ino on_a = Put(*a_, kRootIno, "m.kv", kv);
+  ASSERT_TRUE(a_->Fsync(Root(), kRootIno).ok());
+  Ino on_b = Find(*b_, {"m.kv"});
+  ASSERT_NE(on_b, 0u);
+  ASSERT_TRUE(ReadAll(*b_, on_b).ok());  // a fetched copy
+  SetAttrRequest chmod;
+  chmod.mode = 0600;
+  ASSERT_TRUE(a_->SetAttr(Root(), on_a, chmod).ok());
+  ASSERT_TRUE(a_->SetXattr(Root(), on_a, "user.tag", "v2", 0).ok());
+  ASSERT_TRUE(a_->Fsync(Root(), kRootIno).ok());
+  auto ns = DecodeNsObject(Slurp(origin_dir_ / "ns" / "m.kv"));
+  ASSERT_TRUE(ns.ok()) << ns.status().ToString();
+  EXPECT_EQ(ns->mode, S_IFREG | 0600u);
+  ASSERT_EQ(ns->xattrs.size(), 1u);
+  EXPECT_EQ(ns->xattrs[0], std::make_pair(std::string("user.tag"), std::string("v2")));
+  ASSERT_EQ(Find(*b_, {"m.kv"}), on_b);
+  EXPECT_EQ(b_->GetAttr(on_b)->attr.mode, S_IFREG | 0600u);
+  EXPECT_EQ(*b_->GetXattr(Root(), on_b, "user.tag"), "v2");
+  ASSERT_TRUE(a_->RemoveXattr(Root(), on_a, "user.tag").ok());
+  ASSERT_TRUE(a_->Fsync(Root(), kRootIno).ok());
+  ns = DecodeNsObject(Slurp(origin_dir_ / "ns" / "m.kv"));
+  ASSERT_TRUE(ns.ok());
+  EXPECT_TRUE(ns->xattrs.empty());
+}
+
 // Whoever can write to the origin cannot plant a setuid or setgid file on every node.
 TEST_F(TwoNodesTest, OriginModesLoseSetuidAndSetgid) {
   Ino on_a = Put(*a_, kRootIno, "tool", MakeKv(16, 1));
