@@ -95,6 +95,18 @@ CREATE TABLE xattrs(
 ) WITHOUT ROWID;
 )sql";
 
+// The outbox (Store::ReadOutbox): notes for a follower of the store's changes, written in the
+// transaction of the change. Added to version 2 without a version change: a build that does not
+// know the table ignores it, and IF NOT EXISTS adds it to stores made before it.
+constexpr const char* kOutboxSchema = R"sql(
+CREATE TABLE IF NOT EXISTS outbox(
+  seq INTEGER PRIMARY KEY AUTOINCREMENT,
+  chunk BLOB,
+  body BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS outbox_chunk ON outbox(chunk) WHERE chunk IS NOT NULL;
+)sql";
+
 }  // namespace
 
 Status ConfigureConnection(Db& db, bool sync_full) {
@@ -141,9 +153,11 @@ Status InitSchema(Db& db, uint32_t root_uid, uint32_t root_gid, int64_t now_ns) 
                                  " (this build reads version " + std::to_string(kSchemaVersion) +
                                  ")");
     }
-    return Status::OK();
+    KDN_RETURN_IF_ERROR(db.Exec(kOutboxSchema));  // stores made before the outbox existed
+    return txn.Commit();
   }
   KDN_RETURN_IF_ERROR(db.Exec(kSchema));
+  KDN_RETURN_IF_ERROR(db.Exec(kOutboxSchema));
   KDN_RETURN_IF_ERROR(SetMetaInt(db, "schema_version", kSchemaVersion));
   KDN_RETURN_IF_ERROR(SetMetaInt(db, "created_ns", now_ns));
   KDN_ASSIGN_OR_RETURN(

@@ -313,6 +313,9 @@ Result<uint64_t> Store::Impl::Evict(uint64_t want_bytes) {
       {
         KDN_ASSIGN_OR_RETURN(Stmt q, db.Prepare("SELECT id, stored FROM chunks WHERE put_keep = 0 "
                                                 "AND inode_keep = 0 AND pins = 0 "
+                                                // outbox notes keep the chunks they name
+                                                "AND id NOT IN (SELECT chunk FROM outbox "
+                                                "WHERE chunk IS NOT NULL) "
                                                 "ORDER BY atime, id LIMIT 32 OFFSET ?"));
         q.BindInt(1, skipped);
         while (true) {

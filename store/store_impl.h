@@ -248,6 +248,8 @@ struct Store::Impl {
   Status ReadAll(const ChunkId& id, const std::function<Status(std::span<const std::byte>)>& sink);
 
   // ---- store_namespace.cc
+  // Writes an outbox note (OutboxNote) in the transaction of `db`; nothing when `note` is empty.
+  Status AppendOutbox(store::Db& db, const ChunkId& chunk, std::string_view note);
   Status DropInode(store::Db& db, Ino ino, store::TxnEffects& fx);
   Status DropInode(store::Db& db, const InodeAttr& a, store::TxnEffects& fx);  // `a` loaded in db
   // One name fewer for a non-directory (`a`: as loaded in this transaction); reclaimed when that

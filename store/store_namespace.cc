@@ -380,7 +380,7 @@ Result<InodeAttr> Store::Link(Ino ino, Ino new_parent, std::string_view new_name
   return out;
 }
 
-Result<InodeAttr> Store::Unlink(Ino parent, std::string_view name) {
+Result<InodeAttr> Store::Unlink(Ino parent, std::string_view name, std::string_view outbox_note) {
   KDN_RETURN_IF_ERROR(CheckName(name));
   InodeAttr out;
   KDN_RETURN_IF_ERROR(impl_->Write(true, [&](Db& db, TxnEffects& fx) -> Status {
@@ -397,7 +397,7 @@ Result<InodeAttr> Store::Unlink(Ino parent, std::string_view name) {
     KDN_RETURN_IF_ERROR(impl_->DropLink(db, out, now, fx));
     --out.nlink;
     out.ctime_ns = now;
-    return Status::OK();
+    return impl_->AppendOutbox(db, ChunkId{}, outbox_note);
   }));
   return out;
 }
@@ -469,7 +469,7 @@ Status Store::Rmdir(Ino parent, std::string_view name) {
 }
 
 Status Store::Rename(Ino parent, std::string_view name, Ino new_parent, std::string_view new_name,
-                     uint32_t flags) {
+                     uint32_t flags, std::string_view outbox_note) {
   KDN_RETURN_IF_ERROR(CheckName(name));
   KDN_RETURN_IF_ERROR(CheckName(new_name));
   if ((flags & ~(kRenameNoReplace | kRenameExchange)) != 0 ||
@@ -519,7 +519,8 @@ Status Store::Rename(Ino parent, std::string_view name, Ino new_parent, std::str
       KDN_RETURN_IF_ERROR(AddNlink(db, s.ino, 0, now));
       KDN_RETURN_IF_ERROR(AddNlink(db, d.ino, 0, now));
       KDN_RETURN_IF_ERROR(TouchDir(db, parent, now));
-      return TouchDir(db, new_parent, now);
+      KDN_RETURN_IF_ERROR(TouchDir(db, new_parent, now));
+      return impl_->AppendOutbox(db, ChunkId{}, outbox_note);
     }
 
     if (s_dir && new_parent != parent) {
@@ -558,14 +559,16 @@ Status Store::Rename(Ino parent, std::string_view name, Ino new_parent, std::str
     }
     KDN_RETURN_IF_ERROR(AddNlink(db, s.ino, 0, now));  // ctime
     KDN_RETURN_IF_ERROR(TouchDir(db, parent, now));
-    return TouchDir(db, new_parent, now);
+    KDN_RETURN_IF_ERROR(TouchDir(db, new_parent, now));
+    return impl_->AppendOutbox(db, ChunkId{}, outbox_note);
   });
 }
 
 // ---- attributes
 // -----------------------------------------------------------------------------------
 
-Result<InodeAttr> Store::SetAttr(Ino ino, const SetAttrRequest& req) {
+Result<InodeAttr> Store::SetAttr(Ino ino, const SetAttrRequest& req,
+                                 std::string_view outbox_note) {
   InodeAttr a;
   KDN_RETURN_IF_ERROR(impl_->Write(false, [&](Db& db, TxnEffects& fx) -> Status {
     KDN_ASSIGN_OR_RETURN(a, LoadInode(db, ino));
@@ -619,7 +622,8 @@ Result<InodeAttr> Store::SetAttr(Ino ino, const SetAttrRequest& req) {
     u.BindInt(1, a.mode).BindInt(2, a.uid).BindInt(3, a.gid).BindInt(4, a.size);
     u.BindInt(5, a.atime_ns).BindInt(6, a.mtime_ns).BindInt(7, a.ctime_ns);
     u.BindInt(8, a.chunk.IsZero() ? 0 : 1).BindInt(9, ino);
-    return u.Run();
+    KDN_RETURN_IF_ERROR(u.Run());
+    return impl_->AppendOutbox(db, ChunkId{}, outbox_note);
   }));
   return a;
 }
@@ -682,7 +686,8 @@ Result<std::string> Store::GetXattr(Ino ino, std::string_view name) {
   return Status::NotFound("no attribute " + Quote(name));
 }
 
-Status Store::SetXattr(Ino ino, std::string_view name, std::string_view value, XattrSetMode mode) {
+Status Store::SetXattr(Ino ino, std::string_view name, std::string_view value, XattrSetMode mode,
+                       std::string_view outbox_note) {
   if (name.empty() || name.size() > 255) return Errno(ERANGE, "attribute name length");
   if (value.size() > 65536) return Errno(E2BIG, "attribute value longer than 64 KiB");
   return impl_->Write(false, [&](Db& db, TxnEffects& fx) -> Status {
@@ -732,7 +737,8 @@ Status Store::SetXattr(Ino ino, std::string_view name, std::string_view value, X
                                             "VALUES(?, ?, ?)"));
     q.BindInt(1, ino).BindBlob(2, AsBytes(name)).BindBlob(3, AsBytes(value));
     KDN_RETURN_IF_ERROR(q.Run());
-    return AddNlink(db, ino, 0, NowNs());  // ctime
+    KDN_RETURN_IF_ERROR(AddNlink(db, ino, 0, NowNs()));  // ctime
+    return impl_->AppendOutbox(db, ChunkId{}, outbox_note);
   });
 }
 
@@ -752,7 +758,7 @@ Result<std::vector<std::string>> Store::ListXattr(Ino ino) {
   return out;
 }
 
-Status Store::RemoveXattr(Ino ino, std::string_view name) {
+Status Store::RemoveXattr(Ino ino, std::string_view name, std::string_view outbox_note) {
   return impl_->Write(false, [&](Db& db, TxnEffects& fx) -> Status {
     KDN_RETURN_IF_ERROR(LoadInode(db, ino).status());
     KDN_ASSIGN_OR_RETURN(Stmt q, db.Prepare("DELETE FROM xattrs WHERE ino = ? AND name = ? "
@@ -762,7 +768,8 @@ Status Store::RemoveXattr(Ino ino, std::string_view name) {
     if (!row) return Status::NotFound("no attribute " + Quote(name));
     fx.xattr_bytes_delta -= static_cast<int64_t>(q.U64(0));
     q.Reset();
-    return AddNlink(db, ino, 0, NowNs());
+    KDN_RETURN_IF_ERROR(AddNlink(db, ino, 0, NowNs()));
+    return impl_->AppendOutbox(db, ChunkId{}, outbox_note);
   });
 }
 
@@ -842,6 +849,7 @@ Status Store::Impl::SetContent(Db& db, Ino ino, PreparedChunk& chunk, const Comm
   }
   u.BindInt(2, size).BindInt(3, a.mtime_ns).BindInt(4, now).BindInt(5, ino);
   KDN_RETURN_IF_ERROR(u.Run());
+  KDN_RETURN_IF_ERROR(AppendOutbox(db, id, opts.outbox_note));
   *out = a;
   return Status::OK();
 }
@@ -871,6 +879,62 @@ Result<InodeAttr> Store::CommitFileContent(Ino ino, const std::string& staged_pa
   ++impl_->counters.puts;
   impl_->counters.put_bytes += chunk->size;
   return out;
+}
+
+// ---- the outbox
+// -----------------------------------------------------------------------------------
+
+Status Store::Impl::AppendOutbox(Db& db, const ChunkId& chunk, std::string_view note) {
+  if (note.empty()) return Status::OK();
+  KDN_ASSIGN_OR_RETURN(Stmt q, db.Prepare("INSERT INTO outbox(chunk, body) VALUES(?, ?)"));
+  if (chunk.IsZero()) {
+    q.BindNull(1);
+  } else {
+    q.BindId(1, chunk);
+  }
+  q.BindBlob(2, AsBytes(note));
+  return q.Run();
+}
+
+Result<std::vector<OutboxNote>> Store::ReadOutbox(uint64_t after_seq, size_t max_notes) {
+  KDN_ASSIGN_OR_RETURN(store::DbPool::Lease db, impl_->readers->Acquire());
+  KDN_ASSIGN_OR_RETURN(Stmt q, db->Prepare("SELECT seq, chunk, body FROM outbox WHERE seq > ? "
+                                           "ORDER BY seq LIMIT ?"));
+  q.BindInt(1, static_cast<int64_t>(after_seq)).BindInt(2, static_cast<int64_t>(max_notes));
+  std::vector<OutboxNote> out;
+  while (true) {
+    KDN_ASSIGN_OR_RETURN(bool row, q.Step());
+    if (!row) break;
+    std::span<const std::byte> body = q.Blob(2);
+    out.push_back(OutboxNote{q.U64(0), q.Chunk(1),
+                             std::string(reinterpret_cast<const char*>(body.data()), body.size())});
+  }
+  return out;
+}
+
+Status Store::RemoveOutboxNote(uint64_t seq) {
+  return impl_->Write(false, [&](Db& db, TxnEffects&) -> Status {
+    KDN_ASSIGN_OR_RETURN(Stmt q, db.Prepare("DELETE FROM outbox WHERE seq = ?"));
+    q.BindInt(1, static_cast<int64_t>(seq));
+    return q.Run();
+  });
+}
+
+Result<Store::OutboxState> Store::GetOutboxState() {
+  KDN_ASSIGN_OR_RETURN(store::DbPool::Lease db, impl_->readers->Acquire());
+  KDN_ASSIGN_OR_RETURN(Stmt q, db->Prepare("SELECT count(*), ifnull(min(seq), 0), "
+                                           "ifnull(max(seq), 0) FROM outbox"));
+  KDN_ASSIGN_OR_RETURN(bool row, q.Step());
+  OutboxState state;
+  if (row) state = OutboxState{q.U64(0), q.U64(1), q.U64(2)};
+  return state;
+}
+
+Result<bool> Store::OutboxNamesChunk(const ChunkId& chunk) {
+  KDN_ASSIGN_OR_RETURN(store::DbPool::Lease db, impl_->readers->Acquire());
+  KDN_ASSIGN_OR_RETURN(Stmt q, db->Prepare("SELECT 1 FROM outbox WHERE chunk = ? LIMIT 1"));
+  q.BindId(1, chunk);
+  return q.Step();
 }
 
 // ---- content lookups

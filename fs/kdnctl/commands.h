@@ -23,6 +23,7 @@ int RunConvert(int argc, char** argv);
 int RunExport(int argc, char** argv);
 int RunFsck(int argc, char** argv);
 int RunMigrate(int argc, char** argv);
+int RunSync(int argc, char** argv);
 
 }  // namespace kdnctl
 

@@ -17,6 +17,7 @@ constexpr Command kCommands[] = {
     {"fsck", "check a store directory: database, chunk files, references, every chunk's bytes",
      RunFsck},
     {"migrate", "migrate a store to the current version in place (v1 segment files)", RunMigrate},
+    {"sync", "wait until a mount's changes are durable and uploaded to its origin", RunSync},
 };
 
 const Command* Find(std::string_view name) {

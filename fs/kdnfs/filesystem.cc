@@ -23,6 +23,9 @@ namespace kdn::fs {
 namespace {
 
 constexpr size_t kNameMax = 255;
+// Where a file stands with the origin: pending (its upload is queued), uploaded, local (empty),
+// staged (being written). Only with an origin.
+constexpr std::string_view kOriginXattr = "user.kdn.origin";
 
 // What capacity and quotas count of a file of `size` bytes (the store's 4 KiB rounding).
 constexpr uint64_t kSpaceUnit = 4096;
@@ -83,6 +86,14 @@ Filesystem::Filesystem(Options options) : options_(options) {}
 
 Result<std::unique_ptr<Filesystem>> Filesystem::Open(const std::string& store_dir,
                                                      StoreOptions store_options, Options options) {
+  if (options.origin) {
+    // Names change behind this node's back (other nodes, through the origin): the kernel may
+    // cache what it learned no longer than a listing is believed.
+    const double ttl = std::chrono::duration<double>(options.origin_ttl).count();
+    options.entry_timeout = std::min(options.entry_timeout, ttl);
+    options.attr_timeout = std::min(options.attr_timeout, ttl);
+    options.negative_timeout = std::min(options.negative_timeout, ttl);
+  }
   std::unique_ptr<Filesystem> fs(new Filesystem(options));
   fs->requests_ = std::make_unique<RequestOutcomes>(store_options.info_log);
   Filesystem* self = fs.get();
@@ -96,11 +107,47 @@ Result<std::unique_ptr<Filesystem>> Filesystem::Open(const std::string& store_di
       static_cast<uint32_t>(::geteuid()));
   fs->own_processes_ = std::make_unique<ProcFsProcesses>();
   fs->processes_ = fs->own_processes_.get();
+  if (options.origin) {
+    edge::UploaderOptions upload = options.upload;
+    if (!upload.log) upload.log = store_options.info_log;
+    // Notes left by an earlier run are picked up at once: the uploader starts with the outbox.
+    fs->uploader_ = std::make_unique<edge::Uploader>(*fs->store_, options.origin, upload);
+    edge::ReaderOptions read;
+    read.ttl = options.origin_ttl;
+    read.log = store_options.info_log;
+    fs->reader_ = std::make_unique<edge::OriginReader>(
+        *fs->store_, options.read_origin ? options.read_origin : options.origin, read,
+        [self](Ino parent, const std::string& name, Ino ino) {
+          self->ContentChanged(ino);
+          if (KernelCache* cache = self->kernel_cache_.load()) cache->ForgetName(parent, name, ino);
+        },
+        [self](Ino ino) { self->HoldIfReferenced(ino); });
+  }
   return fs;
 }
 
 Filesystem::~Filesystem() {
   if (store_) CommitAll();
+  uploader_.reset();  // before the store closes; what it did not upload waits in the outbox
+}
+
+std::string Filesystem::MetadataNoteFor(Ino ino) {
+  if (!uploader_ || HasStaged(ino)) return {};
+  Result<InodeAttr> attr = store_->GetAttr(ino);
+  if (!attr.ok() || !S_ISREG(attr->mode)) return {};
+  Result<std::string> path = store_->PathOf(ino);
+  if (!path.ok() || !edge::Publishable(*path)) return {};
+  return edge::MetadataNote(ino, *path);
+}
+
+std::string Filesystem::NotePath(Ino parent, std::string_view name) {
+  if (!uploader_) return {};
+  Result<std::string> dir = store_->PathOf(parent);
+  if (!dir.ok()) return {};
+  std::string path = *dir == "/" ? "" : *dir;
+  path += '/';
+  path += name;
+  return edge::Publishable(path) ? path : std::string();
 }
 
 void Filesystem::SetProcesses(Processes* processes) {
@@ -114,10 +161,26 @@ void Filesystem::OnEvicted(const std::vector<EvictedName>& names) {
     KDN_LOG_INFO("evicted %s (inode %llu) to make room", n.name.c_str(),
                  static_cast<unsigned long long>(n.ino));
     if (cache) cache->ForgetName(n.parent, n.name, n.ino);
+    // An uploaded file evicted here is still on the origin: the next lookup lists it again.
+    if (reader_) reader_->MarkStale(n.parent);
   }
 }
 
 // ---- names ------------------------------------------------------------------------------------
+
+void Filesystem::OverlayRemote(InodeAttr& attr) {
+  if (reader_ && S_ISREG(attr.mode) && attr.chunk.IsZero() && !HasStaged(attr.ino)) {
+    reader_->Overlay(attr);
+  }
+}
+
+Status Filesystem::FetchBeforeStaging(Ino ino) {
+  if (!reader_ || HasStaged(ino)) return Status::OK();
+  Result<InodeAttr> fetched = reader_->Fetch(ino);
+  if (!fetched.ok()) return fetched.status();
+  ContentChanged(ino);
+  return Status::OK();
+}
 
 Entry Filesystem::MakeEntry(const InodeAttr& attr) const {
   return Entry{attr, options_.entry_timeout, options_.attr_timeout};
@@ -136,6 +199,7 @@ Result<Entry> Filesystem::CountedEntry(Result<InodeAttr> attr,
   } else {
     OverlayStaged(*attr);
   }
+  OverlayRemote(*attr);
   CountLookup(attr->ino);
   return MakeEntry(*attr);
 }
@@ -165,6 +229,7 @@ Result<Entry> Filesystem::Lookup(const Caller& caller, Ino parent, std::string_v
   }
   if (name == kSetPrefixDirName) return control_->LookupSetPrefixDir(parent);
   KDN_RETURN_IF_ERROR(CheckName(name));
+  if (reader_) reader_->Refresh(parent);
   const uint64_t epoch = content_epoch_.load();
   auto attr = store_->Lookup(parent, name);
   if (!attr.ok() && attr.status().IsNotFound() && options_.negative_timeout > 0) {
@@ -243,6 +308,7 @@ Result<Attr> Filesystem::GetAttr(Ino ino) {
   const uint64_t epoch = content_epoch_.load();
   KDN_ASSIGN_OR_RETURN(InodeAttr attr, store_->GetAttr(ino));
   Freshen(attr, epoch);
+  OverlayRemote(attr);
   return Attr{attr, options_.attr_timeout};
 }
 
@@ -258,6 +324,7 @@ Result<Attr> Filesystem::SetAttr(const Caller& caller, Ino ino, const SetAttrReq
     if (!S_ISREG(current.mode)) return Errno(EINVAL, "truncate of a special file");
     std::shared_ptr<StagedFile> already = StagedOf(ino);
     if (already || *request.size != current.size) {
+      if (*request.size > 0) KDN_RETURN_IF_ERROR(FetchBeforeStaging(ino));
       KDN_ASSIGN_OR_RETURN(StagedLock staged, Stage(ino, *request.size));
       // A size the store cannot hold is refused here, at once: nothing is read or hashed.
       KDN_RETURN_IF_ERROR(ReserveFor(*staged.file, *request.size));
@@ -267,7 +334,10 @@ Result<Attr> Filesystem::SetAttr(const Caller& caller, Ino ino, const SetAttrReq
   }
   bool other = rest.mode || rest.uid || rest.gid || rest.atime_ns || rest.mtime_ns || rest.ctime_ns;
   if (other) {
-    KDN_ASSIGN_OR_RETURN(InodeAttr changed, store_->SetAttr(ino, rest));
+    const bool published = rest.mode || rest.uid || rest.gid || rest.mtime_ns;
+    const std::string note = published ? MetadataNoteFor(ino) : std::string();
+    KDN_ASSIGN_OR_RETURN(InodeAttr changed, store_->SetAttr(ino, rest, note));
+    if (!note.empty()) uploader_->Kick();
     if (rest.mtime_ns) {
       if (auto staged = StagedOf(ino)) {
         std::unique_lock lock(staged->mutex());
@@ -367,7 +437,11 @@ Status Filesystem::Unlink(const Caller& caller, Ino parent, std::string_view nam
   KDN_ASSIGN_OR_RETURN(InodeAttr target, store_->Lookup(parent, name));
   if (S_ISDIR(target.mode)) return Errno(EISDIR, "unlink of a directory");
   HoldIfReferenced(target.ino);
-  return store_->Unlink(parent, name).status();
+  const std::string path = NotePath(parent, name);
+  KDN_RETURN_IF_ERROR(
+      store_->Unlink(parent, name, path.empty() ? std::string() : edge::DeleteNote(path)).status());
+  if (!path.empty()) uploader_->Kick();
+  return Status::OK();
 }
 
 Status Filesystem::Rmdir(const Caller& caller, Ino parent, std::string_view name) {
@@ -396,7 +470,16 @@ Status Filesystem::Rename(const Caller& caller, Ino parent, std::string_view nam
     auto target = store_->Lookup(new_parent, new_name);
     if (target.ok() && !S_ISDIR(target->mode)) HoldIfReferenced(target->ino);
   }
-  return store_->Rename(parent, name, new_parent, new_name, flags);
+  const std::string from = NotePath(parent, name), to = NotePath(new_parent, new_name);
+  std::string note;
+  if (!from.empty() && !to.empty()) {
+    note = (flags & kRenameExchange) ? edge::ExchangeNote(from, to) : edge::RenameNote(from, to);
+  } else if (!from.empty()) {
+    note = edge::DeleteNote(from);  // moved to a name the origin does not keep
+  }
+  KDN_RETURN_IF_ERROR(store_->Rename(parent, name, new_parent, new_name, flags, note));
+  if (!note.empty()) uploader_->Kick();
+  return Status::OK();
 }
 
 Status Filesystem::ReadDir(Ino dir, uint64_t cookie, bool plus, size_t max_entries,
@@ -409,12 +492,14 @@ Status Filesystem::ReadDir(Ino dir, uint64_t cookie, bool plus, size_t max_entri
     }
     return Status::OK();
   }
+  if (reader_ && cookie == 0) reader_->Refresh(dir);
   const uint64_t epoch = content_epoch_.load();
   KDN_ASSIGN_OR_RETURN(auto entries,
                        store_->ReadDir(dir, cookie, std::max<size_t>(max_entries, 1)));
   for (auto& e : entries) {
     bool counted = plus && !IsDotOrDotDot(e.name);
     if (counted) Freshen(e.attr, epoch);
+    if (counted) OverlayRemote(e.attr);
     // Counted before the reply exists: the kernel may forget the entry as soon as it has it.
     if (counted) CountLookup(e.attr.ino);
     if (!fill(e.name, MakeEntry(e.attr), e.cookie)) {
@@ -731,6 +816,15 @@ Result<size_t> Filesystem::Read(Ino ino, uint64_t offset, std::span<std::byte> o
         it->second.size = size;
       }
     }
+    if (chunk.IsZero() && reader_) {
+      // A placeholder of an origin object: a read miss. Fetched whole, verified, committed.
+      KDN_ASSIGN_OR_RETURN(InodeAttr fetched, reader_->Fetch(ino));
+      if (!fetched.chunk.IsZero()) {
+        ContentChanged(ino);
+        chunk = fetched.chunk;
+        size = fetched.size;
+      }
+    }
     if (chunk.IsZero() || offset >= size) return size_t{0};
     size_t want = static_cast<size_t>(std::min<uint64_t>(out.size(), size - offset));
     auto got = store_->Get(chunk, offset, out.first(want));
@@ -749,6 +843,7 @@ Result<size_t> Filesystem::Read(Ino ino, uint64_t offset, std::span<std::byte> o
 Result<size_t> Filesystem::Write(const Caller& caller, Ino ino, uint64_t offset,
                                  std::span<const std::byte> data) {
   if (ControlFiles::IsControl(ino)) return ControlRefused();
+  KDN_RETURN_IF_ERROR(FetchBeforeStaging(ino));
   KDN_ASSIGN_OR_RETURN(StagedLock staged, Stage(ino));
   if (offset > UINT64_MAX - data.size()) return Errno(EFBIG, "write beyond the largest offset");
   KDN_RETURN_IF_ERROR(
@@ -765,6 +860,11 @@ Status Filesystem::Commit(Ino ino, StagedLock staged, const char* why) {
   uint64_t bytes = file->size();
   CommitOptions options;
   options.mtime_ns = file->mtime_ns();
+  if (uploader_) {
+    // The upload of this content is recorded in the commit's own transaction (store.h, outbox).
+    Result<std::string> path = store_->PathOf(ino);
+    if (path.ok() && edge::Publishable(*path)) options.outbox_note = edge::PutNote(ino, *path);
+  }
   auto committed = [&]() -> Result<InodeAttr> {
     // Content larger than the store can ever hold is refused before its bytes are read (hashed,
     // verified): a sparse file that claims 64 GiB costs nothing but this check.
@@ -812,6 +912,8 @@ Status Filesystem::Commit(Ino ino, StagedLock staged, const char* why) {
   Unstage(ino, file);
   KernelCache* cache = kernel_cache_.load();
   if (committed.ok()) {
+    // Written here: no longer a copy of an origin object, and the origin's source from now on.
+    if (reader_) reader_->Detach(ino);
     counters_.commits.fetch_add(1, std::memory_order_relaxed);
     counters_.commit_bytes.fetch_add(bytes, std::memory_order_relaxed);
     // The store's ctime and block count: the kernel asks again.
@@ -862,7 +964,16 @@ Status Filesystem::Fsync(const Caller& caller, Ino ino) {
   }
   // Everything that returned before, this file's commit included, becomes durable against
   // power loss (committed changes are otherwise synced within a second: store.h).
-  return store_->Sync();
+  KDN_RETURN_IF_ERROR(store_->Sync());
+  // With an origin, and on the origin too (`kdnctl sync MNT` is an fsync of the mountpoint).
+  if (uploader_) {
+    Status uploaded = uploader_->WaitUploaded();
+    if (!uploaded.ok()) {
+      KDN_LOG_ERROR("fsync: %s", uploaded.ToString().c_str());
+      return Errno(EIO, uploaded.message());
+    }
+  }
+  return Status::OK();
 }
 
 void Filesystem::CommitIdle() {
@@ -959,6 +1070,14 @@ Result<std::string> Filesystem::GetXattr(const Caller& caller, Ino ino, std::str
   if (name == kTrustXattr || name == kQuotaXattr) return store_->GetXattr(ino, name);
   if (IsKdnXattr(name)) {
     KDN_ASSIGN_OR_RETURN(InodeAttr attr, store_->GetAttr(ino));
+    if (name == kOriginXattr && uploader_ && S_ISREG(attr.mode)) {
+      if (OverlayStaged(attr)) return std::string("staged");  // not committed: nothing queued
+      if (reader_->RemoteOf(attr)) {
+        // A copy of an origin object: fetched, or only known from the listing so far.
+        return std::string(attr.chunk.IsZero() && attr.size == 0 ? "remote" : "fetched");
+      }
+      return uploader_->UploadState(attr);
+    }
     return GetKdnXattr(*store_, attr, name);
   }
   return store_->GetXattr(ino, name);
@@ -983,7 +1102,9 @@ Status Filesystem::SetXattr(const Caller& caller, Ino ino, std::string_view name
     KDN_ASSIGN_OR_RETURN(InodeAttr attr, store_->GetAttr(ino));
     return SetKdnXattr(*store_, attr, name, value);
   }
-  Status st = store_->SetXattr(ino, name, value, mode);
+  const std::string note = name.starts_with("user.") ? MetadataNoteFor(ino) : std::string();
+  Status st = store_->SetXattr(ino, name, value, mode, note);
+  if (st.ok() && !note.empty()) uploader_->Kick();
   // XATTR_REPLACE of a missing attribute is ENODATA.
   if (st.IsNotFound()) return Errno(ENODATA, st.message());
   return st;
@@ -993,8 +1114,10 @@ Result<std::vector<std::string>> Filesystem::ListXattr(const Caller& caller, Ino
   if (ControlFiles::IsControl(ino)) return std::vector<std::string>{};
   KDN_ASSIGN_OR_RETURN(InodeAttr attr, store_->GetAttr(ino));
   KDN_ASSIGN_OR_RETURN(std::vector<std::string> names, ListKdnXattrs(*store_, attr));
+  if (uploader_ && S_ISREG(attr.mode)) names.emplace_back(kOriginXattr);
   KDN_ASSIGN_OR_RETURN(std::vector<std::string> stored, store_->ListXattr(ino));
   for (auto& n : stored) {
+    if (n == edge::kRemoteXattr) continue;  // kdnfs's own record (edge/origin_reader.h)
     if (VisibleTo(caller, n)) names.push_back(std::move(n));
   }
   return names;
@@ -1009,7 +1132,10 @@ Status Filesystem::RemoveXattr(const Caller& caller, Ino ino, std::string_view n
     KDN_ASSIGN_OR_RETURN(InodeAttr attr, store_->GetAttr(ino));
     return SetKdnXattr(*store_, attr, name, "0");
   }
-  return store_->RemoveXattr(ino, name);
+  const std::string note = name.starts_with("user.") ? MetadataNoteFor(ino) : std::string();
+  KDN_RETURN_IF_ERROR(store_->RemoveXattr(ino, name, note));
+  if (!note.empty()) uploader_->Kick();
+  return Status::OK();
 }
 
 std::string Filesystem::StatsText() {
@@ -1064,6 +1190,35 @@ std::string Filesystem::StatsText() {
   line("passthrough_opens", counters_.passthrough_opens.load());
   line("served_opens", counters_.served_opens.load());
   line("backing_files", counters_.backing_files.load());
+  if (uploader_) {
+    const edge::UploaderCounters& c = uploader_->counters();
+    auto state = store_->GetOutboxState();
+    line("origin", uploader_->origin().Describe());
+    line("origin_queue", state.ok() ? state->notes : 0);
+    line("origin_chunk_uploads", c.chunk_uploads.load());
+    line("origin_chunks_present", c.chunk_present.load());
+    line("origin_upload_bytes", c.upload_bytes.load());
+    line("origin_ns_puts", c.ns_puts.load());
+    line("origin_ns_deletes", c.ns_deletes.load());
+    line("origin_upload_errors", c.errors.load());
+    std::string last = uploader_->last_error();
+    for (char& ch : last) {
+      if (ch == '\n') ch = ' ';
+    }
+    line("origin_last_error", last.empty() ? std::string("none") : last);
+    const edge::ReaderCounters& r = reader_->counters();
+    line("origin_listings", r.listings.load());
+    line("origin_listing_errors", r.listing_errors.load());
+    line("origin_names_added", r.names_added.load());
+    line("origin_names_changed", r.names_changed.load());
+    line("origin_names_removed", r.names_removed.load());
+    line("origin_fetches", r.fetches.load());
+    line("origin_fetch_bytes", r.fetch_bytes.load());
+    line("origin_fetch_errors", r.fetch_errors.load());
+    const uint64_t fetches = r.fetches.load();
+    line("origin_fetch_mean_ms",
+         Ratio(fetches ? double(r.fetch_ns_total.load()) / double(fetches) / 1e6 : 0.0));
+  }
   requests_->Render(out);
   return out.str();
 }

@@ -48,6 +48,8 @@
 #include <vector>
 
 #include "base/thread_annotations.h"
+#include "fs/edge/origin_reader.h"
+#include "fs/edge/uploader.h"
 #include "fs/kdnfs/control_files.h"
 #include "fs/kdnfs/fs_types.h"
 #include "fs/kdnfs/request_outcomes.h"
@@ -109,6 +111,18 @@ class Filesystem {
     // -o user_quota: the most bytes the regular files of one user (other than root) may hold,
     // sizes rounded up to 4 KiB; 0: no limit. See Quotas below.
     uint64_t user_quota_bytes = 0;
+    // The origin this node is an edge of (docs/origin.md); null: a standalone store. With one,
+    // every committed content, unlink and rename is also an outbox note that the uploader
+    // (fs/edge/uploader.h) publishes, and fsync waits for the upload.
+    std::shared_ptr<origin::Origin> origin;
+    edge::UploaderOptions upload;
+    // For reads (listings, fetches on a miss): the same origin, with shorter timeouts and fewer
+    // retries so that a miss fails quickly when it is down. Null: `origin`.
+    std::shared_ptr<origin::Origin> read_origin;
+    // How long a directory's listing from the origin is believed (edge/origin_reader.h). With
+    // an origin, the kernel's entry, attribute and absence caches are capped at it too: names
+    // change behind this node's back.
+    std::chrono::milliseconds origin_ttl{1000};
   };
 
   // Opens (or creates) the store in `store_dir`; `store_options.on_evict` is kdnfs's own.
@@ -269,6 +283,13 @@ class Filesystem {
   // The committed content of `ino` changed (or may have): forget what was cached of it.
   void ContentChanged(Ino ino);
   Status CheckWritableDir(Ino parent, std::string_view name);
+  // The path of `name` in `parent` for an outbox note; empty (no note) without an origin or when
+  // the path cannot be had.
+  std::string NotePath(Ino parent, std::string_view name);
+  // The outbox note for changed metadata of `ino` (mode, owner, mtime, user xattrs): empty
+  // without an origin, for anything but a regular file, or while content is staged (its commit
+  // publishes everything).
+  std::string MetadataNoteFor(Ino ino);
 
   const Options options_;
   std::unique_ptr<Store> store_;
@@ -279,6 +300,13 @@ class Filesystem {
   Processes* processes_ = nullptr;
   FsCounters counters_;
   std::unique_ptr<RequestOutcomes> requests_;
+  // After store_: stopped before the store closes. Null without an origin.
+  std::unique_ptr<edge::Uploader> uploader_;
+  std::unique_ptr<edge::OriginReader> reader_;
+  // A placeholder of an origin object (edge/origin_reader.h) shows that object's size and times.
+  void OverlayRemote(InodeAttr& attr);
+  // Before content is staged from the committed one: a placeholder's content is fetched first.
+  Status FetchBeforeStaging(Ino ino);
 
   // Counts every change of committed content (a commit, a refusal, an eviction), bumped under mu_
   // together with the end of the inode's staged file: see Freshen.

@@ -17,7 +17,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -30,6 +32,7 @@
 #include "fs/kdnfs/log.h"
 #include "fs/kdnfs/mount_util.h"
 #include "fs/kdnfs/service_notify.h"
+#include "kdn/origin.h"
 
 #ifndef KDN_VERSION
 #define KDN_VERSION "unknown"
@@ -48,6 +51,10 @@ struct CommandLine {
   StoreOptions store;
   FuseOptions fuse;
   Filesystem::Options fs;
+  origin::OriginOptions origin;  // url empty: no origin
+  edge::UploaderOptions upload;
+  std::chrono::milliseconds origin_ttl{1000};
+  long origin_read_timeout_ms = 5000;
 };
 
 void PrintUsage(FILE* out) {
@@ -84,6 +91,20 @@ void PrintUsage(FILE* out) {
                "  commit=MS          with sync=full: a change that returned is durable against\n"
                "                     power loss at most MS milliseconds later, or at the next\n"
                "                     fsync on the mount; 0: before it returns (default 1000)\n"
+               "  origin=URL         be an edge of this origin (docs/origin.md):\n"
+               "                     s3://BUCKET[/PREFIX] or file:///DIR (or /DIR); committed\n"
+               "                     files, unlinks and renames are uploaded in the background\n"
+               "                     from a durable queue; fsync waits for the upload\n"
+               "  origin_endpoint=URL  S3: http(s)://HOST[:PORT] (default: AWS); credentials\n"
+               "                     from AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or\n"
+               "                     ~/.aws/credentials, region from AWS_REGION\n"
+               "  origin_ttl=SECONDS how long a directory's listing from the origin is\n"
+               "                     believed before it is read again (default 1)\n"
+               "  origin_read_timeout=MS  a listing or read miss gives up (EIO, or the local\n"
+               "                     view) after about this long when the origin is down\n"
+               "                     (default 5000)\n"
+               "  origin_threads=N   chunk uploads at once (default 4)\n"
+               "  origin_sync_timeout=S  longest an fsync waits for the origin (default 30)\n"
                "\n"
                "Other -o options go to FUSE and the kernel, e.g. ro (read-only: closing a\n"
                "file then costs no request to the daemon), allow_other (the default\n"
@@ -153,6 +174,36 @@ Status ParseKdnOption(std::string_view opt, CommandLine& cl, bool& ours) {
       cl.store.sync = SyncPolicy::kNone;
     else
       return Status::InvalidArgument("sync must be full or none");
+  } else if (is("origin")) {
+    std::string url(value("origin"));
+    if (url.starts_with("/")) url = "file://" + url;
+    cl.origin.url = url;
+  } else if (is("origin_endpoint")) {
+    cl.origin.endpoint = std::string(value("origin_endpoint"));
+  } else if (is("origin_ttl")) {
+    std::string v(value("origin_ttl"));
+    char* end = nullptr;
+    double sec = std::strtod(v.c_str(), &end);
+    if (v.empty() || *end != '\0' || !(sec >= 0 && sec <= 86400)) {
+      return Status::InvalidArgument("origin_ttl must be 0..86400 (seconds)");
+    }
+    cl.origin_ttl = std::chrono::milliseconds(static_cast<int64_t>(sec * 1000));
+  } else if (is("origin_read_timeout")) {
+    int ms = std::atoi(std::string(value("origin_read_timeout")).c_str());
+    if (ms < 100 || ms > 600000) {
+      return Status::InvalidArgument("origin_read_timeout must be 100..600000 (ms)");
+    }
+    cl.origin_read_timeout_ms = ms;
+  } else if (is("origin_threads")) {
+    int n = std::atoi(std::string(value("origin_threads")).c_str());
+    if (n < 1 || n > 64) return Status::InvalidArgument("origin_threads must be 1..64");
+    cl.upload.threads = static_cast<unsigned>(n);
+  } else if (is("origin_sync_timeout")) {
+    int sec = std::atoi(std::string(value("origin_sync_timeout")).c_str());
+    if (sec < 1 || sec > 86400) {
+      return Status::InvalidArgument("origin_sync_timeout must be 1..86400 (seconds)");
+    }
+    cl.upload.sync_timeout = std::chrono::seconds(sec);
   } else if (is("commit")) {
     std::string v(value("commit"));
     char* end = nullptr;
@@ -286,7 +337,35 @@ int Run(const CommandLine& cl) {
     ::close(report_fd);
   };
 
-  auto fs = Filesystem::Open(cl.store_dir, cl.store, cl.fs);
+  Filesystem::Options fs_options = cl.fs;
+  if (!cl.origin.url.empty()) {
+    auto origin = origin::OpenOrigin(cl.origin);
+    if (!origin.ok()) {
+      KDN_LOG_ERROR("origin %s: %s", cl.origin.url.c_str(), origin.status().ToString().c_str());
+      report(1);
+      return 1;
+    }
+    // Reads get a tighter bound than uploads (which retry in the background anyway): a miss
+    // must fail quickly when the origin is down.
+    origin::OriginOptions read = cl.origin;
+    read.connect_timeout_ms = std::min<long>(read.connect_timeout_ms, cl.origin_read_timeout_ms);
+    read.retry_budget_ms = cl.origin_read_timeout_ms;
+    read.max_attempts = 3;
+    read.low_speed_seconds = std::max<long>(1, cl.origin_read_timeout_ms / 1000);
+    auto read_origin = origin::OpenOrigin(read);
+    if (!read_origin.ok()) {
+      KDN_LOG_ERROR("origin %s: %s", cl.origin.url.c_str(),
+                    read_origin.status().ToString().c_str());
+      report(1);
+      return 1;
+    }
+    fs_options.origin = std::move(*origin);
+    fs_options.read_origin = std::move(*read_origin);
+    fs_options.origin_ttl = cl.origin_ttl;
+    fs_options.upload = cl.upload;
+    KDN_LOG_INFO("edge of origin %s", fs_options.origin->Describe().c_str());
+  }
+  auto fs = Filesystem::Open(cl.store_dir, cl.store, fs_options);
   if (!fs.ok()) {
     KDN_LOG_ERROR("cannot open the store in %s: %s", cl.store_dir.c_str(),
                   fs.status().ToString().c_str());

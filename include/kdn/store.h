@@ -265,6 +265,22 @@ struct CommitOptions {
   // written. The commit takes it over whatever its outcome: it pays for the chunk's bytes, and
   // what they do not need (deduplicated content, a file that shrank) is given back.
   uint64_t reserved_bytes = 0;
+  // Non-empty: an outbox note (below) written in the commit's transaction, naming the new
+  // content's chunk (so that chunk is not evicted until the note is removed).
+  std::string outbox_note;
+};
+
+// The outbox: durable notes about changes, for a follower outside the store (kdnfs's origin
+// uploader, fs/edge/). A note is written in the same transaction as the change it describes, so
+// a crash (even kill -9 right after the change returned) keeps both or neither, and the follower
+// finds every change it has not handled yet after a restart. A note that names a chunk keeps that
+// chunk from being evicted while the note exists (its bytes have not reached the follower's
+// destination yet); deleting the chunk's last reference still deletes it. Notes are read in the
+// order they were written and removed by the follower once handled.
+struct OutboxNote {
+  uint64_t seq = 0;  // order of writing; never reused
+  ChunkId chunk;     // zero: the note names no chunk
+  std::string body;  // the follower's own encoding; the store does not look inside
 };
 
 // A `.kv` chunk whose chained prefix hash at index `index` equals the one asked for: its first
@@ -434,7 +450,8 @@ class Store {
   Result<InodeAttr> Link(Ino ino, Ino new_parent, std::string_view new_name);
   // Removes a non-directory name; returns the inode as it is afterwards. The inode and its content
   // are reclaimed at once when nlink drops to 0 and it is not open, else at its last CloseInode.
-  Result<InodeAttr> Unlink(Ino parent, std::string_view name);
+  // A non-empty `outbox_note` is written in the same transaction (see OutboxNote).
+  Result<InodeAttr> Unlink(Ino parent, std::string_view name, std::string_view outbox_note = {});
   // Removes every name of `ino`, like Unlink of each, if it is a regular file without content
   // (a new file whose first content was refused); otherwise changes nothing. Returns the names
   // removed.
@@ -444,9 +461,14 @@ class Store {
   // Atomic rename. Replaces an existing target (a file by a file, a directory by an empty
   // directory), or with kRenameNoReplace/kRenameExchange as renameat2. Moving a directory into its
   // own subtree is refused (EINVAL).
+  // A non-empty `outbox_note` is written in the same transaction when the rename changes
+  // anything (see OutboxNote).
   Status Rename(Ino parent, std::string_view name, Ino new_parent, std::string_view new_name,
-                uint32_t flags = 0);
-  Result<InodeAttr> SetAttr(Ino ino, const SetAttrRequest& request);
+                uint32_t flags = 0, std::string_view outbox_note = {});
+  // A non-empty `outbox_note` is written in the same transaction (see OutboxNote); so for
+  // SetXattr and RemoveXattr.
+  Result<InodeAttr> SetAttr(Ino ino, const SetAttrRequest& request,
+                            std::string_view outbox_note = {});
   // Up to `max_entries` entries after `cookie` (0 starts the listing with "." and ".."). Cookies
   // are stable: entries added or removed meanwhile do not shift the others.
   Result<std::vector<DirEntry>> ReadDir(Ino dir, uint64_t cookie, size_t max_entries);
@@ -461,9 +483,9 @@ class Store {
   // evict nothing).
   Result<std::string> GetXattr(Ino ino, std::string_view name);
   Status SetXattr(Ino ino, std::string_view name, std::string_view value,
-                  XattrSetMode mode = XattrSetMode::kAny);
+                  XattrSetMode mode = XattrSetMode::kAny, std::string_view outbox_note = {});
   Result<std::vector<std::string>> ListXattr(Ino ino);
-  Status RemoveXattr(Ino ino, std::string_view name);
+  Status RemoveXattr(Ino ino, std::string_view name, std::string_view outbox_note = {});
 
   // user.kdn.evictable (directories pass it on to entries created later; files make their content
   // evictable) and user.kdn.pin (files: their content is never evicted).
@@ -494,6 +516,21 @@ class Store {
                                                         size_t max_results = 16);
   // Regular files whose content is `chunk`.
   Result<std::vector<Ino>> InodesWithChunk(const ChunkId& chunk, size_t max_results = 16);
+
+  // ---- The outbox (see OutboxNote).
+
+  // Up to `max_notes` notes with seq > `after_seq`, in order.
+  Result<std::vector<OutboxNote>> ReadOutbox(uint64_t after_seq, size_t max_notes);
+  // Removes a handled note (a note already removed is OK).
+  Status RemoveOutboxNote(uint64_t seq);
+  struct OutboxState {
+    uint64_t notes = 0;      // not removed yet
+    uint64_t first_seq = 0;  // the oldest of them (0 when none)
+    uint64_t last_seq = 0;   // the newest of them (0 when none)
+  };
+  Result<OutboxState> GetOutboxState();
+  // Whether a note names `chunk` (its bytes have not reached the follower's destination yet).
+  Result<bool> OutboxNamesChunk(const ChunkId& chunk);
 
   // ---- Checks.
 

@@ -104,6 +104,11 @@ class PosixOrigin final : public Origin {
   Result<ListPage> List(std::string_view prefix, std::string_view delimiter, std::string_view token,
                         unsigned max_keys) override {
     if (max_keys == 0 || max_keys > 1000) max_keys = 1000;
+    // A missing prefix lists nothing, but a missing origin directory (the shared filesystem not
+    // mounted) is an error, as a missing bucket is on S3: an edge must not take it for "empty".
+    struct stat root{};
+    if (::stat(dir_.c_str(), &root) != 0) return Status::IOError("origin " + dir_ + ": " + std::strerror(errno));
+    if (!S_ISDIR(root.st_mode)) return Status::IOError("origin " + dir_ + ": not a directory");
     // Walk from the deepest directory the prefix names; S3 prefixes are string prefixes, so
     // "ns/a" also matches "ns/ab/c".
     size_t cut = prefix.rfind('/');

@@ -1,0 +1,56 @@
+// The namespace object: what the origin knows of one file (docs/origin.md, "The namespace
+// object"). A small text object, `key value` lines in a fixed order, ending with an xxh3-64
+// checksum of everything before it, so that a torn or tampered object is refused, not half
+// believed. Decode enforces every bound the document lists before it believes anything.
+#ifndef KDN_FS_EDGE_NS_OBJECT_H_
+#define KDN_FS_EDGE_NS_OBJECT_H_
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "kdn/status.h"
+#include "kdn/store.h"
+
+namespace kdn::edge {
+
+inline constexpr size_t kMaxNsObjectBytes = 64 * 1024;
+inline constexpr size_t kMaxNsXattrs = 64;
+inline constexpr size_t kMaxNsXattrValue = 4096;
+
+struct NsObject {
+  ChunkId chunk;  // zero: an empty file
+  uint64_t size = 0;
+  uint32_t mode = 0;  // full st_mode; regular files only
+  uint32_t uid = 0;
+  uint32_t gid = 0;
+  int64_t mtime_ns = 0;
+  int64_t ctime_ns = 0;
+  std::vector<std::pair<std::string, std::string>> xattrs;  // user.* only, in name order
+  friend bool operator==(const NsObject&, const NsObject&) = default;
+};
+
+// The object's bytes. Xattrs that do not fit the bounds (more than 64, values over 4 KiB, names
+// not user.*) are left out: the content and attributes matter more than a note.
+std::string EncodeNsObject(const NsObject& object);
+// kCorruption for anything that is not exactly what EncodeNsObject writes (bounds, order,
+// checksum); kUnsupported for a version this build does not know.
+Result<NsObject> DecodeNsObject(std::string_view bytes);
+
+// The origin keys of a file at `path` (absolute under the mount, "/set/a.kv") and of a chunk.
+std::string NsKey(std::string_view path);
+std::string ChunkKey(const ChunkId& id);
+inline constexpr std::string_view kNsPrefix = "ns";
+
+// The store attribute that makes a file a copy of an origin object (edge/origin_reader.h): the
+// object's ETag, NUL, the namespace object's bytes. kdnfs hides it from users.
+inline constexpr std::string_view kRemoteXattr = "user.kdn.remote";
+// The namespace object in such a record (nullopt when `record` is none or damaged).
+std::optional<NsObject> NsObjectOfRecord(std::string_view record);
+
+}  // namespace kdn::edge
+
+#endif  // KDN_FS_EDGE_NS_OBJECT_H_

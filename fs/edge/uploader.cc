@@ -1,0 +1,397 @@
+#include "fs/edge/uploader.h"
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <random>
+#include <vector>
+
+#include "fs/edge/ns_object.h"
+
+namespace kdn::edge {
+namespace {
+
+// Note bodies: a kind letter, then NUL-separated fields (paths hold any byte but NUL).
+constexpr char kPut = 'P', kDelete = 'D', kRename = 'R', kExchange = 'X', kMetadata = 'M';
+constexpr size_t kBatch = 64;
+constexpr size_t kMaxKnownUploaded = 100000;
+
+std::vector<std::string_view> Fields(std::string_view body) {
+  std::vector<std::string_view> out;
+  size_t start = 1;
+  while (start <= body.size()) {
+    size_t nul = body.find('\0', start);
+    if (nul == std::string_view::npos) nul = body.size();
+    out.push_back(body.substr(start, nul - start));
+    start = nul + 1;
+  }
+  return out;
+}
+
+std::string Join(char kind, std::initializer_list<std::string_view> fields) {
+  std::string out(1, kind);
+  bool first = true;
+  for (std::string_view f : fields) {
+    if (!first) out.push_back('\0');
+    out += f;
+    first = false;
+  }
+  return out;
+}
+
+}  // namespace
+
+std::string PutNote(Ino ino, std::string_view path) {
+  return Join(kPut, {std::to_string(ino), path});
+}
+std::string DeleteNote(std::string_view path) {
+  return Join(kDelete, {path});
+}
+std::string RenameNote(std::string_view from, std::string_view to) {
+  return Join(kRename, {from, to});
+}
+std::string ExchangeNote(std::string_view a, std::string_view b) {
+  return Join(kExchange, {a, b});
+}
+std::string MetadataNote(Ino ino, std::string_view path) {
+  return Join(kMetadata, {std::to_string(ino), path});
+}
+
+bool Publishable(std::string_view path) {
+  if (!path.starts_with('/') || path.size() < 2) return false;
+  size_t at = 1;
+  while (at < path.size()) {
+    size_t slash = path.find('/', at);
+    if (slash == std::string_view::npos) slash = path.size();
+    if (path.substr(at, slash - at).starts_with(".kdn-tmp")) return false;
+    at = slash + 1;
+  }
+  return origin::CheckKey(NsKey(path)).ok();
+}
+
+Uploader::Uploader(Store& store, std::shared_ptr<origin::Origin> origin, UploaderOptions options)
+    : store_(store), origin_(std::move(origin)), options_(std::move(options)) {
+  thread_ = std::thread([this] { Loop(); });
+}
+
+Uploader::~Uploader() {
+  {
+    std::lock_guard lock(mu_);
+    stop_ = true;
+  }
+  cv_.notify_all();
+  thread_.join();
+}
+
+void Uploader::Kick() {
+  {
+    std::lock_guard lock(mu_);
+    kicked_ = true;
+  }
+  cv_.notify_all();
+}
+
+std::string Uploader::last_error() const {
+  std::lock_guard lock(mu_);
+  return last_error_;
+}
+
+void Uploader::NoteError(const Status& s) {
+  ++counters_.errors;
+  Log(options_.log, LogLevel::kError, "origin upload: " + s.ToString() + " (will retry)");
+  {
+    std::lock_guard lock(mu_);
+    last_error_ = s.ToString();
+  }
+  done_cv_.notify_all();
+}
+
+bool Uploader::KnownUploaded(const ChunkId& id) {
+  std::lock_guard lock(mu_);
+  return uploaded_.count(id) != 0;
+}
+
+void Uploader::MarkUploaded(const ChunkId& id) {
+  std::lock_guard lock(mu_);
+  if (uploaded_.size() >= kMaxKnownUploaded) uploaded_.clear();
+  uploaded_.insert(id);
+}
+
+void Uploader::Loop() {
+  std::mt19937_64 rng(std::random_device{}());
+  std::chrono::milliseconds backoff{0};
+  while (true) {
+    {
+      std::unique_lock lock(mu_);
+      // After a failure, only stopping cuts the backoff short; otherwise a kick or a 1 s poll.
+      auto wait = backoff.count() > 0 ? backoff : std::chrono::milliseconds(1000);
+      // A sync cuts a backoff short (someone waits for the origin now); commits do not, or a
+      // down origin would be retried at the rate files are written.
+      cv_.wait_for(lock, wait,
+                   [&] { return stop_ || urgent_ || (backoff.count() == 0 && kicked_); });
+      if (stop_) return;
+      kicked_ = false;
+      urgent_ = false;
+    }
+    Status s = RunBatch();
+    if (s.ok()) {
+      backoff = std::chrono::milliseconds(0);
+      continue;
+    }
+    NoteError(s);
+    auto next = backoff.count() == 0 ? options_.backoff_base : backoff * 2;
+    next = std::min(next, options_.backoff_max);
+    std::uniform_int_distribution<int64_t> jitter(next.count() / 2, next.count());
+    backoff = std::chrono::milliseconds(jitter(rng));
+  }
+}
+
+Status Uploader::RunBatch() {
+  while (true) {
+    {
+      std::lock_guard lock(mu_);
+      if (stop_) return Status::OK();
+    }
+    KDN_ASSIGN_OR_RETURN(std::vector<OutboxNote> notes, store_.ReadOutbox(0, kBatch));
+    if (notes.empty()) return Status::OK();
+    // The chunks first, several at once: they are most of the bytes, and any order is right
+    // for them (a chunk object is only ever named once it is complete).
+    std::vector<ChunkId> chunks;
+    for (const OutboxNote& n : notes) {
+      if (!n.chunk.IsZero() && !KnownUploaded(n.chunk) &&
+          std::find(chunks.begin(), chunks.end(), n.chunk) == chunks.end()) {
+        chunks.push_back(n.chunk);
+      }
+    }
+    std::atomic<size_t> next{0};
+    auto work = [&] {
+      for (size_t i = next++; i < chunks.size(); i = next++) {
+        Status s = EnsureChunk(chunks[i]);
+        if (!s.ok() && !s.IsNotFound()) NoteError(s);  // retried at the note's turn
+      }
+    };
+    std::vector<std::thread> pool;
+    const size_t n_threads = std::min<size_t>(std::max(1u, options_.threads), chunks.size());
+    for (size_t i = 1; i < n_threads; ++i) pool.emplace_back(work);
+    work();
+    for (auto& t : pool) t.join();
+    // Then the names, in order.
+    for (const OutboxNote& n : notes) {
+      KDN_RETURN_IF_ERROR(Handle(n));
+      KDN_RETURN_IF_ERROR(store_.RemoveOutboxNote(n.seq));
+      ++counters_.notes_done;
+      done_cv_.notify_all();
+    }
+  }
+}
+
+Status Uploader::EnsureChunk(const ChunkId& id) {
+  if (KnownUploaded(id)) return Status::OK();
+  const std::string key = ChunkKey(id);
+  Result<origin::ObjectInfo> head = origin_->Head(key);
+  if (head.ok()) {
+    ++counters_.chunk_present;
+    MarkUploaded(id);
+    return Status::OK();
+  }
+  if (!head.status().IsNotFound()) return head.status();
+  // A chunk that is gone from the store was replaced or deleted since: a later note covers it.
+  KDN_ASSIGN_OR_RETURN(int fd, store_.OpenChunkForRead(id));
+  struct stat st {};
+  Status s;
+  if (::fstat(fd, &st) != 0) {
+    s = Status::FromErrno("stat of chunk " + id.ToHex(), errno);
+  } else {
+    s = origin_->PutFile(key, fd, static_cast<uint64_t>(st.st_size));
+  }
+  ::close(fd);
+  KDN_RETURN_IF_ERROR(s);
+  ++counters_.chunk_uploads;
+  counters_.upload_bytes += static_cast<uint64_t>(st.st_size);
+  MarkUploaded(id);
+  return Status::OK();
+}
+
+Result<InodeAttr> Uploader::Resolve(std::string_view path) {
+  Ino at = kRootIno;
+  InodeAttr attr;
+  size_t pos = 1;
+  while (pos < path.size()) {
+    size_t slash = path.find('/', pos);
+    if (slash == std::string_view::npos) slash = path.size();
+    KDN_ASSIGN_OR_RETURN(attr, store_.Lookup(at, path.substr(pos, slash - pos)));
+    at = attr.ino;
+    pos = slash + 1;
+  }
+  return attr;
+}
+
+Status Uploader::Publish(std::string_view path, const InodeAttr& attr_in) {
+  if (!Publishable(path)) return Status::OK();
+  InodeAttr attr = attr_in;
+  if (attr.chunk.IsZero() && attr.size == 0) {
+    // A placeholder of an origin object (renamed here before it was ever read): its content is
+    // the object's, already on the origin, not an empty file.
+    Result<std::string> record = store_.GetXattr(attr.ino, kRemoteXattr);
+    if (record.ok()) {
+      std::optional<NsObject> remote = NsObjectOfRecord(*record);
+      if (!remote)
+        return Status::Corruption("damaged origin record of inode " + std::to_string(attr.ino));
+      attr.chunk = remote->chunk;
+      attr.size = remote->size;
+      attr.mtime_ns = remote->mtime_ns;
+      if (!attr.chunk.IsZero()) MarkUploaded(attr.chunk);
+    }
+  }
+  if (!attr.chunk.IsZero()) {
+    Status s = EnsureChunk(attr.chunk);
+    // The content changed again since (its chunk is gone): the later note publishes that.
+    if (s.IsNotFound()) return Status::OK();
+    KDN_RETURN_IF_ERROR(s);
+  }
+  NsObject o;
+  o.chunk = attr.chunk;
+  o.size = attr.size;
+  o.mode = attr.mode;
+  o.uid = attr.uid;
+  o.gid = attr.gid;
+  o.mtime_ns = attr.mtime_ns;
+  o.ctime_ns = attr.ctime_ns;
+  Result<std::vector<std::string>> names = store_.ListXattr(attr.ino);
+  if (names.ok()) {
+    std::sort(names->begin(), names->end());
+    for (const std::string& name : *names) {
+      // user.kdn.* follow from the content or are this node's own settings.
+      if (!name.starts_with("user.") || name.starts_with("user.kdn.")) continue;
+      Result<std::string> value = store_.GetXattr(attr.ino, name);
+      if (value.ok()) o.xattrs.emplace_back(name, std::move(*value));
+    }
+  }
+  const std::string bytes = EncodeNsObject(o);
+  KDN_RETURN_IF_ERROR(origin_->Put(
+      NsKey(path), std::span(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size())));
+  ++counters_.ns_puts;
+  counters_.upload_bytes += bytes.size();
+  return Status::OK();
+}
+
+Status Uploader::MoveTree(std::string_view from, std::string_view to) {
+  // A directory is a prefix on the origin: each object under it is copied, then deleted.
+  const std::string from_prefix = NsKey(from) + "/";
+  KDN_ASSIGN_OR_RETURN(origin::ListPage page, origin_->ListAll(from_prefix, ""));
+  for (const origin::ObjectInfo& obj : page.objects) {
+    std::string bytes(obj.size, '\0');
+    KDN_ASSIGN_OR_RETURN(
+        uint64_t got,
+        origin_->Get(obj.key, 0,
+                     std::span(reinterpret_cast<uint8_t*>(bytes.data()), bytes.size())));
+    bytes.resize(got);
+    const std::string new_key = NsKey(to) + "/" + obj.key.substr(from_prefix.size());
+    KDN_RETURN_IF_ERROR(origin_->Put(
+        new_key, std::span(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size())));
+    KDN_RETURN_IF_ERROR(origin_->Delete(obj.key));
+    ++counters_.ns_puts;
+    ++counters_.ns_deletes;
+  }
+  return Status::OK();
+}
+
+Status Uploader::Handle(const OutboxNote& note) {
+  if (note.body.empty()) return Status::OK();
+  std::vector<std::string_view> f = Fields(note.body);
+  auto remove = [&](std::string_view path) -> Status {
+    if (!Publishable(path)) return Status::OK();
+    KDN_RETURN_IF_ERROR(origin_->Delete(NsKey(path)));
+    ++counters_.ns_deletes;
+    return Status::OK();
+  };
+  switch (note.body[0]) {
+    case kPut: {
+      if (f.size() != 2) break;
+      Ino ino = std::strtoull(std::string(f[0]).c_str(), nullptr, 10);
+      Result<InodeAttr> attr = store_.GetAttr(ino);
+      if (!attr.ok()) return attr.status().IsNotFound() ? Status::OK() : attr.status();
+      // Changed again since: the later note publishes the newer content.
+      if (!S_ISREG(attr->mode) || attr->chunk != note.chunk) return Status::OK();
+      if (!Publishable(f[1])) return Status::OK();
+      KDN_RETURN_IF_ERROR(Publish(f[1], *attr));
+      // Its bytes are on the origin now: the local copy is cache, evicted (LRU) when the store
+      // is full and fetched again when read (user.kdn.pin keeps it).
+      if (!attr->chunk.IsZero() && KnownUploaded(attr->chunk)) {
+        (void)store_.SetEvictable(ino, true);
+      }
+      return Status::OK();
+    }
+    case kMetadata: {
+      // The file as it is now under that name (a later note covers a later name or content).
+      if (f.size() != 2) break;
+      Ino ino = std::strtoull(std::string(f[0]).c_str(), nullptr, 10);
+      Result<InodeAttr> now = Resolve(f[1]);
+      if (!now.ok()) return now.status().IsNotFound() ? Status::OK() : now.status();
+      if (now->ino != ino || !S_ISREG(now->mode)) return Status::OK();
+      return Publish(f[1], *now);
+    }
+    case kDelete:
+      if (f.size() != 1) break;
+      return remove(f[0]);
+    case kRename: {
+      if (f.size() != 2) break;
+      Result<InodeAttr> now = Resolve(f[1]);
+      if (now.ok() && S_ISREG(now->mode)) {
+        KDN_RETURN_IF_ERROR(Publish(f[1], *now));
+        return remove(f[0]);
+      }
+      if (!now.ok() && !now.status().IsNotFound()) return now.status();
+      // A directory (or a name gone again since): move what the origin has under the old name.
+      if (Publishable(f[0]) && Publishable(f[1])) KDN_RETURN_IF_ERROR(MoveTree(f[0], f[1]));
+      return remove(f[0]);
+    }
+    case kExchange: {
+      if (f.size() != 2) break;
+      for (std::string_view path : {f[0], f[1]}) {
+        Result<InodeAttr> now = Resolve(path);
+        if (now.ok() && S_ISREG(now->mode)) KDN_RETURN_IF_ERROR(Publish(path, *now));
+      }
+      return Status::OK();
+    }
+    default:
+      break;
+  }
+  // A note this build does not understand cannot become understandable by retrying.
+  Log(options_.log, LogLevel::kError,
+      "origin upload: dropping malformed outbox note " + std::to_string(note.seq));
+  return Status::OK();
+}
+
+Status Uploader::WaitUploaded() {
+  KDN_ASSIGN_OR_RETURN(Store::OutboxState state, store_.GetOutboxState());
+  if (state.notes == 0) return Status::OK();
+  const uint64_t target = state.last_seq;
+  {
+    std::lock_guard lock(mu_);
+    urgent_ = true;
+  }
+  cv_.notify_all();
+  const auto deadline = std::chrono::steady_clock::now() + options_.sync_timeout;
+  while (true) {
+    KDN_ASSIGN_OR_RETURN(state, store_.GetOutboxState());
+    if (state.notes == 0 || state.first_seq > target) return Status::OK();
+    std::unique_lock lock(mu_);
+    if (std::chrono::steady_clock::now() >= deadline) {
+      return Status::IOError(
+          "origin " + origin_->Describe() + ": uploads not done after " +
+          std::to_string(options_.sync_timeout.count()) + " ms (" + std::to_string(state.notes) +
+          " changes wait); last error: " + (last_error_.empty() ? "none" : last_error_));
+    }
+    done_cv_.wait_for(lock, std::chrono::milliseconds(100));
+  }
+}
+
+Result<std::string> Uploader::UploadState(const InodeAttr& attr) {
+  if (attr.chunk.IsZero()) return std::string("local");
+  KDN_ASSIGN_OR_RETURN(bool pending, store_.OutboxNamesChunk(attr.chunk));
+  return std::string(pending ? "pending" : "uploaded");
+}
+
+}  // namespace kdn::edge
