@@ -99,9 +99,14 @@ Result<bool> ClearStaleMount(const std::string& mount_point) {
   // statfs always reaches the daemon (stat may be answered from attributes the kernel cached).
   // A dead daemon's connection answers ENOTCONN, or ECONNABORTED while the kernel is still
   // tearing down its io_uring queues (a request that reached a queue is aborted).
+  // Any other error (EINTR, EIO while the dead daemon's io_uring queues are still being torn
+  // down) says nothing yet: asked again for up to a second.
   struct statfs sf;
-  if (::statfs(mount_point.c_str(), &sf) == 0 || (errno != ENOTCONN && errno != ECONNABORTED)) {
-    return false;
+  for (int attempt = 0;; ++attempt) {
+    if (::statfs(mount_point.c_str(), &sf) == 0) return false;  // a live daemon answers
+    if (errno == ENOTCONN || errno == ECONNABORTED) break;
+    if (attempt == 20) return false;
+    ::usleep(50 * 1000);
   }
   if (::geteuid() == 0) {
     if (::umount2(mount_point.c_str(), MNT_DETACH) != 0) {
