@@ -2,7 +2,7 @@
 
 #include <utility>
 
-namespace kdn::gpu {
+namespace kdn::libkdn {
 
 Result<std::unique_ptr<Cache>> Cache::Open(std::shared_ptr<Context> ctx, const std::string& path) {
   KDN_ASSIGN_OR_RETURN(std::unique_ptr<BlockReader> reader, BlockReader::Open(path));
@@ -104,4 +104,4 @@ Status Cache::Sync() {
   return first;
 }
 
-}  // namespace kdn::gpu
+}  // namespace kdn::libkdn

@@ -7,7 +7,7 @@
 #include "libkdn/cuda/lossless_rans_launch.h"
 #include "store/format/lossless_rans.h"
 
-namespace kdn::gpu {
+namespace kdn::libkdn {
 namespace {
 
 constexpr uint32_t kThreads = 128;
@@ -64,4 +64,4 @@ Status DecodeLosslessRansOnDevice(const codec_internal::LosslessRansBlock& block
   return st;
 }
 
-}  // namespace kdn::gpu
+}  // namespace kdn::libkdn

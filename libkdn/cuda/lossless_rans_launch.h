@@ -10,7 +10,7 @@
 #include "kdn/status.h"
 #include "store/format/codec_internal.h"
 
-namespace kdn::gpu {
+namespace kdn::libkdn {
 
 // Decodes `block` (parsed on the host from the same bytes) into `planes` (device, elements x
 // planes bytes: the lossless payload). `device_block` is the whole encoded block on the device;
@@ -20,6 +20,6 @@ Status DecodeLosslessRansOnDevice(const codec_internal::LosslessRansBlock& block
                                   const uint8_t* device_block, uint8_t* planes,
                                   cudaStream_t stream);
 
-}  // namespace kdn::gpu
+}  // namespace kdn::libkdn
 
 #endif  // KDN_LIBKDN_CUDA_LOSSLESS_RANS_LAUNCH_H_

@@ -52,7 +52,7 @@ Status DevicePlanes(const codec_internal::LosslessRansBlock& b, const std::vecto
   EXPECT_EQ(cudaMalloc(&d_enc, enc.size()), cudaSuccess);
   EXPECT_EQ(cudaMalloc(&d_planes, planes->size()), cudaSuccess);
   EXPECT_EQ(cudaMemcpy(d_enc, enc.data(), enc.size(), cudaMemcpyHostToDevice), cudaSuccess);
-  const Status st = gpu::DecodeLosslessRansOnDevice(b, static_cast<const uint8_t*>(d_enc),
+  const Status st = libkdn::DecodeLosslessRansOnDevice(b, static_cast<const uint8_t*>(d_enc),
                                                     static_cast<uint8_t*>(d_planes), nullptr);
   EXPECT_EQ(cudaMemcpy(planes->data(), d_planes, planes->size(), cudaMemcpyDeviceToHost),
             cudaSuccess);
