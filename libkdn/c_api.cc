@@ -245,6 +245,19 @@ KDN_EXPORT kdn_status kdn_info(const kdn_cache* cache, kdn_cache_info* out) {
   });
 }
 
+KDN_EXPORT kdn_status kdn_layer_window(const kdn_cache* cache, uint32_t layer, uint32_t* window,
+                                       uint32_t* first_token) {
+  return g::Api([&]() -> Status {
+    KDN_RETURN_IF_ERROR(g::NotNull(cache, "cache"));
+    KDN_RETURN_IF_ERROR(g::NotNull(window, "window"));
+    const kdn::KvHeader& h = cache->impl->header();
+    KDN_RETURN_IF_ERROR(g::CheckLayerRange(layer, layer + 1, h.model.n_layers));
+    *window = h.model.layer_window(layer);
+    if (first_token != nullptr) *first_token = h.window_begin(layer);
+    return Status::OK();
+  });
+}
+
 KDN_EXPORT kdn_status kdn_expect_model(const kdn_cache* cache, const kdn_model_desc* model) {
   return g::Api([&]() -> Status {
     KDN_RETURN_IF_ERROR(g::NotNull(cache, "cache"));

@@ -70,20 +70,31 @@ struct ModelIdentity {
   uint32_t rotary_dim = 0;   // leading dims of each head that are rotated; 0 means head_dim
   float rope_theta = 10000.0f;
   float rope_scale = 1.0f;   // linear position scaling (position / scale); 1 = none
+  // Sliding-window attention (Mistral, Gemma 2's alternate layers): empty when every layer
+  // attends to all tokens; otherwise one entry per layer, 0 for a full-attention layer, w > 0 for
+  // a layer that attends to its last w tokens only. At least one entry is non-zero (an all-zero
+  // list is written as no list, so that one attention layout has one identity).
+  std::vector<uint32_t> layer_windows;
 
+  // The window of `layer` (0: full attention).
+  uint32_t layer_window(uint32_t layer) const {
+    return layer < layer_windows.size() ? layer_windows[layer] : 0;
+  }
   uint32_t channels() const { return n_kv_heads * head_dim; }  // values per token per K or V
   uint32_t effective_rotary_dim() const { return rotary_dim ? rotary_dim : head_dim; }
-  // xxh3-128 over name and every field above except n_heads. Identical identity <=> identical
-  // fingerprint (up to hash collisions).
+  // xxh3-128 over name and every field above except n_heads (layer_windows included when not
+  // empty). Identical identity <=> identical fingerprint (up to hash collisions).
   Hash128 Fingerprint() const;
-  // OK when the shape is sane (non-zero, bounded, rotary_dim <= head_dim and even).
+  // OK when the shape is sane (non-zero, bounded, rotary_dim <= head_dim and even, layer_windows
+  // empty or n_layers entries of at most 2^24, not all zero).
   Status Validate() const;
   // First differing field, e.g. "n_kv_heads: cache has 8, model has 4"; OK when all match.
   Status Compare(const ModelIdentity& expected) const;
 };
 
 // Shapes of well-known models, for synthetic caches and tests: "tiny" (stories260K: 5 layers,
-// 8 heads, 4 KV heads, head_dim 8, fp32, gptj), "llama3-8b", "llama3-70b", "mistral-7b".
+// 8 heads, 4 KV heads, head_dim 8, fp32, gptj), "llama3-8b", "llama3-70b", "mistral-7b",
+// "gemma2-9b" (42 layers, the even ones sliding-window layers of 4096 tokens).
 Result<ModelIdentity> ModelPreset(std::string_view preset);
 std::vector<std::string_view> ModelPresetNames();
 
@@ -142,6 +153,13 @@ struct KvHeader {
 
   const BlockEntry& block(uint32_t layer, KvKind kind) const {
     return blocks[2 * layer + static_cast<uint32_t>(kind)];
+  }
+  // The first token a load of `layer` takes: 0 for a full-attention layer, n_tokens - window for
+  // a sliding-window layer whose window is shorter than the file (its earlier tokens are outside
+  // every later token's window, so a load leaves them out).
+  uint32_t window_begin(uint32_t layer) const {
+    const uint32_t w = model.layer_window(layer);
+    return w != 0 && w < n_tokens ? n_tokens - w : 0;
   }
   // Bytes of one decoded block when written as `dtype`.
   uint64_t decoded_block_bytes(DType dtype) const {

@@ -127,6 +127,15 @@ KDN_EXPORT kdn_status kdn_info(const kdn_cache* cache, kdn_cache_info* out);
  * rotary dims/scale). */
 KDN_EXPORT kdn_status kdn_expect_model(const kdn_cache* cache, const kdn_model_desc* model);
 
+/* Sliding-window layers (Mistral, Gemma 2's local layers): a file's model identity may give a
+ * layer a window w (the model attends there to its last w tokens only). *window is layer's window
+ * (0: full attention) and *first_token (may be NULL) the first of the cache's tokens a load of that
+ * layer takes: n_tokens - w when w < n_tokens, else 0. The window is part of the identity the
+ * file's fingerprint and prefix hashes cover; kdn_model_desc does not carry it, so kdn_save writes
+ * no windows and kdn_expect_model compares the other fields. */
+KDN_EXPORT kdn_status kdn_layer_window(const kdn_cache* cache, uint32_t layer, uint32_t* window,
+                                       uint32_t* first_token);
+
 /* Where KV goes: one addressing scheme covers contiguous and paged layouts.
  *
  * Token t of the destination sequence, head h, dim d, of layer l (K or V) lives at
@@ -187,7 +196,14 @@ KDN_EXPORT kdn_status kdn_dest_paged(kdn_dest* d, kdn_dtype dtype, uint32_t n_la
  * with cudaStreamWaitEvent(s, kdn_layer_event(cache, l)), not by the stream's order alone (the
  * work may not be enqueued yet when this call returns). Checksums are verified on this path: a bad
  * block makes this call, or kdn_layer_wait for that layer, return KDN_E_CORRUPT naming the layer
- * and block, and nothing of that block is written. Layers fail or succeed on their own. */
+ * and block, and nothing of that block is written. Layers fail or succeed on their own.
+ * A sliding-window layer (kdn_layer_window) shorter than the cache takes its last `window` tokens
+ * only: cache tokens [n_tokens - window, n_tokens) go to destination tokens dest_token_offset +
+ * n_tokens - window onward (their own places), and the destination rows of the layer's earlier
+ * tokens are left as they were. Its blocks are still read and checksummed whole, and their zstd
+ * stage (lossless, quant+zstd) undone whole; only the window's rows are then decoded (tc: the
+ * segments that hold them). CPU context only: a CUDA context answers KDN_E_UNSUPPORTED for such
+ * a layer. */
 KDN_EXPORT kdn_status kdn_load(kdn_cache* cache, uint32_t layer_begin, uint32_t layer_end,
                                const kdn_dest* dest, uint32_t dest_token_offset, void* stream);
 /* Tensor parallelism: one file, each rank loads its share of the KV heads straight into its own

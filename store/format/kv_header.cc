@@ -46,7 +46,8 @@ bool SectionsFromFixed(const std::byte* f, layout::Sections* s) {
       chunk > limits::kMaxChunkTokens || n_layers < 1 || n_layers > limits::kMaxLayers) {
     return false;
   }
-  *s = layout::ComputeSections(name_len, n_tokens, chunk, n_layers);
+  const bool windows = (le::LoadU8(f + layout::kIdentityFlags) & layout::kIdentityLayerWindows) != 0;
+  *s = layout::ComputeSections(name_len, n_tokens, chunk, n_layers, windows);
   return true;
 }
 
@@ -61,7 +62,8 @@ Status SectionTruncated(const std::byte* fixed, uint64_t header_bytes, uint64_t 
     } parts[] = {{"model name section", s.name_offset, s.name_bytes},
                  {"token ids section", s.tokens_offset, s.tokens_bytes},
                  {"prefix hashes section", s.prefix_offset, s.prefix_bytes},
-                 {"block table section", s.table_offset, s.table_bytes}};
+                 {"block table section", s.table_offset, s.table_bytes},
+                 {"layer windows section", s.windows_offset, s.windows_bytes}};
     for (const auto& part : parts) {
       if (part.offset + part.bytes > available) {
         return Truncated(part.name, part.bytes, part.offset, file_size);
@@ -245,12 +247,18 @@ Result<KvHeader> ParseKvHeader(std::span<const std::byte> bytes, uint64_t file_s
     }
     if (name_len < 1) return OutOfRange("name_len", name_len, 1, limits::kMaxNameBytes);
     KDN_RETURN_IF_ERROR(ParseCodec(f, &h.codec));
+    const uint8_t identity_flags = le::LoadU8(f + layout::kIdentityFlags);
+    if ((identity_flags & ~layout::kIdentityLayerWindows) != 0) {
+      return Status::Corruption("identity flags " + text::Hex64(identity_flags) +
+                                " has unknown bits");
+    }
+    const bool has_windows = (identity_flags & layout::kIdentityLayerWindows) != 0;
     if (!AllZero(f + layout::kReserved, layout::kReservedBytes)) {
-      return Status::Corruption("reserved header bytes 104..127 are not zero");
+      return Status::Corruption("reserved header bytes 105..127 are not zero");
     }
 
     const layout::Sections s =
-        layout::ComputeSections(name_len, h.n_tokens, h.chunk_tokens, m.n_layers);
+        layout::ComputeSections(name_len, h.n_tokens, h.chunk_tokens, m.n_layers, has_windows);
     if (s.end != header_bytes) {
       return Status::Corruption("header_bytes " + Num(header_bytes) +
                                 " does not match its sections (" + Num(s.end) + ")");
@@ -260,6 +268,17 @@ Result<KvHeader> ParseKvHeader(std::span<const std::byte> bytes, uint64_t file_s
     m.name.assign(reinterpret_cast<const char*>(f + s.name_offset), name_len);
     if (!AllZero(f + s.name_offset + name_len, s.name_bytes - name_len)) {
       return Status::Corruption("model name section: padding is not zero");
+    }
+    // Layer windows (read before the identity is validated and fingerprinted: both cover them).
+    if (has_windows) {
+      m.layer_windows.resize(m.n_layers);
+      for (uint32_t l = 0; l < m.n_layers; ++l) {
+        m.layer_windows[l] = le::LoadU32(f + s.windows_offset + 4 * uint64_t{l});
+      }
+      if (!AllZero(f + s.windows_offset + 4 * uint64_t{m.n_layers},
+                   s.windows_bytes - 4 * uint64_t{m.n_layers})) {
+        return Status::Corruption("layer windows section: padding is not zero");
+      }
     }
     if (Status st = m.Validate(); !st.ok()) return Status::Corruption(st.message());
     if (const Hash128 fp = m.Fingerprint(); fp != h.fingerprint) {

@@ -38,11 +38,14 @@ inline constexpr size_t kChunkTokens = 96;
 inline constexpr size_t kGroupSize = 100;
 inline constexpr size_t kCodecFlags = 102;
 inline constexpr size_t kNameLen = 103;
-inline constexpr size_t kReserved = 104;
-inline constexpr size_t kReservedBytes = 24;
+inline constexpr size_t kIdentityFlags = 104;
+inline constexpr size_t kReserved = 105;
+inline constexpr size_t kReservedBytes = 23;
 static_assert(kReserved + kReservedBytes == kKvFixedHeaderBytes);
 
 inline constexpr uint8_t kFlagZstd = 1;
+// Identity flags: bit 0 = the layer windows section is present.
+inline constexpr uint8_t kIdentityLayerWindows = 1;
 inline constexpr size_t kBlockEntryBytes = 32;
 
 constexpr uint64_t AlignUp(uint64_t v, uint64_t a) {
@@ -55,11 +58,12 @@ struct Sections {
   uint64_t tokens_offset = 0, tokens_bytes = 0;
   uint64_t prefix_offset = 0, prefix_bytes = 0;
   uint64_t table_offset = 0, table_bytes = 0;
+  uint64_t windows_offset = 0, windows_bytes = 0;  // 0 bytes without the layer windows section
   uint64_t end = 0;  // header_bytes
 };
 // Counts must be within limits.h bounds (no overflow then).
 Sections ComputeSections(uint32_t name_len, uint32_t n_tokens, uint32_t chunk_tokens,
-                         uint32_t n_layers);
+                         uint32_t n_layers, bool layer_windows = false);
 
 inline uint32_t PrefixChunks(uint32_t n_tokens, uint32_t chunk_tokens) {
   return static_cast<uint32_t>((uint64_t{n_tokens} + chunk_tokens - 1) / chunk_tokens);

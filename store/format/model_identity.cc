@@ -36,6 +36,13 @@ Hash128 ModelIdentity::Fingerprint() const {
   Append(&rec, effective_rotary_dim());
   Append(&rec, rope_theta);
   Append(&rec, rope_scale);
+  // Appended only when there are windows, so that every identity without them keeps the
+  // fingerprint (and the prefix hashes) it always had; the tag byte keeps the two record shapes
+  // apart.
+  if (!layer_windows.empty()) {
+    Append(&rec, uint8_t{1});  // tag: layer windows
+    for (uint32_t w : layer_windows) Append(&rec, w);
+  }
   return HashBytes128(rec.data(), rec.size());
 }
 
@@ -73,6 +80,21 @@ Status ModelIdentity::Validate() const {
   }
   if (!std::isfinite(rope_scale) || !(rope_scale > 0.0f)) {
     return bad("rope_scale " + text::FormatFloat(rope_scale) + " must be finite and > 0");
+  }
+  if (!layer_windows.empty()) {
+    if (layer_windows.size() != n_layers) {
+      return bad("layer_windows has " + std::to_string(layer_windows.size()) +
+                 " entries, n_layers is " + std::to_string(n_layers));
+    }
+    bool any = false;
+    for (size_t l = 0; l < layer_windows.size(); ++l) {
+      if (layer_windows[l] > limits::kMaxTokens) {
+        return bad("layer " + std::to_string(l) + " window " + std::to_string(layer_windows[l]) +
+                   " out of range 0.." + std::to_string(limits::kMaxTokens));
+      }
+      any = any || layer_windows[l] != 0;
+    }
+    if (!any) return bad("layer_windows are all 0 (full attention is written as no list)");
   }
   return Status::OK();
 }
@@ -114,6 +136,12 @@ Status ModelIdentity::Compare(const ModelIdentity& expected) const {
   if (bits(rope_scale) != bits(expected.rope_scale)) {
     return differ("rope_scale", text::FormatFloat(rope_scale),
                   text::FormatFloat(expected.rope_scale));
+  }
+  for (uint32_t l = 0; l < n_layers; ++l) {
+    if (layer_window(l) != expected.layer_window(l)) {
+      return differ(("layer " + std::to_string(l) + " window").c_str(), num(layer_window(l)),
+                    num(expected.layer_window(l)));
+    }
   }
   return Status::OK();
 }

@@ -44,6 +44,9 @@ int main(int argc, char** argv) {
         m.n_kv_heads = tokens == 40 ? 2 : 1;
         m.head_dim = 8;
         m.dtype = dt;
+        // Sliding-window layers in the 5-token files: their header has the layer windows
+        // section (identity flag bit 0); a window shorter than the file on layer 1.
+        if (tokens == 5) m.layer_windows = {0, 3};
         auto codec = CodecSpec::Parse(codec_name);
         auto file = SynthesizeKvFile(m, tokens, *codec, tokens);
         if (!codec.ok() || !file.ok()) {
@@ -59,8 +62,10 @@ int main(int argc, char** argv) {
         if (dt != DType::kF16) continue;
         auto h = ParseKvHeader(*file, file->size());
         if (!h.ok()) return 1;
-        const auto s = layout::ComputeSections(2, tokens, kDefaultChunkTokens, m.n_layers);
-        for (uint64_t cut : {uint64_t{64}, s.tokens_offset, s.prefix_offset, s.table_offset, s.end,
+        const auto s = layout::ComputeSections(2, tokens, kDefaultChunkTokens, m.n_layers,
+                                               !m.layer_windows.empty());
+        for (uint64_t cut : {uint64_t{64}, s.tokens_offset, s.prefix_offset, s.table_offset,
+                             s.windows_offset, s.end,
                              h->blocks[0].offset + h->blocks[0].encoded_bytes / 2}) {
           if (!Write(base + "-cut" + std::to_string(cut) + ".kv", *file, cut)) return 1;
           ++written;
