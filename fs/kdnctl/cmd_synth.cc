@@ -21,7 +21,8 @@ constexpr char kUsage[] =
     "every machine. The values look like KV to a codec (per-channel offsets and scales, K\n"
     "outlier channels, smooth variation along tokens, noise); use it for sizes and speeds.\n\n"
     "  --model PRESET     tiny (stories260K's shape), llama3-8b, llama3-70b, mistral-7b,\n"
-    "                     gemma2-9b (sliding-window layers: 4096 tokens, even layers);\n"
+    "                     gemma2-9b (sliding-window layers: 4096 tokens, even layers),\n"
+    "                     deepseek-v3 (MLA: 61 layers, latent 512 + rope 64);\n"
     "                     the shape options below override single fields of a preset\n"
     "  --layers L, --kv-heads H, --head-dim D, --dtype fp16|bf16|fp32\n"
     "                     the shape without a preset (all four needed)\n"
@@ -148,7 +149,7 @@ int RunSynth(int argc, char** argv) {
   std::vector<std::byte> k, v;
   try {
     k.resize(bytes);
-    v.resize(bytes);
+    v.resize(model->mla() ? 0 : bytes);  // an MLA cache has its latent (as K) and no V
   } catch (const std::bad_alloc&) {
     return Fail(kCmd, kExitBadInput,
                 "cannot allocate " + std::to_string(2 * bytes) + " bytes for a layer");

@@ -253,8 +253,18 @@ Result<KvHeader> ParseKvHeader(std::span<const std::byte> bytes, uint64_t file_s
                                 " has unknown bits");
     }
     const bool has_windows = (identity_flags & layout::kIdentityLayerWindows) != 0;
-    if (!AllZero(f + layout::kReserved, layout::kReservedBytes)) {
-      return Status::Corruption("reserved header bytes 105..127 are not zero");
+    const uint8_t attention = le::LoadU8(f + layout::kAttention);
+    if (attention > static_cast<uint8_t>(AttentionKind::kMla)) {
+      return Status::Corruption("attention " + Num(attention) + " unknown (have: 0 K/V, 1 MLA)");
+    }
+    m.attention = static_cast<AttentionKind>(attention);
+    m.kv_lora_rank = le::LoadU32(f + layout::kKvLoraRank);
+    if (m.mla() && h.codec.id == CodecId::kTc) {
+      return Status::Corruption("codec tc does not apply to MLA caches");
+    }
+    if (!AllZero(f + layout::kReserved, layout::kReservedBytes) ||
+        !AllZero(f + layout::kReserved2, layout::kReserved2Bytes)) {
+      return Status::Corruption("reserved header bytes 106..107, 112..127 are not zero");
     }
 
     const layout::Sections s =
@@ -324,6 +334,18 @@ Result<KvHeader> ParseKvHeader(std::span<const std::byte> bytes, uint64_t file_s
       b.decoded_bytes = le::LoadU64(e + 16);
       b.checksum = le::LoadU64(e + 24);
       const std::string name = layout::BlockName(i);
+      if (!h.has_block(static_cast<uint32_t>(i / 2), static_cast<KvKind>(i % 2))) {
+        // An MLA V slot: an empty entry where the layout puts the next block.
+        if (b.encoded_bytes != 0 || b.decoded_bytes != 0 || b.checksum != 0) {
+          return Status::Corruption(name + ": an MLA cache's V slot must be empty (sizes and "
+                                    "checksum 0)");
+        }
+        if (b.offset != pos) {
+          return Status::Corruption(name + ": offset " + Num(b.offset) +
+                                    " is not where the layout puts it (" + Num(pos) + ")");
+        }
+        continue;
+      }
       if (b.decoded_bytes != decoded) {
         return Status::Corruption(name + ": decoded_bytes " + Num(b.decoded_bytes) +
                                   " does not match the shape (" + Num(decoded) + ")");

@@ -77,6 +77,8 @@ std::vector<std::byte> SerializeHeader(const KvHeader& h) {
   le::Store<uint8_t>(p + kCodecFlags, quant && h.codec.zstd ? kFlagZstd : 0);
   le::Store<uint8_t>(p + kNameLen, static_cast<uint8_t>(name_len));
   le::Store<uint8_t>(p + kIdentityFlags, windows ? kIdentityLayerWindows : 0);
+  le::Store<uint8_t>(p + kAttention, static_cast<uint8_t>(h.model.attention));
+  le::Store<uint32_t>(p + kKvLoraRank, h.model.kv_lora_rank);
   std::memcpy(p + s.name_offset, h.model.name.data(), name_len);
   std::memcpy(p + s.tokens_offset, h.tokens.data(), h.tokens.size() * sizeof(uint32_t));
   for (size_t i = 0; i < h.prefix_hashes.size(); ++i) {

@@ -39,9 +39,13 @@ inline constexpr size_t kGroupSize = 100;
 inline constexpr size_t kCodecFlags = 102;
 inline constexpr size_t kNameLen = 103;
 inline constexpr size_t kIdentityFlags = 104;
-inline constexpr size_t kReserved = 105;
-inline constexpr size_t kReservedBytes = 23;
-static_assert(kReserved + kReservedBytes == kKvFixedHeaderBytes);
+inline constexpr size_t kAttention = 105;
+inline constexpr size_t kReserved = 106;  // 2 bytes
+inline constexpr size_t kReservedBytes = 2;
+inline constexpr size_t kKvLoraRank = 108;
+inline constexpr size_t kReserved2 = 112;  // to the end of the fixed header
+inline constexpr size_t kReserved2Bytes = 16;
+static_assert(kReserved2 + kReserved2Bytes == kKvFixedHeaderBytes);
 
 inline constexpr uint8_t kFlagZstd = 1;
 // Identity flags: bit 0 = the layer windows section is present.

@@ -139,6 +139,11 @@ Hash128 ReferenceFingerprint(const ModelIdentity& m) {
     put(&tag, 1);
     put(m.layer_windows.data(), 4 * m.layer_windows.size());
   }
+  if (m.attention == AttentionKind::kMla) {
+    const uint8_t tag = 2;
+    put(&tag, 1);
+    put(&m.kv_lora_rank, 4);
+  }
   const XXH128_hash_t h = XXH3_128bits(r.data(), r.size());
   return Hash128{h.low64, h.high64};
 }

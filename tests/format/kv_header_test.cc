@@ -265,7 +265,14 @@ TEST(KvHeaderTest, EachFieldIsValidated) {
       f, [](F* x) { Put<uint8_t>(x, 104, 2); }, "identity flags");
   ExpectFieldError(
       f, [](F* x) { Put<uint8_t>(x, 104, 1); }, "does not match its sections");
-  for (size_t off = 105; off < 128; ++off) {
+  // Attention kind: unknown, and MLA for a K/V file (whose shape is not an MLA latent's).
+  ExpectFieldError(
+      f, [](F* x) { Put<uint8_t>(x, 105, 2); }, "attention");
+  ExpectFieldError(
+      f, [](F* x) { Put<uint8_t>(x, 105, 1); }, "MLA");
+  ExpectFieldError(
+      f, [](F* x) { Put<uint32_t>(x, 108, 4); }, "kv_lora_rank");
+  for (size_t off : {106, 107, 112, 120, 127}) {
     auto g = f;
     g[off] = std::byte{1};
     ResealHeader(&g);

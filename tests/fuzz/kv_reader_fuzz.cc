@@ -90,6 +90,9 @@ bool Reseal(std::vector<std::byte>* f) {
       m.layer_windows[l] = le::LoadU32(p + s.windows_offset + 4 * uint64_t{l});
     }
   }
+  // MLA identity fields (byte 105, 108..111) are fingerprinted too.
+  m.attention = static_cast<AttentionKind>(le::LoadU8(p + layout::kAttention));
+  m.kv_lora_rank = le::LoadU32(p + layout::kKvLoraRank);
   const Hash128 fp = m.Fingerprint();
   le::Store<uint64_t>(p + layout::kFingerprint, fp.lo);
   le::Store<uint64_t>(p + layout::kFingerprint + 8, fp.hi);

@@ -73,6 +73,36 @@ int main(int argc, char** argv) {
       }
     }
   }
+  // MLA caches (one latent block per layer in the K slot, V slots empty), every codec that
+  // applies, and their header cut at each section boundary.
+  for (const char* codec_name : {"raw", "lossless", "q8", "q4+zstd", "q2:g4"}) {
+    ModelIdentity m;
+    m.name = "fz";
+    m.n_layers = 2;
+    m.n_heads = 4;
+    m.n_kv_heads = 1;
+    m.head_dim = 12;
+    m.dtype = DType::kBF16;
+    m.rope_style = RopeStyle::kGptj;
+    m.attention = AttentionKind::kMla;
+    m.kv_lora_rank = 8;
+    m.rotary_dim = 4;
+    auto codec = CodecSpec::Parse(codec_name);
+    auto file = SynthesizeKvFile(m, 6, *codec, 6);
+    if (!codec.ok() || !file.ok()) {
+      std::fprintf(stderr, "kdn_fuzz_seeds: %s\n", file.status().ToString().c_str());
+      return 1;
+    }
+    std::string base = dir + "/mla-" + codec_name;
+    for (char& c : base) c = (c == ':' || c == '+' || c == '=') ? '_' : c;
+    if (!Write(base + ".kv", *file, file->size())) return 1;
+    ++written;
+    const auto s = layout::ComputeSections(2, 6, kDefaultChunkTokens, m.n_layers);
+    for (uint64_t cut : {uint64_t{110}, s.table_offset, s.end}) {
+      if (!Write(base + "-cut" + std::to_string(cut) + ".kv", *file, cut)) return 1;
+      ++written;
+    }
+  }
   std::printf("kdn_fuzz_seeds: %d seeds in %s\n", written, dir.c_str());
   return 0;
 }
