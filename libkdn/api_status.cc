@@ -2,7 +2,7 @@
 
 #include <string>
 
-namespace kdn::gpu {
+namespace kdn::libkdn {
 namespace {
 
 thread_local std::string tls_last_error;
@@ -51,4 +51,4 @@ const char* LastError() {
   return tls_last_error.c_str();
 }
 
-}  // namespace kdn::gpu
+}  // namespace kdn::libkdn

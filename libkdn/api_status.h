@@ -12,7 +12,7 @@
 #include "kdn/kdn.h"
 #include "kdn/status.h"
 
-namespace kdn::gpu {
+namespace kdn::libkdn {
 
 inline Status NoMemory(std::string msg) {
   return Status::NoMemory(std::move(msg));
@@ -27,6 +27,6 @@ kdn_status ToApiStatus(const Status& s);
 kdn_status Fail(const Status& s);
 const char* LastError();
 
-}  // namespace kdn::gpu
+}  // namespace kdn::libkdn
 
 #endif  // KDN_LIBKDN_API_STATUS_H_

@@ -13,7 +13,7 @@
 #include "libkdn/load_request.h"
 #include "kdn/status.h"
 
-namespace kdn::gpu {
+namespace kdn::libkdn {
 
 // Per-cache state a backend keeps (CUDA: one event per layer).
 class CacheDeviceState {
@@ -56,6 +56,6 @@ class Backend {
                             std::byte* out) = 0;
 };
 
-}  // namespace kdn::gpu
+}  // namespace kdn::libkdn
 
 #endif  // KDN_LIBKDN_BACKEND_H_

@@ -6,7 +6,7 @@
 
 #include "libkdn/library_log.h"
 
-namespace kdn::gpu {
+namespace kdn::libkdn {
 namespace {
 
 std::string Hex64(uint64_t v) {
@@ -71,4 +71,4 @@ Status BlockReader::ReadBlock(uint32_t layer, KvKind kind, std::span<std::byte> 
   return verify();
 }
 
-}  // namespace kdn::gpu
+}  // namespace kdn::libkdn

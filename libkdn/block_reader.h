@@ -18,7 +18,7 @@
 #include "kdn/format.h"
 #include "kdn/status.h"
 
-namespace kdn::gpu {
+namespace kdn::libkdn {
 
 class BlockReader {
  public:
@@ -48,6 +48,6 @@ class BlockReader {
   KvHeader header_;
 };
 
-}  // namespace kdn::gpu
+}  // namespace kdn::libkdn
 
 #endif  // KDN_LIBKDN_BLOCK_READER_H_

@@ -24,14 +24,14 @@
 #include "kdn/kdn.h"
 
 struct kdn_ctx {
-  std::shared_ptr<kdn::gpu::Context> impl;
+  std::shared_ptr<kdn::libkdn::Context> impl;
 };
 
 struct kdn_cache {
-  std::unique_ptr<kdn::gpu::Cache> impl;
+  std::unique_ptr<kdn::libkdn::Cache> impl;
 };
 
-namespace kdn::gpu {
+namespace kdn::libkdn {
 namespace {
 
 // Runs `fn`, records its error for kdn_last_error, returns its code.
@@ -127,14 +127,14 @@ void FillInfo(const Cache& c, kdn_cache_info* out) {
 }
 
 }  // namespace
-}  // namespace kdn::gpu
+}  // namespace kdn::libkdn
 
 using kdn::DType;
 using kdn::KvKind;
 using kdn::ModelIdentity;
 using kdn::Result;
 using kdn::Status;
-namespace g = kdn::gpu;
+namespace g = kdn::libkdn;
 
 extern "C" {
 
@@ -476,7 +476,7 @@ KDN_EXPORT kdn_status kdn_cache_prefix_hashes(const kdn_cache* cache, char* hex_
 
 }  // extern "C"
 
-namespace kdn::gpu {
+namespace kdn::libkdn {
 namespace {
 
 // The checks and the request of kdn_save and kdn_save_heads. `src` holds the model's KV heads
@@ -530,7 +530,7 @@ Status PrepareSave(kdn_ctx* ctx, const kdn_model_desc* model, const uint32_t* to
 }
 
 }  // namespace
-}  // namespace kdn::gpu
+}  // namespace kdn::libkdn
 
 extern "C" {
 

@@ -3,7 +3,7 @@
 #include <string>
 #include <utility>
 
-namespace kdn::gpu {
+namespace kdn::libkdn {
 
 Result<std::unique_ptr<Cache>> Cache::Open(std::shared_ptr<Context> ctx, const std::string& path) {
   KDN_ASSIGN_OR_RETURN(std::unique_ptr<BlockReader> reader, BlockReader::Open(path));
@@ -130,4 +130,4 @@ Status Cache::Sync() {
   return first;
 }
 
-}  // namespace kdn::gpu
+}  // namespace kdn::libkdn

@@ -16,7 +16,7 @@
 #include "libkdn/load_request.h"
 #include "kdn/status.h"
 
-namespace kdn::gpu {
+namespace kdn::libkdn {
 
 class Cache {
  public:
@@ -52,6 +52,6 @@ class Cache {
   std::vector<std::shared_ptr<LoadRequest>> pending_ KDN_GUARDED_BY(mu_);  // since the last Sync
 };
 
-}  // namespace kdn::gpu
+}  // namespace kdn::libkdn
 
 #endif  // KDN_LIBKDN_CACHE_H_

@@ -7,7 +7,7 @@
 #include "base/thread_annotations.h"
 #include "kdn/status.h"
 
-namespace kdn::gpu {
+namespace kdn::libkdn {
 
 class Completion {
  public:
@@ -38,6 +38,6 @@ class Completion {
   Status status_ KDN_GUARDED_BY(mu_);
 };
 
-}  // namespace kdn::gpu
+}  // namespace kdn::libkdn
 
 #endif  // KDN_LIBKDN_COMPLETION_H_

@@ -7,7 +7,7 @@
 #include "libkdn/cuda/cuda_backend.h"
 #endif
 
-namespace kdn::gpu {
+namespace kdn::libkdn {
 
 Result<std::shared_ptr<Context>> Context::Create(int device) {
   if (device < -1)
@@ -36,4 +36,4 @@ Context::~Context() {
   backend_.reset();
 }
 
-}  // namespace kdn::gpu
+}  // namespace kdn::libkdn

@@ -13,7 +13,7 @@
 #include "libkdn/worker_pool.h"
 #include "kdn/status.h"
 
-namespace kdn::gpu {
+namespace kdn::libkdn {
 
 class Context {
  public:
@@ -40,6 +40,6 @@ class Context {
 // Idle staging memory a context keeps for reuse.
 inline constexpr size_t kStagingKeepBytes = size_t{1} << 30;
 
-}  // namespace kdn::gpu
+}  // namespace kdn::libkdn
 
 #endif  // KDN_LIBKDN_CONTEXT_H_

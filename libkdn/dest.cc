@@ -5,7 +5,7 @@
 
 #include "libkdn/model_desc.h"
 
-namespace kdn::gpu {
+namespace kdn::libkdn {
 namespace {
 
 using Wide = __int128;
@@ -204,4 +204,4 @@ Result<std::shared_ptr<const DestSpec>> ValidateDestTokens(const kdn_dest* d, co
   return std::shared_ptr<const DestSpec>(std::move(spec));
 }
 
-}  // namespace kdn::gpu
+}  // namespace kdn::libkdn

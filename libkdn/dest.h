@@ -20,7 +20,7 @@
 #include "kdn/kdn.h"
 #include "kdn/status.h"
 
-namespace kdn::gpu {
+namespace kdn::libkdn {
 
 struct DestSpec {
   DType dtype = DType::kF16;
@@ -68,6 +68,6 @@ Result<std::shared_ptr<const DestSpec>> ValidateDest(const kdn_dest* d, const De
 Result<std::shared_ptr<const DestSpec>> ValidateDestTokens(const kdn_dest* d, const DestUse& use,
                                                            std::span<const uint32_t> tokens);
 
-}  // namespace kdn::gpu
+}  // namespace kdn::libkdn
 
 #endif  // KDN_LIBKDN_DEST_H_

@@ -8,7 +8,7 @@
 
 #include "store/format/element_math.h"  // KDN_HD
 
-namespace kdn::gpu {
+namespace kdn::libkdn {
 
 // A validated kdn_dest reduced to what addressing needs. block_table and slot_mapping point to
 // memory of the backend that reads them (host for the CPU, device for CUDA), indexed by absolute
@@ -45,6 +45,6 @@ KDN_HD int64_t DestChannelOffset(const DestAddressing& a, uint32_t c) {
   return static_cast<int64_t>(c / a.head_dim) * a.head_stride + c % a.head_dim;
 }
 
-}  // namespace kdn::gpu
+}  // namespace kdn::libkdn
 
 #endif  // KDN_LIBKDN_DEST_ADDRESSING_H_

@@ -5,7 +5,7 @@
 #include <numeric>
 #include <string>
 
-namespace kdn::gpu {
+namespace kdn::libkdn {
 
 Result<uint32_t> SelectionCount(float ratio, uint32_t n) {
   if (!(ratio >= 0.0f && ratio <= 1.0f)) {
@@ -37,4 +37,4 @@ std::vector<uint32_t> TopDeviations(std::span<const float> deviation, uint32_t k
   return idx;
 }
 
-}  // namespace kdn::gpu
+}  // namespace kdn::libkdn

@@ -17,7 +17,7 @@
 #include "kdn/status.h"
 #include "store/format/element_math.h"  // KDN_HD
 
-namespace kdn::gpu {
+namespace kdn::libkdn {
 
 KDN_HD double DeviationTerm(float fresh, float cached) {
   const double d = static_cast<double>(fresh) - static_cast<double>(cached);
@@ -36,6 +36,6 @@ Result<uint32_t> SelectionCount(float ratio, uint32_t n);
 // Indices of the k largest deviations, largest first, ties by lower index, NaN first.
 std::vector<uint32_t> TopDeviations(std::span<const float> deviation, uint32_t k);
 
-}  // namespace kdn::gpu
+}  // namespace kdn::libkdn
 
 #endif  // KDN_LIBKDN_DEVIATION_H_

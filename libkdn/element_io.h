@@ -7,7 +7,7 @@
 
 #include "store/format/element_math.h"
 
-namespace kdn::gpu {
+namespace kdn::libkdn {
 
 // Element types by their kdn::DType / kdn_dtype value (1 fp16, 2 bf16, 3 fp32).
 enum ElemType : uint32_t { kElemF16 = 1, kElemBF16 = 2, kElemF32 = 3 };
@@ -31,6 +31,6 @@ KDN_HD void StoreElem(void* base, int64_t index, uint32_t t, float v) {
   }
 }
 
-}  // namespace kdn::gpu
+}  // namespace kdn::libkdn
 
 #endif  // KDN_LIBKDN_ELEMENT_IO_H_

@@ -15,7 +15,7 @@
 #include "libkdn/model_desc.h"
 #include "store/format/set_prefix.h"
 
-namespace kdn::gpu {
+namespace kdn::libkdn {
 namespace {
 
 constexpr long kFuseSuperMagic = 0x65735546;
@@ -179,4 +179,4 @@ Result<PrefixFound> FindPrefix(const std::string& set_dir, const ModelIdentity& 
   return kdnfs ? FindOnKdnfs(set_dir, q) : ScanDirectory(set_dir, q);
 }
 
-}  // namespace kdn::gpu
+}  // namespace kdn::libkdn

@@ -19,7 +19,7 @@
 #include "kdn/format.h"
 #include "kdn/status.h"
 
-namespace kdn::gpu {
+namespace kdn::libkdn {
 
 struct PrefixFound {
   std::string path;       // set_dir + "/" + the file's name in the set
@@ -30,6 +30,6 @@ struct PrefixFound {
 Result<PrefixFound> FindPrefix(const std::string& set_dir, const ModelIdentity& model,
                                std::span<const uint32_t> tokens, uint32_t chunk_tokens);
 
-}  // namespace kdn::gpu
+}  // namespace kdn::libkdn
 
 #endif  // KDN_LIBKDN_FIND_PREFIX_H_

@@ -10,7 +10,7 @@
 #include "libkdn/api_status.h"
 #include "kdn/status.h"
 
-namespace kdn::gpu {
+namespace kdn::libkdn {
 
 template <typename Fn>
 Status Guarded(Fn&& fn) noexcept {
@@ -25,6 +25,6 @@ Status Guarded(Fn&& fn) noexcept {
   }
 }
 
-}  // namespace kdn::gpu
+}  // namespace kdn::libkdn
 
 #endif  // KDN_LIBKDN_GUARDED_H_

@@ -4,7 +4,7 @@
 
 #include "base/thread_annotations.h"
 
-namespace kdn::gpu {
+namespace kdn::libkdn {
 namespace {
 
 class CallbackLogger final : public Logger {
@@ -44,4 +44,4 @@ Logger* LibraryLogger() {
   return &Instance();
 }
 
-}  // namespace kdn::gpu
+}  // namespace kdn::libkdn

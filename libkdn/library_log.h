@@ -11,13 +11,13 @@
 #include "kdn/kdn.h"
 #include "kdn/logger.h"
 
-namespace kdn::gpu {
+namespace kdn::libkdn {
 
 // Replaces the process-wide callback (NULL removes it). Waits for calls in progress.
 void SetLogCallback(kdn_log_fn fn, void* user);
 // The library's Logger: forwards to the callback.
 Logger* LibraryLogger();
 
-}  // namespace kdn::gpu
+}  // namespace kdn::libkdn
 
 #endif  // KDN_LIBKDN_LIBRARY_LOG_H_

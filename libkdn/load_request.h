@@ -9,7 +9,7 @@
 #include "libkdn/completion.h"
 #include "libkdn/dest.h"
 
-namespace kdn::gpu {
+namespace kdn::libkdn {
 
 class BlockReader;
 class CacheDeviceState;
@@ -45,6 +45,6 @@ struct LoadRequest {
   Completion done;
 };
 
-}  // namespace kdn::gpu
+}  // namespace kdn::libkdn
 
 #endif  // KDN_LIBKDN_LOAD_REQUEST_H_

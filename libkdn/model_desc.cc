@@ -5,7 +5,7 @@
 #include <sstream>
 #include <string>
 
-namespace kdn::gpu {
+namespace kdn::libkdn {
 namespace {
 
 template <typename T>
@@ -119,4 +119,4 @@ Status CompareModel(const ModelIdentity& cache, const ModelIdentity& expected) {
   return Status::OK();
 }
 
-}  // namespace kdn::gpu
+}  // namespace kdn::libkdn

@@ -8,7 +8,7 @@
 #include "kdn/kdn.h"
 #include "kdn/status.h"
 
-namespace kdn::gpu {
+namespace kdn::libkdn {
 
 // The integer a C caller stored in an enum-typed argument or field, read without loading it as
 // the enum: a C program may pass any int there, and loading an out-of-range enumerator is
@@ -33,6 +33,6 @@ void ToApiModel(const ModelIdentity& m, kdn_model_desc* out);
 // differing field otherwise ("n_kv_heads: cache has 8, model has 4").
 Status CompareModel(const ModelIdentity& cache, const ModelIdentity& expected);
 
-}  // namespace kdn::gpu
+}  // namespace kdn::libkdn
 
 #endif  // KDN_LIBKDN_MODEL_DESC_H_

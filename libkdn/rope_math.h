@@ -21,7 +21,7 @@
 #include <cmath>
 #endif
 
-namespace kdn::gpu {
+namespace kdn::libkdn {
 
 // kdn_rope_style values.
 enum RopeKind : uint32_t { kRopeNone = 0, kRopeNeox = 1, kRopeGptj = 2 };
@@ -71,6 +71,6 @@ inline void RopeShiftTable(int64_t delta, double theta, double scale, uint32_t r
 }
 #endif
 
-}  // namespace kdn::gpu
+}  // namespace kdn::libkdn
 
 #endif  // KDN_LIBKDN_ROPE_MATH_H_

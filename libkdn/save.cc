@@ -15,7 +15,7 @@
 
 #include "store/format/file_io.h"
 
-namespace kdn::gpu {
+namespace kdn::libkdn {
 namespace {
 
 std::string TempPathFor(const std::string& path) {
@@ -228,4 +228,4 @@ Status SaveKvHeads(Context& ctx, const SaveRequest& req, uint32_t head_begin, ui
   return Status::OK();
 }
 
-}  // namespace kdn::gpu
+}  // namespace kdn::libkdn

@@ -11,7 +11,7 @@
 #include "kdn/format.h"
 #include "kdn/status.h"
 
-namespace kdn::gpu {
+namespace kdn::libkdn {
 
 struct SaveRequest {
   ModelIdentity model;
@@ -39,6 +39,6 @@ Status SaveKv(Context& ctx, const SaveRequest& req);
 Status SaveKvHeads(Context& ctx, const SaveRequest& req, uint32_t head_begin, uint32_t head_end,
                    bool* wrote_file);
 
-}  // namespace kdn::gpu
+}  // namespace kdn::libkdn
 
 #endif  // KDN_LIBKDN_SAVE_H_

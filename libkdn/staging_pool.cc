@@ -6,7 +6,7 @@
 
 #include "libkdn/api_status.h"
 
-namespace kdn::gpu {
+namespace kdn::libkdn {
 namespace {
 
 class AlignedAllocator final : public HostAllocator {
@@ -94,4 +94,4 @@ void StagingPool::Return(std::byte* data, size_t size) {
   }
 }
 
-}  // namespace kdn::gpu
+}  // namespace kdn::libkdn

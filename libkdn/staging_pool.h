@@ -16,7 +16,7 @@
 #include "base/thread_annotations.h"
 #include "kdn/status.h"
 
-namespace kdn::gpu {
+namespace kdn::libkdn {
 
 // Where staging memory comes from: plain aligned memory, or page-locked memory of a CUDA device.
 class HostAllocator {
@@ -86,6 +86,6 @@ inline size_t AlignUp(size_t v, size_t a) {
   return (v + a - 1) / a * a;
 }
 
-}  // namespace kdn::gpu
+}  // namespace kdn::libkdn
 
 #endif  // KDN_LIBKDN_STAGING_POOL_H_

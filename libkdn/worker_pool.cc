@@ -8,7 +8,7 @@
 #include <new>
 #include <string>
 
-namespace kdn::gpu {
+namespace kdn::libkdn {
 
 WorkerPool::WorkerPool(uint32_t n_threads) {
   threads_.reserve(std::max(1u, n_threads));
@@ -104,4 +104,4 @@ uint32_t DefaultWorkerCount() {
   return std::max(1u, std::thread::hardware_concurrency());
 }
 
-}  // namespace kdn::gpu
+}  // namespace kdn::libkdn

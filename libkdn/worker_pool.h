@@ -17,7 +17,7 @@
 #include "base/thread_annotations.h"
 #include "kdn/status.h"
 
-namespace kdn::gpu {
+namespace kdn::libkdn {
 
 class WorkerPool {
  public:
@@ -50,6 +50,6 @@ class WorkerPool {
 // hardware concurrency (at least 1).
 uint32_t DefaultWorkerCount();
 
-}  // namespace kdn::gpu
+}  // namespace kdn::libkdn
 
 #endif  // KDN_LIBKDN_WORKER_POOL_H_

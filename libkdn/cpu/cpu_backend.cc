@@ -11,7 +11,7 @@
 #include "libkdn/guarded.h"
 #include "kdn/codec.h"
 
-namespace kdn::gpu {
+namespace kdn::libkdn {
 namespace {
 
 constexpr size_t kTileBytes = 256u << 10;  // output bytes per tile task
@@ -277,4 +277,4 @@ std::unique_ptr<Backend> NewCpuBackend(WorkerPool* pool, StagingPool* staging) {
   return std::make_unique<CpuBackend>(pool, staging);
 }
 
-}  // namespace kdn::gpu
+}  // namespace kdn::libkdn

@@ -15,10 +15,10 @@
 #include "libkdn/staging_pool.h"
 #include "libkdn/worker_pool.h"
 
-namespace kdn::gpu {
+namespace kdn::libkdn {
 
 std::unique_ptr<Backend> NewCpuBackend(WorkerPool* pool, StagingPool* staging);
 
-}  // namespace kdn::gpu
+}  // namespace kdn::libkdn
 
 #endif  // KDN_LIBKDN_CPU_CPU_BACKEND_H_

@@ -7,7 +7,7 @@
 #include "libkdn/element_io.h"
 #include "libkdn/rope_math.h"
 
-namespace kdn::gpu {
+namespace kdn::libkdn {
 namespace {
 
 // Copies one row (channels elements, packed) to its place in the destination, head by head.
@@ -146,4 +146,4 @@ void GatherRowRange(const DestSpec& src, const std::byte* base, uint32_t t_begin
   }
 }
 
-}  // namespace kdn::gpu
+}  // namespace kdn::libkdn

@@ -12,7 +12,7 @@
 #include "kdn/codec.h"
 #include "kdn/status.h"
 
-namespace kdn::gpu {
+namespace kdn::libkdn {
 
 // Decodes block tokens [t_begin, t_end) into `base` (one layer's K or V), block token t going to
 // destination token dest_offset + t; the destination's row is the block's channels [c_begin,
@@ -39,6 +39,6 @@ void ScatterRowRange(const std::byte* rows, const uint32_t* tokens, uint32_t i_b
 void GatherRowRange(const DestSpec& src, const std::byte* base, uint32_t t_begin, uint32_t t_end,
                     std::byte* out);
 
-}  // namespace kdn::gpu
+}  // namespace kdn::libkdn
 
 #endif  // KDN_LIBKDN_CPU_CPU_ROWS_H_

@@ -17,7 +17,7 @@
 #include "libkdn/guarded.h"
 #include "kdn/codec.h"
 
-namespace kdn::gpu {
+namespace kdn::libkdn {
 namespace {
 
 constexpr size_t kPayloadAlign = 256;  // device payloads: 16-byte vector loads need 16
@@ -542,4 +542,4 @@ Result<std::unique_ptr<Backend>> NewCudaBackend(int device, WorkerPool* pool,
   return std::unique_ptr<Backend>(std::make_unique<CudaBackend>(device, pool, staging, mem_pool));
 }
 
-}  // namespace kdn::gpu
+}  // namespace kdn::libkdn

@@ -18,7 +18,7 @@
 #include "libkdn/worker_pool.h"
 #include "kdn/status.h"
 
-namespace kdn::gpu {
+namespace kdn::libkdn {
 
 // Page-locked, portable host memory (cudaHostAlloc).
 Result<std::unique_ptr<HostAllocator>> PinnedHostAllocator(int device);
@@ -26,6 +26,6 @@ Result<std::unique_ptr<HostAllocator>> PinnedHostAllocator(int device);
 // NotFound when the device does not exist (or no CUDA driver is present).
 Result<std::unique_ptr<Backend>> NewCudaBackend(int device, WorkerPool* pool, StagingPool* staging);
 
-}  // namespace kdn::gpu
+}  // namespace kdn::libkdn
 
 #endif  // KDN_LIBKDN_CUDA_CUDA_BACKEND_H_

@@ -2,7 +2,7 @@
 
 #include "libkdn/api_status.h"
 
-namespace kdn::gpu {
+namespace kdn::libkdn {
 
 Status CudaStatus(cudaError_t err, const std::string& what) {
   if (err == cudaSuccess) return Status::OK();
@@ -49,4 +49,4 @@ void StreamBuffer::Free() {
   ptr_ = nullptr;
 }
 
-}  // namespace kdn::gpu
+}  // namespace kdn::libkdn

@@ -8,13 +8,13 @@
 
 #include "kdn/status.h"
 
-namespace kdn::gpu {
+namespace kdn::libkdn {
 
 // OK for cudaSuccess; NoMemory for an allocation failure; a CUDA failure (KDN_E_CUDA) naming
 // `what` and the error otherwise. Clears the runtime's (non-sticky) last error.
 Status CudaStatus(cudaError_t err, const std::string& what);
 
-#define KDN_CUDA_RETURN_IF_ERROR(call) KDN_RETURN_IF_ERROR(::kdn::gpu::CudaStatus((call), #call))
+#define KDN_CUDA_RETURN_IF_ERROR(call) KDN_RETURN_IF_ERROR(::kdn::libkdn::CudaStatus((call), #call))
 
 // Makes `device` current for this thread for the scope, then restores the previous one (the
 // engine's threads keep the device they had).
@@ -75,6 +75,6 @@ class StreamBuffer {
   cudaStream_t stream_ = nullptr;
 };
 
-}  // namespace kdn::gpu
+}  // namespace kdn::libkdn
 
 #endif  // KDN_LIBKDN_CUDA_CUDA_UTIL_H_

@@ -14,7 +14,7 @@
 #include "libkdn/element_io.h"
 #include "store/format/element_math.h"
 
-namespace kdn::gpu {
+namespace kdn::libkdn {
 
 inline constexpr int kDecodeThreads = 256;
 
@@ -171,6 +171,6 @@ __global__ void __launch_bounds__(kDecodeThreads)
   }
 }
 
-}  // namespace kdn::gpu
+}  // namespace kdn::libkdn
 
 #endif  // KDN_LIBKDN_CUDA_DECODE_KERNELS_CUH_

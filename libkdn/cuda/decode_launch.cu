@@ -5,7 +5,7 @@
 #include "libkdn/cuda/decode_kernels.cuh"
 #include "libkdn/cuda/decode_launch.h"
 
-namespace kdn::gpu {
+namespace kdn::libkdn {
 namespace {
 
 // Vectors per thread block (8 per thread): enough work to amortize a block, small enough tiles
@@ -90,4 +90,4 @@ Status LaunchDecode(const DecodeArgs& args, cudaStream_t stream) {
   return CudaStatus(cudaGetLastError(), "decode kernel launch");
 }
 
-}  // namespace kdn::gpu
+}  // namespace kdn::libkdn

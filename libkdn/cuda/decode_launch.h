@@ -9,7 +9,7 @@
 #include "libkdn/dest_addressing.h"
 #include "kdn/status.h"
 
-namespace kdn::gpu {
+namespace kdn::libkdn {
 
 enum DecodeCodec : uint32_t { kDecodeRaw = 0, kDecodeLossless = 1, kDecodeQuant = 2 };
 
@@ -35,6 +35,6 @@ struct DecodeArgs {
 // Enqueues the decode of args.block[0] and [1] on `stream`.
 Status LaunchDecode(const DecodeArgs& args, cudaStream_t stream);
 
-}  // namespace kdn::gpu
+}  // namespace kdn::libkdn
 
 #endif  // KDN_LIBKDN_CUDA_DECODE_LAUNCH_H_

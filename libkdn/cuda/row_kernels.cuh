@@ -12,7 +12,7 @@
 #include "libkdn/element_io.h"
 #include "libkdn/rope_math.h"
 
-namespace kdn::gpu {
+namespace kdn::libkdn {
 
 inline constexpr int kRowThreads = 256;
 
@@ -96,6 +96,6 @@ __global__ void __launch_bounds__(kRowThreads)
   }
 }
 
-}  // namespace kdn::gpu
+}  // namespace kdn::libkdn
 
 #endif  // KDN_LIBKDN_CUDA_ROW_KERNELS_CUH_

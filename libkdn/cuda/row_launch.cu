@@ -5,7 +5,7 @@
 #include "libkdn/cuda/row_kernels.cuh"
 #include "libkdn/cuda/row_launch.h"
 
-namespace kdn::gpu {
+namespace kdn::libkdn {
 namespace {
 
 // Grid-stride loops: enough blocks to fill the device, not one per element.
@@ -67,4 +67,4 @@ Status LaunchGather(const void* base, const DestAddressing& addr, uint32_t dtype
   return CudaStatus(cudaGetLastError(), "gather kernel launch");
 }
 
-}  // namespace kdn::gpu
+}  // namespace kdn::libkdn

@@ -10,7 +10,7 @@
 #include "libkdn/rope_math.h"
 #include "kdn/status.h"
 
-namespace kdn::gpu {
+namespace kdn::libkdn {
 
 // Tokens [token_begin, +n_tokens) of one layer's keys at `base`, rotated in place.
 struct RopeArgs {
@@ -41,6 +41,6 @@ Status LaunchScatter(const void* rows, const uint32_t* tokens, uint32_t n, void*
 Status LaunchGather(const void* base, const DestAddressing& addr, uint32_t dtype, uint32_t channels,
                     uint32_t n, void* out, cudaStream_t stream);
 
-}  // namespace kdn::gpu
+}  // namespace kdn::libkdn
 
 #endif  // KDN_LIBKDN_CUDA_ROW_LAUNCH_H_

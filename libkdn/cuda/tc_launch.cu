@@ -6,7 +6,7 @@
 #include "libkdn/cuda/tc_launch.h"
 #include "store/format/tc_math.h"
 
-namespace kdn::gpu {
+namespace kdn::libkdn {
 namespace {
 
 constexpr uint32_t kThreads = 128;
@@ -98,4 +98,4 @@ Status DecodeTcOnDevice(const codec_internal::TcBlock& block, const uint8_t* dev
   return st;
 }
 
-}  // namespace kdn::gpu
+}  // namespace kdn::libkdn

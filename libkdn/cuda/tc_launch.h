@@ -10,7 +10,7 @@
 #include "kdn/status.h"
 #include "store/format/codec_internal.h"
 
-namespace kdn::gpu {
+namespace kdn::libkdn {
 
 // Decodes `block` (parsed on the host from the same bytes) into `out`: [tokens][channels] values
 // of `out_dtype` (1 fp16, 2 bf16, 3 fp32), contiguous, on the device. `device_block` is the whole
@@ -19,6 +19,6 @@ namespace kdn::gpu {
 Status DecodeTcOnDevice(const codec_internal::TcBlock& block, const uint8_t* device_block,
                         uint32_t out_dtype, void* out, cudaStream_t stream);
 
-}  // namespace kdn::gpu
+}  // namespace kdn::libkdn
 
 #endif  // KDN_LIBKDN_CUDA_TC_LAUNCH_H_

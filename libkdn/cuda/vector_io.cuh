@@ -4,7 +4,7 @@
 
 #include <stdint.h>
 
-namespace kdn::gpu {
+namespace kdn::libkdn {
 
 // Copies kBytes from src to dst, both aligned to min(kBytes, 16), in the widest accesses that fit.
 template <int kBytes>
@@ -25,6 +25,6 @@ __device__ __forceinline__ void CopyAligned(void* dst, const void* src) {
   }
 }
 
-}  // namespace kdn::gpu
+}  // namespace kdn::libkdn
 
 #endif  // KDN_LIBKDN_CUDA_VECTOR_IO_CUH_

@@ -372,7 +372,7 @@ void BenchCuda(const std::string& dir, const kdn::ModelIdentity& m, int runs) {
       CUDA_CHECK(cudaMemcpy(payload[kv], prepared[kv]->payload().data(),
                             prepared[kv]->payload().size(), cudaMemcpyHostToDevice));
     }
-    kdn::gpu::DecodeArgs args;
+    kdn::libkdn::DecodeArgs args;
     args.codec = static_cast<uint32_t>(h.codec.id);
     args.bits = h.codec.bits;
     args.group_size = h.codec.group_size;
@@ -392,7 +392,7 @@ void BenchCuda(const std::string& dir, const kdn::ModelIdentity& m, int runs) {
           args.block[kv].out = kv == 0 ? kb[l] : vb[l];
           args.block[kv].codes_offset = static_cast<uint32_t>(prepared[kv]->codes_offset());
         }
-        if (!kdn::gpu::LaunchDecode(args, stream).ok()) Die("LaunchDecode");
+        if (!kdn::libkdn::LaunchDecode(args, stream).ok()) Die("LaunchDecode");
       }
     });
     const double kernel = static_cast<double>(out_bytes) / kernel_s / 1e9;

@@ -52,7 +52,7 @@ Status DeviceDecode(const codec_internal::TcBlock& b, const std::vector<std::byt
   EXPECT_EQ(cudaMalloc(&d_enc, enc.size()), cudaSuccess);
   EXPECT_EQ(cudaMalloc(&d_out, out->size()), cudaSuccess);
   EXPECT_EQ(cudaMemcpy(d_enc, enc.data(), enc.size(), cudaMemcpyHostToDevice), cudaSuccess);
-  const Status st = gpu::DecodeTcOnDevice(b, static_cast<const uint8_t*>(d_enc),
+  const Status st = libkdn::DecodeTcOnDevice(b, static_cast<const uint8_t*>(d_enc),
                                           static_cast<uint32_t>(out_dtype), d_out, nullptr);
   EXPECT_EQ(cudaMemcpy(out->data(), d_out, out->size(), cudaMemcpyDeviceToHost), cudaSuccess);
   cudaFree(d_enc);
