@@ -73,6 +73,7 @@ RopeShift MakeRopeShift(const ModelIdentity& m, int64_t delta) {
   RopeShift r;
   r.style = static_cast<uint32_t>(m.rope_style);
   r.rotary_dim = m.effective_rotary_dim();
+  r.dim_offset = m.rotary_begin();
   r.cos.resize(r.rotary_dim / 2);
   r.sin.resize(r.rotary_dim / 2);
   RopeShiftTable(delta, m.rope_theta, m.rope_scale, r.rotary_dim, r.cos.data(), r.sin.data());
@@ -241,6 +242,28 @@ KDN_EXPORT kdn_status kdn_info(const kdn_cache* cache, kdn_cache_info* out) {
     KDN_RETURN_IF_ERROR(g::NotNull(cache, "cache"));
     KDN_RETURN_IF_ERROR(g::NotNull(out, "out"));
     g::FillInfo(*cache->impl, out);
+    return Status::OK();
+  });
+}
+
+KDN_EXPORT kdn_status kdn_layer_window(const kdn_cache* cache, uint32_t layer, uint32_t* window,
+                                       uint32_t* first_token) {
+  return g::Api([&]() -> Status {
+    KDN_RETURN_IF_ERROR(g::NotNull(cache, "cache"));
+    KDN_RETURN_IF_ERROR(g::NotNull(window, "window"));
+    const kdn::KvHeader& h = cache->impl->header();
+    KDN_RETURN_IF_ERROR(g::CheckLayerRange(layer, layer + 1, h.model.n_layers));
+    *window = h.model.layer_window(layer);
+    if (first_token != nullptr) *first_token = h.window_begin(layer);
+    return Status::OK();
+  });
+}
+
+KDN_EXPORT kdn_status kdn_cache_mla(const kdn_cache* cache, uint32_t* kv_lora_rank) {
+  return g::Api([&]() -> Status {
+    KDN_RETURN_IF_ERROR(g::NotNull(cache, "cache"));
+    KDN_RETURN_IF_ERROR(g::NotNull(kv_lora_rank, "kv_lora_rank"));
+    *kv_lora_rank = cache->impl->header().model.kv_lora_rank;
     return Status::OK();
   });
 }
@@ -568,6 +591,36 @@ KDN_EXPORT kdn_status kdn_rope_shift(kdn_ctx* ctx, const kdn_model_desc* model,
   });
 }
 
+KDN_EXPORT kdn_status kdn_rope_shift_mla(kdn_ctx* ctx, const kdn_model_desc* model,
+                                         uint32_t kv_lora_rank, const kdn_dest* latents,
+                                         uint32_t layer_begin, uint32_t layer_end,
+                                         uint32_t token_begin, uint32_t n_tokens, int64_t delta,
+                                         void* stream) {
+  return g::Api([&]() -> Status {
+    KDN_RETURN_IF_ERROR(g::NotNull(ctx, "ctx"));
+    KDN_ASSIGN_OR_RETURN(ModelIdentity m, g::FromApiModel(model));
+    m.attention = kdn::AttentionKind::kMla;
+    m.kv_lora_rank = kv_lora_rank;
+    if (Status s = m.Validate(); !s.ok()) return Status::InvalidArgument(s.message());
+    KDN_RETURN_IF_ERROR(g::CheckLayerRange(layer_begin, layer_end, m.n_layers));
+    g::DestUse use;
+    use.what = "latents";
+    use.n_kv_heads = 1;
+    use.head_dim = m.head_dim;
+    use.layer_begin = layer_begin;
+    use.layer_end = layer_end;
+    KDN_ASSIGN_OR_RETURN(auto spec, g::ValidateDest(latents, use, token_begin, n_tokens));
+    if (m.rope_style == kdn::RopeStyle::kNone || delta == 0 || n_tokens == 0) return Status::OK();
+    g::RopeShiftCall call;
+    call.layer_begin = layer_begin;
+    call.layer_end = layer_end;
+    call.token_begin = token_begin;
+    call.n_tokens = n_tokens;
+    call.shift = g::MakeRopeShift(m, delta);
+    return ctx->impl->backend().RopeShiftKeys(*spec, call, stream);
+  });
+}
+
 KDN_EXPORT kdn_status kdn_blend_load(kdn_cache* const* caches, uint32_t n_caches,
                                      const uint32_t* dest_token_offsets, uint32_t position_base,
                                      const kdn_model_desc* model, uint32_t layer_begin,
@@ -618,8 +671,10 @@ KDN_EXPORT kdn_status kdn_blend_load_heads(kdn_cache* const* caches, uint32_t n_
       if (!spec.ok()) return spec.status().WithContext(which);
       const int64_t delta =
           int64_t{position_base} + dest_token_offsets[i] - c->header().position_offset;
-      plan.push_back(
-          Planned{c, dest_token_offsets[i], std::move(*spec), g::MakeRopeShift(m, delta)});
+      // The cache's own identity: it matches `m` in every field the descriptor has, and also
+      // says where an MLA latent's rope part is (the descriptor cannot).
+      plan.push_back(Planned{c, dest_token_offsets[i], std::move(*spec),
+                             g::MakeRopeShift(c->header().model, delta)});
     }
     const bool rotate = m.rope_style != kdn::RopeStyle::kNone;
     for (Planned& p : plan) {

@@ -1,5 +1,6 @@
 #include "libkdn/cache.h"
 
+#include <string>
 #include <utility>
 
 namespace kdn::libkdn {
@@ -26,6 +27,31 @@ Status Cache::Load(uint32_t layer_begin, uint32_t layer_end, uint32_t head_begin
   if ((head_begin != 0 || dest->n_kv_heads != header().model.n_kv_heads) && ctx_->device() >= 0) {
     // The CUDA decode kernels write whole rows; a head slice is decoded by the CPU backend only.
     return Status::Unsupported("loading a range of KV heads needs a CPU context (device -1)");
+  }
+  if (header().model.mla()) {
+    for (uint32_t l = layer_begin; l < layer_end; ++l) {
+      if (dest->base(l, KvKind::kValue) != nullptr) {
+        return Status::InvalidArgument(
+            "layer " + std::to_string(l) +
+            ": the destination has a V tensor, and an MLA cache has none (its latent, "
+            "[tokens][kv_lora_rank + rope_dim], loads into the K tensors)");
+      }
+    }
+    if (rope != nullptr && rope->dim_offset != 0 && ctx_->device() >= 0) {
+      return Status::Unsupported("blending an MLA cache (its rope channels trail the latent) "
+                                 "needs a CPU context (device -1)");
+    }
+  }
+  if (ctx_->device() >= 0) {
+    for (uint32_t l = layer_begin; l < layer_end; ++l) {
+      if (header().window_begin(l) != 0) {
+        // Likewise the CUDA decode kernels decode whole blocks; a sliding-window layer's load
+        // takes only its window, which the CPU backend decodes.
+        return Status::Unsupported("layer " + std::to_string(l) +
+                                   " is a sliding-window layer shorter than the cache: loading "
+                                   "it needs a CPU context (device -1)");
+      }
+    }
   }
   auto req = std::make_shared<LoadRequest>();
   req->reader = reader_.get();

@@ -18,6 +18,9 @@ class CacheDeviceState;
 struct RopeShift {
   uint32_t style = 0;       // RopeKind
   uint32_t rotary_dim = 0;  // even, <= head_dim
+  // First rotated dim of each head: 0, or kv_lora_rank for an MLA latent (whose rope part
+  // trails it). The CUDA kernels rotate from dim 0 only: the backend refuses another offset.
+  uint32_t dim_offset = 0;
   std::vector<float> cos;   // rotary_dim / 2 entries (RopeShiftTable)
   std::vector<float> sin;
 };

@@ -52,12 +52,15 @@ int RunConvert(int argc, char** argv) {
   if (!reader.ok()) return Fail(kCmd, kExitBadInput, WithPath(in, reader.status()));
   const kdn::KvHeader& h = (*reader)->header();
   kdn::KvWriter writer(h.model, *codec, h.tokens, h.position_offset, h.chunk_tokens);
-  std::vector<std::byte> k(h.decoded_block_bytes(h.model.dtype)), v(k.size());
+  // An MLA cache has one latent per layer (the K block) and no V.
+  std::vector<std::byte> k(h.decoded_block_bytes(h.model.dtype)), v(h.model.mla() ? 0 : k.size());
   Progress progress("kdnctl convert: " + in + ": layers");
   for (uint32_t l = 0; l < h.model.n_layers; ++l) {
     progress.Update(l, h.model.n_layers);
     kdn::Status st = (*reader)->DecodeBlock(l, kdn::KvKind::kKey, h.model.dtype, k);
-    if (st.ok()) st = (*reader)->DecodeBlock(l, kdn::KvKind::kValue, h.model.dtype, v);
+    if (st.ok() && !h.model.mla()) {
+      st = (*reader)->DecodeBlock(l, kdn::KvKind::kValue, h.model.dtype, v);
+    }
     if (!st.ok()) return Fail(kCmd, kExitBadInput, WithPath(in, st));
     // The new codec may refuse values (quant needs finite fp16-range values).
     if (kdn::Status enc = writer.AddLayer(k, v); !enc.ok()) {

@@ -1,8 +1,10 @@
 // kdnctl inspect: a .kv file's header, per-layer table and compression, as text or JSON. Reads the
 // header only (verify reads the blocks).
+#include <algorithm>
 #include <cinttypes>
 #include <cstdio>
 #include <string>
+#include <vector>
 
 #include "fs/kdnctl/args.h"
 #include "fs/kdnctl/commands.h"
@@ -51,9 +53,38 @@ std::string Float(float f) {
   return b;
 }
 
+// The model's MLA fields and layer windows as JSON members (each with its leading comma), or
+// nothing for a K/V model without sliding-window layers.
+std::string JsonIdentityExtras(const kdn::ModelIdentity& m) {
+  std::string out;
+  if (m.mla()) out += ", \"attention\": \"mla\", \"kv_lora_rank\": " + std::to_string(m.kv_lora_rank);
+  if (m.layer_windows.empty()) return out;
+  out += ", \"layer_windows\": [";
+  for (size_t l = 0; l < m.layer_windows.size(); ++l) {
+    out += (l ? ", " : "") + std::to_string(m.layer_windows[l]);
+  }
+  return out + "]";
+}
+
+// "4096 on layers 0 2 4", one group per distinct window; empty without sliding-window layers.
+std::string TextWindows(const kdn::ModelIdentity& m) {
+  std::string out;
+  std::vector<uint32_t> seen;
+  for (uint32_t w : m.layer_windows) {
+    if (w == 0 || std::find(seen.begin(), seen.end(), w) != seen.end()) continue;
+    seen.push_back(w);
+    out += (out.empty() ? "" : "; ") + std::to_string(w) + " tokens on layers";
+    for (size_t l = 0; l < m.layer_windows.size(); ++l) {
+      if (m.layer_windows[l] == w) out += " " + std::to_string(l);
+    }
+  }
+  return out;
+}
+
 void PrintJson(const std::string& path, const kdn::KvHeader& h) {
   const kdn::ModelIdentity& m = h.model;
-  const double values = double(h.n_tokens) * m.channels() * 2 * m.n_layers;
+  // Every decoded value (an MLA cache has one latent per layer, not K and V).
+  const double values = double(h.decoded_bytes()) / double(kdn::DTypeSize(m.dtype));
   std::printf("{\n");
   std::printf("  \"file\": %s,\n", JsonString(path).c_str());
   std::printf("  \"version\": %u,\n", h.version);
@@ -62,11 +93,11 @@ void PrintJson(const std::string& path, const kdn::KvHeader& h) {
   std::printf(
       "  \"model\": {\"name\": %s, \"n_layers\": %u, \"n_heads\": %u, \"n_kv_heads\": %u, "
       "\"head_dim\": %u, \"dtype\": \"%s\", \"rope_style\": \"%s\", \"rotary_dim\": %u, "
-      "\"rope_theta\": %s, \"rope_scale\": %s},\n",
+      "\"rope_theta\": %s, \"rope_scale\": %s%s},\n",
       JsonString(m.name).c_str(), m.n_layers, m.n_heads, m.n_kv_heads, m.head_dim,
       std::string(kdn::DTypeName(m.dtype)).c_str(),
       std::string(kdn::RopeStyleName(m.rope_style)).c_str(), m.effective_rotary_dim(),
-      Float(m.rope_theta).c_str(), Float(m.rope_scale).c_str());
+      Float(m.rope_theta).c_str(), Float(m.rope_scale).c_str(), JsonIdentityExtras(m).c_str());
   std::printf("  \"fingerprint\": \"%s\",\n", h.fingerprint.ToHex().c_str());
   std::printf("  \"n_tokens\": %u,\n  \"position_offset\": %u,\n  \"chunk_tokens\": %u,\n",
               h.n_tokens, h.position_offset, h.chunk_tokens);
@@ -98,7 +129,8 @@ void PrintJson(const std::string& path, const kdn::KvHeader& h) {
 
 void PrintText(const std::string& path, const kdn::KvHeader& h) {
   const kdn::ModelIdentity& m = h.model;
-  const double values = double(h.n_tokens) * m.channels() * 2 * m.n_layers;
+  // Every decoded value (an MLA cache has one latent per layer, not K and V).
+  const double values = double(h.decoded_bytes()) / double(kdn::DTypeSize(m.dtype));
   std::printf("file:          %s (%" PRIu64 " bytes, .kv version %u, header %" PRIu64 " bytes)\n",
               path.c_str(), h.file_bytes, h.version, h.header_bytes);
   std::printf("model:         %s: %u layers, %u heads, %u KV heads, head_dim %u, %s\n",
@@ -107,6 +139,11 @@ void PrintText(const std::string& path, const kdn::KvHeader& h) {
   std::printf("rope:          %s, rotary_dim %u, theta %s, scale %s\n",
               std::string(kdn::RopeStyleName(m.rope_style)).c_str(), m.effective_rotary_dim(),
               Float(m.rope_theta).c_str(), Float(m.rope_scale).c_str());
+  if (!m.layer_windows.empty()) std::printf("window:        %s\n", TextWindows(m).c_str());
+  if (m.mla()) {
+    std::printf("attention:     MLA, latent %u + rope %u per token and layer (the K blocks; no V)\n",
+                m.kv_lora_rank, m.head_dim - m.kv_lora_rank);
+  }
   std::printf("fingerprint:   %s\n", h.fingerprint.ToHex().c_str());
   std::printf("tokens:        %u at position %u\n", h.n_tokens, h.position_offset);
   std::printf("prefix hashes: %zu (one per %u tokens), last %s\n", h.prefix_hashes.size(),
@@ -122,6 +159,7 @@ void PrintText(const std::string& path, const kdn::KvHeader& h) {
               "ratio", "xxh3-64");
   for (size_t i = 0; i < h.blocks.size(); ++i) {
     const kdn::BlockEntry& b = h.blocks[i];
+    if (!h.has_block(static_cast<uint32_t>(i / 2), static_cast<kdn::KvKind>(i % 2))) continue;
     std::printf("%5zu %4c %14" PRIu64 " %14" PRIu64 " %14" PRIu64 " %7.3f  %s\n", i / 2,
                 i % 2 ? 'V' : 'K', b.offset, b.encoded_bytes, b.decoded_bytes,
                 double(b.decoded_bytes) / double(b.encoded_bytes), Hex(b.checksum).c_str());

@@ -20,7 +20,9 @@ constexpr char kUsage[] =
     "Writes a deterministic synthetic .kv cache: the same arguments give the same bytes on\n"
     "every machine. The values look like KV to a codec (per-channel offsets and scales, K\n"
     "outlier channels, smooth variation along tokens, noise); use it for sizes and speeds.\n\n"
-    "  --model PRESET     tiny (stories260K's shape), llama3-8b, llama3-70b, mistral-7b;\n"
+    "  --model PRESET     tiny (stories260K's shape), llama3-8b, llama3-70b, mistral-7b,\n"
+    "                     gemma2-9b (sliding-window layers: 4096 tokens, even layers),\n"
+    "                     deepseek-v3 (MLA: 61 layers, latent 512 + rope 64);\n"
     "                     the shape options below override single fields of a preset\n"
     "  --layers L, --kv-heads H, --head-dim D, --dtype fp16|bf16|fp32\n"
     "                     the shape without a preset (all four needed)\n"
@@ -58,6 +60,17 @@ kdn::Result<kdn::ModelIdentity> ModelFromArgs(const Args& a) {
   }
   if (auto v = a.Get("layers")) {
     KDN_ASSIGN_OR_RETURN(m.n_layers, ParseU32(*v, "layers"));
+    if (!m.layer_windows.empty() && m.n_layers != m.layer_windows.size()) {
+      // A preset's sliding-window pattern (e.g. every other layer) carried on to the new count.
+      std::vector<uint32_t> windows(m.n_layers);
+      for (uint32_t l = 0; l < m.n_layers; ++l) {
+        windows[l] = m.layer_windows[l % m.layer_windows.size()];
+      }
+      m.layer_windows = std::move(windows);
+      bool any = false;
+      for (uint32_t w : m.layer_windows) any = any || w != 0;
+      if (!any) m.layer_windows.clear();
+    }
   }
   if (auto v = a.Get("kv-heads")) {
     KDN_ASSIGN_OR_RETURN(m.n_kv_heads, ParseU32(*v, "kv-heads"));
@@ -136,7 +149,7 @@ int RunSynth(int argc, char** argv) {
   std::vector<std::byte> k, v;
   try {
     k.resize(bytes);
-    v.resize(bytes);
+    v.resize(model->mla() ? 0 : bytes);  // an MLA cache has its latent (as K) and no V
   } catch (const std::bad_alloc&) {
     return Fail(kCmd, kExitBadInput,
                 "cannot allocate " + std::to_string(2 * bytes) + " bytes for a layer");

@@ -38,6 +38,11 @@ size_t DTypeSize(DType t);
 std::string_view DTypeName(DType t);            // "fp16", "bf16", "fp32"
 Result<DType> ParseDType(std::string_view name);  // accepts the names above (and f16/f32/float16...)
 
+// What a layer caches per token. kMha: K and V per KV head (MHA, GQA, MQA). kMla: DeepSeek-style
+// multi-head latent attention, one vector per token: the compressed latent (kv_lora_rank values)
+// followed by the RoPE-rotated decoupled key (rope_dim values); see ModelIdentity.
+enum class AttentionKind : uint8_t { kMha = 0, kMla = 1 };
+
 enum class RopeStyle : uint8_t {
   kNone = 0,  // no rotary embedding (keys are position-free)
   kNeox = 1,  // rotate pairs (i, i + rotary_dim/2): GPT-NeoX, Llama (HF), Mistral
@@ -70,20 +75,43 @@ struct ModelIdentity {
   uint32_t rotary_dim = 0;   // leading dims of each head that are rotated; 0 means head_dim
   float rope_theta = 10000.0f;
   float rope_scale = 1.0f;   // linear position scaling (position / scale); 1 = none
+  // Sliding-window attention (Mistral, Gemma 2's alternate layers): empty when every layer
+  // attends to all tokens; otherwise one entry per layer, 0 for a full-attention layer, w > 0 for
+  // a layer that attends to its last w tokens only. At least one entry is non-zero (an all-zero
+  // list is written as no list, so that one attention layout has one identity).
+  std::vector<uint32_t> layer_windows;
+  // MLA (attention == kMla): the cached vector is stated in the fields above as one KV head of
+  // head_dim = kv_lora_rank + rope_dim values, rotary_dim = rope_dim; the rotation applies to the
+  // trailing rope_dim channels (the latent's [0, kv_lora_rank) are never rotated). kv_lora_rank
+  // is 0 otherwise.
+  AttentionKind attention = AttentionKind::kMha;
+  uint32_t kv_lora_rank = 0;
 
+  bool mla() const { return attention == AttentionKind::kMla; }
+  // First rotated channel of each head: kv_lora_rank for MLA, 0 otherwise.
+  uint32_t rotary_begin() const { return mla() ? kv_lora_rank : 0; }
+
+  // The window of `layer` (0: full attention).
+  uint32_t layer_window(uint32_t layer) const {
+    return layer < layer_windows.size() ? layer_windows[layer] : 0;
+  }
   uint32_t channels() const { return n_kv_heads * head_dim; }  // values per token per K or V
   uint32_t effective_rotary_dim() const { return rotary_dim ? rotary_dim : head_dim; }
-  // xxh3-128 over name and every field above except n_heads. Identical identity <=> identical
-  // fingerprint (up to hash collisions).
+  // xxh3-128 over name and every field above except n_heads (layer_windows included when not
+  // empty, attention and kv_lora_rank for MLA). Identical identity <=> identical fingerprint (up to hash collisions).
   Hash128 Fingerprint() const;
-  // OK when the shape is sane (non-zero, bounded, rotary_dim <= head_dim and even).
+  // OK when the shape is sane (non-zero, bounded, rotary_dim <= head_dim and even, layer_windows
+  // empty or n_layers entries of at most 2^24, not all zero; MLA: one KV head, 1 <= kv_lora_rank <
+  // head_dim, rotary_dim == head_dim - kv_lora_rank; kv_lora_rank 0 otherwise).
   Status Validate() const;
   // First differing field, e.g. "n_kv_heads: cache has 8, model has 4"; OK when all match.
   Status Compare(const ModelIdentity& expected) const;
 };
 
 // Shapes of well-known models, for synthetic caches and tests: "tiny" (stories260K: 5 layers,
-// 8 heads, 4 KV heads, head_dim 8, fp32, gptj), "llama3-8b", "llama3-70b", "mistral-7b".
+// 8 heads, 4 KV heads, head_dim 8, fp32, gptj), "llama3-8b", "llama3-70b", "mistral-7b",
+// "gemma2-9b" (42 layers, the even ones sliding-window layers of 4096 tokens), "deepseek-v3"
+// (MLA: 61 layers, latent 512 + rope 64; shape only: its YaRN scaling is not recorded).
 Result<ModelIdentity> ModelPreset(std::string_view preset);
 std::vector<std::string_view> ModelPresetNames();
 
@@ -142,10 +170,21 @@ struct KvHeader {
   uint64_t header_bytes = 0;      // bytes the header occupies (before padding to the first block)
   uint64_t file_bytes = 0;        // total size of a complete file
 
+  // False for the V slot of an MLA cache: its one latent block per layer is in the K slot, the V
+  // slot is an empty entry (docs/kv-format.md, "MLA caches").
+  bool has_block(uint32_t, KvKind kind) const { return kind == KvKind::kKey || !model.mla(); }
   const BlockEntry& block(uint32_t layer, KvKind kind) const {
     return blocks[2 * layer + static_cast<uint32_t>(kind)];
   }
+  // The first token a load of `layer` takes: 0 for a full-attention layer, n_tokens - window for
+  // a sliding-window layer whose window is shorter than the file (its earlier tokens are outside
+  // every later token's window, so a load leaves them out).
+  uint32_t window_begin(uint32_t layer) const {
+    const uint32_t w = model.layer_window(layer);
+    return w != 0 && w < n_tokens ? n_tokens - w : 0;
+  }
   // Bytes of one decoded block when written as `dtype`.
+  // (MLA: the K slot's; the V slot has none.)
   uint64_t decoded_block_bytes(DType dtype) const {
     return uint64_t{n_tokens} * model.channels() * DTypeSize(dtype);
   }
@@ -213,7 +252,8 @@ class KvReader {
 Result<KvHeader> VerifyKv(const ByteSource& source);
 
 // Builds a `.kv` file. Layers are added in order, each as K and V tensors in the model dtype,
-// [tokens][kv_heads][head_dim]; Finish writes the complete file (header, then aligned blocks).
+// [tokens][kv_heads][head_dim] (MLA: the latent [tokens][kv_lora_rank + rope_dim] as K, V empty);
+// Finish writes the complete file (header, then aligned blocks).
 class KvWriter {
  public:
   KvWriter(ModelIdentity model, CodecSpec codec, std::vector<uint32_t> tokens,

@@ -127,6 +127,24 @@ KDN_EXPORT kdn_status kdn_info(const kdn_cache* cache, kdn_cache_info* out);
  * rotary dims/scale). */
 KDN_EXPORT kdn_status kdn_expect_model(const kdn_cache* cache, const kdn_model_desc* model);
 
+/* Sliding-window layers (Mistral, Gemma 2's local layers): a file's model identity may give a
+ * layer a window w (the model attends there to its last w tokens only). *window is layer's window
+ * (0: full attention) and *first_token (may be NULL) the first of the cache's tokens a load of that
+ * layer takes: n_tokens - w when w < n_tokens, else 0. The window is part of the identity the
+ * file's fingerprint and prefix hashes cover; kdn_model_desc does not carry it, so kdn_save writes
+ * no windows and kdn_expect_model compares the other fields. */
+KDN_EXPORT kdn_status kdn_layer_window(const kdn_cache* cache, uint32_t layer, uint32_t* window,
+                                       uint32_t* first_token);
+
+/* MLA caches (DeepSeek-style latent attention) hold one vector per token and layer: the latent
+ * (kv_lora_rank values) then the RoPE-rotated decoupled key (rope_dim values). The cache's model
+ * says n_kv_heads 1, head_dim kv_lora_rank + rope_dim, rotary_dim rope_dim; *kv_lora_rank is the
+ * latent's width, 0 for a cache of K and V. Loads write the latents through the destination's K
+ * tensors (a destination of 1 head of head_dim values; its V tensors must be NULL); blending
+ * re-rotates only the trailing rope_dim channels. kdn_expect_model compares the descriptor's
+ * fields (which cannot say MLA); kdn_save writes K/V caches only. */
+KDN_EXPORT kdn_status kdn_cache_mla(const kdn_cache* cache, uint32_t* kv_lora_rank);
+
 /* Where KV goes: one addressing scheme covers contiguous and paged layouts.
  *
  * Token t of the destination sequence, head h, dim d, of layer l (K or V) lives at
@@ -187,7 +205,14 @@ KDN_EXPORT kdn_status kdn_dest_paged(kdn_dest* d, kdn_dtype dtype, uint32_t n_la
  * with cudaStreamWaitEvent(s, kdn_layer_event(cache, l)), not by the stream's order alone (the
  * work may not be enqueued yet when this call returns). Checksums are verified on this path: a bad
  * block makes this call, or kdn_layer_wait for that layer, return KDN_E_CORRUPT naming the layer
- * and block, and nothing of that block is written. Layers fail or succeed on their own. */
+ * and block, and nothing of that block is written. Layers fail or succeed on their own.
+ * A sliding-window layer (kdn_layer_window) shorter than the cache takes its last `window` tokens
+ * only: cache tokens [n_tokens - window, n_tokens) go to destination tokens dest_token_offset +
+ * n_tokens - window onward (their own places), and the destination rows of the layer's earlier
+ * tokens are left as they were. Its blocks are still read and checksummed whole, and their zstd
+ * stage (lossless, quant+zstd) undone whole; only the window's rows are then decoded (tc: the
+ * segments that hold them). CPU context only: a CUDA context answers KDN_E_UNSUPPORTED for such
+ * a layer. */
 KDN_EXPORT kdn_status kdn_load(kdn_cache* cache, uint32_t layer_begin, uint32_t layer_end,
                                const kdn_dest* dest, uint32_t dest_token_offset, void* stream);
 /* Tensor parallelism: one file, each rank loads its share of the KV heads straight into its own
@@ -302,11 +327,20 @@ KDN_EXPORT kdn_status kdn_rope_shift(kdn_ctx* ctx, const kdn_model_desc* model,
                                      void* stream);
 
 /* Places n caches into one destination: cache i's tokens go to destination tokens starting at
- * dest_token_offsets[i], its keys re-rotated from their stored positions to position_base +
+ * dest_token_offsets[i], its keys (MLA: the latents' rope channels) re-rotated from their stored positions to position_base +
  * dest_token_offset[i] + j. Equivalent to kdn_load + kdn_rope_shift per cache, fused. Every cache
  * must match `model` (KDN_E_MODEL_MISMATCH otherwise, nothing started) and belong to one context;
  * the caches' token ranges should not overlap. Completion is per cache: kdn_layer_wait,
  * kdn_layer_event or kdn_sync on each of them. */
+/* kdn_rope_shift of MLA latents: model->head_dim = kv_lora_rank + model->rotary_dim and
+ * n_kv_heads 1; rotates only channels [kv_lora_rank, head_dim) of each latent. CPU context only
+ * (a CUDA context answers KDN_E_UNSUPPORTED). */
+KDN_EXPORT kdn_status kdn_rope_shift_mla(kdn_ctx* ctx, const kdn_model_desc* model,
+                                         uint32_t kv_lora_rank, const kdn_dest* latents,
+                                         uint32_t layer_begin, uint32_t layer_end,
+                                         uint32_t token_begin, uint32_t n_tokens, int64_t delta,
+                                         void* stream);
+
 KDN_EXPORT kdn_status kdn_blend_load(kdn_cache* const* caches, uint32_t n_caches,
                                      const uint32_t* dest_token_offsets, uint32_t position_base,
                                      const kdn_model_desc* model, uint32_t layer_begin,

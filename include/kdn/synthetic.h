@@ -22,7 +22,8 @@ namespace kdn {
 std::vector<uint32_t> SynthesizeTokens(uint32_t n, uint64_t seed, uint32_t vocab = 32000);
 
 // Fills one layer's K and V ([tokens][kv_heads][head_dim] of model.dtype, tokens * channels
-// elements each). Deterministic in (model shape, n_tokens, layer, seed).
+// elements each; for an MLA model `k` is the latent and `v` must be empty). Deterministic in
+// (model shape, n_tokens, layer, seed).
 Status SynthesizeLayerKv(const ModelIdentity& model, uint32_t n_tokens, uint32_t layer,
                          uint64_t seed, std::span<std::byte> k, std::span<std::byte> v);
 

@@ -128,7 +128,11 @@ void RunChain(const std::shared_ptr<CpuLoad>& load, KvKind kind, uint32_t layer)
   block->layer = layer;
   block->kind = kind;
   const uint32_t n_tokens = req.reader->header().n_tokens;
-  const uint32_t n_tiles = (n_tokens + load->tile_tokens - 1) / load->tile_tokens;
+  // A sliding-window layer decodes only its window, on the same tile grid as a whole load (the
+  // first tile cut at the window's start), so that tiles keep starting on quantization groups.
+  const uint32_t first = req.reader->header().window_begin(layer);
+  const uint32_t first_tile = first / load->tile_tokens;
+  const uint32_t n_tiles = (n_tokens + load->tile_tokens - 1) / load->tile_tokens - first_tile;
   // One count for this function, released after every tile is submitted.
   block->tiles_left.store(n_tiles + 1, std::memory_order_relaxed);
   Status s = Guarded([&] { return ReadAndPrepare(*block); });
@@ -136,8 +140,8 @@ void RunChain(const std::shared_ptr<CpuLoad>& load, KvKind kind, uint32_t layer)
   if (s.ok()) {
     s = Guarded([&] {
       for (; submitted < n_tiles; ++submitted) {
-        const uint32_t t0 = submitted * load->tile_tokens;
-        const uint32_t t1 = std::min(n_tokens, t0 + load->tile_tokens);
+        const uint32_t t0 = std::max(first, (first_tile + submitted) * load->tile_tokens);
+        const uint32_t t1 = std::min(n_tokens, (first_tile + submitted + 1) * load->tile_tokens);
         load->pool->Submit([block, t0, t1] { RunTile(block, t0, t1); });
       }
       return Status::OK();

@@ -88,7 +88,7 @@ void RotateKeys(const DestSpec& dest, std::byte* base, uint32_t t_begin, uint32_
     const int64_t row = DestRowOffset(a, t);
     if (row < 0) continue;
     for (uint32_t h = 0; h < dest.n_kv_heads; ++h) {
-      const int64_t head = row + h * dest.head_stride;
+      const int64_t head = row + h * dest.head_stride + shift.dim_offset;
       for (uint32_t i = 0; i < pairs; ++i) {
         uint32_t da;
         uint32_t db;

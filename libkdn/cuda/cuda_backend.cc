@@ -186,6 +186,10 @@ class CudaBackend final : public Backend {
 
   Status RopeShiftKeys(const DestSpec& keys, const RopeShiftCall& call, void* stream_ptr) override {
     if (call.shift.style == 0 || call.n_tokens == 0) return Status::OK();
+    if (call.shift.dim_offset != 0) {
+      // The rotation kernel rotates each head's leading dims; an MLA latent's rope part trails.
+      return Status::Unsupported("re-rotating an MLA latent's rope channels needs a CPU context");
+    }
     ScopedDevice dev(device_);
     KDN_RETURN_IF_ERROR(dev.status());
     const auto stream = static_cast<cudaStream_t>(stream_ptr);

@@ -46,7 +46,8 @@ bool SectionsFromFixed(const std::byte* f, layout::Sections* s) {
       chunk > limits::kMaxChunkTokens || n_layers < 1 || n_layers > limits::kMaxLayers) {
     return false;
   }
-  *s = layout::ComputeSections(name_len, n_tokens, chunk, n_layers);
+  const bool windows = (le::LoadU8(f + layout::kIdentityFlags) & layout::kIdentityLayerWindows) != 0;
+  *s = layout::ComputeSections(name_len, n_tokens, chunk, n_layers, windows);
   return true;
 }
 
@@ -61,7 +62,8 @@ Status SectionTruncated(const std::byte* fixed, uint64_t header_bytes, uint64_t 
     } parts[] = {{"model name section", s.name_offset, s.name_bytes},
                  {"token ids section", s.tokens_offset, s.tokens_bytes},
                  {"prefix hashes section", s.prefix_offset, s.prefix_bytes},
-                 {"block table section", s.table_offset, s.table_bytes}};
+                 {"block table section", s.table_offset, s.table_bytes},
+                 {"layer windows section", s.windows_offset, s.windows_bytes}};
     for (const auto& part : parts) {
       if (part.offset + part.bytes > available) {
         return Truncated(part.name, part.bytes, part.offset, file_size);
@@ -248,12 +250,28 @@ Result<KvHeader> ParseKvHeader(std::span<const std::byte> bytes, uint64_t file_s
     }
     if (name_len < 1) return OutOfRange("name_len", name_len, 1, limits::kMaxNameBytes);
     KDN_RETURN_IF_ERROR(ParseCodec(f, &h.codec));
-    if (!AllZero(f + layout::kReserved, layout::kReservedBytes)) {
-      return Status::Corruption("reserved header bytes 104..127 are not zero");
+    const uint8_t identity_flags = le::LoadU8(f + layout::kIdentityFlags);
+    if ((identity_flags & ~layout::kIdentityLayerWindows) != 0) {
+      return Status::Corruption("identity flags " + text::Hex64(identity_flags) +
+                                " has unknown bits");
+    }
+    const bool has_windows = (identity_flags & layout::kIdentityLayerWindows) != 0;
+    const uint8_t attention = le::LoadU8(f + layout::kAttention);
+    if (attention > static_cast<uint8_t>(AttentionKind::kMla)) {
+      return Status::Corruption("attention " + Num(attention) + " unknown (have: 0 K/V, 1 MLA)");
+    }
+    m.attention = static_cast<AttentionKind>(attention);
+    m.kv_lora_rank = le::LoadU32(f + layout::kKvLoraRank);
+    if (m.mla() && h.codec.id == CodecId::kTc) {
+      return Status::Corruption("codec tc does not apply to MLA caches");
+    }
+    if (!AllZero(f + layout::kReserved, layout::kReservedBytes) ||
+        !AllZero(f + layout::kReserved2, layout::kReserved2Bytes)) {
+      return Status::Corruption("reserved header bytes 106..107, 112..127 are not zero");
     }
 
     const layout::Sections s =
-        layout::ComputeSections(name_len, h.n_tokens, h.chunk_tokens, m.n_layers);
+        layout::ComputeSections(name_len, h.n_tokens, h.chunk_tokens, m.n_layers, has_windows);
     if (s.end != header_bytes) {
       return Status::Corruption("header_bytes " + Num(header_bytes) +
                                 " does not match its sections (" + Num(s.end) + ")");
@@ -263,6 +281,17 @@ Result<KvHeader> ParseKvHeader(std::span<const std::byte> bytes, uint64_t file_s
     m.name.assign(reinterpret_cast<const char*>(f + s.name_offset), name_len);
     if (!AllZero(f + s.name_offset + name_len, s.name_bytes - name_len)) {
       return Status::Corruption("model name section: padding is not zero");
+    }
+    // Layer windows (read before the identity is validated and fingerprinted: both cover them).
+    if (has_windows) {
+      m.layer_windows.resize(m.n_layers);
+      for (uint32_t l = 0; l < m.n_layers; ++l) {
+        m.layer_windows[l] = le::LoadU32(f + s.windows_offset + 4 * uint64_t{l});
+      }
+      if (!AllZero(f + s.windows_offset + 4 * uint64_t{m.n_layers},
+                   s.windows_bytes - 4 * uint64_t{m.n_layers})) {
+        return Status::Corruption("layer windows section: padding is not zero");
+      }
     }
     if (Status st = m.Validate(); !st.ok()) return Status::Corruption(st.message());
     if (const Hash128 fp = m.Fingerprint(); fp != h.fingerprint) {
@@ -308,6 +337,18 @@ Result<KvHeader> ParseKvHeader(std::span<const std::byte> bytes, uint64_t file_s
       b.decoded_bytes = le::LoadU64(e + 16);
       b.checksum = le::LoadU64(e + 24);
       const std::string name = layout::BlockName(i);
+      if (!h.has_block(static_cast<uint32_t>(i / 2), static_cast<KvKind>(i % 2))) {
+        // An MLA V slot: an empty entry where the layout puts the next block.
+        if (b.encoded_bytes != 0 || b.decoded_bytes != 0 || b.checksum != 0) {
+          return Status::Corruption(name + ": an MLA cache's V slot must be empty (sizes and "
+                                    "checksum 0)");
+        }
+        if (b.offset != pos) {
+          return Status::Corruption(name + ": offset " + Num(b.offset) +
+                                    " is not where the layout puts it (" + Num(pos) + ")");
+        }
+        continue;
+      }
       if (b.decoded_bytes != decoded) {
         return Status::Corruption(name + ": decoded_bytes " + Num(b.decoded_bytes) +
                                   " does not match the shape (" + Num(decoded) + ")");

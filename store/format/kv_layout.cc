@@ -8,7 +8,7 @@
 namespace kdn::layout {
 
 Sections ComputeSections(uint32_t name_len, uint32_t n_tokens, uint32_t chunk_tokens,
-                         uint32_t n_layers) {
+                         uint32_t n_layers, bool layer_windows) {
   Sections s;
   s.name_offset = kKvFixedHeaderBytes;
   s.name_bytes = AlignUp(name_len, 8);
@@ -18,7 +18,11 @@ Sections ComputeSections(uint32_t name_len, uint32_t n_tokens, uint32_t chunk_to
   s.prefix_bytes = uint64_t{16} * PrefixChunks(n_tokens, chunk_tokens);
   s.table_offset = s.prefix_offset + s.prefix_bytes;
   s.table_bytes = kBlockEntryBytes * 2 * uint64_t{n_layers};
-  s.end = s.table_offset + s.table_bytes;
+  // After the block table, so that every offset before it is what it was before the section
+  // existed.
+  s.windows_offset = s.table_offset + s.table_bytes;
+  s.windows_bytes = layer_windows ? AlignUp(uint64_t{4} * n_layers, 8) : 0;
+  s.end = s.windows_offset + s.windows_bytes;
   return s;
 }
 
@@ -28,7 +32,8 @@ std::string BlockName(uint32_t layer, KvKind kind) {
 
 void AssignOffsets(KvHeader* h) {
   const Sections s = ComputeSections(static_cast<uint32_t>(h->model.name.size()), h->n_tokens,
-                                     h->chunk_tokens, h->model.n_layers);
+                                     h->chunk_tokens, h->model.n_layers,
+                                     !h->model.layer_windows.empty());
   h->header_bytes = s.end;
   uint64_t pos = AlignUp(s.end, kKvBlockAlign);
   for (BlockEntry& b : h->blocks) {
@@ -40,7 +45,9 @@ void AssignOffsets(KvHeader* h) {
 
 std::vector<std::byte> SerializeHeader(const KvHeader& h) {
   const uint32_t name_len = static_cast<uint32_t>(h.model.name.size());
-  const Sections s = ComputeSections(name_len, h.n_tokens, h.chunk_tokens, h.model.n_layers);
+  const bool windows = !h.model.layer_windows.empty();
+  const Sections s =
+      ComputeSections(name_len, h.n_tokens, h.chunk_tokens, h.model.n_layers, windows);
   std::vector<std::byte> out(s.end);  // zero-filled: padding and reserved bytes
   std::byte* p = out.data();
   std::memcpy(p + kMagic, kKvMagic.data(), kKvMagic.size());
@@ -72,6 +79,9 @@ std::vector<std::byte> SerializeHeader(const KvHeader& h) {
                                           ? kFlagRans
                                           : 0);
   le::Store<uint8_t>(p + kNameLen, static_cast<uint8_t>(name_len));
+  le::Store<uint8_t>(p + kIdentityFlags, windows ? kIdentityLayerWindows : 0);
+  le::Store<uint8_t>(p + kAttention, static_cast<uint8_t>(h.model.attention));
+  le::Store<uint32_t>(p + kKvLoraRank, h.model.kv_lora_rank);
   std::memcpy(p + s.name_offset, h.model.name.data(), name_len);
   std::memcpy(p + s.tokens_offset, h.tokens.data(), h.tokens.size() * sizeof(uint32_t));
   for (size_t i = 0; i < h.prefix_hashes.size(); ++i) {
@@ -84,6 +94,9 @@ std::vector<std::byte> SerializeHeader(const KvHeader& h) {
     le::Store<uint64_t>(e + 8, h.blocks[i].encoded_bytes);
     le::Store<uint64_t>(e + 16, h.blocks[i].decoded_bytes);
     le::Store<uint64_t>(e + 24, h.blocks[i].checksum);
+  }
+  for (size_t i = 0; i < h.model.layer_windows.size(); ++i) {
+    le::Store<uint32_t>(p + s.windows_offset + 4 * i, h.model.layer_windows[i]);
   }
   // The checksum field is zero while hashing.
   le::Store<uint64_t>(p + kHeaderChecksum, HashBytes64(out.data(), out.size()));

@@ -38,12 +38,19 @@ inline constexpr size_t kChunkTokens = 96;
 inline constexpr size_t kGroupSize = 100;
 inline constexpr size_t kCodecFlags = 102;
 inline constexpr size_t kNameLen = 103;
-inline constexpr size_t kReserved = 104;
-inline constexpr size_t kReservedBytes = 24;
-static_assert(kReserved + kReservedBytes == kKvFixedHeaderBytes);
+inline constexpr size_t kIdentityFlags = 104;
+inline constexpr size_t kAttention = 105;
+inline constexpr size_t kReserved = 106;  // 2 bytes
+inline constexpr size_t kReservedBytes = 2;
+inline constexpr size_t kKvLoraRank = 108;
+inline constexpr size_t kReserved2 = 112;  // to the end of the fixed header
+inline constexpr size_t kReserved2Bytes = 16;
+static_assert(kReserved2 + kReserved2Bytes == kKvFixedHeaderBytes);
 
 inline constexpr uint8_t kFlagZstd = 1;  // quant: a zstd stage
 inline constexpr uint8_t kFlagRans = 2;  // lossless: the rANS stage instead of zstd
+// Identity flags: bit 0 = the layer windows section is present.
+inline constexpr uint8_t kIdentityLayerWindows = 1;
 inline constexpr size_t kBlockEntryBytes = 32;
 
 constexpr uint64_t AlignUp(uint64_t v, uint64_t a) {
@@ -56,11 +63,12 @@ struct Sections {
   uint64_t tokens_offset = 0, tokens_bytes = 0;
   uint64_t prefix_offset = 0, prefix_bytes = 0;
   uint64_t table_offset = 0, table_bytes = 0;
+  uint64_t windows_offset = 0, windows_bytes = 0;  // 0 bytes without the layer windows section
   uint64_t end = 0;  // header_bytes
 };
 // Counts must be within limits.h bounds (no overflow then).
 Sections ComputeSections(uint32_t name_len, uint32_t n_tokens, uint32_t chunk_tokens,
-                         uint32_t n_layers);
+                         uint32_t n_layers, bool layer_windows = false);
 
 inline uint32_t PrefixChunks(uint32_t n_tokens, uint32_t chunk_tokens) {
   return static_cast<uint32_t>((uint64_t{n_tokens} + chunk_tokens - 1) / chunk_tokens);

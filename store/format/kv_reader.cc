@@ -28,6 +28,11 @@ Status CheckBlockIndex(const KvHeader& h, uint32_t layer, KvKind kind) {
   if (kind != KvKind::kKey && kind != KvKind::kValue) {
     return Status::InvalidArgument("block kind unknown");
   }
+  if (!h.has_block(layer, kind)) {
+    return Status::InvalidArgument(layout::BlockName(layer, kind) +
+                                   ": an MLA cache has no V blocks (each layer's latent is its K "
+                                   "block)");
+  }
   return Status::OK();
 }
 
@@ -117,6 +122,7 @@ Status KvReader::VerifyAll() const {
     for (size_t i = 0; i < h.blocks.size(); ++i) {
       const BlockEntry& b = h.blocks[i];
       const KvKind kind = static_cast<KvKind>(i % 2);
+      if (!h.has_block(static_cast<uint32_t>(i / 2), kind)) continue;  // MLA V slot: no bytes
       const std::string name = layout::BlockName(i);
       KDN_RETURN_IF_ERROR(CheckZero(*source_, prev_end, b.offset, "padding after " + prev_name));
 

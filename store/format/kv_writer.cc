@@ -38,6 +38,8 @@ struct KvWriter::Impl {
     const BlockShape shape{header.n_tokens, header.model.channels(), header.model.dtype};
     for (size_t i = 0; i < blocks.size(); ++i) {
       BlockEntry& e = header.blocks[i];
+      e = BlockEntry{};
+      if (!header.has_block(static_cast<uint32_t>(i / 2), static_cast<KvKind>(i % 2))) continue;
       e.encoded_bytes = blocks[i].size();
       e.decoded_bytes = shape.bytes();
       e.checksum = HashBytes64(blocks[i].data(), blocks[i].size());
@@ -71,6 +73,10 @@ KvWriter::KvWriter(ModelIdentity model, CodecSpec codec, std::vector<uint32_t> t
   // A constructor cannot return a Status: the first error is kept and every later call returns it.
   Status st = model.Validate();
   if (st.ok()) st = codec.Validate();
+  if (st.ok() && model.mla() && codec.id == CodecId::kTc) {
+    st = Status::Unsupported("codec tc does not apply to MLA caches (it un-rotates each head's "
+                             "leading dims and models K/V blocks); use raw, lossless or q8/q4/q2");
+  }
   if (st.ok() && (tokens.empty() || tokens.size() > limits::kMaxTokens)) {
     st = Status::InvalidArgument("token count " + std::to_string(tokens.size()) +
                                  " out of range 1.." + std::to_string(limits::kMaxTokens));
@@ -116,8 +122,16 @@ Status KvWriter::AddLayer(std::span<const std::byte> k, std::span<const std::byt
     const BlockContext ctx = BlockContext::For(h.model, h.position_offset, layer);
     KDN_RETURN_IF_ERROR(EncodeBlock(h.codec, KvKind::kKey, shape, k, &ek, ctx)
                             .WithContext(layout::BlockName(layer, KvKind::kKey)));
-    KDN_RETURN_IF_ERROR(EncodeBlock(h.codec, KvKind::kValue, shape, v, &ev, ctx)
-                            .WithContext(layout::BlockName(layer, KvKind::kValue)));
+    if (h.model.mla()) {
+      // The latent is the K slot's block; the V slot stays empty.
+      if (!v.empty()) {
+        return Status::InvalidArgument("KvWriter: " + layout::BlockName(layer, KvKind::kValue) +
+                                       ": an MLA cache has no V tensor (pass an empty one)");
+      }
+    } else {
+      KDN_RETURN_IF_ERROR(EncodeBlock(h.codec, KvKind::kValue, shape, v, &ev, ctx)
+                              .WithContext(layout::BlockName(layer, KvKind::kValue)));
+    }
     s.blocks.push_back(std::move(ek));
     s.blocks.push_back(std::move(ev));
     return Status::OK();

@@ -36,6 +36,17 @@ Hash128 ModelIdentity::Fingerprint() const {
   Append(&rec, effective_rotary_dim());
   Append(&rec, rope_theta);
   Append(&rec, rope_scale);
+  // Appended only when there are windows, so that every identity without them keeps the
+  // fingerprint (and the prefix hashes) it always had; the tag byte keeps the two record shapes
+  // apart.
+  if (!layer_windows.empty()) {
+    Append(&rec, uint8_t{1});  // tag: layer windows
+    for (uint32_t w : layer_windows) Append(&rec, w);
+  }
+  if (mla()) {
+    Append(&rec, uint8_t{2});  // tag: MLA
+    Append(&rec, kv_lora_rank);
+  }
   return HashBytes128(rec.data(), rec.size());
 }
 
@@ -73,6 +84,43 @@ Status ModelIdentity::Validate() const {
   }
   if (!std::isfinite(rope_scale) || !(rope_scale > 0.0f)) {
     return bad("rope_scale " + text::FormatFloat(rope_scale) + " must be finite and > 0");
+  }
+  if (!layer_windows.empty()) {
+    if (layer_windows.size() != n_layers) {
+      return bad("layer_windows has " + std::to_string(layer_windows.size()) +
+                 " entries, n_layers is " + std::to_string(n_layers));
+    }
+    bool any = false;
+    for (size_t l = 0; l < layer_windows.size(); ++l) {
+      if (layer_windows[l] > limits::kMaxTokens) {
+        return bad("layer " + std::to_string(l) + " window " + std::to_string(layer_windows[l]) +
+                   " out of range 0.." + std::to_string(limits::kMaxTokens));
+      }
+      any = any || layer_windows[l] != 0;
+    }
+    if (!any) return bad("layer_windows are all 0 (full attention is written as no list)");
+  }
+  if (attention != AttentionKind::kMha && attention != AttentionKind::kMla) {
+    return bad("attention " + std::to_string(static_cast<int>(attention)) + " unknown");
+  }
+  if (!mla()) {
+    if (kv_lora_rank != 0) {
+      return bad("kv_lora_rank " + std::to_string(kv_lora_rank) +
+                 " must be 0 unless attention is MLA");
+    }
+  } else {
+    if (n_kv_heads != 1) {
+      return bad("MLA caches one latent vector per token: n_kv_heads must be 1, not " +
+                 std::to_string(n_kv_heads));
+    }
+    if (kv_lora_rank < 1 || kv_lora_rank >= head_dim) {
+      return bad("MLA kv_lora_rank " + std::to_string(kv_lora_rank) + " must be 1..head_dim - 1 (" +
+                 std::to_string(head_dim - 1) + ")");
+    }
+    if (rotary_dim != head_dim - kv_lora_rank) {
+      return bad("MLA rotary_dim " + std::to_string(rotary_dim) + " must be head_dim " +
+                 std::to_string(head_dim) + " - kv_lora_rank " + std::to_string(kv_lora_rank));
+    }
   }
   return Status::OK();
 }
@@ -114,6 +162,18 @@ Status ModelIdentity::Compare(const ModelIdentity& expected) const {
   if (bits(rope_scale) != bits(expected.rope_scale)) {
     return differ("rope_scale", text::FormatFloat(rope_scale),
                   text::FormatFloat(expected.rope_scale));
+  }
+  if (attention != expected.attention) {
+    return differ("attention", mla() ? "MLA" : "K/V", expected.mla() ? "MLA" : "K/V");
+  }
+  if (kv_lora_rank != expected.kv_lora_rank) {
+    return differ("kv_lora_rank", num(kv_lora_rank), num(expected.kv_lora_rank));
+  }
+  for (uint32_t l = 0; l < n_layers; ++l) {
+    if (layer_window(l) != expected.layer_window(l)) {
+      return differ(("layer " + std::to_string(l) + " window").c_str(), num(layer_window(l)),
+                    num(expected.layer_window(l)));
+    }
   }
   return Status::OK();
 }

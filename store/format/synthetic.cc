@@ -101,7 +101,7 @@ Status SynthesizeLayerKv(const ModelIdentity& model, uint32_t n_tokens, uint32_t
                                      std::to_string(model.n_layers));
     }
     const uint64_t bytes = uint64_t{n_tokens} * model.channels() * DTypeSize(model.dtype);
-    if (k.size() != bytes || v.size() != bytes) {
+    if (k.size() != bytes || v.size() != (model.mla() ? 0 : bytes)) {
       return Status::InvalidArgument("synthesize: K/V buffers are " + std::to_string(k.size()) +
                                      "/" + std::to_string(v.size()) + " bytes, the layer needs " +
                                      std::to_string(bytes));
@@ -110,7 +110,7 @@ Status SynthesizeLayerKv(const ModelIdentity& model, uint32_t n_tokens, uint32_t
                          scratch::Get(scratch::Slot::kTile, 4 * size_t{model.channels()}));
     float* row = reinterpret_cast<float*>(tile.data());
     FillTensor(model, n_tokens, layer, seed, KvKind::kKey, row, k);
-    FillTensor(model, n_tokens, layer, seed, KvKind::kValue, row, v);
+    if (!model.mla()) FillTensor(model, n_tokens, layer, seed, KvKind::kValue, row, v);
     return Status::OK();
   });
 }
@@ -126,7 +126,7 @@ Result<std::vector<std::byte>> SynthesizeKvFile(const ModelIdentity& model, uint
     }
     KvWriter writer(model, codec, SynthesizeTokens(n_tokens, seed), position_offset);
     const size_t bytes = size_t{n_tokens} * model.channels() * DTypeSize(model.dtype);
-    std::vector<std::byte> k(bytes), v(bytes);
+    std::vector<std::byte> k(bytes), v(model.mla() ? 0 : bytes);
     for (uint32_t layer = 0; layer < model.n_layers; ++layer) {
       KDN_RETURN_IF_ERROR(SynthesizeLayerKv(model, n_tokens, layer, seed, k, v));
       KDN_RETURN_IF_ERROR(writer.AddLayer(k, v));

@@ -80,8 +80,8 @@ std::string CacheFile(const std::string& dir, const kdn::ModelIdentity& m, const
   for (char& c : name) {
     if (c == '+' || c == ':') c = '_';
   }
-  const std::string path =
-      dir + "/engine-llama3-8b-" + std::to_string(kTokens) + "-" + name + ".kv";
+  const std::string path = dir + "/engine-" + m.name + "-" + std::to_string(kTokens) +
+                           (m.layer_windows.empty() ? "" : "-window") + "-" + name + ".kv";
   if (kdn::KvReader::Open(path).ok()) return path;
   std::fprintf(stderr, "# writing %s\n", path.c_str());
   kdn::Result<kdn::CodecSpec> spec = kdn::CodecSpec::Parse(codec);
@@ -258,6 +258,30 @@ void BenchParallel(const std::string& dir, const kdn::ModelIdentity& m, int runs
   }
 }
 
+// Sliding-window layers: the same tensors as llama3-8b's, every layer given a window of 1/8 of
+// the file, loaded against the file without windows (time and bytes read as ratios). A window
+// layer's blocks are still read and checksummed whole; only its rows are decoded and written.
+void BenchWindow(const std::string& dir, const kdn::ModelIdentity& m, int runs) {
+  kdn::ModelIdentity windowed = m;
+  windowed.layer_windows.assign(m.n_layers, kTokens / 8);
+  HostDest dest(m);
+  for (const char* codec : {"raw", "lossless", "q4"}) {
+    const std::string full_path = CacheFile(dir, m, codec);
+    const std::string window_path = CacheFile(dir, windowed, codec);
+    auto bytes_of = [&](const std::string& path) {
+      const uint64_t before = BytesRead();
+      LoadSeconds(-1, path, m, dest.d, 1, nullptr);
+      return static_cast<double>(BytesRead() - before);
+    };
+    const double full_bytes = bytes_of(full_path), window_bytes = bytes_of(window_path);
+    const double full_s = LoadSeconds(-1, full_path, m, dest.d, runs, nullptr);
+    const double window_s = LoadSeconds(-1, window_path, m, dest.d, runs, nullptr);
+    const std::string name = std::string("engine_window8_") + codec;
+    Print(name + "_time_vs_full", window_s / full_s);
+    Print(name + "_bytes_vs_full", window_bytes / full_bytes);
+  }
+}
+
 #if KDN_HAVE_CUDA
 #define CUDA_CHECK(call)                                                            \
   do {                                                                              \
@@ -421,6 +445,7 @@ int main(int argc, char** argv) {
   if (!m.ok()) Die(m.status().ToString());
   BenchCpu(dir, *m, runs);
   BenchParallel(dir, *m, runs);
+  BenchWindow(dir, *m, runs);
 #if KDN_HAVE_CUDA
   BenchCuda(dir, *m, runs);
 #else

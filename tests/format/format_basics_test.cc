@@ -137,6 +137,16 @@ Hash128 ReferenceFingerprint(const ModelIdentity& m) {
   put(&rot, 4);
   put(&m.rope_theta, 4);
   put(&m.rope_scale, 4);
+  if (!m.layer_windows.empty()) {
+    const uint8_t tag = 1;
+    put(&tag, 1);
+    put(m.layer_windows.data(), 4 * m.layer_windows.size());
+  }
+  if (m.attention == AttentionKind::kMla) {
+    const uint8_t tag = 2;
+    put(&tag, 1);
+    put(&m.kv_lora_rank, 4);
+  }
   const XXH128_hash_t h = XXH3_128bits(r.data(), r.size());
   return Hash128{h.low64, h.high64};
 }
@@ -257,6 +267,13 @@ TEST(ModelPresetTest, KnownShapes) {
   ASSERT_TRUE(mis.ok());
   EXPECT_EQ(mis->rope_theta, 1000000.0f);
   EXPECT_EQ(mis->n_layers, 32u);
+  auto gemma = ModelPreset("gemma2-9b");
+  ASSERT_TRUE(gemma.ok());
+  ASSERT_EQ(gemma->layer_windows.size(), 42u);
+  for (uint32_t l = 0; l < 42; ++l) {
+    EXPECT_EQ(gemma->layer_window(l), l % 2 == 0 ? 4096u : 0u) << "layer " << l;
+  }
+  EXPECT_TRUE(mis->layer_windows.empty());
   for (const auto name : ModelPresetNames())
     EXPECT_TRUE(ModelPreset(name)->Validate().ok()) << name;
   auto bad = ModelPreset("gpt-9");

@@ -260,6 +260,40 @@ TEST_F(KdnctlTest, InspectShowsHeaderTableAndRatio) {
   EXPECT_EQ(r.out.substr(r.out.size() - 2), "}\n");
 }
 
+// The presets of issue 16's layouts: sliding-window layers (gemma2-9b) and MLA (deepseek-v3).
+TEST_F(KdnctlTest, SynthPresetsWithWindowsAndMla) {
+  const std::string g = Path("gemma.kv");
+  Outcome r = Kdnctl({"synth", "--model", "gemma2-9b", "--layers", "4", "--tokens", "20",
+                      "--codec", "q8", "-o", g});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(Kdnctl({"verify", g}).out, "ok\n");
+  r = Kdnctl({"inspect", g});
+  EXPECT_NE(r.out.find("window:        4096 tokens on layers 0 2\n"), std::string::npos) << r.out;
+  r = Kdnctl({"inspect", "--json", g});
+  EXPECT_NE(r.out.find("\"layer_windows\": [4096, 0, 4096, 0]"), std::string::npos) << r.out;
+
+  const std::string d = Path("deepseek.kv");
+  r = Kdnctl({"synth", "--model", "deepseek-v3", "--layers", "3", "--tokens", "20", "--codec",
+              "q4", "-o", d});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(Kdnctl({"verify", d}).out, "ok\n");
+  r = Kdnctl({"inspect", d});
+  EXPECT_NE(r.out.find("1 KV heads, head_dim 576"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("attention:     MLA, latent 512 + rope 64"), std::string::npos) << r.out;
+  EXPECT_EQ(std::count(r.out.begin(), r.out.end(), '\n'), 11 + 3);  // K rows only
+  r = Kdnctl({"inspect", "--json", d});
+  EXPECT_NE(r.out.find("\"attention\": \"mla\", \"kv_lora_rank\": 512"), std::string::npos);
+  EXPECT_NE(r.out.find("\"layer\": 2, \"kind\": \"V\""), std::string::npos);  // the table as is
+  const std::string d2 = Path("deepseek-lossless.kv");
+  r = Kdnctl({"convert", "--codec", "lossless", d, d2});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(Kdnctl({"verify", d2}).out, "ok\n");
+  r = Kdnctl({"synth", "--model", "deepseek-v3", "--layers", "3", "--tokens", "20", "--codec",
+              "tc", "-o", Path("deepseek-tc.kv")});
+  EXPECT_NE(r.code, 0);
+  EXPECT_NE(r.err.find("tc does not apply to MLA"), std::string::npos) << r.err;
+}
+
 TEST_F(KdnctlTest, ExitCodesAndErrors) {
   const std::string missing = Path("missing.kv");
   Outcome r = Kdnctl({"verify", missing});

@@ -260,7 +260,19 @@ TEST(KvHeaderTest, EachFieldIsValidated) {
       f, [](F* x) { Put<uint8_t>(x, 102, 2); }, "flags");
   ExpectFieldError(
       f, [](F* x) { Put<uint8_t>(x, 103, 0); }, "name_len");
-  for (size_t off = 104; off < 128; ++off) {
+  // Identity flags: an unknown bit, and the windows bit on a header without that section.
+  ExpectFieldError(
+      f, [](F* x) { Put<uint8_t>(x, 104, 2); }, "identity flags");
+  ExpectFieldError(
+      f, [](F* x) { Put<uint8_t>(x, 104, 1); }, "does not match its sections");
+  // Attention kind: unknown, and MLA for a K/V file (whose shape is not an MLA latent's).
+  ExpectFieldError(
+      f, [](F* x) { Put<uint8_t>(x, 105, 2); }, "attention");
+  ExpectFieldError(
+      f, [](F* x) { Put<uint8_t>(x, 105, 1); }, "MLA");
+  ExpectFieldError(
+      f, [](F* x) { Put<uint32_t>(x, 108, 4); }, "kv_lora_rank");
+  for (size_t off : {106, 107, 112, 120, 127}) {
     auto g = f;
     g[off] = std::byte{1};
     ResealHeader(&g);
@@ -331,6 +343,85 @@ TEST(KvHeaderTest, ZstdBlocksHaveBoundedSizes) {
   ResealHeader(&g);
   EXPECT_NE(test::Parse(g).status().message().find("layer 0 K block: encoded_bytes 0 out of range"),
             std::string::npos);
+}
+
+
+// Sliding-window layers: the optional layer windows section after the block table, flagged in the
+// identity flags byte, covered by the fingerprint (and so by every prefix hash).
+ModelIdentity WindowedModel() {
+  ModelIdentity m = test::SmallModel(DType::kF16, 4);
+  m.layer_windows = {4096, 0, 7, 0};
+  return m;
+}
+
+TEST(KvHeaderTest, LayerWindowsRoundTripAndVerify) {
+  const ModelIdentity m = WindowedModel();
+  const auto f = test::MakeFile(m, 40, "q4");
+  auto h = test::Parse(f);
+  ASSERT_TRUE(h.ok()) << h.status().ToString();
+  EXPECT_EQ(h->model.layer_windows, m.layer_windows);
+  EXPECT_EQ(h->window_begin(0), 0u);   // window longer than the file: every token
+  EXPECT_EQ(h->window_begin(1), 0u);   // full attention
+  EXPECT_EQ(h->window_begin(2), 33u);  // the last 7 of 40
+  EXPECT_EQ(Get<uint8_t>(f, 104), 1u);
+  const auto s = layout::ComputeSections(static_cast<uint32_t>(m.name.size()), 40,
+                                         kDefaultChunkTokens, 4, true);
+  EXPECT_EQ(Get<uint64_t>(f, 16), s.end);
+  EXPECT_EQ(Get<uint32_t>(f, s.windows_offset + 8), 7u);
+  EXPECT_TRUE(test::OpenAndVerify(f).ok());
+
+  // The same model without windows: no section, flags 0, other fingerprint and prefix hashes.
+  ModelIdentity plain = m;
+  plain.layer_windows.clear();
+  const auto g = test::MakeFile(plain, 40, "q4");
+  EXPECT_EQ(Get<uint8_t>(g, 104), 0u);
+  EXPECT_EQ(Get<uint64_t>(g, 16) + 16, Get<uint64_t>(f, 16));
+  auto hp = test::Parse(g);
+  ASSERT_TRUE(hp.ok());
+  EXPECT_NE(hp->fingerprint, h->fingerprint);
+  EXPECT_NE(hp->prefix_hashes[0], h->prefix_hashes[0]);
+  EXPECT_FALSE(h->model.Compare(plain).ok());
+  EXPECT_NE(h->model.Compare(plain).message().find("layer 0 window"), std::string::npos);
+  // Another window on one layer is another identity.
+  ModelIdentity other = m;
+  other.layer_windows[2] = 8;
+  EXPECT_NE(other.Fingerprint(), m.Fingerprint());
+}
+
+TEST(KvHeaderTest, LayerWindowsAreValidated) {
+  const ModelIdentity m = WindowedModel();
+  const auto f = test::MakeFile(m, 40, "raw");
+  const auto s = layout::ComputeSections(static_cast<uint32_t>(m.name.size()), 40,
+                                         kDefaultChunkTokens, 4, true);
+  using F = std::vector<std::byte>;
+  static uint64_t windows;  // the section's offset, for the captureless edits below
+  windows = s.windows_offset;
+  // A changed window no longer matches the stored fingerprint.
+  ExpectFieldError(
+      f, [](F* x) { Put<uint32_t>(x, windows + 4, 9); }, "fingerprint");
+  ExpectFieldError(
+      f, [](F* x) { Put<uint32_t>(x, windows + 4, (1u << 24) + 1); }, "window");
+  // 4 layers: 16 bytes, no padding; a 3-layer file has 4 bytes of it.
+  ModelIdentity three = m;
+  three.n_layers = 3;
+  three.layer_windows = {0, 5, 0};
+  const auto g = test::MakeFile(three, 40, "raw");
+  const auto s3 = layout::ComputeSections(static_cast<uint32_t>(m.name.size()), 40,
+                                          kDefaultChunkTokens, 3, true);
+  ASSERT_EQ(s3.windows_bytes, 16u);
+  windows = s3.windows_offset;
+  ExpectFieldError(
+      g, [](F* x) { (*x)[windows + 13] = std::byte{1}; }, "layer windows section: padding");
+  // All zero is not a list (full attention has one identity).
+  ModelIdentity zeros = m;
+  zeros.layer_windows = {0, 0, 0, 0};
+  EXPECT_FALSE(zeros.Validate().ok());
+  ModelIdentity short_list = m;
+  short_list.layer_windows = {1, 2};
+  EXPECT_FALSE(short_list.Validate().ok());
+  // Clearing the flag leaves the section's bytes unaccounted for.
+  ExpectFieldError(
+      f, [](F* x) { Put<uint8_t>(x, 104, 0); }, "does not match its sections");
 }
 
 }  // namespace

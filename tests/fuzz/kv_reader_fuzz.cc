@@ -68,7 +68,10 @@ bool Reseal(std::vector<std::byte>* f) {
       chunk > limits::kMaxChunkTokens || n_layers < 1 || n_layers > limits::kMaxLayers) {
     return false;
   }
-  const layout::Sections s = layout::ComputeSections(name_len, n_tokens, chunk, n_layers);
+  const bool windows =
+      (le::LoadU8(p + layout::kIdentityFlags) & layout::kIdentityLayerWindows) != 0;
+  const layout::Sections s =
+      layout::ComputeSections(name_len, n_tokens, chunk, n_layers, windows);
   if (s.end > header_bytes) return false;
   ModelIdentity m;
   m.name.assign(reinterpret_cast<const char*>(p + s.name_offset), name_len);
@@ -80,6 +83,16 @@ bool Reseal(std::vector<std::byte>* f) {
   m.rotary_dim = le::LoadU32(p + layout::kRotaryDim);
   m.rope_theta = le::LoadF32(p + layout::kRopeTheta);
   m.rope_scale = le::LoadF32(p + layout::kRopeScale);
+  if (windows) {
+    // The windows are part of the fingerprint: mutated windows must reach the checks behind it.
+    m.layer_windows.resize(n_layers);
+    for (uint32_t l = 0; l < n_layers; ++l) {
+      m.layer_windows[l] = le::LoadU32(p + s.windows_offset + 4 * uint64_t{l});
+    }
+  }
+  // MLA identity fields (byte 105, 108..111) are fingerprinted too.
+  m.attention = static_cast<AttentionKind>(le::LoadU8(p + layout::kAttention));
+  m.kv_lora_rank = le::LoadU32(p + layout::kKvLoraRank);
   const Hash128 fp = m.Fingerprint();
   le::Store<uint64_t>(p + layout::kFingerprint, fp.lo);
   le::Store<uint64_t>(p + layout::kFingerprint + 8, fp.hi);

@@ -45,6 +45,9 @@ int main(int argc, char** argv) {
         m.n_kv_heads = tokens == 40 ? 2 : 1;
         m.head_dim = 8;
         m.dtype = dt;
+        // Sliding-window layers in the 5-token files: their header has the layer windows
+        // section (identity flag bit 0); a window shorter than the file on layer 1.
+        if (tokens == 5) m.layer_windows = {0, 3};
         auto codec = CodecSpec::Parse(codec_name);
         auto file = SynthesizeKvFile(m, tokens, *codec, tokens);
         if (!codec.ok() || !file.ok()) {
@@ -60,13 +63,45 @@ int main(int argc, char** argv) {
         if (dt != DType::kF16) continue;
         auto h = ParseKvHeader(*file, file->size());
         if (!h.ok()) return 1;
-        const auto s = layout::ComputeSections(2, tokens, kDefaultChunkTokens, m.n_layers);
-        for (uint64_t cut : {uint64_t{64}, s.tokens_offset, s.prefix_offset, s.table_offset, s.end,
+        const auto s = layout::ComputeSections(2, tokens, kDefaultChunkTokens, m.n_layers,
+                                               !m.layer_windows.empty());
+        for (uint64_t cut : {uint64_t{64}, s.tokens_offset, s.prefix_offset, s.table_offset,
+                             s.windows_offset, s.end,
                              h->blocks[0].offset + h->blocks[0].encoded_bytes / 2}) {
           if (!Write(base + "-cut" + std::to_string(cut) + ".kv", *file, cut)) return 1;
           ++written;
         }
       }
+    }
+  }
+  // MLA caches (one latent block per layer in the K slot, V slots empty), every codec that
+  // applies, and their header cut at each section boundary.
+  for (const char* codec_name : {"raw", "lossless", "q8", "q4+zstd", "q2:g4"}) {
+    ModelIdentity m;
+    m.name = "fz";
+    m.n_layers = 2;
+    m.n_heads = 4;
+    m.n_kv_heads = 1;
+    m.head_dim = 12;
+    m.dtype = DType::kBF16;
+    m.rope_style = RopeStyle::kGptj;
+    m.attention = AttentionKind::kMla;
+    m.kv_lora_rank = 8;
+    m.rotary_dim = 4;
+    auto codec = CodecSpec::Parse(codec_name);
+    auto file = SynthesizeKvFile(m, 6, *codec, 6);
+    if (!codec.ok() || !file.ok()) {
+      std::fprintf(stderr, "kdn_fuzz_seeds: %s\n", file.status().ToString().c_str());
+      return 1;
+    }
+    std::string base = dir + "/mla-" + codec_name;
+    for (char& c : base) c = (c == ':' || c == '+' || c == '=') ? '_' : c;
+    if (!Write(base + ".kv", *file, file->size())) return 1;
+    ++written;
+    const auto s = layout::ComputeSections(2, 6, kDefaultChunkTokens, m.n_layers);
+    for (uint64_t cut : {uint64_t{110}, s.table_offset, s.end}) {
+      if (!Write(base + "-cut" + std::to_string(cut) + ".kv", *file, cut)) return 1;
+      ++written;
     }
   }
   std::printf("kdn_fuzz_seeds: %d seeds in %s\n", written, dir.c_str());
