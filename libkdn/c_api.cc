@@ -529,6 +529,29 @@ Status PrepareSave(kdn_ctx* ctx, const kdn_model_desc* model, const uint32_t* to
   return Status::OK();
 }
 
+// kdn_rope_shift and kdn_rope_shift_mla once the model is known: `rows` holds `n_heads` heads of
+// m.head_dim per token (K heads, or one MLA latent whose trailing rotary_dim channels rotate).
+Status RopeShiftRows(kdn_ctx* ctx, const ModelIdentity& m, const kdn_dest* rows, const char* what,
+                     uint32_t n_heads, uint32_t layer_begin, uint32_t layer_end,
+                     uint32_t token_begin, uint32_t n_tokens, int64_t delta, void* stream) {
+  KDN_RETURN_IF_ERROR(CheckLayerRange(layer_begin, layer_end, m.n_layers));
+  DestUse use;
+  use.what = what;
+  use.n_kv_heads = n_heads;
+  use.head_dim = m.head_dim;
+  use.layer_begin = layer_begin;
+  use.layer_end = layer_end;
+  KDN_ASSIGN_OR_RETURN(auto spec, ValidateDest(rows, use, token_begin, n_tokens));
+  if (m.rope_style == RopeStyle::kNone || delta == 0 || n_tokens == 0) return Status::OK();
+  RopeShiftCall call;
+  call.layer_begin = layer_begin;
+  call.layer_end = layer_end;
+  call.token_begin = token_begin;
+  call.n_tokens = n_tokens;
+  call.shift = MakeRopeShift(m, delta);
+  return ctx->impl->backend().RopeShiftKeys(*spec, call, stream);
+}
+
 }  // namespace
 }  // namespace kdn::libkdn
 
@@ -572,22 +595,8 @@ KDN_EXPORT kdn_status kdn_rope_shift(kdn_ctx* ctx, const kdn_model_desc* model,
   return g::Api([&]() -> Status {
     KDN_RETURN_IF_ERROR(g::NotNull(ctx, "ctx"));
     KDN_ASSIGN_OR_RETURN(ModelIdentity m, g::FromApiModel(model));
-    KDN_RETURN_IF_ERROR(g::CheckLayerRange(layer_begin, layer_end, m.n_layers));
-    g::DestUse use;
-    use.what = "keys";
-    use.n_kv_heads = m.n_kv_heads;
-    use.head_dim = m.head_dim;
-    use.layer_begin = layer_begin;
-    use.layer_end = layer_end;
-    KDN_ASSIGN_OR_RETURN(auto spec, g::ValidateDest(keys, use, token_begin, n_tokens));
-    if (m.rope_style == kdn::RopeStyle::kNone || delta == 0 || n_tokens == 0) return Status::OK();
-    g::RopeShiftCall call;
-    call.layer_begin = layer_begin;
-    call.layer_end = layer_end;
-    call.token_begin = token_begin;
-    call.n_tokens = n_tokens;
-    call.shift = g::MakeRopeShift(m, delta);
-    return ctx->impl->backend().RopeShiftKeys(*spec, call, stream);
+    return g::RopeShiftRows(ctx, m, keys, "keys", m.n_kv_heads, layer_begin, layer_end,
+                            token_begin, n_tokens, delta, stream);
   });
 }
 
@@ -602,22 +611,8 @@ KDN_EXPORT kdn_status kdn_rope_shift_mla(kdn_ctx* ctx, const kdn_model_desc* mod
     m.attention = kdn::AttentionKind::kMla;
     m.kv_lora_rank = kv_lora_rank;
     if (Status s = m.Validate(); !s.ok()) return Status::InvalidArgument(s.message());
-    KDN_RETURN_IF_ERROR(g::CheckLayerRange(layer_begin, layer_end, m.n_layers));
-    g::DestUse use;
-    use.what = "latents";
-    use.n_kv_heads = 1;
-    use.head_dim = m.head_dim;
-    use.layer_begin = layer_begin;
-    use.layer_end = layer_end;
-    KDN_ASSIGN_OR_RETURN(auto spec, g::ValidateDest(latents, use, token_begin, n_tokens));
-    if (m.rope_style == kdn::RopeStyle::kNone || delta == 0 || n_tokens == 0) return Status::OK();
-    g::RopeShiftCall call;
-    call.layer_begin = layer_begin;
-    call.layer_end = layer_end;
-    call.token_begin = token_begin;
-    call.n_tokens = n_tokens;
-    call.shift = g::MakeRopeShift(m, delta);
-    return ctx->impl->backend().RopeShiftKeys(*spec, call, stream);
+    return g::RopeShiftRows(ctx, m, latents, "latents", 1, layer_begin, layer_end, token_begin,
+                            n_tokens, delta, stream);
   });
 }
 
