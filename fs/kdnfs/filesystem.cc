@@ -772,7 +772,8 @@ std::optional<InodeAttr> Filesystem::CommittedForRead(Ino ino) {
   return *attr;
 }
 
-Result<size_t> Filesystem::Read(Ino ino, uint64_t offset, std::span<std::byte> out) {
+Result<size_t> Filesystem::Read(Ino ino, uint64_t offset, std::span<std::byte> out,
+                                ReadView view) {
   if (ControlFiles::IsControl(ino)) return control_->Read(ino, offset, out);
   std::shared_ptr<StagedFile> staged;
   bool known = false;
@@ -782,7 +783,7 @@ Result<size_t> Filesystem::Read(Ino ino, uint64_t offset, std::span<std::byte> o
   {
     MutexLock lock(mu_);
     if (auto it = inodes_.find(ino); it != inodes_.end()) {
-      staged = it->second.staged;
+      if (view == ReadView::kLatest) staged = it->second.staged;
       known = it->second.content_known;
       chunk = it->second.chunk;
       size = it->second.size;

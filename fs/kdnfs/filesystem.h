@@ -181,7 +181,12 @@ class Filesystem {
   Status ReadDir(Ino dir, uint64_t cookie, bool plus, size_t max_entries, const DirFiller& fill);
 
   // ---- content
-  Result<size_t> Read(Ino ino, uint64_t offset, std::span<std::byte> out);
+  // What a READ sees of a file whose new content is being written (issue 12, item 5):
+  // kLatest is the writer's view (its own bytes, staged or not); kCommitted is everyone else's,
+  // the last committed content until the new one commits (a `.kv` refused at close never shows).
+  enum class ReadView { kLatest, kCommitted };
+  Result<size_t> Read(Ino ino, uint64_t offset, std::span<std::byte> out,
+                      ReadView view = ReadView::kLatest);
   Result<size_t> Write(const Caller& caller, Ino ino, uint64_t offset,
                        std::span<const std::byte> data);
   // close(): commits the staged content when `caller` (its thread or its process) wrote it.

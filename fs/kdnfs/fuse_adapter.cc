@@ -288,6 +288,8 @@ void OpenTracked(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi, Passthrough
   if (d.mode == OpenMode::kPassthrough) {
     out.open_flags = fuse_abi::kOpenPassthrough;
     out.backing_id = d.backing_id;
+  } else if (d.mode == OpenMode::kDirect) {
+    out.open_flags = fuse_abi::kOpenDirectIo;  // committed bytes only: not the writer's pages
   } else {
     out.open_flags = fuse_abi::kOpenKeepCache;  // committed content is immutable
   }
@@ -320,11 +322,18 @@ void OnOpen(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   fuse_reply_open(req, fi);
 }
 
-void OnRead(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info*) {
+void OnRead(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi) {
   size = std::min<size_t>(size, kMaxIo);
   std::byte* buf = ReadBuffer();
   if (buf == nullptr) return ReplyErrno(req, FsOp::kRead, ENOMEM, "no read buffer");
-  auto n = Fs(req).Read(ino, static_cast<uint64_t>(off), {buf, size});
+  // A reader opened beside a writer sees the committed content while the writer is at work
+  // (passthrough.h).
+  const bool direct = fi != nullptr && fi->fh == static_cast<uint64_t>(OpenMode::kDirect);
+  const auto view =
+      direct && static_cast<FuseAdapter*>(fuse_req_userdata(req))->passthrough().WriterOpen(ino)
+          ? Filesystem::ReadView::kCommitted
+          : Filesystem::ReadView::kLatest;
+  auto n = Fs(req).Read(ino, static_cast<uint64_t>(off), {buf, size}, view);
   if (!n.ok()) return ReplyError(req, FsOp::kRead, n.status());
   Outcomes(req).Succeeded(FsOp::kRead);
   fuse_reply_buf(req, reinterpret_cast<const char*>(buf), *n);
@@ -661,6 +670,11 @@ Status FuseAdapter::Run() {
     if (!passthrough_->Negotiate(offered, fuse_session_fd(session_))) return;
     reply.flags |= kInitExt;
     reply.flags2 |= static_cast<uint32_t>(fuse_abi::kInitPassthrough >> 32);
+    // Readers beside a writer are direct files (kDirect); mapping one must work as it does for
+    // any other file.
+    if (offered & fuse_abi::kInitDirectIoAllowMmap) {
+      reply.flags2 |= static_cast<uint32_t>(fuse_abi::kInitDirectIoAllowMmap >> 32);
+    }
     // max_stack_depth follows flags2 (unused[0] in the 7.38 header installed here).
     uint32_t depth = fuse_abi::kMaxStackDepth;
     std::memcpy(reinterpret_cast<char*>(&reply) + offsetof(fuse_init_out, flags2) + 4, &depth,

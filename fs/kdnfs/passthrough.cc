@@ -73,7 +73,15 @@ Passthrough::Decision Passthrough::ServedLocked(InodeModes& m) {
 
 Passthrough::Decision Passthrough::OpenServed(Ino ino) {
   MutexLock lock(mu_);
-  return ServedLocked(inodes_[ino]);
+  InodeModes& m = inodes_[ino];
+  ++m.writers;
+  return ServedLocked(m);
+}
+
+bool Passthrough::WriterOpen(Ino ino) {
+  MutexLock lock(mu_);
+  auto it = inodes_.find(ino);
+  return it != inodes_.end() && it->second.writers > 0;
 }
 
 bool Passthrough::WaitNoPassthroughLocked(UniqueLock& lock, Ino ino,
@@ -106,8 +114,10 @@ Status Passthrough::CheckChangeable(Ino ino) {
 Passthrough::Decision Passthrough::Open(Ino ino, int flags,
                                         const std::optional<CommittedContent>& content) {
   if (!active()) return OpenServed(ino);
-  // Writers (O_TRUNC truncates, too) and content not committed are served by kdnfs.
-  const bool reader = (flags & O_ACCMODE) == O_RDONLY && (flags & O_TRUNC) == 0 && content;
+  // Writers (O_TRUNC truncates, too) and content not committed are served by kdnfs; readers
+  // of it in direct mode.
+  const bool read_only = (flags & O_ACCMODE) == O_RDONLY && (flags & O_TRUNC) == 0;
+  const bool reader = read_only && content;
   const auto deadline = std::chrono::steady_clock::now() + kBusyWait;
   bool tried_backing = false;
   UniqueLock lock(mu_);
@@ -140,7 +150,15 @@ Passthrough::Decision Passthrough::Open(Ino ino, int flags,
         continue;  // decided again with what is counted now (fd closes)
       }
     }
-    if (m->passthrough == 0) return ServedLocked(*m);
+    if (m->passthrough == 0) {
+      Decision d = ServedLocked(*m);
+      if (read_only) {
+        d.mode = OpenMode::kDirect;
+      } else {
+        ++m->writers;
+      }
+      return d;
+    }
     // Files of the inode are open in passthrough mode: this open could only pass through to
     // their backing, which a writer must not and a reader of other content cannot. RELEASEs may
     // still be on their way (the counts lag the kernel's).
@@ -165,6 +183,7 @@ void Passthrough::Release(Ino ino, OpenMode mode) {
     }
   } else if (m.served > 0) {
     --m.served;
+    if (mode == OpenMode::kCached && m.writers > 0) --m.writers;
   }
   if (m.passthrough == 0 && m.served == 0) inodes_.erase(it);
 }

@@ -25,8 +25,19 @@
 // - an inode with a file open in cached (page-cache) mode cannot have one opened in passthrough
 //   mode (EIO again).
 // So per inode kdnfs counts its open files by mode. A read-only open of committed content
-// passes through when no file of the inode is open in cached mode; any other open (a writer,
-// content being staged) is served by kdnfs in cached mode when no passthrough file is open. A
+// passes through when no file of the inode is open in cached mode. A read-only open that cannot
+// (a writer is at work, or the content is not in a chunk file yet) is served by kdnfs in direct
+// mode (FOPEN_DIRECT_IO, kDirect): every READ comes to kdnfs, which answers, while a file of
+// the inode is open for writing, with the last committed content
+// (Filesystem::ReadView::kCommitted), so a reader never sees a writer's
+// bytes before they commit (issue 12, item 5) — the kernel's page cache of the inode, which
+// holds the writer's bytes, is not used for it. The kernel leaves direct files out of its
+// mode rules until one is mapped (mmap puts it in cached mode), so kdnfs counts them as cached,
+// which is the safe side. What stat(2) shows is the newest size (the writer's), so that no
+// observer sees a size go backwards (item 6); reads end at the committed size. One gap is the
+// kernel's: a reader that maps the file shared while a writer is at work shares the inode's
+// pages with the writer. Any other open (a writer) is served by kdnfs in cached mode when no
+// passthrough file is open. A
 // file open in passthrough mode is therefore busy the way a running executable is: while one is
 // open, opening the inode for writing, truncating it, or O_CREAT|O_TRUNC on its name fails with
 // ETXTBSY (never EIO), and its content cannot change, so later readers share the backing.
@@ -64,6 +75,8 @@ namespace kdn::fs {
 // headers predate it, so it is spelled out here.
 namespace fuse_abi {
 inline constexpr uint64_t kInitPassthrough = uint64_t{1} << 37;  // FUSE_PASSTHROUGH (flags2 bit 5)
+// FUSE_DIRECT_IO_ALLOW_MMAP (flags2 bit 4, Linux 6.6): a FOPEN_DIRECT_IO file may be mapped shared.
+inline constexpr uint64_t kInitDirectIoAllowMmap = uint64_t{1} << 36;
 inline constexpr uint32_t kOpenDirectIo = 1u << 0;               // FOPEN_DIRECT_IO
 inline constexpr uint32_t kOpenKeepCache = 1u << 1;              // FOPEN_KEEP_CACHE
 inline constexpr uint32_t kOpenNoFlush = 1u << 5;                // FOPEN_NOFLUSH
@@ -92,6 +105,7 @@ struct CommittedContent {
 enum class OpenMode : uint64_t {
   kUntracked = 0,  // passthrough is off for the connection: nothing counted
   kCached = 1,     // kdnfs serves READs, the kernel caches pages
+  kDirect = 2,     // a reader beside a writer: kdnfs serves the committed bytes, uncached
   kPassthrough = 3,
 };
 
@@ -134,6 +148,10 @@ class Passthrough {
   // Called before an Open waits (SessionLoop::BeforeBlocking: an OPEN answered inline by the
   // receiving thread hands receiving off first).
   void SetBlockingHook(void (*hook)()) { blocking_hook_ = hook; }
+  // Whether a file of `ino` is open for writing (in cached mode): then a reader in direct mode
+  // reads the committed content, not the staged one. Staged content with no writer open (a
+  // truncate(2) on a path, committed a moment later) is what every reader sees.
+  bool WriterOpen(Ino ino);
   // Whether any file is open in passthrough mode now (cheap).
   bool any_open() const { return backings_.load(std::memory_order_relaxed) > 0; }
   // The RELEASE of an open file, with what Open decided (the file handle).
@@ -142,7 +160,8 @@ class Passthrough {
  private:
   struct InodeModes {
     uint32_t passthrough = 0;  // files open in passthrough mode
-    uint32_t served = 0;       // files open in cached mode
+    uint32_t served = 0;       // files open in cached or direct mode
+    uint32_t writers = 0;      // of them, in cached mode: open for writing
     ChunkId chunk;             // the backing of the passthrough files
     int32_t backing_id = -1;
   };

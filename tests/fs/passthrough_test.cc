@@ -247,6 +247,65 @@ TEST(KdnfsPassthrough, ConcurrentReadersAndAWriterOnOneInode) {
   EXPECT_GT(Stat(m, "served_opens"), 0u);
 }
 
+// Issue 12, item 5: while a file is being rewritten, other openers read the last committed
+// content — not the writer's partial bytes, not a `.kv` that is later refused — until the new
+// content commits; the writer reads its own bytes. Sizes never go backwards for stat(2), which
+// shows the newest size; reads end at the committed size.
+TEST(KdnfsPassthrough, ReadersSeeOnlyCommittedContentWhileAWriterIsAtWork) {
+  KdnfsMount m;
+  START_WITH_PASSTHROUGH(m);
+  std::string f = m.path("f.bin");
+  auto before = PlainBytes((64 << 10) + 3, 601);
+  auto after = PlainBytes(200 << 10, 602);  // longer, and written in two halves
+  ASSERT_TRUE(WriteWholeFile(f, before));
+
+  Fd writer(::open(f.c_str(), O_RDWR | O_TRUNC));
+  ASSERT_GE(writer.fd, 0) << std::strerror(errno);
+  const size_t half = after.size() / 2;
+  ASSERT_EQ(::pwrite(writer.fd, after.data(), half, 0), static_cast<ssize_t>(half));
+
+  // A reader opened now, in this process and in another one, sees `before`, whole.
+  Fd reader(::open(f.c_str(), O_RDONLY));
+  ASSERT_GE(reader.fd, 0) << std::strerror(errno);
+  EXPECT_EQ(PRead(reader.fd, after.size() + 1), before) << "a reader saw uncommitted bytes";
+  ASSERT_TRUE(WriteWholeFile(m.scratch("before.bin"), before));
+  EXPECT_TRUE(Sh("cmp " + f + " " + m.scratch("before.bin")).ok())
+      << "another process saw uncommitted bytes";
+  // The writer sees its own bytes; stat shows the newest size.
+  EXPECT_EQ(PRead(writer.fd, after.size()), std::vector<std::byte>(after.begin(), after.begin() + half));
+  struct stat st;
+  ASSERT_EQ(::fstat(reader.fd, &st), 0);
+  EXPECT_EQ(static_cast<size_t>(st.st_size), half);
+
+  ASSERT_EQ(::pwrite(writer.fd, after.data() + half, after.size() - half, half),
+            static_cast<ssize_t>(after.size() - half));
+  EXPECT_EQ(PRead(reader.fd, after.size() + 1), before) << "a reader saw uncommitted bytes";
+  ASSERT_EQ(::close(writer.fd), 0) << std::strerror(errno);
+  writer.fd = -1;
+  // Committed: the open reader and new ones read the new content.
+  EXPECT_EQ(PRead(reader.fd, after.size() + 1), after);
+  EXPECT_EQ(ReadWholeFile(f), after);
+  ::close(reader.fd);
+  reader.fd = -1;
+
+  // A `.kv` rewritten with bytes that are refused at close: readers never see them, before or
+  // after the refusal.
+  std::string kv = m.path("doc.kv");
+  auto good = MakeKv(64, 603);
+  ASSERT_TRUE(WriteWholeFile(kv, good));
+  auto bad = CorruptKv(MakeKv(96, 604));
+  Fd kv_writer(::open(kv.c_str(), O_WRONLY | O_TRUNC));
+  ASSERT_GE(kv_writer.fd, 0) << std::strerror(errno);
+  ASSERT_EQ(::write(kv_writer.fd, bad.data(), bad.size()), static_cast<ssize_t>(bad.size()));
+  Fd kv_reader(::open(kv.c_str(), O_RDONLY));
+  ASSERT_GE(kv_reader.fd, 0) << std::strerror(errno);
+  EXPECT_EQ(PRead(kv_reader.fd, bad.size() + 1), good);
+  EXPECT_EQ(::close(kv_writer.fd), -1) << "the corrupt .kv was committed";
+  kv_writer.fd = -1;
+  EXPECT_EQ(PRead(kv_reader.fd, bad.size() + 1), good);
+  EXPECT_EQ(ReadWholeFile(kv), good);
+}
+
 TEST(KdnfsPassthrough, OffServesEveryReadItself) {
   KDN_REQUIRE_OR_SKIP(::access("/dev/fuse", R_OK | W_OK) == 0, "/dev/fuse is not usable");
   KDN_REQUIRE_FUSE_URING_IF_ASKED();

@@ -152,6 +152,32 @@ TEST(Security, KvFilesThatVerifyRefusesAreRefusedAtClose) {
   EXPECT_EQ(ReadWholeFile(Shared(m) + "/doc.kv"), good);
 }
 
+// Issue 12, item 5: while root rewrites a public `.kv` with bytes that will be refused at close,
+// another user reading it sees the last committed content, before and after the refusal — never
+// the partial or refused bytes.
+TEST(Security, ReadersNeverSeeBytesThatAreNotCommitted) {
+  REQUIRE_FUSE_AND_ROOT();
+  KdnfsMount m;
+  ASSERT_TRUE(m.Start());
+  PrepareSharedDir(m);
+  const std::string doc = Shared(m) + "/public.kv";
+  const std::vector<std::byte> good = MakeKv(64, 7);
+  ASSERT_EQ(WriteAndClose(doc, good), 0);
+  const std::vector<std::byte> bad = CorruptKv(MakeKv(128, 8));
+  int fd = ::open(doc.c_str(), O_WRONLY | O_TRUNC | O_CLOEXEC);
+  ASSERT_GE(fd, 0) << std::strerror(errno);
+  ASSERT_EQ(::write(fd, bad.data(), bad.size() / 2), static_cast<ssize_t>(bad.size() / 2));
+  auto reads_good = [&]() -> std::string {
+    return ReadWholeFile(doc) == good ? "" : "nobody read bytes that are not committed\n";
+  };
+  EXPECT_EQ(AsNobody(reads_good), "");
+  ASSERT_EQ(::write(fd, bad.data() + bad.size() / 2, bad.size() - bad.size() / 2),
+            static_cast<ssize_t>(bad.size() - bad.size() / 2));
+  EXPECT_EQ(AsNobody(reads_good), "");
+  EXPECT_EQ(::close(fd), -1) << "the corrupt .kv was committed";
+  EXPECT_EQ(AsNobody(reads_good), "");
+}
+
 // Issue 12, item 1: a sparse `.kv` (no disk used) whose valid header claims a 3 GiB block drove
 // the daemon to 3 GiB of memory; with a 64 GiB block it died, and the mount with it. Now the
 // first is verified through fixed windows and refused (its block checksum fails), the second is
