@@ -253,6 +253,92 @@ TEST_P(EdgeMountTest, SetWrittenOnAIsListedAndReadOnBAndC) {
   c.Stop();
 }
 
+// Directories reach the origin as markers: an empty one made on A appears on B after the TTL,
+// and rmdir on A removes it on B (with the directories B made from the listing inside it). A
+// directory made and moved before its upload has its marker at the new name.
+TEST_P(EdgeMountTest, EmptyDirectoriesReachOtherNodes) {
+  REQUIRE_FUSE();
+  Origin origin(GetParam());
+  KdnfsMount a(origin.Options()), b(origin.Options());
+  ASSERT_TRUE(a.Start());
+  ASSERT_TRUE(b.Start());
+  ASSERT_TRUE(Sh("ls " + b.mnt()).ok());  // B has listed the root before the directories exist
+  ASSERT_TRUE(Sh("mkdir " + a.path("empty") + " && mkdir -p " + a.path("x/y/z") + " && mkdir " +
+                 a.path("before") + " && mv " + a.path("before") + " " + a.path("after"))
+                  .ok());
+  ASSERT_TRUE(Sync(a).ok()) << a.log();
+  EXPECT_TRUE(origin.Get("ns/empty/.kdn-dir").ok());
+  EXPECT_TRUE(origin.Get("ns/x/y/z/.kdn-dir").ok());
+  EXPECT_TRUE(origin.Get("ns/after/.kdn-dir").ok());
+  EXPECT_TRUE(origin.Get("ns/before/.kdn-dir").status().IsNotFound());
+  std::this_thread::sleep_for(std::chrono::milliseconds(1500));  // B's TTL
+  CommandResult listed = Sh("ls " + b.mnt());
+  EXPECT_EQ(listed.output, "after\nempty\nx\n") << listed.output << b.log();
+  EXPECT_TRUE(Sh("test -d " + b.path("x/y/z")).ok()) << b.log();
+  listed = Sh("ls -A " + b.path("empty"));
+  EXPECT_TRUE(listed.ok() && listed.output.empty()) << listed.output;  // the marker is not shown
+  // rmdir on A: gone on the origin, then on B; x (still on A) stays.
+  ASSERT_TRUE(Sh("rmdir " + a.path("empty") + " " + a.path("x/y/z") + " " + a.path("x/y")).ok());
+  ASSERT_TRUE(Sync(a).ok()) << a.log();
+  EXPECT_TRUE(origin.Get("ns/empty/.kdn-dir").status().IsNotFound());
+  EXPECT_TRUE(origin.Get("ns/x/y/z/.kdn-dir").status().IsNotFound());
+  std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+  listed = Sh("ls " + b.mnt());
+  EXPECT_EQ(listed.output, "after\nx\n") << listed.output << b.log();
+  listed = Sh("ls -A " + b.path("x"));
+  EXPECT_TRUE(listed.ok() && listed.output.empty()) << listed.output << b.log();
+  a.Stop();
+  b.Stop();
+}
+
+// A file with several names (hard links) is published under each, every name its own namespace
+// object naming the one chunk; new content written through one name reaches every name.
+TEST_P(EdgeMountTest, EveryNameOfAFileIsPublished) {
+  REQUIRE_FUSE();
+  Origin origin(GetParam());
+  KdnfsMount a(origin.Options()), b(origin.Options());
+  ASSERT_TRUE(a.Start());
+  ASSERT_TRUE(b.Start());
+  auto first = MakeKv(64, 31), second = MakeKv(80, 32);
+  WriteFile(a.scratch("first.kv"), first);
+  WriteFile(a.scratch("second.kv"), second);
+  ASSERT_TRUE(Sh("mkdir " + a.path("set") + " && cp " + a.scratch("first.kv") + " " +
+                 a.path("a.kv") + " && ln " + a.path("a.kv") + " " + a.path("set/b.kv"))
+                  .ok());
+  ASSERT_TRUE(Sync(a).ok()) << a.log();
+  for (const char* key : {"ns/a.kv", "ns/set/b.kv"}) {
+    auto ns = origin.Get(key);
+    ASSERT_TRUE(ns.ok()) << key << ": " << ns.status().ToString() << a.log();
+    auto decoded = edge::DecodeNsObject(*ns);
+    ASSERT_TRUE(decoded.ok()) << decoded.status().ToString();
+    EXPECT_EQ(decoded->chunk.ToHex(), Sha256Hex(first)) << key;
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+  CommandResult same = Sh("cmp " + a.scratch("first.kv") + " " + b.path("a.kv") + " && cmp " +
+                          a.scratch("first.kv") + " " + b.path("set/b.kv"));
+  EXPECT_TRUE(same.ok()) << same.output << b.log();
+  // New content through the first name (the same inode): both names on the origin follow.
+  ASSERT_TRUE(Sh("cp " + a.scratch("second.kv") + " " + a.path("a.kv")).ok());
+  ASSERT_TRUE(Sh("cmp " + a.scratch("second.kv") + " " + a.path("set/b.kv")).ok());
+  ASSERT_TRUE(Sync(a).ok()) << a.log();
+  auto ns = origin.Get("ns/set/b.kv");
+  ASSERT_TRUE(ns.ok()) << ns.status().ToString();
+  auto decoded = edge::DecodeNsObject(*ns);
+  ASSERT_TRUE(decoded.ok()) << decoded.status().ToString();
+  EXPECT_EQ(decoded->chunk.ToHex(), Sha256Hex(second));
+  std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+  same = Sh("cmp " + a.scratch("second.kv") + " " + b.path("a.kv") + " && cmp " +
+            a.scratch("second.kv") + " " + b.path("set/b.kv"));
+  EXPECT_TRUE(same.ok()) << same.output << b.log();
+  // rm of one name removes that name only.
+  ASSERT_TRUE(Sh("rm " + a.path("a.kv")).ok());
+  ASSERT_TRUE(Sync(a).ok()) << a.log();
+  EXPECT_TRUE(origin.Get("ns/a.kv").status().IsNotFound());
+  EXPECT_TRUE(origin.Get("ns/set/b.kv").ok());
+  a.Stop();
+  b.Stop();
+}
+
 class EdgePosixMountTest : public ::testing::Test {};
 
 // kill -9 after the local commit but before the upload (the origin is unreachable then): the
