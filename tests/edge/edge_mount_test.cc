@@ -99,7 +99,10 @@ class Origin {
     std::filesystem::rename(dir_.path() / "away", dir_.path() / "origin");
   }
 
-  const std::string& url() const { return url_; }
+  // The origin as kdnctl takes it (S3: its credentials are in this process's environment).
+  std::string ForKdnctl() const {
+    return endpoint_.empty() ? url_ : "--endpoint " + endpoint_ + " " + url_;
+  }
   Status Put(const std::string& key, std::string_view bytes) {
     return client_->Put(key,
                         std::span(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size()));
@@ -499,11 +502,12 @@ TEST_F(EdgeRgwMountTest, OsdKilledDuringUploadsLosesNothing) {
 }
 
 // kdnctl origin-gc: a chunk whose only name is gone is deleted once past the grace (0 here); a
-// named chunk stays; a dry run and the default grace (an hour) delete nothing; a namespace
-// object that does not decode stops it before it deletes anything.
-TEST_F(EdgePosixMountTest, OriginGcDeletesOnlyUnnamedChunks) {
+// named chunk stays; a dry run and the default grace (an hour: the chunks' ages come from the
+// origin's listing) delete nothing; a namespace object that does not decode stops it before it
+// deletes anything.
+TEST_P(EdgeMountTest, OriginGcDeletesOnlyUnnamedChunks) {
   REQUIRE_FUSE();
-  Origin origin(false);
+  Origin origin(GetParam());
   KdnfsMount a(origin.Options());
   ASSERT_TRUE(a.Start());
   auto keep = MakeKv(64, 51), drop = MakeKv(72, 52);
@@ -519,17 +523,17 @@ TEST_F(EdgePosixMountTest, OriginGcDeletesOnlyUnnamedChunks) {
   const std::string keep_key = "chunks/" + Sha256Hex(keep), drop_key = "chunks/" + Sha256Hex(drop);
   ASSERT_TRUE(origin.Get(drop_key).ok());
   const std::string gc = std::string(KDNCTL_PATH) + " origin-gc ";
-  CommandResult young = Sh(gc + origin.url());
+  CommandResult young = Sh(gc + origin.ForKdnctl());
   ASSERT_TRUE(young.ok()) << young.output;
   EXPECT_NE(young.output.find("2 chunks, 1 unnamed: 0 deleted (0 bytes), 1 within the grace"),
             std::string::npos)
       << young.output;
-  CommandResult dry = Sh(gc + "--dry-run --grace 0 " + origin.url());
+  CommandResult dry = Sh(gc + "--dry-run --grace 0 " + origin.ForKdnctl());
   ASSERT_TRUE(dry.ok()) << dry.output;
   EXPECT_NE(dry.output.find("would delete " + drop_key), std::string::npos) << dry.output;
   EXPECT_EQ(dry.output.find(keep_key), std::string::npos) << dry.output;
   EXPECT_TRUE(origin.Get(drop_key).ok());
-  CommandResult collected = Sh(gc + "--grace 0 " + origin.url());
+  CommandResult collected = Sh(gc + "--grace 0 " + origin.ForKdnctl());
   ASSERT_TRUE(collected.ok()) << collected.output;
   EXPECT_NE(collected.output.find("deleted " + drop_key), std::string::npos) << collected.output;
   EXPECT_TRUE(origin.Get(drop_key).status().IsNotFound());
@@ -542,7 +546,7 @@ TEST_F(EdgePosixMountTest, OriginGcDeletesOnlyUnnamedChunks) {
   ASSERT_TRUE(Sh("rm " + a.path("alias.kv")).ok());
   ASSERT_TRUE(Sync(a).ok()) << a.log();
   ASSERT_TRUE(origin.Put("ns/damaged.kv", "kdn-ns 1\nchunk torn").ok());
-  CommandResult refused = Sh(gc + "--grace 0 " + origin.url());
+  CommandResult refused = Sh(gc + "--grace 0 " + origin.ForKdnctl());
   EXPECT_EQ(refused.status, 1) << refused.output;
   EXPECT_NE(refused.output.find("ns/damaged.kv"), std::string::npos) << refused.output;
   EXPECT_TRUE(origin.Get(keep_key).ok());
