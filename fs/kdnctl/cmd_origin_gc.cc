@@ -42,7 +42,7 @@ int RunOriginGc(int argc, char** argv) {
   if (args->positional.size() != 1) return UsageError(kCmd, "expected one ORIGIN");
   kdn::edge::GcOptions options;
   if (auto grace = args->Get("grace")) {
-    kdn::Result<uint64_t> seconds = ParseU64(*grace, "--grace");
+    kdn::Result<uint64_t> seconds = ParseU64(*grace, "grace");
     if (!seconds.ok()) return UsageError(kCmd, seconds.status().message());
     options.grace = std::chrono::seconds(static_cast<int64_t>(*seconds));
   }
