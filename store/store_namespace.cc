@@ -289,10 +289,39 @@ Result<std::string> Store::PathOf(Ino ino) {
   return path.empty() ? std::string("/") : path;
 }
 
+Result<std::vector<std::string>> Store::PathsOf(Ino ino, size_t max_paths) {
+  std::vector<std::pair<Ino, std::string>> names;
+  {
+    KDN_ASSIGN_OR_RETURN(store::DbPool::Lease db, impl_->readers->Acquire());
+    KDN_ASSIGN_OR_RETURN(Stmt q, db->Prepare("SELECT parent, name FROM dentries WHERE ino = ? "
+                                             "ORDER BY id LIMIT ?"));
+    q.BindInt(1, ino).BindInt(2, static_cast<int64_t>(max_paths));
+    while (true) {
+      KDN_ASSIGN_OR_RETURN(bool row, q.Step());
+      if (!row) break;
+      auto name = q.Blob(1);
+      names.emplace_back(q.U64(0),
+                         std::string(reinterpret_cast<const char*>(name.data()), name.size()));
+    }
+  }
+  std::vector<std::string> out;
+  for (const auto& [parent, name] : names) {
+    // A name whose directory went meanwhile is no path any more.
+    Result<std::string> dir = PathOf(parent);
+    if (!dir.ok()) {
+      if (dir.status().IsNotFound()) continue;
+      return dir.status();
+    }
+    out.push_back((*dir == "/" ? std::string() : *dir) + "/" + name);
+  }
+  return out;
+}
+
 // ---- creating and removing names
 // ------------------------------------------------------------------
 
-Result<InodeAttr> Store::MakeNode(Ino parent, std::string_view name, const NewNode& node) {
+Result<InodeAttr> Store::MakeNode(Ino parent, std::string_view name, const NewNode& node,
+                                  std::string_view outbox_note) {
   KDN_RETURN_IF_ERROR(CheckName(name));
   const uint32_t type = node.mode & S_IFMT;
   switch (type) {
@@ -353,12 +382,13 @@ Result<InodeAttr> Store::MakeNode(Ino parent, std::string_view name, const NewNo
     if (type == S_IFDIR) KDN_RETURN_IF_ERROR(AddNlink(db, parent, 1, now));
     KDN_RETURN_IF_ERROR(TouchDir(db, parent, now));
     ++fx.inode_delta;
-    return Status::OK();
+    return impl_->AppendOutbox(db, ChunkId{}, outbox_note);
   }));
   return out;
 }
 
-Result<InodeAttr> Store::Link(Ino ino, Ino new_parent, std::string_view new_name) {
+Result<InodeAttr> Store::Link(Ino ino, Ino new_parent, std::string_view new_name,
+                              std::string_view outbox_note) {
   KDN_RETURN_IF_ERROR(CheckName(new_name));
   InodeAttr out;
   KDN_RETURN_IF_ERROR(impl_->Write(false, [&](Db& db, TxnEffects&) -> Status {
@@ -375,7 +405,7 @@ Result<InodeAttr> Store::Link(Ino ino, Ino new_parent, std::string_view new_name
     KDN_RETURN_IF_ERROR(AddNlink(db, ino, 1, now));
     KDN_RETURN_IF_ERROR(TouchDir(db, new_parent, now));
     KDN_ASSIGN_OR_RETURN(out, LoadInode(db, ino));
-    return Status::OK();
+    return impl_->AppendOutbox(db, ChunkId{}, outbox_note);
   }));
   return out;
 }
@@ -446,7 +476,7 @@ Result<std::vector<EvictedName>> Store::RemoveIfEmpty(Ino ino) {
   return removed;
 }
 
-Status Store::Rmdir(Ino parent, std::string_view name) {
+Status Store::Rmdir(Ino parent, std::string_view name, std::string_view outbox_note) {
   KDN_RETURN_IF_ERROR(CheckName(name));
   return impl_->Write(true, [&](Db& db, TxnEffects& fx) -> Status {
     KDN_RETURN_IF_ERROR(LoadDir(db, parent).status());
@@ -463,8 +493,8 @@ Status Store::Rmdir(Ino parent, std::string_view name) {
     KDN_RETURN_IF_ERROR(AddNlink(db, parent, -1, now));
     KDN_RETURN_IF_ERROR(TouchDir(db, parent, now));
     KDN_RETURN_IF_ERROR(AddNlink(db, d->ino, -2, now));
-    if (!impl_->IsOpen(d->ino)) return impl_->DropInode(db, d->ino, fx);
-    return Status::OK();
+    if (!impl_->IsOpen(d->ino)) KDN_RETURN_IF_ERROR(impl_->DropInode(db, d->ino, fx));
+    return impl_->AppendOutbox(db, ChunkId{}, outbox_note);
   });
 }
 

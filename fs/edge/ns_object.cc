@@ -115,6 +115,10 @@ std::string NsKey(std::string_view path) {
   return key;
 }
 
+std::string DirMarkerKey(std::string_view dir_path) {
+  return NsKey(dir_path) + "/" + std::string(kDirMarkerName);
+}
+
 std::optional<NsObject> NsObjectOfRecord(std::string_view record) {
   size_t nul = record.find('\0');
   if (nul == std::string_view::npos) return std::nullopt;

@@ -44,9 +44,19 @@ Result<NsObject> DecodeNsObject(std::string_view bytes);
 std::string NsKey(std::string_view path);
 std::string ChunkKey(const ChunkId& id);
 inline constexpr std::string_view kNsPrefix = "ns";
+inline constexpr std::string_view kChunksPrefix = "chunks/";
+
+// A directory's marker (docs/origin.md): the empty object `ns/<dir>/.kdn-dir`, so that a directory
+// with nothing in it exists on the origin too (a directory is a prefix, and a prefix exists while
+// something lies under it). The name is reserved: a file or directory so named is not published.
+inline constexpr std::string_view kDirMarkerName = ".kdn-dir";
+std::string DirMarkerKey(std::string_view dir_path);
 
 // The store attribute that makes a file a copy of an origin object (edge/origin_reader.h): the
-// object's ETag, NUL, the namespace object's bytes. kdnfs hides it from users.
+// object's ETag, NUL, the namespace object's bytes. kdnfs hides it from users. On a directory
+// that a listing made, it is kRemoteDirRecord: such a directory goes when the origin has nothing
+// under it any more (one made on this node is the origin's source and stays).
+inline constexpr std::string_view kRemoteDirRecord = "dir";
 inline constexpr std::string_view kRemoteXattr = "user.kdn.remote";
 // The namespace object in such a record (nullopt when `record` is none or damaged).
 std::optional<NsObject> NsObjectOfRecord(std::string_view record);

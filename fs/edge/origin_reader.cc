@@ -124,7 +124,7 @@ void OriginReader::Refresh(Ino dir) {
   std::set<std::string> on_origin;
   auto usable = [&](std::string_view name) {
     return !name.empty() && name.size() <= 255 && name.find('/') == std::string_view::npos &&
-           !name.starts_with(".kdn-tmp") && name != ".kdn-prefix" &&
+           !name.starts_with(".kdn-tmp") && name != ".kdn-prefix" && name != kDirMarkerName &&
            !(dir == kRootIno && name == ".kdn");
   };
   for (const std::string& p : page->prefixes) {
@@ -137,7 +137,11 @@ void OriginReader::Refresh(Ino dir) {
       node.uid = dir_attr->uid;
       node.gid = dir_attr->gid;
       Result<InodeAttr> made = store_.MakeNode(dir, name, node);
-      if (made.ok()) ++counters_.names_added;
+      if (made.ok()) {
+        ++counters_.names_added;
+        // A copy of the origin's directory: it goes when the origin's does.
+        (void)store_.SetXattr(made->ino, kRemoteXattr, kRemoteDirRecord);
+      }
     }
   }
   for (const origin::ObjectInfo& obj : page->objects) {
@@ -152,17 +156,30 @@ void OriginReader::Refresh(Ino dir) {
     }
   }
   // Copies of origin objects whose names the origin no longer has are gone on the origin.
-  std::vector<DirEntry> gone;
+  std::vector<DirEntry> gone, gone_dirs;
   for (uint64_t cookie = 0;;) {
     Result<std::vector<DirEntry>> entries = store_.ReadDir(dir, cookie, kReadDirPage);
     if (!entries.ok() || entries->empty()) break;
     for (DirEntry& e : *entries) {
       cookie = e.cookie;
-      if (!S_ISREG(e.attr.mode) || on_origin.count(e.name)) continue;
+      if (on_origin.count(e.name) || e.name == "." || e.name == "..") continue;
+      std::string child = (*path == "/" ? std::string() : *path) + "/" + e.name;
+      if (S_ISDIR(e.attr.mode)) {
+        // A directory that a listing made, with nothing under it on the origin (neither its
+        // marker nor anything else): removed there. One made here stays (its marker may not
+        // be uploaded yet); one with local names in it stays too (Rmdir refuses it).
+        Result<std::string> record = store_.GetXattr(e.attr.ino, kRemoteXattr);
+        if (!record.ok() || *record != kRemoteDirRecord) continue;
+        Result<origin::ListPage> under = origin_->List(NsKey(child) + "/", "", "", 1);
+        if (under.ok() && under->objects.empty() && under->prefixes.empty()) {
+          gone_dirs.push_back(std::move(e));
+        }
+        continue;
+      }
+      if (!S_ISREG(e.attr.mode)) continue;
       auto remote = LoadRemote(e.attr.ino);
       if (!remote.ok() || !*remote) continue;
       // Confirmed by the object itself: a listing is no proof of absence on every origin.
-      std::string child = (*path == "/" ? std::string() : *path) + "/" + e.name;
       if (origin_->Head(NsKey(child)).status().IsNotFound()) gone.push_back(std::move(e));
     }
   }
@@ -172,6 +189,41 @@ void OriginReader::Refresh(Ino dir) {
       ++counters_.names_removed;
       if (forget_) forget_(dir, e.name, e.attr.ino);
     }
+  }
+  for (const DirEntry& e : gone_dirs) RemoveGoneDir(dir, e.name, e.attr.ino, 0);
+}
+
+void OriginReader::RemoveGoneDir(Ino dir, const std::string& name, Ino ino, int depth) {
+  // Nothing lies under it on the origin, so every copy inside it is gone there too.
+  if (depth > 256) return;
+  std::vector<DirEntry> inside;
+  for (uint64_t cookie = 0;;) {
+    Result<std::vector<DirEntry>> entries = store_.ReadDir(ino, cookie, kReadDirPage);
+    if (!entries.ok() || entries->empty()) break;
+    for (DirEntry& e : *entries) {
+      cookie = e.cookie;
+      if (e.name != "." && e.name != "..") inside.push_back(std::move(e));
+    }
+  }
+  for (const DirEntry& e : inside) {
+    if (S_ISDIR(e.attr.mode)) {
+      Result<std::string> record = store_.GetXattr(e.attr.ino, kRemoteXattr);
+      if (record.ok() && *record == kRemoteDirRecord)
+        RemoveGoneDir(ino, e.name, e.attr.ino, depth + 1);
+      continue;
+    }
+    if (!S_ISREG(e.attr.mode)) continue;
+    auto remote = LoadRemote(e.attr.ino);
+    if (!remote.ok() || !*remote) continue;  // written here: it stays, and so does `name`
+    if (hold_) hold_(e.attr.ino);
+    if (store_.Unlink(ino, e.name).ok()) {
+      ++counters_.names_removed;
+      if (forget_) forget_(ino, e.name, e.attr.ino);
+    }
+  }
+  if (store_.Rmdir(dir, name).ok()) {
+    ++counters_.names_removed;
+    if (forget_) forget_(dir, name, ino);
   }
 }
 

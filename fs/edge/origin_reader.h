@@ -95,6 +95,10 @@ class OriginReader {
   Status ApplyObject(Ino dir, const std::string& name, const origin::ObjectInfo& info,
                      const std::optional<InodeAttr>& local);
   Result<std::string> GetSmall(const std::string& key);
+  // Removes directory `name` (inode `ino`) in `dir`, a copy of an origin directory under which
+  // the origin has nothing any more, with the copies inside it; names made on this node stay,
+  // and so does every directory above them.
+  void RemoveGoneDir(Ino dir, const std::string& name, Ino ino, int depth);
   std::shared_ptr<std::mutex> FetchLock(Ino ino);
 
   Store& store_;

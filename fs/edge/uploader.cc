@@ -13,7 +13,8 @@ namespace kdn::edge {
 namespace {
 
 // Note bodies: a kind letter, then NUL-separated fields (paths hold any byte but NUL).
-constexpr char kPut = 'P', kDelete = 'D', kRename = 'R', kExchange = 'X', kMetadata = 'M';
+constexpr char kPut = 'P', kDelete = 'D', kRename = 'R', kExchange = 'X', kMetadata = 'M',
+               kMakeDir = 'K', kRemoveDir = 'E';
 constexpr size_t kBatch = 64;
 constexpr size_t kMaxKnownUploaded = 100000;
 
@@ -58,13 +59,21 @@ std::string MetadataNote(Ino ino, std::string_view path) {
   return Join(kMetadata, {std::to_string(ino), path});
 }
 
+std::string MakeDirNote(std::string_view path) {
+  return Join(kMakeDir, {path});
+}
+std::string RemoveDirNote(std::string_view path) {
+  return Join(kRemoveDir, {path});
+}
+
 bool Publishable(std::string_view path) {
   if (!path.starts_with('/') || path.size() < 2) return false;
   size_t at = 1;
   while (at < path.size()) {
     size_t slash = path.find('/', at);
     if (slash == std::string_view::npos) slash = path.size();
-    if (path.substr(at, slash - at).starts_with(".kdn-tmp")) return false;
+    const std::string_view component = path.substr(at, slash - at);
+    if (component.starts_with(".kdn-tmp") || component == kDirMarkerName) return false;
     at = slash + 1;
   }
   return origin::CheckKey(NsKey(path)).ok();
@@ -276,6 +285,36 @@ Status Uploader::Publish(std::string_view path, const InodeAttr& attr_in) {
   return Status::OK();
 }
 
+Status Uploader::PublishAllNames(const InodeAttr& attr) {
+  KDN_ASSIGN_OR_RETURN(std::vector<std::string> paths, store_.PathsOf(attr.ino));
+  for (const std::string& path : paths) {
+    // Each name its own namespace object, all naming the one chunk (uploaded once).
+    if (Publishable(path)) KDN_RETURN_IF_ERROR(Publish(path, attr));
+  }
+  return Status::OK();
+}
+
+Status Uploader::PutDirMarker(std::string_view path) {
+  if (!Publishable(path)) return Status::OK();
+  KDN_RETURN_IF_ERROR(origin_->Put(DirMarkerKey(path), {}));
+  ++counters_.ns_puts;
+  return Status::OK();
+}
+
+Status Uploader::PutDirMarkers(std::string_view path, Ino dir, int depth) {
+  if (depth > 256) return Status::OK();  // deeper trees keep the markers they have
+  KDN_RETURN_IF_ERROR(PutDirMarker(path));
+  for (uint64_t cookie = 0;;) {
+    KDN_ASSIGN_OR_RETURN(std::vector<DirEntry> entries, store_.ReadDir(dir, cookie, 1024));
+    if (entries.empty()) return Status::OK();
+    for (const DirEntry& e : entries) {
+      cookie = e.cookie;
+      if (!S_ISDIR(e.attr.mode) || e.name == "." || e.name == "..") continue;
+      KDN_RETURN_IF_ERROR(PutDirMarkers(std::string(path) + "/" + e.name, e.attr.ino, depth + 1));
+    }
+  }
+}
+
 Status Uploader::MoveTree(std::string_view from, std::string_view to) {
   // A directory is a prefix on the origin: each object under it is copied, then deleted.
   const std::string from_prefix = NsKey(from) + "/";
@@ -314,8 +353,8 @@ Status Uploader::Handle(const OutboxNote& note) {
       if (!attr.ok()) return attr.status().IsNotFound() ? Status::OK() : attr.status();
       // Changed again since: the later note publishes the newer content.
       if (!S_ISREG(attr->mode) || attr->chunk != note.chunk) return Status::OK();
-      if (!Publishable(f[1])) return Status::OK();
-      KDN_RETURN_IF_ERROR(Publish(f[1], *attr));
+      // Under every name it has now: a name it lost since has its own later note.
+      KDN_RETURN_IF_ERROR(PublishAllNames(*attr));
       // Its bytes are on the origin now: the local copy is cache, evicted (LRU) when the store
       // is full and fetched again when read (user.kdn.pin keeps it).
       if (!attr->chunk.IsZero() && KnownUploaded(attr->chunk)) {
@@ -324,14 +363,30 @@ Status Uploader::Handle(const OutboxNote& note) {
       return Status::OK();
     }
     case kMetadata: {
-      // The file as it is now under that name (a later note covers a later name or content).
+      // The file as it is now, under every name it has now (a new hard link is one of them; a
+      // later note covers a later name or content).
       if (f.size() != 2) break;
       Ino ino = std::strtoull(std::string(f[0]).c_str(), nullptr, 10);
-      Result<InodeAttr> now = Resolve(f[1]);
+      Result<InodeAttr> now = store_.GetAttr(ino);
       if (!now.ok()) return now.status().IsNotFound() ? Status::OK() : now.status();
-      if (now->ino != ino || !S_ISREG(now->mode)) return Status::OK();
-      return Publish(f[1], *now);
+      if (!S_ISREG(now->mode)) return Status::OK();
+      return PublishAllNames(*now);
     }
+    case kMakeDir: {
+      // A directory still there; one renamed or removed before this note's turn has a later
+      // note (a rename puts the markers of what it moved).
+      if (f.size() != 1) break;
+      Result<InodeAttr> now = Resolve(f[0]);
+      if (!now.ok()) return now.status().IsNotFound() ? Status::OK() : now.status();
+      if (!S_ISDIR(now->mode)) return Status::OK();
+      return PutDirMarker(f[0]);
+    }
+    case kRemoveDir:
+      if (f.size() != 1) break;
+      if (!Publishable(f[0])) return Status::OK();
+      KDN_RETURN_IF_ERROR(origin_->Delete(DirMarkerKey(f[0])));
+      ++counters_.ns_deletes;
+      return Status::OK();
     case kDelete:
       if (f.size() != 1) break;
       return remove(f[0]);
@@ -345,6 +400,8 @@ Status Uploader::Handle(const OutboxNote& note) {
       if (!now.ok() && !now.status().IsNotFound()) return now.status();
       // A directory (or a name gone again since): move what the origin has under the old name.
       if (Publishable(f[0]) && Publishable(f[1])) KDN_RETURN_IF_ERROR(MoveTree(f[0], f[1]));
+      // Directories made and moved before their markers were put: theirs were skipped.
+      if (now.ok() && S_ISDIR(now->mode)) KDN_RETURN_IF_ERROR(PutDirMarkers(f[1], now->ino, 0));
       return remove(f[0]);
     }
     case kExchange: {

@@ -53,8 +53,11 @@ std::string PutNote(Ino ino, std::string_view path);  // content of `ino` commit
 std::string DeleteNote(std::string_view path);        // a name removed
 std::string RenameNote(std::string_view from, std::string_view to);  // a name moved
 std::string ExchangeNote(std::string_view a, std::string_view b);    // two names swapped
-std::string MetadataNote(Ino ino, std::string_view path);  // mode, owner, mtime or xattrs changed
-// Whether a path is published at all: no component the origin reserves (`.kdn-tmp*`).
+std::string MetadataNote(Ino ino, std::string_view path);  // mode, owner, mtime, xattrs, a link
+std::string MakeDirNote(std::string_view path);            // a directory made (its marker)
+std::string RemoveDirNote(std::string_view path);          // a directory removed
+// Whether a path is published at all: no component the origin reserves (`.kdn-tmp*`, the
+// directory marker's name).
 bool Publishable(std::string_view path);
 
 class Uploader {
@@ -84,6 +87,11 @@ class Uploader {
   Status EnsureChunk(const ChunkId& id);
   Status Handle(const OutboxNote& note);
   Status Publish(std::string_view path, const InodeAttr& attr);
+  // Publishes the file under every name it has now (a file with hard links has several).
+  Status PublishAllNames(const InodeAttr& attr);
+  Status PutDirMarker(std::string_view path);
+  // The markers of directory `dir` (at `path`) and of every directory under it.
+  Status PutDirMarkers(std::string_view path, Ino dir, int depth);
   Status MoveTree(std::string_view from, std::string_view to);
   Result<InodeAttr> Resolve(std::string_view path);
   void NoteError(const Status& s);

@@ -24,6 +24,7 @@ int RunExport(int argc, char** argv);
 int RunFsck(int argc, char** argv);
 int RunMigrate(int argc, char** argv);
 int RunSync(int argc, char** argv);
+int RunOriginGc(int argc, char** argv);
 
 }  // namespace kdnctl
 

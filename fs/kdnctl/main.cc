@@ -18,6 +18,8 @@ constexpr Command kCommands[] = {
      RunFsck},
     {"migrate", "migrate a store to the current version in place (v1 segment files)", RunMigrate},
     {"sync", "wait until a mount's changes are durable and uploaded to its origin", RunSync},
+    {"origin-gc", "delete an origin's chunk objects that no name points at (after a grace)",
+     RunOriginGc},
 };
 
 const Command* Find(std::string_view name) {

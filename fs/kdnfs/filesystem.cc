@@ -382,7 +382,12 @@ Result<Entry> Filesystem::MakeDir(const Caller& caller, Ino parent, std::string_
                                   uint32_t mode) {
   KDN_RETURN_IF_ERROR(CheckWritableDir(parent, name));
   KDN_ASSIGN_OR_RETURN(NewNode node, NewNodeFor(caller, parent, S_IFDIR | (mode & 07777)));
-  return CountedEntry(store_->MakeNode(parent, name, node));
+  // The directory's marker on the origin, so that it exists there while empty.
+  const std::string path = NotePath(parent, name);
+  Result<InodeAttr> made =
+      store_->MakeNode(parent, name, node, path.empty() ? std::string() : edge::MakeDirNote(path));
+  if (made.ok() && !path.empty()) uploader_->Kick();
+  return CountedEntry(std::move(made));
 }
 
 Result<Entry> Filesystem::MakeSymlink(const Caller& caller, Ino parent, std::string_view name,
@@ -423,7 +428,12 @@ Result<Entry> Filesystem::Link(const Caller& caller, Ino ino, Ino new_parent,
   KDN_RETURN_IF_ERROR(CheckWritableDir(new_parent, new_name));
   KDN_RETURN_IF_ERROR(CheckNewName(ino, new_parent));
   const uint64_t epoch = content_epoch_.load();
-  return CountedEntry(store_->Link(ino, new_parent, new_name), epoch);
+  // The new name is published as its own namespace object (the note publishes every name).
+  const std::string note =
+      NotePath(new_parent, new_name).empty() ? std::string() : MetadataNoteFor(ino);
+  Result<InodeAttr> linked = store_->Link(ino, new_parent, new_name, note);
+  if (linked.ok() && !note.empty()) uploader_->Kick();
+  return CountedEntry(std::move(linked), epoch);
 }
 
 Result<std::string> Filesystem::ReadLink(Ino ino) {
@@ -447,7 +457,11 @@ Status Filesystem::Unlink(const Caller& caller, Ino parent, std::string_view nam
 Status Filesystem::Rmdir(const Caller& caller, Ino parent, std::string_view name) {
   (void)caller;
   KDN_RETURN_IF_ERROR(CheckWritableDir(parent, name));
-  return store_->Rmdir(parent, name);
+  const std::string path = NotePath(parent, name);
+  KDN_RETURN_IF_ERROR(
+      store_->Rmdir(parent, name, path.empty() ? std::string() : edge::RemoveDirNote(path)));
+  if (!path.empty()) uploader_->Kick();
+  return Status::OK();
 }
 
 Status Filesystem::Rename(const Caller& caller, Ino parent, std::string_view name, Ino new_parent,

@@ -55,6 +55,9 @@ struct ObjectInfo {
   std::string key;   // relative to the origin's prefix
   uint64_t size = 0;
   std::string etag;  // S3: the server's ETag (without quotes); POSIX: size and mtime in hex
+  // When the object was written, in seconds since the epoch (S3: LastModified of a listing;
+  // POSIX: the file's mtime); 0 when unknown (an S3 HEAD does not read it).
+  int64_t mtime_s = 0;
 };
 
 struct ListPage {

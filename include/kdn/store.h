@@ -443,11 +443,14 @@ class Store {
   Result<InodeAttr> GetAttr(Ino ino);
   Result<InodeAttr> Lookup(Ino parent, std::string_view name);
   // Creates a regular file, directory, symlink or device/fifo/socket node named `name` in `parent`.
-  // It inherits the parent's evictable flag.
-  Result<InodeAttr> MakeNode(Ino parent, std::string_view name, const NewNode& node);
+  // It inherits the parent's evictable flag. A non-empty `outbox_note` is written in the same
+  // transaction (see OutboxNote); so for Link and Rmdir.
+  Result<InodeAttr> MakeNode(Ino parent, std::string_view name, const NewNode& node,
+                             std::string_view outbox_note = {});
   Result<std::string> ReadLink(Ino ino);
   // A new name for a non-directory (kPermissionDenied/EPERM for directories).
-  Result<InodeAttr> Link(Ino ino, Ino new_parent, std::string_view new_name);
+  Result<InodeAttr> Link(Ino ino, Ino new_parent, std::string_view new_name,
+                         std::string_view outbox_note = {});
   // Removes a non-directory name; returns the inode as it is afterwards. The inode and its content
   // are reclaimed at once when nlink drops to 0 and it is not open, else at its last CloseInode.
   // A non-empty `outbox_note` is written in the same transaction (see OutboxNote).
@@ -457,7 +460,7 @@ class Store {
   // removed.
   Result<std::vector<EvictedName>> RemoveIfEmpty(Ino ino);
   // Removes an empty directory (ENOTEMPTY status with sys_errno() ENOTEMPTY when it is not).
-  Status Rmdir(Ino parent, std::string_view name);
+  Status Rmdir(Ino parent, std::string_view name, std::string_view outbox_note = {});
   // Atomic rename. Replaces an existing target (a file by a file, a directory by an empty
   // directory), or with kRenameNoReplace/kRenameExchange as renameat2. Moving a directory into its
   // own subtree is refused (EINVAL).
@@ -474,6 +477,9 @@ class Store {
   Result<std::vector<DirEntry>> ReadDir(Ino dir, uint64_t cookie, size_t max_entries);
   // A path of the inode from the root ("/a/b.kv"), through any one of its names.
   Result<std::string> PathOf(Ino ino);
+  // A path through each of its names (a file with hard links has several), at most `max_paths`,
+  // in the order the names were made; none for an unlinked file.
+  Result<std::vector<std::string>> PathsOf(Ino ino, size_t max_paths = 64);
 
   // Extended attributes, stored as given (kdnfs decides which names users may touch). A missing
   // attribute is kNotFound (kdnfs answers ENODATA). Values up to 64 KiB (E2BIG), names up to 255

@@ -165,7 +165,8 @@ class PosixOrigin final : public Origin {
     std::snprintf(etag, sizeof etag, "%llx-%llx", static_cast<unsigned long long>(st.st_size),
                   static_cast<unsigned long long>(st.st_mtim.tv_sec) * 1000000000ull +
                       static_cast<unsigned long long>(st.st_mtim.tv_nsec));
-    return ObjectInfo{std::move(key), static_cast<uint64_t>(st.st_size), etag};
+    return ObjectInfo{std::move(key), static_cast<uint64_t>(st.st_size), etag,
+                      static_cast<int64_t>(st.st_mtim.tv_sec)};
   }
 
   // Collects keys under directory key `dir` ("" or ending in '/') that start with `prefix`.

@@ -252,7 +252,7 @@ class S3Origin final : public Origin {
     r.method = "HEAD";
     r.key = prefix_ + std::string(key);
     KDN_ASSIGN_OR_RETURN(Response resp, Perform(r));
-    return ObjectInfo{std::string(key), resp.content_length, resp.etag};
+    return ObjectInfo{std::string(key), resp.content_length, resp.etag, 0};
   }
 
   Result<ListPage> List(std::string_view prefix, std::string_view delimiter, std::string_view token,

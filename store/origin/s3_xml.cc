@@ -1,6 +1,7 @@
 #include "store/origin/s3_xml.h"
 
 #include <charconv>
+#include <ctime>
 
 namespace kdn::origin::xml {
 namespace {
@@ -186,6 +187,35 @@ std::string Unquote(std::string s) {
   if (s.size() >= 2 && s.front() == '"' && s.back() == '"') return s.substr(1, s.size() - 2);
   return s;
 }
+// S3's LastModified, "2026-12-06T11:24:22.000Z" (UTC), in seconds since the epoch; 0 for
+// anything else (the age of that object is then unknown, never guessed).
+int64_t ParseIsoTime(std::string_view s) {
+  if (s.size() < 20 || s.size() > 32 || s.back() != 'Z') return 0;
+  int field[6] = {};
+  const size_t at[6] = {0, 5, 8, 11, 14, 17}, len[6] = {4, 2, 2, 2, 2, 2};
+  const char sep[6] = {'-', '-', 'T', ':', ':', '.'};
+  for (int i = 0; i < 6; ++i) {
+    std::string_view digits = s.substr(at[i], len[i]);
+    auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), field[i]);
+    if (ec != std::errc() || end != digits.data() + digits.size()) return 0;
+    const size_t next = at[i] + len[i];
+    if (next < s.size() && s[next] != sep[i] && !(i == 5 && s[next] == 'Z')) return 0;
+  }
+  if (field[0] < 1970 || field[1] < 1 || field[1] > 12 || field[2] < 1 || field[2] > 31 ||
+      field[3] > 23 || field[4] > 59 || field[5] > 60) {
+    return 0;
+  }
+  struct tm t {};
+  t.tm_year = field[0] - 1900;
+  t.tm_mon = field[1] - 1;
+  t.tm_mday = field[2];
+  t.tm_hour = field[3];
+  t.tm_min = field[4];
+  t.tm_sec = field[5];
+  const time_t seconds = ::timegm(&t);  // UTC, as S3 writes it
+  return seconds < 0 ? 0 : static_cast<int64_t>(seconds);
+}
+
 }  // namespace
 
 Result<ListPage> ParseListV2(std::string_view body) {
@@ -202,7 +232,9 @@ Result<ListPage> ParseListV2(std::string_view body) {
       if (!key || !size) return Bad("Contents without Key or Size");
       KDN_ASSIGN_OR_RETURN(uint64_t sz, ParseU64(size->text));
       const Node* etag = doc.Child(n, "ETag");
-      page.objects.push_back({key->text, sz, etag ? Unquote(etag->text) : std::string()});
+      const Node* modified = doc.Child(n, "LastModified");
+      page.objects.push_back({key->text, sz, etag ? Unquote(etag->text) : std::string(),
+                              modified ? ParseIsoTime(modified->text) : 0});
     } else if (n.name == "CommonPrefixes") {
       const Node* p = doc.Child(n, "Prefix");
       if (!p) return Bad("CommonPrefixes without Prefix");

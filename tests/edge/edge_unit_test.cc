@@ -126,6 +126,10 @@ TEST(OutboxNotes, PathsThatArePublished) {
   EXPECT_TRUE(Publishable("/set/a.kv"));
   EXPECT_TRUE(Publishable("/a b/c\nd"));
   EXPECT_FALSE(Publishable("/set/.kdn-tmp.123"));
+  EXPECT_FALSE(Publishable("/set/.kdn-dir"));  // the directory marker's name
+  EXPECT_FALSE(Publishable("/.kdn-dir/a.kv"));
+  EXPECT_TRUE(Publishable("/set/.kdn-dirt"));
+  EXPECT_EQ(DirMarkerKey("/set/sub"), "ns/set/sub/.kdn-dir");
   EXPECT_FALSE(Publishable("/"));
   EXPECT_FALSE(Publishable("relative"));
 }
@@ -648,6 +652,43 @@ TEST(Outbox, KeepsNamedChunksFromEviction) {
   EXPECT_EQ(state->notes, 0u);
   for (char c : {'e', 'f', 'g'}) ASSERT_TRUE(commit(std::string(1, c), c, "").ok());
   EXPECT_TRUE(s.Lookup(dir_attr->ino, "pending").status().IsNotFound());
+}
+
+// mkdir, link and rmdir write their notes in the change's own transaction (a refused change
+// writes none); PathsOf names a file through each of its names.
+TEST(Outbox, NamespaceChangesCarryTheirNotes) {
+  kdn::test::TempDir dir("kdn-outbox");
+  StoreOptions so;
+  so.sync = SyncPolicy::kNone;
+  auto store = Store::Open((dir.path() / "store").string(), so);
+  ASSERT_TRUE(store.ok()) << store.status().ToString();
+  Store& s = **store;
+  auto node = [](uint32_t mode) {
+    NewNode n;
+    n.mode = mode;
+    return n;
+  };
+  auto d = s.MakeNode(kRootIno, "d", node(S_IFDIR | 0755), "mkdir d");
+  ASSERT_TRUE(d.ok()) << d.status().ToString();
+  auto f = s.MakeNode(d->ino, "f", node(S_IFREG | 0644));
+  ASSERT_TRUE(f.ok());
+  ASSERT_TRUE(s.Link(f->ino, kRootIno, "g", "link g").ok());
+  EXPECT_FALSE(s.MakeNode(kRootIno, "d", node(S_IFDIR | 0755), "mkdir again").ok());
+  EXPECT_FALSE(s.Link(f->ino, kRootIno, "g", "link again").ok());
+  EXPECT_FALSE(s.Rmdir(kRootIno, "d", "rmdir too early").ok());  // not empty
+  auto paths = s.PathsOf(f->ino);
+  ASSERT_TRUE(paths.ok()) << paths.status().ToString();
+  EXPECT_EQ(*paths, (std::vector<std::string>{"/d/f", "/g"}));
+  ASSERT_TRUE(s.Unlink(d->ino, "f").ok());
+  ASSERT_TRUE(s.Rmdir(kRootIno, "d", "rmdir d").ok());
+  paths = s.PathsOf(f->ino);
+  ASSERT_TRUE(paths.ok());
+  EXPECT_EQ(*paths, std::vector<std::string>{"/g"});
+  auto notes = s.ReadOutbox(0, 10);
+  ASSERT_TRUE(notes.ok());
+  std::vector<std::string> bodies;
+  for (const OutboxNote& n : *notes) bodies.push_back(n.body);
+  EXPECT_EQ(bodies, (std::vector<std::string>{"mkdir d", "link g", "rmdir d"}));
 }
 
 }  // namespace

@@ -110,8 +110,9 @@ TEST(S3Xml, ParsesListing) {
       "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
       "<ListBucketResult xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"><Name>b</Name>"
       "<IsTruncated>true</IsTruncated><NextContinuationToken>tok&amp;1</NextContinuationToken>"
-      "<Contents><Key>p/a&lt;b&#x20;&#233;</Key><Size>42</Size><ETag>&quot;abc&quot;</ETag></Contents>"
-      "<Contents><Key>p/c</Key><Size>0</Size></Contents>"
+      "<Contents><Key>p/a&lt;b&#x20;&#233;</Key><Size>42</Size><ETag>&quot;abc&quot;</ETag>"
+      "<LastModified>2026-12-06T11:24:22.000Z</LastModified></Contents>"
+      "<Contents><Key>p/c</Key><Size>0</Size><LastModified>yesterday</LastModified></Contents>"
       "<CommonPrefixes><Prefix>p/d/</Prefix></CommonPrefixes></ListBucketResult>";
   auto page = xml::ParseListV2(body);
   ASSERT_TRUE(page.ok()) << page.status().ToString();
@@ -119,6 +120,8 @@ TEST(S3Xml, ParsesListing) {
   EXPECT_EQ(page->objects[0].key, "p/a<b \xc3\xa9");
   EXPECT_EQ(page->objects[0].size, 42u);
   EXPECT_EQ(page->objects[0].etag, "abc");
+  EXPECT_EQ(page->objects[0].mtime_s, 1796556262);  // date -u -d 2026-12-06T11:24:22Z +%s
+  EXPECT_EQ(page->objects[1].mtime_s, 0);           // not S3's format: unknown, never guessed
   EXPECT_EQ(page->prefixes, std::vector<std::string>{"p/d/"});
   EXPECT_EQ(page->next_token, "tok&1");
 }
