@@ -362,6 +362,7 @@ int Run(const CommandLine& cl) {
     fs_options.origin = std::move(*origin);
     fs_options.read_origin = std::move(*read_origin);
     fs_options.origin_ttl = cl.origin_ttl;
+    fs_options.origin_read_timeout = std::chrono::milliseconds(cl.origin_read_timeout_ms);
     fs_options.upload = cl.upload;
     KDN_LOG_INFO("edge of origin %s", fs_options.origin->Describe().c_str());
   }
