@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <openssl/evp.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -231,7 +232,6 @@ Status OriginReader::ApplyObject(Ino dir, const std::string& name, const origin:
   return Status::OK();
 }
 
-
 // ---- read misses ------------------------------------------------------------------------------
 
 struct OriginReader::InFlight {
@@ -318,6 +318,31 @@ bool PwriteAll(int fd, const uint8_t* p, size_t size, uint64_t offset) {
     p += n;
     size -= static_cast<size_t>(n);
     offset += static_cast<uint64_t>(n);
+  }
+  return true;
+}
+
+// Runs `fn` over the bytes [offset, offset + len) of the staging file: mapped, so that they are
+// hashed where they lie in the page cache (no copy), or read in windows of `window` should the
+// mapping fail. False when a read or `fn` fails.
+template <typename Fn>
+bool ForEachStagedSpan(int fd, uint64_t offset, uint64_t len, std::vector<uint8_t>& window, Fn fn) {
+  if (len == 0) return true;
+  const uint64_t page = static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
+  const uint64_t start = offset / page * page;
+  const size_t mapped = static_cast<size_t>(len + (offset - start));
+  void* m = ::mmap(nullptr, mapped, PROT_READ, MAP_SHARED, fd, static_cast<off_t>(start));
+  if (m != MAP_FAILED) {
+    (void)::madvise(m, mapped, MADV_SEQUENTIAL);
+    const bool ok = fn(static_cast<const uint8_t*>(m) + (offset - start), static_cast<size_t>(len));
+    ::munmap(m, mapped);
+    return ok;
+  }
+  if (window.size() < kHashWindow) window.resize(kHashWindow);
+  for (uint64_t at = offset; at < offset + len;) {
+    const size_t n = static_cast<size_t>(std::min<uint64_t>(kHashWindow, offset + len - at));
+    if (!PreadAll(fd, window.data(), n, at) || !fn(window.data(), n)) return false;
+    at += n;
   }
   return true;
 }
@@ -591,13 +616,11 @@ void OriginReader::AdvanceHash(const std::shared_ptr<InFlight>& f, size_t own_pi
       } else {
         const uint64_t begin = k * f->piece_bytes;
         const uint64_t end = std::min(f->size, begin + f->piece_bytes);
-        if (f->hash_buf.empty()) f->hash_buf.resize(kHashWindow);
-        for (uint64_t at = begin; at < end && f->hash_ok;) {
-          const size_t n = static_cast<size_t>(std::min<uint64_t>(kHashWindow, end - at));
-          f->hash_ok = PreadAll(f->fd, f->hash_buf.data(), n, at) &&
-                       EVP_DigestUpdate(f->digest, f->hash_buf.data(), n) == 1;
-          at += n;
-        }
+        f->hash_ok =
+            f->hash_ok && ForEachStagedSpan(f->fd, begin, end - begin, f->hash_buf,
+                                            [&](const uint8_t* p, size_t n) {
+                                              return EVP_DigestUpdate(f->digest, p, n) == 1;
+                                            });
       }
       ++f->hash_next;
     }
@@ -609,8 +632,9 @@ void OriginReader::AdvanceHash(const std::shared_ptr<InFlight>& f, size_t own_pi
     unsigned int len = 0;
     if (!f->hash_ok || EVP_DigestFinal_ex(f->digest, got.bytes.data(), &len) != 1 ||
         len != ChunkId::kBytes || got != f->object.chunk) {
-      return Fail(f, "its bytes do not hash to its id (overwritten or damaged on the origin): "
-                     "refused");
+      return Fail(f,
+                  "its bytes do not hash to its id (overwritten or damaged on the origin): "
+                  "refused");
     }
     {
       std::lock_guard lock(f->mu);
@@ -737,9 +761,9 @@ Status OriginReader::Await(std::unique_lock<std::mutex>& lock, const std::shared
     }
     const auto deadline = std::max(arrived, f->last_progress) + options_.read_timeout;
     if (std::chrono::steady_clock::now() >= deadline) {
-      const std::string why = "no bytes arrived for " +
-                              std::to_string(options_.read_timeout.count()) +
-                              " ms (the origin is slow or down; this read fails, the fetch goes on)";
+      const std::string why =
+          "no bytes arrived for " + std::to_string(options_.read_timeout.count()) +
+          " ms (the origin is slow or down; this read fails, the fetch goes on)";
       ++counters_.fetch_errors;
       Log(options_.log, LogLevel::kError, "origin fetch of " + f->key + ": " + why);
       return Eio("origin fetch of " + f->key + ": " + why);
@@ -794,16 +818,12 @@ Result<MissRead> OriginReader::Serve(const std::shared_ptr<InFlight>& f, uint64_
   thread_local std::vector<uint8_t> window;
   for (size_t i : to_check) {
     const BlockEntry& b = f->blocks[i];
-    if (window.size() < kHashWindow) window.resize(kHashWindow);
     XXH3_state_t* state = XXH3_createState();
-    bool read_ok = state != nullptr && XXH3_64bits_reset(state) == XXH_OK;
-    for (uint64_t at = b.offset; read_ok && at < b.offset + b.encoded_bytes;) {
-      const size_t n =
-          static_cast<size_t>(std::min<uint64_t>(kHashWindow, b.offset + b.encoded_bytes - at));
-      read_ok = PreadAll(f->fd, window.data(), n, at) &&
-                XXH3_64bits_update(state, window.data(), n) == XXH_OK;
-      at += n;
-    }
+    bool read_ok = state != nullptr && XXH3_64bits_reset(state) == XXH_OK &&
+                   ForEachStagedSpan(f->fd, b.offset, b.encoded_bytes, window,
+                                     [&](const uint8_t* p, size_t n) {
+                                       return XXH3_64bits_update(state, p, n) == XXH_OK;
+                                     });
     const bool match = read_ok && XXH3_64bits_digest(state) == b.checksum;
     XXH3_freeState(state);
     if (!match) {
@@ -820,8 +840,8 @@ Result<MissRead> OriginReader::Serve(const std::shared_ptr<InFlight>& f, uint64_
     return Eio("origin fetch of " + f->key + ": staging read: " + std::strerror(errno));
   }
   if (f->is_kv && !PaddingIsZero(*f, offset, out.first(n))) {
-    const std::string why = "padding between blocks near offset " + std::to_string(offset) +
-                            " is not zero: refused";
+    const std::string why =
+        "padding between blocks near offset " + std::to_string(offset) + " is not zero: refused";
     Fail(f, why);
     return Eio("origin fetch of " + f->key + ": " + why);
   }

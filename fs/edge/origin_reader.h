@@ -7,20 +7,21 @@
 // (hidden from users, who can neither read nor write it) holds the origin object's ETag and the
 // namespace object itself; kdnfs shows the object's size and times for it (RemoteAttr).
 //
-// A read miss streams (docs/origin.md, "A read miss"): the first read (or open) of a placeholder
-// starts one fetch of the chunk object into a staging file, in pieces of `piece_bytes`, by a pool
-// of `fetch_threads` threads, in order; a reader whose range has not landed GETs the first
-// missing piece of it itself and puts the rest of it first in the pool's queue, and then waits
-// for the bytes (failing with EIO when no piece of the fetch has landed for `read_timeout`). A
-// `.kv` object's header is fetched first and parsed (ParseKvHeader: every bound and its checksum);
-// no byte of a block is served before that whole block has landed and matched its checksum, and
-// padding is served only when it is zero. Any other content is served only once the whole object
-// hashes to its id. SHA-256 is computed as the pieces land, in order; when it matches, the
-// staging file is committed as any local content is (`.kv` content passes VerifyKv first), in
+// A read miss streams (docs/origin.md, "The edge", "Reading"): the first read (or open) of a
+// placeholder starts one fetch of the chunk object into a staging file, in pieces of `piece_bytes`,
+// by a pool of `fetch_threads` threads, in order; a reader whose range has not landed GETs the
+// first missing piece of it itself and puts the rest of it first in the pool's queue, and then
+// waits for the bytes (failing with EIO when no piece of the fetch has landed for `read_timeout`).
+// A `.kv` object's header is fetched first and parsed (ParseKvHeader: every bound and its
+// checksum); no byte of a block is served before that whole block has landed and matched its
+// checksum, and padding is served only when it is zero. Any other content is served only once the
+// whole object hashes to its id. SHA-256 is computed as the pieces land, in order (once every piece
+// is there, reads wait for it, so that a small object is never served unchecked); when it matches,
+// the staging file is committed as any local content is (`.kv` content passes VerifyKv first), in
 // the background: later reads and opens use the store's chunk (and passthrough). A mismatch, a
 // refused block or header, or an unreachable origin fails the fetch: every reader gets EIO, a log
-// line names the object, the staging file is removed, nothing is cached, and the next read starts
-// a new fetch. Fetched content is evictable cache: its bytes are on the origin.
+// line names the object, the staging file is removed, nothing is cached, and the next read starts a
+// new fetch. Fetched content is evictable cache: its bytes are on the origin.
 //
 // Files that came from the origin follow it: when a later listing shows another object under the
 // name (ETag changed) it is read, and the file becomes a placeholder of the new content; when the
