@@ -652,6 +652,12 @@ void OriginReader::AdvanceHash(const std::shared_ptr<InFlight>& f, size_t own_pi
 }
 
 void OriginReader::CommitFetched(const std::shared_ptr<InFlight>& f) {
+  // A listing may have made the file a placeholder of another object while this one arrived:
+  // then these bytes are no longer its content.
+  Result<std::optional<Remote>> remote = LoadRemote(f->ino);
+  if (!remote.ok() || !*remote || (*remote)->object.chunk != f->object.chunk) {
+    return Fail(f, "the file changed on the origin while it was fetched: not kept");
+  }
   // Committed as any local content is: `.kv` content must pass every check before it is kept.
   CommitOptions commit;
   commit.mtime_ns = f->object.mtime_ns;

@@ -962,5 +962,55 @@ TEST_F(StreamingFetchTest, OtherContentIsServedOnlyWhenWhole) {
   EXPECT_EQ(StagedFiles(), 0u);
 }
 
+// A write to a file whose fetch is still running waits for that fetch (the content is fetched
+// before it is staged), and changes the fetched bytes.
+TEST_F(StreamingFetchTest, WriteDuringAFetchWaitsForIt) {
+  auto kv = MakeKv(2048, 10);
+  const KvHeader h = HeaderOf(kv);
+  Ino on_b = Publish(kv);
+  ASSERT_NE(on_b, 0u);
+  gate_->Hold(kPiece, h.blocks.back().offset / kPiece * kPiece);
+  std::vector<std::byte> got(4096);
+  ASSERT_TRUE(b_->Read(on_b, h.blocks.back().offset, got).ok());
+  std::thread release([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    gate_->Release();
+  });
+  const std::byte changed{0x42};  // no `.kv` magic any more: committed as a plain file
+  auto n = b_->Write(Root(), on_b, 0, std::span(&changed, 1));
+  release.join();
+  ASSERT_TRUE(n.ok()) << n.status().ToString();
+  ASSERT_TRUE(b_->Flush(Root(), on_b).ok());
+  auto bytes = ReadAll(*b_, on_b);
+  ASSERT_TRUE(bytes.ok()) << bytes.status().ToString();
+  auto expected = kv;
+  expected[0] = changed;
+  EXPECT_EQ(*bytes, expected);
+  EXPECT_EQ(Stats(*b_, "origin_fetches"), "1");
+}
+
+// The file is rewritten on node A while node B still fetches the old object: B does not keep
+// the old bytes under the new object's name, and its next read gets the new content.
+TEST_F(StreamingFetchTest, ChangedOnTheOriginWhileFetchedIsNotKept) {
+  auto kv = MakeKv(2048, 11);
+  auto newer = MakeKv(2048, 12);  // the same size: Put writes over the old bytes
+  const KvHeader h = HeaderOf(kv);
+  Ino on_b = Publish(kv);
+  ASSERT_NE(on_b, 0u);
+  gate_->Hold(kPiece, h.blocks.back().offset / kPiece * kPiece);
+  std::vector<std::byte> got(4096);
+  ASSERT_TRUE(b_->Read(on_b, h.blocks.back().offset, got).ok());
+  Put(*a_, kRootIno, "big.kv", newer);
+  ASSERT_TRUE(a_->Fsync(Root(), kRootIno).ok());
+  ASSERT_EQ(Find(*b_, {"big.kv"}), on_b);  // listed again: a placeholder of the newer object
+  EXPECT_EQ(Stats(*b_, "origin_names_changed"), "1");
+  gate_->Release();
+  ASSERT_TRUE(WaitForFetches(*b_));
+  EXPECT_EQ(Stats(*b_, "origin_fetches"), "0") << "the old object was kept";
+  auto bytes = ReadAll(*b_, on_b);
+  ASSERT_TRUE(bytes.ok()) << bytes.status().ToString();
+  EXPECT_EQ(*bytes, newer);
+}
+
 }  // namespace
 }  // namespace kdn::edge
