@@ -685,14 +685,15 @@ void OriginReader::Fail(const std::shared_ptr<InFlight>& f, const std::string& w
   {
     std::lock_guard lock(f->mu);
     if (f->phase == InFlight::Phase::kFailed || f->phase == InFlight::Phase::kCommitted) return;
+    // Counted, logged and cleaned up before any reader can see the failure.
+    ++counters_.fetch_errors;
+    Log(options_.log, LogLevel::kError,
+        "origin fetch of " + f->key + ": " + why + " (nothing cached; the next read tries again)");
+    ::unlink(f->staged.c_str());
     f->phase = InFlight::Phase::kFailed;
     f->error = why;
   }
   f->cv.notify_all();
-  ::unlink(f->staged.c_str());
-  ++counters_.fetch_errors;
-  Log(options_.log, LogLevel::kError,
-      "origin fetch of " + f->key + ": " + why + " (nothing cached; the next read tries again)");
   Forget(f);
 }
 
