@@ -281,7 +281,7 @@ struct OriginReader::InFlight {
   bool hash_ok = true;
   bool hash_finished = false;
   EVP_MD_CTX* digest = nullptr;
-  std::vector<uint8_t> hash_buf;
+  std::vector<uint8_t> hash_buf;  // a read window, should mapping the staging file fail
 
   bool PiecesLanded(uint64_t from, uint64_t to) const {
     if (to <= from) return true;
