@@ -2,17 +2,24 @@
 
 #include <fcntl.h>
 #include <openssl/evp.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <xxhash.h>
+
+#include <algorithm>
+#include <array>
 #include <cerrno>
 #include <cstring>
+#include <deque>
 #include <set>
+
+#include "kdn/format.h"
 
 namespace kdn::edge {
 namespace {
 
-constexpr size_t kFetchPiece = 16u << 20;  // bytes per ranged GET of a fetch
 constexpr size_t kMaxRemembered = 100000;  // remote_ entries before the cache starts over
 constexpr size_t kReadDirPage = 1024;
 // Permission bits taken from an origin object: never setuid, setgid or sticky, since whoever can
@@ -23,11 +30,6 @@ Status Eio(const std::string& why) {
   return Status::FromErrno(why, EIO);
 }
 
-struct DigestCtx {
-  EVP_MD_CTX* ctx = EVP_MD_CTX_new();
-  ~DigestCtx() { EVP_MD_CTX_free(ctx); }
-};
-
 }  // namespace
 
 OriginReader::OriginReader(Store& store, std::shared_ptr<origin::Origin> origin,
@@ -36,7 +38,11 @@ OriginReader::OriginReader(Store& store, std::shared_ptr<origin::Origin> origin,
       origin_(std::move(origin)),
       options_(std::move(options)),
       forget_(std::move(forget)),
-      hold_(std::move(hold)) {}
+      hold_(std::move(hold)) {
+  for (unsigned i = 0; i < std::max(1u, options_.fetch_threads); ++i) {
+    pool_.emplace_back([this] { PoolThread(); });
+  }
+}
 
 Result<std::optional<OriginReader::Remote>> OriginReader::LoadRemote(Ino ino) {
   {
@@ -278,92 +284,650 @@ Status OriginReader::ApplyObject(Ino dir, const std::string& name, const origin:
   return Status::OK();
 }
 
-std::shared_ptr<std::mutex> OriginReader::FetchLock(Ino ino) {
-  std::lock_guard lock(mu_);
-  std::shared_ptr<std::mutex> m = fetching_[ino].lock();
-  if (!m) {
-    m = std::make_shared<std::mutex>();
-    fetching_[ino] = m;
+// ---- read misses ------------------------------------------------------------------------------
+
+struct OriginReader::InFlight {
+  enum class Piece : uint8_t { kMissing, kTaken, kLanded };
+  enum class Phase : uint8_t { kFetching, kVerified, kCommitted, kFailed };
+
+  ~InFlight() {
+    if (fd >= 0) ::close(fd);
+    EVP_MD_CTX_free(digest);
   }
-  // Entries of finished fetches go when the map grows.
-  if (fetching_.size() > 1024) {
-    for (auto it = fetching_.begin(); it != fetching_.end();) {
-      it = it->second.expired() ? fetching_.erase(it) : std::next(it);
+
+  // Fixed at the start.
+  Ino ino = 0;
+  NsObject object;
+  std::string key;     // chunks/<id>
+  std::string staged;  // the staging file
+  int fd = -1;         // open on it, read and written with pread/pwrite
+  uint64_t size = 0;
+  uint64_t piece_bytes = 0;
+  size_t n_pieces = 0;
+  std::chrono::steady_clock::time_point started;
+
+  std::mutex mu;
+  std::condition_variable cv;  // a piece landed, the header is known, the phase changed
+  std::vector<Piece> pieces;
+  std::deque<size_t> urgent;  // pieces readers wait for: taken before the rest
+  size_t next_in_order = 0;   // no piece before it is missing
+  size_t landed = 0;
+  std::chrono::steady_clock::time_point last_progress;
+  Phase phase = Phase::kFetching;
+  std::string error;
+  InodeAttr committed;
+  // What the content is: known once piece 0 has landed; a `.kv` object's header once every
+  // piece of it has.
+  bool kind_known = false;
+  bool is_kv = false;
+  uint64_t header_bytes = 0;
+  bool header_parsed = false;
+  std::vector<BlockEntry> blocks;     // the blocks that have bytes, by offset
+  std::vector<uint32_t> block_index;  // each one's index in the header (2 * layer + kind)
+  std::vector<uint8_t> block_ok;      // its checksum matched
+
+  // SHA-256 of the pieces in order, as they land (whoever lands one moves it along).
+  std::mutex hash_mu;
+  std::atomic<bool> rehash{false};
+  size_t hash_next = 0;  // under hash_mu
+  bool hash_ok = true;
+  bool hash_finished = false;
+  EVP_MD_CTX* digest = nullptr;
+  std::vector<uint8_t> hash_buf;  // a read window, should mapping the staging file fail
+
+  bool PiecesLanded(uint64_t from, uint64_t to) const {
+    if (to <= from) return true;
+    for (size_t p = from / piece_bytes; p <= (to - 1) / piece_bytes; ++p) {
+      if (pieces[p] != Piece::kLanded) return false;
     }
+    return true;
   }
-  return m;
+};
+
+namespace {
+
+constexpr size_t kHashWindow = 1u << 20;  // staging bytes read at a time to hash them
+
+// Reads exactly out.size() bytes at `offset` of `fd`.
+bool PreadAll(int fd, void* out, size_t size, uint64_t offset) {
+  auto* p = static_cast<uint8_t*>(out);
+  while (size > 0) {
+    ssize_t n = ::pread(fd, p, size, static_cast<off_t>(offset));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return false;
+    p += n;
+    size -= static_cast<size_t>(n);
+    offset += static_cast<uint64_t>(n);
+  }
+  return true;
 }
 
-Result<InodeAttr> OriginReader::Fetch(Ino ino) {
-  std::shared_ptr<std::mutex> m = FetchLock(ino);
-  std::lock_guard one_fetch(*m);
-  KDN_ASSIGN_OR_RETURN(InodeAttr attr, store_.GetAttr(ino));
-  if (!S_ISREG(attr.mode) || !attr.chunk.IsZero()) return attr;  // fetched by another reader
-  KDN_ASSIGN_OR_RETURN(std::optional<Remote> remote, LoadRemote(ino));
-  if (!remote || remote->object.chunk.IsZero()) return attr;
-  const NsObject& o = remote->object;
-  const std::string key = ChunkKey(o.chunk);
-  const auto started = std::chrono::steady_clock::now();
-  auto fail = [&](const std::string& why) -> Status {
-    ++counters_.fetch_errors;
-    Log(options_.log, LogLevel::kError, "origin fetch of " + key + ": " + why);
-    return Eio("origin fetch of " + key + ": " + why);
-  };
-  const std::string staged = store_.NewStagingPath();
-  int fd = ::open(staged.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-  if (fd < 0) return fail(std::string("staging file: ") + std::strerror(errno));
-  DigestCtx digest;
-  bool hashing = digest.ctx != nullptr && EVP_DigestInit_ex(digest.ctx, EVP_sha256(), nullptr) == 1;
-  std::vector<uint8_t> buf(static_cast<size_t>(std::min<uint64_t>(kFetchPiece, o.size)));
-  uint64_t off = 0;
-  std::string error;
-  while (hashing && off < o.size && error.empty()) {
-    const size_t want = static_cast<size_t>(std::min<uint64_t>(buf.size(), o.size - off));
-    Result<uint64_t> got = origin_->Get(key, off, std::span(buf.data(), want));
-    if (!got.ok()) {
-      error = got.status().ToString();
-    } else if (*got == 0) {
-      error =
-          "the object ends at " + std::to_string(off) + " of " + std::to_string(o.size) + " bytes";
-    } else if (::pwrite(fd, buf.data(), *got, static_cast<off_t>(off)) !=
-               static_cast<ssize_t>(*got)) {
-      error = std::string("staging write: ") + std::strerror(errno);
+bool PwriteAll(int fd, const uint8_t* p, size_t size, uint64_t offset) {
+  while (size > 0) {
+    ssize_t n = ::pwrite(fd, p, size, static_cast<off_t>(offset));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return false;
+    p += n;
+    size -= static_cast<size_t>(n);
+    offset += static_cast<uint64_t>(n);
+  }
+  return true;
+}
+
+// Runs `fn` over the bytes [offset, offset + len) of the staging file: mapped, so that they are
+// hashed where they lie in the page cache (no copy), or read in windows of `window` should the
+// mapping fail. False when a read or `fn` fails.
+template <typename Fn>
+bool ForEachStagedSpan(int fd, uint64_t offset, uint64_t len, std::vector<uint8_t>& window, Fn fn) {
+  if (len == 0) return true;
+  const uint64_t page = static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
+  const uint64_t start = offset / page * page;
+  const size_t mapped = static_cast<size_t>(len + (offset - start));
+  void* m = ::mmap(nullptr, mapped, PROT_READ, MAP_SHARED, fd, static_cast<off_t>(start));
+  if (m != MAP_FAILED) {
+    (void)::madvise(m, mapped, MADV_SEQUENTIAL);
+    const bool ok = fn(static_cast<const uint8_t*>(m) + (offset - start), static_cast<size_t>(len));
+    ::munmap(m, mapped);
+    return ok;
+  }
+  if (window.size() < kHashWindow) window.resize(kHashWindow);
+  for (uint64_t at = offset; at < offset + len;) {
+    const size_t n = static_cast<size_t>(std::min<uint64_t>(kHashWindow, offset + len - at));
+    if (!PreadAll(fd, window.data(), n, at) || !fn(window.data(), n)) return false;
+    at += n;
+  }
+  return true;
+}
+
+// A reader thread's buffer for the piece it fetches itself: one per thread, reused.
+std::span<uint8_t> ReaderBuffer(size_t bytes) {
+  thread_local std::vector<uint8_t> buf;
+  if (buf.size() < bytes) buf.resize(bytes);
+  return std::span(buf.data(), bytes);
+}
+
+std::string BlockName(uint32_t index) {
+  return "block " + std::to_string(index) + " (layer " + std::to_string(index / 2) +
+         (index % 2 == 0 ? " K)" : " V)");
+}
+
+}  // namespace
+
+OriginReader::~OriginReader() {
+  {
+    std::lock_guard lock(pool_mu_);
+    stop_ = true;
+  }
+  pool_cv_.notify_all();
+  for (std::thread& t : pool_) t.join();
+  std::lock_guard lock(mu_);
+  for (auto& [ino, f] : fetches_) {
+    std::lock_guard fl(f->mu);
+    if (f->phase != InFlight::Phase::kCommitted) ::unlink(f->staged.c_str());
+  }
+}
+
+void OriginReader::WakePool() {
+  { std::lock_guard lock(pool_mu_); }
+  pool_cv_.notify_all();
+}
+
+Result<std::shared_ptr<OriginReader::InFlight>> OriginReader::Join(Ino ino, InodeAttr* committed) {
+  {
+    std::lock_guard lock(mu_);
+    if (auto it = fetches_.find(ino); it != fetches_.end()) return it->second;
+  }
+  std::shared_ptr<InFlight> f;
+  {
+    std::lock_guard start(start_mu_);
+    {
+      std::lock_guard lock(mu_);
+      if (auto it = fetches_.find(ino); it != fetches_.end()) return it->second;
+    }
+    KDN_ASSIGN_OR_RETURN(InodeAttr attr, store_.GetAttr(ino));
+    *committed = attr;
+    if (!S_ISREG(attr.mode) || !attr.chunk.IsZero()) return f;  // has content
+    KDN_ASSIGN_OR_RETURN(std::optional<Remote> remote, LoadRemote(ino));
+    if (!remote || remote->object.chunk.IsZero()) return f;  // local, or empty on the origin
+    f = std::make_shared<InFlight>();
+    f->ino = ino;
+    f->object = remote->object;
+    f->key = ChunkKey(f->object.chunk);
+    f->size = f->object.size;
+    f->piece_bytes = std::max<uint64_t>(options_.piece_bytes, 4096);
+    f->n_pieces = static_cast<size_t>((f->size + f->piece_bytes - 1) / f->piece_bytes);
+    f->pieces.assign(f->n_pieces, InFlight::Piece::kMissing);
+    f->started = f->last_progress = std::chrono::steady_clock::now();
+    f->staged = store_.NewStagingPath();
+    f->fd = ::open(f->staged.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    std::string why;
+    if (f->fd < 0) {
+      why = std::string("staging file: ") + std::strerror(errno);
     } else {
-      hashing = EVP_DigestUpdate(digest.ctx, buf.data(), *got) == 1;
-      off += *got;
+      f->digest = EVP_MD_CTX_new();
+      if (f->digest == nullptr || EVP_DigestInit_ex(f->digest, EVP_sha256(), nullptr) != 1) {
+        why = "SHA-256 unavailable";
+        ::unlink(f->staged.c_str());
+      }
     }
+    if (!why.empty()) {
+      ++counters_.fetch_errors;
+      Log(options_.log, LogLevel::kError, "origin fetch of " + f->key + ": " + why);
+      return Eio("origin fetch of " + f->key + ": " + why);
+    }
+    if (f->n_pieces > 0) {
+      f->urgent.push_back(0);  // what the content is, and a `.kv` header, first
+    } else {
+      f->kind_known = true;  // an empty object: nothing to fetch, only its hash to check
+    }
+    ++counters_.fetches_running;
+    std::lock_guard lock(mu_);
+    fetches_[ino] = f;
   }
-  ::close(fd);
-  if (!hashing && error.empty()) error = "SHA-256 unavailable";
-  if (error.empty()) {
-    ChunkId got_id;
+  if (f->n_pieces == 0) {
+    AdvanceHash(f, SIZE_MAX, {});
+  } else {
+    {
+      std::lock_guard lock(pool_mu_);
+      active_.push_back(f);
+    }
+    pool_cv_.notify_all();
+  }
+  return f;
+}
+
+void OriginReader::PoolThread() {
+  std::vector<uint8_t> buf;  // one piece; allocated at the first
+  for (;;) {
+    std::shared_ptr<InFlight> f;
+    size_t piece = 0;
+    bool commit = false;
+    {
+      std::unique_lock lock(pool_mu_);
+      pool_cv_.wait(lock, [&] { return stop_ || TakeWork(&f, &piece, &commit); });
+      if (stop_) return;
+    }
+    if (commit) {
+      CommitFetched(f);
+      continue;
+    }
+    if (buf.size() < f->piece_bytes) buf.resize(static_cast<size_t>(f->piece_bytes));
+    LandPiece(f, piece, std::span(buf.data(), static_cast<size_t>(f->piece_bytes)));
+  }
+}
+
+bool OriginReader::TakeWork(std::shared_ptr<InFlight>* fetch, size_t* piece, bool* commit) {
+  if (!to_commit_.empty()) {
+    *fetch = std::move(to_commit_.back());
+    to_commit_.pop_back();
+    *commit = true;
+    return true;
+  }
+  while (!active_.empty()) {
+    if (next_active_ >= active_.size()) next_active_ = 0;
+    std::shared_ptr<InFlight>& f = active_[next_active_];
+    std::optional<size_t> took;
+    {
+      std::lock_guard lock(f->mu);
+      if (f->phase == InFlight::Phase::kFetching) {
+        while (!took && !f->urgent.empty()) {
+          size_t p = f->urgent.front();
+          f->urgent.pop_front();
+          if (f->pieces[p] == InFlight::Piece::kMissing) took = p;
+        }
+        while (!took && f->next_in_order < f->n_pieces) {
+          if (f->pieces[f->next_in_order] == InFlight::Piece::kMissing) took = f->next_in_order;
+          ++f->next_in_order;
+        }
+        if (took) f->pieces[*took] = InFlight::Piece::kTaken;
+      }
+    }
+    if (!took) {
+      // Nothing of it is left to take (pieces never go back to missing): it leaves the round.
+      active_.erase(active_.begin() + static_cast<std::ptrdiff_t>(next_active_));
+      continue;
+    }
+    *fetch = f;
+    *piece = *took;
+    ++next_active_;  // fetches share the pool, piece by piece
+    return true;
+  }
+  return false;
+}
+
+void OriginReader::LandPiece(const std::shared_ptr<InFlight>& f, size_t piece,
+                             std::span<uint8_t> buf) {
+  const uint64_t off = piece * f->piece_bytes;
+  const size_t want = static_cast<size_t>(std::min<uint64_t>(f->piece_bytes, f->size - off));
+  Result<uint64_t> got = origin_->Get(f->key, off, buf.first(want));
+  if (!got.ok()) return Fail(f, got.status().ToString());
+  if (*got != want) {
+    return Fail(f, "the object ends at " + std::to_string(off + *got) + " of " +
+                       std::to_string(f->size) + " bytes");
+  }
+  if (!PwriteAll(f->fd, buf.data(), want, off)) {
+    return Fail(f, std::string("staging write: ") + std::strerror(errno));
+  }
+  std::string refused;
+  bool wake_pool = false;
+  {
+    std::lock_guard lock(f->mu);
+    if (f->phase == InFlight::Phase::kFailed) return;
+    f->pieces[piece] = InFlight::Piece::kLanded;
+    ++f->landed;
+    f->last_progress = std::chrono::steady_clock::now();
+    const size_t urgent_before = f->urgent.size();
+    ParseHeaderIfReady(*f);
+    if (!f->error.empty()) refused = f->error;
+    wake_pool = f->urgent.size() > urgent_before;
+  }
+  f->cv.notify_all();
+  if (!refused.empty()) return Fail(f, refused);
+  if (wake_pool) WakePool();
+  AdvanceHash(f, piece, buf.first(want));
+}
+
+void OriginReader::ParseHeaderIfReady(InFlight& f) {
+  if (f.header_parsed || (f.kind_known && !f.is_kv) || !f.error.empty()) return;
+  if (!f.kind_known) {
+    if (f.pieces[0] != InFlight::Piece::kLanded) return;
+    std::array<std::byte, kKvFixedHeaderBytes> fixed{};
+    const size_t n = static_cast<size_t>(std::min<uint64_t>(fixed.size(), f.size));
+    if (!PreadAll(f.fd, fixed.data(), n, 0)) {
+      f.error = std::string("staging read: ") + std::strerror(errno);
+      return;
+    }
+    f.kind_known = true;
+    f.is_kv = HasKvMagic(std::span<const std::byte>(fixed.data(), n));
+    if (!f.is_kv) return;
+    Result<uint64_t> header_bytes =
+        n < kKvFixedHeaderBytes
+            ? Result<uint64_t>(Status::Corruption("a .kv object shorter than its fixed header"))
+            : KvHeaderBytes(fixed, f.size);
+    if (!header_bytes.ok()) {
+      f.error = "its .kv header is refused: " + header_bytes.status().ToString();
+      return;
+    }
+    f.header_bytes = *header_bytes;
+    // The rest of the header before anything else: no block is served before it is parsed.
+    std::vector<size_t> header_pieces;
+    for (size_t p = 1; p * f.piece_bytes < f.header_bytes; ++p) {
+      if (f.pieces[p] == InFlight::Piece::kMissing) header_pieces.push_back(p);
+    }
+    f.urgent.insert(f.urgent.begin(), header_pieces.begin(), header_pieces.end());
+  }
+  if (!f.PiecesLanded(0, f.header_bytes)) return;
+  // Bounded: KvHeaderBytes checked the length against the format's limits and the object's size.
+  std::vector<std::byte> header(static_cast<size_t>(f.header_bytes));
+  if (!PreadAll(f.fd, header.data(), header.size(), 0)) {
+    f.error = std::string("staging read: ") + std::strerror(errno);
+    return;
+  }
+  Result<KvHeader> parsed = ParseKvHeader(header, f.size);
+  if (!parsed.ok()) {
+    f.error = "its .kv header is refused: " + parsed.status().ToString();
+    return;
+  }
+  std::vector<uint32_t> order;
+  for (uint32_t i = 0; i < parsed->blocks.size(); ++i) {
+    if (parsed->blocks[i].encoded_bytes > 0) order.push_back(i);
+  }
+  std::sort(order.begin(), order.end(), [&](uint32_t a, uint32_t b) {
+    return parsed->blocks[a].offset < parsed->blocks[b].offset;
+  });
+  for (uint32_t i : order) {
+    f.blocks.push_back(parsed->blocks[i]);
+    f.block_index.push_back(i);
+  }
+  f.block_ok.assign(f.blocks.size(), 0);
+  f.header_parsed = true;
+}
+
+void OriginReader::AdvanceHash(const std::shared_ptr<InFlight>& f, size_t own_piece,
+                               std::span<const uint8_t> own) {
+  // Whoever holds hash_mu hashes every piece that has landed in order; one that finds it held
+  // leaves a note (rehash) that the holder reads before it lets go.
+  f->rehash.store(true);
+  while (f->rehash.load()) {
+    if (!f->hash_mu.try_lock()) return;
+    f->rehash.store(false);
+    bool done = false;
+    for (;;) {
+      {
+        std::lock_guard lock(f->mu);
+        if (f->phase == InFlight::Phase::kFailed) break;
+        if (f->hash_next >= f->n_pieces) {
+          done = true;
+          break;
+        }
+        if (f->pieces[f->hash_next] != InFlight::Piece::kLanded) break;
+      }
+      const size_t k = f->hash_next;
+      if (k == own_piece) {
+        f->hash_ok = f->hash_ok && EVP_DigestUpdate(f->digest, own.data(), own.size()) == 1;
+      } else {
+        const uint64_t begin = k * f->piece_bytes;
+        const uint64_t end = std::min(f->size, begin + f->piece_bytes);
+        f->hash_ok =
+            f->hash_ok && ForEachStagedSpan(f->fd, begin, end - begin, f->hash_buf,
+                                            [&](const uint8_t* p, size_t n) {
+                                              return EVP_DigestUpdate(f->digest, p, n) == 1;
+                                            });
+      }
+      ++f->hash_next;
+    }
+    const bool finish = done && !f->hash_finished;
+    if (finish) f->hash_finished = true;
+    f->hash_mu.unlock();
+    if (!finish) continue;
+    ChunkId got;
     unsigned int len = 0;
-    if (EVP_DigestFinal_ex(digest.ctx, got_id.bytes.data(), &len) != 1 || len != ChunkId::kBytes ||
-        got_id != o.chunk) {
-      error = "its bytes do not hash to its id (overwritten or damaged on the origin): refused";
+    if (!f->hash_ok || EVP_DigestFinal_ex(f->digest, got.bytes.data(), &len) != 1 ||
+        len != ChunkId::kBytes || got != f->object.chunk) {
+      return Fail(f,
+                  "its bytes do not hash to its id (overwritten or damaged on the origin): "
+                  "refused");
     }
+    {
+      std::lock_guard lock(f->mu);
+      if (f->phase != InFlight::Phase::kFetching) return;
+      f->phase = InFlight::Phase::kVerified;
+    }
+    f->cv.notify_all();
+    {
+      std::lock_guard lock(pool_mu_);
+      to_commit_.push_back(f);
+    }
+    pool_cv_.notify_all();
+    return;
   }
-  if (!error.empty()) {
-    ::unlink(staged.c_str());
-    return fail(error);
+}
+
+void OriginReader::CommitFetched(const std::shared_ptr<InFlight>& f) {
+  // A listing may have made the file a placeholder of another object while this one arrived:
+  // then these bytes are no longer its content.
+  Result<std::optional<Remote>> remote = LoadRemote(f->ino);
+  if (!remote.ok() || !*remote || (*remote)->object.chunk != f->object.chunk) {
+    return Fail(f, "the file changed on the origin while it was fetched: not kept");
   }
   // Committed as any local content is: `.kv` content must pass every check before it is kept.
   CommitOptions commit;
-  commit.mtime_ns = o.mtime_ns;
-  Result<InodeAttr> committed = store_.CommitFileContent(ino, staged, commit);
-  if (!committed.ok()) {
-    ::unlink(staged.c_str());
-    return fail("refused by the store: " + committed.status().ToString());
-  }
+  commit.mtime_ns = f->object.mtime_ns;
+  Result<InodeAttr> committed = store_.CommitFileContent(f->ino, f->staged, commit);
+  if (!committed.ok()) return Fail(f, "refused by the store: " + committed.status().ToString());
   // Its bytes are on the origin: the local copy is cache.
-  (void)store_.SetEvictable(ino, true);
+  (void)store_.SetEvictable(f->ino, true);
+  Result<InodeAttr> attr = store_.GetAttr(f->ino);
   ++counters_.fetches;
-  counters_.fetch_bytes += o.size;
+  counters_.fetch_bytes += f->size;
   counters_.fetch_ns_total +=
       static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
-                                std::chrono::steady_clock::now() - started)
+                                std::chrono::steady_clock::now() - f->started)
                                 .count());
-  return store_.GetAttr(ino);
+  {
+    std::lock_guard lock(f->mu);
+    f->phase = InFlight::Phase::kCommitted;
+    f->committed = attr.ok() ? *attr : *committed;
+  }
+  f->cv.notify_all();
+  Forget(f);
+}
+
+void OriginReader::Fail(const std::shared_ptr<InFlight>& f, const std::string& why) {
+  {
+    std::lock_guard lock(f->mu);
+    if (f->phase == InFlight::Phase::kFailed || f->phase == InFlight::Phase::kCommitted) return;
+    // Counted, logged and cleaned up before any reader can see the failure.
+    ++counters_.fetch_errors;
+    Log(options_.log, LogLevel::kError,
+        "origin fetch of " + f->key + ": " + why + " (nothing cached; the next read tries again)");
+    ::unlink(f->staged.c_str());
+    f->phase = InFlight::Phase::kFailed;
+    f->error = why;
+  }
+  f->cv.notify_all();
+  Forget(f);
+}
+
+void OriginReader::Forget(const std::shared_ptr<InFlight>& f) {
+  {
+    std::lock_guard start(start_mu_);
+    std::lock_guard lock(mu_);
+    auto it = fetches_.find(f->ino);
+    if (it != fetches_.end() && it->second == f) fetches_.erase(it);
+  }
+  --counters_.fetches_running;
+}
+
+bool OriginReader::PaddingIsZero(const InFlight& f, uint64_t offset,
+                                 std::span<const std::byte> bytes) {
+  const uint64_t end = offset + bytes.size();
+  uint64_t at = std::max(offset, f.header_bytes);
+  // The first block that ends after `at`.
+  auto it = std::upper_bound(f.blocks.begin(), f.blocks.end(), at,
+                             [](uint64_t pos, const BlockEntry& b) { return pos < b.offset; });
+  if (it != f.blocks.begin() && std::prev(it)->offset + std::prev(it)->encoded_bytes > at) --it;
+  while (at < end) {
+    if (it != f.blocks.end() && it->offset <= at) {
+      at = it->offset + it->encoded_bytes;
+      ++it;
+      continue;
+    }
+    const uint64_t gap_end = std::min(end, it == f.blocks.end() ? end : it->offset);
+    for (uint64_t p = at; p < gap_end; ++p) {
+      if (bytes[p - offset] != std::byte{0}) return false;
+    }
+    at = gap_end;
+  }
+  return true;
+}
+
+Status OriginReader::Await(std::unique_lock<std::mutex>& lock, const std::shared_ptr<InFlight>& f,
+                           uint64_t from, uint64_t to, const std::function<bool()>& ready) {
+  using Phase = InFlight::Phase;
+  bool asked = false;
+  // A reader gets the whole timeout from its own start, even behind a fetch long stalled.
+  const auto arrived = std::chrono::steady_clock::now();
+  for (;;) {
+    if (f->phase == Phase::kFailed) return Eio("origin fetch of " + f->key + ": " + f->error);
+    if (f->phase == Phase::kCommitted || ready()) return Status::OK();
+    // The range's first missing piece is fetched here, the rest goes first in the pool's queue.
+    std::optional<size_t> mine;
+    std::vector<size_t> queued;
+    if (to > from) {
+      for (size_t p = from / f->piece_bytes; p <= (to - 1) / f->piece_bytes; ++p) {
+        if (f->pieces[p] != InFlight::Piece::kMissing) continue;
+        if (!mine) {
+          mine = p;
+          f->pieces[p] = InFlight::Piece::kTaken;
+        } else if (!asked) {
+          queued.push_back(p);
+        }
+      }
+    }
+    if (!queued.empty()) f->urgent.insert(f->urgent.begin(), queued.begin(), queued.end());
+    asked = asked || !queued.empty();
+    if (mine || !queued.empty()) {
+      lock.unlock();
+      if (!queued.empty()) WakePool();
+      if (mine) LandPiece(f, *mine, ReaderBuffer(static_cast<size_t>(f->piece_bytes)));
+      lock.lock();
+      continue;
+    }
+    if (f->phase == Phase::kVerified) {
+      f->cv.wait(lock);  // the commit: local work, no origin
+      continue;
+    }
+    const auto deadline = std::max(arrived, f->last_progress) + options_.read_timeout;
+    if (std::chrono::steady_clock::now() >= deadline) {
+      const std::string why =
+          "no bytes arrived for " + std::to_string(options_.read_timeout.count()) +
+          " ms (the origin is slow or down; this read fails, the fetch goes on)";
+      ++counters_.fetch_errors;
+      Log(options_.log, LogLevel::kError, "origin fetch of " + f->key + ": " + why);
+      return Eio("origin fetch of " + f->key + ": " + why);
+    }
+    f->cv.wait_until(lock, deadline);
+  }
+}
+
+Result<MissRead> OriginReader::Serve(const std::shared_ptr<InFlight>& f, uint64_t offset,
+                                     std::span<std::byte> out) {
+  using Phase = InFlight::Phase;
+  std::unique_lock lock(f->mu);
+  auto committed = [&]() -> std::optional<MissRead> {
+    if (f->phase != Phase::kCommitted) return std::nullopt;
+    return MissRead{f->committed, 0};
+  };
+  if (offset >= f->size || out.empty()) return MissRead{};
+  const uint64_t end = std::min<uint64_t>(f->size, offset + out.size());
+  // What the content is (and a `.kv` header, parsed and checked) before anything else.
+  KDN_RETURN_IF_ERROR(Await(lock, f, 0, std::min<uint64_t>(f->size, kKvFixedHeaderBytes),
+                            [&] { return f->kind_known; }));
+  if (auto c = committed()) return *c;
+  if (f->is_kv) {
+    KDN_RETURN_IF_ERROR(Await(lock, f, 0, f->header_bytes, [&] { return f->header_parsed; }));
+    if (auto c = committed()) return *c;
+  }
+  std::vector<size_t> to_check;  // blocks the range touches whose checksum is not checked yet
+  if (!f->is_kv) {
+    // No per-block checksum to check: served once the whole object hashes to its id.
+    KDN_RETURN_IF_ERROR(Await(lock, f, offset, end, [&] { return f->phase == Phase::kVerified; }));
+  } else {
+    // Every block the range touches, whole.
+    uint64_t from = offset, to = end;
+    auto first = std::upper_bound(f->blocks.begin(), f->blocks.end(), offset,
+                                  [](uint64_t pos, const BlockEntry& b) { return pos < b.offset; });
+    if (first != f->blocks.begin()) --first;
+    for (auto it = first; it != f->blocks.end() && it->offset < end; ++it) {
+      if (it->offset + it->encoded_bytes <= offset) continue;
+      from = std::min(from, it->offset);
+      to = std::max(to, it->offset + it->encoded_bytes);
+      const size_t i = static_cast<size_t>(it - f->blocks.begin());
+      if (!f->block_ok[i]) to_check.push_back(i);
+    }
+    KDN_RETURN_IF_ERROR(Await(lock, f, from, to, [&] { return f->PiecesLanded(from, to); }));
+    // Once every byte is here, nothing is served before the whole object matched its id.
+    if (f->landed == f->n_pieces) {
+      KDN_RETURN_IF_ERROR(Await(lock, f, 0, 0, [&] { return f->phase == Phase::kVerified; }));
+    }
+  }
+  if (auto c = committed()) return *c;
+  lock.unlock();
+  thread_local std::vector<uint8_t> window;
+  for (size_t i : to_check) {
+    const BlockEntry& b = f->blocks[i];
+    XXH3_state_t* state = XXH3_createState();
+    bool read_ok = state != nullptr && XXH3_64bits_reset(state) == XXH_OK &&
+                   ForEachStagedSpan(f->fd, b.offset, b.encoded_bytes, window,
+                                     [&](const uint8_t* p, size_t n) {
+                                       return XXH3_64bits_update(state, p, n) == XXH_OK;
+                                     });
+    const bool match = read_ok && XXH3_64bits_digest(state) == b.checksum;
+    XXH3_freeState(state);
+    if (!match) {
+      const std::string why = BlockName(f->block_index[i]) + " at offset " +
+                              std::to_string(b.offset) + " does not match its checksum: refused";
+      Fail(f, why);
+      return Eio("origin fetch of " + f->key + ": " + why);
+    }
+    std::lock_guard relock(f->mu);
+    f->block_ok[i] = 1;
+  }
+  const size_t n = static_cast<size_t>(end - offset);
+  if (!PreadAll(f->fd, out.data(), n, offset)) {
+    return Eio("origin fetch of " + f->key + ": staging read: " + std::strerror(errno));
+  }
+  if (f->is_kv && !PaddingIsZero(*f, offset, out.first(n))) {
+    const std::string why =
+        "padding between blocks near offset " + std::to_string(offset) + " is not zero: refused";
+    Fail(f, why);
+    return Eio("origin fetch of " + f->key + ": " + why);
+  }
+  ++counters_.reads_before_commit;
+  return MissRead{std::nullopt, n};
+}
+
+Result<MissRead> OriginReader::Read(Ino ino, uint64_t offset, std::span<std::byte> out) {
+  InodeAttr committed;
+  KDN_ASSIGN_OR_RETURN(std::shared_ptr<InFlight> f, Join(ino, &committed));
+  if (!f) return MissRead{committed, 0};
+  return Serve(f, offset, out);
+}
+
+void OriginReader::Prefetch(Ino ino) {
+  InodeAttr committed;
+  (void)Join(ino, &committed);
+}
+
+Result<InodeAttr> OriginReader::Fetch(Ino ino) {
+  InodeAttr committed;
+  KDN_ASSIGN_OR_RETURN(std::shared_ptr<InFlight> f, Join(ino, &committed));
+  if (!f) return committed;
+  std::unique_lock lock(f->mu);
+  KDN_RETURN_IF_ERROR(
+      Await(lock, f, 0, 0, [&] { return f->phase == InFlight::Phase::kCommitted; }));
+  return f->committed;
 }
 
 }  // namespace kdn::edge

@@ -114,6 +114,9 @@ Result<std::unique_ptr<Filesystem>> Filesystem::Open(const std::string& store_di
     fs->uploader_ = std::make_unique<edge::Uploader>(*fs->store_, options.origin, upload);
     edge::ReaderOptions read;
     read.ttl = options.origin_ttl;
+    read.read_timeout = options.origin_read_timeout;
+    read.piece_bytes = options.origin_piece_bytes;
+    read.fetch_threads = options.origin_fetch_threads;
     read.log = store_options.info_log;
     fs->reader_ = std::make_unique<edge::OriginReader>(
         *fs->store_, options.read_origin ? options.read_origin : options.origin, read,
@@ -128,6 +131,7 @@ Result<std::unique_ptr<Filesystem>> Filesystem::Open(const std::string& store_di
 
 Filesystem::~Filesystem() {
   if (store_) CommitAll();
+  reader_.reset();  // its fetch threads commit into the store: stopped before it closes
   uploader_.reset();  // before the store closes; what it did not upload waits in the outbox
 }
 
@@ -780,7 +784,14 @@ bool Filesystem::IsWriter(const StagedFile& file, const Caller& caller) {
 std::optional<InodeAttr> Filesystem::CommittedForRead(Ino ino) {
   if (ControlFiles::IsControl(ino) || HasStaged(ino)) return std::nullopt;
   Result<InodeAttr> attr = store_->GetAttr(ino);
-  if (!attr.ok() || (attr->mode & S_IFMT) != S_IFREG || attr->size == 0) return std::nullopt;
+  if (!attr.ok() || (attr->mode & S_IFMT) != S_IFREG) return std::nullopt;
+  if (attr->size == 0) {
+    // A placeholder: its reads are likely to follow, so its fetch starts now. Not passed through
+    // while it arrives (kdnfs serves each range as it lands); later opens of the committed
+    // content are.
+    if (reader_ && attr->chunk.IsZero()) reader_->Prefetch(ino);
+    return std::nullopt;
+  }
   // Staged since the check above: the open is served by kdnfs (a writer is at work).
   if (HasStaged(ino)) return std::nullopt;
   return *attr;
@@ -832,12 +843,18 @@ Result<size_t> Filesystem::Read(Ino ino, uint64_t offset, std::span<std::byte> o
       }
     }
     if (chunk.IsZero() && reader_) {
-      // A placeholder of an origin object: a read miss. Fetched whole, verified, committed.
-      KDN_ASSIGN_OR_RETURN(InodeAttr fetched, reader_->Fetch(ino));
-      if (!fetched.chunk.IsZero()) {
+      // A placeholder of an origin object: a read miss, served from its fetch as the asked
+      // bytes land and pass their checks, until the content is committed (origin_reader.h).
+      KDN_ASSIGN_OR_RETURN(edge::MissRead miss, reader_->Read(ino, offset, out));
+      if (!miss.committed) {
+        counters_.reads.fetch_add(1, std::memory_order_relaxed);
+        counters_.read_bytes.fetch_add(miss.bytes, std::memory_order_relaxed);
+        return miss.bytes;
+      }
+      if (!miss.committed->chunk.IsZero()) {
         ContentChanged(ino);
-        chunk = fetched.chunk;
-        size = fetched.size;
+        chunk = miss.committed->chunk;
+        size = miss.committed->size;
       }
     }
     if (chunk.IsZero() || offset >= size) return size_t{0};
@@ -1230,6 +1247,8 @@ std::string Filesystem::StatsText() {
     line("origin_fetches", r.fetches.load());
     line("origin_fetch_bytes", r.fetch_bytes.load());
     line("origin_fetch_errors", r.fetch_errors.load());
+    line("origin_fetches_running", r.fetches_running.load());
+    line("origin_reads_before_commit", r.reads_before_commit.load());
     const uint64_t fetches = r.fetches.load();
     line("origin_fetch_mean_ms",
          Ratio(fetches ? double(r.fetch_ns_total.load()) / double(fetches) / 1e6 : 0.0));

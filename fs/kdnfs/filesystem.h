@@ -119,6 +119,11 @@ class Filesystem {
     // For reads (listings, fetches on a miss): the same origin, with shorter timeouts and fewer
     // retries so that a miss fails quickly when it is down. Null: `origin`.
     std::shared_ptr<origin::Origin> read_origin;
+    // A read miss fails (EIO) when no byte of its fetch arrived for this long.
+    std::chrono::milliseconds origin_read_timeout{5000};
+    // A read miss's fetch: ranged GETs of this size, by this many threads (all fetches share them).
+    uint64_t origin_piece_bytes = 8ull << 20;
+    unsigned origin_fetch_threads = 4;
     // How long a directory's listing from the origin is believed (edge/origin_reader.h). With
     // an origin, the kernel's entry, attribute and absence caches are capped at it too: names
     // change behind this node's back.

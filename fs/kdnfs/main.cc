@@ -55,6 +55,8 @@ struct CommandLine {
   edge::UploaderOptions upload;
   std::chrono::milliseconds origin_ttl{1000};
   long origin_read_timeout_ms = 5000;
+  unsigned origin_fetch_threads = 4;
+  uint64_t origin_fetch_piece_bytes = 8ull << 20;
 };
 
 void PrintUsage(FILE* out) {
@@ -104,6 +106,8 @@ void PrintUsage(FILE* out) {
                "                     view) after about this long when the origin is down\n"
                "                     (default 5000)\n"
                "  origin_threads=N   chunk uploads at once (default 4)\n"
+               "  origin_fetch_threads=N  ranged GETs at once for read misses (default 4)\n"
+               "  origin_fetch_piece_kib=N  bytes of one such GET (default 8192)\n"
                "  origin_sync_timeout=S  longest an fsync waits for the origin (default 30)\n"
                "\n"
                "Other -o options go to FUSE and the kernel, e.g. ro (read-only: closing a\n"
@@ -194,6 +198,16 @@ Status ParseKdnOption(std::string_view opt, CommandLine& cl, bool& ours) {
       return Status::InvalidArgument("origin_read_timeout must be 100..600000 (ms)");
     }
     cl.origin_read_timeout_ms = ms;
+  } else if (is("origin_fetch_threads")) {
+    int n = std::atoi(std::string(value("origin_fetch_threads")).c_str());
+    if (n < 1 || n > 64) return Status::InvalidArgument("origin_fetch_threads must be 1..64");
+    cl.origin_fetch_threads = static_cast<unsigned>(n);
+  } else if (is("origin_fetch_piece_kib")) {
+    int n = std::atoi(std::string(value("origin_fetch_piece_kib")).c_str());
+    if (n < 64 || n > 262144) {
+      return Status::InvalidArgument("origin_fetch_piece_kib must be 64..262144");
+    }
+    cl.origin_fetch_piece_bytes = uint64_t(n) << 10;
   } else if (is("origin_threads")) {
     int n = std::atoi(std::string(value("origin_threads")).c_str());
     if (n < 1 || n > 64) return Status::InvalidArgument("origin_threads must be 1..64");
@@ -362,6 +376,9 @@ int Run(const CommandLine& cl) {
     fs_options.origin = std::move(*origin);
     fs_options.read_origin = std::move(*read_origin);
     fs_options.origin_ttl = cl.origin_ttl;
+    fs_options.origin_read_timeout = std::chrono::milliseconds(cl.origin_read_timeout_ms);
+    fs_options.origin_fetch_threads = cl.origin_fetch_threads;
+    fs_options.origin_piece_bytes = cl.origin_fetch_piece_bytes;
     fs_options.upload = cl.upload;
     KDN_LOG_INFO("edge of origin %s", fs_options.origin->Describe().c_str());
   }

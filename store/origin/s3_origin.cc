@@ -473,6 +473,9 @@ class S3Origin final : public Origin {
     curl_easy_setopt(c, CURLOPT_TCP_KEEPALIVE, 1L);
     curl_easy_setopt(c, CURLOPT_SSL_VERIFYPEER, o_.verify_tls ? 1L : 0L);
     curl_easy_setopt(c, CURLOPT_SSL_VERIFYHOST, o_.verify_tls ? 2L : 0L);
+    // Larger receive buffer than the 16 KiB default: fewer callbacks and copies per GET (the
+    // curl tool uses 100 KiB and more).
+    curl_easy_setopt(c, CURLOPT_BUFFERSIZE, 512L << 10);
     curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, OnWrite);
     curl_easy_setopt(c, CURLOPT_WRITEDATA, t);
     curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, OnHeader);

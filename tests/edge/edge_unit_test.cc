@@ -14,12 +14,14 @@
 #include <fstream>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "fs/edge/ns_object.h"
 #include "fs/edge/uploader.h"
 #include "fs/kdnfs/filesystem.h"
 #include "fs_test_util.h"
+#include "kdn/format.h"
 #include "kdn/origin.h"
 #include "sha256_util.h"
 
@@ -363,6 +365,16 @@ class TwoNodesTest : public ::testing::Test {
     return text.substr(at + key.size() + 2, end - at - key.size() - 2);
   }
 
+  // A read is answered as soon as its bytes are verified; the fetch's commit goes on in the
+  // background. Waits (bounded) until the node has no fetch left running.
+  bool WaitForFetches(fs::Filesystem& node) {
+    for (int i = 0; i < 2000; ++i) {
+      if (Stats(node, "origin_fetches_running") == "0") return true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    return false;
+  }
+
   kdn::test::TempDir dir_{"kdn-edge2"};
   std::filesystem::path origin_dir_;
   std::unique_ptr<fs::Filesystem> a_, b_;
@@ -394,6 +406,7 @@ TEST_F(TwoNodesTest, WrittenOnAIsListedAndReadOnB) {
   auto bytes = ReadAll(*b_, on_b);
   ASSERT_TRUE(bytes.ok()) << bytes.status().ToString();
   EXPECT_EQ(*bytes, kv);
+  ASSERT_TRUE(WaitForFetches(*b_));
   EXPECT_EQ(*b_->GetXattr(Root(), on_b, "user.kdn.origin"), "fetched");
   EXPECT_EQ(b_->GetAttr(on_b)->attr.chunk, a_->GetAttr(on_a)->attr.chunk);
   EXPECT_EQ(Stats(*b_, "origin_fetches"), "1");
@@ -689,6 +702,354 @@ TEST(Outbox, NamespaceChangesCarryTheirNotes) {
   std::vector<std::string> bodies;
   for (const OutboxNote& n : *notes) bodies.push_back(n.body);
   EXPECT_EQ(bodies, (std::vector<std::string>{"mkdir d", "link g", "rmdir d"}));
+}
+// ---- read misses that stream (origin_reader.h) --------------------------------------------------
+
+// A test double of the origin: every call goes to a real (POSIX-directory) origin, but GETs of a
+// chunk object that touch [from, to) can be held until released, or fail (after a short delay,
+// as the real client fails once its retry budget is spent). It counts the chunk bytes asked for.
+class GatedOrigin : public origin::Origin {
+ public:
+  explicit GatedOrigin(std::shared_ptr<origin::Origin> inner) : inner_(std::move(inner)) {}
+
+  void Hold(uint64_t from, uint64_t to) {
+    std::lock_guard lock(mu_);
+    from_ = from;
+    to_ = to;
+    held_ = true;
+  }
+  void FailRange(uint64_t from, uint64_t to) {
+    std::lock_guard lock(mu_);
+    from_ = from;
+    to_ = to;
+    failing_ = true;
+  }
+  void Release() {
+    {
+      std::lock_guard lock(mu_);
+      held_ = failing_ = false;
+    }
+    cv_.notify_all();
+  }
+  uint64_t chunk_bytes_asked() const { return chunk_bytes_.load(); }
+
+  Status Put(std::string_view key, std::span<const uint8_t> data) override {
+    return inner_->Put(key, data);
+  }
+  Status PutFile(std::string_view key, int fd, uint64_t size) override {
+    return inner_->PutFile(key, fd, size);
+  }
+  Result<uint64_t> Get(std::string_view key, uint64_t offset, std::span<uint8_t> out) override {
+    if (key.starts_with("chunks/")) {
+      chunk_bytes_ += out.size();
+      std::unique_lock lock(mu_);
+      auto touches = [&] { return offset < to_ && offset + out.size() > from_; };
+      if (failing_ && touches()) {
+        lock.unlock();
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+        return Status::IOError("origin GET " + std::string(key) + ": down (test double)");
+      }
+      // Bounded, as every call of the real client is.
+      bool released = cv_.wait_for(lock, std::chrono::seconds(60),
+                                   [&] { return !held_ || !touches(); });
+      if (!released) return Status::IOError("held for 60 s (test double)");
+    }
+    return inner_->Get(key, offset, out);
+  }
+  Result<origin::ObjectInfo> Head(std::string_view key) override { return inner_->Head(key); }
+  Result<origin::ListPage> List(std::string_view prefix, std::string_view delimiter,
+                                std::string_view token, unsigned max_keys) override {
+    return inner_->List(prefix, delimiter, token, max_keys);
+  }
+  Status Delete(std::string_view key) override { return inner_->Delete(key); }
+  std::string Describe() const override { return "gated " + inner_->Describe(); }
+
+ private:
+  std::shared_ptr<origin::Origin> inner_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  uint64_t from_ = 0, to_ = 0;
+  bool held_ = false, failing_ = false;
+  std::atomic<uint64_t> chunk_bytes_{0};
+};
+
+// Node A writes; node B reads through a GatedOrigin, in pieces of 64 KiB.
+class StreamingFetchTest : public TwoNodesTest {
+ protected:
+  static constexpr uint64_t kPiece = 64 << 10;
+
+  void SetUp() override {
+    TwoNodesTest::SetUp();
+    b_.reset();
+    origin::OriginOptions oo;
+    oo.url = "file://" + origin_dir_.string();
+    auto origin = origin::OpenOrigin(oo);
+    ASSERT_TRUE(origin.ok()) << origin.status().ToString();
+    std::shared_ptr<origin::Origin> plain = std::move(*origin);
+    gate_ = std::make_shared<GatedOrigin>(plain);
+    StoreOptions so;
+    so.sync = SyncPolicy::kNone;
+    fs::Filesystem::Options fo;
+    fo.idle_commit = std::chrono::milliseconds(0);
+    fo.origin = plain;
+    fo.read_origin = gate_;
+    fo.origin_ttl = std::chrono::milliseconds(0);
+    fo.origin_read_timeout = std::chrono::milliseconds(2000);
+    fo.origin_piece_bytes = kPiece;
+    fo.origin_fetch_threads = 3;
+    auto fs = fs::Filesystem::Open((dir_.path() / "b").string(), so, fo);
+    ASSERT_TRUE(fs.ok()) << fs.status().ToString();
+    b_ = std::move(*fs);
+  }
+  void TearDown() override {
+    if (gate_) gate_->Release();
+    b_.reset();
+  }
+
+  // A `.kv` of the test model with 2048 tokens: 10 blocks of 256 KiB, about 40 pieces.
+  // Published by node A; returns B's placeholder of it.
+  Ino Publish(const std::vector<std::byte>& kv, const std::string& name = "big.kv") {
+    Ino on_a = Put(*a_, kRootIno, name, kv);
+    EXPECT_TRUE(a_->Fsync(Root(), kRootIno).ok());
+    id_ = a_->GetAttr(on_a)->attr.chunk;
+    return Find(*b_, {name});
+  }
+
+  static KvHeader HeaderOf(const std::vector<std::byte>& kv) {
+    auto fixed = KvHeaderBytes(std::span(kv).first(kKvFixedHeaderBytes), kv.size());
+    EXPECT_TRUE(fixed.ok());
+    auto header = ParseKvHeader(std::span(kv).first(*fixed), kv.size());
+    EXPECT_TRUE(header.ok()) << header.status().ToString();
+    return *header;
+  }
+
+  size_t StagedFiles() {
+    size_t n = 0;
+    for ([[maybe_unused]] auto& e :
+         std::filesystem::directory_iterator(b_->store().staging_dir())) {
+      ++n;
+    }
+    return n;
+  }
+
+  std::shared_ptr<GatedOrigin> gate_;
+  ChunkId id_;
+};
+
+TEST_F(StreamingFetchTest, LastBlockIsServedBeforeTheRestArrives) {
+  auto kv = MakeKv(2048, 5);
+  const KvHeader h = HeaderOf(kv);
+  const BlockEntry& last = h.blocks.back();
+  ASSERT_GT(last.offset, 8 * kPiece) << "the test needs a multi-piece object";
+  Ino on_b = Publish(kv);
+  ASSERT_NE(on_b, 0u);
+  // Everything between the first piece and the last block is held on the origin.
+  gate_->Hold(kPiece, last.offset / kPiece * kPiece);
+  std::vector<std::byte> got(4096);
+  auto n = b_->Read(on_b, last.offset + 1000, got);
+  ASSERT_TRUE(n.ok()) << n.status().ToString();
+  ASSERT_EQ(*n, got.size());
+  EXPECT_TRUE(std::equal(got.begin(), got.end(), kv.begin() + last.offset + 1000));
+  // Answered while the middle of the object cannot have arrived (no held GET returns before
+  // Release): nothing is committed yet.
+  EXPECT_EQ(*b_->GetXattr(Root(), on_b, "user.kdn.origin"), "remote");
+  EXPECT_EQ(Stats(*b_, "origin_fetches"), "0");
+  EXPECT_EQ(Stats(*b_, "origin_fetches_running"), "1");
+  EXPECT_EQ(Stats(*b_, "origin_reads_before_commit"), "1");
+  // The rest arrives: the whole file reads back, and the content is committed and verified.
+  gate_->Release();
+  auto bytes = ReadAll(*b_, on_b);
+  ASSERT_TRUE(bytes.ok()) << bytes.status().ToString();
+  EXPECT_EQ(*bytes, kv);
+  ASSERT_TRUE(WaitForFetches(*b_));
+  EXPECT_EQ(*b_->GetXattr(Root(), on_b, "user.kdn.origin"), "fetched");
+  EXPECT_EQ(b_->GetAttr(on_b)->attr.chunk, id_);
+  EXPECT_EQ(Stats(*b_, "origin_fetches"), "1");
+  EXPECT_EQ(Stats(*b_, "origin_fetch_errors"), "0");
+  EXPECT_EQ(StagedFiles(), 0u);
+}
+
+TEST_F(StreamingFetchTest, CorruptBlockIsEioAndNothingIsCached) {
+  auto kv = MakeKv(2048, 6);
+  const KvHeader h = HeaderOf(kv);
+  const BlockEntry& damaged = h.blocks[5];
+  Ino on_b = Publish(kv);
+  ASSERT_NE(on_b, 0u);
+  {
+    std::fstream f(origin_dir_ / "chunks" / id_.ToHex(),
+                   std::ios::binary | std::ios::in | std::ios::out);
+    f.seekp(static_cast<std::streamoff>(damaged.offset + 100));
+    f.put(static_cast<char>(std::to_integer<uint8_t>(kv[damaged.offset + 100]) ^ 0x40));
+  }
+  // What follows the damaged block is held, so that the block's own check is what refuses it
+  // (not the hash of the whole object).
+  const uint64_t after = (damaged.offset + damaged.encoded_bytes + kPiece - 1) / kPiece * kPiece;
+  gate_->Hold(after, kv.size());
+  std::vector<std::byte> got(4096);
+  auto n = b_->Read(on_b, damaged.offset, got);
+  ASSERT_FALSE(n.ok()) << "a damaged block was served";
+  EXPECT_EQ(n.status().sys_errno(), EIO) << n.status().ToString();
+  EXPECT_NE(n.status().message().find(id_.ToHex()), std::string::npos) << n.status().ToString();
+  EXPECT_NE(n.status().message().find("checksum"), std::string::npos) << n.status().ToString();
+  ASSERT_TRUE(WaitForFetches(*b_));
+  EXPECT_NE(Stats(*b_, "origin_fetch_errors"), "0");
+  EXPECT_EQ(*b_->GetXattr(Root(), on_b, "user.kdn.origin"), "remote");  // nothing cached
+  EXPECT_TRUE(b_->store().StatChunk(id_).status().IsNotFound());
+  EXPECT_EQ(StagedFiles(), 0u) << "the staging file of a refused fetch is left behind";
+  // Every later read of the damaged range is refused too (each one tries the origin again).
+  n = b_->Read(on_b, damaged.offset, got);
+  ASSERT_FALSE(n.ok());
+  EXPECT_EQ(n.status().sys_errno(), EIO);
+}
+
+TEST_F(StreamingFetchTest, ConcurrentReadersShareOneFetch) {
+  auto kv = MakeKv(2048, 7);
+  Ino on_b = Publish(kv);
+  ASSERT_NE(on_b, 0u);
+  // Held until every reader has started, so that they all meet one fetch.
+  gate_->Hold(0, kv.size());
+  std::vector<std::thread> readers;
+  std::vector<Result<std::vector<std::byte>>> results(4, Status::IOError("not run"));
+  for (size_t i = 0; i < results.size(); ++i) {
+    readers.emplace_back([&, i] { results[i] = ReadAll(*b_, on_b); });
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  gate_->Release();
+  for (std::thread& t : readers) t.join();
+  for (auto& r : results) {
+    ASSERT_TRUE(r.ok()) << r.status().ToString();
+    EXPECT_EQ(*r, kv);
+  }
+  ASSERT_TRUE(WaitForFetches(*b_));
+  EXPECT_EQ(Stats(*b_, "origin_fetches"), "1");
+  // Every byte was asked of the origin once.
+  EXPECT_EQ(gate_->chunk_bytes_asked(), kv.size());
+}
+
+TEST_F(StreamingFetchTest, OriginDownMidFetchIsEioAndALaterReadRetries) {
+  auto kv = MakeKv(2048, 8);
+  const KvHeader h = HeaderOf(kv);
+  Ino on_b = Publish(kv);
+  ASSERT_NE(on_b, 0u);
+  // The first piece arrives, then the origin goes down.
+  gate_->FailRange(kPiece, kv.size());
+  std::vector<std::byte> got(4096);
+  auto n = b_->Read(on_b, h.blocks.back().offset, got);
+  ASSERT_FALSE(n.ok());
+  EXPECT_EQ(n.status().sys_errno(), EIO) << n.status().ToString();
+  EXPECT_NE(n.status().message().find(id_.ToHex()), std::string::npos) << n.status().ToString();
+  ASSERT_TRUE(WaitForFetches(*b_));
+  EXPECT_NE(Stats(*b_, "origin_fetch_errors"), "0");
+  EXPECT_EQ(*b_->GetXattr(Root(), on_b, "user.kdn.origin"), "remote");
+  EXPECT_EQ(StagedFiles(), 0u);
+  // Back: the next read starts a new fetch and gets the bytes.
+  gate_->Release();
+  n = b_->Read(on_b, h.blocks.back().offset, got);
+  ASSERT_TRUE(n.ok()) << n.status().ToString();
+  EXPECT_TRUE(std::equal(got.begin(), got.end(), kv.begin() + h.blocks.back().offset));
+  auto bytes = ReadAll(*b_, on_b);
+  ASSERT_TRUE(bytes.ok()) << bytes.status().ToString();
+  EXPECT_EQ(*bytes, kv);
+  ASSERT_TRUE(WaitForFetches(*b_));
+  EXPECT_EQ(*b_->GetXattr(Root(), on_b, "user.kdn.origin"), "fetched");
+}
+
+// A reader whose bytes do not come (GETs that hang) fails within the read timeout; the fetch goes
+// on, and a read after the origin answers again is served.
+TEST_F(StreamingFetchTest, StalledOriginFailsTheReadWithinTheTimeout) {
+  auto kv = MakeKv(2048, 9);
+  Ino on_b = Publish(kv);
+  ASSERT_NE(on_b, 0u);
+  gate_->Hold(kPiece, 2 * kPiece);
+  std::vector<std::byte> got(4096);
+  // The header's bytes come first; the read starts the fetch, whose pool takes the pieces in
+  // order: piece 1 is held, and a pool thread waits on it.
+  auto n = b_->Read(on_b, 0, std::span(got).first(64));
+  ASSERT_TRUE(n.ok()) << n.status().ToString();
+  EXPECT_TRUE(std::equal(got.begin(), got.begin() + 64, kv.begin()));
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  // This reader's block needs piece 1: it waits for the pool thread, and gives up.
+  n = b_->Read(on_b, kPiece + 10, got);
+  ASSERT_FALSE(n.ok());
+  EXPECT_EQ(n.status().sys_errno(), EIO) << n.status().ToString();
+  EXPECT_NE(n.status().message().find("no bytes arrived"), std::string::npos)
+      << n.status().ToString();
+  gate_->Release();
+  auto bytes = ReadAll(*b_, on_b);
+  ASSERT_TRUE(bytes.ok()) << bytes.status().ToString();
+  EXPECT_EQ(*bytes, kv);
+}
+
+// A file that is no `.kv` has no block checksums: nothing of it is served before the whole object
+// hashes to its id.
+TEST_F(StreamingFetchTest, OtherContentIsServedOnlyWhenWhole) {
+  std::vector<std::byte> data(10 * kPiece + 123);
+  for (size_t i = 0; i < data.size(); ++i) data[i] = std::byte(i * 7 + 3);
+  Ino on_b = Publish(data, "plain.bin");
+  ASSERT_NE(on_b, 0u);
+  // Its last byte changed on the origin: the first bytes must not be served either.
+  {
+    std::fstream f(origin_dir_ / "chunks" / id_.ToHex(),
+                   std::ios::binary | std::ios::in | std::ios::out);
+    f.seekp(static_cast<std::streamoff>(data.size() - 1));
+    f.put('x');
+  }
+  std::vector<std::byte> got(100);
+  auto n = b_->Read(on_b, 0, got);
+  ASSERT_FALSE(n.ok()) << "bytes of an object that does not match its id were served";
+  EXPECT_EQ(n.status().sys_errno(), EIO);
+  ASSERT_TRUE(WaitForFetches(*b_));
+  EXPECT_EQ(StagedFiles(), 0u);
+}
+
+// A write to a file whose fetch is still running waits for that fetch (the content is fetched
+// before it is staged), and changes the fetched bytes.
+TEST_F(StreamingFetchTest, WriteDuringAFetchWaitsForIt) {
+  auto kv = MakeKv(2048, 10);
+  const KvHeader h = HeaderOf(kv);
+  Ino on_b = Publish(kv);
+  ASSERT_NE(on_b, 0u);
+  gate_->Hold(kPiece, h.blocks.back().offset / kPiece * kPiece);
+  std::vector<std::byte> got(4096);
+  ASSERT_TRUE(b_->Read(on_b, h.blocks.back().offset, got).ok());
+  std::thread release([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    gate_->Release();
+  });
+  const std::byte changed{0x42};  // no `.kv` magic any more: committed as a plain file
+  auto n = b_->Write(Root(), on_b, 0, std::span(&changed, 1));
+  release.join();
+  ASSERT_TRUE(n.ok()) << n.status().ToString();
+  ASSERT_TRUE(b_->Flush(Root(), on_b).ok());
+  auto bytes = ReadAll(*b_, on_b);
+  ASSERT_TRUE(bytes.ok()) << bytes.status().ToString();
+  auto expected = kv;
+  expected[0] = changed;
+  EXPECT_EQ(*bytes, expected);
+  EXPECT_EQ(Stats(*b_, "origin_fetches"), "1");
+}
+
+// The file is rewritten on node A while node B still fetches the old object: B does not keep
+// the old bytes under the new object's name, and its next read gets the new content.
+TEST_F(StreamingFetchTest, ChangedOnTheOriginWhileFetchedIsNotKept) {
+  auto kv = MakeKv(2048, 11);
+  auto newer = MakeKv(2048, 12);  // the same size: Put writes over the old bytes
+  const KvHeader h = HeaderOf(kv);
+  Ino on_b = Publish(kv);
+  ASSERT_NE(on_b, 0u);
+  gate_->Hold(kPiece, h.blocks.back().offset / kPiece * kPiece);
+  std::vector<std::byte> got(4096);
+  ASSERT_TRUE(b_->Read(on_b, h.blocks.back().offset, got).ok());
+  Put(*a_, kRootIno, "big.kv", newer);
+  ASSERT_TRUE(a_->Fsync(Root(), kRootIno).ok());
+  ASSERT_EQ(Find(*b_, {"big.kv"}), on_b);  // listed again: a placeholder of the newer object
+  EXPECT_EQ(Stats(*b_, "origin_names_changed"), "1");
+  gate_->Release();
+  ASSERT_TRUE(WaitForFetches(*b_));
+  EXPECT_EQ(Stats(*b_, "origin_fetches"), "0") << "the old object was kept";
+  auto bytes = ReadAll(*b_, on_b);
+  ASSERT_TRUE(bytes.ok()) << bytes.status().ToString();
+  EXPECT_EQ(*bytes, newer);
 }
 
 }  // namespace
