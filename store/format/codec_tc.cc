@@ -348,6 +348,10 @@ Status TcBlock::DecodeRows(uint32_t t_begin, uint32_t t_end, DType out_dtype, st
     for (uint32_t t = r0; t < r1; ++t) {
       const int16_t* qrow = q + uint64_t{t - s0} * v.channels;
       std::byte* dst = out + uint64_t{t - t_begin} * row_stride_bytes;
+      if (k.tc_reconstruct_store != nullptr) {
+        k.tc_reconstruct_store(v, qrow, t, out_dtype, dst);
+        continue;
+      }
       if (out_dtype == DType::kF32 && reinterpret_cast<uintptr_t>(dst) % alignof(float) == 0) {
         k.tc_reconstruct_row(v, qrow, t, reinterpret_cast<float*>(dst));
         continue;

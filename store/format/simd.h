@@ -84,6 +84,11 @@ using TcDecodeSegmentFn = bool (*)(const tc::TcView& v, const TcChannels& ch, ui
 // tc::ReconstructHead computes it (the same operations in the same order, so the same bits).
 using TcReconstructRowFn = void (*)(const tc::TcView& v, const int16_t* qrow, uint32_t t,
                                     float* x);
+// The same row written straight to `out` as out_dtype (the bytes tc::StoreFloats writes from x;
+// `out` needs no alignment), without a binary32 row in memory between the steps. Null where an ISA
+// has none: the caller then rebuilds into binary32 and converts.
+using TcReconstructStoreFn = void (*)(const tc::TcView& v, const int16_t* qrow, uint32_t t,
+                                      DType out_dtype, std::byte* out);
 
 struct Kernels {
   Isa isa = Isa::kScalar;
@@ -105,6 +110,7 @@ struct Kernels {
   PackFn pack = nullptr;
   TcDecodeSegmentFn tc_decode_segment = nullptr;
   TcReconstructRowFn tc_reconstruct_row = nullptr;
+  TcReconstructStoreFn tc_reconstruct_store = nullptr;
 };
 
 inline int BitsIndex(uint32_t bits) {

@@ -236,10 +236,11 @@ TEST(TcCodecTest, CorruptAndTruncatedSegmentsAreErrors) {
   }
 }
 
-// The vector kernels (simd.h: tc_decode_segment, tc_reconstruct_row) against tc_math.h, which
-// the CUDA kernels run: the same coefficients, the same verdict on damaged streams and the same
-// binary32 bits, on every ISA this CPU has. Shapes cover head sizes below, at and above a vector,
-// one that is not a power of two (identity transform), rotary halves that leave pairs over, both
+// The vector kernels (simd.h: tc_decode_segment, tc_reconstruct_row, tc_reconstruct_store)
+// against tc_math.h, which the CUDA kernels run: the same coefficients, the same verdict on damaged
+// streams and the same bits (binary32 rows, and rows stored as each dtype), on every ISA this CPU
+// has. Shapes cover head sizes below, at and above a vector, ones that are not a power of two
+// (identity transform), rotary halves that leave pairs over, partial and full rotation in both
 // RoPE styles, rows that do not fill a vector, and outliers that take the escape path.
 TEST(TcCodecTest, EveryIsaDecodesTheReferenceBits) {
   std::vector<simd::Isa> isas;
@@ -262,6 +263,8 @@ TEST(TcCodecTest, EveryIsaDecodesTheReferenceBits) {
       {3, 64, 40, RopeStyle::kNeox, 129, 6},  {2, 32, 0, RopeStyle::kGptj, 200, 2},
       {4, 16, 12, RopeStyle::kGptj, 64, 8},   {4, 8, 0, RopeStyle::kNeox, 500, 5},
       {3, 96, 0, RopeStyle::kNeox, 40, 7},    {5, 4, 0, RopeStyle::kGptj, 33, 3},
+      {2, 256, 0, RopeStyle::kNeox, 50, 4},   {2, 128, 64, RopeStyle::kNeox, 40, 4},
+      {2, 64, 32, RopeStyle::kGptj, 40, 5},   {1, 48, 0, RopeStyle::kNeox, 30, 4},
   };
   for (const Case& k : cases) {
     ModelIdentity m = test::SmallModel(DType::kF32, 2, k.kv_heads, k.head_dim);
@@ -307,6 +310,19 @@ TEST(TcCodecTest, EveryIsaDecodesTheReferenceBits) {
             ref.tc_reconstruct_row(v, q_ref.data() + size_t{r} * v.channels, t, x_ref.data());
             kern.tc_reconstruct_row(v, q_isa.data() + size_t{r} * v.channels, t, x_isa.data());
             ASSERT_EQ(0, std::memcmp(x_ref.data(), x_isa.data(), 4 * x_ref.size())) << "token " << t;
+            if (kern.tc_reconstruct_store == nullptr) continue;
+            // The row written straight to each output dtype: tc::StoreFloats's bytes.
+            for (DType dt : {DType::kF16, DType::kBF16, DType::kF32}) {
+              const size_t bytes = size_t{v.channels} * DTypeSize(dt);
+              std::vector<uint8_t> want(bytes);
+              std::vector<std::byte> got(bytes + 1);
+              tc::StoreFloats(x_ref.data(), v.channels, static_cast<uint32_t>(dt), want.data());
+              // At an odd address: the output rows of a dtype need no alignment.
+              kern.tc_reconstruct_store(v, q_isa.data() + size_t{r} * v.channels, t, dt,
+                                        got.data() + 1);
+              ASSERT_EQ(0, std::memcmp(want.data(), got.data() + 1, bytes))
+                  << "token " << t << " dtype " << static_cast<int>(dt);
+            }
           }
         }
         // Damaged streams: the same verdict, segment by segment.
