@@ -80,6 +80,10 @@ struct TcChannels {
 // same verdict (false: corrupt or truncated) for every input.
 using TcDecodeSegmentFn = bool (*)(const tc::TcView& v, const TcChannels& ch, uint32_t seg,
                                    int16_t* q);
+// Segments seg and seg + 1 into q0 and q1, each exactly as tc_decode_segment would (ok[0] and
+// ok[1] its verdict), decoded together where that is faster. Null where an ISA has none.
+using TcDecodeSegmentPairFn = void (*)(const tc::TcView& v, const TcChannels& ch, uint32_t seg,
+                                       int16_t* q0, int16_t* q1, bool* ok);
 // x[0, channels) = the binary32 values of token t from its coefficient row, every head as
 // tc::ReconstructHead computes it (the same operations in the same order, so the same bits).
 using TcReconstructRowFn = void (*)(const tc::TcView& v, const int16_t* qrow, uint32_t t,
@@ -109,6 +113,7 @@ struct Kernels {
   QuantizeGroupsFn quantize_groups = nullptr;
   PackFn pack = nullptr;
   TcDecodeSegmentFn tc_decode_segment = nullptr;
+  TcDecodeSegmentPairFn tc_decode_segment_pair = nullptr;
   TcReconstructRowFn tc_reconstruct_row = nullptr;
   TcReconstructStoreFn tc_reconstruct_store = nullptr;
 };

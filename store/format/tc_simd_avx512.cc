@@ -20,92 +20,194 @@ using rans::kLower;
 using rans::kProbBits;
 using rans::kProbScale;
 
-KDN_TARGET_AVX512 bool DecodeSegmentAvx512(const tc::TcView& v, const TcChannels& ch, uint32_t seg,
-                                           int16_t* q) {
-  const uint8_t* p = v.segments + v.seg_begin[seg];
-  const uint8_t* const end = v.segments + v.seg_begin[seg + 1];
-  // Every failure of the scalar decoder makes its verdict false, so this one stops at the first.
-  if (end - p < static_cast<long>(rans::kStateBytes) || ((end - p) & 1) != 0) return false;
+// One segment being decoded: where its stream is, the next value (i of n, channel c) and the
+// lane whose turn it is. Between vector groups the states live in two registers (the sixteen lanes
+// whose turn it is, then the other sixteen); the scalar steps work on x.
+struct SegmentStream {
   alignas(64) uint32_t x[kLanes];
-  for (uint32_t i = 0; i < kLanes; ++i) {
-    x[i] = rans::LoadU32Le(p + 4 * i);
-    if (x[i] < kLower) return false;
+  const uint8_t* p = nullptr;
+  const uint8_t* end = nullptr;
+  int16_t* q = nullptr;
+  uint64_t i = 0, n = 0;
+  uint32_t c = 0, lane = 0;
+};
+
+// The segment's states, as the scalar decoder's constructor reads them. False where it fails.
+inline bool Open(const tc::TcView& v, uint32_t seg, int16_t* q, SegmentStream* s) {
+  s->p = v.segments + v.seg_begin[seg];
+  s->end = v.segments + v.seg_begin[seg + 1];
+  if (s->end - s->p < static_cast<long>(rans::kStateBytes) || ((s->end - s->p) & 1) != 0) {
+    return false;
   }
-  p += rans::kStateBytes;
-  const uint32_t C = v.channels;
-  const uint64_t n = uint64_t{tc::SegmentTokens(v, seg)} * C;
-  uint32_t lane = 0, c = 0;
-  auto renorm = [&](uint32_t xn) {
-    if (xn < kLower) {
-      if (end - p < 2) return false;
-      xn = (xn << 16) | uint32_t{p[0]} | (uint32_t{p[1]} << 8);
-      p += 2;
-    }
-    x[lane] = xn;
-    lane = (lane + 1) & (kLanes - 1);
-    return true;
-  };
-  const __m512i prob_mask = _mm512_set1_epi32(kProbScale - 1);
-  const __m512i low8 = _mm512_set1_epi32(0xff);
-  const __m512i low12 = _mm512_set1_epi32(0xfff);
-  const __m512i one = _mm512_set1_epi32(1);
-  const __m512i zero = _mm512_setzero_si512();
-  uint64_t i = 0;
-  while (i < n) {
-    // Sixteen symbols at once when they start a group of sixteen lanes, belong to one row and the
-    // stream holds the sixteen words they may read; an escape among them goes the scalar way.
-    if ((lane & 15) == 0 && c + 16 <= C && end - p >= 32) {
-      __m512i xs = _mm512_load_si512(x + lane);
-      const __m512i idx =
-          _mm512_add_epi32(_mm512_and_si512(xs, prob_mask), _mm512_loadu_si512(ch.slot_base + c));
-      const __m512i e = _mm512_i32gather_epi32(idx, v.slots, 4);
-      const __m512i sym = _mm512_and_si512(e, low8);
-      if (_mm512_cmpeq_epi32_mask(sym, _mm512_loadu_si512(ch.escape + c)) == 0) {
-        const __m512i freq = _mm512_and_si512(_mm512_srli_epi32(e, 8), low12);
-        xs = _mm512_add_epi32(_mm512_mullo_epi32(freq, _mm512_srli_epi32(xs, kProbBits)),
-                              _mm512_srli_epi32(e, 20));
-        const __mmask16 need = _mm512_cmplt_epu32_mask(xs, _mm512_set1_epi32(kLower));
-        const __m512i words =
-            _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
-        xs = _mm512_mask_or_epi32(xs, need, _mm512_slli_epi32(xs, 16),
-                                  _mm512_maskz_expand_epi32(need, words));
-        _mm512_store_si512(x + lane, xs);
-        p += 2 * __builtin_popcount(static_cast<unsigned>(need));
-        const __m512i val = _mm512_xor_si512(_mm512_srli_epi32(sym, 1),
-                                             _mm512_sub_epi32(zero, _mm512_and_si512(sym, one)));
-        _mm256_storeu_si256(reinterpret_cast<__m256i*>(q + i), _mm512_cvtepi32_epi16(val));
-        lane = (lane + 16) & (kLanes - 1);
-        i += 16;
-        c += 16;
-        if (c == C) c = 0;
-        continue;
-      }
-    }
-    // One value the scalar way: its symbol, and after an escape the two bytes of the value.
-    const uint32_t* slots = v.slots + ch.slot_base[c];
-    uint32_t xs = x[lane];
-    const uint32_t e = slots[xs & (kProbScale - 1)];
-    if (!renorm(((e >> 8) & 0xfffu) * (xs >> kProbBits) + (e >> 20))) return false;
-    uint32_t z = e & 0xffu;
-    if (z == ch.escape[c]) {
-      uint32_t bytes[2];
-      for (uint32_t& b : bytes) {
-        xs = x[lane];
-        const uint32_t slot = xs & (kProbScale - 1);
-        if (!renorm(16u * (xs >> kProbBits) + (slot & 15u))) return false;
-        b = slot >> 4;
-      }
-      z = bytes[0] | (bytes[1] << 8);
-    }
-    q[i] = static_cast<int16_t>(tc::UnZigzag(z));
-    ++i;
-    if (++c == C) c = 0;
-  }
-  if (p != end) return false;
   for (uint32_t l = 0; l < kLanes; ++l) {
-    if (x[l] != kLower) return false;
+    s->x[l] = rans::LoadU32Le(s->p + 4 * l);
+    if (s->x[l] < kLower) return false;
+  }
+  s->p += rans::kStateBytes;
+  s->q = q;
+  s->i = 0;
+  s->n = uint64_t{tc::SegmentTokens(v, seg)} * v.channels;
+  s->c = 0;
+  s->lane = 0;
+  return true;
+}
+
+// The scalar decoder's verdict at the end: every word read, every state back at L.
+inline bool Closed(const SegmentStream& s) {
+  if (s.p != s.end) return false;
+  for (uint32_t l = 0; l < kLanes; ++l) {
+    if (s.x[l] != kLower) return false;
   }
   return true;
+}
+
+// Whether the next sixteen symbols may go the vector way: they start a group of sixteen lanes,
+// belong to one row, and the stream holds the sixteen words they may read.
+inline bool VectorReady(const SegmentStream& s, uint32_t channels) {
+  return s.i < s.n && (s.lane & 15) == 0 && s.c + 16 <= channels && s.end - s.p >= 32;
+}
+
+// Sixteen symbols at once on the lanes in `cur` (VectorReady holds); `next` holds the other
+// sixteen lanes, and the two swap for the following group. False, with nothing changed, when an
+// escape is among them (those go the scalar way).
+KDN_TARGET_AVX512 inline bool VectorGroup(const tc::TcView& v, const TcChannels& ch,
+                                          SegmentStream& s, __m512i& cur, __m512i& next) {
+  const __m512i idx = _mm512_add_epi32(_mm512_and_si512(cur, _mm512_set1_epi32(kProbScale - 1)),
+                                       _mm512_loadu_si512(ch.slot_base + s.c));
+  // (The masked form: GCC 12 reports the plain one's undefined merge source as uninitialized
+  // once inlined.)
+  const __m512i e = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), 0xFFFF, idx, v.slots, 4);
+  const __m512i sym = _mm512_and_si512(e, _mm512_set1_epi32(0xff));
+  if (_mm512_cmpeq_epi32_mask(sym, _mm512_loadu_si512(ch.escape + s.c)) != 0) return false;
+  const __m512i freq = _mm512_and_si512(_mm512_srli_epi32(e, 8), _mm512_set1_epi32(0xfff));
+  __m512i xs = _mm512_add_epi32(_mm512_mullo_epi32(freq, _mm512_srli_epi32(cur, kProbBits)),
+                                _mm512_srli_epi32(e, 20));
+  const __mmask16 need = _mm512_cmplt_epu32_mask(xs, _mm512_set1_epi32(kLower));
+  const __m512i words =
+      _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(s.p)));
+  xs = _mm512_mask_or_epi32(xs, need, _mm512_slli_epi32(xs, 16),
+                            _mm512_maskz_expand_epi32(need, words));
+  s.p += 2 * __builtin_popcount(static_cast<unsigned>(need));
+  const __m512i val = _mm512_xor_si512(
+      _mm512_srli_epi32(sym, 1),
+      _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_and_si512(sym, _mm512_set1_epi32(1))));
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(s.q + s.i), _mm512_cvtepi32_epi16(val));
+  cur = next;
+  next = xs;
+  s.lane = (s.lane + 16) & (kLanes - 1);
+  s.i += 16;
+  s.c += 16;
+  if (s.c == v.channels) s.c = 0;
+  return true;
+}
+
+KDN_TARGET_AVX512 inline void LoadStates(const SegmentStream& s, __m512i* cur, __m512i* next) {
+  *cur = _mm512_load_si512(s.x + s.lane);
+  *next = _mm512_load_si512(s.x + (s.lane ^ 16));
+}
+KDN_TARGET_AVX512 inline void StoreStates(SegmentStream& s, __m512i cur, __m512i next) {
+  _mm512_store_si512(s.x + s.lane, cur);
+  _mm512_store_si512(s.x + (s.lane ^ 16), next);
+}
+
+// One value the scalar way (rans.h's Decode, and after an escape the two bytes of the value).
+// False where the stream runs out.
+inline bool ScalarValue(const tc::TcView& v, const TcChannels& ch, SegmentStream& s) {
+  auto renorm = [&](uint32_t xn) {
+    if (xn < kLower) {
+      if (s.end - s.p < 2) return false;
+      xn = (xn << 16) | uint32_t{s.p[0]} | (uint32_t{s.p[1]} << 8);
+      s.p += 2;
+    }
+    s.x[s.lane] = xn;
+    s.lane = (s.lane + 1) & (kLanes - 1);
+    return true;
+  };
+  const uint32_t* slots = v.slots + ch.slot_base[s.c];
+  uint32_t xs = s.x[s.lane];
+  const uint32_t e = slots[xs & (kProbScale - 1)];
+  if (!renorm(((e >> 8) & 0xfffu) * (xs >> kProbBits) + (e >> 20))) return false;
+  uint32_t z = e & 0xffu;
+  if (z == ch.escape[s.c]) {
+    uint32_t bytes[2];
+    for (uint32_t& b : bytes) {
+      xs = s.x[s.lane];
+      const uint32_t slot = xs & (kProbScale - 1);
+      if (!renorm(16u * (xs >> kProbBits) + (slot & 15u))) return false;
+      b = slot >> 4;
+    }
+    z = bytes[0] | (bytes[1] << 8);
+  }
+  s.q[s.i] = static_cast<int16_t>(tc::UnZigzag(z));
+  ++s.i;
+  if (++s.c == v.channels) s.c = 0;
+  return true;
+}
+
+// The rest of one segment: vector groups while they may, else one value the scalar way.
+KDN_TARGET_AVX512 bool DecodeRest(const tc::TcView& v, const TcChannels& ch, SegmentStream& s) {
+  while (s.i < s.n) {
+    if (VectorReady(s, v.channels)) {
+      __m512i cur, next;
+      LoadStates(s, &cur, &next);
+      bool went = false;
+      while (VectorReady(s, v.channels) && VectorGroup(v, ch, s, cur, next)) went = true;
+      StoreStates(s, cur, next);
+      if (went) continue;
+    }
+    // Every failure of the scalar decoder makes its verdict false, so this one stops at the first.
+    if (!ScalarValue(v, ch, s)) return false;
+  }
+  return Closed(s);
+}
+
+KDN_TARGET_AVX512 bool DecodeSegmentAvx512(const tc::TcView& v, const TcChannels& ch, uint32_t seg,
+                                           int16_t* q) {
+  SegmentStream s;
+  return Open(v, seg, q, &s) && DecodeRest(v, ch, s);
+}
+
+// Two segments at once: each state's chain of dependent steps (gather, multiply, refill) is long,
+// and one segment has only two groups of lanes to overlap; the groups of two independent
+// segments interleaved keep four chains in flight. Each stream is decoded exactly as alone.
+KDN_TARGET_AVX512 void DecodeSegmentPairAvx512(const tc::TcView& v, const TcChannels& ch,
+                                               uint32_t seg, int16_t* q0, int16_t* q1, bool* ok) {
+  SegmentStream s0, s1;
+  ok[0] = Open(v, seg, q0, &s0);
+  ok[1] = Open(v, seg + 1, q1, &s1);
+  const uint32_t C = v.channels;
+  bool esc0 = false, esc1 = false;  // the stream's next group holds an escape
+  while (ok[0] && ok[1] && s0.i < s0.n && s1.i < s1.n) {
+    if (!esc0 && !esc1 && VectorReady(s0, C) && VectorReady(s1, C)) {
+      __m512i cur0, next0, cur1, next1;
+      LoadStates(s0, &cur0, &next0);
+      LoadStates(s1, &cur1, &next1);
+      while (VectorReady(s0, C) && VectorReady(s1, C)) {
+        if (!VectorGroup(v, ch, s0, cur0, next0)) {
+          esc0 = true;
+          break;
+        }
+        if (!VectorGroup(v, ch, s1, cur1, next1)) {
+          esc1 = true;
+          break;
+        }
+      }
+      StoreStates(s0, cur0, next0);
+      StoreStates(s1, cur1, next1);
+    }
+    // A stream that cannot take a vector group takes one value the scalar way (after an escape
+    // its lanes stay out of step with the groups until sixteen more have gone by).
+    if (s0.i < s0.n && (esc0 || !VectorReady(s0, C))) {
+      ok[0] = ScalarValue(v, ch, s0);
+      esc0 = false;
+    }
+    if (s1.i < s1.n && (esc1 || !VectorReady(s1, C))) {
+      ok[1] = ScalarValue(v, ch, s1);
+      esc1 = false;
+    }
+  }
+  if (ok[0]) ok[0] = DecodeRest(v, ch, s0);
+  if (ok[1]) ok[1] = DecodeRest(v, ch, s1);
 }
 
 // The code below that is not vector intrinsics is compiled without the AVX-512 target on
@@ -305,6 +407,7 @@ void ReconstructStoreAvx512(const tc::TcView& v, const int16_t* qrow, uint32_t t
 void FillTcAvx512(Kernels* k) {
   FillTcAvx2(k);
   k->tc_decode_segment = DecodeSegmentAvx512;
+  k->tc_decode_segment_pair = DecodeSegmentPairAvx512;
   k->tc_reconstruct_store = ReconstructStoreAvx512;
 }
 

@@ -236,7 +236,7 @@ TEST(TcCodecTest, CorruptAndTruncatedSegmentsAreErrors) {
   }
 }
 
-// The vector kernels (simd.h: tc_decode_segment, tc_reconstruct_row, tc_reconstruct_store)
+// The vector kernels (simd.h: tc_decode_segment and _pair, tc_reconstruct_row and _store)
 // against tc_math.h, which the CUDA kernels run: the same coefficients, the same verdict on damaged
 // streams and the same bits (binary32 rows, and rows stored as each dtype), on every ISA this CPU
 // has. Shapes cover head sizes below, at and above a vector, ones that are not a power of two
@@ -325,6 +325,19 @@ TEST(TcCodecTest, EveryIsaDecodesTheReferenceBits) {
             }
           }
         }
+        // Two segments decoded together: each as alone.
+        std::vector<int16_t> q_ref1(seg_values), q_pair0(seg_values), q_pair1(seg_values);
+        for (uint32_t seg = 0; kern.tc_decode_segment_pair && seg + 1 < v.n_segments; ++seg) {
+          ASSERT_TRUE(ref.tc_decode_segment(v, ch, seg, q_ref.data()));
+          ASSERT_TRUE(ref.tc_decode_segment(v, ch, seg + 1, q_ref1.data()));
+          bool ok[2] = {false, false};
+          kern.tc_decode_segment_pair(v, ch, seg, q_pair0.data(), q_pair1.data(), ok);
+          ASSERT_TRUE(ok[0] && ok[1]) << seg;
+          const size_t n0 = size_t{tc::SegmentTokens(v, seg)} * v.channels;
+          const size_t n1 = size_t{tc::SegmentTokens(v, seg + 1)} * v.channels;
+          ASSERT_TRUE(std::equal(q_ref.begin(), q_ref.begin() + n0, q_pair0.begin())) << seg;
+          ASSERT_TRUE(std::equal(q_ref1.begin(), q_ref1.begin() + n1, q_pair1.begin())) << seg;
+        }
         // Damaged streams: the same verdict, segment by segment.
         auto segs = reinterpret_cast<uint8_t*>(enc.data() + b.segments_offset());
         const uint64_t area = enc.size() - b.segments_offset();
@@ -336,6 +349,14 @@ TEST(TcCodecTest, EveryIsaDecodesTheReferenceBits) {
             ASSERT_EQ(ref.tc_decode_segment(v, ch, seg, q_ref.data()),
                       kern.tc_decode_segment(v, ch, seg, q_isa.data()))
                 << "byte " << at << " segment " << seg;
+          }
+          for (uint32_t seg = 0; kern.tc_decode_segment_pair && seg + 1 < v.n_segments; ++seg) {
+            bool ok[2] = {false, false};
+            kern.tc_decode_segment_pair(v, ch, seg, q_pair0.data(), q_pair1.data(), ok);
+            ASSERT_EQ(ref.tc_decode_segment(v, ch, seg, q_ref.data()), ok[0])
+                << "byte " << at << " pair at segment " << seg;
+            ASSERT_EQ(ref.tc_decode_segment(v, ch, seg + 1, q_ref.data()), ok[1])
+                << "byte " << at << " pair at segment " << seg;
           }
           segs[at] = keep;
         }
