@@ -63,15 +63,16 @@ inline bool Closed(const SegmentStream& s) {
 
 // Whether the next sixteen symbols may go the vector way: they start a group of sixteen lanes,
 // belong to one row, and the stream holds the sixteen words they may read.
-inline bool VectorReady(const SegmentStream& s, uint32_t channels) {
+__attribute__((always_inline)) inline bool VectorReady(const SegmentStream& s, uint32_t channels) {
   return s.i < s.n && (s.lane & 15) == 0 && s.c + 16 <= channels && s.end - s.p >= 32;
 }
 
 // Sixteen symbols at once on the lanes in `cur` (VectorReady holds); `next` holds the other
 // sixteen lanes, and the two swap for the following group. False, with nothing changed, when an
 // escape is among them (those go the scalar way).
-KDN_TARGET_AVX512 inline bool VectorGroup(const tc::TcView& v, const TcChannels& ch,
-                                          SegmentStream& s, __m512i& cur, __m512i& next) {
+// Inlined always: the two registers must not go through memory on each call.
+KDN_TARGET_AVX512 __attribute__((always_inline)) inline bool VectorGroup(
+    const tc::TcView& v, const TcChannels& ch, SegmentStream& s, __m512i& cur, __m512i& next) {
   const __m512i idx = _mm512_add_epi32(_mm512_and_si512(cur, _mm512_set1_epi32(kProbScale - 1)),
                                        _mm512_loadu_si512(ch.slot_base + s.c));
   // (The masked form: GCC 12 reports the plain one's undefined merge source as uninitialized
