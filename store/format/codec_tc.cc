@@ -383,12 +383,19 @@ Status TcBlock::CheckStreams() const {
   const tc::TcView& v = view_;
   const simd::Kernels& k = simd::ActiveKernels();
   const simd::TcChannels ch{channel_slot_base_.data(), channel_escape_.data()};
-  KDN_ASSIGN_OR_RETURN(
-      std::span<std::byte> qbuf,
-      scratch::Get(scratch::Slot::kCodes,
-                   uint64_t{std::min(v.seg_tokens, v.tokens)} * v.channels * sizeof(int16_t)));
+  const uint64_t seg_values = uint64_t{std::min(v.seg_tokens, v.tokens)} * v.channels;
+  KDN_ASSIGN_OR_RETURN(std::span<std::byte> qbuf,
+                       scratch::Get(scratch::Slot::kCodes, 2 * seg_values * sizeof(int16_t)));
   int16_t* q = reinterpret_cast<int16_t*>(qbuf.data());
-  for (uint32_t seg = 0; seg < v.n_segments; ++seg) {
+  uint32_t seg = 0;
+  // Pairs where the ISA decodes two at once (as DecodeRows), the first bad segment named.
+  for (; k.tc_decode_segment_pair != nullptr && seg + 1 < v.n_segments; seg += 2) {
+    bool ok[2];
+    k.tc_decode_segment_pair(v, ch, seg, q, q + seg_values, ok);
+    if (!ok[0]) return SegmentError(seg, v);
+    if (!ok[1]) return SegmentError(seg + 1, v);
+  }
+  for (; seg < v.n_segments; ++seg) {
     if (!k.tc_decode_segment(v, ch, seg, q)) return SegmentError(seg, v);
   }
   return Status::OK();
