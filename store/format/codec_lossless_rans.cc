@@ -22,11 +22,70 @@ std::string Num(uint64_t v) {
   return std::to_string(v);
 }
 
-constexpr uint8_t kVersion = 1;
-constexpr uint64_t kTableBytes = 2ull * rans::kMaxSymbols;  // 256 u16 frequencies per plane
+// Version 1 stores each plane's table as 256 u16 frequencies; version 2 (what the encoder writes)
+// compactly: a mode byte, then for a counted table a bitmap of the byte values that occur and
+// their frequencies as one- or two-byte varints, or nothing for the uniform table. Next to blocks
+// of tens of KiB, version 1's 512 bytes per plane were several percent of the file.
+constexpr uint8_t kVersionFixedTables = 1;
+constexpr uint8_t kVersionCompactTables = 2;
+constexpr uint64_t kTableBytes = 2ull * rans::kMaxSymbols;  // version 1: 256 u16 per plane
+constexpr uint8_t kModeCounted = 0;
+constexpr uint8_t kModeUniform = 1;
+constexpr uint64_t kBitmapBytes = rans::kMaxSymbols / 8;
+constexpr uint32_t kUniformFreq = rans::kProbScale / rans::kMaxSymbols;
+// The largest compact table: mode, bitmap, 256 two-byte varints.
+constexpr uint64_t kMaxCompactTableBytes = 1 + kBitmapBytes + 2ull * rans::kMaxSymbols;
 
 uint64_t TablesEnd(uint32_t planes) {
   return lrans::kFixedBytes + kTableBytes * planes;
+}
+
+// freq - 1 (0..4094) as a varint: 7 bits per byte, low bits first, bit 7 set when a byte follows.
+uint64_t VarintBytes(uint32_t freq) {
+  return freq - 1 < 0x80 ? 1 : 2;
+}
+
+// One plane's compact table from byte `pos` of p (n bytes): the frequencies into freq, pos moved
+// past it. The error names what is wrong.
+Status ParseCompactTable(const std::byte* p, uint64_t n, uint32_t plane, uint64_t* pos,
+                         uint16_t* freq) {
+  auto truncated = [&] {
+    return Status::Corruption("lossless rANS block: plane " + Num(plane) + " table truncated");
+  };
+  if (n - *pos < 1) return truncated();
+  const uint8_t mode = le::LoadU8(p + *pos);
+  *pos += 1;
+  if (mode == kModeUniform) {
+    for (uint32_t s = 0; s < rans::kMaxSymbols; ++s) freq[s] = kUniformFreq;
+    return Status::OK();
+  }
+  if (mode != kModeCounted) {
+    return Status::Corruption("lossless rANS block: plane " + Num(plane) + " table mode " +
+                              Num(mode) + " unknown");
+  }
+  if (n - *pos < kBitmapBytes) return truncated();
+  const std::byte* bitmap = p + *pos;
+  *pos += kBitmapBytes;
+  for (uint32_t s = 0; s < rans::kMaxSymbols; ++s) {
+    freq[s] = 0;
+    if (((le::LoadU8(bitmap + s / 8) >> (s % 8)) & 1) == 0) continue;
+    if (n - *pos < 1) return truncated();
+    uint32_t v = le::LoadU8(p + *pos);
+    *pos += 1;
+    if (v & 0x80) {
+      if (n - *pos < 1) return truncated();
+      const uint32_t hi = le::LoadU8(p + *pos);
+      *pos += 1;
+      // Two bytes only for values of 128 and up, and freq - 1 below 4095.
+      if (hi == 0 || hi >= 0x80 || (((hi << 7) | (v & 0x7f)) >= rans::kProbScale - 1)) {
+        return Status::Corruption("lossless rANS block: plane " + Num(plane) + " frequency of " +
+                                  Num(s) + " badly encoded");
+      }
+      v = (hi << 7) | (v & 0x7f);
+    }
+    freq[s] = static_cast<uint16_t>(v + 1);
+  }
+  return Status::OK();
 }
 
 uint64_t MaxSegments(uint64_t elements) {
@@ -77,8 +136,10 @@ void NormalizeBytes(const uint64_t* counts, uint16_t* freq) {
 
 uint64_t MaxLosslessRansBytes(const BlockShape& shape) {
   const uint64_t n = shape.elements(), s = DTypeSize(shape.dtype);
-  // Per segment its offset and states; per byte at most one 16-bit word.
-  return TablesEnd(static_cast<uint32_t>(s)) + MaxSegments(n) * (8 + rans::kStateBytes) + 2 * n * s;
+  // The larger tables of the two versions; per segment its offset and states; per byte at most
+  // one 16-bit word.
+  return lrans::kFixedBytes + kMaxCompactTableBytes * s + MaxSegments(n) * (8 + rans::kStateBytes) +
+         2 * n * s;
 }
 
 Result<std::shared_ptr<const LosslessRansBlock>> LosslessRansBlock::Parse(
@@ -86,14 +147,14 @@ Result<std::shared_ptr<const LosslessRansBlock>> LosslessRansBlock::Parse(
   const std::byte* p = encoded.data();
   const uint64_t n = encoded.size();
   const uint32_t planes = static_cast<uint32_t>(DTypeSize(shape.dtype));
-  const uint64_t tables_end = TablesEnd(planes);
-  if (n < tables_end) {
+  if (n < lrans::kFixedBytes) {
     return Status::Corruption("lossless rANS block is " + Num(n) +
-                              " bytes, shorter than its tables (" + Num(tables_end) + ")");
+                              " bytes, shorter than its header");
   }
-  if (le::LoadU8(p) != kVersion) {
-    return Status::Corruption("lossless rANS block version " + Num(le::LoadU8(p)) +
-                              " unknown (have: 1)");
+  const uint8_t version = le::LoadU8(p);
+  if (version != kVersionFixedTables && version != kVersionCompactTables) {
+    return Status::Corruption("lossless rANS block version " + Num(version) +
+                              " unknown (have: 1, 2)");
   }
   if (le::LoadU8(p + 1) != planes) {
     return Status::Corruption("lossless rANS block has " + Num(le::LoadU8(p + 1)) +
@@ -123,10 +184,22 @@ Result<std::shared_ptr<const LosslessRansBlock>> LosslessRansBlock::Parse(
   }
   b->slots_.resize(uint64_t{planes} * rans::kProbScale);
   uint16_t freq[rans::kMaxSymbols];
+  uint64_t tables_end = lrans::kFixedBytes;
+  if (version == kVersionFixedTables && n < TablesEnd(planes)) {
+    return Status::Corruption("lossless rANS block is " + Num(n) +
+                              " bytes, shorter than its tables (" + Num(TablesEnd(planes)) + ")");
+  }
   for (uint32_t t = 0; t < planes; ++t) {
+    if (version == kVersionFixedTables) {
+      for (uint32_t s = 0; s < rans::kMaxSymbols; ++s) {
+        freq[s] = le::LoadU16(p + tables_end + 2 * s);
+      }
+      tables_end += kTableBytes;
+    } else {
+      KDN_RETURN_IF_ERROR(ParseCompactTable(p, n, t, &tables_end, freq));
+    }
     uint32_t sum = 0;
     for (uint32_t s = 0; s < rans::kMaxSymbols; ++s) {
-      freq[s] = le::LoadU16(p + lrans::kFixedBytes + kTableBytes * t + 2 * s);
       if (freq[s] >= rans::kProbScale) {
         return Status::Corruption("lossless rANS block: plane " + Num(t) + " frequency " +
                                   Num(freq[s]) + " out of range 0.." + Num(rans::kProbScale - 1));
@@ -195,18 +268,35 @@ Status EncodeLosslessRans(const BlockShape& shape, std::span<const std::byte> pl
   const auto* planes_in = reinterpret_cast<const uint8_t*>(planes_bytes.data());
   std::vector<uint16_t> freq(uint64_t{planes} * rans::kMaxSymbols);
   std::vector<uint32_t> cum(uint64_t{planes} * (rans::kMaxSymbols + 1), 0);
+  std::vector<uint8_t> uniform(planes, 0);
   double bits = 0;
+  uint64_t tables_bytes = 0;
   for (uint32_t p = 0; p < planes; ++p) {
     uint64_t counts[rans::kMaxSymbols] = {};
     const uint8_t* plane = planes_in + p * n;
     for (uint64_t e = 0; e < n; ++e) counts[plane[e]]++;
     uint16_t* f = freq.data() + p * rans::kMaxSymbols;
     NormalizeBytes(counts, f);
-    uint32_t* c = cum.data() + p * (rans::kMaxSymbols + 1);
+    // The counted table, or the uniform one where its smaller table outweighs its longer code
+    // (planes of nearly uniform bytes, such as low mantissa bytes).
+    double counted_bits = 0;
+    uint64_t counted_table = 1 + kBitmapBytes;
     for (uint32_t s = 0; s < rans::kMaxSymbols; ++s) {
-      c[s + 1] = c[s] + f[s];
-      if (counts[s] != 0) bits += counts[s] * (rans::kProbBits - std::log2(double(f[s])));
+      if (counts[s] != 0) counted_bits += counts[s] * (rans::kProbBits - std::log2(double(f[s])));
+      if (f[s] != 0) counted_table += VarintBytes(f[s]);
     }
+    const double uniform_bits = 8.0 * static_cast<double>(n);
+    if (uniform_bits + 8.0 < counted_bits + 8.0 * static_cast<double>(counted_table)) {
+      uniform[p] = 1;
+      for (uint32_t s = 0; s < rans::kMaxSymbols; ++s) f[s] = kUniformFreq;
+      bits += uniform_bits;
+      tables_bytes += 1;
+    } else {
+      bits += counted_bits;
+      tables_bytes += counted_table;
+    }
+    uint32_t* c = cum.data() + p * (rans::kMaxSymbols + 1);
+    for (uint32_t s = 0; s < rans::kMaxSymbols; ++s) c[s + 1] = c[s] + f[s];
   }
   // Segments of about 8 KiB: a power of two of elements, at least kMinSegElements.
   const double elem_bits = std::max(1.0, bits / static_cast<double>(n));
@@ -216,16 +306,36 @@ Status EncodeLosslessRans(const BlockShape& shape, std::span<const std::byte> pl
   const uint64_t n_segments = (n + seg - 1) / seg;
 
   const size_t at = out->size();
-  out->resize(at + TablesEnd(planes) + 8 * n_segments, std::byte{0});
+  const uint64_t tables_end = lrans::kFixedBytes + tables_bytes;
+  out->resize(at + tables_end + 8 * n_segments, std::byte{0});
   std::byte* h = out->data() + at;
-  le::Store<uint8_t>(h, kVersion);
+  le::Store<uint8_t>(h, kVersionCompactTables);
   le::Store<uint8_t>(h + 1, static_cast<uint8_t>(planes));
   le::Store<uint32_t>(h + 4, static_cast<uint32_t>(seg));
   le::Store<uint32_t>(h + 8, static_cast<uint32_t>(n_segments));
-  for (uint64_t i = 0; i < freq.size(); ++i) {
-    le::Store<uint16_t>(h + lrans::kFixedBytes + 2 * i, freq[i]);
+  uint64_t pos = lrans::kFixedBytes;
+  for (uint32_t p = 0; p < planes; ++p) {
+    if (uniform[p]) {
+      le::Store<uint8_t>(h + pos++, kModeUniform);
+      continue;
+    }
+    le::Store<uint8_t>(h + pos++, kModeCounted);
+    const uint16_t* f = freq.data() + p * rans::kMaxSymbols;
+    std::byte* bitmap = h + pos;
+    pos += kBitmapBytes;
+    for (uint32_t s = 0; s < rans::kMaxSymbols; ++s) {
+      if (f[s] == 0) continue;
+      bitmap[s / 8] |= std::byte{static_cast<uint8_t>(1u << (s % 8))};
+      const uint32_t v = f[s] - 1u;
+      if (v < 0x80) {
+        le::Store<uint8_t>(h + pos++, static_cast<uint8_t>(v));
+      } else {
+        le::Store<uint8_t>(h + pos++, static_cast<uint8_t>(0x80 | (v & 0x7f)));
+        le::Store<uint8_t>(h + pos++, static_cast<uint8_t>(v >> 7));
+      }
+    }
   }
-  const size_t ends_at = at + TablesEnd(planes);
+  const size_t ends_at = at + tables_end;
   rans::RansEncoder enc;
   std::vector<rans::RansEncoder::Sym> syms;
   uint64_t area = 0;

@@ -330,24 +330,27 @@ Status TcBlock::DecodeRows(uint32_t t_begin, uint32_t t_end, DType out_dtype, st
   // tc_math.h's decoder, or a vector kernel with the same bits (simd.h).
   const simd::Kernels& k = simd::ActiveKernels();
   const simd::TcChannels ch{channel_slot_base_.data(), channel_escape_.data()};
-  // A segment decodes at most min(seg_tokens, tokens) rows.
+  // A segment decodes at most min(seg_tokens, tokens) rows; room for two (a pair kernel).
   const uint64_t seg_values = uint64_t{std::min(v.seg_tokens, v.tokens)} * v.channels;
   KDN_ASSIGN_OR_RETURN(std::span<std::byte> qbuf,
-                       scratch::Get(scratch::Slot::kCodes, seg_values * sizeof(int16_t)));
+                       scratch::Get(scratch::Slot::kCodes, 2 * seg_values * sizeof(int16_t)));
   int16_t* q = reinterpret_cast<int16_t*>(qbuf.data());
-  // Rows are rebuilt in binary32 (in place when that is the output), then converted with the SIMD
-  // kernels (round to nearest even, the same bits as tc::StoreFloats, which the device uses).
+  // Rows are rebuilt straight into the output dtype where the ISA can (tc_reconstruct_store), else
+  // in binary32 (in place when that is the output), then converted with the SIMD kernels (round to
+  // nearest even, the same bits as tc::StoreFloats, which the device uses).
   KDN_ASSIGN_OR_RETURN(std::span<std::byte> rowbuf,
                        scratch::Get(scratch::Slot::kParams, uint64_t{v.channels} * 4));
   float* x = reinterpret_cast<float*>(rowbuf.data());
-  for (uint32_t seg = t_begin / v.seg_tokens; seg < v.n_segments; ++seg) {
+  auto rebuild = [&](uint32_t seg, const int16_t* qs) {
     const uint32_t s0 = seg * v.seg_tokens;
-    if (s0 >= t_end) break;
-    if (!k.tc_decode_segment(v, ch, seg, q)) return SegmentError(seg, v);
     const uint32_t r0 = std::max(s0, t_begin), r1 = std::min(s0 + tc::SegmentTokens(v, seg), t_end);
     for (uint32_t t = r0; t < r1; ++t) {
-      const int16_t* qrow = q + uint64_t{t - s0} * v.channels;
+      const int16_t* qrow = qs + uint64_t{t - s0} * v.channels;
       std::byte* dst = out + uint64_t{t - t_begin} * row_stride_bytes;
+      if (k.tc_reconstruct_store != nullptr) {
+        k.tc_reconstruct_store(v, qrow, t, out_dtype, dst);
+        continue;
+      }
       if (out_dtype == DType::kF32 && reinterpret_cast<uintptr_t>(dst) % alignof(float) == 0) {
         k.tc_reconstruct_row(v, qrow, t, reinterpret_cast<float*>(dst));
         continue;
@@ -355,6 +358,23 @@ Status TcBlock::DecodeRows(uint32_t t_begin, uint32_t t_end, DType out_dtype, st
       k.tc_reconstruct_row(v, qrow, t, x);
       ConvertDType(DType::kF32, x, out_dtype, dst, v.channels);
     }
+  };
+  uint32_t seg = t_begin / v.seg_tokens;
+  while (seg < v.n_segments && seg * v.seg_tokens < t_end) {
+    if (k.tc_decode_segment_pair != nullptr && seg + 1 < v.n_segments &&
+        (seg + 1) * v.seg_tokens < t_end) {
+      bool ok[2];
+      k.tc_decode_segment_pair(v, ch, seg, q, q + seg_values, ok);
+      if (!ok[0]) return SegmentError(seg, v);
+      if (!ok[1]) return SegmentError(seg + 1, v);
+      rebuild(seg, q);
+      rebuild(seg + 1, q + seg_values);
+      seg += 2;
+      continue;
+    }
+    if (!k.tc_decode_segment(v, ch, seg, q)) return SegmentError(seg, v);
+    rebuild(seg, q);
+    ++seg;
   }
   return Status::OK();
 }
@@ -363,12 +383,19 @@ Status TcBlock::CheckStreams() const {
   const tc::TcView& v = view_;
   const simd::Kernels& k = simd::ActiveKernels();
   const simd::TcChannels ch{channel_slot_base_.data(), channel_escape_.data()};
-  KDN_ASSIGN_OR_RETURN(
-      std::span<std::byte> qbuf,
-      scratch::Get(scratch::Slot::kCodes,
-                   uint64_t{std::min(v.seg_tokens, v.tokens)} * v.channels * sizeof(int16_t)));
+  const uint64_t seg_values = uint64_t{std::min(v.seg_tokens, v.tokens)} * v.channels;
+  KDN_ASSIGN_OR_RETURN(std::span<std::byte> qbuf,
+                       scratch::Get(scratch::Slot::kCodes, 2 * seg_values * sizeof(int16_t)));
   int16_t* q = reinterpret_cast<int16_t*>(qbuf.data());
-  for (uint32_t seg = 0; seg < v.n_segments; ++seg) {
+  uint32_t seg = 0;
+  // Pairs where the ISA decodes two at once (as DecodeRows), the first bad segment named.
+  for (; k.tc_decode_segment_pair != nullptr && seg + 1 < v.n_segments; seg += 2) {
+    bool ok[2];
+    k.tc_decode_segment_pair(v, ch, seg, q, q + seg_values, ok);
+    if (!ok[0]) return SegmentError(seg, v);
+    if (!ok[1]) return SegmentError(seg + 1, v);
+  }
+  for (; seg < v.n_segments; ++seg) {
     if (!k.tc_decode_segment(v, ch, seg, q)) return SegmentError(seg, v);
   }
   return Status::OK();

@@ -80,10 +80,19 @@ struct TcChannels {
 // same verdict (false: corrupt or truncated) for every input.
 using TcDecodeSegmentFn = bool (*)(const tc::TcView& v, const TcChannels& ch, uint32_t seg,
                                    int16_t* q);
+// Segments seg and seg + 1 into q0 and q1, each exactly as tc_decode_segment would (ok[0] and
+// ok[1] its verdict), decoded together where that is faster. Null where an ISA has none.
+using TcDecodeSegmentPairFn = void (*)(const tc::TcView& v, const TcChannels& ch, uint32_t seg,
+                                       int16_t* q0, int16_t* q1, bool* ok);
 // x[0, channels) = the binary32 values of token t from its coefficient row, every head as
 // tc::ReconstructHead computes it (the same operations in the same order, so the same bits).
 using TcReconstructRowFn = void (*)(const tc::TcView& v, const int16_t* qrow, uint32_t t,
                                     float* x);
+// The same row written straight to `out` as out_dtype (the bytes tc::StoreFloats writes from x;
+// `out` needs no alignment), without a binary32 row in memory between the steps. Null where an ISA
+// has none: the caller then rebuilds into binary32 and converts.
+using TcReconstructStoreFn = void (*)(const tc::TcView& v, const int16_t* qrow, uint32_t t,
+                                      DType out_dtype, std::byte* out);
 
 struct Kernels {
   Isa isa = Isa::kScalar;
@@ -104,7 +113,9 @@ struct Kernels {
   QuantizeGroupsFn quantize_groups = nullptr;
   PackFn pack = nullptr;
   TcDecodeSegmentFn tc_decode_segment = nullptr;
+  TcDecodeSegmentPairFn tc_decode_segment_pair = nullptr;
   TcReconstructRowFn tc_reconstruct_row = nullptr;
+  TcReconstructStoreFn tc_reconstruct_store = nullptr;
 };
 
 inline int BitsIndex(uint32_t bits) {

@@ -236,10 +236,11 @@ TEST(TcCodecTest, CorruptAndTruncatedSegmentsAreErrors) {
   }
 }
 
-// The vector kernels (simd.h: tc_decode_segment, tc_reconstruct_row) against tc_math.h, which
-// the CUDA kernels run: the same coefficients, the same verdict on damaged streams and the same
-// binary32 bits, on every ISA this CPU has. Shapes cover head sizes below, at and above a vector,
-// one that is not a power of two (identity transform), rotary halves that leave pairs over, both
+// The vector kernels (simd.h: tc_decode_segment and _pair, tc_reconstruct_row and _store)
+// against tc_math.h, which the CUDA kernels run: the same coefficients, the same verdict on damaged
+// streams and the same bits (binary32 rows, and rows stored as each dtype), on every ISA this CPU
+// has. Shapes cover head sizes below, at and above a vector, ones that are not a power of two
+// (identity transform), rotary halves that leave pairs over, partial and full rotation in both
 // RoPE styles, rows that do not fill a vector, and outliers that take the escape path.
 TEST(TcCodecTest, EveryIsaDecodesTheReferenceBits) {
   std::vector<simd::Isa> isas;
@@ -262,6 +263,8 @@ TEST(TcCodecTest, EveryIsaDecodesTheReferenceBits) {
       {3, 64, 40, RopeStyle::kNeox, 129, 6},  {2, 32, 0, RopeStyle::kGptj, 200, 2},
       {4, 16, 12, RopeStyle::kGptj, 64, 8},   {4, 8, 0, RopeStyle::kNeox, 500, 5},
       {3, 96, 0, RopeStyle::kNeox, 40, 7},    {5, 4, 0, RopeStyle::kGptj, 33, 3},
+      {2, 256, 0, RopeStyle::kNeox, 50, 4},   {2, 128, 64, RopeStyle::kNeox, 40, 4},
+      {2, 64, 32, RopeStyle::kGptj, 40, 5},   {1, 48, 0, RopeStyle::kNeox, 30, 4},
   };
   for (const Case& k : cases) {
     ModelIdentity m = test::SmallModel(DType::kF32, 2, k.kv_heads, k.head_dim);
@@ -307,7 +310,33 @@ TEST(TcCodecTest, EveryIsaDecodesTheReferenceBits) {
             ref.tc_reconstruct_row(v, q_ref.data() + size_t{r} * v.channels, t, x_ref.data());
             kern.tc_reconstruct_row(v, q_isa.data() + size_t{r} * v.channels, t, x_isa.data());
             ASSERT_EQ(0, std::memcmp(x_ref.data(), x_isa.data(), 4 * x_ref.size())) << "token " << t;
+            if (kern.tc_reconstruct_store == nullptr) continue;
+            // The row written straight to each output dtype: tc::StoreFloats's bytes.
+            for (DType dt : {DType::kF16, DType::kBF16, DType::kF32}) {
+              const size_t bytes = size_t{v.channels} * DTypeSize(dt);
+              std::vector<uint8_t> want(bytes);
+              std::vector<std::byte> got(bytes + 1);
+              tc::StoreFloats(x_ref.data(), v.channels, static_cast<uint32_t>(dt), want.data());
+              // At an odd address: the output rows of a dtype need no alignment.
+              kern.tc_reconstruct_store(v, q_isa.data() + size_t{r} * v.channels, t, dt,
+                                        got.data() + 1);
+              ASSERT_EQ(0, std::memcmp(want.data(), got.data() + 1, bytes))
+                  << "token " << t << " dtype " << static_cast<int>(dt);
+            }
           }
+        }
+        // Two segments decoded together: each as alone.
+        std::vector<int16_t> q_ref1(seg_values), q_pair0(seg_values), q_pair1(seg_values);
+        for (uint32_t seg = 0; kern.tc_decode_segment_pair && seg + 1 < v.n_segments; ++seg) {
+          ASSERT_TRUE(ref.tc_decode_segment(v, ch, seg, q_ref.data()));
+          ASSERT_TRUE(ref.tc_decode_segment(v, ch, seg + 1, q_ref1.data()));
+          bool ok[2] = {false, false};
+          kern.tc_decode_segment_pair(v, ch, seg, q_pair0.data(), q_pair1.data(), ok);
+          ASSERT_TRUE(ok[0] && ok[1]) << seg;
+          const size_t n0 = size_t{tc::SegmentTokens(v, seg)} * v.channels;
+          const size_t n1 = size_t{tc::SegmentTokens(v, seg + 1)} * v.channels;
+          ASSERT_TRUE(std::equal(q_ref.begin(), q_ref.begin() + n0, q_pair0.begin())) << seg;
+          ASSERT_TRUE(std::equal(q_ref1.begin(), q_ref1.begin() + n1, q_pair1.begin())) << seg;
         }
         // Damaged streams: the same verdict, segment by segment.
         auto segs = reinterpret_cast<uint8_t*>(enc.data() + b.segments_offset());
@@ -320,6 +349,14 @@ TEST(TcCodecTest, EveryIsaDecodesTheReferenceBits) {
             ASSERT_EQ(ref.tc_decode_segment(v, ch, seg, q_ref.data()),
                       kern.tc_decode_segment(v, ch, seg, q_isa.data()))
                 << "byte " << at << " segment " << seg;
+          }
+          for (uint32_t seg = 0; kern.tc_decode_segment_pair && seg + 1 < v.n_segments; ++seg) {
+            bool ok[2] = {false, false};
+            kern.tc_decode_segment_pair(v, ch, seg, q_pair0.data(), q_pair1.data(), ok);
+            ASSERT_EQ(ref.tc_decode_segment(v, ch, seg, q_ref.data()), ok[0])
+                << "byte " << at << " pair at segment " << seg;
+            ASSERT_EQ(ref.tc_decode_segment(v, ch, seg + 1, q_ref.data()), ok[1])
+                << "byte " << at << " pair at segment " << seg;
           }
           segs[at] = keep;
         }
