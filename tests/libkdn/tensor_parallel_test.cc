@@ -267,38 +267,49 @@ TEST(HeadSlicesPaged, HndRankEqualsContiguousRank) {
 TEST(HeadSlicesBlend, RankBlendIsItsHeadsOfTheFullBlend) {
   Result<ModelIdentity> m = ModelPreset("mistral-7b");
   ASSERT_TRUE(m.ok());
-  TempDir dir("kdn-tp");
   constexpr uint32_t kHalf = kTokens / 2;
-  const std::string a = WriteSynthetic(dir, "a.kv", *m, kHalf, "q4", 1);
-  const std::string b = WriteSynthetic(dir, "b.kv", *m, kHalf, "raw", 2, 100);
-  CtxPtr ctx = MakeCtx();
-  CachePtr ca = OpenCache(ctx.get(), a);
-  CachePtr cb = OpenCache(ctx.get(), b);
-  ASSERT_NE(ca, nullptr);
-  ASSERT_NE(cb, nullptr);
-  kdn_cache* caches[2] = {ca.get(), cb.get()};
-  const uint32_t offsets[2] = {0, kHalf};
-  const kdn_model_desc desc = ToDesc(*m);
+  // The second cache in one head group, then in 8 (its keys re-rotated group by group): raw
+  // values, so both blends must be the same bits.
+  std::vector<std::vector<std::byte>> first_k;
+  for (uint32_t b_groups : {1u, 8u}) {
+    SCOPED_TRACE("b.kv in " + std::to_string(b_groups) + " head groups");
+    TempDir dir("kdn-tp");
+    const std::string a = WriteSynthetic(dir, "a.kv", *m, kHalf, "q4", 1);
+    const std::string b = WriteSynthetic(dir, "b.kv", *m, kHalf, "raw", 2, 100, b_groups);
+    CtxPtr ctx = MakeCtx();
+    CachePtr ca = OpenCache(ctx.get(), a);
+    CachePtr cb = OpenCache(ctx.get(), b);
+    ASSERT_NE(ca, nullptr);
+    ASSERT_NE(cb, nullptr);
+    kdn_cache* caches[2] = {ca.get(), cb.get()};
+    const uint32_t offsets[2] = {0, kHalf};
+    const kdn_model_desc desc = ToDesc(*m);
 
-  HostCache full(*m, m->n_kv_heads, KDN_F16);
-  ASSERT_EQ(kdn_blend_load(caches, 2, offsets, 5, &desc, 0, m->n_layers, &full.dest, nullptr),
-            KDN_OK)
-      << kdn_last_error();
-  constexpr uint32_t kTp = 4;
-  std::vector<HeadRange> heads;
-  std::vector<HostCache> ranks;
-  ranks.reserve(kTp);
-  for (uint32_t r = 0; r < kTp; ++r) {
-    heads.push_back(TpHeads(m->n_kv_heads, r, kTp));
-    ranks.emplace_back(*m, heads[r].end - heads[r].begin, KDN_F16);
-    ASSERT_EQ(kdn_blend_load_heads(caches, 2, offsets, 5, &desc, 0, m->n_layers, heads[r].begin,
-                                   heads[r].end, &ranks[r].dest, nullptr),
+    HostCache full(*m, m->n_kv_heads, KDN_F16);
+    ASSERT_EQ(kdn_blend_load(caches, 2, offsets, 5, &desc, 0, m->n_layers, &full.dest, nullptr),
               KDN_OK)
         << kdn_last_error();
+    constexpr uint32_t kTp = 4;
+    std::vector<HeadRange> heads;
+    std::vector<HostCache> ranks;
+    ranks.reserve(kTp);
+    for (uint32_t r = 0; r < kTp; ++r) {
+      heads.push_back(TpHeads(m->n_kv_heads, r, kTp));
+      ranks.emplace_back(*m, heads[r].end - heads[r].begin, KDN_F16);
+      ASSERT_EQ(kdn_blend_load_heads(caches, 2, offsets, 5, &desc, 0, m->n_layers, heads[r].begin,
+                                     heads[r].end, &ranks[r].dest, nullptr),
+                KDN_OK)
+          << kdn_last_error();
+    }
+    ASSERT_EQ(kdn_sync(ca.get()), KDN_OK) << kdn_last_error();
+    ASSERT_EQ(kdn_sync(cb.get()), KDN_OK) << kdn_last_error();
+    ExpectRanksMatchFull(*m, full, ranks, heads, KDN_F16);
+    if (first_k.empty()) {
+      first_k = full.k;
+    } else {
+      for (uint32_t l = 0; l < m->n_layers; ++l) EXPECT_TRUE(full.k[l] == first_k[l]) << l;
+    }
   }
-  ASSERT_EQ(kdn_sync(ca.get()), KDN_OK) << kdn_last_error();
-  ASSERT_EQ(kdn_sync(cb.get()), KDN_OK) << kdn_last_error();
-  ExpectRanksMatchFull(*m, full, ranks, heads, KDN_F16);
 }
 
 // Tensors of every layer of `m` over kTokens tokens, whole and cut into ranks' shares.
