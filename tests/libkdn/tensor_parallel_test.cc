@@ -663,6 +663,44 @@ TEST(HeadGroups, OneRankOfEightReadsOnlyItsGroupsBlocks) {
   }
 }
 
+// A corrupt head group's block fails the loads that read it, naming the layer, K/V and group;
+// ranks whose heads are in other groups never read it and load.
+TEST(HeadGroups, CorruptGroupBlockFailsOnlyTheRanksThatReadIt) {
+  Result<ModelIdentity> m = ModelPreset("mistral-7b");
+  ASSERT_TRUE(m.ok());
+  m->n_layers = 4;
+  TempDir dir("kdn-tp");
+  const std::string path = WriteSynthetic(dir, "a.kv", *m, kTokens, "q4", 3, 0, 4);
+  const KvHeader h = HeaderOf(path);
+  std::vector<std::byte> bytes = ReadBytes(path);
+  const BlockEntry& b = h.block(2, KvKind::kValue, 1);  // heads 2..3
+  bytes[b.offset + b.encoded_bytes - 1] ^= std::byte{0x40};
+  WriteBytes(path, bytes.data(), bytes.size());
+  CtxPtr ctx = MakeCtx();
+  CachePtr cache = OpenCache(ctx.get(), path);
+  ASSERT_NE(cache, nullptr);
+  for (uint32_t r = 0; r < 4; ++r) {
+    const HeadRange heads = TpHeads(m->n_kv_heads, r, 4);
+    HostCache rank(*m, heads.end - heads.begin, KDN_F16);
+    kdn_status rc = kdn_load_heads(cache.get(), 0, m->n_layers, heads.begin, heads.end,
+                                   &rank.dest, 0, nullptr);
+    if (rc == KDN_OK) rc = kdn_sync(cache.get());
+    if (r == 1) {
+      EXPECT_EQ(rc, KDN_E_CORRUPT);
+      EXPECT_NE(std::string(kdn_last_error())
+                    .find("layer 2 V block, head group 1 (heads 2..3): checksum mismatch"),
+                std::string::npos)
+          << kdn_last_error();
+    } else {
+      EXPECT_EQ(rc, KDN_OK) << "rank " << r << ": " << kdn_last_error();
+    }
+  }
+  HostCache full(*m, m->n_kv_heads, KDN_F16);
+  kdn_status rc = kdn_load(cache.get(), 0, m->n_layers, &full.dest, 0, nullptr);
+  if (rc == KDN_OK) rc = kdn_sync(cache.get());
+  EXPECT_EQ(rc, KDN_E_CORRUPT);
+}
+
 TEST(HeadSlicesArgs, RangeAndDestinationAreChecked) {
   const ModelIdentity m = TestModel(DType::kF16, RopeStyle::kNeox, 2, 4, 16);
   TempDir dir("kdn-tp");
