@@ -51,8 +51,7 @@ Result<std::unique_ptr<BlockReader>> BlockReader::Open(const std::string& path) 
   Result<KvHeader> parsed = ParseKvHeader(header, size);
   if (!parsed.ok()) return parsed.status().WithContext(path);
   r->header_ = std::move(*parsed);
-  if (r->header_.blocks.size() !=
-      2 * size_t{r->header_.model.n_layers} * r->header_.head_groups) {
+  if (r->header_.blocks.size() != 2 * size_t{r->header_.model.n_layers} * r->header_.head_groups) {
     return Status::Internal(path + ": parsed header has an inconsistent block table");
   }
   return r;

@@ -36,8 +36,7 @@ class BlockReader {
   size_t ReadSize(uint32_t layer, KvKind kind, uint32_t group = 0) const;
   // Reads the block into `out` (at least ReadSize bytes; 4 KiB-aligned for O_DIRECT) and verifies
   // its checksum; the encoded bytes are the first encoded_bytes of `out`.
-  Status ReadBlock(uint32_t layer, KvKind kind, std::span<std::byte> out,
-                   uint32_t group = 0) const;
+  Status ReadBlock(uint32_t layer, KvKind kind, std::span<std::byte> out, uint32_t group = 0) const;
 
   // "layer 3 V block", as error messages name blocks.
   static std::string BlockName(uint32_t layer, KvKind kind);

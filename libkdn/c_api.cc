@@ -513,10 +513,9 @@ Status PrepareSave(kdn_ctx* ctx, const kdn_model_desc* model, const uint32_t* to
     uint32_t groups = 0;  // the default
     if (layout != nullptr) {
       if (layout->struct_size < offsetof(kdn_save_layout, head_groups) + sizeof(uint32_t)) {
-        return Status::InvalidArgument("layout: struct_size " +
-                                       std::to_string(layout->struct_size) +
-                                       " is smaller than the first version's " +
-                                       std::to_string(sizeof(kdn_save_layout)));
+        return Status::InvalidArgument(
+            "layout: struct_size " + std::to_string(layout->struct_size) +
+            " is smaller than the first version's " + std::to_string(sizeof(kdn_save_layout)));
       }
       groups = layout->head_groups;
     }
@@ -588,9 +587,8 @@ KDN_EXPORT kdn_status kdn_save(kdn_ctx* ctx, const kdn_model_desc* model, const 
   });
 }
 
-KDN_EXPORT kdn_status kdn_save_ex(kdn_ctx* ctx, const kdn_model_desc* model,
-                                  const uint32_t* tokens, uint32_t n_tokens,
-                                  uint32_t position_offset, const kdn_dest* src,
+KDN_EXPORT kdn_status kdn_save_ex(kdn_ctx* ctx, const kdn_model_desc* model, const uint32_t* tokens,
+                                  uint32_t n_tokens, uint32_t position_offset, const kdn_dest* src,
                                   const kdn_save_opts* opts, const kdn_save_layout* layout,
                                   const char* path) {
   return g::Api([&]() -> Status {
@@ -640,9 +638,8 @@ KDN_EXPORT kdn_status kdn_save_heads_ex(kdn_ctx* ctx, const kdn_model_desc* mode
                                         const uint32_t* tokens, uint32_t n_tokens,
                                         uint32_t position_offset, uint32_t head_begin,
                                         uint32_t head_end, const kdn_dest* src,
-                                        const kdn_save_opts* opts,
-                                        const kdn_save_layout* layout, const char* path,
-                                        int* wrote_file) {
+                                        const kdn_save_opts* opts, const kdn_save_layout* layout,
+                                        const char* path, int* wrote_file) {
   if (wrote_file != nullptr) *wrote_file = 0;
   return g::Api([&]() -> Status {
     return g::SaveHeadsCall(ctx, model, tokens, n_tokens, position_offset, head_begin, head_end,

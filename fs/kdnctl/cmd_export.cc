@@ -72,10 +72,10 @@ kdn::Status DecodeHeads(const kdn::KvReader& reader, uint32_t layer, kdn::KvKind
     // The heads this group shares with the range, in the group's channels and in the output row.
     const uint32_t h0 = std::max(heads.begin, g * per_group);
     const uint32_t h1 = std::min(heads.end, (g + 1) * per_group);
-    KDN_RETURN_IF_ERROR(block.DecodeRowChannels(
-        0, h.n_tokens, (h0 - g * per_group) * h.model.head_dim,
-        (h1 - g * per_group) * h.model.head_dim, dtype,
-        out->data() + (h0 - heads.begin) * head_bytes, row_bytes));
+    KDN_RETURN_IF_ERROR(
+        block.DecodeRowChannels(0, h.n_tokens, (h0 - g * per_group) * h.model.head_dim,
+                                (h1 - g * per_group) * h.model.head_dim, dtype,
+                                out->data() + (h0 - heads.begin) * head_bytes, row_bytes));
   }
   return kdn::Status::OK();
 }

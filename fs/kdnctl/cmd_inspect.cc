@@ -168,9 +168,8 @@ void PrintText(const std::string& path, const kdn::KvHeader& h) {
     const size_t slot = i / h.head_groups;
     if (!h.has_block(static_cast<uint32_t>(slot / 2), static_cast<kdn::KvKind>(slot % 2))) continue;
     std::printf("%5zu %4c %5zu %14" PRIu64 " %14" PRIu64 " %14" PRIu64 " %7.3f  %s\n", slot / 2,
-                slot % 2 ? 'V' : 'K', i % h.head_groups, b.offset, b.encoded_bytes,
-                b.decoded_bytes, double(b.decoded_bytes) / double(b.encoded_bytes),
-                Hex(b.checksum).c_str());
+                slot % 2 ? 'V' : 'K', i % h.head_groups, b.offset, b.encoded_bytes, b.decoded_bytes,
+                double(b.decoded_bytes) / double(b.encoded_bytes), Hex(b.checksum).c_str());
   }
 }
 

@@ -40,10 +40,11 @@ constexpr char kUsage[] =
     "  -o, --output FILE  where to write\n";
 
 constexpr OptionSpec kOptions[] = {
-    {"model", 0, true},    {"layers", 0, true},       {"kv-heads", 0, true}, {"head-dim", 0, true},
-    {"dtype", 0, true},    {"heads", 0, true},        {"rope", 0, true},     {"theta", 0, true},
-    {"name", 0, true},     {"tokens", 0, true},       {"codec", 0, true},    {"seed", 0, true},
-    {"position", 0, true}, {"chunk-tokens", 0, true}, {"output", 'o', true},
+    {"model", 0, true},       {"layers", 0, true},       {"kv-heads", 0, true},
+    {"head-dim", 0, true},    {"dtype", 0, true},        {"heads", 0, true},
+    {"rope", 0, true},        {"theta", 0, true},        {"name", 0, true},
+    {"tokens", 0, true},      {"codec", 0, true},        {"seed", 0, true},
+    {"position", 0, true},    {"chunk-tokens", 0, true}, {"output", 'o', true},
     {"head-groups", 0, true},
 };
 

@@ -166,12 +166,12 @@ struct KvHeader {
   CodecSpec codec;
   std::vector<uint32_t> tokens;         // n_tokens ids
   std::vector<Hash128> prefix_hashes;   // ceil(n_tokens / chunk_tokens) chained hashes
-  // Head groups G (docs/kv-format.md, "Head groups"): each (layer, K/V) is stored as G blocks, block
-  // g holding KV heads [g * n_kv_heads / G, (g + 1) * n_kv_heads / G), so that a tensor-parallel
-  // rank reads only the groups its heads are in. 1 (the layout before groups existed): one block
-  // holds all heads. G divides n_kv_heads; MLA caches have one group.
+  // Head groups G (docs/kv-format.md, "Head groups"): each (layer, K/V) is stored as G blocks,
+  // block g holding KV heads [g * n_kv_heads / G, (g + 1) * n_kv_heads / G), so that a
+  // tensor-parallel rank reads only the groups its heads are in. 1 (the layout before groups
+  // existed): one block holds all heads. G divides n_kv_heads; MLA caches have one group.
   uint32_t head_groups = 1;
-  std::vector<BlockEntry> blocks;       // 2 * n_layers * G, index (2 * layer + kind) * G + group
+  std::vector<BlockEntry> blocks;  // 2 * n_layers * G, index (2 * layer + kind) * G + group
   uint64_t header_bytes = 0;      // bytes the header occupies (before padding to the first block)
   uint64_t file_bytes = 0;        // total size of a complete file
 
@@ -256,8 +256,7 @@ class KvReader {
   const KvHeader& header() const { return header_; }
   // The encoded bytes of one block (head group `group` of a grouped file), checksum verified.
   // `out` must hold encoded_bytes.
-  Status ReadBlock(uint32_t layer, KvKind kind, std::span<std::byte> out,
-                   uint32_t group = 0) const;
+  Status ReadBlock(uint32_t layer, KvKind kind, std::span<std::byte> out, uint32_t group = 0) const;
   // Read, verify and decode the (layer, K/V) into `out` ([tokens][kv_heads][head_dim] of `dtype`,
   // decoded_block_bytes(dtype) bytes): every head group's block, each into its heads' channels.
   Status DecodeBlock(uint32_t layer, KvKind kind, DType dtype, std::span<std::byte> out) const;

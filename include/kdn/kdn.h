@@ -293,18 +293,16 @@ typedef struct kdn_save_layout {
 
 /* kdn_save and kdn_save_heads with a layout (NULL: every field's default). kdn_save and
  * kdn_save_heads are these with head_groups 1. */
-KDN_EXPORT kdn_status kdn_save_ex(kdn_ctx* ctx, const kdn_model_desc* model,
-                                  const uint32_t* tokens, uint32_t n_tokens,
-                                  uint32_t position_offset, const kdn_dest* src,
+KDN_EXPORT kdn_status kdn_save_ex(kdn_ctx* ctx, const kdn_model_desc* model, const uint32_t* tokens,
+                                  uint32_t n_tokens, uint32_t position_offset, const kdn_dest* src,
                                   const kdn_save_opts* opts, const kdn_save_layout* layout,
                                   const char* path);
 KDN_EXPORT kdn_status kdn_save_heads_ex(kdn_ctx* ctx, const kdn_model_desc* model,
                                         const uint32_t* tokens, uint32_t n_tokens,
                                         uint32_t position_offset, uint32_t head_begin,
                                         uint32_t head_end, const kdn_dest* src,
-                                        const kdn_save_opts* opts,
-                                        const kdn_save_layout* layout, const char* path,
-                                        int* wrote_file);
+                                        const kdn_save_opts* opts, const kdn_save_layout* layout,
+                                        const char* path, int* wrote_file);
 
 /* --- Prefix lookup ---------------------------------------------------------------------------- */
 

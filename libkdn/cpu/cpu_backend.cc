@@ -102,7 +102,8 @@ Status ReadAndPrepare(CpuBlock& b) {
       b.encoded.span().first(h.block(b.layer, b.kind, b.group).encoded_bytes);
   Result<PreparedBlock> p = PreparedBlock::Prepare(h.codec, b.kind, shape, enc);
   if (!p.ok())
-    return p.status().WithContext(reader.path() + ": " + reader.BlockName(b.layer, b.kind, b.group));
+    return p.status().WithContext(reader.path() + ": " +
+                                  reader.BlockName(b.layer, b.kind, b.group));
   b.prepared.emplace(std::move(*p));
   return Status::OK();
 }
@@ -111,8 +112,8 @@ void RunTile(const std::shared_ptr<CpuBlock>& b, uint32_t t0, uint32_t t1) {
   const LoadRequest& req = *b->load->req;
   b->Record(Guarded([&]() -> Status {
     std::byte* base = b->load->base(b->layer, b->kind);
-    Status s = DecodeTileToDest(*b->prepared, t0, t1, b->window, *req.dest, base,
-                                req.dest_token_offset);
+    Status s =
+        DecodeTileToDest(*b->prepared, t0, t1, b->window, *req.dest, base, req.dest_token_offset);
     if (!s.ok()) {
       return s.WithContext(req.reader->path() + ": " +
                            req.reader->BlockName(b->layer, b->kind, b->group));
@@ -234,9 +235,8 @@ class CpuBackend final : public Backend {
     for (int kv = 0; kv < 2; ++kv) {
       if (any[kv]) {
         const KvKind kind = static_cast<KvKind>(kv);
-        pool_->Submit([load, kind] {
-          RunChain(load, kind, load->req->layer_begin, load->group_begin);
-        });
+        pool_->Submit(
+            [load, kind] { RunChain(load, kind, load->req->layer_begin, load->group_begin); });
       }
     }
     for (uint32_t l : empty_layers) load->LayerDone(l);

@@ -369,8 +369,7 @@ Result<KvHeader> ParseKvHeader(std::span<const std::byte> bytes, uint64_t file_s
         return Status::Corruption(name + ": decoded_bytes " + Num(b.decoded_bytes) +
                                   " does not match the shape (" + Num(decoded) + ")");
       }
-      if (Status st = codec_internal::CheckEncodedSize(h.codec, place.kind, shape,
-                                                       b.encoded_bytes);
+      if (Status st = codec_internal::CheckEncodedSize(h.codec, place.kind, shape, b.encoded_bytes);
           !st.ok()) {
         return Status::Corruption(name + ": " + st.message());
       }
@@ -402,8 +401,10 @@ Result<KvHeader> ParseKvHeader(std::span<const std::byte> bytes, uint64_t file_s
 Status CheckHeadGroups(const ModelIdentity& model, uint32_t head_groups) {
   if (head_groups == 1) return Status::OK();
   if (model.mla()) {
-    return Status::Unsupported("an MLA cache has one latent per token (one KV head), so one head "
-                               "group, not " + Num(head_groups));
+    return Status::Unsupported(
+        "an MLA cache has one latent per token (one KV head), so one head "
+        "group, not " +
+        Num(head_groups));
   }
   if (head_groups == 0 || model.n_kv_heads == 0 || model.n_kv_heads % head_groups != 0) {
     return Status::InvalidArgument("head groups " + Num(head_groups) + " must divide n_kv_heads " +

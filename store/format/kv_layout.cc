@@ -47,9 +47,9 @@ std::string BlockName(const KvHeader& h, size_t index) {
 }
 
 void AssignOffsets(KvHeader* h) {
-  const Sections s = ComputeSections(static_cast<uint32_t>(h->model.name.size()), h->n_tokens,
-                                     h->chunk_tokens, h->model.n_layers,
-                                     !h->model.layer_windows.empty(), h->head_groups);
+  const Sections s =
+      ComputeSections(static_cast<uint32_t>(h->model.name.size()), h->n_tokens, h->chunk_tokens,
+                      h->model.n_layers, !h->model.layer_windows.empty(), h->head_groups);
   h->header_bytes = s.end;
   uint64_t pos = AlignUp(s.end, kKvBlockAlign);
   for (BlockEntry& b : h->blocks) {
@@ -62,9 +62,8 @@ void AssignOffsets(KvHeader* h) {
 std::vector<std::byte> SerializeHeader(const KvHeader& h) {
   const uint32_t name_len = static_cast<uint32_t>(h.model.name.size());
   const bool windows = !h.model.layer_windows.empty();
-  const Sections s =
-      ComputeSections(name_len, h.n_tokens, h.chunk_tokens, h.model.n_layers, windows,
-                      h.head_groups);
+  const Sections s = ComputeSections(name_len, h.n_tokens, h.chunk_tokens, h.model.n_layers,
+                                     windows, h.head_groups);
   std::vector<std::byte> out(s.end);  // zero-filled: padding and reserved bytes
   std::byte* p = out.data();
   std::memcpy(p + kMagic, kKvMagic.data(), kKvMagic.size());
@@ -98,7 +97,8 @@ std::vector<std::byte> SerializeHeader(const KvHeader& h) {
   le::Store<uint8_t>(p + kNameLen, static_cast<uint8_t>(name_len));
   le::Store<uint8_t>(p + kIdentityFlags, windows ? kIdentityLayerWindows : 0);
   le::Store<uint8_t>(p + kAttention, static_cast<uint8_t>(h.model.attention));
-  le::Store<uint16_t>(p + kHeadGroups, h.head_groups > 1 ? static_cast<uint16_t>(h.head_groups) : 0);
+  le::Store<uint16_t>(p + kHeadGroups,
+                      h.head_groups > 1 ? static_cast<uint16_t>(h.head_groups) : 0);
   le::Store<uint32_t>(p + kKvLoraRank, h.model.kv_lora_rank);
   std::memcpy(p + s.name_offset, h.model.name.data(), name_len);
   std::memcpy(p + s.tokens_offset, h.tokens.data(), h.tokens.size() * sizeof(uint32_t));

@@ -32,8 +32,8 @@ Status CheckBlockIndex(const KvHeader& h, uint32_t layer, KvKind kind, uint32_t 
   }
   if (group >= h.head_groups) {
     return Status::InvalidArgument("head group " + std::to_string(group) +
-                                   " out of range (the cache has " +
-                                   std::to_string(h.head_groups) + ")");
+                                   " out of range (the cache has " + std::to_string(h.head_groups) +
+                                   ")");
   }
   if (!h.has_block(layer, kind)) {
     return Status::InvalidArgument(layout::BlockName(layer, kind) +
@@ -126,8 +126,7 @@ Status KvReader::DecodeBlock(uint32_t layer, KvKind kind, DType dtype,
     KDN_RETURN_IF_ERROR(ReadBlock(layer, kind, enc, g));
     const std::span<std::byte> dst = h.head_groups > 1 ? std::span<std::byte>(group_out) : out;
     if (Status st = kdn::DecodeBlock(h.codec, kind, shape, enc, dtype, dst); !st.ok()) {
-      return st.WithContext(
-          layout::BlockName(layer, kind, g, h.head_groups, h.heads_per_group()));
+      return st.WithContext(layout::BlockName(layer, kind, g, h.head_groups, h.heads_per_group()));
     }
     if (h.head_groups > 1) {
       const size_t group_row = size_t{shape.channels} * DTypeSize(dtype);

@@ -28,8 +28,8 @@ struct KvWriter::Impl {
     const uint32_t n_layers = header.model.n_layers;
     const size_t per_layer = 2 * size_t{header.head_groups};
     if (blocks.size() != per_layer * n_layers) {
-      return Status::InvalidArgument("KvWriter: " + std::to_string(blocks.size() / per_layer) + " of " +
-                                     std::to_string(n_layers) + " layers added");
+      return Status::InvalidArgument("KvWriter: " + std::to_string(blocks.size() / per_layer) +
+                                     " of " + std::to_string(n_layers) + " layers added");
     }
     return Status::OK();
   }

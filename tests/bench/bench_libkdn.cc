@@ -9,7 +9,8 @@
 // kernel, /proc/self/io) and time of one tensor-parallel rank of 8 (kdn_load_heads of one KV head
 // of 8) and of one pipeline stage of 4 (a quarter of the layers) against a full load of the same
 // file, on files of one head group and of 8 (`_g8`: a rank reads only its group's blocks; goal
-// tp8_rank_bytes_vs_full <= 1/8 + 5% = 0.175), and the 8-group file's size against the other's. Prints `name: value` lines; notes go to stderr.
+// tp8_rank_bytes_vs_full <= 1/8 + 5% = 0.175), and the 8-group file's size against the other's.
+// Prints `name: value` lines; notes go to stderr.
 //   kdn_bench_libkdn DIR RUNS
 #include <fcntl.h>
 #include <unistd.h>
@@ -237,16 +238,14 @@ void BenchParallelFile(const std::string& dir, const kdn::ModelIdentity& m, cons
   const double full_s =
       measure([&] { return kdn_load(c, 0, m.n_layers, &full.d, 0, nullptr); }, &full_bytes);
   const double rank_s = measure(
-      [&] {
-        return kdn_load_heads(c, 0, m.n_layers, head_begin, head_end, &rank, 0, nullptr);
-      },
+      [&] { return kdn_load_heads(c, 0, m.n_layers, head_begin, head_end, &rank, 0, nullptr); },
       &rank_bytes);
   const double stage_s =
       measure([&] { return kdn_load(c, 0, stage_layers, &full.d, 0, nullptr); }, &stage_bytes);
   kdn_close(c);
   kdn_ctx_destroy(ctx);
-  const std::string name = std::string("engine_parallel_") + codec +
-                           (groups > 1 ? "_g" + std::to_string(groups) : "");
+  const std::string name =
+      std::string("engine_parallel_") + codec + (groups > 1 ? "_g" + std::to_string(groups) : "");
   if (groups > 1) {
     // What grouping costs: the file against the one-group file of the same values.
     const std::string one = CacheFile(dir, m, codec, 1);

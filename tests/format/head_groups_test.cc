@@ -66,8 +66,8 @@ TEST(HeadGroupsTest, EveryCodecRoundTripsPerGroup) {
         EXPECT_EQ(b.offset % kKvBlockAlign, 0u);
       }
       EXPECT_TRUE(OpenAndVerify(grouped).ok()) << OpenAndVerify(grouped).ToString();
-      const bool same_values = std::string(codec).rfind("raw", 0) == 0 ||
-                               std::string(codec).rfind("lossless", 0) == 0;
+      const bool same_values =
+          std::string(codec).rfind("raw", 0) == 0 || std::string(codec).rfind("lossless", 0) == 0;
       for (uint32_t l = 0; l < m.n_layers; ++l) {
         for (KvKind kind : {KvKind::kKey, KvKind::kValue}) {
           const std::vector<std::byte> a = DecodeLayer(one, l, kind);
@@ -169,8 +169,9 @@ TEST(HeadGroupsTest, CorruptOrTruncatedGroupBlocksAreNamedByLayerAndGroup) {
     f[b.offset + b.encoded_bytes / 2] ^= std::byte{0x10};
     const Status verify = OpenAndVerify(f);
     EXPECT_EQ(verify.code(), Code::kCorruption);
-    EXPECT_NE(verify.message().find("layer 1 V block, head group 5 (heads 5..5): checksum mismatch"),
-              std::string::npos)
+    EXPECT_NE(
+        verify.message().find("layer 1 V block, head group 5 (heads 5..5): checksum mismatch"),
+        std::string::npos)
         << verify.ToString();
     auto r = KvReader::Open(MemorySource(f));
     ASSERT_TRUE(r.ok());

@@ -182,8 +182,8 @@ TEST_F(KdnctlTest, ExportHeadsIsThatSliceOfTheWholeTensor) {
   r = Kdnctl({"synth", "--model", "llama3-8b", "--tokens", "40", "--codec", "q4+zstd",
               "--head-groups", "4", "-o", q4_g4});
   ASSERT_EQ(r.code, 0) << r.err;
-  r = Kdnctl({"synth", "--model", "llama3-8b", "--tokens", "40", "--codec", "tc",
-              "--head-groups", "auto", "-o", tc_g8});
+  r = Kdnctl({"synth", "--model", "llama3-8b", "--tokens", "40", "--codec", "tc", "--head-groups",
+              "auto", "-o", tc_g8});
   ASSERT_EQ(r.code, 0) << r.err;
   for (const std::string& file : {Llama1024(), q4, q4_g4, tc_g8}) {
     for (const char* heads : {"0:1", "2:4", "7:8", "0:8"}) {
@@ -218,8 +218,7 @@ TEST_F(KdnctlTest, HeadGroupsSynthVerifyInspectConvert) {
   Outcome r = Kdnctl({"synth", "--model", "mistral-7b", "--tokens", "50", "--codec", "lossless",
                       "--head-groups", "8", "-o", g8});
   ASSERT_EQ(r.code, 0) << r.err;
-  r = Kdnctl({"synth", "--model", "mistral-7b", "--tokens", "50", "--codec", "lossless", "-o",
-              g1});
+  r = Kdnctl({"synth", "--model", "mistral-7b", "--tokens", "50", "--codec", "lossless", "-o", g1});
   ASSERT_EQ(r.code, 0) << r.err;
   EXPECT_EQ(Kdnctl({"verify", g8}).code, 0);
   r = Kdnctl({"inspect", g8});
@@ -246,12 +245,12 @@ TEST_F(KdnctlTest, HeadGroupsSynthVerifyInspectConvert) {
             std::string::npos)
       << r.err;
   // Counts that do not split the heads are usage errors that say why.
-  r = Kdnctl({"synth", "--model", "mistral-7b", "--tokens", "5", "--codec", "raw",
-              "--head-groups", "3", "-o", Path("x.kv")});
+  r = Kdnctl({"synth", "--model", "mistral-7b", "--tokens", "5", "--codec", "raw", "--head-groups",
+              "3", "-o", Path("x.kv")});
   EXPECT_EQ(r.code, 2);
   EXPECT_NE(r.err.find("must divide n_kv_heads 8"), std::string::npos) << r.err;
-  r = Kdnctl({"synth", "--model", "deepseek-v3", "--tokens", "5", "--codec", "raw",
-              "--head-groups", "2", "-o", Path("x.kv")});
+  r = Kdnctl({"synth", "--model", "deepseek-v3", "--tokens", "5", "--codec", "raw", "--head-groups",
+              "2", "-o", Path("x.kv")});
   EXPECT_EQ(r.code, 2);
   EXPECT_NE(r.err.find("MLA"), std::string::npos) << r.err;
 }

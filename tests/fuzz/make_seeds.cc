@@ -106,8 +106,8 @@ int main(int argc, char** argv) {
   }
   // Head groups (one block per layer, K/V and group of heads): every codec, 2 and 4 groups of 4
   // KV heads, and the file cut at the table and inside a group's block.
-  for (const char* codec_name : {"raw", "lossless", "lossless:entropy=rans", "q8", "q4+zstd",
-                                 "q2:g4", "tc:q=2"}) {
+  for (const char* codec_name :
+       {"raw", "lossless", "lossless:entropy=rans", "q8", "q4+zstd", "q2:g4", "tc:q=2"}) {
     for (uint32_t groups : {2u, 4u}) {
       ModelIdentity m;
       m.name = "fz";

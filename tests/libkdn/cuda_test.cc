@@ -174,8 +174,8 @@ TEST(CudaDecodeGrouped, GroupedFileEqualsCpuBitForBit) {
   ASSERT_TRUE(gpu);
   const ModelIdentity m = TestModel(DType::kBF16, RopeStyle::kNeox, 3, 4, 64);
   const uint32_t n = 203;
-  for (const char* codec : {"raw", "lossless", "lossless:entropy=rans", "q8", "q4:g64+zstd",
-                            "q2", "tc:q=4"}) {
+  for (const char* codec :
+       {"raw", "lossless", "lossless:entropy=rans", "q8", "q4:g64+zstd", "q2", "tc:q=4"}) {
     for (uint32_t groups : {2u, 4u}) {
       for (Layout layout : {Layout::kContiguous, Layout::kNhd, Layout::kHnd}) {
         SCOPED_TRACE(std::string(codec) + ", " + std::to_string(groups) + " groups");

@@ -156,18 +156,17 @@ TEST_P(HeadSlices, UnionOfRanksIsTheFullLoadBitForBit) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    AllCodecs, HeadSlices,
-    ::testing::Combine(::testing::Values("llama3-70b", "mistral-7b"),
-                       ::testing::Values("raw", "lossless", "lossless:entropy=rans", "q8",
-                                         "q4+zstd", "q2:g64", "tc"),
-                       ::testing::Values(KDN_F16), ::testing::Values(1u, 8u)));
+INSTANTIATE_TEST_SUITE_P(AllCodecs, HeadSlices,
+                         ::testing::Combine(::testing::Values("llama3-70b", "mistral-7b"),
+                                            ::testing::Values("raw", "lossless",
+                                                              "lossless:entropy=rans", "q8",
+                                                              "q4+zstd", "q2:g64", "tc"),
+                                            ::testing::Values(KDN_F16), ::testing::Values(1u, 8u)));
 // Groups of several heads: a rank's range may cover part of a group, or several groups.
-INSTANTIATE_TEST_SUITE_P(
-    GroupsOfSeveralHeads, HeadSlices,
-    ::testing::Combine(::testing::Values("llama3-70b"),
-                       ::testing::Values("raw", "lossless", "q4", "tc"),
-                       ::testing::Values(KDN_F16), ::testing::Values(2u, 4u)));
+INSTANTIATE_TEST_SUITE_P(GroupsOfSeveralHeads, HeadSlices,
+                         ::testing::Combine(::testing::Values("llama3-70b"),
+                                            ::testing::Values("raw", "lossless", "q4", "tc"),
+                                            ::testing::Values(KDN_F16), ::testing::Values(2u, 4u)));
 // Another destination dtype: the slice is converted as it is decoded.
 INSTANTIATE_TEST_SUITE_P(ToF32, HeadSlices,
                          ::testing::Combine(::testing::Values("mistral-7b"),
@@ -460,9 +459,9 @@ TEST(SaveByRanksGrouped, FourRanksWriteTheGroupedFileOneRankWrites) {
   RankSource all(*m, src, HeadRange{0, m->n_kv_heads});
   const kdn_save_opts opts{"raw", 0, 0};
   const std::string plain = dir / "plain.kv";
-  ASSERT_EQ(kdn_save(ctx.get(), &desc, src.tokens.data(), kTokens, 3, &all.dest, &opts,
-                     plain.c_str()),
-            KDN_OK);
+  ASSERT_EQ(
+      kdn_save(ctx.get(), &desc, src.tokens.data(), kTokens, 3, &all.dest, &opts, plain.c_str()),
+      KDN_OK);
   EXPECT_EQ(HeaderOf(plain).head_groups, 1u);
   const std::string bad = dir / "bad.kv";
   kdn_save_layout three{sizeof(kdn_save_layout), 3};
@@ -628,9 +627,9 @@ TEST(HeadGroups, OneRankOfEightReadsOnlyItsGroupsBlocks) {
         vp.push_back(v[l].data());
       }
       kdn_dest d{};
-      ASSERT_EQ(kdn_dest_contiguous(&d, KDN_F16, m->n_layers, kp.data(), vp.data(), 1,
-                                    m->head_dim, kN),
-                KDN_OK);
+      ASSERT_EQ(
+          kdn_dest_contiguous(&d, KDN_F16, m->n_layers, kp.data(), vp.data(), 1, m->head_dim, kN),
+          KDN_OK);
       uint64_t expected = 0;
       for (uint32_t l = 0; l < m->n_layers; ++l) {
         for (KvKind kind : {KvKind::kKey, KvKind::kValue}) {
@@ -638,8 +637,7 @@ TEST(HeadGroups, OneRankOfEightReadsOnlyItsGroupsBlocks) {
         }
       }
       const uint64_t before = BytesReadByProcess();
-      ASSERT_EQ(kdn_load_heads(cache.get(), 0, m->n_layers, heads.begin, heads.end, &d, 0,
-                               nullptr),
+      ASSERT_EQ(kdn_load_heads(cache.get(), 0, m->n_layers, heads.begin, heads.end, &d, 0, nullptr),
                 KDN_OK)
           << kdn_last_error();
       ASSERT_EQ(kdn_sync(cache.get()), KDN_OK) << kdn_last_error();
@@ -682,8 +680,8 @@ TEST(HeadGroups, CorruptGroupBlockFailsOnlyTheRanksThatReadIt) {
   for (uint32_t r = 0; r < 4; ++r) {
     const HeadRange heads = TpHeads(m->n_kv_heads, r, 4);
     HostCache rank(*m, heads.end - heads.begin, KDN_F16);
-    kdn_status rc = kdn_load_heads(cache.get(), 0, m->n_layers, heads.begin, heads.end,
-                                   &rank.dest, 0, nullptr);
+    kdn_status rc =
+        kdn_load_heads(cache.get(), 0, m->n_layers, heads.begin, heads.end, &rank.dest, 0, nullptr);
     if (rc == KDN_OK) rc = kdn_sync(cache.get());
     if (r == 1) {
       EXPECT_EQ(rc, KDN_E_CORRUPT);
