@@ -108,36 +108,41 @@ Status KvReader::ReadBlock(uint32_t layer, KvKind kind, std::span<std::byte> out
 
 Status KvReader::DecodeBlock(uint32_t layer, KvKind kind, DType dtype,
                              std::span<std::byte> out) const {
-  KDN_RETURN_IF_ERROR(CheckBlockIndex(header_, layer, kind));
-  const KvHeader& h = header_;
-  if (out.size() < h.decoded_block_bytes(dtype)) {
-    return Status::InvalidArgument(layout::BlockName(layer, kind) + ": output of " +
-                                   std::to_string(out.size()) + " bytes, the layer has " +
-                                   std::to_string(h.decoded_block_bytes(dtype)));
-  }
-  const BlockShape shape{h.n_tokens, h.group_channels(), h.model.dtype};
-  // A grouped file's blocks decode into a group-shaped scratch, then go to their heads' channels.
-  std::vector<std::byte> group_out;
-  if (h.head_groups > 1) group_out.resize(uint64_t{h.n_tokens} * shape.channels * DTypeSize(dtype));
-  for (uint32_t g = 0; g < h.head_groups; ++g) {
-    const BlockEntry& b = h.block(layer, kind, g);
-    KDN_ASSIGN_OR_RETURN(std::span<std::byte> enc,
-                         scratch::Get(scratch::Slot::kEncoded, b.encoded_bytes));
-    KDN_RETURN_IF_ERROR(ReadBlock(layer, kind, enc, g));
-    const std::span<std::byte> dst = h.head_groups > 1 ? std::span<std::byte>(group_out) : out;
-    if (Status st = kdn::DecodeBlock(h.codec, kind, shape, enc, dtype, dst); !st.ok()) {
-      return st.WithContext(layout::BlockName(layer, kind, g, h.head_groups, h.heads_per_group()));
+  // The group-shaped scratch of a grouped file may fail to allocate: a status, not an exception.
+  return GuardAlloc("decode", [&]() -> Status {
+    KDN_RETURN_IF_ERROR(CheckBlockIndex(header_, layer, kind));
+    const KvHeader& h = header_;
+    if (out.size() < h.decoded_block_bytes(dtype)) {
+      return Status::InvalidArgument(layout::BlockName(layer, kind) + ": output of " +
+                                     std::to_string(out.size()) + " bytes, the layer has " +
+                                     std::to_string(h.decoded_block_bytes(dtype)));
     }
-    if (h.head_groups > 1) {
-      const size_t group_row = size_t{shape.channels} * DTypeSize(dtype);
-      const size_t row = size_t{h.model.channels()} * DTypeSize(dtype);
-      for (uint32_t t = 0; t < h.n_tokens; ++t) {
-        std::memcpy(out.data() + t * row + g * group_row, group_out.data() + t * group_row,
-                    group_row);
+    const BlockShape shape{h.n_tokens, h.group_channels(), h.model.dtype};
+    // A grouped file's blocks decode into a group-shaped scratch, then go to their heads' channels.
+    std::vector<std::byte> group_out;
+    if (h.head_groups > 1)
+      group_out.resize(uint64_t{h.n_tokens} * shape.channels * DTypeSize(dtype));
+    for (uint32_t g = 0; g < h.head_groups; ++g) {
+      const BlockEntry& b = h.block(layer, kind, g);
+      KDN_ASSIGN_OR_RETURN(std::span<std::byte> enc,
+                           scratch::Get(scratch::Slot::kEncoded, b.encoded_bytes));
+      KDN_RETURN_IF_ERROR(ReadBlock(layer, kind, enc, g));
+      const std::span<std::byte> dst = h.head_groups > 1 ? std::span<std::byte>(group_out) : out;
+      if (Status st = kdn::DecodeBlock(h.codec, kind, shape, enc, dtype, dst); !st.ok()) {
+        return st.WithContext(
+            layout::BlockName(layer, kind, g, h.head_groups, h.heads_per_group()));
+      }
+      if (h.head_groups > 1) {
+        const size_t group_row = size_t{shape.channels} * DTypeSize(dtype);
+        const size_t row = size_t{h.model.channels()} * DTypeSize(dtype);
+        for (uint32_t t = 0; t < h.n_tokens; ++t) {
+          std::memcpy(out.data() + t * row + g * group_row, group_out.data() + t * group_row,
+                      group_row);
+        }
       }
     }
-  }
-  return Status::OK();
+    return Status::OK();
+  });
 }
 
 Status KvReader::VerifyAll() const {
