@@ -32,13 +32,16 @@ class BlockReader {
 
   // Bytes ReadBlock reads for this block: its encoded bytes rounded up to 4 KiB (the padding that
   // follows every block), so that aligned reads can bypass the page cache.
-  size_t ReadSize(uint32_t layer, KvKind kind) const;
+  // (`group`: the head group's block of a grouped file; 0 otherwise.)
+  size_t ReadSize(uint32_t layer, KvKind kind, uint32_t group = 0) const;
   // Reads the block into `out` (at least ReadSize bytes; 4 KiB-aligned for O_DIRECT) and verifies
   // its checksum; the encoded bytes are the first encoded_bytes of `out`.
-  Status ReadBlock(uint32_t layer, KvKind kind, std::span<std::byte> out) const;
+  Status ReadBlock(uint32_t layer, KvKind kind, std::span<std::byte> out, uint32_t group = 0) const;
 
   // "layer 3 V block", as error messages name blocks.
   static std::string BlockName(uint32_t layer, KvKind kind);
+  // "layer 3 V block, head group 2 (heads 4..5)" in a grouped file, BlockName(layer, kind) else.
+  std::string BlockName(uint32_t layer, KvKind kind, uint32_t group) const;
 
  private:
   BlockReader() = default;

@@ -2,6 +2,7 @@
 // turns its Status into a kdn_status and the thread's last-error message, and no exception gets
 // out (Guarded).
 #include <algorithm>
+#include <cstddef>
 #include <cstdio>
 #include <cstring>
 #include <memory>
@@ -483,9 +484,9 @@ namespace {
 // [head_begin, head_end) (all of them for kdn_save); `*src_spec` keeps the validated copy alive.
 Status PrepareSave(kdn_ctx* ctx, const kdn_model_desc* model, const uint32_t* tokens,
                    uint32_t n_tokens, uint32_t position_offset, const kdn_dest* src,
-                   const kdn_save_opts* opts, const char* path, bool all_heads,
-                   uint32_t head_begin, uint32_t head_end, SaveRequest* out,
-                   std::shared_ptr<const DestSpec>* src_spec) {
+                   const kdn_save_opts* opts, const kdn_save_layout* layout, bool layout_call,
+                   const char* path, bool all_heads, uint32_t head_begin, uint32_t head_end,
+                   SaveRequest* out, std::shared_ptr<const DestSpec>* src_spec) {
   SaveRequest& req = *out;
   KDN_RETURN_IF_ERROR(NotNull(ctx, "ctx"));
   KDN_RETURN_IF_ERROR(NotNull(path, "path"));
@@ -506,6 +507,23 @@ Status PrepareSave(kdn_ctx* ctx, const kdn_model_desc* model, const uint32_t* to
   req.chunk_tokens =
       opts != nullptr && opts->chunk_tokens != 0 ? opts->chunk_tokens : kDefaultChunkTokens;
   req.fsync = opts != nullptr && opts->fsync != 0;
+  // kdn_save and kdn_save_heads keep writing what they always wrote: one head group.
+  req.head_groups = 1;
+  if (layout_call) {
+    uint32_t groups = 0;  // the default
+    if (layout != nullptr) {
+      if (layout->struct_size < offsetof(kdn_save_layout, head_groups) + sizeof(uint32_t)) {
+        return Status::InvalidArgument(
+            "layout: struct_size " + std::to_string(layout->struct_size) +
+            " is smaller than the first version's " + std::to_string(sizeof(kdn_save_layout)));
+      }
+      groups = layout->head_groups;
+    }
+    req.head_groups = groups == 0 ? DefaultHeadGroups(req.model) : groups;
+    if (Status st = CheckHeadGroups(req.model, req.head_groups); !st.ok()) {
+      return Status::InvalidArgument("layout: " + st.message());
+    }
+  }
   DestUse use;
   use.what = "src";
   use.n_kv_heads = head_end - head_begin;
@@ -564,10 +582,44 @@ KDN_EXPORT kdn_status kdn_save(kdn_ctx* ctx, const kdn_model_desc* model, const 
     g::SaveRequest req;
     std::shared_ptr<const g::DestSpec> spec;
     KDN_RETURN_IF_ERROR(g::PrepareSave(ctx, model, tokens, n_tokens, position_offset, src, opts,
-                                       path, true, 0, 0, &req, &spec));
+                                       nullptr, false, path, true, 0, 0, &req, &spec));
     return g::SaveKv(*ctx->impl, req);
   });
 }
+
+KDN_EXPORT kdn_status kdn_save_ex(kdn_ctx* ctx, const kdn_model_desc* model, const uint32_t* tokens,
+                                  uint32_t n_tokens, uint32_t position_offset, const kdn_dest* src,
+                                  const kdn_save_opts* opts, const kdn_save_layout* layout,
+                                  const char* path) {
+  return g::Api([&]() -> Status {
+    g::SaveRequest req;
+    std::shared_ptr<const g::DestSpec> spec;
+    KDN_RETURN_IF_ERROR(g::PrepareSave(ctx, model, tokens, n_tokens, position_offset, src, opts,
+                                       layout, true, path, true, 0, 0, &req, &spec));
+    return g::SaveKv(*ctx->impl, req);
+  });
+}
+
+namespace kdn::libkdn {
+namespace {
+
+Status SaveHeadsCall(kdn_ctx* ctx, const kdn_model_desc* model, const uint32_t* tokens,
+                     uint32_t n_tokens, uint32_t position_offset, uint32_t head_begin,
+                     uint32_t head_end, const kdn_dest* src, const kdn_save_opts* opts,
+                     const kdn_save_layout* layout, bool layout_call, const char* path,
+                     int* wrote_file) {
+  SaveRequest req;
+  std::shared_ptr<const DestSpec> spec;
+  KDN_RETURN_IF_ERROR(PrepareSave(ctx, model, tokens, n_tokens, position_offset, src, opts, layout,
+                                  layout_call, path, false, head_begin, head_end, &req, &spec));
+  bool wrote = false;
+  KDN_RETURN_IF_ERROR(SaveKvHeads(*ctx->impl, req, head_begin, head_end, &wrote));
+  if (wrote_file != nullptr) *wrote_file = wrote ? 1 : 0;
+  return Status::OK();
+}
+
+}  // namespace
+}  // namespace kdn::libkdn
 
 KDN_EXPORT kdn_status kdn_save_heads(kdn_ctx* ctx, const kdn_model_desc* model,
                                      const uint32_t* tokens, uint32_t n_tokens,
@@ -577,14 +629,21 @@ KDN_EXPORT kdn_status kdn_save_heads(kdn_ctx* ctx, const kdn_model_desc* model,
                                      int* wrote_file) {
   if (wrote_file != nullptr) *wrote_file = 0;
   return g::Api([&]() -> Status {
-    g::SaveRequest req;
-    std::shared_ptr<const g::DestSpec> spec;
-    KDN_RETURN_IF_ERROR(g::PrepareSave(ctx, model, tokens, n_tokens, position_offset, src, opts,
-                                       path, false, head_begin, head_end, &req, &spec));
-    bool wrote = false;
-    KDN_RETURN_IF_ERROR(g::SaveKvHeads(*ctx->impl, req, head_begin, head_end, &wrote));
-    if (wrote_file != nullptr) *wrote_file = wrote ? 1 : 0;
-    return Status::OK();
+    return g::SaveHeadsCall(ctx, model, tokens, n_tokens, position_offset, head_begin, head_end,
+                            src, opts, nullptr, false, path, wrote_file);
+  });
+}
+
+KDN_EXPORT kdn_status kdn_save_heads_ex(kdn_ctx* ctx, const kdn_model_desc* model,
+                                        const uint32_t* tokens, uint32_t n_tokens,
+                                        uint32_t position_offset, uint32_t head_begin,
+                                        uint32_t head_end, const kdn_dest* src,
+                                        const kdn_save_opts* opts, const kdn_save_layout* layout,
+                                        const char* path, int* wrote_file) {
+  if (wrote_file != nullptr) *wrote_file = 0;
+  return g::Api([&]() -> Status {
+    return g::SaveHeadsCall(ctx, model, tokens, n_tokens, position_offset, head_begin, head_end,
+                            src, opts, layout, true, path, wrote_file);
   });
 }
 

@@ -159,7 +159,7 @@ Result<std::vector<Part>> OpenParts(const SaveRequest& req) {
 Status SaveKv(Context& ctx, const SaveRequest& req) {
   const uint32_t n = static_cast<uint32_t>(req.tokens.size());
   KvWriter writer(req.model, req.codec, std::vector<uint32_t>(req.tokens.begin(), req.tokens.end()),
-                  req.position_offset, req.chunk_tokens);
+                  req.position_offset, req.chunk_tokens, req.head_groups);
   KDN_RETURN_IF_ERROR(AddGatheredLayers(ctx, *req.src, req.model, n, writer));
   return WriteAtomically(writer, req.path, req.fsync);
 }
@@ -198,7 +198,8 @@ Status SaveKvHeads(Context& ctx, const SaveRequest& req, uint32_t head_begin, ui
   const size_t esize = DTypeSize(req.model.dtype);
   const size_t head_bytes = size_t{req.model.head_dim} * esize;
   const size_t block_bytes = size_t{n} * req.model.channels() * esize;
-  KvWriter writer(req.model, req.codec, tokens, req.position_offset, req.chunk_tokens);
+  KvWriter writer(req.model, req.codec, tokens, req.position_offset, req.chunk_tokens,
+                  req.head_groups);
   std::vector<std::byte> kv[2] = {std::vector<std::byte>(block_bytes),
                                   std::vector<std::byte>(block_bytes)};
   std::vector<std::byte> part_block;

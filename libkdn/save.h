@@ -20,6 +20,7 @@ struct SaveRequest {
   const DestSpec* src = nullptr;  // validated: model dtype, every layer's K and V present
   CodecSpec codec;
   uint32_t chunk_tokens = kDefaultChunkTokens;
+  uint32_t head_groups = 1;  // KvHeader::head_groups of the file written (checked)
   bool fsync = false;
   std::string path;
 };

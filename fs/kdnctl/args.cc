@@ -95,6 +95,22 @@ kdn::Result<uint32_t> ParseU32(const std::string& text, std::string_view option)
   return static_cast<uint32_t>(v);
 }
 
+kdn::Result<uint32_t> HeadGroupsOption(const Args& a, const kdn::ModelIdentity& model,
+                                       uint32_t absent) {
+  const std::optional<std::string> text = a.Get("head-groups");
+  if (!text) return absent;
+  uint32_t groups = 0;
+  if (*text == "auto") {
+    groups = kdn::DefaultHeadGroups(model);
+  } else {
+    KDN_ASSIGN_OR_RETURN(groups, ParseU32(*text, "head-groups"));
+  }
+  if (kdn::Status st = kdn::CheckHeadGroups(model, groups); !st.ok()) {
+    return kdn::Status::InvalidArgument("--head-groups " + *text + ": " + st.message());
+  }
+  return groups;
+}
+
 kdn::Result<float> ParseFloat(const std::string& text, std::string_view option) {
   float v = 0;
   const auto res = std::from_chars(text.data(), text.data() + text.size(), v);

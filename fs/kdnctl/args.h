@@ -13,6 +13,7 @@
 #include <string_view>
 #include <vector>
 
+#include "kdn/format.h"
 #include "kdn/status.h"
 
 namespace kdnctl {
@@ -40,6 +41,11 @@ kdn::Result<Args> ParseArgs(int argc, char** argv, std::span<const OptionSpec> s
 kdn::Result<uint32_t> ParseU32(const std::string& text, std::string_view option);
 kdn::Result<uint64_t> ParseU64(const std::string& text, std::string_view option);
 kdn::Result<float> ParseFloat(const std::string& text, std::string_view option);
+
+// --head-groups N|auto for a file of `model`: N as given (checked: 1 or a divisor of n_kv_heads),
+// auto = kdn::DefaultHeadGroups, absent = `absent`.
+kdn::Result<uint32_t> HeadGroupsOption(const Args& a, const kdn::ModelIdentity& model,
+                                       uint32_t absent);
 
 // "<path>: <message>", unless the message names the path already (errors from the OS do).
 std::string WithPath(const std::string& path, const kdn::Status& st);

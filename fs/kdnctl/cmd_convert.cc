@@ -16,13 +16,15 @@ namespace kdnctl {
 namespace {
 
 constexpr char kUsage[] =
-    "Usage: kdnctl convert --codec C IN OUT\n"
+    "Usage: kdnctl convert --codec C [--head-groups G|auto] IN OUT\n"
     "Re-encodes IN with codec C into OUT: identity, tokens, positions and prefix hashes are\n"
     "kept; every block of IN is verified and decoded to the model dtype, then encoded again.\n"
     "Converting a lossy (q8/q4/q2) file keeps its decoded values, not the original ones.\n\n"
-    "  --codec C   raw, lossless, q8, q4, q2; options :gN (group), :lN (zstd level), +zstd\n";
+    "  --codec C   raw, lossless, q8, q4, q2; options :gN (group), :lN (zstd level), +zstd\n"
+    "  --head-groups G|auto   blocks per layer's K and V, each of n_kv_heads/G heads (default:\n"
+    "              IN's; auto: 8 when n_kv_heads is a multiple of 8, else 1)\n";
 
-constexpr OptionSpec kOptions[] = {{"codec", 0, true}};
+constexpr OptionSpec kOptions[] = {{"codec", 0, true}, {"head-groups", 0, true}};
 
 bool SameFile(const std::string& a, const std::string& b) {
   struct stat sa, sb;
@@ -51,7 +53,9 @@ int RunConvert(int argc, char** argv) {
   auto reader = kdn::KvReader::Open(in);
   if (!reader.ok()) return Fail(kCmd, kExitBadInput, WithPath(in, reader.status()));
   const kdn::KvHeader& h = (*reader)->header();
-  kdn::KvWriter writer(h.model, *codec, h.tokens, h.position_offset, h.chunk_tokens);
+  auto groups = HeadGroupsOption(*args, h.model, h.head_groups);
+  if (!groups.ok()) return UsageError(kCmd, groups.status().message());
+  kdn::KvWriter writer(h.model, *codec, h.tokens, h.position_offset, h.chunk_tokens, *groups);
   // An MLA cache has one latent per layer (the K block) and no V.
   std::vector<std::byte> k(h.decoded_block_bytes(h.model.dtype)), v(h.model.mla() ? 0 : k.size());
   Progress progress("kdnctl convert: " + in + ": layers");

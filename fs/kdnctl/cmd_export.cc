@@ -2,6 +2,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -53,20 +54,30 @@ kdn::Result<HeadRange> ParseHeads(const std::string& text, uint32_t n_kv_heads) 
   return HeadRange{begin, end};
 }
 
-// Heads [heads.begin, heads.end) of one block: only the slice is decoded where the codec allows.
+// Heads [heads.begin, heads.end) of one (layer, K/V): only the blocks of the head groups that hold
+// them are read (a grouped file), and only the slice is decoded where the codec allows.
 kdn::Status DecodeHeads(const kdn::KvReader& reader, uint32_t layer, kdn::KvKind kind,
                         kdn::DType dtype, HeadRange heads, std::vector<std::byte>* out) {
   const kdn::KvHeader& h = reader.header();
-  std::vector<std::byte> encoded(h.block(layer, kind).encoded_bytes);
-  KDN_RETURN_IF_ERROR(reader.ReadBlock(layer, kind, encoded));
-  const kdn::BlockShape shape{h.n_tokens, h.model.channels(), h.model.dtype};
-  KDN_ASSIGN_OR_RETURN(kdn::PreparedBlock block,
-                       kdn::PreparedBlock::Prepare(h.codec, kind, shape, encoded));
-  const uint32_t c_begin = heads.begin * h.model.head_dim;
-  const uint32_t c_end = heads.end * h.model.head_dim;
-  const size_t row_bytes = size_t{c_end - c_begin} * kdn::DTypeSize(dtype);
+  const uint32_t per_group = h.heads_per_group();
+  const size_t head_bytes = size_t{h.model.head_dim} * kdn::DTypeSize(dtype);
+  const size_t row_bytes = size_t{heads.end - heads.begin} * head_bytes;
   out->resize(row_bytes * h.n_tokens);
-  return block.DecodeRowChannels(0, h.n_tokens, c_begin, c_end, dtype, out->data(), row_bytes);
+  const kdn::BlockShape shape{h.n_tokens, h.group_channels(), h.model.dtype};
+  for (uint32_t g = h.first_group(heads.begin); g < h.end_group(heads.end); ++g) {
+    std::vector<std::byte> encoded(h.block(layer, kind, g).encoded_bytes);
+    KDN_RETURN_IF_ERROR(reader.ReadBlock(layer, kind, encoded, g));
+    KDN_ASSIGN_OR_RETURN(kdn::PreparedBlock block,
+                         kdn::PreparedBlock::Prepare(h.codec, kind, shape, encoded));
+    // The heads this group shares with the range, in the group's channels and in the output row.
+    const uint32_t h0 = std::max(heads.begin, g * per_group);
+    const uint32_t h1 = std::min(heads.end, (g + 1) * per_group);
+    KDN_RETURN_IF_ERROR(
+        block.DecodeRowChannels(0, h.n_tokens, (h0 - g * per_group) * h.model.head_dim,
+                                (h1 - g * per_group) * h.model.head_dim, dtype,
+                                out->data() + (h0 - heads.begin) * head_bytes, row_bytes));
+  }
+  return kdn::Status::OK();
 }
 
 kdn::Status WriteOut(const std::string& path, const std::vector<std::byte>& bytes) {

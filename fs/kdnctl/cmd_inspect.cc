@@ -115,14 +115,16 @@ void PrintJson(const std::string& path, const kdn::KvHeader& h) {
   std::printf("  \"ratio\": %.4f,\n  \"bits_per_value\": %.4f,\n",
               double(h.decoded_bytes()) / double(h.encoded_bytes()),
               8.0 * h.encoded_bytes() / values);
+  std::printf("  \"head_groups\": %u,\n", h.head_groups);
   std::printf("  \"blocks\": [\n");
   for (size_t i = 0; i < h.blocks.size(); ++i) {
     const kdn::BlockEntry& b = h.blocks[i];
-    std::printf("    {\"layer\": %zu, \"kind\": \"%c\", \"offset\": %" PRIu64
+    const size_t slot = i / h.head_groups;
+    std::printf("    {\"layer\": %zu, \"kind\": \"%c\", \"head_group\": %zu, \"offset\": %" PRIu64
                 ", \"encoded_bytes\": %" PRIu64 ", \"decoded_bytes\": %" PRIu64
                 ", \"checksum\": \"%s\"}%s\n",
-                i / 2, i % 2 ? 'V' : 'K', b.offset, b.encoded_bytes, b.decoded_bytes,
-                Hex(b.checksum).c_str(), i + 1 < h.blocks.size() ? "," : "");
+                slot / 2, slot % 2 ? 'V' : 'K', i % h.head_groups, b.offset, b.encoded_bytes,
+                b.decoded_bytes, Hex(b.checksum).c_str(), i + 1 < h.blocks.size() ? "," : "");
   }
   std::printf("  ]\n}\n");
 }
@@ -150,18 +152,23 @@ void PrintText(const std::string& path, const kdn::KvHeader& h) {
               h.chunk_tokens,
               h.prefix_hashes.empty() ? "-" : h.prefix_hashes.back().ToHex().c_str());
   std::printf("codec:         %s\n", h.codec.Name().c_str());
+  if (h.head_groups > 1) {
+    std::printf("head groups:   %u of %u KV heads each (one block per layer, K/V and group)\n",
+                h.head_groups, h.heads_per_group());
+  }
   std::printf("size:          %" PRIu64 " bytes decoded, %" PRIu64
               " encoded: ratio %.3f, %.3f bits per value\n",
               h.decoded_bytes(), h.encoded_bytes(),
               double(h.decoded_bytes()) / double(h.encoded_bytes()),
               8.0 * h.encoded_bytes() / values);
-  std::printf("\n%5s %4s %14s %14s %14s %7s  %s\n", "layer", "kind", "offset", "encoded", "decoded",
-              "ratio", "xxh3-64");
+  std::printf("\n%5s %4s %5s %14s %14s %14s %7s  %s\n", "layer", "kind", "group", "offset",
+              "encoded", "decoded", "ratio", "xxh3-64");
   for (size_t i = 0; i < h.blocks.size(); ++i) {
     const kdn::BlockEntry& b = h.blocks[i];
-    if (!h.has_block(static_cast<uint32_t>(i / 2), static_cast<kdn::KvKind>(i % 2))) continue;
-    std::printf("%5zu %4c %14" PRIu64 " %14" PRIu64 " %14" PRIu64 " %7.3f  %s\n", i / 2,
-                i % 2 ? 'V' : 'K', b.offset, b.encoded_bytes, b.decoded_bytes,
+    const size_t slot = i / h.head_groups;
+    if (!h.has_block(static_cast<uint32_t>(slot / 2), static_cast<kdn::KvKind>(slot % 2))) continue;
+    std::printf("%5zu %4c %5zu %14" PRIu64 " %14" PRIu64 " %14" PRIu64 " %7.3f  %s\n", slot / 2,
+                slot % 2 ? 'V' : 'K', i % h.head_groups, b.offset, b.encoded_bytes, b.decoded_bytes,
                 double(b.decoded_bytes) / double(b.encoded_bytes), Hex(b.checksum).c_str());
   }
 }

@@ -16,7 +16,7 @@ constexpr char kUsage[] =
     "Usage: kdnctl synth (--model PRESET | --layers L --kv-heads H --head-dim D --dtype T)\n"
     "                    [--heads N] [--rope neox|gptj|none] [--theta X] [--name NAME]\n"
     "                    --tokens N --codec C [--seed S] [--position P] [--chunk-tokens K]\n"
-    "                    -o FILE\n"
+    "                    [--head-groups G|auto] -o FILE\n"
     "Writes a deterministic synthetic .kv cache: the same arguments give the same bytes on\n"
     "every machine. The values look like KV to a codec (per-channel offsets and scales, K\n"
     "outlier channels, smooth variation along tokens, noise); use it for sizes and speeds.\n\n"
@@ -34,13 +34,18 @@ constexpr char kUsage[] =
     "  --seed S           generator seed (default 1)\n"
     "  --position P       position of the first token (default 0)\n"
     "  --chunk-tokens K   tokens per prefix hash (default 256)\n"
+    "  --head-groups G    store each layer's K and V as G blocks of n_kv_heads/G heads, so that a\n"
+    "                     tensor-parallel rank reads only its heads' blocks (default 1; auto: 8\n"
+    "                     when n_kv_heads is a multiple of 8, else 1)\n"
     "  -o, --output FILE  where to write\n";
 
 constexpr OptionSpec kOptions[] = {
-    {"model", 0, true},    {"layers", 0, true},       {"kv-heads", 0, true}, {"head-dim", 0, true},
-    {"dtype", 0, true},    {"heads", 0, true},        {"rope", 0, true},     {"theta", 0, true},
-    {"name", 0, true},     {"tokens", 0, true},       {"codec", 0, true},    {"seed", 0, true},
-    {"position", 0, true}, {"chunk-tokens", 0, true}, {"output", 'o', true},
+    {"model", 0, true},       {"layers", 0, true},       {"kv-heads", 0, true},
+    {"head-dim", 0, true},    {"dtype", 0, true},        {"heads", 0, true},
+    {"rope", 0, true},        {"theta", 0, true},        {"name", 0, true},
+    {"tokens", 0, true},      {"codec", 0, true},        {"seed", 0, true},
+    {"position", 0, true},    {"chunk-tokens", 0, true}, {"output", 'o', true},
+    {"head-groups", 0, true},
 };
 
 kdn::Result<kdn::ModelIdentity> ModelFromArgs(const Args& a) {
@@ -142,9 +147,12 @@ int RunSynth(int argc, char** argv) {
     return UsageError(kCmd, "--chunk-tokens " + std::to_string(chunk) + " out of range 1..1048576");
   }
   const std::string out = *a.Get("output");
+  auto groups = HeadGroupsOption(a, *model, 1);
+  if (!groups.ok()) return UsageError(kCmd, groups.status().message());
 
   // Layer by layer: the writer keeps only encoded blocks.
-  kdn::KvWriter writer(*model, *codec, kdn::SynthesizeTokens(*tokens, seed), position, chunk);
+  kdn::KvWriter writer(*model, *codec, kdn::SynthesizeTokens(*tokens, seed), position, chunk,
+                       *groups);
   const size_t bytes = size_t{*tokens} * model->channels() * kdn::DTypeSize(model->dtype);
   std::vector<std::byte> k, v;
   try {

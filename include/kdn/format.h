@@ -166,15 +166,31 @@ struct KvHeader {
   CodecSpec codec;
   std::vector<uint32_t> tokens;         // n_tokens ids
   std::vector<Hash128> prefix_hashes;   // ceil(n_tokens / chunk_tokens) chained hashes
-  std::vector<BlockEntry> blocks;       // 2 * n_layers, index 2 * layer + kind
+  // Head groups G (docs/kv-format.md, "Head groups"): each (layer, K/V) is stored as G blocks,
+  // block g holding KV heads [g * n_kv_heads / G, (g + 1) * n_kv_heads / G), so that a
+  // tensor-parallel rank reads only the groups its heads are in. 1 (the layout before groups
+  // existed): one block holds all heads. G divides n_kv_heads; MLA caches have one group.
+  uint32_t head_groups = 1;
+  std::vector<BlockEntry> blocks;  // 2 * n_layers * G, index (2 * layer + kind) * G + group
   uint64_t header_bytes = 0;      // bytes the header occupies (before padding to the first block)
   uint64_t file_bytes = 0;        // total size of a complete file
 
   // False for the V slot of an MLA cache: its one latent block per layer is in the K slot, the V
   // slot is an empty entry (docs/kv-format.md, "MLA caches").
   bool has_block(uint32_t, KvKind kind) const { return kind == KvKind::kKey || !model.mla(); }
-  const BlockEntry& block(uint32_t layer, KvKind kind) const {
-    return blocks[2 * layer + static_cast<uint32_t>(kind)];
+  static size_t BlockIndex(uint32_t layer, KvKind kind, uint32_t group, uint32_t groups) {
+    return (2 * size_t{layer} + static_cast<uint32_t>(kind)) * groups + group;
+  }
+  const BlockEntry& block(uint32_t layer, KvKind kind, uint32_t group = 0) const {
+    return blocks[BlockIndex(layer, kind, group, head_groups)];
+  }
+  uint32_t heads_per_group() const { return model.n_kv_heads / head_groups; }
+  // Values per token in one group's block.
+  uint32_t group_channels() const { return heads_per_group() * model.head_dim; }
+  // The groups holding KV heads [head_begin, head_end): [first, last).
+  uint32_t first_group(uint32_t head_begin) const { return head_begin / heads_per_group(); }
+  uint32_t end_group(uint32_t head_end) const {
+    return (head_end + heads_per_group() - 1) / heads_per_group();
   }
   // The first token a load of `layer` takes: 0 for a full-attention layer, n_tokens - window for
   // a sliding-window layer whose window is shorter than the file (its earlier tokens are outside
@@ -188,9 +204,22 @@ struct KvHeader {
   uint64_t decoded_block_bytes(DType dtype) const {
     return uint64_t{n_tokens} * model.channels() * DTypeSize(dtype);
   }
+  // Bytes of one head group's decoded block in the model dtype (decoded_block_bytes when G = 1).
+  uint64_t group_block_bytes() const {
+    return uint64_t{n_tokens} * group_channels() * DTypeSize(model.dtype);
+  }
   uint64_t decoded_bytes() const;  // all blocks, model dtype
   uint64_t encoded_bytes() const;  // all blocks
 };
+
+// OK when a file of `model` may have `head_groups` head groups: 1, or a divisor of n_kv_heads of at
+// least 2 (each group holds the same number of whole heads); an MLA cache has one KV head, so one
+// group. The message says why not.
+Status CheckHeadGroups(const ModelIdentity& model, uint32_t head_groups);
+// The head groups a writer uses when asked for the default: 8 when n_kv_heads is a multiple of 8
+// (tensor parallelism inside one 8-GPU node splits heads in up to 8 ranks: each reads 1/8 of a
+// file), else 1. See docs/kv-format.md, "Head groups", for what grouping costs.
+uint32_t DefaultHeadGroups(const ModelIdentity& model);
 
 // Chained prefix hashes: h_i = xxh3_128(h_{i-1} || fingerprint || tokens of chunk i as u32 LE),
 // h_{-1} = 0. The last chunk may be partial.
@@ -225,10 +254,11 @@ class KvReader {
   static Result<std::unique_ptr<KvReader>> Open(std::unique_ptr<ByteSource> source);
 
   const KvHeader& header() const { return header_; }
-  // The encoded bytes of one block, checksum verified. `out` must hold encoded_bytes.
-  Status ReadBlock(uint32_t layer, KvKind kind, std::span<std::byte> out) const;
-  // Read, verify and decode one block into `out` ([tokens][kv_heads][head_dim] of `dtype`,
-  // decoded_block_bytes(dtype) bytes).
+  // The encoded bytes of one block (head group `group` of a grouped file), checksum verified.
+  // `out` must hold encoded_bytes.
+  Status ReadBlock(uint32_t layer, KvKind kind, std::span<std::byte> out, uint32_t group = 0) const;
+  // Read, verify and decode the (layer, K/V) into `out` ([tokens][kv_heads][head_dim] of `dtype`,
+  // decoded_block_bytes(dtype) bytes): every head group's block, each into its heads' channels.
   Status DecodeBlock(uint32_t layer, KvKind kind, DType dtype, std::span<std::byte> out) const;
   // Every block read, checksummed and decoded; the first failure names its layer and block.
   // (VerifyKv is this after the header checks of Open.)
@@ -256,8 +286,10 @@ Result<KvHeader> VerifyKv(const ByteSource& source);
 // Finish writes the complete file (header, then aligned blocks).
 class KvWriter {
  public:
+  // `head_groups`: KvHeader::head_groups (1, or a divisor of n_kv_heads of at least 2; MLA: 1).
   KvWriter(ModelIdentity model, CodecSpec codec, std::vector<uint32_t> tokens,
-           uint32_t position_offset = 0, uint32_t chunk_tokens = kDefaultChunkTokens);
+           uint32_t position_offset = 0, uint32_t chunk_tokens = kDefaultChunkTokens,
+           uint32_t head_groups = 1);
   ~KvWriter();
   KvWriter(const KvWriter&) = delete;
   KvWriter& operator=(const KvWriter&) = delete;

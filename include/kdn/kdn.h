@@ -219,11 +219,14 @@ KDN_EXPORT kdn_status kdn_load(kdn_cache* cache, uint32_t layer_begin, uint32_t 
  * cache. kdn_load_heads is kdn_load of the cache's KV heads [head_begin, head_end) only: `dest`
  * describes the rank's cache (dest->n_kv_heads == head_end - head_begin), the cache's head h going
  * to the destination's head h - head_begin. kdn_load is kdn_load_heads over all heads. What a
- * slice costs: every block is still read and checksummed whole (a block holds all heads of a
- * layer's K or V, token-major); raw, lossless and q8/q4/q2 blocks then decode only the slice's
- * values (quant: when the slice's codes start on a byte, as head-aligned ones do), tc blocks whole
- * rows, keeping the slice. CPU context only: a CUDA context answers KDN_E_UNSUPPORTED for a range
- * that is not all heads. */
+ * slice costs: a file saved with head groups (kdn_save_layout) stores each layer's K and V as one
+ * block per group, and a slice reads, checksums and decodes only the blocks of the groups its
+ * heads are in (one rank of 8 on a file of 8 groups: 1/8 of the bytes). In a file of one group a
+ * block holds all heads of a layer's K or V, token-major: every block is read and checksummed
+ * whole; raw, lossless and q8/q4/q2 blocks then decode only the slice's values (quant: when the
+ * slice's codes start on a byte, as head-aligned ones do), tc blocks whole rows, keeping the
+ * slice. CPU context only: a CUDA context answers KDN_E_UNSUPPORTED for a range that is not all
+ * heads. */
 KDN_EXPORT kdn_status kdn_load_heads(kdn_cache* cache, uint32_t layer_begin, uint32_t layer_end,
                                      uint32_t head_begin, uint32_t head_end, const kdn_dest* dest,
                                      uint32_t dest_token_offset, void* stream);
@@ -274,6 +277,32 @@ KDN_EXPORT kdn_status kdn_save_heads(kdn_ctx* ctx, const kdn_model_desc* model,
                                      uint32_t head_end, const kdn_dest* src,
                                      const kdn_save_opts* opts, const char* path,
                                      int* wrote_file);
+
+/* How kdn_save_ex and kdn_save_heads_ex lay the file out. Versioned by its size: set struct_size
+ * to sizeof(kdn_save_layout); a later version appends fields, and the library reads only the
+ * fields a caller's struct_size covers (the rest take their defaults). */
+typedef struct kdn_save_layout {
+  uint32_t struct_size;
+  /* Head groups G: each layer's K and V are stored as G blocks of n_kv_heads / G heads each, so
+   * that a tensor-parallel rank (kdn_load_heads) reads and decodes only the blocks of its heads.
+   * 0 = the default: 8 when n_kv_heads is a multiple of 8, else 1 (docs/kv-format.md, "Head
+   * groups", says what grouping costs); 1 = one block per layer's K and V (what kdn_save
+   * writes); else a divisor of n_kv_heads (KDN_E_INVALID_ARG otherwise). */
+  uint32_t head_groups;
+} kdn_save_layout;
+
+/* kdn_save and kdn_save_heads with a layout (NULL: every field's default). kdn_save and
+ * kdn_save_heads are these with head_groups 1. */
+KDN_EXPORT kdn_status kdn_save_ex(kdn_ctx* ctx, const kdn_model_desc* model, const uint32_t* tokens,
+                                  uint32_t n_tokens, uint32_t position_offset, const kdn_dest* src,
+                                  const kdn_save_opts* opts, const kdn_save_layout* layout,
+                                  const char* path);
+KDN_EXPORT kdn_status kdn_save_heads_ex(kdn_ctx* ctx, const kdn_model_desc* model,
+                                        const uint32_t* tokens, uint32_t n_tokens,
+                                        uint32_t position_offset, uint32_t head_begin,
+                                        uint32_t head_end, const kdn_dest* src,
+                                        const kdn_save_opts* opts, const kdn_save_layout* layout,
+                                        const char* path, int* wrote_file);
 
 /* --- Prefix lookup ---------------------------------------------------------------------------- */
 

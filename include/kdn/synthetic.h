@@ -28,10 +28,11 @@ Status SynthesizeLayerKv(const ModelIdentity& model, uint32_t n_tokens, uint32_t
                          uint64_t seed, std::span<std::byte> k, std::span<std::byte> v);
 
 // A complete `.kv` file in memory: tokens from SynthesizeTokens(n_tokens, seed), every layer from
-// SynthesizeLayerKv, encoded with `codec`.
+// SynthesizeLayerKv, encoded with `codec`, in `head_groups` head groups (KvHeader::head_groups).
 Result<std::vector<std::byte>> SynthesizeKvFile(const ModelIdentity& model, uint32_t n_tokens,
                                                 const CodecSpec& codec, uint64_t seed,
-                                                uint32_t position_offset = 0);
+                                                uint32_t position_offset = 0,
+                                                uint32_t head_groups = 1);
 
 }  // namespace kdn
 

@@ -28,6 +28,11 @@ struct CpuLoad {
   std::mutex mu;
   std::vector<Status> layer_status;
 
+  // The head groups the request's heads are in: [group_begin, group_end) (0 and 1 for a file of
+  // one group). Only their blocks are read.
+  uint32_t group_begin = 0;
+  uint32_t group_end = 1;
+
   uint32_t index(uint32_t layer) const { return layer - req->layer_begin; }
   std::byte* base(uint32_t layer, KvKind kind) const {
     return static_cast<std::byte*>(req->dest->base(layer, kind));
@@ -53,11 +58,13 @@ struct CpuLoad {
   }
 };
 
-// One (layer, K/V) block being decoded.
+// One (layer, K/V, head group) block being decoded.
 struct CpuBlock {
   std::shared_ptr<CpuLoad> load;
   uint32_t layer = 0;
   KvKind kind = KvKind::kKey;
+  uint32_t group = 0;
+  HeadWindow window;  // the destination heads this block fills
   StagingBuffer encoded;
   std::optional<PreparedBlock> prepared;
   std::atomic<uint32_t> tiles_left{0};
@@ -87,14 +94,16 @@ Status ReadAndPrepare(CpuBlock& b) {
   const LoadRequest& req = *b.load->req;
   const BlockReader& reader = *req.reader;
   const KvHeader& h = reader.header();
-  KDN_ASSIGN_OR_RETURN(b.encoded, b.load->staging->Acquire(reader.ReadSize(b.layer, b.kind)));
-  KDN_RETURN_IF_ERROR(reader.ReadBlock(b.layer, b.kind, b.encoded.span()));
-  const BlockShape shape{h.n_tokens, h.model.channels(), h.model.dtype};
+  KDN_ASSIGN_OR_RETURN(b.encoded,
+                       b.load->staging->Acquire(reader.ReadSize(b.layer, b.kind, b.group)));
+  KDN_RETURN_IF_ERROR(reader.ReadBlock(b.layer, b.kind, b.encoded.span(), b.group));
+  const BlockShape shape{h.n_tokens, h.group_channels(), h.model.dtype};
   const std::span<const std::byte> enc =
-      b.encoded.span().first(h.block(b.layer, b.kind).encoded_bytes);
+      b.encoded.span().first(h.block(b.layer, b.kind, b.group).encoded_bytes);
   Result<PreparedBlock> p = PreparedBlock::Prepare(h.codec, b.kind, shape, enc);
   if (!p.ok())
-    return p.status().WithContext(reader.path() + ": " + BlockReader::BlockName(b.layer, b.kind));
+    return p.status().WithContext(reader.path() + ": " +
+                                  reader.BlockName(b.layer, b.kind, b.group));
   b.prepared.emplace(std::move(*p));
   return Status::OK();
 }
@@ -103,23 +112,29 @@ void RunTile(const std::shared_ptr<CpuBlock>& b, uint32_t t0, uint32_t t1) {
   const LoadRequest& req = *b->load->req;
   b->Record(Guarded([&]() -> Status {
     std::byte* base = b->load->base(b->layer, b->kind);
-    Status s = DecodeTileToDest(*b->prepared, t0, t1, req.head_begin * req.dest->head_dim,
-                                *req.dest, base, req.dest_token_offset);
+    Status s =
+        DecodeTileToDest(*b->prepared, t0, t1, b->window, *req.dest, base, req.dest_token_offset);
     if (!s.ok()) {
-      return s.WithContext(req.reader->path() + ": " + BlockReader::BlockName(b->layer, b->kind));
+      return s.WithContext(req.reader->path() + ": " +
+                           req.reader->BlockName(b->layer, b->kind, b->group));
     }
     if (req.rope && b->kind == KvKind::kKey) {
       RotateKeys(*req.dest, base, req.dest_token_offset + t0, req.dest_token_offset + t1,
-                 req.rope_shift);
+                 req.rope_shift, b->window.head_begin, b->window.head_begin + b->window.n_heads);
     }
     return Status::OK();
   }));
   b->TileDone();
 }
 
-// Reads block (layer, kind), fans its tiles out, then chains to the next layer that wants `kind`.
-void RunChain(const std::shared_ptr<CpuLoad>& load, KvKind kind, uint32_t layer) {
+// Reads block (layer, kind, group), fans its tiles out, then chains to the next group of the
+// request's heads, or the first of the next layer that wants `kind`.
+void RunChain(const std::shared_ptr<CpuLoad>& load, KvKind kind, uint32_t layer, uint32_t group) {
   const LoadRequest& req = *load->req;
+  if (group >= load->group_end) {
+    ++layer;
+    group = load->group_begin;
+  }
   while (layer < req.layer_end && load->base(layer, kind) == nullptr) ++layer;
   if (layer >= req.layer_end) return;
 
@@ -127,6 +142,18 @@ void RunChain(const std::shared_ptr<CpuLoad>& load, KvKind kind, uint32_t layer)
   block->load = load;
   block->layer = layer;
   block->kind = kind;
+  block->group = group;
+  {
+    // The heads this group shares with the request: [h0, h1) of the cache.
+    const KvHeader& h = req.reader->header();
+    const uint32_t per_group = h.heads_per_group();
+    const uint32_t req_end = req.head_begin + req.dest->n_kv_heads;
+    const uint32_t h0 = std::max(req.head_begin, group * per_group);
+    const uint32_t h1 = std::min(req_end, (group + 1) * per_group);
+    block->window.c_begin = (h0 - group * per_group) * h.model.head_dim;
+    block->window.head_begin = h0 - req.head_begin;
+    block->window.n_heads = h1 - h0;
+  }
   const uint32_t n_tokens = req.reader->header().n_tokens;
   // A sliding-window layer decodes only its window, on the same tile grid as a whole load (the
   // first tile cut at the window's start), so that tiles keep starting on quantization groups.
@@ -151,13 +178,15 @@ void RunChain(const std::shared_ptr<CpuLoad>& load, KvKind kind, uint32_t layer)
   // Tiles that were never submitted count as done.
   for (uint32_t i = submitted; i < n_tiles; ++i) block->TileDone();
   const Status chained = Guarded([&] {
-    load->pool->Submit([load, kind, layer] { RunChain(load, kind, layer + 1); });
+    load->pool->Submit([load, kind, layer, group] { RunChain(load, kind, layer, group + 1); });
     return Status::OK();
   });
   if (!chained.ok()) {
     // The chain cannot continue: finish its remaining blocks with the error.
+    for (uint32_t g = group + 1; g < load->group_end; ++g) load->BlockDone(layer, chained);
     for (uint32_t l = layer + 1; l < req.layer_end; ++l) {
-      if (load->base(l, kind) != nullptr) load->BlockDone(l, chained);
+      if (load->base(l, kind) == nullptr) continue;
+      for (uint32_t g = load->group_begin; g < load->group_end; ++g) load->BlockDone(l, chained);
     }
   }
   block->TileDone();
@@ -182,6 +211,10 @@ class CpuBackend final : public Backend {
     uint32_t tile = static_cast<uint32_t>(std::max<size_t>(1, kTileBytes / row_bytes));
     if (tile >= 64) tile = tile / 32 * 32;  // whole quantization groups per tile
     load->tile_tokens = std::min(tile, req->reader->header().n_tokens);
+    const KvHeader& h = req->reader->header();
+    load->group_begin = h.first_group(req->head_begin);
+    load->group_end = h.end_group(req->head_begin + d.n_kv_heads);
+    const uint32_t groups = load->group_end - load->group_begin;
     const uint32_t n_layers = req->layer_end - req->layer_begin;
     load->blocks_left = std::make_unique<std::atomic<uint32_t>[]>(n_layers);
     load->layer_status.resize(n_layers);
@@ -192,7 +225,7 @@ class CpuBackend final : public Backend {
       uint32_t blocks = 0;
       for (int kv = 0; kv < 2; ++kv) {
         if (load->base(l, static_cast<KvKind>(kv)) != nullptr) {
-          ++blocks;
+          blocks += groups;
           any[kv] = true;
         }
       }
@@ -202,7 +235,8 @@ class CpuBackend final : public Backend {
     for (int kv = 0; kv < 2; ++kv) {
       if (any[kv]) {
         const KvKind kind = static_cast<KvKind>(kv);
-        pool_->Submit([load, kind] { RunChain(load, kind, load->req->layer_begin); });
+        pool_->Submit(
+            [load, kind] { RunChain(load, kind, load->req->layer_begin, load->group_begin); });
       }
     }
     for (uint32_t l : empty_layers) load->LayerDone(l);
@@ -225,7 +259,7 @@ class CpuBackend final : public Backend {
       if (base == nullptr) return Status::OK();
       const uint32_t t0 = call.token_begin + static_cast<uint32_t>(item % chunks) * kTokensPerItem;
       const uint32_t t1 = std::min(call.token_begin + call.n_tokens, t0 + kTokensPerItem);
-      RotateKeys(keys, base, t0, t1, call.shift);
+      RotateKeys(keys, base, t0, t1, call.shift, 0, keys.n_kv_heads);
       return Status::OK();
     });
   }

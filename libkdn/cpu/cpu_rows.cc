@@ -10,14 +10,16 @@
 namespace kdn::libkdn {
 namespace {
 
-// Copies one row (channels elements, packed) to its place in the destination, head by head.
-void PutRow(const DestSpec& d, std::byte* base, int64_t row, const std::byte* src) {
+// Copies one row of n_heads heads (packed) to its place in the destination, head by head; `base`
+// points at the first of those heads.
+void PutRow(const DestSpec& d, std::byte* base, int64_t row, const std::byte* src,
+            uint32_t n_heads) {
   const size_t head_bytes = size_t{d.head_dim} * d.elem_size;
   if (d.rows_contiguous()) {
-    std::memcpy(base + row * static_cast<int64_t>(d.elem_size), src, head_bytes * d.n_kv_heads);
+    std::memcpy(base + row * static_cast<int64_t>(d.elem_size), src, head_bytes * n_heads);
     return;
   }
-  for (uint32_t h = 0; h < d.n_kv_heads; ++h) {
+  for (uint32_t h = 0; h < n_heads; ++h) {
     std::memcpy(base + (row + h * d.head_stride) * static_cast<int64_t>(d.elem_size),
                 src + h * head_bytes, head_bytes);
   }
@@ -34,11 +36,14 @@ void GetRow(const DestSpec& d, const std::byte* base, int64_t row, std::byte* ds
 }  // namespace
 
 Status DecodeTileToDest(const PreparedBlock& block, uint32_t t_begin, uint32_t t_end,
-                        uint32_t c_begin, const DestSpec& dest, std::byte* base, uint32_t dest_offset) {
+                        const HeadWindow& w, const DestSpec& dest, std::byte* base,
+                        uint32_t dest_offset) {
   const DestAddressing a = dest.addressing();
   const int64_t channels = dest.channels();
   const int64_t esize = static_cast<int64_t>(dest.elem_size);
-  const uint32_t c_end = c_begin + dest.n_kv_heads * dest.head_dim;
+  const uint32_t c_begin = w.c_begin;
+  const uint32_t c_end = c_begin + w.n_heads * dest.head_dim;
+  base += w.head_begin * dest.head_stride * esize;
   if (dest.rows_contiguous()) {
     // Maximal runs of tokens whose rows are evenly spaced, at least a row apart: decoded in place.
     uint32_t t = t_begin;
@@ -67,19 +72,19 @@ Status DecodeTileToDest(const PreparedBlock& block, uint32_t t_begin, uint32_t t
   }
   // Heads apart (HND): decode the tile packed, then place each head.
   thread_local std::vector<std::byte> scratch;
-  const size_t row_bytes = static_cast<size_t>(channels * esize);
+  const size_t row_bytes = static_cast<size_t>(c_end - c_begin) * static_cast<size_t>(esize);
   scratch.resize(row_bytes * (t_end - t_begin));
   KDN_RETURN_IF_ERROR(
       block.DecodeRowChannels(t_begin, t_end, c_begin, c_end, dest.dtype, scratch.data(), row_bytes));
   for (uint32_t t = t_begin; t < t_end; ++t) {
     const int64_t row = DestRowOffset(a, dest_offset + t);
-    if (row >= 0) PutRow(dest, base, row, scratch.data() + (t - t_begin) * row_bytes);
+    if (row >= 0) PutRow(dest, base, row, scratch.data() + (t - t_begin) * row_bytes, w.n_heads);
   }
   return Status::OK();
 }
 
 void RotateKeys(const DestSpec& dest, std::byte* base, uint32_t t_begin, uint32_t t_end,
-                const RopeShift& shift) {
+                const RopeShift& shift, uint32_t h_begin, uint32_t h_end) {
   if (shift.style == kRopeNone || shift.rotary_dim == 0) return;
   const DestAddressing a = dest.addressing();
   const uint32_t type = static_cast<uint32_t>(dest.dtype);
@@ -87,7 +92,7 @@ void RotateKeys(const DestSpec& dest, std::byte* base, uint32_t t_begin, uint32_
   for (uint32_t t = t_begin; t < t_end; ++t) {
     const int64_t row = DestRowOffset(a, t);
     if (row < 0) continue;
-    for (uint32_t h = 0; h < dest.n_kv_heads; ++h) {
+    for (uint32_t h = h_begin; h < h_end; ++h) {
       const int64_t head = row + h * dest.head_stride + shift.dim_offset;
       for (uint32_t i = 0; i < pairs; ++i) {
         uint32_t da;
@@ -128,7 +133,7 @@ void ScatterRowRange(const std::byte* rows, const uint32_t* tokens, uint32_t i_b
   const size_t row_bytes = size_t{dest.channels()} * dest.elem_size;
   for (uint32_t i = i_begin; i < i_end; ++i) {
     const int64_t row = DestRowOffset(a, tokens[i]);
-    if (row >= 0) PutRow(dest, base, row, rows + i * row_bytes);
+    if (row >= 0) PutRow(dest, base, row, rows + i * row_bytes, dest.n_kv_heads);
   }
 }
 

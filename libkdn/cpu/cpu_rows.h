@@ -14,17 +14,28 @@
 
 namespace kdn::libkdn {
 
-// Decodes block tokens [t_begin, t_end) into `base` (one layer's K or V), block token t going to
-// destination token dest_offset + t; the destination's row is the block's channels [c_begin,
-// c_begin + dest.channels()) (a tensor-parallel rank's heads; 0 and all channels otherwise). Rows that lie evenly spaced in memory (contiguous and NHD
-// layouts) are decoded in place; otherwise (HND) the tile goes through a per-thread scratch
-// buffer and is scattered head by head.
-Status DecodeTileToDest(const PreparedBlock& block, uint32_t t_begin, uint32_t t_end,
-                        uint32_t c_begin, const DestSpec& dest, std::byte* base, uint32_t dest_offset);
+// Which heads of a destination row a block fills: destination heads [head_begin, head_begin +
+// n_heads) receive the block's channels [c_begin, c_begin + n_heads * head_dim). A whole load of a
+// file of one head group: all destination heads from channel 0; a tensor-parallel rank's: all its
+// heads from its first head's channel; one head group's block: the heads it shares with the rank.
+struct HeadWindow {
+  uint32_t c_begin = 0;
+  uint32_t head_begin = 0;
+  uint32_t n_heads = 0;
+};
 
-// Re-rotates the keys of destination tokens [t_begin, t_end) in `base`.
+// Decodes block tokens [t_begin, t_end) into `base` (one layer's K or V), block token t going to
+// destination token dest_offset + t, into the heads `w` says. Rows that lie evenly spaced in
+// memory (contiguous and NHD layouts) are decoded in place; otherwise (HND) the tile goes through
+// a per-thread scratch buffer and is scattered head by head.
+Status DecodeTileToDest(const PreparedBlock& block, uint32_t t_begin, uint32_t t_end,
+                        const HeadWindow& w, const DestSpec& dest, std::byte* base,
+                        uint32_t dest_offset);
+
+// Re-rotates the keys of destination heads [h_begin, h_end) of destination tokens [t_begin, t_end)
+// in `base`.
 void RotateKeys(const DestSpec& dest, std::byte* base, uint32_t t_begin, uint32_t t_end,
-                const RopeShift& shift);
+                const RopeShift& shift, uint32_t h_begin, uint32_t h_end);
 
 // Deviation of fresh rows [i_begin, i_end) (fresh row i = destination token token_begin + i).
 void DeviationRows(const void* fresh, const DestSpec& cached, const std::byte* base,

@@ -321,8 +321,9 @@ class CudaBackend final : public Backend {
     std::copy(shift.sin.begin(), shift.sin.end(), a->sin);
   }
 
-  // Reads, verifies and prepares the layer's blocks into `slot` (after its previous copy is done).
-  Status StageLayer(const LoadRequest& req, uint32_t layer, StagingSlot& slot,
+  // Reads, verifies and prepares the layer's blocks of head group `group` (0 in a file of one
+  // group) into `slot` (after its previous copy is done).
+  Status StageLayer(const LoadRequest& req, uint32_t layer, uint32_t group, StagingSlot& slot,
                     StagedBlock (&blocks)[2]) {
     const BlockReader& reader = *req.reader;
     const KvHeader& h = reader.header();
@@ -337,7 +338,7 @@ class CudaBackend final : public Backend {
       blocks[kv].rans.reset();
       if (!blocks[kv].present) continue;
       read_at[kv] = total;
-      total += AlignUp(reader.ReadSize(layer, static_cast<KvKind>(kv)), kStagingAlign);
+      total += AlignUp(reader.ReadSize(layer, static_cast<KvKind>(kv), group), kStagingAlign);
     }
     // Payloads of a zstd stage are decompressed next to the encoded bytes, so that one copy moves
     // both; their sizes are the decoded block layouts, at most a few bytes over the raw size.
@@ -352,21 +353,22 @@ class CudaBackend final : public Backend {
       slot.buffer.Release();
       KDN_ASSIGN_OR_RETURN(slot.buffer, staging_->Acquire(total));
     }
-    const BlockShape shape{h.n_tokens, h.model.channels(), h.model.dtype};
+    const BlockShape shape{h.n_tokens, h.group_channels(), h.model.dtype};
     for (int kv = 0; kv < 2; ++kv) {
       if (!blocks[kv].present) continue;
       const KvKind kind = static_cast<KvKind>(kv);
-      const size_t n = reader.ReadSize(layer, kind);
+      const size_t n = reader.ReadSize(layer, kind, group);
       const std::span<std::byte> region = slot.buffer.span().subspan(read_at[kv], n);
-      KDN_RETURN_IF_ERROR(reader.ReadBlock(layer, kind, region));
+      KDN_RETURN_IF_ERROR(reader.ReadBlock(layer, kind, region, group));
+      const uint64_t encoded_bytes = h.block(layer, kind, group).encoded_bytes;
       if (rans) {
-        const std::span<const std::byte> encoded = region.first(h.block(layer, kind).encoded_bytes);
+        const std::span<const std::byte> encoded = region.first(encoded_bytes);
         Status st = codec_internal::CheckEncodedSize(h.codec, kind, shape, encoded.size());
         auto parsed = st.ok() ? codec_internal::LosslessRansBlock::Parse(shape, encoded)
                               : Result<std::shared_ptr<const codec_internal::LosslessRansBlock>>(st);
         if (!parsed.ok()) {
           return parsed.status().WithContext(reader.path() + ": " +
-                                             BlockReader::BlockName(layer, kind));
+                                             reader.BlockName(layer, kind, group));
         }
         blocks[kv].prepared.reset();
         blocks[kv].rans = std::move(*parsed);
@@ -374,10 +376,10 @@ class CudaBackend final : public Backend {
         blocks[kv].payload_bytes = encoded.size();
         continue;
       }
-      Result<PreparedBlock> p = PreparedBlock::Prepare(
-          h.codec, kind, shape, region.first(h.block(layer, kind).encoded_bytes));
+      Result<PreparedBlock> p =
+          PreparedBlock::Prepare(h.codec, kind, shape, region.first(encoded_bytes));
       if (!p.ok())
-        return p.status().WithContext(reader.path() + ": " + BlockReader::BlockName(layer, kind));
+        return p.status().WithContext(reader.path() + ": " + reader.BlockName(layer, kind, group));
       blocks[kv].prepared.emplace(std::move(*p));
       const std::span<const std::byte> payload = blocks[kv].prepared->payload();
       if (zstd) {
@@ -396,10 +398,10 @@ class CudaBackend final : public Backend {
   }
 
   // Bytes of a block's payload after its zstd stage: byte planes (lossless) or params + pad +
-  // codes (quant), per docs/kv-format.md.
+  // codes (quant), per docs/kv-format.md. (A head group's block, in a grouped file.)
   static size_t PayloadBound(const KvHeader& h) {
-    const uint64_t channels = h.model.channels();
-    if (h.codec.id != CodecId::kQuant) return h.decoded_block_bytes(h.model.dtype);
+    const uint64_t channels = h.group_channels();
+    if (h.codec.id != CodecId::kQuant) return h.group_block_bytes();
     const uint64_t groups =
         h.codec.group_size == 0 ? 0 : (h.n_tokens + h.codec.group_size - 1) / h.codec.group_size;
     const uint64_t k_params = groups * channels;
@@ -410,12 +412,18 @@ class CudaBackend final : public Backend {
     return static_cast<size_t>(AlignUp(params, 16) + codes);
   }
 
-  // Enqueues the copy, decode (and RoPE) of a staged layer, and records its event.
-  Status EnqueueLayer(const LoadRequest& req, uint32_t layer, StagingSlot& slot,
+  // Enqueues the copy and decode of a staged layer's head group into its heads' channels; after
+  // the layer's last group, its RoPE and its event.
+  Status EnqueueLayer(const LoadRequest& req, uint32_t layer, uint32_t group, StagingSlot& slot,
                       StagedBlock (&blocks)[2], const DestAddressing& addr, cudaStream_t stream,
                       RopeArgs* rope) {
     const KvHeader& h = req.reader->header();
+    const bool last_group = group + 1 == h.head_groups;
     cudaEvent_t done = static_cast<CudaCacheState*>(req.device_state)->events[layer].get();
+    const auto record_if_last = [&]() -> Status {
+      if (!last_group) return Status::OK();
+      return CudaStatus(cudaEventRecord(done, stream), "cudaEventRecord");
+    };
     const std::byte* lo = nullptr;
     const std::byte* hi = nullptr;
     for (const StagedBlock& b : blocks) {
@@ -423,9 +431,7 @@ class CudaBackend final : public Backend {
       lo = lo == nullptr ? b.payload : std::min(lo, b.payload);
       hi = std::max(hi, b.payload + b.payload_bytes);
     }
-    if (lo == nullptr) {  // nothing of this layer is wanted: it is complete at once
-      return CudaStatus(cudaEventRecord(done, stream), "cudaEventRecord");
-    }
+    if (lo == nullptr) return record_if_last();  // nothing of this layer is wanted
     StreamBuffer device;
     KDN_RETURN_IF_ERROR(device.Allocate(mem_pool_, static_cast<size_t>(hi - lo), stream));
     KDN_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(device.get(), lo, static_cast<size_t>(hi - lo),
@@ -441,15 +447,15 @@ class CudaBackend final : public Backend {
       for (int kv = 0; kv < 2; ++kv) {
         if (!blocks[kv].present) continue;
         const KvKind kind = static_cast<KvKind>(kv);
-        KDN_RETURN_IF_ERROR(
-            tc_rows[kv].Allocate(mem_pool_, h.decoded_block_bytes(h.model.dtype), stream));
+        KDN_RETURN_IF_ERROR(tc_rows[kv].Allocate(mem_pool_, h.group_block_bytes(), stream));
         const auto* encoded =
             reinterpret_cast<const uint8_t*>(device.get()) + (blocks[kv].payload - lo);
         Status st = DecodeTcOnDevice(*blocks[kv].prepared->tc(), encoded,
                                      static_cast<uint32_t>(h.model.dtype), tc_rows[kv].get(),
                                      stream);
         if (!st.ok()) {
-          return st.WithContext(req.reader->path() + ": " + BlockReader::BlockName(layer, kind));
+          return st.WithContext(req.reader->path() + ": " +
+                                req.reader->BlockName(layer, kind, group));
         }
       }
     }
@@ -462,14 +468,14 @@ class CudaBackend final : public Backend {
       for (int kv = 0; kv < 2; ++kv) {
         if (!blocks[kv].present) continue;
         const KvKind kind = static_cast<KvKind>(kv);
-        KDN_RETURN_IF_ERROR(
-            planes[kv].Allocate(mem_pool_, h.decoded_block_bytes(h.model.dtype), stream));
+        KDN_RETURN_IF_ERROR(planes[kv].Allocate(mem_pool_, h.group_block_bytes(), stream));
         const auto* encoded =
             reinterpret_cast<const uint8_t*>(device.get()) + (blocks[kv].payload - lo);
         Status st = DecodeLosslessRansOnDevice(*blocks[kv].rans, encoded,
                                                static_cast<uint8_t*>(planes[kv].get()), stream);
         if (!st.ok()) {
-          return st.WithContext(req.reader->path() + ": " + BlockReader::BlockName(layer, kind));
+          return st.WithContext(req.reader->path() + ": " +
+                                req.reader->BlockName(layer, kind, group));
         }
       }
     }
@@ -481,7 +487,10 @@ class CudaBackend final : public Backend {
     args.model_dtype = static_cast<uint32_t>(h.model.dtype);
     args.out_dtype = static_cast<uint32_t>(req.dest->dtype);
     args.tokens = h.n_tokens;
-    args.channels = h.model.channels();
+    // A group's block fills its heads: the destination seen from its first head on.
+    args.channels = h.group_channels();
+    const int64_t group_offset = int64_t{group} * h.heads_per_group() * req.dest->head_stride *
+                                 static_cast<int64_t>(req.dest->elem_size);
     args.addr = addr;
     args.dest_token_offset = req.dest_token_offset;
     for (int kv = 0; kv < 2; ++kv) {
@@ -490,19 +499,20 @@ class CudaBackend final : public Backend {
           tc                ? static_cast<const uint8_t*>(tc_rows[kv].get())
           : rans ? static_cast<const uint8_t*>(planes[kv].get())
                  : reinterpret_cast<const uint8_t*>(device.get()) + (blocks[kv].payload - lo);
-      args.block[kv].out = req.dest->base(layer, static_cast<KvKind>(kv));
+      args.block[kv].out =
+          static_cast<std::byte*>(req.dest->base(layer, static_cast<KvKind>(kv))) + group_offset;
       args.block[kv].codes_offset =
           blocks[kv].prepared ? static_cast<uint32_t>(blocks[kv].prepared->codes_offset()) : 0;
     }
     KDN_RETURN_IF_ERROR(LaunchDecode(args, stream));
-    if (rope != nullptr && blocks[0].present) {
+    if (last_group && rope != nullptr && req.dest->base(layer, KvKind::kKey) != nullptr) {
       rope->base = req.dest->base(layer, KvKind::kKey);
       KDN_RETURN_IF_ERROR(LaunchRope(*rope, stream));
     }
     device.Free();  // stream-ordered: after the kernels above
     for (StreamBuffer& rows : tc_rows) rows.Free();
     for (StreamBuffer& p : planes) p.Free();
-    return CudaStatus(cudaEventRecord(done, stream), "cudaEventRecord");
+    return record_if_last();
   }
 
   void RunLoad(LoadRequest& req) {
@@ -532,14 +542,22 @@ class CudaBackend final : public Backend {
       }
       return Status::OK();
     });
+    // Whole loads only (Cache::Load refuses head ranges here): every head group of each layer,
+    // in turn, through the two staging slots.
+    const uint32_t groups = req.reader->header().head_groups;
+    uint64_t staged = 0;
     for (uint32_t l = req.layer_begin; l < req.layer_end; ++l) {
       Status s = fatal;
       if (s.ok()) {
-        StagingSlot& slot = slots[(l - req.layer_begin) % 2];
         s = Guarded([&]() -> Status {
-          StagedBlock blocks[2];
-          KDN_RETURN_IF_ERROR(StageLayer(req, l, slot, blocks));
-          return EnqueueLayer(req, l, slot, blocks, tables.addr(), stream, rope.get());
+          for (uint32_t g = 0; g < groups; ++g) {
+            StagingSlot& slot = slots[staged++ % 2];
+            StagedBlock blocks[2];
+            KDN_RETURN_IF_ERROR(StageLayer(req, l, g, slot, blocks));
+            KDN_RETURN_IF_ERROR(
+                EnqueueLayer(req, l, g, slot, blocks, tables.addr(), stream, rope.get()));
+          }
+          return Status::OK();
         });
         // After a CUDA failure the stream's state is unknown: stop enqueueing.
         if (ToApiStatus(s) == KDN_E_CUDA) fatal = s;

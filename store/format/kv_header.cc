@@ -3,6 +3,7 @@
 #define XXH_STATIC_LINKING_ONLY
 #include <xxhash.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <string>
@@ -47,7 +48,10 @@ bool SectionsFromFixed(const std::byte* f, layout::Sections* s) {
     return false;
   }
   const bool windows = (le::LoadU8(f + layout::kIdentityFlags) & layout::kIdentityLayerWindows) != 0;
-  *s = layout::ComputeSections(name_len, n_tokens, chunk, n_layers, windows);
+  const uint32_t groups = le::LoadU16(f + layout::kHeadGroups);
+  if (groups > limits::kMaxKvHeads) return false;
+  *s = layout::ComputeSections(name_len, n_tokens, chunk, n_layers, windows,
+                               std::max<uint32_t>(groups, 1));
   return true;
 }
 
@@ -265,13 +269,24 @@ Result<KvHeader> ParseKvHeader(std::span<const std::byte> bytes, uint64_t file_s
     if (m.mla() && h.codec.id == CodecId::kTc) {
       return Status::Corruption("codec tc does not apply to MLA caches");
     }
-    if (!AllZero(f + layout::kReserved, layout::kReservedBytes) ||
-        !AllZero(f + layout::kReserved2, layout::kReserved2Bytes)) {
-      return Status::Corruption("reserved header bytes 106..107, 112..127 are not zero");
+    if (!AllZero(f + layout::kReserved2, layout::kReserved2Bytes)) {
+      return Status::Corruption("reserved header bytes 112..127 are not zero");
+    }
+    // 0 stands for one group; 1 is never written (one layout, one encoding).
+    const uint32_t stored_groups = le::LoadU16(f + layout::kHeadGroups);
+    if (stored_groups == 1) {
+      return Status::Corruption("head groups 1 is written as 0 (a file of one head group)");
+    }
+    h.head_groups = std::max<uint32_t>(stored_groups, 1);
+    if (h.head_groups > 1) {
+      // n_kv_heads is within bounds here; MLA is checked again by Validate below.
+      if (Status st = CheckHeadGroups(m, h.head_groups); !st.ok()) {
+        return Status::Corruption(st.message());
+      }
     }
 
-    const layout::Sections s =
-        layout::ComputeSections(name_len, h.n_tokens, h.chunk_tokens, m.n_layers, has_windows);
+    const layout::Sections s = layout::ComputeSections(name_len, h.n_tokens, h.chunk_tokens,
+                                                       m.n_layers, has_windows, h.head_groups);
     if (s.end != header_bytes) {
       return Status::Corruption("header_bytes " + Num(header_bytes) +
                                 " does not match its sections (" + Num(s.end) + ")");
@@ -325,9 +340,9 @@ Result<KvHeader> ParseKvHeader(std::span<const std::byte> bytes, uint64_t file_s
 
     // Block table: sizes consistent with the shape and codec, offsets exactly where the layout puts
     // them (so blocks are aligned, in order, apart, and inside the file).
-    const BlockShape shape{h.n_tokens, m.channels(), m.dtype};
+    const BlockShape shape{h.n_tokens, h.group_channels(), m.dtype};
     const uint64_t decoded = shape.bytes();
-    h.blocks.resize(2 * uint64_t{m.n_layers});
+    h.blocks.resize(2 * uint64_t{m.n_layers} * h.head_groups);
     uint64_t pos = AlignUp(header_bytes, kKvBlockAlign);
     for (size_t i = 0; i < h.blocks.size(); ++i) {
       const std::byte* e = f + s.table_offset + layout::kBlockEntryBytes * i;
@@ -336,8 +351,9 @@ Result<KvHeader> ParseKvHeader(std::span<const std::byte> bytes, uint64_t file_s
       b.encoded_bytes = le::LoadU64(e + 8);
       b.decoded_bytes = le::LoadU64(e + 16);
       b.checksum = le::LoadU64(e + 24);
-      const std::string name = layout::BlockName(i);
-      if (!h.has_block(static_cast<uint32_t>(i / 2), static_cast<KvKind>(i % 2))) {
+      const layout::BlockPlace place = layout::PlaceOf(i, h.head_groups);
+      const std::string name = layout::BlockName(h, i);
+      if (!h.has_block(place.layer, place.kind)) {
         // An MLA V slot: an empty entry where the layout puts the next block.
         if (b.encoded_bytes != 0 || b.decoded_bytes != 0 || b.checksum != 0) {
           return Status::Corruption(name + ": an MLA cache's V slot must be empty (sizes and "
@@ -353,8 +369,7 @@ Result<KvHeader> ParseKvHeader(std::span<const std::byte> bytes, uint64_t file_s
         return Status::Corruption(name + ": decoded_bytes " + Num(b.decoded_bytes) +
                                   " does not match the shape (" + Num(decoded) + ")");
       }
-      if (Status st = codec_internal::CheckEncodedSize(h.codec, static_cast<KvKind>(i % 2), shape,
-                                                       b.encoded_bytes);
+      if (Status st = codec_internal::CheckEncodedSize(h.codec, place.kind, shape, b.encoded_bytes);
           !st.ok()) {
         return Status::Corruption(name + ": " + st.message());
       }
@@ -381,6 +396,26 @@ Result<KvHeader> ParseKvHeader(std::span<const std::byte> bytes, uint64_t file_s
     }
     return h;
   });
+}
+
+Status CheckHeadGroups(const ModelIdentity& model, uint32_t head_groups) {
+  if (head_groups == 1) return Status::OK();
+  if (model.mla()) {
+    return Status::Unsupported(
+        "an MLA cache has one latent per token (one KV head), so one head "
+        "group, not " +
+        Num(head_groups));
+  }
+  if (head_groups == 0 || model.n_kv_heads == 0 || model.n_kv_heads % head_groups != 0) {
+    return Status::InvalidArgument("head groups " + Num(head_groups) + " must divide n_kv_heads " +
+                                   Num(model.n_kv_heads) +
+                                   " (each group holds the same number of whole heads)");
+  }
+  return Status::OK();
+}
+
+uint32_t DefaultHeadGroups(const ModelIdentity& model) {
+  return !model.mla() && model.n_kv_heads >= 8 && model.n_kv_heads % 8 == 0 ? 8 : 1;
 }
 
 uint64_t KvHeader::decoded_bytes() const {

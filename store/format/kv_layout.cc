@@ -8,7 +8,7 @@
 namespace kdn::layout {
 
 Sections ComputeSections(uint32_t name_len, uint32_t n_tokens, uint32_t chunk_tokens,
-                         uint32_t n_layers, bool layer_windows) {
+                         uint32_t n_layers, bool layer_windows, uint32_t head_groups) {
   Sections s;
   s.name_offset = kKvFixedHeaderBytes;
   s.name_bytes = AlignUp(name_len, 8);
@@ -17,7 +17,7 @@ Sections ComputeSections(uint32_t name_len, uint32_t n_tokens, uint32_t chunk_to
   s.prefix_offset = s.tokens_offset + s.tokens_bytes;
   s.prefix_bytes = uint64_t{16} * PrefixChunks(n_tokens, chunk_tokens);
   s.table_offset = s.prefix_offset + s.prefix_bytes;
-  s.table_bytes = kBlockEntryBytes * 2 * uint64_t{n_layers};
+  s.table_bytes = kBlockEntryBytes * 2 * uint64_t{n_layers} * head_groups;
   // After the block table, so that every offset before it is what it was before the section
   // existed.
   s.windows_offset = s.table_offset + s.table_bytes;
@@ -30,10 +30,26 @@ std::string BlockName(uint32_t layer, KvKind kind) {
   return "layer " + std::to_string(layer) + (kind == KvKind::kKey ? " K block" : " V block");
 }
 
+std::string BlockName(uint32_t layer, KvKind kind, uint32_t group, uint32_t groups,
+                      uint32_t heads_per_group) {
+  std::string name = BlockName(layer, kind);
+  if (groups > 1) {
+    const uint32_t first = group * heads_per_group;
+    name += ", head group " + std::to_string(group) + " (heads " + std::to_string(first) + ".." +
+            std::to_string(first + heads_per_group - 1) + ")";
+  }
+  return name;
+}
+
+std::string BlockName(const KvHeader& h, size_t index) {
+  const BlockPlace p = PlaceOf(index, h.head_groups);
+  return BlockName(p.layer, p.kind, p.group, h.head_groups, h.heads_per_group());
+}
+
 void AssignOffsets(KvHeader* h) {
-  const Sections s = ComputeSections(static_cast<uint32_t>(h->model.name.size()), h->n_tokens,
-                                     h->chunk_tokens, h->model.n_layers,
-                                     !h->model.layer_windows.empty());
+  const Sections s =
+      ComputeSections(static_cast<uint32_t>(h->model.name.size()), h->n_tokens, h->chunk_tokens,
+                      h->model.n_layers, !h->model.layer_windows.empty(), h->head_groups);
   h->header_bytes = s.end;
   uint64_t pos = AlignUp(s.end, kKvBlockAlign);
   for (BlockEntry& b : h->blocks) {
@@ -46,8 +62,8 @@ void AssignOffsets(KvHeader* h) {
 std::vector<std::byte> SerializeHeader(const KvHeader& h) {
   const uint32_t name_len = static_cast<uint32_t>(h.model.name.size());
   const bool windows = !h.model.layer_windows.empty();
-  const Sections s =
-      ComputeSections(name_len, h.n_tokens, h.chunk_tokens, h.model.n_layers, windows);
+  const Sections s = ComputeSections(name_len, h.n_tokens, h.chunk_tokens, h.model.n_layers,
+                                     windows, h.head_groups);
   std::vector<std::byte> out(s.end);  // zero-filled: padding and reserved bytes
   std::byte* p = out.data();
   std::memcpy(p + kMagic, kKvMagic.data(), kKvMagic.size());
@@ -81,6 +97,8 @@ std::vector<std::byte> SerializeHeader(const KvHeader& h) {
   le::Store<uint8_t>(p + kNameLen, static_cast<uint8_t>(name_len));
   le::Store<uint8_t>(p + kIdentityFlags, windows ? kIdentityLayerWindows : 0);
   le::Store<uint8_t>(p + kAttention, static_cast<uint8_t>(h.model.attention));
+  le::Store<uint16_t>(p + kHeadGroups,
+                      h.head_groups > 1 ? static_cast<uint16_t>(h.head_groups) : 0);
   le::Store<uint32_t>(p + kKvLoraRank, h.model.kv_lora_rank);
   std::memcpy(p + s.name_offset, h.model.name.data(), name_len);
   std::memcpy(p + s.tokens_offset, h.tokens.data(), h.tokens.size() * sizeof(uint32_t));

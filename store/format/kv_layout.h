@@ -40,8 +40,9 @@ inline constexpr size_t kCodecFlags = 102;
 inline constexpr size_t kNameLen = 103;
 inline constexpr size_t kIdentityFlags = 104;
 inline constexpr size_t kAttention = 105;
-inline constexpr size_t kReserved = 106;  // 2 bytes
-inline constexpr size_t kReservedBytes = 2;
+// u16: the head groups G when at least 2; 0 for one group (so that an ungrouped file is byte for
+// byte what it was before the field existed).
+inline constexpr size_t kHeadGroups = 106;
 inline constexpr size_t kKvLoraRank = 108;
 inline constexpr size_t kReserved2 = 112;  // to the end of the fixed header
 inline constexpr size_t kReserved2Bytes = 16;
@@ -68,16 +69,31 @@ struct Sections {
 };
 // Counts must be within limits.h bounds (no overflow then).
 Sections ComputeSections(uint32_t name_len, uint32_t n_tokens, uint32_t chunk_tokens,
-                         uint32_t n_layers, bool layer_windows = false);
+                         uint32_t n_layers, bool layer_windows = false, uint32_t head_groups = 1);
 
 inline uint32_t PrefixChunks(uint32_t n_tokens, uint32_t chunk_tokens) {
   return static_cast<uint32_t>((uint64_t{n_tokens} + chunk_tokens - 1) / chunk_tokens);
 }
 
-// "layer 3 V block"
+// "layer 3 V block"; in a file of several head groups "layer 3 V block, head group 2 (heads 4..5)".
 std::string BlockName(uint32_t layer, KvKind kind);
+std::string BlockName(uint32_t layer, KvKind kind, uint32_t group, uint32_t groups,
+                      uint32_t heads_per_group);
+// The block at table index `index` of a file of one head group.
 inline std::string BlockName(size_t index) {
   return BlockName(static_cast<uint32_t>(index / 2), static_cast<KvKind>(index % 2));
+}
+// The block at table index `index` of `h`.
+std::string BlockName(const KvHeader& h, size_t index);
+// (layer, kind, group) of table index `index` for `groups` head groups.
+struct BlockPlace {
+  uint32_t layer;
+  KvKind kind;
+  uint32_t group;
+};
+inline BlockPlace PlaceOf(size_t index, uint32_t groups) {
+  return {static_cast<uint32_t>(index / groups / 2), static_cast<KvKind>(index / groups % 2),
+          static_cast<uint32_t>(index % groups)};
 }
 
 // The header's bytes (header_bytes of them, checksum filled in) for a complete KvHeader whose

@@ -3,7 +3,9 @@
 #include <xxhash.h>
 
 #include <algorithm>
+#include <cstring>
 #include <string>
+#include <vector>
 
 #include "kdn/codec.h"
 #include "kdn/format.h"
@@ -19,7 +21,7 @@ namespace kdn {
 
 namespace {
 
-Status CheckBlockIndex(const KvHeader& h, uint32_t layer, KvKind kind) {
+Status CheckBlockIndex(const KvHeader& h, uint32_t layer, KvKind kind, uint32_t group = 0) {
   if (layer >= h.model.n_layers) {
     return Status::InvalidArgument("layer " + std::to_string(layer) +
                                    " out of range (the cache has " +
@@ -27,6 +29,11 @@ Status CheckBlockIndex(const KvHeader& h, uint32_t layer, KvKind kind) {
   }
   if (kind != KvKind::kKey && kind != KvKind::kValue) {
     return Status::InvalidArgument("block kind unknown");
+  }
+  if (group >= h.head_groups) {
+    return Status::InvalidArgument("head group " + std::to_string(group) +
+                                   " out of range (the cache has " + std::to_string(h.head_groups) +
+                                   ")");
   }
   if (!h.has_block(layer, kind)) {
     return Status::InvalidArgument(layout::BlockName(layer, kind) +
@@ -80,50 +87,77 @@ Result<std::unique_ptr<KvReader>> KvReader::Open(std::unique_ptr<ByteSource> sou
   });
 }
 
-Status KvReader::ReadBlock(uint32_t layer, KvKind kind, std::span<std::byte> out) const {
-  KDN_RETURN_IF_ERROR(CheckBlockIndex(header_, layer, kind));
-  const BlockEntry& b = header_.block(layer, kind);
+Status KvReader::ReadBlock(uint32_t layer, KvKind kind, std::span<std::byte> out,
+                           uint32_t group) const {
+  KDN_RETURN_IF_ERROR(CheckBlockIndex(header_, layer, kind, group));
+  const BlockEntry& b = header_.block(layer, kind, group);
   // Block names are built on error paths only: this runs once per block on every load.
+  const auto name = [&] {
+    return layout::BlockName(layer, kind, group, header_.head_groups, header_.heads_per_group());
+  };
   if (out.size() < b.encoded_bytes) {
-    return Status::InvalidArgument(layout::BlockName(layer, kind) + ": buffer of " +
-                                   std::to_string(out.size()) + " bytes, the block has " +
-                                   std::to_string(b.encoded_bytes));
+    return Status::InvalidArgument(name() + ": buffer of " + std::to_string(out.size()) +
+                                   " bytes, the block has " + std::to_string(b.encoded_bytes));
   }
   const std::span<std::byte> dst = out.first(b.encoded_bytes);
-  if (Status st = source_->ReadAt(b.offset, dst); !st.ok()) {
-    return st.WithContext(layout::BlockName(layer, kind));
-  }
+  if (Status st = source_->ReadAt(b.offset, dst); !st.ok()) return st.WithContext(name());
   const uint64_t sum = HashBytes64(dst.data(), dst.size());
-  if (sum != b.checksum) return ChecksumMismatch(layout::BlockName(layer, kind), b.checksum, sum);
+  if (sum != b.checksum) return ChecksumMismatch(name(), b.checksum, sum);
   return Status::OK();
 }
 
 Status KvReader::DecodeBlock(uint32_t layer, KvKind kind, DType dtype,
                              std::span<std::byte> out) const {
-  KDN_RETURN_IF_ERROR(CheckBlockIndex(header_, layer, kind));
-  const BlockEntry& b = header_.block(layer, kind);
-  KDN_ASSIGN_OR_RETURN(std::span<std::byte> enc,
-                       scratch::Get(scratch::Slot::kEncoded, b.encoded_bytes));
-  KDN_RETURN_IF_ERROR(ReadBlock(layer, kind, enc));
-  const BlockShape shape{header_.n_tokens, header_.model.channels(), header_.model.dtype};
-  if (Status st = kdn::DecodeBlock(header_.codec, kind, shape, enc, dtype, out); !st.ok()) {
-    return st.WithContext(layout::BlockName(layer, kind));
-  }
-  return Status::OK();
+  // The group-shaped scratch of a grouped file may fail to allocate: a status, not an exception.
+  return GuardAlloc("decode", [&]() -> Status {
+    KDN_RETURN_IF_ERROR(CheckBlockIndex(header_, layer, kind));
+    const KvHeader& h = header_;
+    if (out.size() < h.decoded_block_bytes(dtype)) {
+      return Status::InvalidArgument(layout::BlockName(layer, kind) + ": output of " +
+                                     std::to_string(out.size()) + " bytes, the layer has " +
+                                     std::to_string(h.decoded_block_bytes(dtype)));
+    }
+    const BlockShape shape{h.n_tokens, h.group_channels(), h.model.dtype};
+    // A grouped file's blocks decode into a group-shaped scratch, then go to their heads' channels.
+    std::vector<std::byte> group_out;
+    if (h.head_groups > 1)
+      group_out.resize(uint64_t{h.n_tokens} * shape.channels * DTypeSize(dtype));
+    for (uint32_t g = 0; g < h.head_groups; ++g) {
+      const BlockEntry& b = h.block(layer, kind, g);
+      KDN_ASSIGN_OR_RETURN(std::span<std::byte> enc,
+                           scratch::Get(scratch::Slot::kEncoded, b.encoded_bytes));
+      KDN_RETURN_IF_ERROR(ReadBlock(layer, kind, enc, g));
+      const std::span<std::byte> dst = h.head_groups > 1 ? std::span<std::byte>(group_out) : out;
+      if (Status st = kdn::DecodeBlock(h.codec, kind, shape, enc, dtype, dst); !st.ok()) {
+        return st.WithContext(
+            layout::BlockName(layer, kind, g, h.head_groups, h.heads_per_group()));
+      }
+      if (h.head_groups > 1) {
+        const size_t group_row = size_t{shape.channels} * DTypeSize(dtype);
+        const size_t row = size_t{h.model.channels()} * DTypeSize(dtype);
+        for (uint32_t t = 0; t < h.n_tokens; ++t) {
+          std::memcpy(out.data() + t * row + g * group_row, group_out.data() + t * group_row,
+                      group_row);
+        }
+      }
+    }
+    return Status::OK();
+  });
 }
 
 Status KvReader::VerifyAll() const {
   return GuardAlloc("verify", [&]() -> Status {
     const KvHeader& h = header_;
-    const BlockShape shape{h.n_tokens, h.model.channels(), h.model.dtype};
+    const BlockShape shape{h.n_tokens, h.group_channels(), h.model.dtype};
     constexpr uint64_t kChunk = uint64_t{4} << 20;
     uint64_t prev_end = h.header_bytes;
     std::string prev_name = "the header";
     for (size_t i = 0; i < h.blocks.size(); ++i) {
       const BlockEntry& b = h.blocks[i];
-      const KvKind kind = static_cast<KvKind>(i % 2);
-      if (!h.has_block(static_cast<uint32_t>(i / 2), kind)) continue;  // MLA V slot: no bytes
-      const std::string name = layout::BlockName(i);
+      const layout::BlockPlace place = layout::PlaceOf(i, h.head_groups);
+      const KvKind kind = place.kind;
+      if (!h.has_block(place.layer, kind)) continue;  // MLA V slot: no bytes
+      const std::string name = layout::BlockName(h, i);
       KDN_RETURN_IF_ERROR(CheckZero(*source_, prev_end, b.offset, "padding after " + prev_name));
 
       // One pass over the bytes: the checksum, and the zstd stage decoded in a bounded window.

@@ -6,6 +6,8 @@
 #include <cerrno>
 #include <cstring>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "kdn/codec.h"
 #include "kdn/format.h"
@@ -24,9 +26,10 @@ struct KvWriter::Impl {
   Status Ready() const {
     if (!init_error.ok()) return init_error;
     const uint32_t n_layers = header.model.n_layers;
-    if (blocks.size() != 2 * size_t{n_layers}) {
-      return Status::InvalidArgument("KvWriter: " + std::to_string(blocks.size() / 2) + " of " +
-                                     std::to_string(n_layers) + " layers added");
+    const size_t per_layer = 2 * size_t{header.head_groups};
+    if (blocks.size() != per_layer * n_layers) {
+      return Status::InvalidArgument("KvWriter: " + std::to_string(blocks.size() / per_layer) +
+                                     " of " + std::to_string(n_layers) + " layers added");
     }
     return Status::OK();
   }
@@ -35,11 +38,12 @@ struct KvWriter::Impl {
   template <typename Sink>
   Status Emit(Sink&& emit) {
     KDN_RETURN_IF_ERROR(Ready());
-    const BlockShape shape{header.n_tokens, header.model.channels(), header.model.dtype};
+    const BlockShape shape{header.n_tokens, header.group_channels(), header.model.dtype};
     for (size_t i = 0; i < blocks.size(); ++i) {
       BlockEntry& e = header.blocks[i];
       e = BlockEntry{};
-      if (!header.has_block(static_cast<uint32_t>(i / 2), static_cast<KvKind>(i % 2))) continue;
+      const layout::BlockPlace place = layout::PlaceOf(i, header.head_groups);
+      if (!header.has_block(place.layer, place.kind)) continue;
       e.encoded_bytes = blocks[i].size();
       e.decoded_bytes = shape.bytes();
       e.checksum = HashBytes64(blocks[i].data(), blocks[i].size());
@@ -68,11 +72,12 @@ struct KvWriter::Impl {
 };
 
 KvWriter::KvWriter(ModelIdentity model, CodecSpec codec, std::vector<uint32_t> tokens,
-                   uint32_t position_offset, uint32_t chunk_tokens)
+                   uint32_t position_offset, uint32_t chunk_tokens, uint32_t head_groups)
     : impl_(std::make_unique<Impl>()) {
   // A constructor cannot return a Status: the first error is kept and every later call returns it.
   Status st = model.Validate();
   if (st.ok()) st = codec.Validate();
+  if (st.ok()) st = CheckHeadGroups(model, head_groups);
   if (st.ok() && model.mla() && codec.id == CodecId::kTc) {
     st = Status::Unsupported("codec tc does not apply to MLA caches (it un-rotates each head's "
                              "leading dims and models K/V blocks); use raw, lossless or q8/q4/q2");
@@ -99,7 +104,8 @@ KvWriter::KvWriter(ModelIdentity model, CodecSpec codec, std::vector<uint32_t> t
     h.codec = codec;
     h.prefix_hashes = PrefixHashes(h.fingerprint, tokens, chunk_tokens);
     h.tokens = std::move(tokens);
-    h.blocks.resize(2 * size_t{h.model.n_layers});
+    h.head_groups = head_groups;
+    h.blocks.resize(2 * size_t{h.model.n_layers} * head_groups);
     impl_->blocks.reserve(h.blocks.size());
     return Status::OK();
   });
@@ -112,28 +118,62 @@ Status KvWriter::AddLayer(std::span<const std::byte> k, std::span<const std::byt
     Impl& s = *impl_;
     if (!s.init_error.ok()) return s.init_error;
     const KvHeader& h = s.header;
-    const uint32_t layer = static_cast<uint32_t>(s.blocks.size() / 2);
+    const uint32_t groups = h.head_groups;
+    const uint32_t layer = static_cast<uint32_t>(s.blocks.size() / (2 * size_t{groups}));
     if (layer >= h.model.n_layers) {
       return Status::InvalidArgument("KvWriter: all " + std::to_string(h.model.n_layers) +
                                      " layers were already added");
     }
-    const BlockShape shape{h.n_tokens, h.model.channels(), h.model.dtype};
-    std::vector<std::byte> ek, ev;
     const BlockContext ctx = BlockContext::For(h.model, h.position_offset, layer);
-    KDN_RETURN_IF_ERROR(EncodeBlock(h.codec, KvKind::kKey, shape, k, &ek, ctx)
-                            .WithContext(layout::BlockName(layer, KvKind::kKey)));
     if (h.model.mla()) {
       // The latent is the K slot's block; the V slot stays empty.
       if (!v.empty()) {
         return Status::InvalidArgument("KvWriter: " + layout::BlockName(layer, KvKind::kValue) +
                                        ": an MLA cache has no V tensor (pass an empty one)");
       }
-    } else {
-      KDN_RETURN_IF_ERROR(EncodeBlock(h.codec, KvKind::kValue, shape, v, &ev, ctx)
-                              .WithContext(layout::BlockName(layer, KvKind::kValue)));
+      const BlockShape shape{h.n_tokens, h.model.channels(), h.model.dtype};
+      std::vector<std::byte> ek;
+      KDN_RETURN_IF_ERROR(EncodeBlock(h.codec, KvKind::kKey, shape, k, &ek, ctx)
+                              .WithContext(layout::BlockName(layer, KvKind::kKey)));
+      s.blocks.push_back(std::move(ek));
+      s.blocks.emplace_back();
+      return Status::OK();
     }
-    s.blocks.push_back(std::move(ek));
-    s.blocks.push_back(std::move(ev));
+    const BlockShape full{h.n_tokens, h.model.channels(), h.model.dtype};
+    for (const auto& [kind, src] : {std::pair{KvKind::kKey, k}, std::pair{KvKind::kValue, v}}) {
+      // (One group: the encoder's own check names the mismatch.)
+      if (groups > 1 && src.size() != full.bytes()) {
+        return Status::InvalidArgument(layout::BlockName(layer, kind) + ": " +
+                                       std::to_string(src.size()) + " bytes given, the shape has " +
+                                       std::to_string(full.bytes()));
+      }
+    }
+    // One block per (K/V, head group): group g's rows are its heads' channels of every token.
+    const BlockShape shape{h.n_tokens, h.group_channels(), h.model.dtype};
+    const size_t esize = DTypeSize(h.model.dtype);
+    const size_t group_row = size_t{shape.channels} * esize;
+    const size_t row = size_t{full.channels} * esize;
+    std::vector<std::byte> gathered;
+    std::vector<std::vector<std::byte>> encoded(2 * size_t{groups});
+    for (uint32_t kv = 0; kv < 2; ++kv) {
+      const KvKind kind = static_cast<KvKind>(kv);
+      const std::span<const std::byte> src = kind == KvKind::kKey ? k : v;
+      for (uint32_t g = 0; g < groups; ++g) {
+        std::span<const std::byte> group_src = src;
+        if (groups > 1) {
+          gathered.resize(shape.bytes());
+          for (uint32_t t = 0; t < h.n_tokens; ++t) {
+            std::memcpy(gathered.data() + t * group_row, src.data() + t * row + g * group_row,
+                        group_row);
+          }
+          group_src = gathered;
+        }
+        KDN_RETURN_IF_ERROR(
+            EncodeBlock(h.codec, kind, shape, group_src, &encoded[kv * groups + g], ctx)
+                .WithContext(layout::BlockName(layer, kind, g, groups, h.heads_per_group())));
+      }
+    }
+    for (auto& e : encoded) s.blocks.push_back(std::move(e));
     return Status::OK();
   });
 }

@@ -117,14 +117,15 @@ Status SynthesizeLayerKv(const ModelIdentity& model, uint32_t n_tokens, uint32_t
 
 Result<std::vector<std::byte>> SynthesizeKvFile(const ModelIdentity& model, uint32_t n_tokens,
                                                 const CodecSpec& codec, uint64_t seed,
-                                                uint32_t position_offset) {
+                                                uint32_t position_offset, uint32_t head_groups) {
   return GuardAlloc("synthesize", [&]() -> Result<std::vector<std::byte>> {
     KDN_RETURN_IF_ERROR(model.Validate());
     if (n_tokens < 1 || n_tokens > limits::kMaxTokens) {
       return Status::InvalidArgument("synthesize: tokens " + std::to_string(n_tokens) +
                                      " out of range 1.." + std::to_string(limits::kMaxTokens));
     }
-    KvWriter writer(model, codec, SynthesizeTokens(n_tokens, seed), position_offset);
+    KvWriter writer(model, codec, SynthesizeTokens(n_tokens, seed), position_offset,
+                    kDefaultChunkTokens, head_groups);
     const size_t bytes = size_t{n_tokens} * model.channels() * DTypeSize(model.dtype);
     std::vector<std::byte> k(bytes), v(model.mla() ? 0 : bytes);
     for (uint32_t layer = 0; layer < model.n_layers; ++layer) {

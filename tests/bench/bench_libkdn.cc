@@ -8,7 +8,9 @@
 // cudaMemcpy of the file's bytes. One file, many GPUs (CPU backend): bytes read (counted by the
 // kernel, /proc/self/io) and time of one tensor-parallel rank of 8 (kdn_load_heads of one KV head
 // of 8) and of one pipeline stage of 4 (a quarter of the layers) against a full load of the same
-// file. Prints `name: value` lines; notes go to stderr.
+// file, on files of one head group and of 8 (`_g8`: a rank reads only its group's blocks; goal
+// tp8_rank_bytes_vs_full <= 1/8 + 5% = 0.175), and the 8-group file's size against the other's.
+// Prints `name: value` lines; notes go to stderr.
 //   kdn_bench_libkdn DIR RUNS
 #include <fcntl.h>
 #include <unistd.h>
@@ -74,19 +76,24 @@ void Print(const std::string& name, double value) {
   std::printf("%s: %.3f\n", name.c_str(), value);
 }
 
-// The synthetic cache for `codec` in `dir`, written once and reused by later runs.
-std::string CacheFile(const std::string& dir, const kdn::ModelIdentity& m, const char* codec) {
+// The synthetic cache for `codec` in `dir` (in `head_groups` head groups), written once and reused
+// by later runs.
+std::string CacheFile(const std::string& dir, const kdn::ModelIdentity& m, const char* codec,
+                      uint32_t head_groups = 1) {
   std::string name = codec;
   for (char& c : name) {
     if (c == '+' || c == ':') c = '_';
   }
   const std::string path = dir + "/engine-" + m.name + "-" + std::to_string(kTokens) +
-                           (m.layer_windows.empty() ? "" : "-window") + "-" + name + ".kv";
+                           (m.layer_windows.empty() ? "" : "-window") +
+                           (head_groups > 1 ? "-g" + std::to_string(head_groups) : "") + "-" +
+                           name + ".kv";
   if (kdn::KvReader::Open(path).ok()) return path;
   std::fprintf(stderr, "# writing %s\n", path.c_str());
   kdn::Result<kdn::CodecSpec> spec = kdn::CodecSpec::Parse(codec);
   if (!spec.ok()) Die(spec.status().ToString());
-  kdn::Result<std::vector<std::byte>> bytes = kdn::SynthesizeKvFile(m, kTokens, *spec, 1);
+  kdn::Result<std::vector<std::byte>> bytes =
+      kdn::SynthesizeKvFile(m, kTokens, *spec, 1, 0, head_groups);
   if (!bytes.ok()) Die(bytes.status().ToString());
   const std::string tmp = path + ".tmp";
   FILE* f = std::fopen(tmp.c_str(), "wb");
@@ -198,9 +205,62 @@ uint64_t BytesRead() {
   Die("no rchar in /proc/self/io");
 }
 
+uint64_t FileBytes(const std::string& path) {
+  kdn::Result<std::unique_ptr<kdn::KvReader>> r = kdn::KvReader::Open(path);
+  if (!r.ok()) Die(r.status().ToString());
+  return (*r)->header().file_bytes;
+}
+
+// BenchParallel for one file: `full` and `rank` are the destinations of a whole load and of rank 0
+// of 8 (heads [head_begin, head_end)).
+void BenchParallelFile(const std::string& dir, const kdn::ModelIdentity& m, const char* codec,
+                       uint32_t groups, int runs, HostDest& full, const kdn_dest& rank,
+                       uint32_t head_begin, uint32_t head_end) {
+  constexpr uint32_t kPp = 4;
+  const uint32_t stage_layers = m.n_layers / kPp;
+  const std::string path = CacheFile(dir, m, codec, groups);
+  kdn_ctx* ctx = nullptr;
+  Check(kdn_ctx_create(-1, &ctx), "kdn_ctx_create");
+  kdn_cache* c = nullptr;
+  Check(kdn_open(ctx, path.c_str(), &c), "kdn_open");
+  // Bytes and median seconds of `load` (one call, then kdn_sync).
+  auto measure = [&](const std::function<kdn_status()>& load, uint64_t* bytes) {
+    const uint64_t before = BytesRead();
+    Check(load(), "load");
+    Check(kdn_sync(c), "kdn_sync");
+    *bytes = BytesRead() - before;
+    return TimeRuns(runs, [&] {
+      Check(load(), "load");
+      Check(kdn_sync(c), "kdn_sync");
+    });
+  };
+  uint64_t full_bytes = 0, rank_bytes = 0, stage_bytes = 0;
+  const double full_s =
+      measure([&] { return kdn_load(c, 0, m.n_layers, &full.d, 0, nullptr); }, &full_bytes);
+  const double rank_s = measure(
+      [&] { return kdn_load_heads(c, 0, m.n_layers, head_begin, head_end, &rank, 0, nullptr); },
+      &rank_bytes);
+  const double stage_s =
+      measure([&] { return kdn_load(c, 0, stage_layers, &full.d, 0, nullptr); }, &stage_bytes);
+  kdn_close(c);
+  kdn_ctx_destroy(ctx);
+  const std::string name =
+      std::string("engine_parallel_") + codec + (groups > 1 ? "_g" + std::to_string(groups) : "");
+  if (groups > 1) {
+    // What grouping costs: the file against the one-group file of the same values.
+    const std::string one = CacheFile(dir, m, codec, 1);
+    Print(name + "_file_bytes_vs_g1", static_cast<double>(FileBytes(path)) / FileBytes(one));
+  }
+  Print(name + "_full_mib_read", static_cast<double>(full_bytes) / (1 << 20));
+  Print(name + "_tp8_rank_bytes_vs_full", static_cast<double>(rank_bytes) / full_bytes);
+  Print(name + "_tp8_rank_time_vs_full", rank_s / full_s);
+  Print(name + "_pp4_stage_bytes_vs_full", static_cast<double>(stage_bytes) / full_bytes);
+  Print(name + "_pp4_stage_time_vs_full", stage_s / full_s);
+}
+
 // One parallel layout's load against the full load: its bytes read and time as ratios.
 void BenchParallel(const std::string& dir, const kdn::ModelIdentity& m, int runs) {
-  constexpr uint32_t kTp = 8, kPp = 4;
+  constexpr uint32_t kTp = 8;
   HostDest full(m);
   // Rank 0 of 8: its own cache of n_kv_heads / 8 heads.
   uint32_t head_begin = 0, head_end = 0;
@@ -219,42 +279,12 @@ void BenchParallel(const std::string& dir, const kdn::ModelIdentity& m, int runs
   Check(kdn_dest_contiguous(&rank, KDN_F16, m.n_layers, rkb.data(), rvb.data(), rank_heads,
                             m.head_dim, kTokens),
         "kdn_dest_contiguous");
-  const uint32_t stage_layers = m.n_layers / kPp;
+  // Each codec on a file of one head group (a rank reads every block whole) and on one of 8 head
+  // groups (a rank reads its group's blocks only).
   for (const char* codec : {"raw", "lossless", "q4", "tc"}) {
-    const std::string path = CacheFile(dir, m, codec);
-    kdn_ctx* ctx = nullptr;
-    Check(kdn_ctx_create(-1, &ctx), "kdn_ctx_create");
-    kdn_cache* c = nullptr;
-    Check(kdn_open(ctx, path.c_str(), &c), "kdn_open");
-    // Bytes and median seconds of `load` (one call, then kdn_sync).
-    auto measure = [&](const std::function<kdn_status()>& load, uint64_t* bytes) {
-      const uint64_t before = BytesRead();
-      Check(load(), "load");
-      Check(kdn_sync(c), "kdn_sync");
-      *bytes = BytesRead() - before;
-      return TimeRuns(runs, [&] {
-        Check(load(), "load");
-        Check(kdn_sync(c), "kdn_sync");
-      });
-    };
-    uint64_t full_bytes = 0, rank_bytes = 0, stage_bytes = 0;
-    const double full_s =
-        measure([&] { return kdn_load(c, 0, m.n_layers, &full.d, 0, nullptr); }, &full_bytes);
-    const double rank_s = measure(
-        [&] {
-          return kdn_load_heads(c, 0, m.n_layers, head_begin, head_end, &rank, 0, nullptr);
-        },
-        &rank_bytes);
-    const double stage_s =
-        measure([&] { return kdn_load(c, 0, stage_layers, &full.d, 0, nullptr); }, &stage_bytes);
-    kdn_close(c);
-    kdn_ctx_destroy(ctx);
-    const std::string name = std::string("engine_parallel_") + codec;
-    Print(name + "_full_mib_read", static_cast<double>(full_bytes) / (1 << 20));
-    Print(name + "_tp8_rank_bytes_vs_full", static_cast<double>(rank_bytes) / full_bytes);
-    Print(name + "_tp8_rank_time_vs_full", rank_s / full_s);
-    Print(name + "_pp4_stage_bytes_vs_full", static_cast<double>(stage_bytes) / full_bytes);
-    Print(name + "_pp4_stage_time_vs_full", stage_s / full_s);
+    for (uint32_t groups : {1u, kTp}) {
+      BenchParallelFile(dir, m, codec, groups, runs, full, rank, head_begin, head_end);
+    }
   }
 }
 

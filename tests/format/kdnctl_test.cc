@@ -177,7 +177,15 @@ TEST_F(KdnctlTest, ExportHeadsIsThatSliceOfTheWholeTensor) {
   Outcome r = Kdnctl({"synth", "--model", "llama3-8b", "--tokens", "40", "--codec", "q4+zstd",
                       "-o", q4});
   ASSERT_EQ(r.code, 0) << r.err;
-  for (const std::string& file : {Llama1024(), q4}) {
+  // Files of head groups: a range reads the groups that hold it, within or across groups.
+  const std::string q4_g4 = Path("llama-q4-g4.kv"), tc_g8 = Path("llama-tc-g8.kv");
+  r = Kdnctl({"synth", "--model", "llama3-8b", "--tokens", "40", "--codec", "q4+zstd",
+              "--head-groups", "4", "-o", q4_g4});
+  ASSERT_EQ(r.code, 0) << r.err;
+  r = Kdnctl({"synth", "--model", "llama3-8b", "--tokens", "40", "--codec", "tc", "--head-groups",
+              "auto", "-o", tc_g8});
+  ASSERT_EQ(r.code, 0) << r.err;
+  for (const std::string& file : {Llama1024(), q4, q4_g4, tc_g8}) {
     for (const char* heads : {"0:1", "2:4", "7:8", "0:8"}) {
       for (const char* kv : {"k", "v"}) {
         ASSERT_EQ(Kdnctl({"export", "--layer", "5", "--kv", kv, file, "-o", whole}).code, 0);
@@ -202,6 +210,49 @@ TEST_F(KdnctlTest, ExportHeadsIsThatSliceOfTheWholeTensor) {
     r = Kdnctl({"export", "--layer", "0", "--kv", "k", "--heads", bad, Llama1024(), "-o", part});
     EXPECT_EQ(r.code, 2) << bad << ": " << r.err;
   }
+}
+
+TEST_F(KdnctlTest, HeadGroupsSynthVerifyInspectConvert) {
+  const std::string g8 = Path("mistral-g8.kv"), g1 = Path("mistral-g1.kv");
+  const std::string back = Path("mistral-back.kv");
+  Outcome r = Kdnctl({"synth", "--model", "mistral-7b", "--tokens", "50", "--codec", "lossless",
+                      "--head-groups", "8", "-o", g8});
+  ASSERT_EQ(r.code, 0) << r.err;
+  r = Kdnctl({"synth", "--model", "mistral-7b", "--tokens", "50", "--codec", "lossless", "-o", g1});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(Kdnctl({"verify", g8}).code, 0);
+  r = Kdnctl({"inspect", g8});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.out.find("head groups:   8 of 1 KV heads each"), std::string::npos) << r.out;
+  r = Kdnctl({"inspect", "--json", g8});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.out.find("\"head_groups\": 8"), std::string::npos) << r.out;
+  // One group again: the bytes of the file written without groups (lossless keeps every bit).
+  r = Kdnctl({"convert", "--codec", "lossless", "--head-groups", "1", g8, back});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_TRUE(ReadBytes(back) == ReadBytes(g1));
+  // A flipped byte in one group's block: verify names the layer, K/V and group.
+  auto bytes = ReadBytes(g8);
+  auto h = ParseKvHeader(bytes, bytes.size());
+  ASSERT_TRUE(h.ok()) << h.status().ToString();
+  const BlockEntry& b = h->block(3, KvKind::kKey, 6);
+  bytes[b.offset + 17] ^= std::byte{4};
+  const std::string bad = Path("mistral-g8-bad.kv");
+  WriteBytes(bad, bytes);
+  r = Kdnctl({"verify", bad});
+  EXPECT_NE(r.code, 0);
+  EXPECT_NE(r.err.find("layer 3 K block, head group 6 (heads 6..6): checksum mismatch"),
+            std::string::npos)
+      << r.err;
+  // Counts that do not split the heads are usage errors that say why.
+  r = Kdnctl({"synth", "--model", "mistral-7b", "--tokens", "5", "--codec", "raw", "--head-groups",
+              "3", "-o", Path("x.kv")});
+  EXPECT_EQ(r.code, 2);
+  EXPECT_NE(r.err.find("must divide n_kv_heads 8"), std::string::npos) << r.err;
+  r = Kdnctl({"synth", "--model", "deepseek-v3", "--tokens", "5", "--codec", "raw", "--head-groups",
+              "2", "-o", Path("x.kv")});
+  EXPECT_EQ(r.code, 2);
+  EXPECT_NE(r.err.find("MLA"), std::string::npos) << r.err;
 }
 
 TEST_F(KdnctlTest, ConvertLosslessToRawGivesTheOriginalRaw) {

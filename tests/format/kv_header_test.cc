@@ -272,7 +272,7 @@ TEST(KvHeaderTest, EachFieldIsValidated) {
       f, [](F* x) { Put<uint8_t>(x, 105, 1); }, "MLA");
   ExpectFieldError(
       f, [](F* x) { Put<uint32_t>(x, 108, 4); }, "kv_lora_rank");
-  for (size_t off : {106, 107, 112, 120, 127}) {
+  for (size_t off : {112, 120, 127}) {
     auto g = f;
     g[off] = std::byte{1};
     ResealHeader(&g);
@@ -280,6 +280,11 @@ TEST(KvHeaderTest, EachFieldIsValidated) {
     ASSERT_FALSE(h.ok()) << off;
     EXPECT_NE(h.status().message().find("reserved"), std::string::npos) << h.status().message();
   }
+  // Head groups (bytes 106..107, u16): 1 is written as 0; 256 does not divide the KV heads.
+  ExpectFieldError(
+      f, [](F* x) { Put<uint8_t>(x, 106, 1); }, "head groups 1 is written as 0");
+  ExpectFieldError(
+      f, [](F* x) { Put<uint8_t>(x, 107, 1); }, "head groups 256 must divide n_kv_heads");
   // Section contents: name padding, token padding, a prefix hash, NUL or bad UTF-8 in the name.
   ExpectFieldError(
       f, [](F* x) { (*x)[128 + 10] = std::byte{1}; }, "model name section: padding");

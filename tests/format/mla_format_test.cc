@@ -197,11 +197,18 @@ TEST(MlaFormat, CorruptFilesAreRejected) {
     ResealHeader(&f);
     rejected(f, "kv_lora_rank");
   }
-  for (size_t off : {106, 107, 112, 127}) {
+  for (size_t off : {112, 127}) {
     auto f = good;
     f[off] = std::byte{1};
     ResealHeader(&f);
     rejected(f, "reserved");
+  }
+  // Head groups (bytes 106..107): an MLA cache has one KV head, so one group.
+  {
+    auto f = good;
+    Put<uint16_t>(&f, layout::kHeadGroups, 2);
+    ResealHeader(&f);
+    rejected(f, "an MLA cache has one latent per token");
   }
 }
 

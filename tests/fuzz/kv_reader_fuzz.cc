@@ -4,6 +4,7 @@
 // Checksums stop most mutations at the header, so each input also runs "resealed": the model
 // fingerprint, prefix hashes, block checksums and header checksum are recomputed from whatever
 // the mutated bytes say, which lets the fuzzer reach the field, table and codec checks behind them.
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -34,7 +35,8 @@ void Exercise(std::span<const std::byte> bytes) {
   const KvReader& r = **reader;
   const KvHeader& h = r.header();
   if (h.decoded_bytes() <= kMaxVerifyBytes) (void)r.VerifyAll();
-  const BlockShape shape{h.n_tokens, h.model.channels(), h.model.dtype};
+  // A head group's block (the whole layer's K or V in a file of one group).
+  const BlockShape shape{h.n_tokens, h.group_channels(), h.model.dtype};
   if (h.decoded_block_bytes(DType::kF32) > kMaxDecodeBytes) return;
   std::vector<std::byte> out(h.decoded_block_bytes(DType::kF32));
   std::vector<std::byte> enc;
@@ -42,13 +44,15 @@ void Exercise(std::span<const std::byte> bytes) {
     for (KvKind kind : {KvKind::kKey, KvKind::kValue}) {
       const DType dt = static_cast<DType>(1 + (layer + static_cast<uint32_t>(kind)) % 3);
       (void)r.DecodeBlock(layer, kind, dt, out);
-      enc.resize(h.block(layer, kind).encoded_bytes);
-      if (!r.ReadBlock(layer, kind, enc).ok()) continue;
-      auto prepared = PreparedBlock::Prepare(h.codec, kind, shape, enc);
-      if (!prepared.ok()) continue;
-      const uint32_t mid = h.n_tokens / 2;
-      (void)prepared->DecodeRows(0, mid, DType::kF16, out.data(), shape.channels * 2);
-      (void)prepared->DecodeRows(mid, h.n_tokens, DType::kBF16, out.data(), shape.channels * 2);
+      for (uint32_t g = 0; g < h.head_groups && g < 4; ++g) {
+        enc.resize(h.block(layer, kind, g).encoded_bytes);
+        if (!r.ReadBlock(layer, kind, enc, g).ok()) continue;
+        auto prepared = PreparedBlock::Prepare(h.codec, kind, shape, enc);
+        if (!prepared.ok()) continue;
+        const uint32_t mid = h.n_tokens / 2;
+        (void)prepared->DecodeRows(0, mid, DType::kF16, out.data(), shape.channels * 2);
+        (void)prepared->DecodeRows(mid, h.n_tokens, DType::kBF16, out.data(), shape.channels * 2);
+      }
     }
   }
 }
@@ -70,8 +74,10 @@ bool Reseal(std::vector<std::byte>* f) {
   }
   const bool windows =
       (le::LoadU8(p + layout::kIdentityFlags) & layout::kIdentityLayerWindows) != 0;
+  const uint32_t groups = std::max<uint32_t>(1, le::LoadU16(p + layout::kHeadGroups));
+  if (groups > limits::kMaxKvHeads) return false;
   const layout::Sections s =
-      layout::ComputeSections(name_len, n_tokens, chunk, n_layers, windows);
+      layout::ComputeSections(name_len, n_tokens, chunk, n_layers, windows, groups);
   if (s.end > header_bytes) return false;
   ModelIdentity m;
   m.name.assign(reinterpret_cast<const char*>(p + s.name_offset), name_len);
@@ -103,7 +109,7 @@ bool Reseal(std::vector<std::byte>* f) {
     le::Store<uint64_t>(p + s.prefix_offset + 16 * i, chain[i].lo);
     le::Store<uint64_t>(p + s.prefix_offset + 16 * i + 8, chain[i].hi);
   }
-  for (size_t i = 0; i < 2 * size_t{n_layers}; ++i) {
+  for (size_t i = 0; i < 2 * size_t{n_layers} * groups; ++i) {
     std::byte* e = p + s.table_offset + layout::kBlockEntryBytes * i;
     const uint64_t off = le::LoadU64(e), enc = le::LoadU64(e + 8);
     if (off <= size && enc <= size - off) le::Store<uint64_t>(e + 24, HashBytes64(p + off, enc));

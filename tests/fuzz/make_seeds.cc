@@ -104,6 +104,38 @@ int main(int argc, char** argv) {
       ++written;
     }
   }
+  // Head groups (one block per layer, K/V and group of heads): every codec, 2 and 4 groups of 4
+  // KV heads, and the file cut at the table and inside a group's block.
+  for (const char* codec_name :
+       {"raw", "lossless", "lossless:entropy=rans", "q8", "q4+zstd", "q2:g4", "tc:q=2"}) {
+    for (uint32_t groups : {2u, 4u}) {
+      ModelIdentity m;
+      m.name = "fz";
+      m.n_layers = 2;
+      m.n_heads = 4;
+      m.n_kv_heads = 4;
+      m.head_dim = 8;
+      m.dtype = DType::kF16;
+      auto codec = CodecSpec::Parse(codec_name);
+      auto file = SynthesizeKvFile(m, 9, *codec, 9, 0, groups);
+      if (!codec.ok() || !file.ok()) {
+        std::fprintf(stderr, "kdn_fuzz_seeds: %s\n", file.status().ToString().c_str());
+        return 1;
+      }
+      std::string base = dir + "/groups" + std::to_string(groups) + "-" + codec_name;
+      for (char& c : base) c = (c == ':' || c == '+' || c == '=') ? '_' : c;
+      if (!Write(base + ".kv", *file, file->size())) return 1;
+      ++written;
+      auto h = ParseKvHeader(*file, file->size());
+      if (!h.ok()) return 1;
+      const auto s = layout::ComputeSections(2, 9, kDefaultChunkTokens, m.n_layers, false, groups);
+      const BlockEntry& b = h->block(1, KvKind::kValue, groups - 1);
+      for (uint64_t cut : {s.table_offset, s.end, b.offset + b.encoded_bytes / 2}) {
+        if (!Write(base + "-cut" + std::to_string(cut) + ".kv", *file, cut)) return 1;
+        ++written;
+      }
+    }
+  }
   std::printf("kdn_fuzz_seeds: %d seeds in %s\n", written, dir.c_str());
   return 0;
 }

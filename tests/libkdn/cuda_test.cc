@@ -165,6 +165,35 @@ INSTANTIATE_TEST_SUITE_P(
       return n;
     });
 
+// A file of head groups loads whole on the device: every group's block into its heads' channels,
+// as the CPU backend loads it, for every codec and destination layout.
+TEST(CudaDecodeGrouped, GroupedFileEqualsCpuBitForBit) {
+  REQUIRE_CUDA_DEVICE();
+  CtxPtr cpu = MakeCtx(-1);
+  CtxPtr gpu = MakeCtx(0);
+  ASSERT_TRUE(gpu);
+  const ModelIdentity m = TestModel(DType::kBF16, RopeStyle::kNeox, 3, 4, 64);
+  const uint32_t n = 203;
+  for (const char* codec :
+       {"raw", "lossless", "lossless:entropy=rans", "q8", "q4:g64+zstd", "q2", "tc:q=4"}) {
+    for (uint32_t groups : {2u, 4u}) {
+      for (Layout layout : {Layout::kContiguous, Layout::kNhd, Layout::kHnd}) {
+        SCOPED_TRACE(std::string(codec) + ", " + std::to_string(groups) + " groups");
+        TempDir dir("kdn-cuda");
+        const std::string path = WriteSynthetic(dir, "a.kv", m, n, codec, 9, 0, groups);
+        Twin t(m, layout, 16, n + 3, DType::kF32);
+        CachePtr hc = OpenCache(cpu.get(), path);
+        CachePtr dc = OpenCache(gpu.get(), path);
+        ASSERT_EQ(kdn_load(hc.get(), 0, 3, &t.hd, 3, nullptr), KDN_OK) << kdn_last_error();
+        ASSERT_EQ(kdn_sync(hc.get()), KDN_OK) << kdn_last_error();
+        ASSERT_EQ(kdn_load(dc.get(), 0, 3, &t.dd, 3, nullptr), KDN_OK) << kdn_last_error();
+        ASSERT_EQ(kdn_sync(dc.get()), KDN_OK) << kdn_last_error();
+        t.ExpectEqual(codec);
+      }
+    }
+  }
+}
+
 // Rows of odd alignment (head_dim 6: no 16-byte vectors) and slot mappings with skipped tokens.
 TEST(CudaDecodeOdd, UnalignedHeadsAndSlots) {
   REQUIRE_CUDA_DEVICE();

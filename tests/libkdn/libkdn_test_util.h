@@ -96,11 +96,11 @@ inline std::vector<std::byte> ReadBytes(const std::string& path) {
 inline std::string WriteSynthetic(const TempDir& dir, const std::string& name,
                                   const ModelIdentity& m, uint32_t n_tokens,
                                   const std::string& codec, uint64_t seed,
-                                  uint32_t position_offset = 0) {
+                                  uint32_t position_offset = 0, uint32_t head_groups = 1) {
   Result<CodecSpec> spec = CodecSpec::Parse(codec);
   EXPECT_TRUE(spec.ok()) << codec << ": " << spec.status().ToString();
   Result<std::vector<std::byte>> bytes =
-      SynthesizeKvFile(m, n_tokens, *spec, seed, position_offset);
+      SynthesizeKvFile(m, n_tokens, *spec, seed, position_offset, head_groups);
   EXPECT_TRUE(bytes.ok()) << bytes.status().ToString();
   const std::string path = dir / name;
   WriteBytes(path, bytes->data(), bytes->size());

@@ -116,16 +116,18 @@ void ExpectRanksMatchFull(const ModelIdentity& m, const HostCache& full,
   for (uint32_t h = 0; h < m.n_kv_heads; ++h) EXPECT_GE(holders[h], 1u) << "head " << h;
 }
 
-using SliceParam = std::tuple<std::string, std::string, kdn_dtype>;  // preset, codec, dest dtype
+// preset, codec, dest dtype, head groups of the file
+using SliceParam = std::tuple<std::string, std::string, kdn_dtype, uint32_t>;
 
 class HeadSlices : public ::testing::TestWithParam<SliceParam> {};
 
 TEST_P(HeadSlices, UnionOfRanksIsTheFullLoadBitForBit) {
-  const auto& [preset, codec, dtype] = GetParam();
+  const auto& [preset, codec, dtype, groups] = GetParam();
   Result<ModelIdentity> m = ModelPreset(preset);
   ASSERT_TRUE(m.ok()) << m.status().ToString();
   TempDir dir("kdn-tp");
-  const std::string path = WriteSynthetic(dir, "a.kv", *m, kTokens, codec, 7);
+  const std::string path = WriteSynthetic(dir, "a.kv", *m, kTokens, codec, 7, 0, groups);
+  ASSERT_EQ(HeaderOf(path).head_groups, groups);
   CtxPtr ctx = MakeCtx();
   CachePtr cache = OpenCache(ctx.get(), path);
   ASSERT_NE(cache, nullptr);
@@ -154,16 +156,54 @@ TEST_P(HeadSlices, UnionOfRanksIsTheFullLoadBitForBit) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    AllCodecs, HeadSlices,
-    ::testing::Combine(::testing::Values("llama3-70b", "mistral-7b"),
-                       ::testing::Values("raw", "lossless", "q8", "q4+zstd", "q2:g64", "tc"),
-                       ::testing::Values(KDN_F16)));
+INSTANTIATE_TEST_SUITE_P(AllCodecs, HeadSlices,
+                         ::testing::Combine(::testing::Values("llama3-70b", "mistral-7b"),
+                                            ::testing::Values("raw", "lossless",
+                                                              "lossless:entropy=rans", "q8",
+                                                              "q4+zstd", "q2:g64", "tc"),
+                                            ::testing::Values(KDN_F16), ::testing::Values(1u, 8u)));
+// Groups of several heads: a rank's range may cover part of a group, or several groups.
+INSTANTIATE_TEST_SUITE_P(GroupsOfSeveralHeads, HeadSlices,
+                         ::testing::Combine(::testing::Values("llama3-70b"),
+                                            ::testing::Values("raw", "lossless", "q4", "tc"),
+                                            ::testing::Values(KDN_F16), ::testing::Values(2u, 4u)));
 // Another destination dtype: the slice is converted as it is decoded.
 INSTANTIATE_TEST_SUITE_P(ToF32, HeadSlices,
                          ::testing::Combine(::testing::Values("mistral-7b"),
                                             ::testing::Values("raw", "lossless", "q4", "tc"),
-                                            ::testing::Values(KDN_F32)));
+                                            ::testing::Values(KDN_F32), ::testing::Values(1u, 8u)));
+
+// Where grouping changes no value (raw and lossless store values as they are; q8/q4 quantize K per
+// channel and V per 32 channels, which never straddle a group of 128-channel heads), a grouped
+// file loads to exactly what the file of one group loads to, whole or by rank.
+TEST(HeadGroups, GroupedFileLoadsToTheUngroupedValues) {
+  Result<ModelIdentity> m = ModelPreset("llama3-70b");
+  ASSERT_TRUE(m.ok());
+  m->n_layers = 6;
+  for (const char* codec : {"raw", "lossless", "lossless:entropy=rans", "q8", "q4+zstd"}) {
+    SCOPED_TRACE(codec);
+    TempDir dir("kdn-tp");
+    const std::string one = WriteSynthetic(dir, "one.kv", *m, kTokens, codec, 5, 0, 1);
+    const std::string eight = WriteSynthetic(dir, "eight.kv", *m, kTokens, codec, 5, 0, 8);
+    CtxPtr ctx = MakeCtx();
+    CachePtr a = OpenCache(ctx.get(), one);
+    CachePtr b = OpenCache(ctx.get(), eight);
+    ASSERT_NE(a, nullptr);
+    ASSERT_NE(b, nullptr);
+    HostCache fa(*m, m->n_kv_heads, KDN_F16), fb(*m, m->n_kv_heads, KDN_F16);
+    ASSERT_EQ(kdn_load(a.get(), 0, m->n_layers, &fa.dest, 0, nullptr), KDN_OK) << kdn_last_error();
+    ASSERT_EQ(kdn_load(b.get(), 0, m->n_layers, &fb.dest, 0, nullptr), KDN_OK) << kdn_last_error();
+    ASSERT_EQ(kdn_sync(a.get()), KDN_OK) << kdn_last_error();
+    ASSERT_EQ(kdn_sync(b.get()), KDN_OK) << kdn_last_error();
+    for (uint32_t l = 0; l < m->n_layers; ++l) {
+      EXPECT_TRUE(fa.k[l] == fb.k[l]) << "layer " << l << " K";
+      EXPECT_TRUE(fa.v[l] == fb.v[l]) << "layer " << l << " V";
+      // The format library's whole-layer decode of the grouped file agrees too.
+      EXPECT_TRUE(Reference(eight, l, KvKind::kKey, DType::kF16) == fa.k[l]) << "layer " << l;
+      EXPECT_TRUE(Reference(eight, l, KvKind::kValue, DType::kF16) == fa.v[l]) << "layer " << l;
+    }
+  }
+}
 
 // A paged HND destination (heads apart in memory) holds the rank's heads like a contiguous one.
 TEST(HeadSlicesPaged, HndRankEqualsContiguousRank) {
@@ -226,38 +266,49 @@ TEST(HeadSlicesPaged, HndRankEqualsContiguousRank) {
 TEST(HeadSlicesBlend, RankBlendIsItsHeadsOfTheFullBlend) {
   Result<ModelIdentity> m = ModelPreset("mistral-7b");
   ASSERT_TRUE(m.ok());
-  TempDir dir("kdn-tp");
   constexpr uint32_t kHalf = kTokens / 2;
-  const std::string a = WriteSynthetic(dir, "a.kv", *m, kHalf, "q4", 1);
-  const std::string b = WriteSynthetic(dir, "b.kv", *m, kHalf, "raw", 2, 100);
-  CtxPtr ctx = MakeCtx();
-  CachePtr ca = OpenCache(ctx.get(), a);
-  CachePtr cb = OpenCache(ctx.get(), b);
-  ASSERT_NE(ca, nullptr);
-  ASSERT_NE(cb, nullptr);
-  kdn_cache* caches[2] = {ca.get(), cb.get()};
-  const uint32_t offsets[2] = {0, kHalf};
-  const kdn_model_desc desc = ToDesc(*m);
+  // The second cache in one head group, then in 8 (its keys re-rotated group by group): raw
+  // values, so both blends must be the same bits.
+  std::vector<std::vector<std::byte>> first_k;
+  for (uint32_t b_groups : {1u, 8u}) {
+    SCOPED_TRACE("b.kv in " + std::to_string(b_groups) + " head groups");
+    TempDir dir("kdn-tp");
+    const std::string a = WriteSynthetic(dir, "a.kv", *m, kHalf, "q4", 1);
+    const std::string b = WriteSynthetic(dir, "b.kv", *m, kHalf, "raw", 2, 100, b_groups);
+    CtxPtr ctx = MakeCtx();
+    CachePtr ca = OpenCache(ctx.get(), a);
+    CachePtr cb = OpenCache(ctx.get(), b);
+    ASSERT_NE(ca, nullptr);
+    ASSERT_NE(cb, nullptr);
+    kdn_cache* caches[2] = {ca.get(), cb.get()};
+    const uint32_t offsets[2] = {0, kHalf};
+    const kdn_model_desc desc = ToDesc(*m);
 
-  HostCache full(*m, m->n_kv_heads, KDN_F16);
-  ASSERT_EQ(kdn_blend_load(caches, 2, offsets, 5, &desc, 0, m->n_layers, &full.dest, nullptr),
-            KDN_OK)
-      << kdn_last_error();
-  constexpr uint32_t kTp = 4;
-  std::vector<HeadRange> heads;
-  std::vector<HostCache> ranks;
-  ranks.reserve(kTp);
-  for (uint32_t r = 0; r < kTp; ++r) {
-    heads.push_back(TpHeads(m->n_kv_heads, r, kTp));
-    ranks.emplace_back(*m, heads[r].end - heads[r].begin, KDN_F16);
-    ASSERT_EQ(kdn_blend_load_heads(caches, 2, offsets, 5, &desc, 0, m->n_layers, heads[r].begin,
-                                   heads[r].end, &ranks[r].dest, nullptr),
+    HostCache full(*m, m->n_kv_heads, KDN_F16);
+    ASSERT_EQ(kdn_blend_load(caches, 2, offsets, 5, &desc, 0, m->n_layers, &full.dest, nullptr),
               KDN_OK)
         << kdn_last_error();
+    constexpr uint32_t kTp = 4;
+    std::vector<HeadRange> heads;
+    std::vector<HostCache> ranks;
+    ranks.reserve(kTp);
+    for (uint32_t r = 0; r < kTp; ++r) {
+      heads.push_back(TpHeads(m->n_kv_heads, r, kTp));
+      ranks.emplace_back(*m, heads[r].end - heads[r].begin, KDN_F16);
+      ASSERT_EQ(kdn_blend_load_heads(caches, 2, offsets, 5, &desc, 0, m->n_layers, heads[r].begin,
+                                     heads[r].end, &ranks[r].dest, nullptr),
+                KDN_OK)
+          << kdn_last_error();
+    }
+    ASSERT_EQ(kdn_sync(ca.get()), KDN_OK) << kdn_last_error();
+    ASSERT_EQ(kdn_sync(cb.get()), KDN_OK) << kdn_last_error();
+    ExpectRanksMatchFull(*m, full, ranks, heads, KDN_F16);
+    if (first_k.empty()) {
+      first_k = full.k;
+    } else {
+      for (uint32_t l = 0; l < m->n_layers; ++l) EXPECT_TRUE(full.k[l] == first_k[l]) << l;
+    }
   }
-  ASSERT_EQ(kdn_sync(ca.get()), KDN_OK) << kdn_last_error();
-  ASSERT_EQ(kdn_sync(cb.get()), KDN_OK) << kdn_last_error();
-  ExpectRanksMatchFull(*m, full, ranks, heads, KDN_F16);
 }
 
 // Tensors of every layer of `m` over kTokens tokens, whole and cut into ranks' shares.
@@ -360,6 +411,71 @@ INSTANTIATE_TEST_SUITE_P(Codecs, SaveByRanks, ::testing::Values("raw", "lossless
                            }
                            return n;
                          });
+
+// kdn_save_heads_ex with head groups: the ranks' file is the grouped file one kdn_save_ex writes,
+// byte for byte; a NULL layout means the default (8 groups for 8 KV heads).
+TEST(SaveByRanksGrouped, FourRanksWriteTheGroupedFileOneRankWrites) {
+  Result<ModelIdentity> m = ModelPreset("mistral-7b");
+  ASSERT_TRUE(m.ok());
+  m->n_layers = 6;
+  const SaveSource src(*m);
+  const kdn_model_desc desc = ToDesc(*m);
+  CtxPtr ctx = MakeCtx();
+  for (const char* codec : {"raw", "lossless", "q4+zstd", "tc"}) {
+    for (uint32_t groups : {0u, 2u, 8u}) {
+      SCOPED_TRACE(std::string(codec) + ", head_groups " + std::to_string(groups));
+      const kdn_save_opts opts{codec, 16, 0};
+      const kdn_save_layout layout{sizeof(kdn_save_layout), groups};
+      // 0 is the default, passed both ways: as the field and as a NULL layout.
+      const kdn_save_layout* lp = groups == 0 ? nullptr : &layout;
+      TempDir one_dir("kdn-tp"), dir("kdn-tp");
+      const std::string whole = one_dir / "a.kv";
+      RankSource all(*m, src, HeadRange{0, m->n_kv_heads});
+      ASSERT_EQ(kdn_save_ex(ctx.get(), &desc, src.tokens.data(), kTokens, 3, &all.dest, &opts, lp,
+                            whole.c_str()),
+                KDN_OK)
+          << kdn_last_error();
+      EXPECT_EQ(HeaderOf(whole).head_groups, groups == 0 ? 8u : groups);
+      const std::string path = dir / "a.kv";
+      const uint32_t order[4] = {1, 3, 0, 2};
+      for (int i = 0; i < 4; ++i) {
+        const HeadRange heads = TpHeads(m->n_kv_heads, order[i], 4);
+        RankSource rank(*m, src, heads);
+        int wrote = -1;
+        ASSERT_EQ(kdn_save_heads_ex(ctx.get(), &desc, src.tokens.data(), kTokens, 3, heads.begin,
+                                    heads.end, &rank.dest, &opts, &layout, path.c_str(), &wrote),
+                  KDN_OK)
+            << kdn_last_error();
+        EXPECT_EQ(wrote, i == 3 ? 1 : 0) << "rank " << order[i];
+      }
+      EXPECT_EQ(Names(dir.str()), std::vector<std::string>{"a.kv"}) << "parts left behind";
+      EXPECT_TRUE(ReadBytes(path) == ReadBytes(whole)) << "4 ranks' file differs from 1 rank's";
+      EXPECT_TRUE(VerifyKv(**OpenFileSource(path)).ok());
+    }
+  }
+  // kdn_save writes one group, as it always did; a layout with a count that does not divide the
+  // KV heads, or a struct_size too small for its first field, is refused.
+  TempDir dir("kdn-tp");
+  RankSource all(*m, src, HeadRange{0, m->n_kv_heads});
+  const kdn_save_opts opts{"raw", 0, 0};
+  const std::string plain = dir / "plain.kv";
+  ASSERT_EQ(
+      kdn_save(ctx.get(), &desc, src.tokens.data(), kTokens, 3, &all.dest, &opts, plain.c_str()),
+      KDN_OK);
+  EXPECT_EQ(HeaderOf(plain).head_groups, 1u);
+  const std::string bad = dir / "bad.kv";
+  kdn_save_layout three{sizeof(kdn_save_layout), 3};
+  EXPECT_EQ(kdn_save_ex(ctx.get(), &desc, src.tokens.data(), kTokens, 3, &all.dest, &opts, &three,
+                        bad.c_str()),
+            KDN_E_INVALID_ARG);
+  EXPECT_NE(std::string(kdn_last_error()).find("must divide n_kv_heads 8"), std::string::npos)
+      << kdn_last_error();
+  kdn_save_layout small{4, 8};
+  EXPECT_EQ(kdn_save_ex(ctx.get(), &desc, src.tokens.data(), kTokens, 3, &all.dest, &opts, &small,
+                        bad.c_str()),
+            KDN_E_INVALID_ARG);
+  EXPECT_FALSE(std::filesystem::exists(bad));
+}
 
 TEST(SaveByRanksConcurrent, EightRanksAtOnceWriteTheOneFile) {
   Result<ModelIdentity> m = ModelPreset("llama3-70b");
@@ -481,6 +597,106 @@ TEST(PipelineStages, AStageReadsOnlyItsLayersBlocks) {
       EXPECT_TRUE(v[l] == Reference(path, l, KvKind::kValue, DType::kF16)) << "layer " << l;
     }
   }
+}
+
+// One tensor-parallel rank of 8 on a file of 8 head groups reads its group's blocks and nothing
+// else (the kernel's count): an eighth of the blocks' bytes, whatever the codec.
+TEST(HeadGroups, OneRankOfEightReadsOnlyItsGroupsBlocks) {
+  Result<ModelIdentity> m = ModelPreset("mistral-7b");
+  ASSERT_TRUE(m.ok());
+  constexpr uint32_t kN = 600;
+  for (const char* codec : {"raw", "lossless", "q4+zstd", "q2", "tc"}) {
+    SCOPED_TRACE(codec);
+    TempDir dir("kdn-tp");
+    const std::string path = WriteSynthetic(dir, "a.kv", *m, kN, codec, 5, 0, 8);
+    const KvHeader h = HeaderOf(path);
+    ASSERT_EQ(h.head_groups, 8u);
+    CtxPtr ctx = MakeCtx();
+    CachePtr cache = OpenCache(ctx.get(), path);  // the header is read here, before counting
+    ASSERT_NE(cache, nullptr);
+    uint64_t all_blocks = 0;
+    for (const BlockEntry& b : h.blocks) all_blocks += (b.encoded_bytes + 4095) / 4096 * 4096;
+    for (uint32_t r : {0u, 5u, 7u}) {
+      const HeadRange heads = TpHeads(m->n_kv_heads, r, 8);
+      const size_t bytes = size_t{kN} * m->head_dim * 2;
+      std::vector<std::vector<std::byte>> k(m->n_layers, std::vector<std::byte>(bytes));
+      std::vector<std::vector<std::byte>> v(m->n_layers, std::vector<std::byte>(bytes));
+      std::vector<void*> kp, vp;
+      for (uint32_t l = 0; l < m->n_layers; ++l) {
+        kp.push_back(k[l].data());
+        vp.push_back(v[l].data());
+      }
+      kdn_dest d{};
+      ASSERT_EQ(
+          kdn_dest_contiguous(&d, KDN_F16, m->n_layers, kp.data(), vp.data(), 1, m->head_dim, kN),
+          KDN_OK);
+      uint64_t expected = 0;
+      for (uint32_t l = 0; l < m->n_layers; ++l) {
+        for (KvKind kind : {KvKind::kKey, KvKind::kValue}) {
+          expected += (h.block(l, kind, r).encoded_bytes + 4095) / 4096 * 4096;
+        }
+      }
+      const uint64_t before = BytesReadByProcess();
+      ASSERT_EQ(kdn_load_heads(cache.get(), 0, m->n_layers, heads.begin, heads.end, &d, 0, nullptr),
+                KDN_OK)
+          << kdn_last_error();
+      ASSERT_EQ(kdn_sync(cache.get()), KDN_OK) << kdn_last_error();
+      const uint64_t read = BytesReadByProcess() - before;
+      // The count includes reading /proc/self/io itself once (about 110 bytes): nothing else.
+      EXPECT_GE(read, expected) << "rank " << r;
+      EXPECT_LE(read, expected + 256) << "rank " << r;
+      EXPECT_LE(read, all_blocks / 8 + all_blocks / 20) << "rank " << r;
+      // And the rank's head is that head of the whole layer.
+      for (uint32_t l = 0; l < m->n_layers; l += 7) {
+        const std::vector<std::byte> ref = Reference(path, l, KvKind::kValue, DType::kF16);
+        for (uint32_t t = 0; t < kN; t += 13) {
+          ASSERT_EQ(std::memcmp(v[l].data() + size_t{t} * m->head_dim * 2,
+                                ref.data() + (size_t{t} * m->n_kv_heads + r) * m->head_dim * 2,
+                                size_t{m->head_dim} * 2),
+                    0)
+              << "rank " << r << " layer " << l << " token " << t;
+        }
+      }
+    }
+  }
+}
+
+// A corrupt head group's block fails the loads that read it, naming the layer, K/V and group;
+// ranks whose heads are in other groups never read it and load.
+TEST(HeadGroups, CorruptGroupBlockFailsOnlyTheRanksThatReadIt) {
+  Result<ModelIdentity> m = ModelPreset("mistral-7b");
+  ASSERT_TRUE(m.ok());
+  m->n_layers = 4;
+  TempDir dir("kdn-tp");
+  const std::string path = WriteSynthetic(dir, "a.kv", *m, kTokens, "q4", 3, 0, 4);
+  const KvHeader h = HeaderOf(path);
+  std::vector<std::byte> bytes = ReadBytes(path);
+  const BlockEntry& b = h.block(2, KvKind::kValue, 1);  // heads 2..3
+  bytes[b.offset + b.encoded_bytes - 1] ^= std::byte{0x40};
+  WriteBytes(path, bytes.data(), bytes.size());
+  CtxPtr ctx = MakeCtx();
+  CachePtr cache = OpenCache(ctx.get(), path);
+  ASSERT_NE(cache, nullptr);
+  for (uint32_t r = 0; r < 4; ++r) {
+    const HeadRange heads = TpHeads(m->n_kv_heads, r, 4);
+    HostCache rank(*m, heads.end - heads.begin, KDN_F16);
+    kdn_status rc =
+        kdn_load_heads(cache.get(), 0, m->n_layers, heads.begin, heads.end, &rank.dest, 0, nullptr);
+    if (rc == KDN_OK) rc = kdn_sync(cache.get());
+    if (r == 1) {
+      EXPECT_EQ(rc, KDN_E_CORRUPT);
+      EXPECT_NE(std::string(kdn_last_error())
+                    .find("layer 2 V block, head group 1 (heads 2..3): checksum mismatch"),
+                std::string::npos)
+          << kdn_last_error();
+    } else {
+      EXPECT_EQ(rc, KDN_OK) << "rank " << r << ": " << kdn_last_error();
+    }
+  }
+  HostCache full(*m, m->n_kv_heads, KDN_F16);
+  kdn_status rc = kdn_load(cache.get(), 0, m->n_layers, &full.dest, 0, nullptr);
+  if (rc == KDN_OK) rc = kdn_sync(cache.get());
+  EXPECT_EQ(rc, KDN_E_CORRUPT);
 }
 
 TEST(HeadSlicesArgs, RangeAndDestinationAreChecked) {
