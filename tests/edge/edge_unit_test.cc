@@ -10,6 +10,9 @@
 
 #include <cctype>
 #include <cstdio>
+#include <cstring>
+#include <ctime>
+#include <functional>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -17,6 +20,7 @@
 #include <vector>
 
 #include "fs/edge/ns_object.h"
+#include "fs/edge/origin_gc.h"
 #include "fs/edge/uploader.h"
 #include "fs/kdnfs/filesystem.h"
 #include "fs_test_util.h"
@@ -454,6 +458,131 @@ TEST_F(TwoNodesTest, ChmodAndXattrsReachTheOriginAndOtherNodes) {
   ns = DecodeNsObject(Slurp(origin_dir_ / "ns" / "m.kv"));
   ASSERT_TRUE(ns.ok());
   EXPECT_TRUE(ns->xattrs.empty());
+}
+
+// Passes every call to an origin, and runs `after_names_listed` once, right after the last page of
+// a listing of the namespace: the moment between the collector's listing of the names and its
+// deletes, where what another node does decides the race below.
+class InterleavingOrigin final : public origin::Origin {
+ public:
+  InterleavingOrigin(std::unique_ptr<origin::Origin> inner, std::function<void()> after_names_listed)
+      : inner_(std::move(inner)), hook_(std::move(after_names_listed)) {}
+  Status Put(std::string_view key, std::span<const uint8_t> data) override {
+    return inner_->Put(key, data);
+  }
+  Status PutFile(std::string_view key, int fd, uint64_t size) override {
+    return inner_->PutFile(key, fd, size);
+  }
+  Result<uint64_t> Get(std::string_view key, uint64_t offset, std::span<uint8_t> out) override {
+    return inner_->Get(key, offset, out);
+  }
+  Result<origin::ObjectInfo> Head(std::string_view key) override { return inner_->Head(key); }
+  Result<origin::ListPage> List(std::string_view prefix, std::string_view delimiter,
+                                std::string_view token, unsigned max_keys) override {
+    Result<origin::ListPage> page = inner_->List(prefix, delimiter, token, max_keys);
+    if (page.ok() && page->next_token.empty() && prefix.starts_with(kNsPrefix) && hook_) {
+      std::function<void()> hook = std::move(hook_);
+      hook_ = nullptr;
+      hook();
+    }
+    return page;
+  }
+  Status Delete(std::string_view key) override { return inner_->Delete(key); }
+  Status Touch(std::string_view key) override { return inner_->Touch(key); }
+  std::string Describe() const override { return inner_->Describe(); }
+
+ private:
+  std::unique_ptr<origin::Origin> inner_;
+  std::function<void()> hook_;
+};
+
+// The race the refresh closes (docs/origin.md, "Garbage"): a chunk lost its only name two hours
+// ago; the collector (grace: one hour) lists the chunks and the names; then, before it deletes,
+// node B writes a file with that content. B finds the chunk on the origin, so it does not upload
+// it, and names it. The chunk must stay: B refreshed it (Origin::Touch) before writing the name,
+// and the collector HEADs each chunk again just before it deletes it. A third node reads the file.
+TEST_F(TwoNodesTest, CollectorKeepsAnOldChunkThatANodeNamesMeanwhile) {
+  auto kv = MakeKv(48, 33);
+  Ino on_a = Put(*a_, kRootIno, "old.kv", kv);
+  ASSERT_TRUE(a_->Fsync(Root(), kRootIno).ok());
+  const ChunkId chunk = a_->GetAttr(on_a)->attr.chunk;
+  ASSERT_TRUE(a_->Unlink(Root(), kRootIno, "old.kv").ok());
+  ASSERT_TRUE(a_->Fsync(Root(), kRootIno).ok());
+  const std::filesystem::path key = origin_dir_ / ChunkKey(chunk);
+  ASSERT_TRUE(std::filesystem::exists(key));
+  ASSERT_FALSE(std::filesystem::exists(origin_dir_ / "ns" / "old.kv"));
+  const time_t two_hours_ago = std::time(nullptr) - 7200;
+  const struct timespec old[2] = {{two_hours_ago, 0}, {two_hours_ago, 0}};
+  ASSERT_EQ(::utimensat(AT_FDCWD, key.c_str(), old, 0), 0) << std::strerror(errno);
+
+  origin::OriginOptions oo;
+  oo.url = "file://" + origin_dir_.string();
+  auto opened = origin::OpenOrigin(oo);
+  ASSERT_TRUE(opened.ok()) << opened.status().ToString();
+  Status named_on_b = Status::Internal("the collector never listed the names");
+  InterleavingOrigin origin(std::move(*opened), [&] {
+    Put(*b_, kRootIno, "new.kv", kv);
+    named_on_b = b_->Fsync(Root(), kRootIno);
+  });
+  GcOptions gc;
+  gc.grace = std::chrono::seconds(3600);
+  auto report = CollectUnnamedChunks(origin, gc);
+  ASSERT_TRUE(report.ok()) << report.status().ToString();
+  ASSERT_TRUE(named_on_b.ok()) << named_on_b.ToString();
+  ASSERT_TRUE(std::filesystem::exists(origin_dir_ / "ns" / "new.kv"));
+  EXPECT_EQ(report->names, 0u);  // listed before B's name: to the collector, the chunk is unnamed
+  EXPECT_EQ(report->unnamed, 1u);
+  EXPECT_EQ(report->refreshed, 1u);
+  EXPECT_EQ(report->deleted, 0u);
+  ASSERT_TRUE(std::filesystem::exists(key)) << "the collector deleted the chunk B had just named";
+  EXPECT_EQ(Stats(*b_, "origin_chunk_uploads"), "0");  // found on the origin, not sent again
+  EXPECT_EQ(Stats(*b_, "origin_chunk_refreshes"), "1");
+  EXPECT_GT(std::filesystem::last_write_time(key),
+            std::filesystem::file_time_type::clock::now() - std::chrono::minutes(5));
+
+  auto c = OpenNode("c");
+  ASSERT_NE(c, nullptr);
+  Ino on_c = Find(*c, {"new.kv"});
+  ASSERT_NE(on_c, 0u);
+  auto bytes = ReadAll(*c, on_c);
+  ASSERT_TRUE(bytes.ok()) << bytes.status().ToString();
+  EXPECT_EQ(*bytes, kv);
+  // The next collection sees the name.
+  report = CollectUnnamedChunks(origin, gc);
+  ASSERT_TRUE(report.ok()) << report.status().ToString();
+  EXPECT_EQ(report->names, 1u);
+  EXPECT_EQ(report->unnamed, 0u);
+  EXPECT_TRUE(std::filesystem::exists(key));
+}
+
+// A chunk that lost its name two hours ago, and that nobody names: the collector (grace: one
+// hour) deletes it after its second look, and a node that then writes that content uploads it.
+TEST_F(TwoNodesTest, CollectorDeletesAnOldUnnamedChunkAndANodeUploadsItAgain) {
+  auto kv = MakeKv(40, 34);
+  Ino on_a = Put(*a_, kRootIno, "gone.kv", kv);
+  ASSERT_TRUE(a_->Fsync(Root(), kRootIno).ok());
+  const ChunkId chunk = a_->GetAttr(on_a)->attr.chunk;
+  ASSERT_TRUE(a_->Unlink(Root(), kRootIno, "gone.kv").ok());
+  ASSERT_TRUE(a_->Fsync(Root(), kRootIno).ok());
+  const std::filesystem::path key = origin_dir_ / ChunkKey(chunk);
+  const time_t two_hours_ago = std::time(nullptr) - 7200;
+  const struct timespec old[2] = {{two_hours_ago, 0}, {two_hours_ago, 0}};
+  ASSERT_EQ(::utimensat(AT_FDCWD, key.c_str(), old, 0), 0) << std::strerror(errno);
+  origin::OriginOptions oo;
+  oo.url = "file://" + origin_dir_.string();
+  auto origin = origin::OpenOrigin(oo);
+  ASSERT_TRUE(origin.ok()) << origin.status().ToString();
+  GcOptions gc;
+  gc.grace = std::chrono::seconds(3600);
+  auto report = CollectUnnamedChunks(**origin, gc);
+  ASSERT_TRUE(report.ok()) << report.status().ToString();
+  EXPECT_EQ(report->deleted, 1u);
+  EXPECT_EQ(report->refreshed, 0u);
+  EXPECT_FALSE(std::filesystem::exists(key));
+  Put(*b_, kRootIno, "again.kv", kv);
+  ASSERT_TRUE(b_->Fsync(Root(), kRootIno).ok());
+  EXPECT_EQ(Stats(*b_, "origin_chunk_uploads"), "1");
+  EXPECT_TRUE(std::filesystem::exists(key));
 }
 
 // Whoever can write to the origin cannot plant a setuid or setgid file on every node.
