@@ -17,6 +17,8 @@
 #include <thread>
 
 #include "fs/edge/ns_object.h"
+#include "fs/edge/origin_gc.h"
+#include "interleaving_origin.h"
 #include "fs_test_util.h"
 #include "kdn/origin.h"
 #include "mount_fixture.h"
@@ -122,6 +124,14 @@ class Origin {
   }
 
   Result<origin::ObjectInfo> Head(const std::string& key) { return client_->Head(key); }
+  origin::Origin& client() { return *client_; }
+  // Another client of the same origin (S3: credentials from this process's environment).
+  Result<std::unique_ptr<origin::Origin>> Open() const {
+    origin::OriginOptions o;
+    o.url = url_;
+    o.endpoint = endpoint_;
+    return origin::OpenOrigin(o);
+  }
   // POSIX origin: sets an object's write time back, as time would have.
   bool SetWriteTime(const std::string& key, time_t when) {
     const struct timespec t[2] = {{when, 0}, {when, 0}};
@@ -612,6 +622,41 @@ TEST_F(EdgePosixMountTest, OldChunkNamedAgainIsRefreshedAndKept) {
   a.Stop();
   b.Stop();
   c.Stop();
+}
+
+// The collector's second look, on both origins (RGW: its HEAD's Last-Modified and a CopyObject
+// onto itself): two unnamed chunks, both older than the grace (3 s here) when listed; right after
+// the collector lists the names, one of them is refreshed (Origin::Touch, as a node does before it
+// names an old chunk) and named. That one stays, the other goes.
+TEST_P(EdgeMountTest, CollectorKeepsAChunkRefreshedAfterItsListing) {
+  Origin origin(GetParam());
+  const std::string kept = "kept content", dropped = "dropped content";
+  const std::string kept_key = "chunks/" + Sha256Hex(std::as_bytes(std::span(kept)));
+  const std::string dropped_key = "chunks/" + Sha256Hex(std::as_bytes(std::span(dropped)));
+  ASSERT_TRUE(origin.Put(kept_key, kept).ok());
+  ASSERT_TRUE(origin.Put(dropped_key, dropped).ok());
+  std::this_thread::sleep_for(std::chrono::seconds(4));  // S3 times are whole seconds
+  auto client = origin.Open();
+  ASSERT_TRUE(client.ok()) << client.status().ToString();
+  Status refreshed = Status::Internal("the collector never listed the names");
+  InterleavingOrigin racing(std::move(*client), [&] {
+    refreshed = origin.client().Touch(kept_key);
+    edge::NsObject name;
+    name.chunk = *ChunkId::FromHex(Sha256Hex(std::as_bytes(std::span(kept))));
+    name.size = kept.size();
+    name.mode = S_IFREG | 0644;
+    if (refreshed.ok()) refreshed = origin.Put("ns/named-meanwhile.kv", edge::EncodeNsObject(name));
+  });
+  edge::GcOptions gc;
+  gc.grace = std::chrono::seconds(3);
+  auto report = edge::CollectUnnamedChunks(racing, gc);
+  ASSERT_TRUE(report.ok()) << report.status().ToString();
+  ASSERT_TRUE(refreshed.ok()) << refreshed.ToString();
+  EXPECT_EQ(report->unnamed, 2u);
+  EXPECT_EQ(report->refreshed, 1u);
+  EXPECT_EQ(report->deleted, 1u);
+  EXPECT_TRUE(origin.Head(kept_key).ok()) << "the collector deleted a chunk refreshed for a name";
+  EXPECT_TRUE(origin.Head(dropped_key).status().IsNotFound());
 }
 
 INSTANTIATE_TEST_SUITE_P(Posix, EdgeMountTest, ::testing::Values(false));

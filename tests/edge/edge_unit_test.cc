@@ -24,6 +24,7 @@
 #include "fs/edge/uploader.h"
 #include "fs/kdnfs/filesystem.h"
 #include "fs_test_util.h"
+#include "interleaving_origin.h"
 #include "kdn/origin.h"
 #include "sha256_util.h"
 
@@ -460,42 +461,6 @@ TEST_F(TwoNodesTest, ChmodAndXattrsReachTheOriginAndOtherNodes) {
   EXPECT_TRUE(ns->xattrs.empty());
 }
 
-// Passes every call to an origin, and runs `after_names_listed` once, right after the last page of
-// a listing of the namespace: the moment between the collector's listing of the names and its
-// deletes, where what another node does decides the race below.
-class InterleavingOrigin final : public origin::Origin {
- public:
-  InterleavingOrigin(std::unique_ptr<origin::Origin> inner, std::function<void()> after_names_listed)
-      : inner_(std::move(inner)), hook_(std::move(after_names_listed)) {}
-  Status Put(std::string_view key, std::span<const uint8_t> data) override {
-    return inner_->Put(key, data);
-  }
-  Status PutFile(std::string_view key, int fd, uint64_t size) override {
-    return inner_->PutFile(key, fd, size);
-  }
-  Result<uint64_t> Get(std::string_view key, uint64_t offset, std::span<uint8_t> out) override {
-    return inner_->Get(key, offset, out);
-  }
-  Result<origin::ObjectInfo> Head(std::string_view key) override { return inner_->Head(key); }
-  Result<origin::ListPage> List(std::string_view prefix, std::string_view delimiter,
-                                std::string_view token, unsigned max_keys) override {
-    Result<origin::ListPage> page = inner_->List(prefix, delimiter, token, max_keys);
-    if (page.ok() && page->next_token.empty() && prefix.starts_with(kNsPrefix) && hook_) {
-      std::function<void()> hook = std::move(hook_);
-      hook_ = nullptr;
-      hook();
-    }
-    return page;
-  }
-  Status Delete(std::string_view key) override { return inner_->Delete(key); }
-  Status Touch(std::string_view key) override { return inner_->Touch(key); }
-  std::string Describe() const override { return inner_->Describe(); }
-
- private:
-  std::unique_ptr<origin::Origin> inner_;
-  std::function<void()> hook_;
-};
-
 // The race the refresh closes (docs/origin.md, "Garbage"): a chunk lost its only name two hours
 // ago; the collector (grace: one hour) lists the chunks and the names; then, before it deletes,
 // node B writes a file with that content. B finds the chunk on the origin, so it does not upload
@@ -520,7 +485,7 @@ TEST_F(TwoNodesTest, CollectorKeepsAnOldChunkThatANodeNamesMeanwhile) {
   auto opened = origin::OpenOrigin(oo);
   ASSERT_TRUE(opened.ok()) << opened.status().ToString();
   Status named_on_b = Status::Internal("the collector never listed the names");
-  InterleavingOrigin origin(std::move(*opened), [&] {
+  kdn::test::InterleavingOrigin origin(std::move(*opened), [&] {
     Put(*b_, kRootIno, "new.kv", kv);
     named_on_b = b_->Fsync(Root(), kRootIno);
   });
