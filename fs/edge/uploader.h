@@ -87,6 +87,9 @@ class Uploader {
   void Loop();
   // Handles a batch of notes from the oldest; returns the first failure (the rest wait).
   Status RunBatch();
+  // Whether the origin has the chunk, younger than kChunkRefreshAge (refreshing it if it is
+  // older); false: it must be put (absent, or too large to refresh in place).
+  Result<bool> FreshOnOrigin(const ChunkId& id);
   Status EnsureChunk(const ChunkId& id);
   Status Handle(const OutboxNote& note);
   Status Publish(std::string_view path, const InodeAttr& attr);

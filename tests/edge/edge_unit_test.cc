@@ -520,6 +520,29 @@ TEST_F(TwoNodesTest, CollectorKeepsAnOldChunkThatANodeNamesMeanwhile) {
   EXPECT_TRUE(std::filesystem::exists(key));
 }
 
+// A directory renamed on a node that does not have its files: the origin's objects under it are
+// copied to the new prefix, each a new name for its chunk, so an old chunk is refreshed first,
+// as for any other name (the collector may be between its listing and its deletes meanwhile).
+TEST_F(TwoNodesTest, MovedDirectoryRefreshesTheOldChunksItNames) {
+  auto kv = MakeKv(32, 35);
+  auto dir = a_->MakeDir(Root(), kRootIno, "d", 0755);
+  ASSERT_TRUE(dir.ok());
+  Ino on_a = Put(*a_, dir->attr.ino, "x.kv", kv);
+  ASSERT_TRUE(a_->Fsync(Root(), kRootIno).ok());
+  const std::filesystem::path key = origin_dir_ / ChunkKey(a_->GetAttr(on_a)->attr.chunk);
+  const time_t two_hours_ago = std::time(nullptr) - 7200;
+  const struct timespec old[2] = {{two_hours_ago, 0}, {two_hours_ago, 0}};
+  ASSERT_EQ(::utimensat(AT_FDCWD, key.c_str(), old, 0), 0) << std::strerror(errno);
+  ASSERT_NE(Find(*b_, {"d", "x.kv"}), 0u);
+  ASSERT_TRUE(b_->Rename(Root(), kRootIno, "d", kRootIno, "e", 0).ok());
+  ASSERT_TRUE(b_->Fsync(Root(), kRootIno).ok());
+  ASSERT_TRUE(std::filesystem::exists(origin_dir_ / "ns" / "e" / "x.kv"));
+  EXPECT_FALSE(std::filesystem::exists(origin_dir_ / "ns" / "d" / "x.kv"));
+  EXPECT_EQ(Stats(*b_, "origin_chunk_refreshes"), "1");
+  EXPECT_GT(std::filesystem::last_write_time(key),
+            std::filesystem::file_time_type::clock::now() - std::chrono::minutes(5));
+}
+
 // A chunk that lost its name two hours ago, and that nobody names: the collector (grace: one
 // hour) deletes it after its second look, and a node that then writes that content uploads it.
 TEST_F(TwoNodesTest, CollectorDeletesAnOldUnnamedChunkAndANodeUploadsItAgain) {
