@@ -4,10 +4,12 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <ctime>
 #include <random>
 #include <vector>
 
 #include "fs/edge/ns_object.h"
+#include "fs/edge/origin_gc.h"
 
 namespace kdn::edge {
 namespace {
@@ -118,13 +120,14 @@ void Uploader::NoteError(const Status& s) {
 
 bool Uploader::KnownUploaded(const ChunkId& id) {
   std::lock_guard lock(mu_);
-  return uploaded_.count(id) != 0;
+  auto it = uploaded_.find(id);
+  return it != uploaded_.end() && std::chrono::steady_clock::now() < it->second;
 }
 
-void Uploader::MarkUploaded(const ChunkId& id) {
+void Uploader::MarkUploaded(const ChunkId& id, std::chrono::seconds age) {
   std::lock_guard lock(mu_);
   if (uploaded_.size() >= kMaxKnownUploaded) uploaded_.clear();
-  uploaded_.insert(id);
+  uploaded_[id] = std::chrono::steady_clock::now() + (kChunkRefreshAge - age);
 }
 
 void Uploader::Loop() {
@@ -195,16 +198,37 @@ Status Uploader::RunBatch() {
   }
 }
 
-Status Uploader::EnsureChunk(const ChunkId& id) {
-  if (KnownUploaded(id)) return Status::OK();
+Result<bool> Uploader::FreshOnOrigin(const ChunkId& id) {
+  if (KnownUploaded(id)) return true;
   const std::string key = ChunkKey(id);
   Result<origin::ObjectInfo> head = origin_->Head(key);
-  if (head.ok()) {
-    ++counters_.chunk_present;
-    MarkUploaded(id);
-    return Status::OK();
+  if (head.status().IsNotFound()) return false;
+  KDN_RETURN_IF_ERROR(head.status());
+  ++counters_.chunk_present;
+  // Not uploaded again, so the chunk's write time is the one it had: if it is old, the collector
+  // may have found it unnamed and be about to delete it. Refreshed, it is young again, and the
+  // collector checks that just before it deletes (fs/edge/origin_gc.h). An age the origin does
+  // not tell counts as old; one in the future (clocks apart) as none.
+  const int64_t age_s = std::max<int64_t>(0, static_cast<int64_t>(std::time(nullptr)) - head->mtime_s);
+  if (head->mtime_s > 0 && age_s < kChunkRefreshAge.count()) {
+    MarkUploaded(id, std::chrono::seconds(age_s));
+    return true;
   }
-  if (!head.status().IsNotFound()) return head.status();
+  Status touched = origin_->Touch(key);
+  if (touched.ok()) {
+    ++counters_.chunk_refreshes;
+    MarkUploaded(id);
+    return true;
+  }
+  // Too large to refresh in place, or deleted since the HEAD: the caller puts it (again).
+  if (touched.code() == Code::kUnsupported || touched.IsNotFound()) return false;
+  return touched;
+}
+
+Status Uploader::EnsureChunk(const ChunkId& id) {
+  KDN_ASSIGN_OR_RETURN(bool fresh, FreshOnOrigin(id));
+  if (fresh) return Status::OK();
+  const std::string key = ChunkKey(id);
   // A chunk that is gone from the store was replaced or deleted since: a later note covers it.
   KDN_ASSIGN_OR_RETURN(int fd, store_.OpenChunkForRead(id));
   struct stat st {};
@@ -250,7 +274,8 @@ Status Uploader::Publish(std::string_view path, const InodeAttr& attr_in) {
       attr.chunk = remote->chunk;
       attr.size = remote->size;
       attr.mtime_ns = remote->mtime_ns;
-      if (!attr.chunk.IsZero()) MarkUploaded(attr.chunk);
+      // Not marked uploaded: the name this node knew it by may be gone and its chunk old, so
+      // EnsureChunk below HEADs it (and refreshes it) like any other before it gets this name.
     }
   }
   if (!attr.chunk.IsZero()) {
@@ -326,6 +351,10 @@ Status Uploader::MoveTree(std::string_view from, std::string_view to) {
         origin_->Get(obj.key, 0,
                      std::span(reinterpret_cast<uint8_t*>(bytes.data()), bytes.size())));
     bytes.resize(got);
+    // A new name for the chunk, like any other (EnsureChunk): refreshed first if old. The chunk
+    // need not be here, so one the origin lost is moved as it is (the name was broken already).
+    Result<NsObject> moved = DecodeNsObject(bytes);
+    if (moved.ok() && !moved->chunk.IsZero()) KDN_RETURN_IF_ERROR(FreshOnOrigin(moved->chunk).status());
     const std::string new_key = NsKey(to) + "/" + obj.key.substr(from_prefix.size());
     KDN_RETURN_IF_ERROR(origin_->Put(
         new_key, std::span(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size())));

@@ -1,7 +1,9 @@
 // The edge's write side (issue 13, docs/origin.md): every local change that the origin must learn
 // is an outbox note in the store (Store::ReadOutbox), written in the transaction of the change
 // itself, so that a crash never loses one. The Uploader follows the outbox: for each note, in
-// order, it puts the chunk object (unless a HEAD says the origin has it), then writes or deletes
+// order, it puts the chunk object (unless a HEAD says the origin has it; one older than
+// kChunkRefreshAge is then refreshed, Origin::Touch, so that the collector of unnamed chunks
+// does not delete it while it gets its name: fs/edge/origin_gc.h), then writes or deletes
 // namespace objects, and removes the note. A failed note stays and is retried, with exponential
 // backoff and jitter, until it succeeds; the notes behind it wait (the origin must see changes in
 // the order they were made: a name never before its chunk, a rename never before the file).
@@ -16,9 +18,9 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <mutex>
-#include <set>
 #include <string>
 #include <string_view>
 #include <thread>
@@ -41,6 +43,7 @@ struct UploaderOptions {
 struct UploaderCounters {
   std::atomic<uint64_t> chunk_uploads{0};  // chunk objects put
   std::atomic<uint64_t> chunk_present{0};  // chunk objects the origin had already (HEAD)
+  std::atomic<uint64_t> chunk_refreshes{0};  // of those, old ones refreshed (Origin::Touch)
   std::atomic<uint64_t> upload_bytes{0};   // bytes of chunk and namespace objects put
   std::atomic<uint64_t> ns_puts{0};        // namespace objects written
   std::atomic<uint64_t> ns_deletes{0};     // namespace objects deleted
@@ -84,6 +87,9 @@ class Uploader {
   void Loop();
   // Handles a batch of notes from the oldest; returns the first failure (the rest wait).
   Status RunBatch();
+  // Whether the origin has the chunk, younger than kChunkRefreshAge (refreshing it if it is
+  // older); false: it must be put (absent, or too large to refresh in place).
+  Result<bool> FreshOnOrigin(const ChunkId& id);
   Status EnsureChunk(const ChunkId& id);
   Status Handle(const OutboxNote& note);
   Status Publish(std::string_view path, const InodeAttr& attr);
@@ -96,7 +102,8 @@ class Uploader {
   Result<InodeAttr> Resolve(std::string_view path);
   void NoteError(const Status& s);
   bool KnownUploaded(const ChunkId& id);
-  void MarkUploaded(const ChunkId& id);
+  // The origin has the chunk, written or refreshed `age` ago (by the origin's clock).
+  void MarkUploaded(const ChunkId& id, std::chrono::seconds age = std::chrono::seconds(0));
 
   Store& store_;
   std::shared_ptr<origin::Origin> origin_;
@@ -110,7 +117,9 @@ class Uploader {
   bool kicked_ = true;   // notes left by an earlier run are handled at once
   bool urgent_ = false;  // a sync waits: cut a backoff short
   std::string last_error_;
-  std::set<ChunkId> uploaded_;  // chunks the origin has (bounded)
+  // Chunks the origin has, each until it may be older than kChunkRefreshAge: after that it is
+  // HEADed (and refreshed) again before a name for it is written. Bounded.
+  std::map<ChunkId, std::chrono::steady_clock::time_point> uploaded_;
   std::thread thread_;
 };
 

@@ -14,11 +14,14 @@ namespace {
 constexpr char kCmd[] = "origin-gc";
 
 constexpr char kOriginGcUsageText[] =
-    "Usage: kdnctl origin-gc [--grace SECONDS] [--dry-run] [--endpoint URL] ORIGIN\n"
+    "Usage: kdnctl origin-gc [--grace SECONDS [--force]] [--dry-run] [--endpoint URL] ORIGIN\n"
     "Deletes the chunk objects of an origin (s3://BUCKET[/PREFIX], file:///DIR or /DIR) that no\n"
     "namespace object names and that were written at least --grace seconds ago (default 3600).\n"
     "The grace protects uploads in flight: an edge puts a chunk before the name that points at\n"
-    "it. With --grace 0 every unnamed chunk goes. Prints one line per chunk deleted (with\n"
+    "it, and an edge that names a chunk it finds older than 600 s refreshes it first: a grace\n"
+    "below 1200 s could delete a chunk that is being named, and is refused without --force.\n"
+    "Each chunk is checked again just before it is deleted. With --grace 0 --force every\n"
+    "unnamed chunk goes (for tests). Prints one line per chunk deleted (with\n"
     "--dry-run: that would be; nothing is deleted) and a summary. A namespace object that cannot\n"
     "be read stops it before anything is deleted. S3 credentials as for kdnfs (AWS_ACCESS_KEY_ID\n"
     "and AWS_SECRET_ACCESS_KEY, or the credentials file); --endpoint as kdnfs's\n"
@@ -27,6 +30,7 @@ constexpr char kOriginGcUsageText[] =
 constexpr OptionSpec kSpecs[] = {
     {"grace", 0, true},
     {"dry-run", 'n', false},
+    {"force", 0, false},
     {"endpoint", 0, true},
 };
 
@@ -46,6 +50,12 @@ int RunOriginGc(int argc, char** argv) {
     if (!seconds.ok()) return UsageError(kCmd, seconds.status().message());
     options.grace = std::chrono::seconds(static_cast<int64_t>(*seconds));
   }
+  if (options.grace < kdn::edge::kMinSafeGcGrace && !args->Has("force")) {
+    return UsageError(kCmd, "--grace " + std::to_string(options.grace.count()) + " is below " +
+                                std::to_string(kdn::edge::kMinSafeGcGrace.count()) +
+                                " s, twice the age at which edges refresh the chunks they name: "
+                                "it could delete a chunk being named (--force to do it anyway)");
+  }
   options.dry_run = args->Has("dry-run");
   kdn::origin::OriginOptions open;
   open.url = args->positional[0];
@@ -64,13 +74,16 @@ int RunOriginGc(int argc, char** argv) {
     return Fail(kCmd, kExitBadInput, (*origin)->Describe() + ": " + report.status().ToString());
   }
   std::printf(
-      "%s: %llu names, %llu chunks, %llu unnamed: %llu %s (%llu bytes), %llu within the grace\n",
+      "%s: %llu names, %llu chunks, %llu unnamed: %llu %s (%llu bytes), %llu within the grace, "
+      "%llu refreshed since listed, %llu left for the next run\n",
       (*origin)->Describe().c_str(), static_cast<unsigned long long>(report->names),
       static_cast<unsigned long long>(report->chunks),
       static_cast<unsigned long long>(report->unnamed),
       static_cast<unsigned long long>(report->deleted), verb,
       static_cast<unsigned long long>(report->deleted_bytes),
-      static_cast<unsigned long long>(report->young));
+      static_cast<unsigned long long>(report->young),
+      static_cast<unsigned long long>(report->refreshed),
+      static_cast<unsigned long long>(report->deferred));
   return kExitOk;
 }
 

@@ -1229,6 +1229,7 @@ std::string Filesystem::StatsText() {
     line("origin_queue", state.ok() ? state->notes : 0);
     line("origin_chunk_uploads", c.chunk_uploads.load());
     line("origin_chunks_present", c.chunk_present.load());
+    line("origin_chunk_refreshes", c.chunk_refreshes.load());
     line("origin_upload_bytes", c.upload_bytes.load());
     line("origin_ns_puts", c.ns_puts.load());
     line("origin_ns_deletes", c.ns_deletes.load());

@@ -55,8 +55,9 @@ struct ObjectInfo {
   std::string key;   // relative to the origin's prefix
   uint64_t size = 0;
   std::string etag;  // S3: the server's ETag (without quotes); POSIX: size and mtime in hex
-  // When the object was written, in seconds since the epoch (S3: LastModified of a listing;
-  // POSIX: the file's mtime); 0 when unknown (an S3 HEAD does not read it).
+  // When the object was written or last touched (Origin::Touch), in seconds since the epoch, by the
+  // origin's clock (S3: LastModified of a listing, Last-Modified of a HEAD; POSIX: the file's
+  // mtime, by the writer's clock); 0 when unknown (the server did not say, or said nonsense).
   int64_t mtime_s = 0;
 };
 
@@ -89,6 +90,13 @@ class Origin {
                                 std::string_view token, unsigned max_keys = 1000) = 0;
   // Removes `key`; removing a key that does not exist is OK (as in S3).
   virtual Status Delete(std::string_view key) = 0;
+  // Makes the write time of the existing object `key` now (mtime_s), keeping its bytes, without
+  // sending them: this is how an edge tells the collector of unnamed chunks that it is about to
+  // name an old chunk (docs/origin.md, "Garbage"). S3: a CopyObject of the object onto itself
+  // (x-amz-metadata-directive: REPLACE); POSIX: utimensat to now. NotFound when `key` is not
+  // there; Unsupported when the backend cannot do it in place for this object (S3: over 5 GiB,
+  // CopyObject's limit): the caller then puts the object again.
+  virtual Status Touch(std::string_view key) = 0;
 
   // Every page of List, concatenated (bounded by `max_entries`, else InvalidArgument).
   Result<ListPage> ListAll(std::string_view prefix, std::string_view delimiter,

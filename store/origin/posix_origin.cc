@@ -101,6 +101,20 @@ class PosixOrigin final : public Origin {
     return Info(std::string(key), st);
   }
 
+  Status Touch(std::string_view key) override {
+    KDN_RETURN_IF_ERROR(CheckKey(key));
+    std::string path = Path(key);
+    struct stat st{};
+    if (::lstat(path.c_str(), &st) != 0) return Status::FromErrno("origin " + path, errno);
+    if (!S_ISREG(st.st_mode)) return Status::NotFound("origin " + path + ": not an object");
+    // UTIME_NOW on both times: the mtime is what List and Head report as the write time.
+    const struct timespec now[2] = {{0, UTIME_NOW}, {0, UTIME_NOW}};
+    if (::utimensat(AT_FDCWD, path.c_str(), now, AT_SYMLINK_NOFOLLOW) != 0) {
+      return Status::FromErrno("origin touch " + path, errno);
+    }
+    return Status::OK();
+  }
+
   Result<ListPage> List(std::string_view prefix, std::string_view delimiter, std::string_view token,
                         unsigned max_keys) override {
     if (max_keys == 0 || max_keys > 1000) max_keys = 1000;

@@ -25,6 +25,8 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 constexpr size_t kMaxTextBody = xml::kMaxInput;
+// The largest object one CopyObject can copy (S3's documented limit; RGW has the same).
+constexpr uint64_t kMaxCopyBytes = 5ull << 30;
 
 struct Request {
   const char* method = "GET";
@@ -32,6 +34,7 @@ struct Request {
   std::vector<std::pair<std::string, std::string>> query;
   std::string range;
   std::string content_type;
+  std::string copy_source;  // x-amz-copy-source of a CopyObject: "/BUCKET/KEY", encoded
   // Body: a buffer, or `body_len` bytes of `body_fd` from `body_off`.
   std::span<const uint8_t> body;
   int body_fd = -1;
@@ -47,6 +50,7 @@ struct Response {
   uint64_t content_length = 0;
   uint64_t total_size = 0;   // from Content-Range
   bool has_total = false;
+  int64_t last_modified = 0;  // from Last-Modified, in seconds since the epoch; 0: none or bad
 };
 
 // One attempt's state, reached from curl's callbacks.
@@ -96,6 +100,8 @@ size_t OnHeader(char* data, size_t, size_t n, void* arg) {
     t->resp->etag = v;
   } else if (name == "content-length") {
     t->resp->content_length = std::strtoull(std::string(value.substr(0, 32)).c_str(), nullptr, 10);
+  } else if (name == "last-modified") {
+    t->resp->last_modified = xml::ParseHttpDate(value);
   } else if (name == "content-range") {
     size_t slash = value.rfind('/');
     if (slash != std::string_view::npos && value.substr(slash + 1) != "*") {
@@ -252,7 +258,7 @@ class S3Origin final : public Origin {
     r.method = "HEAD";
     r.key = prefix_ + std::string(key);
     KDN_ASSIGN_OR_RETURN(Response resp, Perform(r));
-    return ObjectInfo{std::string(key), resp.content_length, resp.etag, 0};
+    return ObjectInfo{std::string(key), resp.content_length, resp.etag, resp.last_modified};
   }
 
   Result<ListPage> List(std::string_view prefix, std::string_view delimiter, std::string_view token,
@@ -268,6 +274,34 @@ class S3Origin final : public Origin {
     for (auto& obj : page.objects) KDN_RETURN_IF_ERROR(StripPrefix(&obj.key));
     for (auto& p : page.prefixes) KDN_RETURN_IF_ERROR(StripPrefix(&p));
     return page;
+  }
+
+  Status Touch(std::string_view key) override {
+    KDN_RETURN_IF_ERROR(CheckKey(key));
+    const std::string full = prefix_ + std::string(key);
+    Request head;
+    head.method = "HEAD";
+    head.key = full;
+    KDN_ASSIGN_OR_RETURN(Response size, Perform(head));
+    if (size.content_length > kMaxCopyBytes) {
+      return Status::Unsupported("origin " + bucket_ + "/" + full +
+                                 ": larger than one CopyObject can refresh (5 GiB)");
+    }
+    // A copy onto itself, done by the server: no byte of the object crosses the network. S3
+    // refuses a copy onto itself that changes nothing; REPLACE makes it a new write, with a new
+    // LastModified (chunk objects carry no metadata that replacing could lose).
+    Request copy;
+    copy.method = "PUT";
+    copy.key = full;
+    copy.copy_source = "/" + bucket_ + "/" + UriEncode(full, true);
+    KDN_ASSIGN_OR_RETURN(Response resp, Perform(copy));
+    // Like CompleteMultipartUpload, a CopyObject may fail after its 200 has been sent.
+    xml::S3Error err;
+    if (xml::ParseError(resp.text, &err)) {
+      return Status::IOError("origin copy of " + bucket_ + "/" + full + " onto itself: " + err.code +
+                             (err.message.empty() ? "" : ": " + err.message));
+    }
+    return Status::OK();
   }
 
   Status Delete(std::string_view key) override {
@@ -484,12 +518,16 @@ class S3Origin final : public Origin {
     // No "Expect:" override: curl 7.88 puts an emptied header into the signed headers it does not
     // send, and RGW answers SignatureDoesNotMatch (measured); 100-continue costs one round trip.
     h = curl_slist_append(h, "x-amz-content-sha256: UNSIGNED-PAYLOAD");
-    std::string range, token, ctype;
+    std::string range, token, ctype, copy;
     if (!r.range.empty()) h = curl_slist_append(h, (range = "Range: " + r.range).c_str());
     if (!creds_.session_token.empty()) {
       h = curl_slist_append(h, (token = "x-amz-security-token: " + creds_.session_token).c_str());
     }
     if (!r.content_type.empty()) h = curl_slist_append(h, (ctype = "Content-Type: " + r.content_type).c_str());
+    if (!r.copy_source.empty()) {
+      h = curl_slist_append(h, (copy = "x-amz-copy-source: " + r.copy_source).c_str());
+      h = curl_slist_append(h, "x-amz-metadata-directive: REPLACE");
+    }
     curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
     std::string_view m = r.method;
     uint64_t len = r.body_fd >= 0 ? r.body_len : r.body.size();

@@ -187,36 +187,71 @@ std::string Unquote(std::string s) {
   if (s.size() >= 2 && s.front() == '"' && s.back() == '"') return s.substr(1, s.size() - 2);
   return s;
 }
-// S3's LastModified, "2026-12-06T11:24:22.000Z" (UTC), in seconds since the epoch; 0 for
-// anything else (the age of that object is then unknown, never guessed).
+}  // namespace
+
+namespace {
+
+// Seconds since the epoch of a UTC calendar time, or 0 for one that is out of range (the age of
+// that object is then unknown, never guessed). Both of S3's time formats end up here.
+int64_t EpochOfUtc(int year, int month, int day, int hour, int minute, int second) {
+  if (year < 1970 || month < 1 || month > 12 || day < 1 || day > 31 || hour < 0 || hour > 23 ||
+      minute < 0 || minute > 59 || second < 0 || second > 60) {
+    return 0;
+  }
+  struct tm t {};
+  t.tm_year = year - 1900;
+  t.tm_mon = month - 1;
+  t.tm_mday = day;
+  t.tm_hour = hour;
+  t.tm_min = minute;
+  t.tm_sec = second;
+  const time_t seconds = ::timegm(&t);
+  return seconds < 0 ? 0 : static_cast<int64_t>(seconds);
+}
+
+// The decimal number that is exactly s[at, at + len), or -1.
+int Digits(std::string_view s, size_t at, size_t len) {
+  if (at + len > s.size()) return -1;
+  int value = 0;
+  std::string_view digits = s.substr(at, len);
+  auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), value);
+  if (ec != std::errc() || end != digits.data() + digits.size() || value < 0) return -1;
+  return value;
+}
+
+}  // namespace
+
 int64_t ParseIsoTime(std::string_view s) {
   if (s.size() < 20 || s.size() > 32 || s.back() != 'Z') return 0;
   int field[6] = {};
   const size_t at[6] = {0, 5, 8, 11, 14, 17}, len[6] = {4, 2, 2, 2, 2, 2};
   const char sep[6] = {'-', '-', 'T', ':', ':', '.'};
   for (int i = 0; i < 6; ++i) {
-    std::string_view digits = s.substr(at[i], len[i]);
-    auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), field[i]);
-    if (ec != std::errc() || end != digits.data() + digits.size()) return 0;
+    field[i] = Digits(s, at[i], len[i]);
+    if (field[i] < 0) return 0;
     const size_t next = at[i] + len[i];
     if (next < s.size() && s[next] != sep[i] && !(i == 5 && s[next] == 'Z')) return 0;
   }
-  if (field[0] < 1970 || field[1] < 1 || field[1] > 12 || field[2] < 1 || field[2] > 31 ||
-      field[3] > 23 || field[4] > 59 || field[5] > 60) {
-    return 0;
-  }
-  struct tm t {};
-  t.tm_year = field[0] - 1900;
-  t.tm_mon = field[1] - 1;
-  t.tm_mday = field[2];
-  t.tm_hour = field[3];
-  t.tm_min = field[4];
-  t.tm_sec = field[5];
-  const time_t seconds = ::timegm(&t);  // UTC, as S3 writes it
-  return seconds < 0 ? 0 : static_cast<int64_t>(seconds);
+  return EpochOfUtc(field[0], field[1], field[2], field[3], field[4], field[5]);
 }
 
-}  // namespace
+int64_t ParseHttpDate(std::string_view s) {
+  // "Sun, 06 Dec 2026 11:24:22 GMT": fixed columns (RFC 9110's IMF-fixdate).
+  if (s.size() != 29 || s.substr(3, 2) != ", " || s[7] != ' ' || s[11] != ' ' || s[16] != ' ' ||
+      s[19] != ':' || s[22] != ':' || s.substr(25) != " GMT") {
+    return 0;
+  }
+  static constexpr std::string_view kMonths[12] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
+                                                   "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
+  int month = 0;
+  for (int i = 0; i < 12; ++i) {
+    if (s.substr(8, 3) == kMonths[i]) month = i + 1;
+  }
+  const int day = Digits(s, 5, 2), year = Digits(s, 12, 4), hour = Digits(s, 17, 2),
+            minute = Digits(s, 20, 2), second = Digits(s, 23, 2);
+  if (month == 0 || day < 0 || year < 0 || hour < 0 || minute < 0 || second < 0) return 0;
+  return EpochOfUtc(year, month, day, hour, minute, second);
+}
 
 Result<ListPage> ParseListV2(std::string_view body) {
   KDN_ASSIGN_OR_RETURN(Document doc, Parse(body));

@@ -47,6 +47,11 @@ Result<ListPage> ParseListV2(std::string_view body);
 Result<std::string> ParseInitiateMultipart(std::string_view body);  // the UploadId
 Status ParseCompleteMultipart(std::string_view body);  // OK, or the error inside a 200
 
+// S3's two ways of writing a time, in seconds since the epoch (UTC); 0 for anything malformed or
+// before 1970 (that object's age is then unknown, never guessed):
+int64_t ParseIsoTime(std::string_view s);   // a listing's LastModified: "2026-12-06T11:24:22.000Z"
+int64_t ParseHttpDate(std::string_view s);  // a HEAD's Last-Modified: "Sun, 06 Dec 2026 11:24:22 GMT"
+
 // Escapes &, <, >, " and ' for element text.
 std::string Escape(std::string_view text);
 

@@ -1,5 +1,6 @@
-// kdn_bench_origin put|get URL KEY FILE: one PutFile of FILE (or one Get of the whole object into
-// memory) through the origin client; prints `origin_<op>_gbps: X` (bytes / wall time / 1e9).
+// kdn_bench_origin put|get|touch URL KEY FILE: one PutFile of FILE (or one Get of the whole object
+// into memory, or one Touch of it: what an edge does instead of uploading an old chunk again)
+// through the origin client; prints `origin_<op>_gbps: X` (FILE's bytes / wall time / 1e9).
 // Endpoint and keys from KDN_ORIGIN_ENDPOINT and the AWS_* environment (tests/bench/groups/origin).
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -15,8 +16,9 @@
 #include "kdn/origin.h"
 
 int main(int argc, char** argv) {
-  if (argc != 5 || (std::strcmp(argv[1], "put") != 0 && std::strcmp(argv[1], "get") != 0)) {
-    std::fprintf(stderr, "usage: kdn_bench_origin put|get URL KEY FILE\n");
+  if (argc != 5 || (std::strcmp(argv[1], "put") != 0 && std::strcmp(argv[1], "get") != 0 &&
+                    std::strcmp(argv[1], "touch") != 0)) {
+    std::fprintf(stderr, "usage: kdn_bench_origin put|get|touch URL KEY FILE\n");
     return 2;
   }
   kdn::origin::OriginOptions o;
@@ -41,6 +43,8 @@ int main(int argc, char** argv) {
   kdn::Status s;
   if (argv[1][0] == 'p') {
     s = (*origin)->PutFile(key, fd, size);
+  } else if (argv[1][0] == 't') {
+    s = (*origin)->Touch(key);
   } else {
     auto n = (*origin)->Get(key, 0, buf);
     s = n.status();

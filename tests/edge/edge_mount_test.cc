@@ -3,9 +3,12 @@
 // killed with its uploads still queued finishes them after a restart; with the origin unreachable,
 // local work goes on and `kdnctl sync` says why it cannot finish. The origin is a POSIX
 // directory (label mount), or the RGW that the origin_rgw fixture starts (label origin).
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cstring>
+#include <ctime>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -14,6 +17,8 @@
 #include <thread>
 
 #include "fs/edge/ns_object.h"
+#include "fs/edge/origin_gc.h"
+#include "interleaving_origin.h"
 #include "fs_test_util.h"
 #include "kdn/format.h"
 #include "kdn/origin.h"
@@ -119,6 +124,21 @@ class Origin {
         client_->Get(key, 0, std::span(reinterpret_cast<uint8_t*>(bytes.data()), bytes.size())));
     bytes.resize(n);
     return bytes;
+  }
+
+  Result<origin::ObjectInfo> Head(const std::string& key) { return client_->Head(key); }
+  origin::Origin& client() { return *client_; }
+  // Another client of the same origin (S3: credentials from this process's environment).
+  Result<std::unique_ptr<origin::Origin>> Open() const {
+    origin::OriginOptions o;
+    o.url = url_;
+    o.endpoint = endpoint_;
+    return origin::OpenOrigin(o);
+  }
+  // POSIX origin: sets an object's write time back, as time would have.
+  bool SetWriteTime(const std::string& key, time_t when) {
+    const struct timespec t[2] = {{when, 0}, {when, 0}};
+    return ::utimensat(AT_FDCWD, (dir_.path() / "origin" / key).c_str(), t, 0) == 0;
   }
 
  private:
@@ -544,12 +564,12 @@ TEST_P(EdgeMountTest, OriginGcDeletesOnlyUnnamedChunks) {
   EXPECT_NE(young.output.find("2 chunks, 1 unnamed: 0 deleted (0 bytes), 1 within the grace"),
             std::string::npos)
       << young.output;
-  CommandResult dry = Sh(gc + "--dry-run --grace 0 " + origin.ForKdnctl());
+  CommandResult dry = Sh(gc + "--dry-run --grace 0 --force " + origin.ForKdnctl());
   ASSERT_TRUE(dry.ok()) << dry.output;
   EXPECT_NE(dry.output.find("would delete " + drop_key), std::string::npos) << dry.output;
   EXPECT_EQ(dry.output.find(keep_key), std::string::npos) << dry.output;
   EXPECT_TRUE(origin.Get(drop_key).ok());
-  CommandResult collected = Sh(gc + "--grace 0 " + origin.ForKdnctl());
+  CommandResult collected = Sh(gc + "--grace 0 --force " + origin.ForKdnctl());
   ASSERT_TRUE(collected.ok()) << collected.output;
   EXPECT_NE(collected.output.find("deleted " + drop_key), std::string::npos) << collected.output;
   EXPECT_TRUE(origin.Get(drop_key).status().IsNotFound());
@@ -562,7 +582,7 @@ TEST_P(EdgeMountTest, OriginGcDeletesOnlyUnnamedChunks) {
   ASSERT_TRUE(Sh("rm " + a.path("alias.kv")).ok());
   ASSERT_TRUE(Sync(a).ok()) << a.log();
   ASSERT_TRUE(origin.Put("ns/damaged.kv", "kdn-ns 1\nchunk torn").ok());
-  CommandResult refused = Sh(gc + "--grace 0 " + origin.ForKdnctl());
+  CommandResult refused = Sh(gc + "--grace 0 --force " + origin.ForKdnctl());
   EXPECT_EQ(refused.status, 1) << refused.output;
   EXPECT_NE(refused.output.find("ns/damaged.kv"), std::string::npos) << refused.output;
   EXPECT_TRUE(origin.Get(keep_key).ok());
@@ -635,6 +655,91 @@ TEST_F(EdgePosixMountTest, StreamedMissServesBlocksAndRefusesADamagedOne) {
       << "a refused fetch left its staging file";
   a.Stop();
   b.Stop();
+}
+
+// Content that lost its name two hours ago, written again on node B: B finds the chunk on the
+// origin and, since it is old, refreshes it (no upload) before naming it, so `kdnctl origin-gc`
+// with an hour's grace keeps it and a third node reads the file. A grace under twice the refresh
+// age is refused without --force. (The race itself, a name written between the collector's
+// listing and its delete: TwoNodesTest.CollectorKeepsAnOldChunkThatANodeNamesMeanwhile.)
+TEST_F(EdgePosixMountTest, OldChunkNamedAgainIsRefreshedAndKept) {
+  REQUIRE_FUSE();
+  Origin origin(false);
+  KdnfsMount a(origin.Options()), b(origin.Options());
+  ASSERT_TRUE(a.Start());
+  ASSERT_TRUE(b.Start());
+  auto kv = MakeKv(56, 61);
+  WriteFile(a.scratch("x.kv"), kv);
+  ASSERT_TRUE(Sh("cp " + a.scratch("x.kv") + " " + a.path("x.kv")).ok());
+  ASSERT_TRUE(Sync(a).ok()) << a.log();
+  ASSERT_TRUE(Sh("rm " + a.path("x.kv")).ok());
+  ASSERT_TRUE(Sync(a).ok()) << a.log();
+  const std::string key = "chunks/" + Sha256Hex(kv);
+  ASSERT_TRUE(origin.SetWriteTime(key, std::time(nullptr) - 7200)) << std::strerror(errno);
+  const std::string gc = std::string(KDNCTL_PATH) + " origin-gc ";
+  CommandResult before = Sh(gc + "--dry-run --grace 3600 " + origin.ForKdnctl());
+  ASSERT_TRUE(before.ok()) << before.output;
+  EXPECT_NE(before.output.find("would delete " + key), std::string::npos) << before.output;
+
+  ASSERT_TRUE(Sh("cp " + a.scratch("x.kv") + " " + b.path("y.kv")).ok());
+  ASSERT_TRUE(Sync(b).ok()) << b.log();
+  std::string stats = Slurp(b.path(".kdn/stats"));
+  EXPECT_NE(stats.find("origin_chunk_refreshes 1\n"), std::string::npos) << stats;
+  EXPECT_NE(stats.find("origin_chunk_uploads 0\n"), std::string::npos) << stats;
+  auto refreshed = origin.Head(key);
+  ASSERT_TRUE(refreshed.ok()) << refreshed.status().ToString();
+  EXPECT_LE(std::abs(refreshed->mtime_s - static_cast<int64_t>(std::time(nullptr))), 60);
+
+  CommandResult refused = Sh(gc + "--grace 600 " + origin.ForKdnctl());
+  EXPECT_EQ(refused.status, 2) << refused.output;
+  EXPECT_NE(refused.output.find("--force"), std::string::npos) << refused.output;
+  CommandResult collected = Sh(gc + "--grace 3600 " + origin.ForKdnctl());
+  ASSERT_TRUE(collected.ok()) << collected.output;
+  EXPECT_NE(collected.output.find("1 chunks, 0 unnamed: 0 deleted"), std::string::npos)
+      << collected.output;
+  ASSERT_TRUE(origin.Head(key).ok());
+  KdnfsMount c(origin.Options());
+  ASSERT_TRUE(c.Start());
+  CommandResult same = Sh("cmp " + a.scratch("x.kv") + " " + c.path("y.kv"));
+  EXPECT_TRUE(same.ok()) << same.output << c.log();
+  a.Stop();
+  b.Stop();
+  c.Stop();
+}
+
+// The collector's second look, on both origins (RGW: its HEAD's Last-Modified and a CopyObject
+// onto itself): two unnamed chunks, both older than the grace (3 s here) when listed; right after
+// the collector lists the names, one of them is refreshed (Origin::Touch, as a node does before it
+// names an old chunk) and named. That one stays, the other goes.
+TEST_P(EdgeMountTest, CollectorKeepsAChunkRefreshedAfterItsListing) {
+  Origin origin(GetParam());
+  const std::string kept = "kept content", dropped = "dropped content";
+  const std::string kept_key = "chunks/" + Sha256Hex(std::as_bytes(std::span(kept)));
+  const std::string dropped_key = "chunks/" + Sha256Hex(std::as_bytes(std::span(dropped)));
+  ASSERT_TRUE(origin.Put(kept_key, kept).ok());
+  ASSERT_TRUE(origin.Put(dropped_key, dropped).ok());
+  std::this_thread::sleep_for(std::chrono::seconds(4));  // S3 times are whole seconds
+  auto client = origin.Open();
+  ASSERT_TRUE(client.ok()) << client.status().ToString();
+  Status refreshed = Status::Internal("the collector never listed the names");
+  InterleavingOrigin racing(std::move(*client), [&] {
+    refreshed = origin.client().Touch(kept_key);
+    edge::NsObject name;
+    name.chunk = *ChunkId::FromHex(Sha256Hex(std::as_bytes(std::span(kept))));
+    name.size = kept.size();
+    name.mode = S_IFREG | 0644;
+    if (refreshed.ok()) refreshed = origin.Put("ns/named-meanwhile.kv", edge::EncodeNsObject(name));
+  });
+  edge::GcOptions gc;
+  gc.grace = std::chrono::seconds(3);
+  auto report = edge::CollectUnnamedChunks(racing, gc);
+  ASSERT_TRUE(report.ok()) << report.status().ToString();
+  ASSERT_TRUE(refreshed.ok()) << refreshed.ToString();
+  EXPECT_EQ(report->unnamed, 2u);
+  EXPECT_EQ(report->refreshed, 1u);
+  EXPECT_EQ(report->deleted, 1u);
+  EXPECT_TRUE(origin.Head(kept_key).ok()) << "the collector deleted a chunk refreshed for a name";
+  EXPECT_TRUE(origin.Head(dropped_key).status().IsNotFound());
 }
 
 INSTANTIATE_TEST_SUITE_P(Posix, EdgeMountTest, ::testing::Values(false));

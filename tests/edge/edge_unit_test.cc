@@ -10,6 +10,9 @@
 
 #include <cctype>
 #include <cstdio>
+#include <cstring>
+#include <ctime>
+#include <functional>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -18,10 +21,12 @@
 #include <vector>
 
 #include "fs/edge/ns_object.h"
+#include "fs/edge/origin_gc.h"
 #include "fs/edge/uploader.h"
 #include "fs/kdnfs/filesystem.h"
 #include "fs_test_util.h"
 #include "kdn/format.h"
+#include "interleaving_origin.h"
 #include "kdn/origin.h"
 #include "sha256_util.h"
 
@@ -467,6 +472,118 @@ TEST_F(TwoNodesTest, ChmodAndXattrsReachTheOriginAndOtherNodes) {
   ns = DecodeNsObject(Slurp(origin_dir_ / "ns" / "m.kv"));
   ASSERT_TRUE(ns.ok());
   EXPECT_TRUE(ns->xattrs.empty());
+}
+
+// The race the refresh closes (docs/origin.md, "Garbage"): a chunk lost its only name two hours
+// ago; the collector (grace: one hour) lists the chunks and the names; then, before it deletes,
+// node B writes a file with that content. B finds the chunk on the origin, so it does not upload
+// it, and names it. The chunk must stay: B refreshed it (Origin::Touch) before writing the name,
+// and the collector HEADs each chunk again just before it deletes it. A third node reads the file.
+TEST_F(TwoNodesTest, CollectorKeepsAnOldChunkThatANodeNamesMeanwhile) {
+  auto kv = MakeKv(48, 33);
+  Ino on_a = Put(*a_, kRootIno, "old.kv", kv);
+  ASSERT_TRUE(a_->Fsync(Root(), kRootIno).ok());
+  const ChunkId chunk = a_->GetAttr(on_a)->attr.chunk;
+  ASSERT_TRUE(a_->Unlink(Root(), kRootIno, "old.kv").ok());
+  ASSERT_TRUE(a_->Fsync(Root(), kRootIno).ok());
+  const std::filesystem::path key = origin_dir_ / ChunkKey(chunk);
+  ASSERT_TRUE(std::filesystem::exists(key));
+  ASSERT_FALSE(std::filesystem::exists(origin_dir_ / "ns" / "old.kv"));
+  const time_t two_hours_ago = std::time(nullptr) - 7200;
+  const struct timespec old[2] = {{two_hours_ago, 0}, {two_hours_ago, 0}};
+  ASSERT_EQ(::utimensat(AT_FDCWD, key.c_str(), old, 0), 0) << std::strerror(errno);
+
+  origin::OriginOptions oo;
+  oo.url = "file://" + origin_dir_.string();
+  auto opened = origin::OpenOrigin(oo);
+  ASSERT_TRUE(opened.ok()) << opened.status().ToString();
+  Status named_on_b = Status::Internal("the collector never listed the names");
+  kdn::test::InterleavingOrigin origin(std::move(*opened), [&] {
+    Put(*b_, kRootIno, "new.kv", kv);
+    named_on_b = b_->Fsync(Root(), kRootIno);
+  });
+  GcOptions gc;
+  gc.grace = std::chrono::seconds(3600);
+  auto report = CollectUnnamedChunks(origin, gc);
+  ASSERT_TRUE(report.ok()) << report.status().ToString();
+  ASSERT_TRUE(named_on_b.ok()) << named_on_b.ToString();
+  ASSERT_TRUE(std::filesystem::exists(origin_dir_ / "ns" / "new.kv"));
+  EXPECT_EQ(report->names, 0u);  // listed before B's name: to the collector, the chunk is unnamed
+  EXPECT_EQ(report->unnamed, 1u);
+  EXPECT_EQ(report->refreshed, 1u);
+  EXPECT_EQ(report->deleted, 0u);
+  ASSERT_TRUE(std::filesystem::exists(key)) << "the collector deleted the chunk B had just named";
+  EXPECT_EQ(Stats(*b_, "origin_chunk_uploads"), "0");  // found on the origin, not sent again
+  EXPECT_EQ(Stats(*b_, "origin_chunk_refreshes"), "1");
+  EXPECT_GT(std::filesystem::last_write_time(key),
+            std::filesystem::file_time_type::clock::now() - std::chrono::minutes(5));
+
+  auto c = OpenNode("c");
+  ASSERT_NE(c, nullptr);
+  Ino on_c = Find(*c, {"new.kv"});
+  ASSERT_NE(on_c, 0u);
+  auto bytes = ReadAll(*c, on_c);
+  ASSERT_TRUE(bytes.ok()) << bytes.status().ToString();
+  EXPECT_EQ(*bytes, kv);
+  // The next collection sees the name.
+  report = CollectUnnamedChunks(origin, gc);
+  ASSERT_TRUE(report.ok()) << report.status().ToString();
+  EXPECT_EQ(report->names, 1u);
+  EXPECT_EQ(report->unnamed, 0u);
+  EXPECT_TRUE(std::filesystem::exists(key));
+}
+
+// A directory renamed on a node that does not have its files: the origin's objects under it are
+// copied to the new prefix, each a new name for its chunk, so an old chunk is refreshed first,
+// as for any other name (the collector may be between its listing and its deletes meanwhile).
+TEST_F(TwoNodesTest, MovedDirectoryRefreshesTheOldChunksItNames) {
+  auto kv = MakeKv(32, 35);
+  auto dir = a_->MakeDir(Root(), kRootIno, "d", 0755);
+  ASSERT_TRUE(dir.ok());
+  Ino on_a = Put(*a_, dir->attr.ino, "x.kv", kv);
+  ASSERT_TRUE(a_->Fsync(Root(), kRootIno).ok());
+  const std::filesystem::path key = origin_dir_ / ChunkKey(a_->GetAttr(on_a)->attr.chunk);
+  const time_t two_hours_ago = std::time(nullptr) - 7200;
+  const struct timespec old[2] = {{two_hours_ago, 0}, {two_hours_ago, 0}};
+  ASSERT_EQ(::utimensat(AT_FDCWD, key.c_str(), old, 0), 0) << std::strerror(errno);
+  ASSERT_NE(Find(*b_, {"d", "x.kv"}), 0u);
+  ASSERT_TRUE(b_->Rename(Root(), kRootIno, "d", kRootIno, "e", 0).ok());
+  ASSERT_TRUE(b_->Fsync(Root(), kRootIno).ok());
+  ASSERT_TRUE(std::filesystem::exists(origin_dir_ / "ns" / "e" / "x.kv"));
+  EXPECT_FALSE(std::filesystem::exists(origin_dir_ / "ns" / "d" / "x.kv"));
+  EXPECT_EQ(Stats(*b_, "origin_chunk_refreshes"), "1");
+  EXPECT_GT(std::filesystem::last_write_time(key),
+            std::filesystem::file_time_type::clock::now() - std::chrono::minutes(5));
+}
+
+// A chunk that lost its name two hours ago, and that nobody names: the collector (grace: one
+// hour) deletes it after its second look, and a node that then writes that content uploads it.
+TEST_F(TwoNodesTest, CollectorDeletesAnOldUnnamedChunkAndANodeUploadsItAgain) {
+  auto kv = MakeKv(40, 34);
+  Ino on_a = Put(*a_, kRootIno, "gone.kv", kv);
+  ASSERT_TRUE(a_->Fsync(Root(), kRootIno).ok());
+  const ChunkId chunk = a_->GetAttr(on_a)->attr.chunk;
+  ASSERT_TRUE(a_->Unlink(Root(), kRootIno, "gone.kv").ok());
+  ASSERT_TRUE(a_->Fsync(Root(), kRootIno).ok());
+  const std::filesystem::path key = origin_dir_ / ChunkKey(chunk);
+  const time_t two_hours_ago = std::time(nullptr) - 7200;
+  const struct timespec old[2] = {{two_hours_ago, 0}, {two_hours_ago, 0}};
+  ASSERT_EQ(::utimensat(AT_FDCWD, key.c_str(), old, 0), 0) << std::strerror(errno);
+  origin::OriginOptions oo;
+  oo.url = "file://" + origin_dir_.string();
+  auto origin = origin::OpenOrigin(oo);
+  ASSERT_TRUE(origin.ok()) << origin.status().ToString();
+  GcOptions gc;
+  gc.grace = std::chrono::seconds(3600);
+  auto report = CollectUnnamedChunks(**origin, gc);
+  ASSERT_TRUE(report.ok()) << report.status().ToString();
+  EXPECT_EQ(report->deleted, 1u);
+  EXPECT_EQ(report->refreshed, 0u);
+  EXPECT_FALSE(std::filesystem::exists(key));
+  Put(*b_, kRootIno, "again.kv", kv);
+  ASSERT_TRUE(b_->Fsync(Root(), kRootIno).ok());
+  EXPECT_EQ(Stats(*b_, "origin_chunk_uploads"), "1");
+  EXPECT_TRUE(std::filesystem::exists(key));
 }
 
 // Whoever can write to the origin cannot plant a setuid or setgid file on every node.

@@ -13,6 +13,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   (void)xml::ParseListV2(in);
   (void)xml::ParseInitiateMultipart(in);
   (void)xml::ParseCompleteMultipart(in);
+  (void)xml::ParseIsoTime(in);
+  (void)xml::ParseHttpDate(in);  // a HEAD's Last-Modified header, also from the server
   xml::S3Error e;
   (void)xml::ParseError(in, &e);
   return 0;

@@ -7,9 +7,11 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdlib>
+#include <cstring>
 #include <ctime>
 #include <thread>
 #include <filesystem>
+#include <map>
 #include <random>
 #include <set>
 
@@ -264,6 +266,51 @@ TEST_P(OriginConformance, KeysThatNeedPercentEncoding) {
   ASSERT_TRUE(one.ok()) << one.status().ToString();
   ASSERT_EQ(one->objects.size(), 1u);
   EXPECT_EQ(one->objects[0].key, "enc/a b+c");
+}
+
+// Touch makes an object's write time now, keeping its bytes: how an edge keeps an old chunk it is
+// about to name from the collector of unnamed chunks. HEAD and List both tell the new time.
+TEST_P(OriginConformance, TouchRenewsTheWriteTimeAndKeepsTheBytes) {
+  auto small = Bytes(70'000, 11), big = Bytes((11 << 20) + 3, 12);  // big: a multipart object
+  ASSERT_TRUE(origin_->Put("chunks/small", small).ok());
+  ASSERT_TRUE(origin_->Put("chunks/big", big).ok());
+  const int64_t written_s = static_cast<int64_t>(std::time(nullptr));
+  std::map<std::string, int64_t> before;
+  for (const std::string key : {"chunks/small", "chunks/big"}) {
+    if (GetParam() == "posix") {
+      // Two hours ago, as the collector would find a chunk that lost its name long since.
+      const struct timespec old[2] = {{written_s - 7200, 0}, {written_s - 7200, 0}};
+      ASSERT_EQ(::utimensat(AT_FDCWD, (dir_ / key).c_str(), old, 0), 0) << std::strerror(errno);
+    }
+    auto h = origin_->Head(key);
+    ASSERT_TRUE(h.ok()) << h.status().ToString();
+    EXPECT_GT(h->mtime_s, 0) << key << ": a HEAD tells the write time";
+    before[key] = h->mtime_s;
+  }
+  if (GetParam() == "posix") {
+    EXPECT_EQ(before["chunks/small"], written_s - 7200);
+  } else {
+    EXPECT_LE(std::abs(before["chunks/small"] - written_s), 300);  // the RGW's clock is this one
+    // S3's times are in whole seconds: past the next one, a new write time shows.
+    std::this_thread::sleep_for(std::chrono::milliseconds(1100));
+  }
+  for (const std::string key : {"chunks/small", "chunks/big"}) {
+    Status s = origin_->Touch(key);
+    ASSERT_TRUE(s.ok()) << key << ": " << s.ToString();
+    auto h = origin_->Head(key);
+    ASSERT_TRUE(h.ok()) << h.status().ToString();
+    EXPECT_GT(h->mtime_s, before[key]) << key;
+    EXPECT_LE(std::abs(h->mtime_s - static_cast<int64_t>(std::time(nullptr))), 300) << key;
+    EXPECT_EQ(h->size, key == "chunks/big" ? big.size() : small.size());
+  }
+  EXPECT_EQ(GetAll("chunks/small", 100'000), small);
+  EXPECT_EQ(GetAll("chunks/big", 12 << 20), big);
+  auto listed = origin_->ListAll("chunks/", "");
+  ASSERT_TRUE(listed.ok()) << listed.status().ToString();
+  ASSERT_EQ(listed->objects.size(), 2u);
+  for (const auto& o : listed->objects) EXPECT_GT(o.mtime_s, before[o.key]) << o.key;
+  EXPECT_TRUE(origin_->Touch("chunks/none").IsNotFound());
+  EXPECT_EQ(origin_->Touch("../up").code(), Code::kInvalidArgument);
 }
 
 TEST_P(OriginConformance, BadKeysAreRefused) {

@@ -126,6 +126,22 @@ TEST(S3Xml, ParsesListing) {
   EXPECT_EQ(page->next_token, "tok&1");
 }
 
+// A HEAD's Last-Modified (RFC 9110's IMF-fixdate), as RGW and AWS write it.
+TEST(S3Xml, ParsesHttpDates) {
+  EXPECT_EQ(xml::ParseHttpDate("Sun, 06 Dec 2026 11:24:22 GMT"), 1796556262);  // as the listing's
+  EXPECT_EQ(xml::ParseHttpDate("Thu, 01 Jan 1970 00:00:01 GMT"), 1);
+  EXPECT_EQ(xml::ParseHttpDate("Tue, 29 Feb 2028 23:59:59 GMT"), 1835481599);  // date -u -d ... +%s
+  for (const char* bad : {"", "Sun, 06 Dec 2026 11:24:22", "Sun, 06 Dex 2026 11:24:22 GMT",
+                          "Sun, 6 Dec 2026 11:24:22 GMT ", "Sun, 06 Dec 2026 24:00:00 GMT",
+                          "Sun, 00 Dec 2026 11:24:22 GMT", "Sun, 06 Dec 1969 11:24:22 GMT",
+                          "Sun, 06 Dec 2026 11:24:22 UTC", "Sun, -6 Dec 2026 11:24:22 GMT",
+                          "Sun, 06 Dec +026 11:24:22 GMT", "2026-12-06T11:24:22.000Z"}) {
+    EXPECT_EQ(xml::ParseHttpDate(bad), 0) << bad;
+  }
+  EXPECT_EQ(xml::ParseIsoTime("2026-12-06T11:24:22.000Z"), 1796556262);
+  EXPECT_EQ(xml::ParseIsoTime("2026-13-06T11:24:22.000Z"), 0);
+}
+
 TEST(S3Xml, RefusesMalformedAndHostile) {
   for (std::string bad : {"", "text", "<a>", "<a></b>", "<a><b></a></b>", "<a>&bogus;</a>", "<a>&#0;</a>",
                           "<a>&#x110000;</a>", "<!DOCTYPE a [<!ENTITY x \"y\">]><a>&x;</a>", "<a/><b/>",
@@ -180,6 +196,67 @@ TEST(S3Retry, A503IsRetriedThenSucceeds) {
   EXPECT_NE(req.find("x-amz-content-sha256: UNSIGNED-PAYLOAD"), std::string::npos) << req;
   EXPECT_NE(req.find("Authorization: AWS4-HMAC-SHA256 Credential=AK/"), std::string::npos) << req;
   EXPECT_NE(req.find("Range: bytes=0-4"), std::string::npos) << req;
+}
+
+// HEAD reads the write time; Touch is a server-side copy of the object onto itself, signed with
+// its copy headers, that sends no bytes of the object; an <Error> inside the copy's 200 is a
+// failure; an object CopyObject cannot copy is Unsupported (the caller puts it again).
+TEST(S3Touch, HeadTellsTheAgeAndTouchCopiesOntoItself) {
+  const std::string head = "HTTP/1.1 200 X\r\nContent-Length: 10\r\nConnection: close\r\n"
+                           "Last-Modified: Sun, 06 Dec 2026 11:24:22 GMT\r\nETag: \"e\"\r\n\r\n";
+  {
+    ScriptedHttpServer server({head});
+    auto o = OpenOrigin(Local(server.port()));
+    ASSERT_TRUE(o.ok()) << o.status().ToString();
+    auto info = (*o)->Head("chunks/a b");
+    ASSERT_TRUE(info.ok()) << info.status().ToString();
+    EXPECT_EQ(info->size, 10u);
+    EXPECT_EQ(info->mtime_s, 1796556262);
+  }
+  {
+    ScriptedHttpServer server(
+        {head, ScriptedHttpServer::Reply(200, "<CopyObjectResult><ETag>\"e\"</ETag>"
+                                              "</CopyObjectResult>")});
+    auto o = OpenOrigin(Local(server.port()));
+    ASSERT_TRUE(o.ok());
+    Status s = (*o)->Touch("chunks/a b");
+    ASSERT_TRUE(s.ok()) << s.ToString();
+    EXPECT_EQ(server.requests(), 2);
+    std::string req = server.last_request();
+    EXPECT_NE(req.find("PUT /bucket/pre/chunks/a%20b HTTP/1.1"), std::string::npos) << req;
+    EXPECT_NE(req.find("x-amz-copy-source: /bucket/pre/chunks/a%20b\r\n"), std::string::npos) << req;
+    EXPECT_NE(req.find("x-amz-metadata-directive: REPLACE\r\n"), std::string::npos) << req;
+    EXPECT_NE(req.find("Content-Length: 0\r\n"), std::string::npos) << req;
+    // curl signs the copy headers: a proxy cannot point the copy at another object.
+    size_t signed_at = req.find("SignedHeaders=");
+    ASSERT_NE(signed_at, std::string::npos) << req;
+    std::string signed_headers = req.substr(signed_at, req.find(',', signed_at) - signed_at);
+    EXPECT_NE(signed_headers.find("x-amz-copy-source"), std::string::npos) << signed_headers;
+    EXPECT_NE(signed_headers.find("x-amz-metadata-directive"), std::string::npos) << signed_headers;
+  }
+  {
+    ScriptedHttpServer server({head, ScriptedHttpServer::Reply(200, "<Error><Code>InternalError"
+                                                                    "</Code></Error>")});
+    auto o = OpenOrigin(Local(server.port()));
+    ASSERT_TRUE(o.ok());
+    Status s = (*o)->Touch("chunks/a");
+    EXPECT_EQ(s.code(), Code::kIOError) << s.ToString();
+    EXPECT_NE(s.message().find("InternalError"), std::string::npos) << s.ToString();
+  }
+  {
+    ScriptedHttpServer server({"HTTP/1.1 200 X\r\nContent-Length: 6000000000\r\n"
+                               "Connection: close\r\n\r\n"});
+    auto o = OpenOrigin(Local(server.port()));
+    ASSERT_TRUE(o.ok());
+    EXPECT_EQ((*o)->Touch("chunks/huge").code(), Code::kUnsupported);
+    EXPECT_EQ(server.requests(), 1);  // no copy tried
+  }
+  {
+    ScriptedHttpServer server({ScriptedHttpServer::Reply(404, "")});
+    auto o = OpenOrigin(Local(server.port()));
+    ASSERT_TRUE(o.ok());
+    EXPECT_TRUE((*o)->Touch("chunks/gone").IsNotFound());
+  }
 }
 
 TEST(S3Retry, PersistentFailureGivesUpWithinTheBudget) {
