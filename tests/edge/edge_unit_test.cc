@@ -879,6 +879,7 @@ class GatedOrigin : public origin::Origin {
     return inner_->List(prefix, delimiter, token, max_keys);
   }
   Status Delete(std::string_view key) override { return inner_->Delete(key); }
+  Status Touch(std::string_view key) override { return inner_->Touch(key); }
   std::string Describe() const override { return "gated " + inner_->Describe(); }
 
  private:
