@@ -600,6 +600,8 @@ KDN_EXPORT kdn_status kdn_save_ex(kdn_ctx* ctx, const kdn_model_desc* model, con
   });
 }
 
+}  // extern "C": the helper below is C++
+
 namespace kdn::libkdn {
 namespace {
 
@@ -620,6 +622,8 @@ Status SaveHeadsCall(kdn_ctx* ctx, const kdn_model_desc* model, const uint32_t* 
 
 }  // namespace
 }  // namespace kdn::libkdn
+
+extern "C" {
 
 KDN_EXPORT kdn_status kdn_save_heads(kdn_ctx* ctx, const kdn_model_desc* model,
                                      const uint32_t* tokens, uint32_t n_tokens,
