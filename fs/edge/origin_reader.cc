@@ -16,6 +16,7 @@
 #include <set>
 
 #include "kdn/format.h"
+#include "store/format/file_io.h"
 
 namespace kdn::edge {
 namespace {
@@ -348,30 +349,14 @@ namespace {
 
 constexpr size_t kHashWindow = 1u << 20;  // staging bytes read at a time to hash them
 
-// Reads exactly out.size() bytes at `offset` of `fd`.
+// Reads exactly `size` bytes at `offset` of `fd` (the staging file; its callers log their own
+// error, so only whether it worked matters here).
 bool PreadAll(int fd, void* out, size_t size, uint64_t offset) {
-  auto* p = static_cast<uint8_t*>(out);
-  while (size > 0) {
-    ssize_t n = ::pread(fd, p, size, static_cast<off_t>(offset));
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return false;
-    p += n;
-    size -= static_cast<size_t>(n);
-    offset += static_cast<uint64_t>(n);
-  }
-  return true;
+  return PreadFull(fd, offset, {static_cast<std::byte*>(out), size}, "staging file").ok();
 }
 
 bool PwriteAll(int fd, const uint8_t* p, size_t size, uint64_t offset) {
-  while (size > 0) {
-    ssize_t n = ::pwrite(fd, p, size, static_cast<off_t>(offset));
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return false;
-    p += n;
-    size -= static_cast<size_t>(n);
-    offset += static_cast<uint64_t>(n);
-  }
-  return true;
+  return PwriteFull(fd, offset, {reinterpret_cast<const std::byte*>(p), size}, "staging file").ok();
 }
 
 // Runs `fn` over the bytes [offset, offset + len) of the staging file: mapped, so that they are
