@@ -190,7 +190,7 @@ class Filesystem {
   bool HasStaged(Ino ino) { return StagedOf(ino) != nullptr; }
   // The committed content of `ino` when a reader may be served straight from its chunk file:
   // a regular file, not a control file, not empty, nothing staged. Otherwise nullopt.
-  std::optional<InodeAttr> CommittedForRead(Ino ino);
+  std::optional<CommittedContent> CommittedForRead(Ino ino);
   // fsync(), fdatasync() and fsync of a directory: commits the staged content, whoever wrote it,
   // then makes every change that returned before it durable against power loss (Store::Sync).
   Status Fsync(const Caller& caller, Ino ino);

@@ -276,9 +276,7 @@ void OnLink(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char* ne
 void OpenTracked(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi, Passthrough& pt) {
   std::optional<CommittedContent> content;
   if ((fi->flags & O_ACCMODE) == O_RDONLY && (fi->flags & O_TRUNC) == 0) {
-    if (auto attr = Fs(req).CommittedForRead(ino)) {
-      content = CommittedContent{attr->chunk, attr->size};
-    }
+    content = Fs(req).CommittedForRead(ino);
   }
   Passthrough::Decision d = pt.Open(ino, fi->flags, content);
   if (d.error != 0) return ReplyErrno(req, FsOp::kOpen, d.error, "passthrough open");
@@ -733,6 +731,7 @@ void FuseAdapter::SweeperLoop() {
     if (stopping_) return;
     lock.unlock();
     fs_->CommitIdle();
+    passthrough_->ExpireIdleBackings(std::chrono::steady_clock::now());
     lock.lock();
   }
 }
