@@ -652,6 +652,16 @@ Status FuseAdapter::Run() {
       return (flags & O_ACCMODE) == O_RDONLY && (flags & O_TRUNC) == 0 &&
              !fs->HasStaged(h.nodeid) && pt->OpensAtOnce(h.nodeid);
     }
+    // LOOKUP, GETATTR and GETXATTR are reads of the database (SQLite's pages are nearly
+    // always in the page cache) and never wait for the kernel; a create in one directory costs
+    // a LOOKUP of the new name, a GETATTR of the directory (its attributes change with every
+    // entry) and a GETXATTR (security.capability, at the first write), and each handed to a
+    // worker cost two more wakeups. Not with an origin tier (a lookup may list the origin),
+    // nor a GETATTR of a file being written (it waits for a commit in progress).
+    // (A lookup in a control directory may read a chunk: `.kdn-prefix/<hash>`.)
+    if (h.opcode == FUSE_LOOKUP) return !fs->HasOrigin() && !ControlFiles::IsControl(h.nodeid);
+    if (h.opcode == FUSE_GETXATTR) return !fs->HasOrigin();
+    if (h.opcode == FUSE_GETATTR) return !fs->HasOrigin() && !fs->HasStaged(h.nodeid);
     return (h.opcode == FUSE_FLUSH && !fs->HasStaged(h.nodeid)) || h.opcode == FUSE_RELEASE;
   };
   loop.io_uring = options_.io_uring;
