@@ -51,6 +51,7 @@ namespace {
 constexpr uint32_t kMaxIo = 1u << 20;  // bytes per READ and WRITE request
 constexpr uint32_t kInitExt = uint32_t{1} << 30;  // FUSE_INIT_EXT: flags2 is read
 constexpr uint32_t kBlockSize = 4096;
+constexpr uint32_t kInlineWriteBytes = 64 * 1024;  // the largest WRITE answered inline
 
 Filesystem& Fs(fuse_req_t req) {
   return *static_cast<FuseAdapter*>(fuse_req_userdata(req))->filesystem();
@@ -662,6 +663,22 @@ Status FuseAdapter::Run() {
     if (h.opcode == FUSE_LOOKUP) return !fs->HasOrigin() && !ControlFiles::IsControl(h.nodeid);
     if (h.opcode == FUSE_GETXATTR) return !fs->HasOrigin();
     if (h.opcode == FUSE_GETATTR) return !fs->HasOrigin() && !fs->HasStaged(h.nodeid);
+    // An exclusive CREATE and a small WRITE too: the rest of a create with content. They wait
+    // at most for the database's commit in progress (or one of the same file), never for the
+    // kernel (O_CREAT without O_EXCL may wait for RELEASEs: passthrough.h). A large WRITE may
+    // wait for the page cache's writeback, and goes to a worker.
+    if (h.opcode == FUSE_CREATE) {
+      fuse_create_in in;
+      if (h.len < sizeof(h) + sizeof(in) || fs->HasOrigin()) return false;
+      std::memcpy(&in, args, sizeof(in));
+      return (in.flags & O_EXCL) != 0;
+    }
+    if (h.opcode == FUSE_WRITE) {
+      fuse_write_in in;
+      if (h.len < sizeof(h) + sizeof(in) || fs->HasOrigin()) return false;
+      std::memcpy(&in, args, sizeof(in));
+      return in.size <= kInlineWriteBytes;
+    }
     return (h.opcode == FUSE_FLUSH && !fs->HasStaged(h.nodeid)) || h.opcode == FUSE_RELEASE;
   };
   loop.io_uring = options_.io_uring;
