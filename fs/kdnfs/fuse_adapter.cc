@@ -17,8 +17,10 @@
 //   background requests and enough threads, so that a sequential read keeps the disk's queue
 //   full.
 // - Requests are served by SessionLoop (session_loop.h), not libfuse's multi-threaded loop: one
-//   thread receives, answers a FLUSH with nothing staged itself and queues every other request
-//   for the pool (see session_loop.h for what it changes and what it does not). Where the kernel
+//   thread receives, answers the requests that never wait for the kernel itself (a FLUSH with
+//   nothing staged, RELEASE, LOOKUP, GETATTR, GETXATTR, an exclusive CREATE, a small WRITE: see
+//   Run) and queues every other request for the pool (see session_loop.h for what it changes
+//   and what it does not). Where the kernel
 //   offers FUSE over io_uring, requests come from per-CPU queues instead (fuse_uring.h).
 #define FUSE_USE_VERSION 312  // 3.12: the loop config of fuse_loop_cfg_create()
 #include "fs/kdnfs/fuse_adapter.h"
