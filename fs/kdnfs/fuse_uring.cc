@@ -301,13 +301,6 @@ void FuseUring::QueueThread(Queue* queue) {
   CPU_ZERO(&cpus);
   CPU_SET(queue->qid, &cpus);
   (void)::sched_setaffinity(0, sizeof(cpus), &cpus);  // a cpuset may forbid it: still correct
-  // SCHED_BATCH: woken, this thread does not preempt the task running on its CPU (the kernel's
-  // wakeup preemption skips batch tasks); it runs when that task blocks or its slice ends. The
-  // RELEASE of a client's close() then waits until the client's next request (an OPEN), and one
-  // wakeup serves both, instead of a switch to this thread and back at every close. A client
-  // waiting for an answer is blocked, so its requests are served as soon as they come.
-  sched_param batch{};
-  (void)::sched_setscheduler(0, SCHED_BATCH, &batch);  // refused: only the switches remain
 
   io_uring* ring = &queue->ring;
   for (auto& e : queue->entries) Submit(queue, e.get(), kCmdRegister);
