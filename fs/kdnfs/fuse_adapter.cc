@@ -17,9 +17,9 @@
 //   background requests and enough threads, so that a sequential read keeps the disk's queue
 //   full.
 // - Requests are served by SessionLoop (session_loop.h), not libfuse's multi-threaded loop: one
-//   thread receives, answers the requests that never wait for the kernel itself (a FLUSH with
-//   nothing staged, RELEASE, LOOKUP, GETATTR, GETXATTR, an exclusive CREATE, a small WRITE: see
-//   Run) and queues every other request for the pool (see session_loop.h for what it changes
+//   thread receives, answers the requests that never wait for the kernel or the disk itself (a
+//   FLUSH with nothing staged, RELEASE, LOOKUP, GETATTR, GETXATTR: see Run) and queues every
+//   other request for the pool (see session_loop.h for what it changes
 //   and what it does not). Where the kernel
 //   offers FUSE over io_uring, requests come from per-CPU queues instead (fuse_uring.h).
 #define FUSE_USE_VERSION 312  // 3.12: the loop config of fuse_loop_cfg_create()
@@ -53,7 +53,6 @@ namespace {
 constexpr uint32_t kMaxIo = 1u << 20;  // bytes per READ and WRITE request
 constexpr uint32_t kInitExt = uint32_t{1} << 30;  // FUSE_INIT_EXT: flags2 is read
 constexpr uint32_t kBlockSize = 4096;
-constexpr uint32_t kInlineWriteBytes = 64 * 1024;  // the largest WRITE answered inline
 
 Filesystem& Fs(fuse_req_t req) {
   return *static_cast<FuseAdapter*>(fuse_req_userdata(req))->filesystem();
@@ -665,22 +664,6 @@ Status FuseAdapter::Run() {
     if (h.opcode == FUSE_LOOKUP) return !fs->HasOrigin() && !ControlFiles::IsControl(h.nodeid);
     if (h.opcode == FUSE_GETXATTR) return !fs->HasOrigin();
     if (h.opcode == FUSE_GETATTR) return !fs->HasOrigin() && !fs->HasStaged(h.nodeid);
-    // An exclusive CREATE and a small WRITE too: the rest of a create with content. They wait
-    // at most for the database's commit in progress (or one of the same file), never for the
-    // kernel (O_CREAT without O_EXCL may wait for RELEASEs: passthrough.h). A large WRITE may
-    // wait for the page cache's writeback, and goes to a worker.
-    if (h.opcode == FUSE_CREATE) {
-      fuse_create_in in;
-      if (h.len < sizeof(h) + sizeof(in) || fs->HasOrigin()) return false;
-      std::memcpy(&in, args, sizeof(in));
-      return (in.flags & O_EXCL) != 0;
-    }
-    if (h.opcode == FUSE_WRITE) {
-      fuse_write_in in;
-      if (h.len < sizeof(h) + sizeof(in) || fs->HasOrigin()) return false;
-      std::memcpy(&in, args, sizeof(in));
-      return in.size <= kInlineWriteBytes;
-    }
     return (h.opcode == FUSE_FLUSH && !fs->HasStaged(h.nodeid)) || h.opcode == FUSE_RELEASE;
   };
   loop.io_uring = options_.io_uring;

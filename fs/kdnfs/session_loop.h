@@ -7,9 +7,8 @@
 // thread receiving (the receiver); the others wait on a condition variable.
 //
 // - A request the receiver may answer at once (Options::answers_inline: it never waits for the
-//   kernel, and for the disk at most as long as a database commit in progress) is answered by
-//   the receiver itself, which then receives the next one: a single client's close() -> FLUSH
-//   round trips stay on one warm thread.
+//   disk or the kernel) is answered by the receiver itself, which then receives the next one: a
+//   single client's close() -> FLUSH round trips stay on one warm thread.
 // - Any other request is queued, with its buffer, for an idle thread (started when none is idle,
 //   up to Options::max_threads), and the receiver goes on receiving: requests that arrive
 //   together (readahead READs) are processed in parallel, and one waiting for the kernel (a page
