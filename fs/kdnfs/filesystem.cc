@@ -781,8 +781,25 @@ bool Filesystem::IsWriter(const StagedFile& file, const Caller& caller) {
   return tgid > 0 && file.HasWriterProcess(tgid);
 }
 
-std::optional<InodeAttr> Filesystem::CommittedForRead(Ino ino) {
-  if (ControlFiles::IsControl(ino) || HasStaged(ino)) return std::nullopt;
+std::optional<CommittedContent> Filesystem::CommittedForRead(Ino ino) {
+  if (ControlFiles::IsControl(ino)) return std::nullopt;
+  // The content READ last found (or the last open), unless a change came since: an open of a
+  // file read before costs no database query, like its READs. Not with an origin: fetches and
+  // namespace refreshes change an inode's content in the store behind this cache.
+  const bool cacheable = !HasOrigin();
+  uint64_t generation = 0;
+  {
+    MutexLock lock(mu_);
+    auto it = inodes_.find(ino);
+    if (it != inodes_.end()) {
+      if (it->second.staged) return std::nullopt;
+      if (cacheable && it->second.content_known) {
+        if (it->second.chunk.IsZero() || it->second.size == 0) return std::nullopt;
+        return CommittedContent{it->second.chunk, it->second.size};
+      }
+      generation = it->second.generation;
+    }
+  }
   Result<InodeAttr> attr = store_->GetAttr(ino);
   if (!attr.ok() || (attr->mode & S_IFMT) != S_IFREG) return std::nullopt;
   if (attr->size == 0) {
@@ -792,9 +809,17 @@ std::optional<InodeAttr> Filesystem::CommittedForRead(Ino ino) {
     if (reader_ && attr->chunk.IsZero()) reader_->Prefetch(ino);
     return std::nullopt;
   }
-  // Staged since the check above: the open is served by kdnfs (a writer is at work).
-  if (HasStaged(ino)) return std::nullopt;
-  return *attr;
+  MutexLock lock(mu_);
+  auto it = inodes_.find(ino);
+  // Staged since the look above: the open is served by kdnfs (a writer is at work).
+  if (it != inodes_.end() && it->second.staged) return std::nullopt;
+  if (cacheable && it != inodes_.end() && it->second.generation == generation) {
+    it->second.content_known = true;
+    it->second.chunk = attr->chunk;
+    it->second.size = attr->size;
+  }
+  if (attr->chunk.IsZero()) return std::nullopt;
+  return CommittedContent{attr->chunk, attr->size};
 }
 
 Result<size_t> Filesystem::Read(Ino ino, uint64_t offset, std::span<std::byte> out,

@@ -198,9 +198,12 @@ class Filesystem {
   Status Flush(const Caller& caller, Ino ino);
   // Whether `ino` has staged content: a Flush of it may commit (wait for the disk).
   bool HasStaged(Ino ino) { return StagedOf(ino) != nullptr; }
+  // Whether an origin tier is attached: lookups may then list, and attributes fetch, over the
+  // network.
+  bool HasOrigin() const { return reader_ != nullptr || uploader_ != nullptr; }
   // The committed content of `ino` when a reader may be served straight from its chunk file:
   // a regular file, not a control file, not empty, nothing staged. Otherwise nullopt.
-  std::optional<InodeAttr> CommittedForRead(Ino ino);
+  std::optional<CommittedContent> CommittedForRead(Ino ino);
   // fsync(), fdatasync() and fsync of a directory: commits the staged content, whoever wrote it,
   // then makes every change that returned before it durable against power loss (Store::Sync).
   Status Fsync(const Caller& caller, Ino ino);

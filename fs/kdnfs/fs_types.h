@@ -37,6 +37,12 @@ struct Attr {
   double timeout = 0;
 };
 
+// The committed content of a regular file, which a read-only open may pass through to.
+struct CommittedContent {
+  ChunkId chunk;
+  uint64_t size = 0;
+};
+
 }  // namespace kdn::fs
 
 #endif  // KDN_FS_KDNFS_FS_TYPES_H_

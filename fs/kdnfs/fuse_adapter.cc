@@ -17,8 +17,10 @@
 //   background requests and enough threads, so that a sequential read keeps the disk's queue
 //   full.
 // - Requests are served by SessionLoop (session_loop.h), not libfuse's multi-threaded loop: one
-//   thread receives, answers a FLUSH with nothing staged itself and queues every other request
-//   for the pool (see session_loop.h for what it changes and what it does not). Where the kernel
+//   thread receives, answers the requests that never wait for the kernel or the disk itself (a
+//   FLUSH with nothing staged, RELEASE, LOOKUP, GETATTR, GETXATTR: see Run) and queues every
+//   other request for the pool (see session_loop.h for what it changes
+//   and what it does not). Where the kernel
 //   offers FUSE over io_uring, requests come from per-CPU queues instead (fuse_uring.h).
 #define FUSE_USE_VERSION 312  // 3.12: the loop config of fuse_loop_cfg_create()
 #include "fs/kdnfs/fuse_adapter.h"
@@ -276,9 +278,7 @@ void OnLink(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char* ne
 void OpenTracked(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi, Passthrough& pt) {
   std::optional<CommittedContent> content;
   if ((fi->flags & O_ACCMODE) == O_RDONLY && (fi->flags & O_TRUNC) == 0) {
-    if (auto attr = Fs(req).CommittedForRead(ino)) {
-      content = CommittedContent{attr->chunk, attr->size};
-    }
+    content = Fs(req).CommittedForRead(ino);
   }
   Passthrough::Decision d = pt.Open(ino, fi->flags, content);
   if (d.error != 0) return ReplyErrno(req, FsOp::kOpen, d.error, "passthrough open");
@@ -663,6 +663,16 @@ Status FuseAdapter::Run() {
       return (flags & O_ACCMODE) == O_RDONLY && (flags & O_TRUNC) == 0 &&
              !fs->HasStaged(h.nodeid) && pt->OpensAtOnce(h.nodeid);
     }
+    // LOOKUP, GETATTR and GETXATTR are reads of the database (SQLite's pages are nearly
+    // always in the page cache) and never wait for the kernel; a create in one directory costs
+    // a LOOKUP of the new name, a GETATTR of the directory (its attributes change with every
+    // entry) and a GETXATTR (security.capability, at the first write), and each handed to a
+    // worker cost two more wakeups. Not with an origin tier (a lookup may list the origin),
+    // nor a GETATTR of a file being written (it waits for a commit in progress).
+    // (A lookup in a control directory may read a chunk: `.kdn-prefix/<hash>`.)
+    if (h.opcode == FUSE_LOOKUP) return !fs->HasOrigin() && !ControlFiles::IsControl(h.nodeid);
+    if (h.opcode == FUSE_GETXATTR) return !fs->HasOrigin();
+    if (h.opcode == FUSE_GETATTR) return !fs->HasOrigin() && !fs->HasStaged(h.nodeid);
     return (h.opcode == FUSE_FLUSH && !fs->HasStaged(h.nodeid)) || h.opcode == FUSE_RELEASE;
   };
   loop.io_uring = options_.io_uring;
@@ -747,6 +757,7 @@ void FuseAdapter::SweeperLoop() {
     if (stopping_) return;
     lock.unlock();
     fs_->CommitIdle();
+    passthrough_->ExpireIdleBackings(std::chrono::steady_clock::now());
     lock.lock();
   }
 }

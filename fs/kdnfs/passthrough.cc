@@ -129,25 +129,37 @@ Passthrough::Decision Passthrough::Open(Ino ino, int flags,
         counters_->passthrough_opens.fetch_add(1, std::memory_order_relaxed);
         return Decision{OpenMode::kPassthrough, m->backing_id, 0};
       }
-      if (m->passthrough == 0 && !tried_backing) {
-        tried_backing = true;
-        // The inode's first passthrough file: the chunk file is opened without the lock (the
-        // disk), then the state is looked at again.
-        lock.unlock();
-        UniqueFd fd(OpenChunkFile(*content));
-        lock.lock();
-        m = &inodes_[ino];
-        if (fd.valid() && m->served == 0 && m->passthrough == 0) {
-          int32_t id = RegisterBackingLocked(fd.get());
-          if (id >= 0) {
-            m->passthrough = 1;
-            m->chunk = content->chunk;
-            m->backing_id = id;
-            counters_->passthrough_opens.fetch_add(1, std::memory_order_relaxed);
-            return Decision{OpenMode::kPassthrough, id, 0};
+      if (m->passthrough == 0) {
+        // The inode's first passthrough file: the chunk's backing id when one is registered
+        // (another file with this content is open, or was lately).
+        int32_t id = AcquireBackingLocked(content->chunk);
+        if (id < 0 && !tried_backing) {
+          tried_backing = true;
+          // None: the chunk file is opened without the lock (the disk), then the state is
+          // looked at again.
+          lock.unlock();
+          UniqueFd fd(OpenChunkFile(*content));
+          lock.lock();
+          m = &inodes_[ino];
+          if (!fd.valid() || m->served != 0 || m->passthrough != 0) continue;  // decided again
+          id = AcquireBackingLocked(content->chunk);  // registered meanwhile by another open
+          if (id < 0) {
+            id = RegisterBackingLocked(fd.get());
+            if (id >= 0) {
+              Backing& b = backings_by_chunk_[content->chunk];
+              b.id = id;
+              b.users = 1;
+              backings_in_use_.fetch_add(1, std::memory_order_relaxed);
+            }
           }
         }
-        continue;  // decided again with what is counted now (fd closes)
+        if (id >= 0) {
+          m->passthrough = 1;
+          m->chunk = content->chunk;
+          m->backing_id = id;
+          counters_->passthrough_opens.fetch_add(1, std::memory_order_relaxed);
+          return Decision{OpenMode::kPassthrough, id, 0};
+        }
       }
     }
     if (m->passthrough == 0) {
@@ -177,7 +189,7 @@ void Passthrough::Release(Ino ino, OpenMode mode) {
   InodeModes& m = it->second;
   if (mode == OpenMode::kPassthrough) {
     if (m.passthrough > 0 && --m.passthrough == 0) {
-      CloseBackingLocked(m.backing_id);
+      ReleaseBackingLocked(m.chunk);
       m.backing_id = -1;
       released_.notify_all();
     }
@@ -186,6 +198,45 @@ void Passthrough::Release(Ino ino, OpenMode mode) {
     if (mode == OpenMode::kCached && m.writers > 0) --m.writers;
   }
   if (m.passthrough == 0 && m.served == 0) inodes_.erase(it);
+}
+
+int32_t Passthrough::AcquireBackingLocked(const ChunkId& chunk) {
+  auto it = backings_by_chunk_.find(chunk);
+  if (it == backings_by_chunk_.end()) return -1;
+  Backing& b = it->second;
+  if (b.users++ == 0) {
+    idle_.erase(b.idle_pos);
+    backings_in_use_.fetch_add(1, std::memory_order_relaxed);
+  }
+  return b.id;
+}
+
+void Passthrough::ReleaseBackingLocked(const ChunkId& chunk) {
+  auto it = backings_by_chunk_.find(chunk);
+  if (it == backings_by_chunk_.end() || it->second.users == 0) return;
+  Backing& b = it->second;
+  if (--b.users > 0) return;
+  backings_in_use_.fetch_sub(1, std::memory_order_relaxed);
+  b.idle_since = std::chrono::steady_clock::now();
+  b.idle_pos = idle_.insert(idle_.end(), chunk);
+  while (idle_.size() > kMaxIdleBackings) CloseIdleLocked(idle_.begin());
+}
+
+void Passthrough::CloseIdleLocked(std::list<ChunkId>::iterator pos) {
+  auto it = backings_by_chunk_.find(*pos);
+  idle_.erase(pos);
+  if (it == backings_by_chunk_.end()) return;
+  CloseBackingLocked(it->second.id);
+  backings_by_chunk_.erase(it);
+}
+
+void Passthrough::ExpireIdleBackings(std::chrono::steady_clock::time_point now) {
+  MutexLock lock(mu_);
+  while (!idle_.empty()) {
+    auto it = backings_by_chunk_.find(idle_.front());
+    if (it != backings_by_chunk_.end() && now - it->second.idle_since < kIdleBacking) break;
+    CloseIdleLocked(idle_.begin());
+  }
 }
 
 int Passthrough::OpenChunkFile(const CommittedContent& content) {
@@ -216,7 +267,6 @@ int32_t Passthrough::RegisterBackingLocked(int fd) {
     return -1;
   }
   counters_->backing_files.fetch_add(1, std::memory_order_relaxed);
-  backings_.fetch_add(1, std::memory_order_relaxed);
   return id;
 }
 
@@ -228,7 +278,6 @@ void Passthrough::CloseBackingLocked(int32_t id) {
     KDN_LOG_DEBUG("FUSE_DEV_IOC_BACKING_CLOSE %d: %s", id, std::strerror(errno));
   }
   counters_->backing_files.fetch_sub(1, std::memory_order_relaxed);
-  backings_.fetch_sub(1, std::memory_order_relaxed);
 }
 
 }  // namespace kdn::fs

@@ -13,10 +13,18 @@
 //   Then kdnfs serves reads itself, as before, in no-open mode.
 // - OPEN of a committed regular file for reading: the store opens the chunk file read-only
 //   (Store::OpenChunkForRead), FUSE_DEV_IOC_BACKING_OPEN registers it with the connection, and
-//   the open reply carries FOPEN_PASSTHROUGH and the backing id. The id is closed
-//   (FUSE_DEV_IOC_BACKING_CLOSE) at the RELEASE of the inode's last passthrough open; the kernel
-//   keeps its own reference for the files still open, so an old reader of a rewritten file keeps
-//   reading the old chunk.
+//   the open reply carries FOPEN_PASSTHROUGH and the backing id. The kernel keeps its own
+//   reference for the files still open, so an old reader of a rewritten file keeps reading the
+//   old chunk.
+// - Backing ids are kept per chunk, not per open: once the last passthrough file of a chunk is
+//   released its id stays registered (idle) for kIdleBacking, and a later open of any file with
+//   that content reuses it. Opening a small file again then costs the OPEN round trip and no
+//   chunk-file open, fstat or ioctl (which were most of what kdnfs spent on such an open).
+//   Chunks are immutable and named by their content, so an idle id always holds the right
+//   bytes; it holds the chunk file open, so the space of a deleted chunk goes back to the host
+//   when its idle id is closed (FUSE_DEV_IOC_BACKING_CLOSE): after kIdleBacking
+//   (ExpireIdleBackings, called every second), or sooner when more than kMaxIdleBackings are
+//   idle (least recently used first).
 //
 // The kernel's rules (fs/fuse/iomode.c, Linux 6.18), which Open() keeps:
 // - while a file of an inode is open in passthrough mode, every open of that inode must pass
@@ -58,6 +66,8 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
+#include <cstring>
+#include <list>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -93,12 +103,6 @@ struct BackingMap {  // struct fuse_backing_map
   uint64_t padding;
 };
 }  // namespace fuse_abi
-
-// The committed content of an inode that a read-only open may pass through to.
-struct CommittedContent {
-  ChunkId chunk;
-  uint64_t size = 0;
-};
 
 // How one open file is served; kdnfs hands it to the kernel as the file handle (fh), and the
 // RELEASE hands it back.
@@ -153,9 +157,16 @@ class Passthrough {
   // truncate(2) on a path, committed a moment later) is what every reader sees.
   bool WriterOpen(Ino ino);
   // Whether any file is open in passthrough mode now (cheap).
-  bool any_open() const { return backings_.load(std::memory_order_relaxed) > 0; }
+  bool any_open() const { return backings_in_use_.load(std::memory_order_relaxed) > 0; }
   // The RELEASE of an open file, with what Open decided (the file handle).
   void Release(Ino ino, OpenMode mode);
+
+  // How long a backing id stays registered after the last file that used it was released, and
+  // how many may be idle at once (see the top of this file).
+  static constexpr std::chrono::seconds kIdleBacking{2};
+  static constexpr size_t kMaxIdleBackings = 16384;
+  // Closes the backing ids idle since `now - kIdleBacking` or longer.
+  void ExpireIdleBackings(std::chrono::steady_clock::time_point now);
 
  private:
   struct InodeModes {
@@ -185,12 +196,34 @@ class Passthrough {
   int dev_fd_ = -1;
   std::atomic<bool> fallback_logged_{false};
 
-  std::atomic<uint64_t> backings_{0};
+  std::atomic<uint64_t> backings_in_use_{0};  // backing ids with users
   void (*blocking_hook_)() = nullptr;
+
+  // A registered backing id of a chunk, shared by the inodes whose passthrough files use it.
+  struct Backing {
+    int32_t id = -1;
+    uint32_t users = 0;  // inodes with passthrough files open on it; 0: idle
+    std::chrono::steady_clock::time_point idle_since;
+    std::list<ChunkId>::iterator idle_pos;  // in idle_, while users == 0
+  };
+  struct ChunkIdHash {
+    size_t operator()(const ChunkId& id) const {
+      size_t h;  // a cryptographic hash: any 8 of its bytes are well mixed
+      std::memcpy(&h, id.bytes.data(), sizeof(h));
+      return h;
+    }
+  };
+  // The id registered for `chunk`, now used by one more inode; -1 when none is.
+  int32_t AcquireBackingLocked(const ChunkId& chunk) KDN_REQUIRES(mu_);
+  // One inode fewer uses the id of `chunk`: idle at 0 users.
+  void ReleaseBackingLocked(const ChunkId& chunk) KDN_REQUIRES(mu_);
+  void CloseIdleLocked(std::list<ChunkId>::iterator pos) KDN_REQUIRES(mu_);
 
   Mutex mu_;  // see the lock order above
   std::condition_variable_any released_;  // a passthrough count reached 0
   std::unordered_map<Ino, InodeModes> inodes_ KDN_GUARDED_BY(mu_);
+  std::unordered_map<ChunkId, Backing, ChunkIdHash> backings_by_chunk_ KDN_GUARDED_BY(mu_);
+  std::list<ChunkId> idle_ KDN_GUARDED_BY(mu_);  // idle backings, least recently used first
 };
 
 }  // namespace kdn::fs
