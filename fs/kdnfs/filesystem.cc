@@ -37,6 +37,9 @@ uint64_t SpaceOf(uint64_t size) {
 // that a file written sequentially in 128 KiB pieces is checked a few dozen times, not once per
 // piece; what cannot be had ahead is not insisted on.
 constexpr uint64_t kMostReservedAhead = uint64_t{16} << 20;
+// How long a reservation that failed waits for the space of deleted files the kernel still held
+// (ReserveFor).
+constexpr auto kHeldReleaseWait = std::chrono::milliseconds(1000);
 
 // Thread ids and processes as /proc and kill(2) see them.
 class ProcFsProcesses : public Processes {
@@ -213,7 +216,10 @@ void Filesystem::HoldIfReferenced(Ino ino) {
   auto it = inodes_.find(ino);
   if (it == inodes_.end() || it->second.nlookup == 0 || it->second.held) return;
   // Under mu_, so that a concurrent Forget cannot give the handle back before it is taken.
-  if (store_->OpenInode(ino).ok()) it->second.held = true;
+  if (store_->OpenInode(ino).ok()) {
+    it->second.held = true;
+    ++held_inodes_;
+  }
 }
 
 Status Filesystem::CheckWritableDir(Ino parent, std::string_view name) {
@@ -270,7 +276,13 @@ void Filesystem::Forget(Ino ino, uint64_t count) {
       (void)Commit(ino, StagedLock{staged, std::move(lock)}, "last reference dropped");
     }
   }
-  if (release) (void)store_->CloseInode(ino);
+  if (release) {
+    (void)store_->CloseInode(ino);
+    MutexLock lock(mu_);
+    --held_inodes_;
+    ++held_releases_;
+    held_released_.notify_all();
+  }
 }
 
 bool Filesystem::OverlayStaged(InodeAttr& attr) {
@@ -636,7 +648,26 @@ Status Filesystem::ReserveFor(StagedFile& file, uint64_t end) {
   if (need <= have) return Status::OK();
   const uint64_t ahead = std::max(need, have + std::min(have, kMostReservedAhead));
   if (ahead > need && Grow(file, ahead - have, false).ok()) return Status::OK();
-  return Grow(file, need - have, true);
+  Status grown = Grow(file, need - have, true);
+  // The space of a file deleted while the kernel held it returns at the kernel's FORGET, which
+  // the kernel sends after the last close, and which may reach kdnfs after the user's next
+  // write: `rm big; cp small .` must not fail for want of space that is already free. Like
+  // ext4, which retries an allocation after a journal commit, a reservation that fails waits
+  // for such releases (briefly: a held file may also be open for good) and tries again.
+  const auto deadline = std::chrono::steady_clock::now() + kHeldReleaseWait;
+  while (grown.sys_errno() == ENOSPC && WaitForHeldRelease(deadline)) {
+    grown = Grow(file, need - have, true);
+  }
+  return grown;
+}
+
+bool Filesystem::WaitForHeldRelease(std::chrono::steady_clock::time_point deadline) {
+  UniqueLock lock(mu_);
+  if (held_inodes_ == 0) return false;
+  const uint64_t seen = held_releases_;
+  return held_released_.wait_until(lock, deadline, [&]() KDN_REQUIRES(mu_) {
+    return held_releases_ != seen;
+  });
 }
 
 Status Filesystem::Grow(StagedFile& file, uint64_t bytes, bool evict) {

@@ -35,6 +35,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
@@ -276,6 +277,9 @@ class Filesystem {
   // exclusively): ENOSPC or EDQUOT when it cannot be had, and nothing is reserved then.
   Status ReserveFor(StagedFile& file, uint64_t end);
   Status Grow(StagedFile& file, uint64_t bytes, bool evict);
+  // Waits until a held inode is given back (Forget) or `deadline`; false when none is held or
+  // none was given back in time. See ReserveFor.
+  bool WaitForHeldRelease(std::chrono::steady_clock::time_point deadline);
   // EDQUOT when `bytes` more of `basis`'s owner or of its quota directories would pass a quota.
   Status CheckQuotas(const StagedFile::QuotaBasis& basis, uint64_t bytes);
   // Net bytes staged beyond committed content, over the staged files `counts` selects.
@@ -329,6 +333,11 @@ class Filesystem {
   // take it (Commit does, to remove a refused new file).
   Mutex mu_;
   std::unordered_map<Ino, InodeState> inodes_ KDN_GUARDED_BY(mu_);
+  // Inodes with `held` set, and how many were given back so far: a deleted file's space returns
+  // at the kernel's FORGET, which may come after the user's next write (ReserveFor waits for it).
+  size_t held_inodes_ KDN_GUARDED_BY(mu_) = 0;
+  uint64_t held_releases_ KDN_GUARDED_BY(mu_) = 0;
+  std::condition_variable_any held_released_;
   // user.kdn.quota of the directories asked about so far (0: none), set through SetQuota only, so
   // that staging a file costs one query for its parents rather than one more per parent.
   Mutex quota_mu_;

@@ -64,13 +64,14 @@ std::string AsNobody(const std::function<std::string()>& body) {
 int WriteAndClose(const std::string& path, std::span<const std::byte> bytes,
                   uint64_t truncate_to = 0) {
   int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) return -1;
+  if (fd < 0) return errno;
   size_t done = 0;
   while (done < bytes.size()) {
     ssize_t n = ::write(fd, bytes.data() + done, bytes.size() - done);
     if (n <= 0) {
+      const int err = n < 0 ? errno : EIO;
       ::close(fd);
-      return -1;
+      return err;
     }
     done += static_cast<size_t>(n);
   }
@@ -272,7 +273,9 @@ TEST(Security, CapacityAndAttributeLimitsHoldAtWriteTime) {
     }
     if (::unlink(doc.c_str()) != 0) r += "cannot remove doc\n";
     const std::string small = Shared(m) + "/small";
-    if (WriteAndClose(small, MakeKv(64, 9)) != 0) r += "cannot write a small file\n";
+    if (int err = WriteAndClose(small, MakeKv(64, 9)); err != 0) {
+      r += "cannot write a small file: " + std::to_string(err) + "\n";
+    }
     const std::string big(70000, 'x');
     if (::setxattr(small.c_str(), "user.big", big.data(), big.size(), 0) == 0 || errno != E2BIG) {
       r += "a 70000-byte attribute gave " + std::to_string(errno) + ", not E2BIG\n";
@@ -287,7 +290,7 @@ TEST(Security, CapacityAndAttributeLimitsHoldAtWriteTime) {
     }
     return r;
   });
-  EXPECT_EQ(report, "");
+  EXPECT_EQ(report, "") << m.log();
 }
 
 // Issue 12, item 9: -o user_quota=SIZE limits each user's files, user.kdn.quota a set's; the
