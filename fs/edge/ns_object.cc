@@ -156,7 +156,10 @@ std::string EncodeNsObject(const NsObject& o) {
   return out;
 }
 
-Result<NsObject> DecodeNsObject(std::string_view bytes) {
+namespace {
+
+// The body of DecodeNsObject and DecodeDirMarker: `type` is the file type the object must have.
+Result<NsObject> DecodeObject(std::string_view bytes, uint32_t type) {
   if (bytes.size() > kMaxNsObjectBytes) return Bad("larger than 64 KiB");
   if (!bytes.starts_with("kdn-ns ")) return Bad("no kdn-ns magic");
   size_t first_nl = bytes.find('\n');
@@ -195,8 +198,9 @@ Result<NsObject> DecodeNsObject(std::string_view bytes) {
   }
   if (!expect("size") || !ParseNumber(rest, o.size)) return Bad("size line");
   if (!expect("mode") || rest.size() < 2 || rest[0] != '0' ||
-      !ParseNumber(rest.substr(1), o.mode, 8) || !S_ISREG(o.mode) || (o.mode & ~(S_IFMT | 07777))) {
-    return Bad("mode line (regular files only)");
+      !ParseNumber(rest.substr(1), o.mode, 8) || (o.mode & S_IFMT) != type ||
+      (o.mode & ~(S_IFMT | 07777))) {
+    return Bad(type == S_IFDIR ? "mode line (directories only)" : "mode line (regular files only)");
   }
   if (o.chunk.IsZero() != (o.size == 0)) return Bad("size and chunk disagree");
   if (!expect("uid") || !ParseNumber(rest, o.uid)) return Bad("uid line");
@@ -220,7 +224,39 @@ Result<NsObject> DecodeNsObject(std::string_view bytes) {
     o.xattrs.emplace_back(std::string(name), std::move(value));
   }
   if (lines.pos != covered.size()) return Bad("malformed line");
+  if (type == S_IFDIR && (!o.chunk.IsZero() || !o.xattrs.empty())) {
+    return Bad("a directory's marker with content or xattrs");
+  }
   return o;
+}
+
+}  // namespace
+
+Result<NsObject> DecodeNsObject(std::string_view bytes) { return DecodeObject(bytes, S_IFREG); }
+
+std::string EncodeDirMarker(uint32_t mode, uint32_t uid, uint32_t gid, int64_t mtime_ns,
+                            int64_t ctime_ns) {
+  NsObject o;
+  o.mode = S_IFDIR | (mode & 07777);
+  o.uid = uid;
+  o.gid = gid;
+  o.mtime_ns = mtime_ns;
+  o.ctime_ns = ctime_ns;
+  return EncodeNsObject(o);
+}
+
+Result<NsObject> DecodeDirMarker(std::string_view bytes) {
+  if (bytes.empty()) return Status::NotFound("an empty directory marker (no attributes)");
+  return DecodeObject(bytes, S_IFDIR);
+}
+
+bool IsRemoteDirRecord(std::string_view record) {
+  return record.substr(0, record.find('\0')) == kRemoteDirRecord;
+}
+
+std::string_view MarkerEtagOfRecord(std::string_view record) {
+  const size_t nul = record.find('\0');
+  return nul == std::string_view::npos ? std::string_view() : record.substr(nul + 1);
 }
 
 }  // namespace kdn::edge

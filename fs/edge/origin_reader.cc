@@ -26,6 +26,9 @@ constexpr size_t kReadDirPage = 1024;
 // Permission bits taken from an origin object: never setuid, setgid or sticky, since whoever can
 // write to the origin must not be able to plant a setuid file on every node.
 constexpr uint32_t kOriginModeBits = 0777;
+// A directory's keep the sticky bit (a shared set where each removes only their own files) and
+// setgid (new files take the directory's group); neither gives anyone a privilege.
+constexpr uint32_t kOriginDirModeBits = 03777;
 
 Status Eio(const std::string& why) {
   return Status::FromErrno(why, EIO);
@@ -94,6 +97,52 @@ void OriginReader::MarkStale(Ino dir) {
   listed_.erase(dir);
 }
 
+std::optional<NsObject> OriginReader::ReadDirMarker(const std::string& key) {
+  Result<std::string> bytes = GetSmall(key);
+  if (!bytes.ok()) {
+    if (!bytes.status().IsNotFound()) {
+      Log(options_.log, LogLevel::kError, "origin marker " + key + ": " + bytes.status().ToString());
+    }
+    return std::nullopt;
+  }
+  Result<NsObject> marker = DecodeDirMarker(*bytes);
+  if (!marker.ok()) {
+    if (!marker.status().IsNotFound()) {
+      Log(options_.log, LogLevel::kError, "origin marker " + key + ": " + marker.status().ToString());
+    }
+    return std::nullopt;
+  }
+  return std::move(*marker);
+}
+
+void OriginReader::ApplyDirMarker(Ino dir, const origin::ObjectInfo& info) {
+  // Only a copy of the origin's directory follows its marker: one made here is the marker's
+  // source. The ETag of the marker last applied is kept in the record, so an unchanged marker
+  // costs nothing but the listing that names it.
+  Result<std::string> record = store_.GetXattr(dir, kRemoteXattr);
+  if (!record.ok() || !IsRemoteDirRecord(*record) || MarkerEtagOfRecord(*record) == info.etag) {
+    return;
+  }
+  if (info.size > kMaxNsObjectBytes) return;
+  std::optional<NsObject> marker = ReadDirMarker(info.key);
+  if (!marker) return;
+  Result<InodeAttr> local = store_.GetAttr(dir);
+  if (!local.ok() || !S_ISDIR(local->mode)) return;
+  SetAttrRequest change;
+  change.mode = marker->mode & kOriginDirModeBits;
+  change.uid = marker->uid;
+  change.gid = marker->gid;
+  if ((local->mode & 07777) != *change.mode || local->uid != marker->uid ||
+      local->gid != marker->gid) {
+    Status s = store_.SetAttr(dir, change).status();  // chmod, chown on another node
+    if (!s.ok()) {
+      Log(options_.log, LogLevel::kError, "origin marker " + info.key + ": " + s.ToString());
+      return;
+    }
+  }
+  (void)store_.SetXattr(dir, kRemoteXattr, std::string(kRemoteDirRecord) + '\0' + info.etag);
+}
+
 Result<std::string> OriginReader::GetSmall(const std::string& key) {
   std::string bytes(kMaxNsObjectBytes + 1, '\0');
   KDN_ASSIGN_OR_RETURN(
@@ -140,9 +189,16 @@ void OriginReader::Refresh(Ino dir) {
     on_origin.insert(name);
     if (store_.Lookup(dir, name).status().IsNotFound()) {
       NewNode node;
-      node.mode = S_IFDIR | 0755;
-      node.uid = dir_attr->uid;
-      node.gid = dir_attr->gid;
+      // Mode and owner from the directory's marker, read before the directory appears, so that
+      // a set made private on another node is private here from the start. Without a marker
+      // (one not uploaded yet, or written by an earlier version) it gets its parent's owner and
+      // 0755 until a marker comes (ApplyDirMarker).
+      std::optional<NsObject> marker = ReadDirMarker(DirMarkerKey(
+          (*path == "/" ? std::string() : *path) + "/" + name));
+      node.mode = S_IFDIR | (marker ? marker->mode & kOriginDirModeBits : 0755);
+      node.uid = marker ? marker->uid : dir_attr->uid;
+      node.gid = marker ? marker->gid : dir_attr->gid;
+      if (marker) node.time_ns = marker->mtime_ns;
       Result<InodeAttr> made = store_.MakeNode(dir, name, node);
       if (made.ok()) {
         ++counters_.names_added;
@@ -153,6 +209,7 @@ void OriginReader::Refresh(Ino dir) {
   }
   for (const origin::ObjectInfo& obj : page->objects) {
     std::string name = obj.key.substr(prefix.size());
+    if (name == kDirMarkerName && dir != kRootIno) ApplyDirMarker(dir, obj);
     if (!usable(name)) continue;
     on_origin.insert(name);
     std::optional<InodeAttr> local;
@@ -176,7 +233,7 @@ void OriginReader::Refresh(Ino dir) {
         // marker nor anything else): removed there. One made here stays (its marker may not
         // be uploaded yet); one with local names in it stays too (Rmdir refuses it).
         Result<std::string> record = store_.GetXattr(e.attr.ino, kRemoteXattr);
-        if (!record.ok() || *record != kRemoteDirRecord) continue;
+        if (!record.ok() || !IsRemoteDirRecord(*record)) continue;
         Result<origin::ListPage> under = origin_->List(NsKey(child) + "/", "", "", 1);
         if (under.ok() && under->objects.empty() && under->prefixes.empty()) {
           gone_dirs.push_back(std::move(e));
@@ -215,7 +272,7 @@ void OriginReader::RemoveGoneDir(Ino dir, const std::string& name, Ino ino, int 
   for (const DirEntry& e : inside) {
     if (S_ISDIR(e.attr.mode)) {
       Result<std::string> record = store_.GetXattr(e.attr.ino, kRemoteXattr);
-      if (record.ok() && *record == kRemoteDirRecord)
+      if (record.ok() && IsRemoteDirRecord(*record))
         RemoveGoneDir(ino, e.name, e.attr.ino, depth + 1);
       continue;
     }

@@ -132,6 +132,11 @@ class OriginReader {
   Status ApplyObject(Ino dir, const std::string& name, const origin::ObjectInfo& info,
                      const std::optional<InodeAttr>& local);
   Result<std::string> GetSmall(const std::string& key);
+  // A directory's marker at `key`, decoded; nullopt when it is missing, empty or damaged (logged).
+  std::optional<NsObject> ReadDirMarker(const std::string& key);
+  // A marker object found in the listing of `dir` itself: a copy of the origin's directory takes
+  // its mode and owner (chmod or chown on another node) when its ETag is new.
+  void ApplyDirMarker(Ino dir, const origin::ObjectInfo& info);
   // Removes directory `name` (inode `ino`) in `dir`, a copy of an origin directory under which
   // the origin has nothing any more, with the copies inside it; names made on this node stay,
   // and so does every directory above them.

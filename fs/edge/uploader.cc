@@ -319,16 +319,21 @@ Status Uploader::PublishAllNames(const InodeAttr& attr) {
   return Status::OK();
 }
 
-Status Uploader::PutDirMarker(std::string_view path) {
+Status Uploader::PutDirMarker(std::string_view path, const InodeAttr& attr) {
   if (!Publishable(path)) return Status::OK();
-  KDN_RETURN_IF_ERROR(origin_->Put(DirMarkerKey(path), {}));
+  const std::string bytes =
+      EncodeDirMarker(attr.mode, attr.uid, attr.gid, attr.mtime_ns, attr.ctime_ns);
+  KDN_RETURN_IF_ERROR(origin_->Put(
+      DirMarkerKey(path), std::span(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size())));
   ++counters_.ns_puts;
+  counters_.upload_bytes += bytes.size();
   return Status::OK();
 }
 
 Status Uploader::PutDirMarkers(std::string_view path, Ino dir, int depth) {
   if (depth > 256) return Status::OK();  // deeper trees keep the markers they have
-  KDN_RETURN_IF_ERROR(PutDirMarker(path));
+  KDN_ASSIGN_OR_RETURN(InodeAttr attr, store_.GetAttr(dir));
+  KDN_RETURN_IF_ERROR(PutDirMarker(path, attr));
   for (uint64_t cookie = 0;;) {
     KDN_ASSIGN_OR_RETURN(std::vector<DirEntry> entries, store_.ReadDir(dir, cookie, 1024));
     if (entries.empty()) return Status::OK();
@@ -398,6 +403,13 @@ Status Uploader::Handle(const OutboxNote& note) {
       Ino ino = std::strtoull(std::string(f[0]).c_str(), nullptr, 10);
       Result<InodeAttr> now = store_.GetAttr(ino);
       if (!now.ok()) return now.status().IsNotFound() ? Status::OK() : now.status();
+      // A directory's mode or owner: its marker, at the path it has now (one moved since has a
+      // later rename note, which puts the markers of what it moved).
+      if (S_ISDIR(now->mode)) {
+        Result<std::string> path = store_.PathOf(ino);
+        if (!path.ok()) return path.status().IsNotFound() ? Status::OK() : path.status();
+        return PutDirMarker(*path, *now);
+      }
       if (!S_ISREG(now->mode)) return Status::OK();
       return PublishAllNames(*now);
     }
@@ -408,7 +420,7 @@ Status Uploader::Handle(const OutboxNote& note) {
       Result<InodeAttr> now = Resolve(f[0]);
       if (!now.ok()) return now.status().IsNotFound() ? Status::OK() : now.status();
       if (!S_ISDIR(now->mode)) return Status::OK();
-      return PutDirMarker(f[0]);
+      return PutDirMarker(f[0], *now);
     }
     case kRemoveDir:
       if (f.size() != 1) break;

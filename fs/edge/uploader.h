@@ -95,7 +95,8 @@ class Uploader {
   Status Publish(std::string_view path, const InodeAttr& attr);
   // Publishes the file under every name it has now (a file with hard links has several).
   Status PublishAllNames(const InodeAttr& attr);
-  Status PutDirMarker(std::string_view path);
+  // Directory `attr`'s marker at `path`, with its mode and owner.
+  Status PutDirMarker(std::string_view path, const InodeAttr& attr);
   // The markers of directory `dir` (at `path`) and of every directory under it.
   Status PutDirMarkers(std::string_view path, Ino dir, int depth);
   Status MoveTree(std::string_view from, std::string_view to);

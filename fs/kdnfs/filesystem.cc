@@ -141,7 +141,8 @@ Filesystem::~Filesystem() {
 std::string Filesystem::MetadataNoteFor(Ino ino) {
   if (!uploader_ || HasStaged(ino)) return {};
   Result<InodeAttr> attr = store_->GetAttr(ino);
-  if (!attr.ok() || !S_ISREG(attr->mode)) return {};
+  // A directory's metadata travels in its marker (edge/ns_object.h).
+  if (!attr.ok() || !(S_ISREG(attr->mode) || S_ISDIR(attr->mode))) return {};
   Result<std::string> path = store_->PathOf(ino);
   if (!path.ok() || !edge::Publishable(*path)) return {};
   return edge::MetadataNote(ino, *path);

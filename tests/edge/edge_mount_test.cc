@@ -337,6 +337,42 @@ TEST_P(EdgeMountTest, EmptyDirectoriesReachOtherNodes) {
   b.Stop();
 }
 
+// A directory's mode and owner travel in its marker: a set made private on A is private on B from
+// the moment B lists it (the kernel then refuses other users there), and a later chmod or chown
+// on A reaches B after the TTL. The sticky bit of a shared directory travels too.
+TEST_P(EdgeMountTest, DirectoryModeAndOwnerReachOtherNodes) {
+  REQUIRE_FUSE();
+  Origin origin(GetParam());
+  KdnfsMount a(origin.Options()), b(origin.Options());
+  ASSERT_TRUE(a.Start());
+  ASSERT_TRUE(b.Start());
+  ASSERT_TRUE(Sh("mkdir -m 0700 " + a.path("private") + " && echo secret > " +
+                 a.path("private/doc") + " && chown 65534:65534 " + a.path("private") +
+                 " && mkdir -m 1777 " + a.path("shared"))
+                  .ok());
+  ASSERT_TRUE(Sync(a).ok()) << a.log();
+  auto marker = origin.Get("ns/private/.kdn-dir");
+  ASSERT_TRUE(marker.ok()) << marker.status().ToString();
+  auto decoded = edge::DecodeDirMarker(*marker);
+  ASSERT_TRUE(decoded.ok()) << decoded.status().ToString();
+  EXPECT_EQ(decoded->mode & 07777, 0700u);
+  EXPECT_EQ(decoded->uid, 65534u);
+  std::this_thread::sleep_for(std::chrono::milliseconds(1500));  // B's TTL
+  CommandResult st = Sh("stat -c '%a %u %g' " + b.path("private") + " " + b.path("shared"));
+  EXPECT_EQ(st.output, "700 65534 65534\n1777 0 0\n") << st.output << b.log();
+  EXPECT_EQ(Slurp(b.path("private/doc")), "secret\n");
+  // chmod and chown on A reach B once B looks into the directory again.
+  ASSERT_TRUE(Sh("chmod 0750 " + a.path("private") + " && chown 0:0 " + a.path("private")).ok());
+  ASSERT_TRUE(Sync(a).ok()) << a.log();
+  std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+  ASSERT_TRUE(Sh("ls " + b.path("private")).ok()) << b.log();
+  std::this_thread::sleep_for(std::chrono::milliseconds(1500));  // the kernel's attributes
+  st = Sh("stat -c '%a %u %g' " + b.path("private"));
+  EXPECT_EQ(st.output, "750 0 0\n") << st.output << b.log();
+  a.Stop();
+  b.Stop();
+}
+
 // A file with several names (hard links) is published under each, every name its own namespace
 // object naming the one chunk; new content written through one name reaches every name.
 TEST_P(EdgeMountTest, EveryNameOfAFileIsPublished) {

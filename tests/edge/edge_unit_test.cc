@@ -85,6 +85,32 @@ TEST(NsObject, RefusesEveryChangedByte) {
   EXPECT_EQ(DecodeNsObject(good + "x").status().code(), Code::kCorruption);
 }
 
+// A directory's marker carries its mode and owner; the two kinds of object never pass for each
+// other, and an empty marker (earlier versions) says nothing.
+TEST(NsObject, DirectoryMarkersCarryModeAndOwnerOnly) {
+  const std::string bytes = EncodeDirMarker(S_IFDIR | 01770, 65534, 100, 1733460000123456789, 5);
+  auto back = DecodeDirMarker(bytes);
+  ASSERT_TRUE(back.ok()) << back.status().ToString() << "\n" << bytes;
+  EXPECT_EQ(back->mode, static_cast<uint32_t>(S_IFDIR | 01770));
+  EXPECT_EQ(back->uid, 65534u);
+  EXPECT_EQ(back->gid, 100u);
+  EXPECT_EQ(back->mtime_ns, 1733460000123456789);
+  EXPECT_TRUE(back->chunk.IsZero());
+  EXPECT_EQ(EncodeDirMarker(0700, 1, 2, 0, 0), EncodeDirMarker(S_IFDIR | 0700, 1, 2, 0, 0));
+  EXPECT_EQ(DecodeNsObject(bytes).status().code(), Code::kCorruption);  // not a file's object
+  EXPECT_EQ(DecodeDirMarker(EncodeNsObject(SampleObject())).status().code(), Code::kCorruption);
+  NsObject with_xattr;
+  with_xattr.mode = S_IFDIR | 0755;
+  with_xattr.xattrs = {{"user.x", "1"}};
+  EXPECT_EQ(DecodeDirMarker(EncodeNsObject(with_xattr)).status().code(), Code::kCorruption);
+  EXPECT_EQ(DecodeDirMarker("").status().code(), Code::kNotFound);
+  for (size_t i = 0; i < bytes.size(); ++i) {
+    std::string bad = bytes;
+    bad[i] = static_cast<char>(bad[i] ^ 0x01);
+    EXPECT_FALSE(DecodeDirMarker(bad).ok()) << "byte " << i << " changed was accepted";
+  }
+}
+
 TEST(NsObject, RefusesOtherVersionsAndBounds) {
   std::string v2 = EncodeNsObject(SampleObject());
   v2[7] = '2';
