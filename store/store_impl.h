@@ -1,5 +1,6 @@
 // Store::Impl: the state behind kdn::Store, shared by the files that implement its parts
-// (store_open.cc, store_chunks.cc, store_namespace.cc, store_fsck.cc).
+// (store_open.cc, store_chunks.cc, store_namespace.cc, store_fsck.cc) over the transaction layer
+// (txn.h, txn.cc).
 //
 // Concurrency:
 //   write_mu   the one writer connection; every change is one transaction under it.
@@ -38,6 +39,7 @@
 #include "store/kv_content.h"
 #include "store/latency_histogram.h"
 #include "store/sqlite_db.h"
+#include "store/txn.h"
 
 namespace kdn {
 
@@ -64,21 +66,6 @@ struct PreparedChunk {
   bool written = false;    // the file holds its bytes (not yet synced)
   bool installed = false;  // synced and renamed to its chunk file name
   bool published = false;
-};
-
-// What a committed transaction changes outside the database; applied only after COMMIT
-// (deleted chunks' files removed only once the transaction is durable: see Store::Impl::SyncLog).
-struct TxnEffects {
-  uint64_t commit_seq = 0;               // the transaction's place in commit order (at COMMIT)
-  std::vector<ChunkId> deleted_chunks;  // their files are unlinked once the commit is durable
-  uint64_t freed_bytes = 0;             // their 4 KiB-rounded sizes
-  std::vector<PreparedChunk*> published;
-  int64_t chunk_delta = 0;
-  int64_t inode_delta = 0;
-  std::vector<EvictedName> evicted;
-  uint64_t evicted_chunks = 0;
-  uint64_t evicted_bytes = 0;
-  int64_t xattr_bytes_delta = 0;  // names and values of extended attributes added (or removed)
 };
 
 enum class RefKind { kPut, kInode };
@@ -134,7 +121,7 @@ struct Store::Impl {
   Status RemoveEmptyFile(store::Db& db, Ino ino, store::TxnEffects& fx,
                          std::vector<EvictedName>* removed);
 
-  // ---- transactions (store_commit.cc)
+  // ---- the transaction layer (txn.h, txn.cc)
   // Runs `body` as one atomic change and returns once it is durable. Concurrent callers are
   // committed together (group commit): the chunk files they wrote (`chunk`, when written and not
   // yet in place) are synced first, then renamed into place with their directories synced, then
@@ -142,7 +129,7 @@ struct Store::Impl {
   // leaves the others alone; after the COMMIT the files of deleted chunks are unlinked. With
   // `lock_opens`, open counts are frozen while the body runs (for changes that may delete
   // inodes). Effects are applied by the caller's thread after the commit.
-  using TxnBody = std::function<Status(store::Db&, store::TxnEffects&)>;
+  using TxnBody = store::TxnBody;
   Status Write(bool lock_opens, TxnBody body, store::PreparedChunk* chunk = nullptr);
   struct WriteRequest {
     TxnBody body;
@@ -173,7 +160,7 @@ struct Store::Impl {
 
   void ApplyEffects(store::TxnEffects& fx);
 
-  // ---- durability of the log (store_commit.cc)
+  // ---- durability of the log (txn.cc)
   // Transactions are written to the WAL (to the OS) at COMMIT and numbered in commit order
   // (`commit_seq`); SyncLog(n) makes every transaction up to n durable with one fdatasync of the
   // WAL, shared by concurrent callers, then removes the files of the chunks those transactions
