@@ -1,6 +1,6 @@
 // Store::Impl: the state behind kdn::Store, shared by the files that implement its parts
-// (store_open.cc, store_chunks.cc, store_namespace.cc, store_fsck.cc) over the transaction layer
-// (txn.h, txn.cc).
+// (store_open.cc, the chunk store in chunk_store.cc, store_namespace.cc, store_fsck.cc) over the
+// transaction layer (txn.h, txn.cc).
 //
 // Concurrency:
 //   write_mu   the one writer connection; every change is one transaction under it.
@@ -33,6 +33,7 @@
 #include "store/chunk_id.h"
 #include "store/chunk_io.h"
 #include "store/chunk_layout.h"
+#include "store/chunk_store.h"
 #include "store/db_pool.h"
 #include "store/engine_pool.h"
 #include "store/format/file_io.h"
@@ -42,35 +43,6 @@
 #include "store/txn.h"
 
 namespace kdn {
-
-namespace store {
-
-// Operation counters since open.
-struct Counters {
-  std::atomic<uint64_t> puts{0}, put_bytes{0}, dedup_hits{0}, reads{0}, read_bytes{0};
-  std::atomic<uint64_t> prefix_lookups{0}, prefix_hits{0}, evictions{0}, evicted_bytes{0};
-  std::atomic<uint64_t> errors{0};
-};
-
-// Content hashed, checked and (unless already stored) written: ready for a transaction to
-// publish it. Capacity it holds and its temporary file, if no commit published it, are given back
-// when it goes away.
-struct PreparedChunk {
-  ChunkId id;
-  uint64_t size = 0;
-  std::vector<uint64_t> sums;
-  std::optional<KvIndex> kv;
-  uint64_t reserved = 0;  // capacity held for it (4 KiB-rounded size) until published or dropped
-  std::string temp_path;  // its file in staging/, once written (until renamed into place)
-  UniqueFd fd;            // that file (O_RDWR|O_DIRECT); after the rename, the chunk file
-  bool written = false;    // the file holds its bytes (not yet synced)
-  bool installed = false;  // synced and renamed to its chunk file name
-  bool published = false;
-};
-
-enum class RefKind { kPut, kInode };
-
-}  // namespace store
 
 struct Store::Impl {
   std::string dir;
@@ -193,7 +165,7 @@ struct Store::Impl {
   bool IsOpen(Ino ino);  // caller holds open_mu
   Status FlushTouched(store::Db& db);
 
-  // ---- store_chunks.cc
+  // ---- the chunk store (chunk_store.h, chunk_store.cc)
   Result<std::shared_ptr<const store::ChunkLayout>> LoadLayout(const ChunkId& id);
   // Hashes and checks `bytes`. When capacity is at hand (without evicting) it also writes them to
   // a temporary file, hashing each piece while the ones before it are on their way to the disk

@@ -1,5 +1,5 @@
-// Chunks: hashing and validation, space reservation and eviction, writing, publishing,
-// reference counting, verified reads.
+// The chunk store (store/chunk_store.h): hashing and validation, space reservation and eviction,
+// writing, publishing, reference counting, verified reads.
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
