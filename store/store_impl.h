@@ -1,6 +1,9 @@
-// Store::Impl: the state behind kdn::Store, shared by the files that implement its parts
-// (store_open.cc, the chunk store in chunk_store.cc, store_namespace.cc, store_fsck.cc) over the
-// transaction layer (txn.h, txn.cc).
+// Store::Impl: the state behind kdn::Store, shared by the files that implement its parts:
+//   the transaction layer  txn.h, txn.cc (group commit, log sync)
+//   the chunk store        chunk_store.h, chunk_store.cc
+//   the namespace          namespace/ (one file per operation; namespace/namespace.h)
+//   open and recovery      store_open.cc;  fsck  store_fsck.cc
+// Dependencies point namespace -> chunk store -> transaction layer.
 //
 // Concurrency:
 //   write_mu   the one writer connection; every change is one transaction under it.
@@ -89,7 +92,7 @@ struct Store::Impl {
   Status ReclaimOrphans();
   Status CleanStaging();
   // Every name of `ino` removed, and the inode with them, when it is a regular file without
-  // content (store_namespace.cc). The names removed are appended to *removed.
+  // content (namespace/unlink.cc). The names removed are appended to *removed.
   Status RemoveEmptyFile(store::Db& db, Ino ino, store::TxnEffects& fx,
                          std::vector<EvictedName>* removed);
 
@@ -206,7 +209,7 @@ struct Store::Impl {
   Result<uint64_t> Evict(uint64_t want_bytes);
   Status ReadAll(const ChunkId& id, const std::function<Status(std::span<const std::byte>)>& sink);
 
-  // ---- store_namespace.cc
+  // ---- the namespace (namespace/: outbox.cc, reclaim.cc, content.cc)
   // Writes an outbox note (OutboxNote) in the transaction of `db`; nothing when `note` is empty.
   Status AppendOutbox(store::Db& db, const ChunkId& chunk, std::string_view note);
   Status DropInode(store::Db& db, Ino ino, store::TxnEffects& fx);
