@@ -2,7 +2,9 @@
 // reference counts, put with deduplication, space accounting, capacity and eviction (least
 // recently used first), verified reads. It knows nothing of names: the namespace
 // (store/namespace/) refers to content only by chunk id and takes and drops references through
-// AddChunkRef / DropChunkRef / InstallChunk. Every change runs through the transaction layer
+// AddChunkRef / DropChunkRef / InstallChunk. One call goes the other way: eviction asks the
+// namespace to remove the files whose content a chosen chunk is (RemoveFilesWithContent,
+// namespace/evict.cc), in the same transaction. Every change runs through the transaction layer
 // (store/txn.h); deleting a chunk's rows records its file in TxnEffects, unlinked once the
 // deletion is durable.
 //

@@ -209,7 +209,7 @@ struct Store::Impl {
   Result<uint64_t> Evict(uint64_t want_bytes);
   Status ReadAll(const ChunkId& id, const std::function<Status(std::span<const std::byte>)>& sink);
 
-  // ---- the namespace (namespace/: outbox.cc, reclaim.cc, content.cc)
+  // ---- the namespace (namespace/: outbox.cc, reclaim.cc, evict.cc, content.cc)
   // Writes an outbox note (OutboxNote) in the transaction of `db`; nothing when `note` is empty.
   Status AppendOutbox(store::Db& db, const ChunkId& chunk, std::string_view note);
   Status DropInode(store::Db& db, Ino ino, store::TxnEffects& fx);
@@ -217,6 +217,10 @@ struct Store::Impl {
   // One name fewer for a non-directory (`a`: as loaded in this transaction); reclaimed when that
   // was the last and it is not open.
   Status DropLink(store::Db& db, const InodeAttr& a, int64_t now, store::TxnEffects& fx);
+  // For eviction (namespace/evict.cc): removes every name of the files whose content is `id`, and
+  // the files, unless one of them is open (then nothing, and false). Caller holds open_mu.
+  Result<bool> RemoveFilesWithContent(store::Db& db, const ChunkId& id, int64_t now,
+                                      store::TxnEffects& fx);
   // Makes the prepared `chunk` the content of `ino` in the transaction of `db`.
   Status SetContent(store::Db& db, Ino ino, store::PreparedChunk& chunk, const CommitOptions& opts,
                     store::TxnEffects& fx, bool* vanished, InodeAttr* out);
