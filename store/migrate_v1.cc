@@ -191,7 +191,7 @@ Status MigrateV1(Db& db, const std::string& dir, ChunkFiles& files, bool sync_fu
     KDN_RETURN_IF_ERROR(txn.Commit());
   }
   // The switch must be durable before the segments go: the connection runs synchronous=NORMAL
-  // (store_commit.cc), whose COMMIT does not sync the log; a FULL checkpoint syncs it, then
+  // (txn.cc), whose COMMIT does not sync the log; a FULL checkpoint syncs it, then
   // copies it into meta.db and syncs that.
   if (sync_full) KDN_RETURN_IF_ERROR(db.Exec("PRAGMA wal_checkpoint(FULL)"));
   // 3. The segments go.

@@ -1,5 +1,9 @@
-// Store::Impl: the state behind kdn::Store, shared by the files that implement its parts
-// (store_open.cc, store_chunks.cc, store_namespace.cc, store_fsck.cc).
+// Store::Impl: the state behind kdn::Store, shared by the files that implement its parts:
+//   the transaction layer  txn.h, txn.cc (group commit, log sync)
+//   the chunk store        chunk_store.h, chunk_store.cc
+//   the namespace          namespace/ (one file per operation; namespace/namespace.h)
+//   open and recovery      store_open.cc;  fsck  store_fsck.cc
+// Dependencies point namespace -> chunk store -> transaction layer.
 //
 // Concurrency:
 //   write_mu   the one writer connection; every change is one transaction under it.
@@ -32,58 +36,16 @@
 #include "store/chunk_id.h"
 #include "store/chunk_io.h"
 #include "store/chunk_layout.h"
+#include "store/chunk_store.h"
 #include "store/db_pool.h"
 #include "store/engine_pool.h"
 #include "store/format/file_io.h"
 #include "store/kv_content.h"
 #include "store/latency_histogram.h"
 #include "store/sqlite_db.h"
+#include "store/txn.h"
 
 namespace kdn {
-
-namespace store {
-
-// Operation counters since open.
-struct Counters {
-  std::atomic<uint64_t> puts{0}, put_bytes{0}, dedup_hits{0}, reads{0}, read_bytes{0};
-  std::atomic<uint64_t> prefix_lookups{0}, prefix_hits{0}, evictions{0}, evicted_bytes{0};
-  std::atomic<uint64_t> errors{0};
-};
-
-// Content hashed, checked and (unless already stored) written: ready for a transaction to
-// publish it. Capacity it holds and its temporary file, if no commit published it, are given back
-// when it goes away.
-struct PreparedChunk {
-  ChunkId id;
-  uint64_t size = 0;
-  std::vector<uint64_t> sums;
-  std::optional<KvIndex> kv;
-  uint64_t reserved = 0;  // capacity held for it (4 KiB-rounded size) until published or dropped
-  std::string temp_path;  // its file in staging/, once written (until renamed into place)
-  UniqueFd fd;            // that file (O_RDWR|O_DIRECT); after the rename, the chunk file
-  bool written = false;    // the file holds its bytes (not yet synced)
-  bool installed = false;  // synced and renamed to its chunk file name
-  bool published = false;
-};
-
-// What a committed transaction changes outside the database; applied only after COMMIT
-// (deleted chunks' files removed only once the transaction is durable: see Store::Impl::SyncLog).
-struct TxnEffects {
-  uint64_t commit_seq = 0;               // the transaction's place in commit order (at COMMIT)
-  std::vector<ChunkId> deleted_chunks;  // their files are unlinked once the commit is durable
-  uint64_t freed_bytes = 0;             // their 4 KiB-rounded sizes
-  std::vector<PreparedChunk*> published;
-  int64_t chunk_delta = 0;
-  int64_t inode_delta = 0;
-  std::vector<EvictedName> evicted;
-  uint64_t evicted_chunks = 0;
-  uint64_t evicted_bytes = 0;
-  int64_t xattr_bytes_delta = 0;  // names and values of extended attributes added (or removed)
-};
-
-enum class RefKind { kPut, kInode };
-
-}  // namespace store
 
 struct Store::Impl {
   std::string dir;
@@ -130,11 +92,11 @@ struct Store::Impl {
   Status ReclaimOrphans();
   Status CleanStaging();
   // Every name of `ino` removed, and the inode with them, when it is a regular file without
-  // content (store_namespace.cc). The names removed are appended to *removed.
+  // content (namespace/unlink.cc). The names removed are appended to *removed.
   Status RemoveEmptyFile(store::Db& db, Ino ino, store::TxnEffects& fx,
                          std::vector<EvictedName>* removed);
 
-  // ---- transactions (store_commit.cc)
+  // ---- the transaction layer (txn.h, txn.cc)
   // Runs `body` as one atomic change and returns once it is durable. Concurrent callers are
   // committed together (group commit): the chunk files they wrote (`chunk`, when written and not
   // yet in place) are synced first, then renamed into place with their directories synced, then
@@ -142,7 +104,7 @@ struct Store::Impl {
   // leaves the others alone; after the COMMIT the files of deleted chunks are unlinked. With
   // `lock_opens`, open counts are frozen while the body runs (for changes that may delete
   // inodes). Effects are applied by the caller's thread after the commit.
-  using TxnBody = std::function<Status(store::Db&, store::TxnEffects&)>;
+  using TxnBody = store::TxnBody;
   Status Write(bool lock_opens, TxnBody body, store::PreparedChunk* chunk = nullptr);
   struct WriteRequest {
     TxnBody body;
@@ -173,7 +135,7 @@ struct Store::Impl {
 
   void ApplyEffects(store::TxnEffects& fx);
 
-  // ---- durability of the log (store_commit.cc)
+  // ---- durability of the log (txn.cc)
   // Transactions are written to the WAL (to the OS) at COMMIT and numbered in commit order
   // (`commit_seq`); SyncLog(n) makes every transaction up to n durable with one fdatasync of the
   // WAL, shared by concurrent callers, then removes the files of the chunks those transactions
@@ -206,7 +168,7 @@ struct Store::Impl {
   bool IsOpen(Ino ino);  // caller holds open_mu
   Status FlushTouched(store::Db& db);
 
-  // ---- store_chunks.cc
+  // ---- the chunk store (chunk_store.h, chunk_store.cc)
   Result<std::shared_ptr<const store::ChunkLayout>> LoadLayout(const ChunkId& id);
   // Hashes and checks `bytes`. When capacity is at hand (without evicting) it also writes them to
   // a temporary file, hashing each piece while the ones before it are on their way to the disk
@@ -247,7 +209,7 @@ struct Store::Impl {
   Result<uint64_t> Evict(uint64_t want_bytes);
   Status ReadAll(const ChunkId& id, const std::function<Status(std::span<const std::byte>)>& sink);
 
-  // ---- store_namespace.cc
+  // ---- the namespace (namespace/: outbox.cc, reclaim.cc, evict.cc, content.cc)
   // Writes an outbox note (OutboxNote) in the transaction of `db`; nothing when `note` is empty.
   Status AppendOutbox(store::Db& db, const ChunkId& chunk, std::string_view note);
   Status DropInode(store::Db& db, Ino ino, store::TxnEffects& fx);
@@ -255,6 +217,10 @@ struct Store::Impl {
   // One name fewer for a non-directory (`a`: as loaded in this transaction); reclaimed when that
   // was the last and it is not open.
   Status DropLink(store::Db& db, const InodeAttr& a, int64_t now, store::TxnEffects& fx);
+  // For eviction (namespace/evict.cc): removes every name of the files whose content is `id`, and
+  // the files, unless one of them is open (then nothing, and false). Caller holds open_mu.
+  Result<bool> RemoveFilesWithContent(store::Db& db, const ChunkId& id, int64_t now,
+                                      store::TxnEffects& fx);
   // Makes the prepared `chunk` the content of `ino` in the transaction of `db`.
   Status SetContent(store::Db& db, Ino ino, store::PreparedChunk& chunk, const CommitOptions& opts,
                     store::TxnEffects& fx, bool* vanished, InodeAttr* out);

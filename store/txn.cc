@@ -1,5 +1,5 @@
-// Group commit: concurrent changes share data syncs and SQLite transactions; and the log sync
-// that makes them durable against power loss.
+// The transaction layer (store/txn.h): group commit, in which concurrent changes share data syncs
+// and SQLite transactions; and the log sync that makes them durable against power loss.
 //
 // Every put costs a data fdatasync before its transaction: milliseconds on busy disks. Changes
 // pass two stages, each run by whichever waiting caller finds it free (the leader), for

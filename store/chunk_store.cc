@@ -1,5 +1,5 @@
-// Chunks: hashing and validation, space reservation and eviction, writing, publishing,
-// reference counting, verified reads.
+// The chunk store (store/chunk_store.h): hashing and validation, space reservation and eviction,
+// writing, publishing, reference counting, verified reads.
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -326,48 +326,11 @@ Result<uint64_t> Store::Impl::Evict(uint64_t want_bytes) {
       }
       if (batch.empty()) break;
       for (const auto& [id, stored] : batch) {
-        std::vector<Ino> inodes;
-        {
-          KDN_ASSIGN_OR_RETURN(Stmt q, db.Prepare("SELECT ino FROM inodes WHERE chunk = ?"));
-          q.BindId(1, id);
-          while (true) {
-            KDN_ASSIGN_OR_RETURN(bool row, q.Step());
-            if (!row) break;
-            inodes.push_back(q.U64(0));
-          }
-        }
-        bool busy = false;
-        for (Ino ino : inodes) busy = busy || IsOpen(ino);
-        if (busy) {  // an open file keeps its content
+        // The files whose content it is go with it (the namespace's part: namespace/evict.cc).
+        KDN_ASSIGN_OR_RETURN(bool removed, RemoveFilesWithContent(db, id, now, fx));
+        if (!removed) {  // an open file keeps its content
           ++skipped;
           continue;
-        }
-        for (Ino ino : inodes) {
-          // Every name of the file goes, then the file, which releases the chunk.
-          {
-            KDN_ASSIGN_OR_RETURN(Stmt q,
-                                 db.Prepare("SELECT parent, name FROM dentries WHERE ino = ?"));
-            q.BindInt(1, ino);
-            while (true) {
-              KDN_ASSIGN_OR_RETURN(bool row, q.Step());
-              if (!row) break;
-              auto name = q.Blob(1);
-              fx.evicted.push_back(EvictedName{
-                  q.U64(0), std::string(reinterpret_cast<const char*>(name.data()), name.size()),
-                  ino});
-            }
-          }
-          for (const EvictedName& n : fx.evicted) {
-            if (n.ino != ino) continue;
-            KDN_ASSIGN_OR_RETURN(Stmt t, db.Prepare("UPDATE inodes SET mtime = ?, ctime = ? "
-                                                    "WHERE ino = ?"));
-            t.BindInt(1, now).BindInt(2, now).BindInt(3, n.parent);
-            KDN_RETURN_IF_ERROR(t.Run());
-          }
-          KDN_ASSIGN_OR_RETURN(Stmt del, db.Prepare("DELETE FROM dentries WHERE ino = ?"));
-          del.BindInt(1, ino);
-          KDN_RETURN_IF_ERROR(del.Run());
-          KDN_RETURN_IF_ERROR(DropInode(db, ino, fx));
         }
         KDN_ASSIGN_OR_RETURN(Stmt still, db.Prepare("SELECT 1 FROM chunks WHERE id = ?"));
         still.BindId(1, id);

@@ -1,0 +1,58 @@
+// The chunk store: content by id. Chunk files (store/chunk_files.h), content ids (chunk_id.h),
+// reference counts, put with deduplication, space accounting, capacity and eviction (least
+// recently used first), verified reads. It knows nothing of names: the namespace
+// (store/namespace/) refers to content only by chunk id and takes and drops references through
+// AddChunkRef / DropChunkRef / InstallChunk. One call goes the other way: eviction asks the
+// namespace to remove the files whose content a chosen chunk is (RemoveFilesWithContent,
+// namespace/evict.cc), in the same transaction. Every change runs through the transaction layer
+// (store/txn.h); deleting a chunk's rows records its file in TxnEffects, unlinked once the
+// deletion is durable.
+//
+// Implementation: chunk_store.cc (Store::Impl's "chunk store" section in store_impl.h, and the
+// chunk calls of kdn::Store: Put, Get, StatChunk, Release, Extents, OpenChunkForRead, Touch,
+// VerifyChunk, ReserveSpace, ReleaseSpace).
+#ifndef KDN_STORE_CHUNK_STORE_H_
+#define KDN_STORE_CHUNK_STORE_H_
+
+#include <atomic>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "store/chunk_id.h"
+#include "store/format/file_io.h"
+#include "store/kv_content.h"
+#include "store/txn.h"
+
+namespace kdn::store {
+
+// Operation counters since open.
+struct Counters {
+  std::atomic<uint64_t> puts{0}, put_bytes{0}, dedup_hits{0}, reads{0}, read_bytes{0};
+  std::atomic<uint64_t> prefix_lookups{0}, prefix_hits{0}, evictions{0}, evicted_bytes{0};
+  std::atomic<uint64_t> errors{0};
+};
+
+// Content hashed, checked and (unless already stored) written: ready for a transaction to
+// publish it. Capacity it holds and its temporary file, if no commit published it, are given back
+// when it goes away.
+struct PreparedChunk {
+  ChunkId id;
+  uint64_t size = 0;
+  std::vector<uint64_t> sums;
+  std::optional<KvIndex> kv;
+  uint64_t reserved = 0;  // capacity held for it (4 KiB-rounded size) until published or dropped
+  std::string temp_path;  // its file in staging/, once written (until renamed into place)
+  UniqueFd fd;            // that file (O_RDWR|O_DIRECT); after the rename, the chunk file
+  bool written = false;    // the file holds its bytes (not yet synced)
+  bool installed = false;  // synced and renamed to its chunk file name
+  bool published = false;
+};
+
+// Who holds a reference: a put (Store::Put, until Release) or an inode whose content it is.
+enum class RefKind { kPut, kInode };
+
+}  // namespace kdn::store
+
+#endif  // KDN_STORE_CHUNK_STORE_H_
