@@ -542,6 +542,9 @@ class S3Origin final : public Origin {
     // Larger receive buffer than the 16 KiB default: fewer callbacks and copies per GET (the
     // curl tool uses 100 KiB and more).
     curl_easy_setopt(c, CURLOPT_BUFFERSIZE, 512L << 10);
+    // The same on the way out: curl's 64 KiB default meant a read callback (a pread of the file)
+    // and a send per 64 KiB of every part.
+    curl_easy_setopt(c, CURLOPT_UPLOAD_BUFFERSIZE, 1L << 20);
     curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, OnWrite);
     curl_easy_setopt(c, CURLOPT_WRITEDATA, t);
     curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, OnHeader);
