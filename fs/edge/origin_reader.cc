@@ -566,6 +566,11 @@ void OriginReader::LandPiece(const std::shared_ptr<InFlight>& f, size_t piece) {
       f->key, off, want, [&](uint64_t at, std::span<const uint8_t> bytes) {
         // A retried attempt starts again from 0: what was batched goes out first.
         if (batched > 0 && at != batch_at + batched && !flush()) return false;
+        if (batched == 0 && bytes.size() >= kWriteBatch) {  // large enough as it is
+          if (PwriteAll(f->fd, bytes.data(), bytes.size(), off + at)) return true;
+          write_errno = errno;
+          return false;
+        }
         while (!bytes.empty()) {
           if (batched == 0) batch_at = at;
           const size_t n = std::min(bytes.size(), kWriteBatch - batched);

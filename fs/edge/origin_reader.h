@@ -16,7 +16,9 @@
 // checksum); no byte of a block is served before that whole block has landed and matched its
 // checksum, and padding is served only when it is zero. Any other content is served only once the
 // whole object hashes to its id. SHA-256 is computed as the pieces land, in order (once every piece
-// is there, reads wait for it, so that a small object is never served unchecked); when it matches,
+// is there, reads wait for it, so that a small object is never served unchecked), and the same
+// pass sums each `.kv` block it goes through from the bytes it has just hashed (a reader of a block
+// the pass can reach waits for it rather than read the block again); when the hash matches,
 // the staging file is committed as any local content is (`.kv` content passes VerifyKv first), in
 // the background: later reads and opens use the store's chunk (and passthrough). A mismatch, a
 // refused block or header, or an unreachable origin fails the fetch: every reader gets EIO, a log
