@@ -36,21 +36,25 @@ class MemoryChunkSource final : public ChunkSource {
   std::span<const std::byte> bytes_;
 };
 
-// A staged file, read in order with pread; CheckUnchanged then says whether what was read still
-// hashes to the id computed in the first pass (nobody changed the file between the two).
+// A staged file, read in order with pread. With `remember` (a copy made after the id was computed
+// in a first pass), CheckUnchanged then says whether what was read still hashes to that id
+// (nobody changed the file between the two); without it (a copy whose writer hashes what it
+// writes, so the id is that of the bytes written), nothing is hashed here.
 class FileChunkSource final : public ChunkSource {
  public:
-  FileChunkSource(int fd, uint64_t size, std::string path)
-      : fd_(fd), size_(size), path_(std::move(path)) {}
+  FileChunkSource(int fd, uint64_t size, std::string path, bool remember = true)
+      : fd_(fd), size_(size), path_(std::move(path)), remember_(remember) {}
   uint64_t size() const override { return size_; }
   const std::byte* Direct(uint64_t) const override { return nullptr; }
   Status Copy(uint64_t off, std::span<std::byte> out) override;
   Status CheckUnchanged(const ChunkId& id);
+  bool read_any() const { return next_ > 0; }
 
  private:
   int fd_;
   uint64_t size_;
   std::string path_;
+  bool remember_;
   uint64_t next_ = 0;
   ChunkHasher hasher_;
 };

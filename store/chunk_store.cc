@@ -4,11 +4,13 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <array>
 #include <chrono>
 #include <cstring>
 #include <thread>
 
 #include "iouring/aligned_buffer.h"
+#include "kdn/format.h"
 #include "store/byte_sources.h"
 #include "store/clock.h"
 #include "store/store_impl.h"
@@ -149,17 +151,73 @@ Result<std::unique_ptr<PreparedChunk>> Store::Impl::PrepareMemory(std::span<cons
   return chunk;
 }
 
-Result<std::unique_ptr<PreparedChunk>> Store::Impl::PrepareFile(int fd, const std::string& path) {
+Result<std::unique_ptr<PreparedChunk>> Store::Impl::PrepareFile(int fd, const std::string& path,
+                                                                uint64_t held) {
+  auto chunk = std::make_unique<PreparedChunk>();
+  chunk->reserved = held;
+  // Whatever goes wrong here, the capacity and any file written go back.
+  struct FreeOnError {
+    Impl* impl;
+    PreparedChunk* chunk;
+    ~FreeOnError() {
+      if (chunk != nullptr) impl->FreeUnpublished(*chunk);
+    }
+  } guard{this, chunk.get()};
   struct stat st;
   if (::fstat(fd, &st) != 0) return Status::FromErrno("stat of " + path, errno);
   if (!S_ISREG(st.st_mode)) return Status::InvalidArgument(path + " is not a regular file");
-  auto chunk = std::make_unique<PreparedChunk>();
   chunk->size = static_cast<uint64_t>(st.st_size);
-  // One pass to hash (the id decides whether the bytes need writing at all), through a buffer
-  // reused by this thread.
+  store::FdByteSource source(fd, chunk->size, path);
   static thread_local io::AlignedBuffer window(32 * size_t{store::kBlockBytes});
   if (window.empty()) return Status::NoSpace("cannot allocate a read buffer");
-  store::FdByteSource source(fd, chunk->size, path);
+  auto inspect = [&]() -> Status {
+    Result<std::optional<store::KvIndex>> kv = store::InspectKvContent(source);
+    if (!kv.ok()) return KvRefused(kv.status().WithContext(path));
+    chunk->kv = std::move(*kv);
+    return Status::OK();
+  };
+  const uint64_t need = io::AlignUp(chunk->size, io::kDirectAlign);
+  // The layout (sparse or not) depends on the kind, known from the first bytes; the full check
+  // comes after the write, below.
+  std::array<std::byte, 8> magic{};
+  const size_t magic_n = static_cast<size_t>(std::min<uint64_t>(magic.size(), chunk->size));
+  KDN_RETURN_IF_ERROR(source.ReadAt(0, {magic.data(), magic_n}));
+  const bool looks_kv = HasKvMagic(std::span<const std::byte>(magic.data(), magic_n));
+  if (chunk->size > 0 &&
+      (chunk->reserved >= need || TryReserve(*chunk, need - chunk->reserved))) {
+    // Written before the id is known, hashed from the very bytes written: one SHA-256 pass,
+    // where hashing first and copying after took two (the copy hashed again to prove that the
+    // file had not changed between them). Content already stored (a dedup hit) costs a write
+    // that is thrown away, as in PrepareMemory.
+    if (looks_kv) chunk->kv.emplace();  // no holes in a `.kv` chunk (WriteFile)
+    store::FileChunkSource copy(fd, chunk->size, path, /*remember=*/false);
+    store::ContentHasher hasher(store::kBlockBytes);
+    KDN_RETURN_IF_ERROR(WriteFile(*chunk, copy, &hasher));
+    chunk->id = hasher.Finish(&chunk->sums);
+    chunk->kv.reset();
+    // Then the checks of what was written: `.kv` content read again by VerifyKv, and every block
+    // of the file against the sums of the bytes written (xxh3, a fraction of SHA-256's cost), so
+    // that what was verified is what is stored.
+    KDN_RETURN_IF_ERROR(inspect());
+    for (uint64_t off = 0; off < chunk->size; off += window.size()) {
+      uint64_t n = std::min<uint64_t>(window.size(), chunk->size - off);
+      KDN_RETURN_IF_ERROR(source.ReadAt(off, {window.data(), n}));
+      for (uint64_t b = 0; b < n; b += store::kBlockBytes) {
+        std::span<const std::byte> block(window.data() + b,
+                                         std::min<uint64_t>(store::kBlockBytes, n - b));
+        if (store::BlockSum(block) != chunk->sums[(off + b) / store::kBlockBytes]) {
+          return Status::InvalidArgument(path + " changed while it was being committed");
+        }
+      }
+    }
+    KDN_ASSIGN_OR_RETURN(bool exists, ChunkExists(chunk->id));
+    if (exists) FreeUnpublished(*chunk);  // the commit only takes a reference
+    guard.chunk = nullptr;
+    return chunk;
+  }
+  KDN_RETURN_IF_ERROR(inspect());
+  // One pass to hash (the id decides whether the bytes need writing at all), through a buffer
+  // reused by this thread.
   store::ChunkHasher hasher;
   for (uint64_t off = 0; off < chunk->size; off += window.size()) {
     uint64_t n = std::min<uint64_t>(window.size(), chunk->size - off);
@@ -172,9 +230,7 @@ Result<std::unique_ptr<PreparedChunk>> Store::Impl::PrepareFile(int fd, const st
     }
   }
   chunk->id = hasher.Finish();
-  Result<std::optional<store::KvIndex>> kv = store::InspectKvContent(source);
-  if (!kv.ok()) return KvRefused(kv.status().WithContext(path));
-  chunk->kv = std::move(*kv);
+  guard.chunk = nullptr;
   return chunk;
 }
 

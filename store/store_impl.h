@@ -176,7 +176,11 @@ struct Store::Impl {
   // to be stored already.
   Result<std::unique_ptr<store::PreparedChunk>> PrepareMemory(std::span<const std::byte> bytes,
                                                               store::ChunkSource& source);
-  Result<std::unique_ptr<store::PreparedChunk>> PrepareFile(int fd, const std::string& path);
+  // The same for a staged file; `held`: capacity the caller reserved for it, now the chunk's
+  // (given back with it unless it is published). New content with capacity at hand is written
+  // while it is hashed, in one read of the file (the id is that of the bytes written).
+  Result<std::unique_ptr<store::PreparedChunk>> PrepareFile(int fd, const std::string& path,
+                                                            uint64_t held);
   // Reserves capacity and writes the chunk's bytes to a new temporary file (not yet synced: the
   // commit does that).
   Status WriteData(store::PreparedChunk& chunk, store::ChunkSource& source);

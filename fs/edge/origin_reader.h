@@ -16,7 +16,9 @@
 // checksum); no byte of a block is served before that whole block has landed and matched its
 // checksum, and padding is served only when it is zero. Any other content is served only once the
 // whole object hashes to its id. SHA-256 is computed as the pieces land, in order (once every piece
-// is there, reads wait for it, so that a small object is never served unchecked); when it matches,
+// is there, reads wait for it, so that a small object is never served unchecked), and the same
+// pass sums each `.kv` block it goes through from the bytes it has just hashed (a reader of a block
+// the pass can reach waits for it rather than read the block again); when the hash matches,
 // the staging file is committed as any local content is (`.kv` content passes VerifyKv first), in
 // the background: later reads and opens use the store's chunk (and passthrough). A mismatch, a
 // refused block or header, or an unreachable origin fails the fetch: every reader gets EIO, a log
@@ -63,7 +65,7 @@ struct ReaderOptions {
   // long (kdnfs: -o origin_read_timeout).
   std::chrono::milliseconds read_timeout{5000};
   unsigned fetch_threads = 4;        // the pool that fetches pieces in order, for every fetch
-  uint64_t piece_bytes = 8ull << 20;  // one ranged GET; each pool thread holds one such buffer
+  uint64_t piece_bytes = 8ull << 20;  // one ranged GET, streamed into the staging file
   std::shared_ptr<Logger> log;
 };
 
@@ -150,11 +152,16 @@ class OriginReader {
   void PoolThread();
   bool TakeWork(std::shared_ptr<InFlight>* fetch, size_t* piece, bool* commit);
   void WakePool();
-  // GETs one piece into `buf`, writes it to the staging file, and moves the hash along.
-  void LandPiece(const std::shared_ptr<InFlight>& f, size_t piece, std::span<uint8_t> buf);
+  // GETs one piece into the staging file as it arrives, and moves the hash along.
+  void LandPiece(const std::shared_ptr<InFlight>& f, size_t piece);
   void ParseHeaderIfReady(InFlight& f);  // with f.mu held
-  void AdvanceHash(const std::shared_ptr<InFlight>& f, size_t own_piece,
-                   std::span<const uint8_t> own);
+  // Feeds [at, at + bytes.size()) of the object to its SHA-256 and, with `sum_blocks`, to the
+  // xxh3 of the `.kv` blocks it holds (marking those that match; `refused` says which did not).
+  // False when the hash could not be computed.
+  static bool HashSpan(InFlight& f, uint64_t at, std::span<const uint8_t> bytes, bool sum_blocks,
+                       std::string* refused);
+  // Hashes (and sums) the pieces that have landed in order, from the staging file.
+  void AdvanceHash(const std::shared_ptr<InFlight>& f);
   void CommitFetched(const std::shared_ptr<InFlight>& f);
   void Fail(const std::shared_ptr<InFlight>& f, const std::string& why);
   void Forget(const std::shared_ptr<InFlight>& f);

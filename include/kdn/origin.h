@@ -16,6 +16,7 @@
 #define KDN_ORIGIN_H_
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <span>
 #include <string>
@@ -83,6 +84,16 @@ class Origin {
   // Reads up to out.size() bytes at `offset`; returns how many (fewer only at the object's end, 0
   // when offset is at or past it). Large reads are split into parallel ranged requests.
   virtual Result<uint64_t> Get(std::string_view key, uint64_t offset, std::span<uint8_t> out) = 0;
+  // Bytes [offset, offset + len) of `key` handed to `sink` in order as they arrive, in pieces of
+  // any size, each with its position relative to `offset`: the caller keeps no buffer of `len`
+  // bytes and copies nothing (the S3 backend hands over curl's receive buffer; kdnfs writes it
+  // straight to the staging file). A retried attempt hands the bytes again from position 0, so
+  // the sink must accept bytes it has had before (a write at their position does). A sink that
+  // returns false ends the read with an error. Returns how many bytes arrived (fewer only at the
+  // object's end). The default reads them with Get into a buffer and hands that over.
+  using StreamSink = std::function<bool(uint64_t at, std::span<const uint8_t> bytes)>;
+  virtual Result<uint64_t> GetStream(std::string_view key, uint64_t offset, uint64_t len,
+                                     const StreamSink& sink);
   virtual Result<ObjectInfo> Head(std::string_view key) = 0;
   // One page of keys starting with `prefix`, in order; with a delimiter, keys that have it after
   // the prefix are rolled up into `prefixes`. `token` is a previous page's next_token.

@@ -70,14 +70,14 @@ Result<InodeAttr> Store::CommitFileContent(Ino ino, const std::string& staged_pa
   UniqueFd fd = OpenFd(staged_path.c_str(), O_RDONLY | O_CLOEXEC);
   if (!fd.valid()) return Status::FromErrno("opening " + staged_path, errno);
   KDN_ASSIGN_OR_RETURN(std::unique_ptr<PreparedChunk> chunk,
-                       impl_->PrepareFile(fd.get(), staged_path));
-  chunk->reserved = std::exchange(held.bytes, 0);
+                       impl_->PrepareFile(fd.get(), staged_path, std::exchange(held.bytes, 0)));
+  // For a copy made after the id was computed (content found stored, then gone before the
+  // commit; or no capacity at hand while preparing): it proves the file did not change since.
   store::FileChunkSource source(fd.get(), chunk->size, staged_path);
   InodeAttr out;
   KDN_RETURN_IF_ERROR(impl_->StoreAndCommit(
       *chunk, source, false, [&](Db& db, TxnEffects& fx, bool* vanished) -> Status {
-        if (chunk->written && chunk->size > 0)
-          KDN_RETURN_IF_ERROR(source.CheckUnchanged(chunk->id));
+        if (source.read_any()) KDN_RETURN_IF_ERROR(source.CheckUnchanged(chunk->id));
         return impl_->SetContent(db, ino, *chunk, options, fx, vanished, &out);
       }));
   ::unlink(staged_path.c_str());

@@ -43,6 +43,18 @@ std::string UriEncode(std::string_view s, bool keep_slash) {
   return out;
 }
 
+Result<uint64_t> Origin::GetStream(std::string_view key, uint64_t offset, uint64_t len,
+                                   const StreamSink& sink) {
+  // One buffer per thread, reused: the edge calls this for every piece of a fetch.
+  thread_local std::vector<uint8_t> buf;
+  if (buf.size() < len) buf.resize(static_cast<size_t>(len));
+  KDN_ASSIGN_OR_RETURN(uint64_t got, Get(key, offset, std::span(buf.data(), len)));
+  if (got > 0 && !sink(0, std::span<const uint8_t>(buf.data(), got))) {
+    return Status::IOError("origin read of " + std::string(key) + ": the bytes could not be kept");
+  }
+  return got;
+}
+
 Result<ListPage> Origin::ListAll(std::string_view prefix, std::string_view delimiter,
                                  size_t max_entries) {
   ListPage all;

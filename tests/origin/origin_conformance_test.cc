@@ -119,6 +119,35 @@ TEST_P(OriginConformance, PutGetHeadRanges) {
   EXPECT_EQ(he->size, 0u);
 }
 
+// GetStream hands a range over in order, each piece with its position, without a buffer of the
+// range's size; it stops at the object's end, and a sink that refuses the bytes fails the read.
+TEST_P(OriginConformance, GetStreamHandsTheRangeInOrder) {
+  auto data = Bytes(3'000'000, 7);
+  ASSERT_TRUE(origin_->Put("chunks/streamed", data).ok());
+  std::vector<uint8_t> got;
+  auto sink = [&](uint64_t at, std::span<const uint8_t> bytes) {
+    if (at != got.size()) return false;  // in order, no gap, no repeat in a clean read
+    got.insert(got.end(), bytes.begin(), bytes.end());
+    return true;
+  };
+  auto n = origin_->GetStream("chunks/streamed", 123'457, 2'500'000, sink);
+  ASSERT_TRUE(n.ok()) << n.status().ToString();
+  EXPECT_EQ(*n, 2'500'000u);
+  ASSERT_EQ(got.size(), 2'500'000u);
+  EXPECT_TRUE(std::equal(got.begin(), got.end(), data.begin() + 123'457));
+
+  got.clear();
+  n = origin_->GetStream("chunks/streamed", 2'999'000, 5000, sink);  // runs past the end
+  ASSERT_TRUE(n.ok()) << n.status().ToString();
+  EXPECT_EQ(*n, 1000u);
+  EXPECT_TRUE(std::equal(got.begin(), got.end(), data.begin() + 2'999'000));
+
+  auto refused = origin_->GetStream("chunks/streamed", 0, 1000,
+                                    [](uint64_t, std::span<const uint8_t>) { return false; });
+  EXPECT_FALSE(refused.ok());
+  EXPECT_TRUE(origin_->GetStream("chunks/none", 0, 10, sink).status().IsNotFound());
+}
+
 TEST_P(OriginConformance, MissingObjectsAreNotFound) {
   std::vector<uint8_t> buf(10);
   EXPECT_TRUE(origin_->Get("nope", 0, buf).status().IsNotFound());

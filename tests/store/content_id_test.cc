@@ -62,6 +62,30 @@ TEST(ContentId, IsSha256OfTheBytes) {
   EXPECT_FALSE(ChunkId::FromHex(std::string(64, 'g')).ok());
 }
 
+// A staged file is written to its chunk file while it is hashed: the id is still the SHA-256 of
+// its bytes, and the same bytes committed again (the new copy thrown away) are the same chunk,
+// with nothing left behind.
+TEST(ContentId, CommittedFilesAreSha256OfTheirBytesAndShareAChunk) {
+  test::TempDir dir("kdn-store");
+  auto store = test::OpenStore(dir.str(), test::SmallStoreOptions());
+  ASSERT_NE(store, nullptr);
+  auto bytes = RandomBytes(300000, 7);
+  std::vector<ChunkId> ids;
+  for (const char* name : {"a", "b"}) {
+    auto ino = store->MakeNode(kRootIno, name, NewNode{S_IFREG | 0600, 0, 0, 0, "", kTimeNow});
+    ASSERT_TRUE(ino.ok()) << ino.status().ToString();
+    std::string staged = store->NewStagingPath();
+    test::WriteFile(staged, bytes);
+    auto committed = store->CommitFileContent(ino->ino, staged);
+    ASSERT_TRUE(committed.ok()) << committed.status().ToString();
+    EXPECT_EQ(committed->chunk.ToHex(), test::Sha256Hex(bytes)) << name;
+    ids.push_back(committed->chunk);
+  }
+  EXPECT_EQ(ids[0], ids[1]);
+  EXPECT_EQ(test::ReadWhole(*store, ids[0], bytes.size()), bytes);
+  test::ExpectClean(*store);
+}
+
 TEST(ContentId, EqualXxh3ContentsAreDifferentChunks) {
   auto [x, y] = XxhCollision();
   ASSERT_NE(x, y);
