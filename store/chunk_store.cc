@@ -181,8 +181,59 @@ Result<std::unique_ptr<PreparedChunk>> Store::Impl::PrepareFile(int fd, const st
 // ---- space
 // ----------------------------------------------------------------------------------------
 
+namespace store {
+
+void Space::SetUsed(uint64_t bytes) {
+  MutexLock lock(mu_);
+  used_ = bytes;
+}
+
+uint64_t Space::InUse() {
+  MutexLock lock(mu_);
+  return used_ + reserved_;
+}
+
+bool Space::TryReserve(PreparedChunk& chunk, uint64_t bytes) {
+  const uint64_t cap = capacity();
+  MutexLock lock(mu_);
+  // Without a limit the filesystem is the limit: a write it refuses fails with ENOSPC.
+  if (cap != 0 && used_ + reserved_ + bytes > cap) return false;
+  reserved_ += bytes;
+  chunk.reserved += bytes;
+  return true;
+}
+
+void Space::Unreserve(uint64_t bytes) {
+  MutexLock lock(mu_);
+  reserved_ -= std::min(reserved_, bytes);
+}
+
+bool Space::HasRoomFor(uint64_t bytes) {
+  const uint64_t cap = capacity();
+  MutexLock lock(mu_);
+  return cap == 0 || used_ + reserved_ + bytes <= cap;
+}
+
+void Space::Apply(TxnEffects& fx) {
+  MutexLock lock(mu_);
+  for (PreparedChunk* p : fx.published) {
+    p->published = true;
+    reserved_ -= std::min(reserved_, p->reserved);
+    p->reserved = 0;
+    used_ += io::AlignUp(p->size, io::kDirectAlign);
+  }
+  used_ -= std::min(used_, fx.freed_bytes);
+  if (fx.xattr_bytes_delta >= 0) {
+    used_ += static_cast<uint64_t>(fx.xattr_bytes_delta);
+  } else {
+    used_ -= std::min(used_, static_cast<uint64_t>(-fx.xattr_bytes_delta));
+  }
+}
+
+}  // namespace store
+
 Status Store::Impl::Reserve(PreparedChunk& chunk, uint64_t bytes) {
-  const uint64_t cap0 = capacity.load();
+  const uint64_t cap0 = space.capacity();
   if (cap0 != 0 && bytes > cap0) {
     return Status::NoSpace("a chunk of " + std::to_string(bytes) +
                            " bytes is larger than the store's capacity (" + std::to_string(cap0) +
@@ -190,12 +241,8 @@ Status Store::Impl::Reserve(PreparedChunk& chunk, uint64_t bytes) {
   }
   while (true) {
     if (TryReserve(chunk, bytes)) return Status::OK();
-    const uint64_t cap = capacity.load();
-    uint64_t in_use;
-    {
-      MutexLock lock(space_mu);
-      in_use = used_bytes + reserved_bytes;
-    }
+    const uint64_t cap = space.capacity();
+    const uint64_t in_use = space.InUse();
     const uint64_t deficit = in_use + bytes > cap ? in_use + bytes - cap : 0;
     KDN_ASSIGN_OR_RETURN(uint64_t evicted, Evict(std::max<uint64_t>(deficit, 1)));
     if (evicted == 0) {
@@ -207,13 +254,7 @@ Status Store::Impl::Reserve(PreparedChunk& chunk, uint64_t bytes) {
 }
 
 bool Store::Impl::TryReserve(PreparedChunk& chunk, uint64_t bytes) {
-  const uint64_t cap = capacity.load();
-  MutexLock lock(space_mu);
-  // Without a limit the filesystem is the limit: a write it refuses fails with ENOSPC.
-  if (cap != 0 && used_bytes + reserved_bytes + bytes > cap) return false;
-  reserved_bytes += bytes;
-  chunk.reserved += bytes;
-  return true;
+  return space.TryReserve(chunk, bytes);
 }
 
 Status Store::ReserveSpace(uint64_t bytes, bool evict) {
@@ -232,8 +273,7 @@ Status Store::ReserveSpace(uint64_t bytes, bool evict) {
 
 void Store::ReleaseSpace(uint64_t bytes) {
   if (bytes == 0) return;
-  MutexLock lock(impl_->space_mu);
-  impl_->reserved_bytes -= std::min(impl_->reserved_bytes, bytes);
+  impl_->space.Unreserve(bytes);
 }
 
 void Store::Impl::FreeUnpublished(PreparedChunk& chunk) {
@@ -245,8 +285,7 @@ void Store::Impl::FreeUnpublished(PreparedChunk& chunk) {
   chunk.fd.reset();
   chunk.written = false;
   if (chunk.reserved != 0) {
-    MutexLock lock(space_mu);
-    reserved_bytes -= chunk.reserved;
+    space.Unreserve(chunk.reserved);
     chunk.reserved = 0;
   }
 }

@@ -20,6 +20,7 @@
 #include <string>
 #include <vector>
 
+#include "base/thread_annotations.h"
 #include "store/chunk_id.h"
 #include "store/format/file_io.h"
 #include "store/kv_content.h"
@@ -48,6 +49,34 @@ struct PreparedChunk {
   bool written = false;    // the file holds its bytes (not yet synced)
   bool installed = false;  // synced and renamed to its chunk file name
   bool published = false;
+};
+
+// The chunk store's space accounting: the capacity, the bytes the committed chunks use (4
+// KiB-rounded sizes, plus the extended attributes, which count against the capacity too) and the
+// bytes held by chunks being written. The namespace asks it (HasRoomFor) but never changes it; a
+// transaction's effects change it only after COMMIT (Apply). Its lock is a leaf: never held while
+// taking another, so never while waiting for the writer.
+class Space {
+ public:
+  uint64_t capacity() const { return capacity_.load(); }  // 0: no limit but the filesystem's
+  void set_capacity(uint64_t bytes) { capacity_.store(bytes); }
+  void SetUsed(uint64_t bytes) KDN_EXCLUDES(mu_);  // at open, from the committed rows
+  uint64_t InUse() KDN_EXCLUDES(mu_);              // used and reserved
+  // Holds `bytes` for `chunk` (or for a caller when `chunk` is a holder) if the capacity has room.
+  bool TryReserve(PreparedChunk& chunk, uint64_t bytes) KDN_EXCLUDES(mu_);
+  // Gives back `bytes` held (never below zero).
+  void Unreserve(uint64_t bytes) KDN_EXCLUDES(mu_);
+  // Whether `bytes` more fit beside what is used and reserved now (nothing is reserved).
+  bool HasRoomFor(uint64_t bytes) KDN_EXCLUDES(mu_);
+  // A committed transaction's effects: its published chunks' reservations become used bytes,
+  // deleted chunks' bytes and removed attributes' bytes are freed.
+  void Apply(TxnEffects& fx) KDN_EXCLUDES(mu_);
+
+ private:
+  std::atomic<uint64_t> capacity_{0};
+  Mutex mu_;
+  uint64_t used_ KDN_GUARDED_BY(mu_) = 0;      // committed chunks and attributes
+  uint64_t reserved_ KDN_GUARDED_BY(mu_) = 0;  // held by chunks being written and by callers
 };
 
 // Who holds a reference: a put (Store::Put, until Release) or an inode whose content it is.

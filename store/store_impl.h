@@ -11,7 +11,8 @@
 //              inode is never deleted while an OpenInode of it is in progress.
 //              Chunk files are renamed into place and unlinked only under it too, so a file and
 //              its row always change together as seen by any other writer.
-//   space_mu   the capacity accounting (used and reserved bytes); never held while waiting for
+//   Space's lock (store::Space, the chunk store's capacity accounting: used and reserved
+//              bytes) is a leaf: taken only inside Space's methods, never while waiting for
 //              write_mu.
 //   reads      lease a reader connection and an engine; a chunk's layout holds its file open,
 //              so a read in progress keeps its bytes even if the chunk is deleted meanwhile.
@@ -59,10 +60,7 @@ struct Store::Impl {
   std::unique_ptr<store::DbPool> readers;
 
   store::ChunkFiles files;
-  std::atomic<uint64_t> capacity{0};
-  Mutex space_mu;
-  uint64_t used_bytes KDN_GUARDED_BY(space_mu) = 0;      // 4 KiB-rounded sizes of the committed chunks
-  uint64_t reserved_bytes KDN_GUARDED_BY(space_mu) = 0;  // held by chunks being written
+  store::Space space;  // capacity, used and reserved bytes (store/chunk_store.h)
   std::unique_ptr<store::EnginePool> engines;
   // Layouts hold their chunk file open: small enough to stay far from descriptor limits.
   store::LayoutCache layouts{256};

@@ -275,21 +275,7 @@ void Store::Impl::CommitBatch(const std::vector<WriteRequest*>& batch) {
 
 void Store::Impl::ApplyEffects(store::TxnEffects& fx) {
   for (const ChunkId& id : fx.deleted_chunks) layouts.Erase(id);
-  {
-    MutexLock lock(space_mu);
-    for (store::PreparedChunk* p : fx.published) {
-      p->published = true;
-      reserved_bytes -= p->reserved;
-      p->reserved = 0;
-      used_bytes += io::AlignUp(p->size, io::kDirectAlign);
-    }
-    used_bytes -= std::min(used_bytes, fx.freed_bytes);
-    if (fx.xattr_bytes_delta >= 0) {
-      used_bytes += static_cast<uint64_t>(fx.xattr_bytes_delta);
-    } else {
-      used_bytes -= std::min(used_bytes, static_cast<uint64_t>(-fx.xattr_bytes_delta));
-    }
-  }
+  space.Apply(fx);
   chunk_count += fx.chunk_delta;
   inode_count += fx.inode_delta;
   if (fx.evicted_chunks > 0) {
