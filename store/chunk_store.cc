@@ -365,8 +365,8 @@ Result<uint64_t> Store::Impl::Evict(uint64_t want_bytes) {
       }
       if (batch.empty()) break;
       for (const auto& [id, stored] : batch) {
-        // The files whose content it is go with it (the namespace's part: namespace/evict.cc).
-        KDN_ASSIGN_OR_RETURN(bool removed, RemoveFilesWithContent(db, id, now, fx));
+        // The files whose content it is go with it (the namespace's part, registered at open).
+        KDN_ASSIGN_OR_RETURN(bool removed, release_names(db, id, now, fx));
         if (!removed) {  // an open file keeps its content
           ++skipped;
           continue;

@@ -2,9 +2,9 @@
 // reference counts, put with deduplication, space accounting, capacity and eviction (least
 // recently used first), verified reads. It knows nothing of names: the namespace
 // (store/namespace/) refers to content only by chunk id and takes and drops references through
-// AddChunkRef / DropChunkRef / InstallChunk. One call goes the other way: eviction asks the
-// namespace to remove the files whose content a chosen chunk is (RemoveFilesWithContent,
-// namespace/evict.cc), in the same transaction. Every change runs through the transaction layer
+// AddChunkRef / DropChunkRef / InstallChunk. Eviction, which must also remove the files whose
+// content a chosen chunk is, does so through the ReleaseNames the namespace registered at open
+// (namespace/evict.cc), in the same transaction: the dependency stays one-way. Every change runs through the transaction layer
 // (store/txn.h); deleting a chunk's rows records its file in TxnEffects, unlinked once the
 // deletion is durable.
 //
@@ -16,6 +16,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
@@ -78,6 +79,12 @@ class Space {
   uint64_t used_ KDN_GUARDED_BY(mu_) = 0;      // committed chunks and attributes
   uint64_t reserved_ KDN_GUARDED_BY(mu_) = 0;  // held by chunks being written and by callers
 };
+
+// What eviction asks of the names that refer to content, in the eviction's transaction: remove
+// every file whose content `id` is, or, when one of them is open, nothing and false. The chunk
+// store knows no names: the namespace registers this at open (namespace/evict.cc).
+using ReleaseNames =
+    std::function<Result<bool>(Db& db, const ChunkId& id, int64_t now, TxnEffects& fx)>;
 
 // Who holds a reference: a put (Store::Put, until Release) or an inode whose content it is.
 enum class RefKind { kPut, kInode };

@@ -61,6 +61,7 @@ struct Store::Impl {
 
   store::ChunkFiles files;
   store::Space space;  // capacity, used and reserved bytes (store/chunk_store.h)
+  store::ReleaseNames release_names;  // eviction's call into the namespace (RegisterWithChunks)
   std::unique_ptr<store::EnginePool> engines;
   // Layouts hold their chunk file open: small enough to stay far from descriptor limits.
   store::LayoutCache layouts{256};
@@ -219,6 +220,9 @@ struct Store::Impl {
   // the files, unless one of them is open (then nothing, and false). Caller holds open_mu.
   Result<bool> RemoveFilesWithContent(store::Db& db, const ChunkId& id, int64_t now,
                                       store::TxnEffects& fx);
+  // Registers RemoveFilesWithContent as the chunk store's release_names (at open, before any
+  // eviction).
+  void RegisterWithChunks();
   // Makes the prepared `chunk` the content of `ino` in the transaction of `db`.
   Status SetContent(store::Db& db, Ino ino, store::PreparedChunk& chunk, const CommitOptions& opts,
                     store::TxnEffects& fx, bool* vanished, InodeAttr* out);

@@ -123,6 +123,7 @@ Status Store::Impl::OpenAll(const std::string& path, const StoreOptions& opts) {
     return Status::InvalidArgument("queue_depth must be 1..1024");
   }
   shape = store::IoShape{opts.queue_depth, opts.io_bytes};
+  RegisterWithChunks();
 
   struct stat st;
   if (::stat(path.c_str(), &st) != 0) {

@@ -9,7 +9,8 @@
 //                ParentsOf                       CommitFileContent
 //   prefix.cc    LookupPrefix*       usage.cc    InodesWithChunk, FileBytesOf*
 //   reclaim.cc   DropInode, DropLink (shared with eviction and recovery)
-//   evict.cc     RemoveFilesWithContent (eviction's part: the files an evicted chunk takes along)
+//   evict.cc     RemoveFilesWithContent (eviction's part: the files an evicted chunk takes along),
+//                registered with the chunk store at open (RegisterWithChunks)
 //   common.cc    the helpers below
 // Each operation is one transaction of the transaction layer (Store::Impl::Write, store/txn.h;
 // reads lease a pool connection). The namespace refers to content only by chunk id and takes and
