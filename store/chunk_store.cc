@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstring>
 #include <thread>
@@ -228,6 +229,29 @@ void Space::Apply(TxnEffects& fx) {
   } else {
     used_ -= std::min(used_, static_cast<uint64_t>(-fx.xattr_bytes_delta));
   }
+}
+
+void TouchLog::Touch(const ChunkId& id, int64_t now_ns) {
+  MutexLock lock(mu_);
+  touched_[id] = now_ns;
+}
+
+int64_t TouchLog::Latest(const ChunkId& id, int64_t atime_ns) {
+  MutexLock lock(mu_);
+  if (auto it = touched_.find(id); it != touched_.end()) return std::max(atime_ns, it->second);
+  return atime_ns;
+}
+
+size_t TouchLog::size() {
+  MutexLock lock(mu_);
+  return touched_.size();
+}
+
+std::unordered_map<ChunkId, int64_t, IdHasher> TouchLog::Take() {
+  std::unordered_map<ChunkId, int64_t, IdHasher> all;
+  MutexLock lock(mu_);
+  all.swap(touched_);
+  return all;
 }
 
 }  // namespace store
@@ -599,10 +623,7 @@ Result<ChunkInfo> Store::StatChunk(const ChunkId& id) {
     info.atime_ns = q.Int(4);
     info.created_ns = q.Int(5);
     if (q.Int(6) == 0) {
-      MutexLock lock(impl_->touch_mu);
-      if (auto it = impl_->touched.find(id); it != impl_->touched.end()) {
-        info.atime_ns = std::max(info.atime_ns, it->second);
-      }
+      info.atime_ns = impl_->touches.Latest(id, info.atime_ns);
       return info;
     }
   }
@@ -626,10 +647,7 @@ Result<ChunkInfo> Store::StatChunk(const ChunkId& id) {
     s.n_prefix_hashes = static_cast<uint32_t>(k.U64(9));
     info.kv = std::move(s);
   }
-  MutexLock lock(impl_->touch_mu);
-  if (auto it = impl_->touched.find(id); it != impl_->touched.end()) {
-    info.atime_ns = std::max(info.atime_ns, it->second);
-  }
+  info.atime_ns = impl_->touches.Latest(id, info.atime_ns);
   return info;
 }
 
@@ -661,8 +679,7 @@ Result<int> Store::OpenChunkForRead(const ChunkId& id) {
 }
 
 void Store::Touch(const ChunkId& id) {
-  MutexLock lock(impl_->touch_mu);
-  impl_->touched[id] = NowNs();
+  impl_->touches.Touch(id, NowNs());
 }
 
 Status Store::VerifyChunk(const ChunkId& id) {

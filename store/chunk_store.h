@@ -19,6 +19,7 @@
 #include <functional>
 #include <optional>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "base/thread_annotations.h"
@@ -78,6 +79,23 @@ class Space {
   Mutex mu_;
   uint64_t used_ KDN_GUARDED_BY(mu_) = 0;      // committed chunks and attributes
   uint64_t reserved_ KDN_GUARDED_BY(mu_) = 0;  // held by chunks being written and by callers
+};
+
+// The chunk store's recency (for least-recently-used eviction): reads note a chunk's access time
+// here, not in the database; the notes ride along with some transaction now and then
+// (Store::Impl::FlushTouched), so the map stays small. Its lock is a leaf.
+class TouchLog {
+ public:
+  void Touch(const ChunkId& id, int64_t now_ns) KDN_EXCLUDES(mu_);
+  // The later of `atime_ns` and the access noted for `id` since the last flush.
+  int64_t Latest(const ChunkId& id, int64_t atime_ns) KDN_EXCLUDES(mu_);
+  size_t size() KDN_EXCLUDES(mu_);
+  // Everything noted, leaving the log empty.
+  std::unordered_map<ChunkId, int64_t, IdHasher> Take() KDN_EXCLUDES(mu_);
+
+ private:
+  Mutex mu_;
+  std::unordered_map<ChunkId, int64_t, IdHasher> touched_ KDN_GUARDED_BY(mu_);
 };
 
 // What eviction asks of the names that refer to content, in the eviction's transaction: remove

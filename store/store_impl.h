@@ -11,9 +11,9 @@
 //              inode is never deleted while an OpenInode of it is in progress.
 //              Chunk files are renamed into place and unlinked only under it too, so a file and
 //              its row always change together as seen by any other writer.
-//   Space's lock (store::Space, the chunk store's capacity accounting: used and reserved
-//              bytes) is a leaf: taken only inside Space's methods, never while waiting for
-//              write_mu.
+//   leaves     the chunk store's store::Space (capacity accounting: used and reserved bytes)
+//              and store::TouchLog (access times not yet written) lock inside their own methods
+//              only, hold nothing else meanwhile and never wait for write_mu.
 //   reads      lease a reader connection and an engine; a chunk's layout holds its file open,
 //              so a read in progress keeps its bytes even if the chunk is deleted meanwhile.
 #ifndef KDN_STORE_STORE_IMPL_H_
@@ -68,8 +68,7 @@ struct Store::Impl {
 
   std::mutex open_mu;
   std::unordered_map<Ino, uint32_t> open_counts;
-  Mutex touch_mu;
-  std::unordered_map<ChunkId, int64_t, store::IdHasher> touched KDN_GUARDED_BY(touch_mu);
+  store::TouchLog touches;  // access times not yet written (store/chunk_store.h)
 
   store::Counters counters;
   store::LatencyHistogram read_latency;

@@ -326,11 +326,7 @@ bool Store::Impl::IsOpen(Ino ino) {
 }
 
 Status Store::Impl::FlushTouched(Db& db) {
-  std::unordered_map<ChunkId, int64_t, store::IdHasher> batch;
-  {
-    MutexLock lock(touch_mu);
-    batch.swap(touched);
-  }
+  const std::unordered_map<ChunkId, int64_t, store::IdHasher> batch = touches.Take();
   if (batch.empty()) return Status::OK();
   KDN_ASSIGN_OR_RETURN(Stmt q, db.Prepare("UPDATE chunks SET atime = max(atime, ?) WHERE id = ?"));
   for (const auto& [id, t] : batch) {

@@ -179,11 +179,7 @@ void Store::Impl::CommitBatch(const std::vector<WriteRequest*>& batch) {
   }
   Status begin = Exec(*writer, "BEGIN IMMEDIATE");
   Status undone;  // the first failure to undo a change
-  bool flush_touches;
-  {
-    MutexLock lock(touch_mu);
-    flush_touches = touched.size() >= 4096;
-  }
+  const bool flush_touches = touches.size() >= 4096;
   // LRU times ride along with some transaction now and then, so the map stays small. Failing to
   // write them loses nothing but recency.
   if (begin.ok() && flush_touches && Exec(*writer, "SAVEPOINT touches").ok()) {
