@@ -7,8 +7,9 @@
 //
 // Concurrency:
 //   write_mu   the one writer connection; every change is one transaction under it.
-//   open_mu    open counts; held (after write_mu) by transactions that may delete inodes, so an
-//              inode is never deleted while an OpenInode of it is in progress.
+//   opens.mu() the namespace's open counts (store::OpenCounts); held (after write_mu) by
+//              transactions that may delete inodes, so an inode is never deleted while an
+//              OpenInode of it is in progress.
 //              Chunk files are renamed into place and unlinked only under it too, so a file and
 //              its row always change together as seen by any other writer.
 //   leaves     the chunk store's store::Space (capacity accounting: used and reserved bytes)
@@ -43,6 +44,7 @@
 #include "store/format/file_io.h"
 #include "store/kv_content.h"
 #include "store/latency_histogram.h"
+#include "store/namespace/namespace.h"
 #include "store/sqlite_db.h"
 #include "store/txn.h"
 
@@ -66,8 +68,7 @@ struct Store::Impl {
   // Layouts hold their chunk file open: small enough to stay far from descriptor limits.
   store::LayoutCache layouts{256};
 
-  std::mutex open_mu;
-  std::unordered_map<Ino, uint32_t> open_counts;
+  store::OpenCounts opens;  // the namespace's open counts (store/namespace/namespace.h)
   store::TouchLog touches;  // access times not yet written (store/chunk_store.h)
 
   store::Counters counters;
@@ -163,7 +164,6 @@ struct Store::Impl {
   };
   std::vector<PendingRemoval> pending_removals;
   std::thread log_syncer;
-  bool IsOpen(Ino ino);  // caller holds open_mu
   Status FlushTouched(store::Db& db);
 
   // ---- the chunk store (chunk_store.h, chunk_store.cc)
@@ -216,7 +216,7 @@ struct Store::Impl {
   // was the last and it is not open.
   Status DropLink(store::Db& db, const InodeAttr& a, int64_t now, store::TxnEffects& fx);
   // For eviction (namespace/evict.cc): removes every name of the files whose content is `id`, and
-  // the files, unless one of them is open (then nothing, and false). Caller holds open_mu.
+  // the files, unless one of them is open (then nothing, and false). Caller holds opens.mu().
   Result<bool> RemoveFilesWithContent(store::Db& db, const ChunkId& id, int64_t now,
                                       store::TxnEffects& fx);
   // Registers RemoveFilesWithContent as the chunk store's release_names (at open, before any

@@ -320,10 +320,6 @@ Status Store::Impl::CleanStaging() {
   });
 }
 
-bool Store::Impl::IsOpen(Ino ino) {
-  auto it = open_counts.find(ino);
-  return it != open_counts.end() && it->second > 0;
-}
 
 Status Store::Impl::FlushTouched(Db& db) {
   const std::unordered_map<ChunkId, int64_t, store::IdHasher> batch = touches.Take();

@@ -157,7 +157,7 @@ void Store::Impl::CommitBatch(const std::vector<WriteRequest*>& batch) {
   bool lock_opens = false;
   for (WriteRequest* r : batch) lock_opens = lock_opens || r->lock_opens;
   std::unique_lock wlock(write_mu);
-  std::unique_lock olock(open_mu, std::defer_lock);
+  std::unique_lock olock(opens.mu(), std::defer_lock);
   if (lock_opens) olock.lock();
   // The new chunk files into place, durably, before the transaction that names them.
   std::vector<std::string> dirs;

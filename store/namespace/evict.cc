@@ -32,7 +32,7 @@ Result<bool> Store::Impl::RemoveFilesWithContent(Db& db, const ChunkId& id, int6
     }
   }
   bool busy = false;
-  for (Ino ino : inodes) busy = busy || IsOpen(ino);
+  for (Ino ino : inodes) busy = busy || opens.IsOpen(ino);
   if (busy) return false;  // an open file keeps its content
   for (Ino ino : inodes) {
     // Every name of the file goes, then the file, which releases the chunk.
