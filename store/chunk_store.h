@@ -8,7 +8,10 @@
 // (store/txn.h); deleting a chunk's rows records its file in TxnEffects, unlinked once the
 // deletion is durable.
 //
-// Implementation: chunk_store.cc (Store::Impl's "chunk store" section in store_impl.h, and the
+// Its own state so far: Space (capacity, used and reserved bytes) and TouchLog (access times not
+// yet written), both below; the rest (chunk files, layout cache, engines, counters) is still in
+// Store::Impl's "chunk store" section (store_impl.h).
+// Implementation: chunk_store.cc (those two objects, Store::Impl's chunk store methods, and the
 // chunk calls of kdn::Store: Put, Get, StatChunk, Release, Extents, OpenChunkForRead, Touch,
 // VerifyChunk, ReserveSpace, ReleaseSpace).
 #ifndef KDN_STORE_CHUNK_STORE_H_

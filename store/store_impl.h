@@ -3,7 +3,11 @@
 //   the chunk store        chunk_store.h, chunk_store.cc
 //   the namespace          namespace/ (one file per operation; namespace/namespace.h)
 //   open and recovery      store_open.cc;  fsck  store_fsck.cc
-// Dependencies point namespace -> chunk store -> transaction layer.
+// Dependencies point namespace -> chunk store -> transaction layer; eviction reaches the namespace
+// only through the store::ReleaseNames the namespace registers at open.
+// Each part's state is moving into objects of its own: so far the chunk store's store::Space and
+// store::TouchLog (chunk_store.h) and the namespace's store::OpenCounts (namespace/namespace.h);
+// the rest is still the members below, grouped by part.
 //
 // Concurrency:
 //   write_mu   the one writer connection; every change is one transaction under it.
