@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
 #include <chrono>
 #include <cstring>
@@ -237,8 +238,82 @@ Result<std::unique_ptr<PreparedChunk>> Store::Impl::PrepareFile(int fd, const st
 // ---- space
 // ----------------------------------------------------------------------------------------
 
+namespace store {
+
+void Space::SetUsed(uint64_t bytes) {
+  MutexLock lock(mu_);
+  used_ = bytes;
+}
+
+uint64_t Space::InUse() {
+  MutexLock lock(mu_);
+  return used_ + reserved_;
+}
+
+bool Space::TryReserve(PreparedChunk& chunk, uint64_t bytes) {
+  const uint64_t cap = capacity();
+  MutexLock lock(mu_);
+  // Without a limit the filesystem is the limit: a write it refuses fails with ENOSPC.
+  if (cap != 0 && used_ + reserved_ + bytes > cap) return false;
+  reserved_ += bytes;
+  chunk.reserved += bytes;
+  return true;
+}
+
+void Space::Unreserve(uint64_t bytes) {
+  MutexLock lock(mu_);
+  reserved_ -= std::min(reserved_, bytes);
+}
+
+bool Space::HasRoomFor(uint64_t bytes) {
+  const uint64_t cap = capacity();
+  MutexLock lock(mu_);
+  return cap == 0 || used_ + reserved_ + bytes <= cap;
+}
+
+void Space::Apply(TxnEffects& fx) {
+  MutexLock lock(mu_);
+  for (PreparedChunk* p : fx.published) {
+    p->published = true;
+    reserved_ -= std::min(reserved_, p->reserved);
+    p->reserved = 0;
+    used_ += io::AlignUp(p->size, io::kDirectAlign);
+  }
+  used_ -= std::min(used_, fx.freed_bytes);
+  if (fx.xattr_bytes_delta >= 0) {
+    used_ += static_cast<uint64_t>(fx.xattr_bytes_delta);
+  } else {
+    used_ -= std::min(used_, static_cast<uint64_t>(-fx.xattr_bytes_delta));
+  }
+}
+
+void TouchLog::Touch(const ChunkId& id, int64_t now_ns) {
+  MutexLock lock(mu_);
+  touched_[id] = now_ns;
+}
+
+int64_t TouchLog::Latest(const ChunkId& id, int64_t atime_ns) {
+  MutexLock lock(mu_);
+  if (auto it = touched_.find(id); it != touched_.end()) return std::max(atime_ns, it->second);
+  return atime_ns;
+}
+
+size_t TouchLog::size() {
+  MutexLock lock(mu_);
+  return touched_.size();
+}
+
+std::unordered_map<ChunkId, int64_t, IdHasher> TouchLog::Take() {
+  std::unordered_map<ChunkId, int64_t, IdHasher> all;
+  MutexLock lock(mu_);
+  all.swap(touched_);
+  return all;
+}
+
+}  // namespace store
+
 Status Store::Impl::Reserve(PreparedChunk& chunk, uint64_t bytes) {
-  const uint64_t cap0 = capacity.load();
+  const uint64_t cap0 = space.capacity();
   if (cap0 != 0 && bytes > cap0) {
     return Status::NoSpace("a chunk of " + std::to_string(bytes) +
                            " bytes is larger than the store's capacity (" + std::to_string(cap0) +
@@ -246,12 +321,8 @@ Status Store::Impl::Reserve(PreparedChunk& chunk, uint64_t bytes) {
   }
   while (true) {
     if (TryReserve(chunk, bytes)) return Status::OK();
-    const uint64_t cap = capacity.load();
-    uint64_t in_use;
-    {
-      MutexLock lock(space_mu);
-      in_use = used_bytes + reserved_bytes;
-    }
+    const uint64_t cap = space.capacity();
+    const uint64_t in_use = space.InUse();
     const uint64_t deficit = in_use + bytes > cap ? in_use + bytes - cap : 0;
     KDN_ASSIGN_OR_RETURN(uint64_t evicted, Evict(std::max<uint64_t>(deficit, 1)));
     if (evicted == 0) {
@@ -263,13 +334,7 @@ Status Store::Impl::Reserve(PreparedChunk& chunk, uint64_t bytes) {
 }
 
 bool Store::Impl::TryReserve(PreparedChunk& chunk, uint64_t bytes) {
-  const uint64_t cap = capacity.load();
-  MutexLock lock(space_mu);
-  // Without a limit the filesystem is the limit: a write it refuses fails with ENOSPC.
-  if (cap != 0 && used_bytes + reserved_bytes + bytes > cap) return false;
-  reserved_bytes += bytes;
-  chunk.reserved += bytes;
-  return true;
+  return space.TryReserve(chunk, bytes);
 }
 
 Status Store::ReserveSpace(uint64_t bytes, bool evict) {
@@ -288,8 +353,7 @@ Status Store::ReserveSpace(uint64_t bytes, bool evict) {
 
 void Store::ReleaseSpace(uint64_t bytes) {
   if (bytes == 0) return;
-  MutexLock lock(impl_->space_mu);
-  impl_->reserved_bytes -= std::min(impl_->reserved_bytes, bytes);
+  impl_->space.Unreserve(bytes);
 }
 
 void Store::Impl::FreeUnpublished(PreparedChunk& chunk) {
@@ -301,8 +365,7 @@ void Store::Impl::FreeUnpublished(PreparedChunk& chunk) {
   chunk.fd.reset();
   chunk.written = false;
   if (chunk.reserved != 0) {
-    MutexLock lock(space_mu);
-    reserved_bytes -= chunk.reserved;
+    space.Unreserve(chunk.reserved);
     chunk.reserved = 0;
   }
 }
@@ -382,8 +445,8 @@ Result<uint64_t> Store::Impl::Evict(uint64_t want_bytes) {
       }
       if (batch.empty()) break;
       for (const auto& [id, stored] : batch) {
-        // The files whose content it is go with it (the namespace's part: namespace/evict.cc).
-        KDN_ASSIGN_OR_RETURN(bool removed, RemoveFilesWithContent(db, id, now, fx));
+        // The files whose content it is go with it (the namespace's part, registered at open).
+        KDN_ASSIGN_OR_RETURN(bool removed, release_names(db, id, now, fx));
         if (!removed) {  // an open file keeps its content
           ++skipped;
           continue;
@@ -616,10 +679,7 @@ Result<ChunkInfo> Store::StatChunk(const ChunkId& id) {
     info.atime_ns = q.Int(4);
     info.created_ns = q.Int(5);
     if (q.Int(6) == 0) {
-      MutexLock lock(impl_->touch_mu);
-      if (auto it = impl_->touched.find(id); it != impl_->touched.end()) {
-        info.atime_ns = std::max(info.atime_ns, it->second);
-      }
+      info.atime_ns = impl_->touches.Latest(id, info.atime_ns);
       return info;
     }
   }
@@ -643,10 +703,7 @@ Result<ChunkInfo> Store::StatChunk(const ChunkId& id) {
     s.n_prefix_hashes = static_cast<uint32_t>(k.U64(9));
     info.kv = std::move(s);
   }
-  MutexLock lock(impl_->touch_mu);
-  if (auto it = impl_->touched.find(id); it != impl_->touched.end()) {
-    info.atime_ns = std::max(info.atime_ns, it->second);
-  }
+  info.atime_ns = impl_->touches.Latest(id, info.atime_ns);
   return info;
 }
 
@@ -678,8 +735,7 @@ Result<int> Store::OpenChunkForRead(const ChunkId& id) {
 }
 
 void Store::Touch(const ChunkId& id) {
-  MutexLock lock(impl_->touch_mu);
-  impl_->touched[id] = NowNs();
+  impl_->touches.Touch(id, NowNs());
 }
 
 Status Store::VerifyChunk(const ChunkId& id) {

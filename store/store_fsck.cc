@@ -257,7 +257,7 @@ Result<FsckReport> Store::Fsck(const FsckOptions& options) {
       KDN_ASSIGN_OR_RETURN(
           Stmt q, db.Prepare("SELECT ino, mode, nlink, size, chunk, length(target), parent "
                              "FROM inodes"));
-      std::lock_guard olock(impl_->open_mu);
+      std::lock_guard olock(impl_->opens.mu());
       while (true) {
         KDN_ASSIGN_OR_RETURN(bool row, q.Step());
         if (!row) break;
@@ -268,7 +268,7 @@ Result<FsckReport> Store::Fsck(const FsckOptions& options) {
         const std::string who = Inode(ino);
         auto nm = names.find(ino);
         const int64_t n_names = nm == names.end() ? 0 : static_cast<int64_t>(nm->second.size());
-        const bool open = impl_->IsOpen(ino);
+        const bool open = impl_->opens.IsOpen(ino);
         switch (mode & S_IFMT) {
           case S_IFDIR: {
             const int64_t want = nlink == 0 ? 0 : 2 + subdirs[ino];

@@ -3,16 +3,22 @@
 //   the chunk store        chunk_store.h, chunk_store.cc
 //   the namespace          namespace/ (one file per operation; namespace/namespace.h)
 //   open and recovery      store_open.cc;  fsck  store_fsck.cc
-// Dependencies point namespace -> chunk store -> transaction layer.
+// Dependencies point namespace -> chunk store -> transaction layer; eviction reaches the namespace
+// only through the store::ReleaseNames the namespace registers at open.
+// Each part's state is moving into objects of its own: so far the chunk store's store::Space and
+// store::TouchLog (chunk_store.h) and the namespace's store::OpenCounts (namespace/namespace.h);
+// the rest is still the members below, grouped by part.
 //
 // Concurrency:
 //   write_mu   the one writer connection; every change is one transaction under it.
-//   open_mu    open counts; held (after write_mu) by transactions that may delete inodes, so an
-//              inode is never deleted while an OpenInode of it is in progress.
+//   opens.mu() the namespace's open counts (store::OpenCounts); held (after write_mu) by
+//              transactions that may delete inodes, so an inode is never deleted while an
+//              OpenInode of it is in progress.
 //              Chunk files are renamed into place and unlinked only under it too, so a file and
 //              its row always change together as seen by any other writer.
-//   space_mu   the capacity accounting (used and reserved bytes); never held while waiting for
-//              write_mu.
+//   leaves     the chunk store's store::Space (capacity accounting: used and reserved bytes)
+//              and store::TouchLog (access times not yet written) lock inside their own methods
+//              only, hold nothing else meanwhile and never wait for write_mu.
 //   reads      lease a reader connection and an engine; a chunk's layout holds its file open,
 //              so a read in progress keeps its bytes even if the chunk is deleted meanwhile.
 #ifndef KDN_STORE_STORE_IMPL_H_
@@ -42,6 +48,7 @@
 #include "store/format/file_io.h"
 #include "store/kv_content.h"
 #include "store/latency_histogram.h"
+#include "store/namespace/namespace.h"
 #include "store/sqlite_db.h"
 #include "store/txn.h"
 
@@ -59,18 +66,14 @@ struct Store::Impl {
   std::unique_ptr<store::DbPool> readers;
 
   store::ChunkFiles files;
-  std::atomic<uint64_t> capacity{0};
-  Mutex space_mu;
-  uint64_t used_bytes KDN_GUARDED_BY(space_mu) = 0;      // 4 KiB-rounded sizes of the committed chunks
-  uint64_t reserved_bytes KDN_GUARDED_BY(space_mu) = 0;  // held by chunks being written
+  store::Space space;  // capacity, used and reserved bytes (store/chunk_store.h)
+  store::ReleaseNames release_names;  // eviction's call into the namespace (RegisterWithChunks)
   std::unique_ptr<store::EnginePool> engines;
   // Layouts hold their chunk file open: small enough to stay far from descriptor limits.
   store::LayoutCache layouts{256};
 
-  std::mutex open_mu;
-  std::unordered_map<Ino, uint32_t> open_counts;
-  Mutex touch_mu;
-  std::unordered_map<ChunkId, int64_t, store::IdHasher> touched KDN_GUARDED_BY(touch_mu);
+  store::OpenCounts opens;  // the namespace's open counts (store/namespace/namespace.h)
+  store::TouchLog touches;  // access times not yet written (store/chunk_store.h)
 
   store::Counters counters;
   store::LatencyHistogram read_latency;
@@ -165,7 +168,6 @@ struct Store::Impl {
   };
   std::vector<PendingRemoval> pending_removals;
   std::thread log_syncer;
-  bool IsOpen(Ino ino);  // caller holds open_mu
   Status FlushTouched(store::Db& db);
 
   // ---- the chunk store (chunk_store.h, chunk_store.cc)
@@ -222,9 +224,12 @@ struct Store::Impl {
   // was the last and it is not open.
   Status DropLink(store::Db& db, const InodeAttr& a, int64_t now, store::TxnEffects& fx);
   // For eviction (namespace/evict.cc): removes every name of the files whose content is `id`, and
-  // the files, unless one of them is open (then nothing, and false). Caller holds open_mu.
+  // the files, unless one of them is open (then nothing, and false). Caller holds opens.mu().
   Result<bool> RemoveFilesWithContent(store::Db& db, const ChunkId& id, int64_t now,
                                       store::TxnEffects& fx);
+  // Registers RemoveFilesWithContent as the chunk store's release_names (at open, before any
+  // eviction).
+  void RegisterWithChunks();
   // Makes the prepared `chunk` the content of `ino` in the transaction of `db`.
   Status SetContent(store::Db& db, Ino ino, store::PreparedChunk& chunk, const CommitOptions& opts,
                     store::TxnEffects& fx, bool* vanished, InodeAttr* out);

@@ -123,6 +123,7 @@ Status Store::Impl::OpenAll(const std::string& path, const StoreOptions& opts) {
     return Status::InvalidArgument("queue_depth must be 1..1024");
   }
   shape = store::IoShape{opts.queue_depth, opts.io_bytes};
+  RegisterWithChunks();
 
   struct stat st;
   if (::stat(path.c_str(), &st) != 0) {
@@ -178,7 +179,7 @@ Status Store::Impl::OpenAll(const std::string& path, const StoreOptions& opts) {
           store::SetMetaInt(*writer, "capacity", static_cast<int64_t>(opts.capacity_bytes)));
     }
     KDN_ASSIGN_OR_RETURN(int64_t cap, store::GetMetaInt(*writer, "capacity", 0));
-    capacity = static_cast<uint64_t>(cap);
+    space.set_capacity(static_cast<uint64_t>(cap));
     KDN_RETURN_IF_ERROR(txn.Commit());
     // This and InitSchema's transaction: made durable by the first log sync.
     commit_seq.fetch_add(1);
@@ -266,8 +267,7 @@ Status Store::Impl::RemoveStrayChunkFiles() {
     KDN_ASSIGN_OR_RETURN(bool row, q.Step());
     if (row) used += q.U64(0);
   }
-  MutexLock lock(space_mu);
-  used_bytes = used;
+  space.SetUsed(used);
   for (const std::string& p : open_problems)
     Log(options.info_log, LogLevel::kWarning, "store " + dir + ": " + p);
   return Status::OK();
@@ -320,17 +320,9 @@ Status Store::Impl::CleanStaging() {
   });
 }
 
-bool Store::Impl::IsOpen(Ino ino) {
-  auto it = open_counts.find(ino);
-  return it != open_counts.end() && it->second > 0;
-}
 
 Status Store::Impl::FlushTouched(Db& db) {
-  std::unordered_map<ChunkId, int64_t, store::IdHasher> batch;
-  {
-    MutexLock lock(touch_mu);
-    batch.swap(touched);
-  }
+  const std::unordered_map<ChunkId, int64_t, store::IdHasher> batch = touches.Take();
   if (batch.empty()) return Status::OK();
   KDN_ASSIGN_OR_RETURN(Stmt q, db.Prepare("UPDATE chunks SET atime = max(atime, ?) WHERE id = ?"));
   for (const auto& [id, t] : batch) {
@@ -369,14 +361,11 @@ std::string Store::NewStagingPath() {
 
 StoreUsage Store::Usage() const {
   StoreUsage u;
-  {
-    MutexLock lock(impl_->space_mu);
-    u.used_bytes = impl_->used_bytes + impl_->reserved_bytes;
-  }
+  u.used_bytes = impl_->space.InUse();
   uint64_t fs_free = 0;
   struct statvfs vfs;
   if (::statvfs(impl_->dir.c_str(), &vfs) == 0) fs_free = uint64_t{vfs.f_bavail} * vfs.f_frsize;
-  const uint64_t cap = impl_->capacity.load();
+  const uint64_t cap = impl_->space.capacity();
   if (cap != 0) {
     u.capacity_bytes = cap;
     u.free_bytes = std::min(cap > u.used_bytes ? cap - u.used_bytes : 0, fs_free);

@@ -157,7 +157,7 @@ void Store::Impl::CommitBatch(const std::vector<WriteRequest*>& batch) {
   bool lock_opens = false;
   for (WriteRequest* r : batch) lock_opens = lock_opens || r->lock_opens;
   std::unique_lock wlock(write_mu);
-  std::unique_lock olock(open_mu, std::defer_lock);
+  std::unique_lock olock(opens.mu(), std::defer_lock);
   if (lock_opens) olock.lock();
   // The new chunk files into place, durably, before the transaction that names them.
   std::vector<std::string> dirs;
@@ -179,11 +179,7 @@ void Store::Impl::CommitBatch(const std::vector<WriteRequest*>& batch) {
   }
   Status begin = Exec(*writer, "BEGIN IMMEDIATE");
   Status undone;  // the first failure to undo a change
-  bool flush_touches;
-  {
-    MutexLock lock(touch_mu);
-    flush_touches = touched.size() >= 4096;
-  }
+  const bool flush_touches = touches.size() >= 4096;
   // LRU times ride along with some transaction now and then, so the map stays small. Failing to
   // write them loses nothing but recency.
   if (begin.ok() && flush_touches && Exec(*writer, "SAVEPOINT touches").ok()) {
@@ -275,21 +271,7 @@ void Store::Impl::CommitBatch(const std::vector<WriteRequest*>& batch) {
 
 void Store::Impl::ApplyEffects(store::TxnEffects& fx) {
   for (const ChunkId& id : fx.deleted_chunks) layouts.Erase(id);
-  {
-    MutexLock lock(space_mu);
-    for (store::PreparedChunk* p : fx.published) {
-      p->published = true;
-      reserved_bytes -= p->reserved;
-      p->reserved = 0;
-      used_bytes += io::AlignUp(p->size, io::kDirectAlign);
-    }
-    used_bytes -= std::min(used_bytes, fx.freed_bytes);
-    if (fx.xattr_bytes_delta >= 0) {
-      used_bytes += static_cast<uint64_t>(fx.xattr_bytes_delta);
-    } else {
-      used_bytes -= std::min(used_bytes, static_cast<uint64_t>(-fx.xattr_bytes_delta));
-    }
-  }
+  space.Apply(fx);
   chunk_count += fx.chunk_delta;
   inode_count += fx.inode_delta;
   if (fx.evicted_chunks > 0) {

@@ -1,6 +1,7 @@
 // Eviction's namespace part: the files whose content an evicted chunk is lose every name, then
 // their inodes (which releases the chunk). The chunk store picks the chunks (chunk_store.cc,
-// Store::Impl::Evict) and calls this in the same transaction.
+// Store::Impl::Evict) and calls this in the same transaction, through the ReleaseNames registered
+// here at open (the chunk store knows no names).
 #include <string>
 #include <vector>
 
@@ -11,6 +12,12 @@ namespace kdn {
 using store::Db;
 using store::Stmt;
 using store::TxnEffects;
+
+void Store::Impl::RegisterWithChunks() {
+  release_names = [this](Db& db, const ChunkId& id, int64_t now, TxnEffects& fx) {
+    return RemoveFilesWithContent(db, id, now, fx);
+  };
+}
 
 Result<bool> Store::Impl::RemoveFilesWithContent(Db& db, const ChunkId& id, int64_t now,
                                                  TxnEffects& fx) {
@@ -25,7 +32,7 @@ Result<bool> Store::Impl::RemoveFilesWithContent(Db& db, const ChunkId& id, int6
     }
   }
   bool busy = false;
-  for (Ino ino : inodes) busy = busy || IsOpen(ino);
+  for (Ino ino : inodes) busy = busy || opens.IsOpen(ino);
   if (busy) return false;  // an open file keeps its content
   for (Ino ino : inodes) {
     // Every name of the file goes, then the file, which releases the chunk.

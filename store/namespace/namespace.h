@@ -9,7 +9,8 @@
 //                ParentsOf                       CommitFileContent
 //   prefix.cc    LookupPrefix*       usage.cc    InodesWithChunk, FileBytesOf*
 //   reclaim.cc   DropInode, DropLink (shared with eviction and recovery)
-//   evict.cc     RemoveFilesWithContent (eviction's part: the files an evicted chunk takes along)
+//   evict.cc     RemoveFilesWithContent (eviction's part: the files an evicted chunk takes along),
+//                registered with the chunk store at open (RegisterWithChunks)
 //   common.cc    the helpers below
 // Each operation is one transaction of the transaction layer (Store::Impl::Write, store/txn.h;
 // reads lease a pool connection). The namespace refers to content only by chunk id and takes and
@@ -23,14 +24,47 @@
 
 #include <cerrno>
 #include <cstdint>
+#include <mutex>
 #include <optional>
 #include <span>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 
 #include "kdn/status.h"
 #include "kdn/store.h"
 #include "store/sqlite_db.h"
+
+namespace kdn::store {
+
+// The namespace's open counts (Store::OpenInode / CloseInode). Its lock is held by opens and
+// closes and, through COMMIT, by the transactions that may delete inodes (Write's lock_opens,
+// taken after the writer's lock), so an inode is never deleted while an open of it is in
+// progress; under it too chunk files are renamed into place and unlinked.
+class OpenCounts {
+ public:
+  std::mutex& mu() { return mu_; }
+  // The callers of these hold mu().
+  bool IsOpen(Ino ino) const {
+    auto it = counts_.find(ino);
+    return it != counts_.end() && it->second > 0;
+  }
+  void Open(Ino ino) { ++counts_[ino]; }
+  // One close: the opens left, or nothing when `ino` was not open.
+  std::optional<uint32_t> Close(Ino ino) {
+    auto it = counts_.find(ino);
+    if (it == counts_.end()) return std::nullopt;
+    const uint32_t left = --it->second;
+    if (left == 0) counts_.erase(it);
+    return left;
+  }
+
+ private:
+  std::mutex mu_;
+  std::unordered_map<Ino, uint32_t> counts_;
+};
+
+}  // namespace kdn::store
 
 namespace kdn::store::ns {
 

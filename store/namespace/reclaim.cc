@@ -54,7 +54,7 @@ Status Store::Impl::DropInode(Db& db, const InodeAttr& a, TxnEffects& fx) {
 Status Store::Impl::DropLink(Db& db, const InodeAttr& a, int64_t now, TxnEffects& fx) {
   // The last name of a closed file: the row goes, so its link count need not be written first
   // (an unlink is then 3 statements fewer: it runs once per file of an `rm -r`).
-  if (a.nlink <= 1 && !IsOpen(a.ino)) return DropInode(db, a, fx);
+  if (a.nlink <= 1 && !opens.IsOpen(a.ino)) return DropInode(db, a, fx);
   return AddNlink(db, a.ino, -1, now);
 }
 

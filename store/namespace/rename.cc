@@ -96,7 +96,7 @@ Status Store::Rename(Ino parent, std::string_view name, Ino new_parent, std::str
       if (d_dir) {
         KDN_RETURN_IF_ERROR(AddNlink(db, new_parent, -1, now));
         KDN_RETURN_IF_ERROR(AddNlink(db, d.ino, -2, now));
-        if (!impl_->IsOpen(d.ino)) KDN_RETURN_IF_ERROR(impl_->DropInode(db, d.ino, fx));
+        if (!impl_->opens.IsOpen(d.ino)) KDN_RETURN_IF_ERROR(impl_->DropInode(db, d.ino, fx));
       } else {
         KDN_RETURN_IF_ERROR(impl_->DropLink(db, d, now, fx));
       }

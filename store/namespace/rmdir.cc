@@ -38,7 +38,7 @@ Status Store::Rmdir(Ino parent, std::string_view name, std::string_view outbox_n
     KDN_RETURN_IF_ERROR(AddNlink(db, parent, -1, now));
     KDN_RETURN_IF_ERROR(TouchDir(db, parent, now));
     KDN_RETURN_IF_ERROR(AddNlink(db, d->ino, -2, now));
-    if (!impl_->IsOpen(d->ino)) KDN_RETURN_IF_ERROR(impl_->DropInode(db, d->ino, fx));
+    if (!impl_->opens.IsOpen(d->ino)) KDN_RETURN_IF_ERROR(impl_->DropInode(db, d->ino, fx));
     return impl_->AppendOutbox(db, ChunkId{}, outbox_note);
   });
 }
