@@ -407,8 +407,16 @@ void Store::Impl::StartLogSyncer() {
   // (every 1000 pages, with an fsync of the WAL and one of meta.db), which put two disk flushes
   // on the reply of every few hundredth create; with this hook installed it no longer does.
   // Called by SQLite on the writer's thread after each COMMIT, with the frames now in the WAL.
+  // Asked once per kCheckpointFrames new frames: a passive checkpoint leaves the WAL as long as
+  // it was (SQLite starts it over at a later write, once no reader still uses it), and asking at
+  // every commit past the mark ran a checkpoint, with its two disk flushes, every few creates.
   auto on_commit = +[](void* arg, sqlite3*, const char*, int frames) -> int {
-    if (frames >= kCheckpointFrames) static_cast<Impl*>(arg)->WantCheckpoint();
+    Impl* impl = static_cast<Impl*>(arg);
+    if (frames < impl->frames_at_checkpoint_request) impl->frames_at_checkpoint_request = 0;
+    if (frames - impl->frames_at_checkpoint_request >= kCheckpointFrames) {
+      impl->frames_at_checkpoint_request = frames;
+      impl->WantCheckpoint();
+    }
     return SQLITE_OK;
   };
   sqlite3_wal_hook(writer->handle(), on_commit, this);
