@@ -101,6 +101,9 @@ Result<std::unique_ptr<Filesystem>> Filesystem::Open(const std::string& store_di
     self->OnEvicted(names);
   };
   KDN_ASSIGN_OR_RETURN(fs->store_, Store::Open(store_dir, store_options));
+  // After the store's Open, which read the slots a crashed daemon left.
+  KDN_ASSIGN_OR_RETURN(fs->first_content_slots_,
+                       FirstContentSlots::Create(fs->store_->FirstContentSlotsPath()));
   // The store's owner is whoever runs the daemon: root or that user sees store-wide stats.
   fs->control_ = std::make_unique<ControlFiles>(
       *fs->store_, [self] { return self->StatsText(); }, [self] { return self->MetricsText(); },
@@ -317,6 +320,7 @@ Result<Attr> Filesystem::GetAttr(Ino ino) {
 }
 
 Result<Attr> Filesystem::SetAttr(const Caller& caller, Ino ino, const SetAttrRequest& request) {
+  AttrChange change(changes_);
   if (ControlFiles::IsControl(ino)) return ControlRefused();
   SetAttrRequest rest = request;
   rest.size.reset();
@@ -409,8 +413,21 @@ Result<Entry> Filesystem::Create(const Caller& caller, Ino parent, std::string_v
                                  uint32_t mode, int open_flags) {
   KDN_RETURN_IF_ERROR(CheckWritableDir(parent, name));
   KDN_ASSIGN_OR_RETURN(NewNode node, NewNodeFor(caller, parent, S_IFREG | (mode & 07777)));
+  const uint64_t changes = changes_.load();
   auto made = store_->MakeNode(parent, name, node);
-  if (made.ok() || made.status().code() != Code::kAlreadyExists || (open_flags & O_EXCL)) {
+  if (made.ok()) {
+    const InodeAttr attr = *made;
+    auto entry = CountedEntry(std::move(made));
+    // With an origin, fetches and refreshes change inodes behind this daemon's back.
+    if (entry.ok() && !HasOrigin()) {
+      MutexLock lock(mu_);
+      if (auto it = inodes_.find(attr.ino); it != inodes_.end()) {
+        it->second.created = InodeState::Created{attr, parent, changes};
+      }
+    }
+    return entry;
+  }
+  if (made.status().code() != Code::kAlreadyExists || (open_flags & O_EXCL)) {
     return CountedEntry(std::move(made));
   }
   // Created by someone else since the kernel looked: O_CREAT without O_EXCL opens it.
@@ -427,6 +444,7 @@ Result<Entry> Filesystem::Create(const Caller& caller, Ino parent, std::string_v
 
 Result<Entry> Filesystem::Link(const Caller& caller, Ino ino, Ino new_parent,
                                std::string_view new_name) {
+  AttrChange change(changes_);
   (void)caller;
   if (ControlFiles::IsControl(ino)) return ControlRefused();
   KDN_RETURN_IF_ERROR(CheckWritableDir(new_parent, new_name));
@@ -446,6 +464,7 @@ Result<std::string> Filesystem::ReadLink(Ino ino) {
 }
 
 Status Filesystem::Unlink(const Caller& caller, Ino parent, std::string_view name) {
+  AttrChange change(changes_);
   (void)caller;
   KDN_RETURN_IF_ERROR(CheckWritableDir(parent, name));
   KDN_ASSIGN_OR_RETURN(InodeAttr target, store_->Lookup(parent, name));
@@ -470,6 +489,7 @@ Status Filesystem::Rmdir(const Caller& caller, Ino parent, std::string_view name
 
 Status Filesystem::Rename(const Caller& caller, Ino parent, std::string_view name, Ino new_parent,
                           std::string_view new_name, uint32_t flags) {
+  AttrChange change(changes_);
   (void)caller;
   KDN_RETURN_IF_ERROR(CheckWritableDir(parent, name));
   KDN_RETURN_IF_ERROR(CheckWritableDir(new_parent, new_name));
@@ -540,14 +560,17 @@ Result<Filesystem::StagedLock> Filesystem::Stage(Ino ino, uint64_t keep) {
   for (;;) {
     std::shared_ptr<StagedFile> file;
     std::unique_lock<std::shared_mutex> file_lock;
+    std::optional<InodeState::Created> created;
     {
       MutexLock lock(mu_);
       InodeState& st = inodes_[ino];
       file = st.staged;
       if (!file) {
+        if (st.created && st.created->changes == changes_.load()) created = std::move(st.created);
+        st.created.reset();
         // Published locked: a second writer of the inode waits until the copy below is done.
-        KDN_ASSIGN_OR_RETURN(auto created, StagedFile::Create(store_->NewStagingPath()));
-        file = std::move(created);
+        file = StagedFile::CreateInMemory(store_->NewStagingPath(), &staging_memory_,
+                                          first_content_slots_.get());
         file_lock = std::unique_lock(file->mutex());
         st.staged = file;
         if (!store_->OpenInode(ino).ok()) {
@@ -566,7 +589,7 @@ Result<Filesystem::StagedLock> Filesystem::Stage(Ino ino, uint64_t keep) {
     }
     // A new staged file: copy as much of the committed content as the caller keeps.
     Status copied;
-    auto attr = store_->GetAttr(ino);
+    auto attr = created ? Result<InodeAttr>(created->attr) : store_->GetAttr(ino);
     if (!attr.ok()) {
       copied = attr.status();
     } else if (!S_ISREG(attr->mode)) {
@@ -574,14 +597,14 @@ Result<Filesystem::StagedLock> Filesystem::Stage(Ino ino, uint64_t keep) {
     } else if (attr->chunk.IsZero() && attr->size == 0) {
       // A new file (cp, >): should its first content never commit, it must not stay behind
       // empty, neither after a crash nor after a refusal.
-      copied = file->MarkFirstContent(store_->NewStagingPath(ino));
+      copied = file->MarkFirstContent(ino, store_->NewStagingPath(ino));
       if (copied.ok()) file->set_mtime_ns(attr->mtime_ns);
     } else {
       copied = file->CopyFrom(*store_, attr->chunk, std::min(keep, attr->size));
       if (copied.ok()) file->set_mtime_ns(attr->mtime_ns);
     }
     if (copied.ok()) {
-      auto basis = QuotaBasisOf(*attr);
+      auto basis = QuotaBasisOf(*attr, created ? created->parent : 0);
       if (basis.ok()) {
         file->set_quota_basis(std::move(*basis));
       } else {
@@ -618,6 +641,7 @@ void Filesystem::ContentChanged(Ino ino) {
   content_epoch_.fetch_add(1);
   auto it = inodes_.find(ino);
   if (it == inodes_.end()) return;
+  it->second.created.reset();
   it->second.content_known = false;
   ++it->second.generation;
 }
@@ -727,11 +751,16 @@ Result<uint64_t> Filesystem::SetQuotaOf(Ino dir) {
   return set_quotas_.emplace(dir, quota).first->second;
 }
 
-Result<StagedFile::QuotaBasis> Filesystem::QuotaBasisOf(const InodeAttr& attr) {
+Result<StagedFile::QuotaBasis> Filesystem::QuotaBasisOf(const InodeAttr& attr, Ino parent) {
   StagedFile::QuotaBasis basis;
   basis.owner = attr.uid;
   basis.committed_bytes = SpaceOf(attr.size);
-  KDN_ASSIGN_OR_RETURN(std::vector<Ino> parents, store_->ParentsOf(attr.ino));
+  std::vector<Ino> parents;
+  if (parent != 0) {
+    parents.push_back(parent);
+  } else {
+    KDN_ASSIGN_OR_RETURN(parents, store_->ParentsOf(attr.ino));
+  }
   for (Ino dir : parents) {
     KDN_ASSIGN_OR_RETURN(uint64_t quota, SetQuotaOf(dir));
     if (quota != 0) basis.quota_dirs.push_back(dir);
@@ -925,7 +954,8 @@ Status Filesystem::Commit(Ino ino, StagedLock staged, const char* why) {
   auto committed = [&]() -> Result<InodeAttr> {
     // Content larger than the store can ever hold is refused before its bytes are read (hashed,
     // verified): a sparse file that claims 64 GiB costs nothing but this check.
-    const uint64_t capacity = store_->Usage().capacity_bytes;
+    // (Content held in memory is small: no statfs(2) for it.)
+    const uint64_t capacity = file->in_memory() ? 0 : store_->Usage().capacity_bytes;
     if (capacity != 0 && bytes > capacity) {
       return Status::NoSpace(std::to_string(bytes) + " bytes of content, the store holds " +
                              std::to_string(capacity));
@@ -935,7 +965,9 @@ Status Filesystem::Commit(Ino ino, StagedLock staged, const char* why) {
     options.reserved_bytes = file->reserved();
     // No request may take the daemon down: memory that cannot be had fails this commit only.
     try {
-      auto done = store_->CommitFileContent(ino, file->path(), options);
+      auto done = file->in_memory()
+                      ? store_->CommitFileContent(ino, file->content(), options)
+                      : store_->CommitFileContent(ino, file->path(), options);
       file->TakeReserved();
       return done;
     } catch (const std::bad_alloc&) {
