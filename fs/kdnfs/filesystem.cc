@@ -357,7 +357,26 @@ Result<Attr> Filesystem::SetAttr(const Caller& caller, Ino ino, const SetAttrReq
 }
 
 Result<NewNode> Filesystem::NewNodeFor(const Caller& caller, Ino parent, uint32_t mode) {
-  KDN_ASSIGN_OR_RETURN(InodeAttr dir, store_->GetAttr(parent));
+  // What a new node takes from its directory (its setgid bit and group) changes only by SetAttr:
+  // the last directory's is remembered until one runs, so that creates in one directory ask the
+  // store once. Not with an origin (refreshes change inodes behind this daemon's back).
+  InodeAttr dir;
+  bool known = false;
+  const uint64_t changes = changes_.load();
+  if (!HasOrigin()) {
+    MutexLock lock(last_dir_mu_);
+    if (last_dir_ && last_dir_->attr.ino == parent && last_dir_->changes == changes) {
+      dir = last_dir_->attr;
+      known = true;
+    }
+  }
+  if (!known) {
+    KDN_ASSIGN_OR_RETURN(dir, store_->GetAttr(parent));
+    if (!HasOrigin() && S_ISDIR(dir.mode)) {
+      MutexLock lock(last_dir_mu_);
+      last_dir_ = KnownDir{dir, changes};
+    }
+  }
   if (!S_ISDIR(dir.mode)) return Errno(ENOTDIR, "parent is not a directory");
   NewNode node;
   node.mode = mode;

@@ -355,6 +355,13 @@ class Filesystem {
   std::atomic<uint64_t> content_epoch_{0};
   // Counts the changes of attributes and names (AttrChange).
   std::atomic<uint64_t> changes_{0};
+  // The directory NewNodeFor last read, valid while changes_ is still `changes`.
+  struct KnownDir {
+    InodeAttr attr;
+    uint64_t changes = 0;
+  };
+  Mutex last_dir_mu_;
+  std::optional<KnownDir> last_dir_ KDN_GUARDED_BY(last_dir_mu_);
   // Guards inodes_. Never held while waiting for a StagedFile's mutex (Stage locks a new staged
   // file under it before anyone else can see that file), so a holder of a staged file's mutex may
   // take it (Commit does, to remove a refused new file).

@@ -573,6 +573,12 @@ TEST_F(FilesystemTest, NewNodesBelongToTheCallerAndSetgidDirectoriesPassTheirGro
   user.in_group = [](uint32_t g) { return g == 50; };
   Ino member = Create(shared, "member", user, 02755);
   EXPECT_TRUE(Committed(member).mode & S_ISGID);
+  // A change of the directory applies to the very next new node in it (kdnfs remembers the
+  // directory between creates).
+  ASSERT_TRUE(fs_->SetAttr(As(0, 0, 1), shared, ModeAndGroup(02777, 60)).ok());
+  EXPECT_EQ(Committed(Create(shared, "after", user)).gid, 60u);
+  ASSERT_TRUE(fs_->SetAttr(As(0, 0, 1), shared, ModeAndGroup(0777, 60)).ok());
+  EXPECT_EQ(Committed(Create(shared, "plain", user)).gid, 1001u);
 }
 
 TEST_F(FilesystemTest, TheControlDirectoryIsHiddenButReachable) {
