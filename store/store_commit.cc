@@ -190,10 +190,24 @@ void Store::Impl::CommitBatch(const std::vector<WriteRequest*>& batch) {
     if (!FlushTouched(*writer).ok()) (void)Exec(*writer, "ROLLBACK TO touches");
     (void)Exec(*writer, "RELEASE touches");
   }
+  // A change alone in its transaction needs no savepoint: should it fail, the whole transaction
+  // is rolled back (two statements less on each create, commit or unlink of a lone client).
+  const bool alone = batch.size() == 1 && !flush_touches;
+  bool rolled_back = false;
   for (WriteRequest* r : batch) {
     if (!r->status.ok()) continue;  // its chunk file could not be installed
     if (!begin.ok()) {
       r->status = begin;
+      continue;
+    }
+    if (alone) {
+      r->status = r->body(*writer, r->fx);
+      if (!r->status.ok()) {
+        r->fx = store::TxnEffects();
+        Status rollback = Exec(*writer, "ROLLBACK");
+        if (!rollback.ok()) SetBackgroundError(rollback.WithContext("rolling back a transaction"));
+        rolled_back = true;
+      }
       continue;
     }
     r->status = Exec(*writer, "SAVEPOINT change");
@@ -209,8 +223,11 @@ void Store::Impl::CommitBatch(const std::vector<WriteRequest*>& batch) {
       r->fx = store::TxnEffects();
     }
   }
-  Status commit = !begin.ok() ? begin : undone.ok() ? Exec(*writer, "COMMIT") : undone;
-  if (begin.ok() && commit.ok()) {
+  Status commit = rolled_back  ? Status::OK()
+                  : !begin.ok() ? begin
+                  : undone.ok() ? Exec(*writer, "COMMIT")
+                                : undone;
+  if (begin.ok() && commit.ok() && !rolled_back) {
     // Numbered after COMMIT has written the frames: a Sync that reads commit_seq covers them.
     const uint64_t seq = commit_seq.load() + 1;
     for (WriteRequest* r : batch) r->fx.commit_seq = seq;
