@@ -687,6 +687,9 @@ Status Filesystem::ReserveFor(StagedFile& file, uint64_t end) {
   if (need <= have) return Status::OK();
   const uint64_t ahead = std::max(need, have + std::min(have, kMostReservedAhead));
   if (ahead > need && Grow(file, ahead - have, false).ok()) return Status::OK();
+  if (Grow(file, need - have, false).ok()) return Status::OK();
+  // Evicting may remove files and wait for the disk: the FUSE loop hands receiving off first.
+  if (blocking_hook_ != nullptr) blocking_hook_();
   return Grow(file, need - have, true);
 }
 
@@ -951,6 +954,14 @@ Result<size_t> Filesystem::Read(Ino ino, uint64_t offset, std::span<std::byte> o
     counters_.read_bytes.fetch_add(*got, std::memory_order_relaxed);
     return *got;
   }
+}
+
+bool Filesystem::FirstWriteStaysInMemory(Ino ino, uint64_t end) {
+  if (HasOrigin() || end > StagedFile::kMostInMemory) return false;
+  MutexLock lock(mu_);
+  auto it = inodes_.find(ino);
+  return it != inodes_.end() && !it->second.staged && it->second.created &&
+         it->second.created->changes == changes_.load();
 }
 
 Result<size_t> Filesystem::Write(const Caller& caller, Ino ino, uint64_t offset,

@@ -202,6 +202,11 @@ class Filesystem {
   Status Flush(const Caller& caller, Ino ino);
   // Whether `ino` has staged content: a Flush of it may commit (wait for the disk).
   bool HasStaged(Ino ino) { return StagedOf(ino) != nullptr; }
+  // Whether a write of `ino` ending at `end` is the first write of a file this daemon just
+  // created (nothing changed it since), small enough to be staged in memory: it then asks the
+  // store nothing but the space and quotas it takes, and never waits for the disk (the FUSE
+  // loop answers it on its receiving thread). A hint: should it be wrong, the write still works.
+  bool FirstWriteStaysInMemory(Ino ino, uint64_t end);
   // Whether an origin tier is attached: lookups may then list, and attributes fetch, over the
   // network.
   bool HasOrigin() const { return reader_ != nullptr || uploader_ != nullptr; }

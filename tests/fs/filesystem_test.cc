@@ -354,6 +354,26 @@ TEST_F(FilesystemTest, ANewFilesFirstContentIsStagedWhereRecoveryFindsIt) {
   EXPECT_EQ(Text(ReadAll(g)), "old and new");
 }
 
+// The FUSE loop answers a file's first write itself when it stays in memory: only for a file just
+// created that nothing changed since, and only while the write ends within kMostInMemory.
+TEST_F(FilesystemTest, OnlyTheFirstSmallWriteOfANewFileStaysInMemoryAtOnce) {
+  Ino f = Create(kRootIno, "new");
+  EXPECT_TRUE(fs_->FirstWriteStaysInMemory(f, 100));
+  EXPECT_TRUE(fs_->FirstWriteStaysInMemory(f, StagedFile::kMostInMemory));
+  EXPECT_FALSE(fs_->FirstWriteStaysInMemory(f, StagedFile::kMostInMemory + 1));
+  Write(f, 0, AsBytes("first"));
+  EXPECT_FALSE(fs_->FirstWriteStaysInMemory(f, 100));  // staged now: the pool's
+  ASSERT_TRUE(fs_->Flush(As(0, 0, 100), f).ok());
+  EXPECT_FALSE(fs_->FirstWriteStaysInMemory(f, 100));  // has content
+  Ino g = Create(kRootIno, "chmodded");
+  ASSERT_TRUE(fs_->SetAttr(As(0, 0, 1), g, ModeAndGroup(0600)).ok());
+  EXPECT_FALSE(fs_->FirstWriteStaysInMemory(g, 100));
+  Write(g, 0, AsBytes("x"));
+  ASSERT_TRUE(fs_->Flush(As(0, 0, 100), g).ok());
+  EXPECT_EQ(Text(ReadAll(g)), "x");
+  EXPECT_EQ(Committed(g).mode & 07777, 0600u);
+}
+
 // Staged content in memory moves to a staging file once it outgrows StagedFile::kMostInMemory,
 // by a write or a truncate, and reads the same before and after the move and once committed.
 TEST_F(FilesystemTest, SmallStagedContentSpillsToAFileWhenItGrows) {
