@@ -127,6 +127,11 @@ Result<bool> Store::Impl::ChunkExists(const ChunkId& id) {
 // ---- preparing content
 // ----------------------------------------------------------------------------
 
+namespace {
+// Content up to this size is hashed before any byte of it is written (PrepareMemory).
+constexpr uint64_t kHashFirstBytes = uint64_t{64} << 10;
+}  // namespace
+
 Result<std::unique_ptr<PreparedChunk>> Store::Impl::PrepareMemory(std::span<const std::byte> bytes,
                                                                   store::ChunkSource& source) {
   auto chunk = std::make_unique<PreparedChunk>();
@@ -135,7 +140,10 @@ Result<std::unique_ptr<PreparedChunk>> Store::Impl::PrepareMemory(std::span<cons
   Result<std::optional<store::KvIndex>> kv = store::InspectKvContent(content);
   if (!kv.ok()) return KvRefused(kv.status());
   chunk->kv = std::move(*kv);
-  if (chunk->size == 0 || !TryReserve(*chunk, io::AlignUp(chunk->size, io::kDirectAlign))) {
+  // Small content is hashed first: hashing it costs less than a temporary file, which content
+  // already stored (the same small file written again) would throw away unused.
+  if (chunk->size <= kHashFirstBytes ||
+      !TryReserve(*chunk, io::AlignUp(chunk->size, io::kDirectAlign))) {
     store::ContentHasher hasher(store::kBlockBytes);
     hasher.Update(bytes);
     chunk->id = hasher.Finish(&chunk->sums);

@@ -161,6 +161,8 @@ struct Store::Impl {
   bool syncer_stop = false;
   bool checkpoint_wanted = false;
   void WantCheckpoint();  // the WAL is long: checkpoint it from the background thread
+  // The WAL's length (frames) when a checkpoint was last asked for; the writer's (its WAL hook).
+  int frames_at_checkpoint_request = 0;
   UniqueFd wal_fd;  // meta.db-wal, opened at the first log sync (SyncWalFile only)
   struct PendingRemoval {
     uint64_t seq;                 // the transaction that deleted them

@@ -35,6 +35,29 @@ namespace {
 
 // In a staging file's name: the file holds the first content of the inode whose number follows.
 constexpr const char* kFirstContentTag = ".first-";
+// In staging/: kdnfs's record of the new files whose first content it holds in memory.
+constexpr const char* kFirstContentSlotsName = "first-content.slots";
+
+// The inodes named in a first-content slots file (Store::FirstContentSlotsPath): its 8-byte
+// little-endian records, zero ones skipped. A trailing partial record (a write cut short) is
+// ignored.
+void ReadFirstContentSlots(const std::string& path, std::vector<Ino>* out) {
+  UniqueFd fd = OpenFd(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (!fd.valid()) return;
+  std::vector<unsigned char> bytes;
+  unsigned char buffer[4096];
+  for (;;) {
+    ssize_t n = ::read(fd.get(), buffer, sizeof buffer);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    bytes.insert(bytes.end(), buffer, buffer + n);
+  }
+  for (size_t at = 0; at + 8 <= bytes.size(); at += 8) {
+    Ino ino = 0;
+    for (int b = 7; b >= 0; --b) ino = (ino << 8) | bytes[at + static_cast<size_t>(b)];
+    if (ino != 0) out->push_back(ino);
+  }
+}
 
 bool IsStoreEntry(std::string_view name) {
   return name == "." || name == ".." || name == "LOCK" || name == "chunks" || name == "seg" ||
@@ -301,6 +324,7 @@ Status Store::Impl::CleanStaging() {
   std::error_code ec;
   for (const auto& entry : std::filesystem::directory_iterator(staging, ec)) {
     const std::string name = entry.path().filename().string();
+    if (name == kFirstContentSlotsName) ReadFirstContentSlots(entry.path().string(), &unborn);
     const size_t at = name.find(kFirstContentTag);
     if (at != std::string::npos) {
       const char* begin = name.data() + at + std::strlen(kFirstContentTag);
@@ -342,6 +366,10 @@ const std::string& Store::dir() const {
 
 std::string Store::staging_dir() const {
   return impl_->dir + "/staging";
+}
+
+std::string Store::FirstContentSlotsPath() const {
+  return impl_->dir + "/staging/" + kFirstContentSlotsName;
 }
 
 std::string Store::NewStagingPath(Ino first_content_of) {

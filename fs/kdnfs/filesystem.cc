@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/xattr.h>
 #include <unistd.h>
 
@@ -46,6 +47,13 @@ class ProcFsProcesses : public Processes {
  public:
   int32_t ThreadGroupOf(int32_t tid) override {
     if (tid <= 0) return 0;
+    // Most writers are single-threaded: a thread-group leader is its own group, and pidfd_open
+    // (no PIDFD_THREAD) accepts leaders only. Two system calls instead of the kernel formatting
+    // the whole of /proc/<tid>/status on every file's first write.
+    if (int fd = static_cast<int>(::syscall(SYS_pidfd_open, tid, 0)); fd >= 0) {
+      ::close(fd);
+      return tid;
+    }
     std::ifstream status("/proc/" + std::to_string(tid) + "/status");
     std::string line;
     while (std::getline(status, line)) {
@@ -104,6 +112,9 @@ Result<std::unique_ptr<Filesystem>> Filesystem::Open(const std::string& store_di
     self->OnEvicted(names);
   };
   KDN_ASSIGN_OR_RETURN(fs->store_, Store::Open(store_dir, store_options));
+  // After the store's Open, which read the slots a crashed daemon left.
+  KDN_ASSIGN_OR_RETURN(fs->first_content_slots_,
+                       FirstContentSlots::Create(fs->store_->FirstContentSlotsPath()));
   // The store's owner is whoever runs the daemon: root or that user sees store-wide stats.
   fs->control_ = std::make_unique<ControlFiles>(
       *fs->store_, [self] { return self->StatsText(); }, [self] { return self->MetricsText(); },
@@ -330,6 +341,7 @@ Result<Attr> Filesystem::GetAttr(Ino ino) {
 }
 
 Result<Attr> Filesystem::SetAttr(const Caller& caller, Ino ino, const SetAttrRequest& request) {
+  AttrChange change(changes_);
   if (ControlFiles::IsControl(ino)) return ControlRefused();
   SetAttrRequest rest = request;
   rest.size.reset();
@@ -366,7 +378,26 @@ Result<Attr> Filesystem::SetAttr(const Caller& caller, Ino ino, const SetAttrReq
 }
 
 Result<NewNode> Filesystem::NewNodeFor(const Caller& caller, Ino parent, uint32_t mode) {
-  KDN_ASSIGN_OR_RETURN(InodeAttr dir, store_->GetAttr(parent));
+  // What a new node takes from its directory (its setgid bit and group) changes only by SetAttr:
+  // the last directory's is remembered until one runs, so that creates in one directory ask the
+  // store once. Not with an origin (refreshes change inodes behind this daemon's back).
+  InodeAttr dir;
+  bool known = false;
+  const uint64_t changes = changes_.load();
+  if (!HasOrigin()) {
+    MutexLock lock(last_dir_mu_);
+    if (last_dir_ && last_dir_->attr.ino == parent && last_dir_->changes == changes) {
+      dir = last_dir_->attr;
+      known = true;
+    }
+  }
+  if (!known) {
+    KDN_ASSIGN_OR_RETURN(dir, store_->GetAttr(parent));
+    if (!HasOrigin() && S_ISDIR(dir.mode)) {
+      MutexLock lock(last_dir_mu_);
+      last_dir_ = KnownDir{dir, changes};
+    }
+  }
   if (!S_ISDIR(dir.mode)) return Errno(ENOTDIR, "parent is not a directory");
   NewNode node;
   node.mode = mode;
@@ -422,8 +453,21 @@ Result<Entry> Filesystem::Create(const Caller& caller, Ino parent, std::string_v
                                  uint32_t mode, int open_flags) {
   KDN_RETURN_IF_ERROR(CheckWritableDir(parent, name));
   KDN_ASSIGN_OR_RETURN(NewNode node, NewNodeFor(caller, parent, S_IFREG | (mode & 07777)));
+  const uint64_t changes = changes_.load();
   auto made = store_->MakeNode(parent, name, node);
-  if (made.ok() || made.status().code() != Code::kAlreadyExists || (open_flags & O_EXCL)) {
+  if (made.ok()) {
+    const InodeAttr attr = *made;
+    auto entry = CountedEntry(std::move(made));
+    // With an origin, fetches and refreshes change inodes behind this daemon's back.
+    if (entry.ok() && !HasOrigin()) {
+      MutexLock lock(mu_);
+      if (auto it = inodes_.find(attr.ino); it != inodes_.end()) {
+        it->second.created = InodeState::Created{attr, parent, changes};
+      }
+    }
+    return entry;
+  }
+  if (made.status().code() != Code::kAlreadyExists || (open_flags & O_EXCL)) {
     return CountedEntry(std::move(made));
   }
   // Created by someone else since the kernel looked: O_CREAT without O_EXCL opens it.
@@ -440,6 +484,7 @@ Result<Entry> Filesystem::Create(const Caller& caller, Ino parent, std::string_v
 
 Result<Entry> Filesystem::Link(const Caller& caller, Ino ino, Ino new_parent,
                                std::string_view new_name) {
+  AttrChange change(changes_);
   (void)caller;
   if (ControlFiles::IsControl(ino)) return ControlRefused();
   KDN_RETURN_IF_ERROR(CheckWritableDir(new_parent, new_name));
@@ -459,6 +504,7 @@ Result<std::string> Filesystem::ReadLink(Ino ino) {
 }
 
 Status Filesystem::Unlink(const Caller& caller, Ino parent, std::string_view name) {
+  AttrChange change(changes_);
   (void)caller;
   KDN_RETURN_IF_ERROR(CheckWritableDir(parent, name));
   KDN_ASSIGN_OR_RETURN(InodeAttr target, store_->Lookup(parent, name));
@@ -483,6 +529,7 @@ Status Filesystem::Rmdir(const Caller& caller, Ino parent, std::string_view name
 
 Status Filesystem::Rename(const Caller& caller, Ino parent, std::string_view name, Ino new_parent,
                           std::string_view new_name, uint32_t flags) {
+  AttrChange change(changes_);
   (void)caller;
   KDN_RETURN_IF_ERROR(CheckWritableDir(parent, name));
   KDN_RETURN_IF_ERROR(CheckWritableDir(new_parent, new_name));
@@ -553,14 +600,17 @@ Result<Filesystem::StagedLock> Filesystem::Stage(Ino ino, uint64_t keep) {
   for (;;) {
     std::shared_ptr<StagedFile> file;
     std::unique_lock<std::shared_mutex> file_lock;
+    std::optional<InodeState::Created> created;
     {
       MutexLock lock(mu_);
       InodeState& st = inodes_[ino];
       file = st.staged;
       if (!file) {
+        if (st.created && st.created->changes == changes_.load()) created = std::move(st.created);
+        st.created.reset();
         // Published locked: a second writer of the inode waits until the copy below is done.
-        KDN_ASSIGN_OR_RETURN(auto created, StagedFile::Create(store_->NewStagingPath()));
-        file = std::move(created);
+        file = StagedFile::CreateInMemory(store_->NewStagingPath(), &staging_memory_,
+                                          first_content_slots_.get());
         file_lock = std::unique_lock(file->mutex());
         st.staged = file;
         if (!store_->OpenInode(ino).ok()) {
@@ -579,7 +629,7 @@ Result<Filesystem::StagedLock> Filesystem::Stage(Ino ino, uint64_t keep) {
     }
     // A new staged file: copy as much of the committed content as the caller keeps.
     Status copied;
-    auto attr = store_->GetAttr(ino);
+    auto attr = created ? Result<InodeAttr>(created->attr) : store_->GetAttr(ino);
     if (!attr.ok()) {
       copied = attr.status();
     } else if (!S_ISREG(attr->mode)) {
@@ -587,14 +637,14 @@ Result<Filesystem::StagedLock> Filesystem::Stage(Ino ino, uint64_t keep) {
     } else if (attr->chunk.IsZero() && attr->size == 0) {
       // A new file (cp, >): should its first content never commit, it must not stay behind
       // empty, neither after a crash nor after a refusal.
-      copied = file->MarkFirstContent(store_->NewStagingPath(ino));
+      copied = file->MarkFirstContent(ino, store_->NewStagingPath(ino));
       if (copied.ok()) file->set_mtime_ns(attr->mtime_ns);
     } else {
       copied = file->CopyFrom(*store_, attr->chunk, std::min(keep, attr->size));
       if (copied.ok()) file->set_mtime_ns(attr->mtime_ns);
     }
     if (copied.ok()) {
-      auto basis = QuotaBasisOf(*attr);
+      auto basis = QuotaBasisOf(*attr, created ? created->parent : 0);
       if (basis.ok()) {
         file->set_quota_basis(std::move(*basis));
       } else {
@@ -631,6 +681,7 @@ void Filesystem::ContentChanged(Ino ino) {
   content_epoch_.fetch_add(1);
   auto it = inodes_.find(ino);
   if (it == inodes_.end()) return;
+  it->second.created.reset();
   it->second.content_known = false;
   ++it->second.generation;
 }
@@ -649,6 +700,9 @@ Status Filesystem::ReserveFor(StagedFile& file, uint64_t end) {
   if (need <= have) return Status::OK();
   const uint64_t ahead = std::max(need, have + std::min(have, kMostReservedAhead));
   if (ahead > need && Grow(file, ahead - have, false).ok()) return Status::OK();
+  if (Grow(file, need - have, false).ok()) return Status::OK();
+  // Evicting may remove files and wait for the disk: the FUSE loop hands receiving off first.
+  if (blocking_hook_ != nullptr) blocking_hook_();
   Status grown = Grow(file, need - have, true);
   // The space of a file deleted while the kernel held it returns at the kernel's FORGET, which
   // the kernel sends after the last close, and which may reach kdnfs after the user's next
@@ -759,11 +813,16 @@ Result<uint64_t> Filesystem::SetQuotaOf(Ino dir) {
   return set_quotas_.emplace(dir, quota).first->second;
 }
 
-Result<StagedFile::QuotaBasis> Filesystem::QuotaBasisOf(const InodeAttr& attr) {
+Result<StagedFile::QuotaBasis> Filesystem::QuotaBasisOf(const InodeAttr& attr, Ino parent) {
   StagedFile::QuotaBasis basis;
   basis.owner = attr.uid;
   basis.committed_bytes = SpaceOf(attr.size);
-  KDN_ASSIGN_OR_RETURN(std::vector<Ino> parents, store_->ParentsOf(attr.ino));
+  std::vector<Ino> parents;
+  if (parent != 0) {
+    parents.push_back(parent);
+  } else {
+    KDN_ASSIGN_OR_RETURN(parents, store_->ParentsOf(attr.ino));
+  }
   for (Ino dir : parents) {
     KDN_ASSIGN_OR_RETURN(uint64_t quota, SetQuotaOf(dir));
     if (quota != 0) basis.quota_dirs.push_back(dir);
@@ -929,6 +988,14 @@ Result<size_t> Filesystem::Read(Ino ino, uint64_t offset, std::span<std::byte> o
   }
 }
 
+bool Filesystem::FirstWriteStaysInMemory(Ino ino, uint64_t end) {
+  if (HasOrigin() || end > StagedFile::kMostInMemory) return false;
+  MutexLock lock(mu_);
+  auto it = inodes_.find(ino);
+  return it != inodes_.end() && !it->second.staged && it->second.created &&
+         it->second.created->changes == changes_.load();
+}
+
 Result<size_t> Filesystem::Write(const Caller& caller, Ino ino, uint64_t offset,
                                  std::span<const std::byte> data) {
   if (ControlFiles::IsControl(ino)) return ControlRefused();
@@ -957,7 +1024,8 @@ Status Filesystem::Commit(Ino ino, StagedLock staged, const char* why) {
   auto committed = [&]() -> Result<InodeAttr> {
     // Content larger than the store can ever hold is refused before its bytes are read (hashed,
     // verified): a sparse file that claims 64 GiB costs nothing but this check.
-    const uint64_t capacity = store_->Usage().capacity_bytes;
+    // (Content held in memory is small: no statfs(2) for it.)
+    const uint64_t capacity = file->in_memory() ? 0 : store_->Usage().capacity_bytes;
     if (capacity != 0 && bytes > capacity) {
       return Status::NoSpace(std::to_string(bytes) + " bytes of content, the store holds " +
                              std::to_string(capacity));
@@ -967,7 +1035,9 @@ Status Filesystem::Commit(Ino ino, StagedLock staged, const char* why) {
     options.reserved_bytes = file->reserved();
     // No request may take the daemon down: memory that cannot be had fails this commit only.
     try {
-      auto done = store_->CommitFileContent(ino, file->path(), options);
+      auto done = file->in_memory()
+                      ? store_->CommitFileContent(ino, file->content(), options)
+                      : store_->CommitFileContent(ino, file->path(), options);
       file->TakeReserved();
       return done;
     } catch (const std::bad_alloc&) {

@@ -101,6 +101,10 @@ struct FsCounters {
 
 class Filesystem {
  public:
+  // The most memory that staged small content holds in all (StagedFile::kMostInMemory each);
+  // beyond it, content is staged in files.
+  static constexpr uint64_t kStagingMemoryBytes = uint64_t{64} << 20;
+
   struct Options {
     // How long the kernel may cache names, attributes and absent names. Every change goes
     // through this daemon (eviction is announced with KernelCache), so these can be long.
@@ -199,6 +203,11 @@ class Filesystem {
   Status Flush(const Caller& caller, Ino ino);
   // Whether `ino` has staged content: a Flush of it may commit (wait for the disk).
   bool HasStaged(Ino ino) { return StagedOf(ino) != nullptr; }
+  // Whether a write of `ino` ending at `end` is the first write of a file this daemon just
+  // created (nothing changed it since), small enough to be staged in memory: it then asks the
+  // store nothing but the space and quotas it takes, and never waits for the disk (the FUSE
+  // loop answers it on its receiving thread). A hint: should it be wrong, the write still works.
+  bool FirstWriteStaysInMemory(Ino ino, uint64_t end);
   // Whether an origin tier is attached: lookups may then list, and attributes fetch, over the
   // network.
   bool HasOrigin() const { return reader_ != nullptr || uploader_ != nullptr; }
@@ -240,6 +249,15 @@ class Filesystem {
     ChunkId chunk;
     uint64_t size = 0;
     uint64_t generation = 0;
+    // A regular file this daemon just made (Create): its attributes as the store made them and
+    // the directory it was made in, so that its first write stages it without asking the store
+    // for either. Valid while changes_ is still `changes`; taken by the first Stage.
+    struct Created {
+      InodeAttr attr;
+      Ino parent = 0;
+      uint64_t changes = 0;
+    };
+    std::optional<Created> created;
   };
   // A staged file locked exclusively.
   struct StagedLock {
@@ -288,7 +306,20 @@ class Filesystem {
   Status CheckSetQuota(Ino dir, uint64_t quota, uint64_t bytes);
   // The user.kdn.quota of `dir` (0: none), cached.
   Result<uint64_t> SetQuotaOf(Ino dir);
-  Result<StagedFile::QuotaBasis> QuotaBasisOf(const InodeAttr& attr);
+  // `parent`: the only directory that names the file, when known (a file just created).
+  Result<StagedFile::QuotaBasis> QuotaBasisOf(const InodeAttr& attr, Ino parent = 0);
+  // Counts a change that may alter a file's attributes or names (SetAttr, Link, Rename, Unlink)
+  // when it goes out of scope, so that InodeState::Created taken before it is not used.
+  class AttrChange {
+   public:
+    explicit AttrChange(std::atomic<uint64_t>& changes) : changes_(changes) {}
+    ~AttrChange() { changes_.fetch_add(1); }
+    AttrChange(const AttrChange&) = delete;
+    AttrChange& operator=(const AttrChange&) = delete;
+
+   private:
+    std::atomic<uint64_t>& changes_;
+  };
   Status SetQuota(const Caller& caller, Ino ino, const std::string* value, XattrSetMode mode);
   // A link or rename that names `ino` in `dir` anew: EDQUOT when that passes dir's quota.
   Status CheckNewName(Ino ino, Ino dir);
@@ -309,6 +340,9 @@ class Filesystem {
   std::string MetadataNoteFor(Ino ino);
 
   const Options options_;
+  // Before everything that may hold a staged file (they give their memory and slots back here).
+  StagingMemory staging_memory_{kStagingMemoryBytes};
+  std::unique_ptr<FirstContentSlots> first_content_slots_;
   std::unique_ptr<Store> store_;
   std::unique_ptr<ControlFiles> control_;
   std::atomic<KernelCache*> kernel_cache_{nullptr};
@@ -328,6 +362,15 @@ class Filesystem {
   // Counts every change of committed content (a commit, a refusal, an eviction), bumped under mu_
   // together with the end of the inode's staged file: see Freshen.
   std::atomic<uint64_t> content_epoch_{0};
+  // Counts the changes of attributes and names (AttrChange).
+  std::atomic<uint64_t> changes_{0};
+  // The directory NewNodeFor last read, valid while changes_ is still `changes`.
+  struct KnownDir {
+    InodeAttr attr;
+    uint64_t changes = 0;
+  };
+  Mutex last_dir_mu_;
+  std::optional<KnownDir> last_dir_ KDN_GUARDED_BY(last_dir_mu_);
   // Guards inodes_. Never held while waiting for a StagedFile's mutex (Stage locks a new staged
   // file under it before anyone else can see that file), so a holder of a staged file's mutex may
   // take it (Commit does, to remove a refused new file).

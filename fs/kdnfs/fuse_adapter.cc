@@ -670,6 +670,15 @@ Status FuseAdapter::Run() {
     // worker cost two more wakeups. Not with an origin tier (a lookup may list the origin),
     // nor a GETATTR of a file being written (it waits for a commit in progress).
     // (A lookup in a control directory may read a chunk: `.kdn-prefix/<hash>`.)
+    // The first WRITE of a file just created, small enough to be staged in memory, costs no
+    // more than these (no staging file any more), and a small file's create has one.
+    if (h.opcode == FUSE_WRITE) {
+      fuse_write_in in;
+      if (h.len < sizeof(h) + sizeof(in)) return false;
+      std::memcpy(&in, args, sizeof(in));
+      return in.offset <= StagedFile::kMostInMemory &&
+             fs->FirstWriteStaysInMemory(h.nodeid, in.offset + in.size);
+    }
     if (h.opcode == FUSE_LOOKUP) return !fs->HasOrigin() && !ControlFiles::IsControl(h.nodeid);
     if (h.opcode == FUSE_GETXATTR) return !fs->HasOrigin();
     if (h.opcode == FUSE_GETATTR) return !fs->HasOrigin() && !fs->HasStaged(h.nodeid);

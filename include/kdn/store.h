@@ -9,8 +9,8 @@
 //                     holes. Written and read with O_DIRECT through the I/O engine (io_uring).
 //   staging/          files being written by kdnfs (handed to the store at commit) and chunk files
 //                     being written; stray ones are removed when the store is opened, and with them
-//                     the files whose first content they held (NewStagingPath(Ino)) if those
-//                     still have none.
+//                     the files whose first content they held (NewStagingPath(Ino), or named in
+//                     FirstContentSlotsPath()) if those still have none.
 //   LOCK              flock()ed for the lifetime of the Store: a second process gets kBusy.
 // Only the store's owner may read it: the directories are 0700 and the files 0600 (wider modes
 // found at open are fixed and reported in OpenWarnings).
@@ -388,6 +388,11 @@ class Store {
   // die before that content commits, the next Open removes `ino` with every name it has if it
   // still has no content: a crash leaves no empty file that was only the first step of a copy.
   std::string NewStagingPath(Ino first_content_of);
+  // Where kdnfs records the inodes whose first content it holds in memory rather than in a
+  // staging file (a file inside staging_dir(), removed at Open like the rest): an array of
+  // 8-byte little-endian inode numbers, 0 for a free slot. Open treats each inode named there as
+  // it treats one named by NewStagingPath(Ino): removed if it still has no content.
+  std::string FirstContentSlotsPath() const;
   StoreUsage Usage() const;
 
   // Capacity held for content that is still being written (kdnfs's staged files), so that a write
@@ -507,6 +512,9 @@ class Store {
   // validated (`.kv` content must pass VerifyKv: kInvalidArgument otherwise, and nothing changes), stored (deduplicated), and becomes the inode's content; the old content is
   // released. The staged file is removed on success and left in place on failure.
   Result<InodeAttr> CommitFileContent(Ino ino, const std::string& staged_path,
+                                      const CommitOptions& options = {});
+  // The same for content staged in memory (small files): no file to read or remove.
+  Result<InodeAttr> CommitFileContent(Ino ino, std::span<const std::byte> content,
                                       const CommitOptions& options = {});
 
   // `.kv` chunks whose prefix chain holds `hash` (counted as a prefix lookup, and a hit when

@@ -86,4 +86,25 @@ Result<InodeAttr> Store::CommitFileContent(Ino ino, const std::string& staged_pa
   return out;
 }
 
+Result<InodeAttr> Store::CommitFileContent(Ino ino, std::span<const std::byte> content,
+                                           const CommitOptions& options) {
+  struct HeldSpace {
+    Store* store;
+    uint64_t bytes;
+    ~HeldSpace() { store->ReleaseSpace(bytes); }
+  } held{this, options.reserved_bytes};
+  store::MemoryChunkSource source(content);
+  KDN_ASSIGN_OR_RETURN(std::unique_ptr<PreparedChunk> chunk,
+                       impl_->PrepareMemory(content, source));
+  chunk->reserved += std::exchange(held.bytes, 0);
+  InodeAttr out;
+  KDN_RETURN_IF_ERROR(impl_->StoreAndCommit(
+      *chunk, source, false, [&](Db& db, TxnEffects& fx, bool* vanished) -> Status {
+        return impl_->SetContent(db, ino, *chunk, options, fx, vanished, &out);
+      }));
+  ++impl_->counters.puts;
+  impl_->counters.put_bytes += chunk->size;
+  return out;
+}
+
 }  // namespace kdn

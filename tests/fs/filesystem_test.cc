@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -311,11 +312,17 @@ TEST_F(FilesystemTest, ARefusedNewFileIsRemovedAtClose) {
 }
 
 // The daemon dies while a new file's first content is staged: the next start removes the file.
-// (The store's own test covers the recovery; this one shows that kdnfs stages a new file's first
-// content where recovery finds it.)
+// (The store's own tests cover the recovery; this one shows that kdnfs stages a new file's first
+// content where recovery finds it: small content in memory, its inode in the first-content slots
+// file; large content in a staging file named after its inode. Content that replaces committed
+// content is in memory, and nowhere on disk, while small.)
 TEST_F(FilesystemTest, ANewFilesFirstContentIsStagedWhereRecoveryFindsIt) {
-  Ino f = Create(kRootIno, "copying.kv");
-  Write(f, 0, MakeKv(64, 1));
+  Ino small = Create(kRootIno, "small.txt");
+  Write(small, 0, AsBytes("first"));
+  Ino large = Create(kRootIno, "copying.kv");
+  const std::vector<std::byte> kv = MakeKv(4096, 1);
+  ASSERT_GT(kv.size(), StagedFile::kMostInMemory);
+  Write(large, 0, kv);
   Ino g = Put(kRootIno, "old.txt", AsBytes("old"));
   Write(g, 3, AsBytes(" and new"));
   std::vector<std::string> names;
@@ -324,13 +331,78 @@ TEST_F(FilesystemTest, ANewFilesFirstContentIsStagedWhereRecoveryFindsIt) {
   }
   std::sort(names.begin(), names.end());
   ASSERT_EQ(names.size(), 2u);
-  const std::string tag = ".first-" + std::to_string(f) + ".tmp";
-  EXPECT_EQ(std::count_if(names.begin(), names.end(),
-                          [&](const std::string& n) { return n.ends_with(tag); }),
-            1);
-  EXPECT_EQ(std::count_if(names.begin(), names.end(),
-                          [](const std::string& n) { return n.find(".first-") != n.npos; }),
-            1);
+  EXPECT_TRUE(names[0].ends_with(".first-" + std::to_string(large) + ".tmp")) << names[0];
+  EXPECT_EQ(fs_->store().staging_dir() + "/" + names[1], fs_->store().FirstContentSlotsPath());
+  // The slots: the new files (`large` took its slot before its content spilled to its file),
+  // not `g`, which had content.
+  auto slots_of = [&] {
+    std::ifstream in(fs_->store().FirstContentSlotsPath(), std::ios::binary);
+    std::vector<Ino> inos;
+    unsigned char record[8];
+    while (in.read(reinterpret_cast<char*>(record), sizeof record)) {
+      Ino ino = 0;
+      for (int b = 7; b >= 0; --b) ino = (ino << 8) | record[b];
+      if (ino != 0) inos.push_back(ino);
+    }
+    return inos;
+  };
+  EXPECT_EQ(slots_of(), (std::vector<Ino>{small, large}));
+  // Committed: the slot is free again (a later empty content of the file must not remove it).
+  ASSERT_TRUE(fs_->Flush(As(0, 0, 100), small).ok());
+  EXPECT_EQ(slots_of(), std::vector<Ino>{large});
+  EXPECT_EQ(Text(ReadAll(small)), "first");
+  EXPECT_EQ(Text(ReadAll(g)), "old and new");
+}
+
+// The FUSE loop answers a file's first write itself when it stays in memory: only for a file just
+// created that nothing changed since, and only while the write ends within kMostInMemory.
+TEST_F(FilesystemTest, OnlyTheFirstSmallWriteOfANewFileStaysInMemoryAtOnce) {
+  Ino f = Create(kRootIno, "new");
+  EXPECT_TRUE(fs_->FirstWriteStaysInMemory(f, 100));
+  EXPECT_TRUE(fs_->FirstWriteStaysInMemory(f, StagedFile::kMostInMemory));
+  EXPECT_FALSE(fs_->FirstWriteStaysInMemory(f, StagedFile::kMostInMemory + 1));
+  Write(f, 0, AsBytes("first"));
+  EXPECT_FALSE(fs_->FirstWriteStaysInMemory(f, 100));  // staged now: the pool's
+  ASSERT_TRUE(fs_->Flush(As(0, 0, 100), f).ok());
+  EXPECT_FALSE(fs_->FirstWriteStaysInMemory(f, 100));  // has content
+  Ino g = Create(kRootIno, "chmodded");
+  ASSERT_TRUE(fs_->SetAttr(As(0, 0, 1), g, ModeAndGroup(0600)).ok());
+  EXPECT_FALSE(fs_->FirstWriteStaysInMemory(g, 100));
+  Write(g, 0, AsBytes("x"));
+  ASSERT_TRUE(fs_->Flush(As(0, 0, 100), g).ok());
+  EXPECT_EQ(Text(ReadAll(g)), "x");
+  EXPECT_EQ(Committed(g).mode & 07777, 0600u);
+}
+
+// Staged content in memory moves to a staging file once it outgrows StagedFile::kMostInMemory,
+// by a write or a truncate, and reads the same before and after the move and once committed.
+TEST_F(FilesystemTest, SmallStagedContentSpillsToAFileWhenItGrows) {
+  Ino f = Put(kRootIno, "grows", AsBytes("0123456789"));
+  Write(f, 20, AsBytes("tail"));
+  auto staging_files = [&] {
+    size_t n = 0;
+    for (const auto& entry : std::filesystem::directory_iterator(fs_->store().staging_dir())) {
+      n += entry.path().string() != fs_->store().FirstContentSlotsPath();
+    }
+    return n;
+  };
+  EXPECT_EQ(staging_files(), 0u);
+  std::vector<std::byte> expected(24, std::byte{0});
+  std::memcpy(expected.data(), "0123456789", 10);
+  std::memcpy(expected.data() + 20, "tail", 4);
+  EXPECT_EQ(ReadAll(f), expected);
+  SetAttrRequest grow;
+  grow.size = StagedFile::kMostInMemory + 1;
+  ASSERT_TRUE(fs_->SetAttr(As(0, 0, 100), f, grow).ok());
+  EXPECT_EQ(staging_files(), 1u);
+  expected.resize(*grow.size, std::byte{0});
+  EXPECT_EQ(ReadAll(f), expected);
+  Write(f, 5, AsBytes("xy"));
+  expected[5] = std::byte{'x'};
+  expected[6] = std::byte{'y'};
+  ASSERT_TRUE(fs_->Flush(As(0, 0, 100), f).ok());
+  EXPECT_EQ(staging_files(), 0u);
+  EXPECT_EQ(ReadAll(f), expected);
 }
 
 // Appends by one writer, each committed at close, while observers ask for the size through
@@ -521,6 +593,12 @@ TEST_F(FilesystemTest, NewNodesBelongToTheCallerAndSetgidDirectoriesPassTheirGro
   user.in_group = [](uint32_t g) { return g == 50; };
   Ino member = Create(shared, "member", user, 02755);
   EXPECT_TRUE(Committed(member).mode & S_ISGID);
+  // A change of the directory applies to the very next new node in it (kdnfs remembers the
+  // directory between creates).
+  ASSERT_TRUE(fs_->SetAttr(As(0, 0, 1), shared, ModeAndGroup(02777, 60)).ok());
+  EXPECT_EQ(Committed(Create(shared, "after", user)).gid, 60u);
+  ASSERT_TRUE(fs_->SetAttr(As(0, 0, 1), shared, ModeAndGroup(0777, 60)).ok());
+  EXPECT_EQ(Committed(Create(shared, "plain", user)).gid, 1001u);
 }
 
 TEST_F(FilesystemTest, TheControlDirectoryIsHiddenButReachable) {

@@ -507,6 +507,75 @@ TEST(FirstContentRecoveryTest, ANewFileWhoseFirstContentNeverCommittedIsRemovedA
   test::ExpectClean(*store);
 }
 
+// kdnfs holds small first content in memory and names its inode in the slots file instead: the
+// next open treats those inodes as it treats the staging files' (a free slot is 0, a cut-short
+// record is ignored).
+TEST(FirstContentRecoveryTest, InodesNamedInTheSlotsFileAreRemovedIfStillEmpty) {
+  test::TempDir dir("kdn-first");
+  StoreOptions o = test::SmallStoreOptions();
+  Ino unborn = 0, committed = 0, empty = 0;
+  {
+    auto store = test::OpenStore(dir.str(), o);
+    ASSERT_TRUE(store);
+    NewNode file;
+    file.mode = S_IFREG | 0644;
+    auto a = store->MakeNode(kRootIno, "copying", file);
+    auto b = store->MakeNode(kRootIno, "done", file);
+    auto c = store->MakeNode(kRootIno, "empty", file);
+    ASSERT_TRUE(a.ok() && b.ok() && c.ok());
+    unborn = a->ino;
+    committed = b->ino;
+    empty = c->ino;
+    const std::vector<std::byte> content = test::RandomBytes(100, 5);
+    ASSERT_TRUE(store->CommitFileContent(committed, std::span<const std::byte>(content)).ok());
+    std::vector<std::byte> slots(8 * 3 + 5, std::byte{0});
+    auto put = [&](size_t slot, Ino ino) {
+      for (size_t k = 0; k < 8; ++k) slots[slot * 8 + k] = std::byte((ino >> (8 * k)) & 0xff);
+    };
+    put(0, committed);  // its content committed before the slot was freed
+    put(2, unborn);
+    test::WriteFile(store->FirstContentSlotsPath(), slots);
+  }
+  auto store = test::OpenStore(dir.str(), o);
+  ASSERT_TRUE(store);
+  EXPECT_TRUE(store->Lookup(kRootIno, "copying").status().IsNotFound());
+  EXPECT_TRUE(store->GetAttr(unborn).status().IsNotFound());
+  auto d = store->Lookup(kRootIno, "done");
+  ASSERT_TRUE(d.ok());
+  EXPECT_EQ(d->size, 100u);
+  auto e = store->Lookup(kRootIno, "empty");
+  ASSERT_TRUE(e.ok());
+  EXPECT_EQ(e->ino, empty);
+  EXPECT_FALSE(std::filesystem::exists(store->FirstContentSlotsPath()));
+  test::ExpectClean(*store);
+}
+
+// Content committed from memory is stored (deduplicated) like content from a staging file.
+TEST(FirstContentRecoveryTest, ContentCommittedFromMemoryReadsBackAndDeduplicates) {
+  test::TempDir dir("kdn-first");
+  auto store = test::OpenStore(dir.str(), test::SmallStoreOptions());
+  ASSERT_TRUE(store);
+  NewNode file;
+  file.mode = S_IFREG | 0644;
+  auto a = store->MakeNode(kRootIno, "a", file);
+  auto b = store->MakeNode(kRootIno, "b", file);
+  ASSERT_TRUE(a.ok() && b.ok());
+  const std::vector<std::byte> content = test::RandomBytes(5000, 6);
+  auto ca = store->CommitFileContent(a->ino, std::span<const std::byte>(content));
+  auto cb = store->CommitFileContent(b->ino, std::span<const std::byte>(content));
+  ASSERT_TRUE(ca.ok() && cb.ok());
+  EXPECT_EQ(ca->chunk, cb->chunk);
+  EXPECT_EQ(cb->size, 5000u);
+  std::vector<std::byte> back(5000);
+  auto got = store->Get(cb->chunk, 0, back);
+  ASSERT_TRUE(got.ok());
+  EXPECT_EQ(*got, 5000u);
+  EXPECT_EQ(back, content);
+  ASSERT_TRUE(store->Unlink(kRootIno, "a").ok());
+  ASSERT_TRUE(store->Unlink(kRootIno, "b").ok());
+  test::ExpectClean(*store);
+}
+
 TEST(FirstContentRecoveryTest, RemoveIfEmptyRemovesOnlyEmptyFiles) {
   test::TempDir dir("kdn-first");
   auto store = test::OpenStore(dir.str(), test::SmallStoreOptions());
