@@ -219,6 +219,11 @@ struct InodeAttr {
 };
 
 // A node to create. Type and permission bits in `mode` (kdnfs applies the umask first).
+// The most names a file may have (link(2) says EMLINK beyond, as on ext4): what follows a file's
+// names (an edge publishes each to the origin, a write checks the quota of each parent) stays
+// bounded whatever a user does.
+inline constexpr uint32_t kMaxLinks = 65000;
+
 struct NewNode {
   uint32_t mode = 0;
   uint32_t uid = 0;
@@ -453,7 +458,8 @@ class Store {
   Result<InodeAttr> MakeNode(Ino parent, std::string_view name, const NewNode& node,
                              std::string_view outbox_note = {});
   Result<std::string> ReadLink(Ino ino);
-  // A new name for a non-directory (kPermissionDenied/EPERM for directories).
+  // A new name for a non-directory (kPermissionDenied/EPERM for directories; EMLINK when it has
+  // kMaxLinks names already).
   Result<InodeAttr> Link(Ino ino, Ino new_parent, std::string_view new_name,
                          std::string_view outbox_note = {});
   // Removes a non-directory name; returns the inode as it is afterwards. The inode and its content

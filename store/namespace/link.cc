@@ -5,6 +5,7 @@
 
 #include <cerrno>
 #include <optional>
+#include <string>
 #include <utility>
 
 #include "store/clock.h"
@@ -28,6 +29,9 @@ Result<InodeAttr> Store::Link(Ino ino, Ino new_parent, std::string_view new_name
   KDN_RETURN_IF_ERROR(impl_->Write(false, [&](Db& db, TxnEffects&) -> Status {
     KDN_ASSIGN_OR_RETURN(InodeAttr a, LoadInode(db, ino));
     if (S_ISDIR(a.mode)) return Errno(EPERM, "hard link to a directory");
+    if (a.nlink >= kMaxLinks) {
+      return Errno(EMLINK, "a file has at most " + std::to_string(kMaxLinks) + " names");
+    }
     KDN_RETURN_IF_ERROR(LoadDir(db, new_parent).status());
     KDN_ASSIGN_OR_RETURN(std::optional<Dentry> existing, FindDentry(db, new_parent, new_name));
     if (existing) return Status::AlreadyExists(Quote(new_name) + " exists");

@@ -152,6 +152,22 @@ TEST_F(NamespaceTest, ReadDirPagesWithStableCookies) {
   EXPECT_EQ(store_->ReadDir(Make(d.ino, "file", S_IFREG).ino, 0, 10).status().sys_errno(), ENOTDIR);
 }
 
+// A file takes at most kMaxLinks names, as on ext4: whatever a user does, the work that follows
+// a file's names (publishing each to an origin, a quota check of each parent) stays bounded.
+TEST_F(NamespaceTest, AFileHasAtMostMaxLinksNames) {
+  InodeAttr f = Make(kRootIno, "f", S_IFREG | 0644);
+  InodeAttr d = Make(kRootIno, "d", S_IFDIR | 0755);
+  for (uint32_t i = 1; i < kMaxLinks; ++i) {
+    auto linked = store_->Link(f.ino, d.ino, "n" + std::to_string(i));
+    ASSERT_TRUE(linked.ok()) << i << ": " << linked.status().ToString();
+  }
+  EXPECT_EQ(store_->GetAttr(f.ino)->nlink, kMaxLinks);
+  EXPECT_EQ(store_->Link(f.ino, d.ino, "one-more").status().sys_errno(), EMLINK);
+  EXPECT_TRUE(store_->Lookup(d.ino, "one-more").status().IsNotFound());
+  ASSERT_TRUE(store_->Unlink(d.ino, "n1").ok());
+  EXPECT_TRUE(store_->Link(f.ino, d.ino, "one-more").ok());  // room again after an unlink
+}
+
 TEST_F(NamespaceTest, HardLinksUnlinkAndRmdir) {
   InodeAttr a = Make(kRootIno, "a", S_IFDIR | 0755);
   InodeAttr b = Make(kRootIno, "b", S_IFDIR | 0755);
