@@ -59,14 +59,22 @@ Status Store::Impl::SetContent(Db& db, Ino ino, PreparedChunk& chunk, const Comm
   return Status::OK();
 }
 
+namespace {
+
+// Capacity a commit arrives with (CommitOptions::reserved_bytes): given back unless the prepared
+// chunk took it over (std::exchange of `bytes`).
+struct HeldSpace {
+  Store* store;
+  uint64_t bytes;
+  ~HeldSpace() { store->ReleaseSpace(bytes); }
+};
+
+}  // namespace
+
 Result<InodeAttr> Store::CommitFileContent(Ino ino, const std::string& staged_path,
                                            const CommitOptions& options) {
   // The capacity the caller holds goes back unless the prepared chunk takes it over.
-  struct HeldSpace {
-    Store* store;
-    uint64_t bytes;
-    ~HeldSpace() { store->ReleaseSpace(bytes); }
-  } held{this, options.reserved_bytes};
+  HeldSpace held{this, options.reserved_bytes};
   UniqueFd fd = OpenFd(staged_path.c_str(), O_RDONLY | O_CLOEXEC);
   if (!fd.valid()) return Status::FromErrno("opening " + staged_path, errno);
   KDN_ASSIGN_OR_RETURN(std::unique_ptr<PreparedChunk> chunk,
@@ -88,11 +96,7 @@ Result<InodeAttr> Store::CommitFileContent(Ino ino, const std::string& staged_pa
 
 Result<InodeAttr> Store::CommitFileContent(Ino ino, std::span<const std::byte> content,
                                            const CommitOptions& options) {
-  struct HeldSpace {
-    Store* store;
-    uint64_t bytes;
-    ~HeldSpace() { store->ReleaseSpace(bytes); }
-  } held{this, options.reserved_bytes};
+  HeldSpace held{this, options.reserved_bytes};
   store::MemoryChunkSource source(content);
   KDN_ASSIGN_OR_RETURN(std::unique_ptr<PreparedChunk> chunk,
                        impl_->PrepareMemory(content, source));

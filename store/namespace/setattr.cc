@@ -82,19 +82,27 @@ Result<InodeAttr> Store::SetAttr(Ino ino, const SetAttrRequest& req,
   return a;
 }
 
+namespace {
+
+// After a change of `a`'s evictable or pinned flag: its chunk's count of inodes that keep it
+// follows, when whether `a` keeps it changed.
+Status UpdateChunkKeep(Db& db, const InodeAttr& a, bool keep_before) {
+  if (a.chunk.IsZero() || Keeps(a) == keep_before) return Status::OK();
+  KDN_ASSIGN_OR_RETURN(Stmt c, db.Prepare("UPDATE chunks SET inode_keep = max(inode_keep + ?, 0) "
+                                          "WHERE id = ?"));
+  c.BindInt(1, Keeps(a) ? 1 : -1).BindId(2, a.chunk);
+  return c.Run();
+}
+
+}  // namespace
+
 Status Store::SetEvictable(Ino ino, bool evictable) {
   return impl_->Write(false, [&](Db& db, TxnEffects&) -> Status {
     KDN_ASSIGN_OR_RETURN(InodeAttr a, LoadInode(db, ino));
     if (a.evictable == evictable) return Status::OK();
     const bool keep_before = Keeps(a);
     a.evictable = evictable;
-    if (!a.chunk.IsZero() && Keeps(a) != keep_before) {
-      KDN_ASSIGN_OR_RETURN(Stmt c,
-                           db.Prepare("UPDATE chunks SET inode_keep = max(inode_keep + ?, 0) "
-                                      "WHERE id = ?"));
-      c.BindInt(1, Keeps(a) ? 1 : -1).BindId(2, a.chunk);
-      KDN_RETURN_IF_ERROR(c.Run());
-    }
+    KDN_RETURN_IF_ERROR(UpdateChunkKeep(db, a, keep_before));
     KDN_ASSIGN_OR_RETURN(Stmt u, db.Prepare("UPDATE inodes SET evictable = ?, ctime = ? "
                                             "WHERE ino = ?"));
     u.BindInt(1, evictable ? 1 : 0).BindInt(2, NowNs()).BindInt(3, ino);
@@ -109,13 +117,7 @@ Status Store::SetPinned(Ino ino, bool pinned) {
     if (a.pinned == pinned) return Status::OK();
     const bool keep_before = Keeps(a);
     a.pinned = pinned;
-    if (!a.chunk.IsZero() && Keeps(a) != keep_before) {
-      KDN_ASSIGN_OR_RETURN(Stmt c,
-                           db.Prepare("UPDATE chunks SET inode_keep = max(inode_keep + ?, 0) "
-                                      "WHERE id = ?"));
-      c.BindInt(1, Keeps(a) ? 1 : -1).BindId(2, a.chunk);
-      KDN_RETURN_IF_ERROR(c.Run());
-    }
+    KDN_RETURN_IF_ERROR(UpdateChunkKeep(db, a, keep_before));
     KDN_ASSIGN_OR_RETURN(Stmt u,
                          db.Prepare("UPDATE inodes SET pinned = ?, ctime = ? WHERE ino = ?"));
     u.BindInt(1, pinned ? 1 : 0).BindInt(2, NowNs()).BindInt(3, ino);
