@@ -160,6 +160,66 @@ Result<std::unique_ptr<PreparedChunk>> Store::Impl::PrepareMemory(std::span<cons
   return chunk;
 }
 
+Result<std::unique_ptr<PreparedChunk>> Store::Impl::PrepareHashedFile(int fd,
+                                                                      const std::string& path,
+                                                                      const ChunkId& id,
+                                                                      uint64_t held) {
+  auto chunk = std::make_unique<PreparedChunk>();
+  chunk->reserved = held;
+  struct FreeOnError {
+    Impl* impl;
+    PreparedChunk* chunk;
+    ~FreeOnError() {
+      if (chunk != nullptr) impl->FreeUnpublished(*chunk);
+    }
+  } guard{this, chunk.get()};
+  struct stat st;
+  if (::fstat(fd, &st) != 0) return Status::FromErrno("stat of " + path, errno);
+  if (!S_ISREG(st.st_mode)) return Status::InvalidArgument(path + " is not a regular file");
+  chunk->id = id;
+  chunk->size = static_cast<uint64_t>(st.st_size);
+  // What the store does not take on trust: `.kv` content passes VerifyKv, and the read checksums
+  // are summed here from the file itself. Both read it from the page cache the caller filled.
+  store::FdByteSource source(fd, chunk->size, path);
+  Result<std::optional<store::KvIndex>> kv = store::InspectKvContent(source);
+  if (!kv.ok()) return KvRefused(kv.status().WithContext(path));
+  chunk->kv = std::move(*kv);
+  static thread_local io::AlignedBuffer window(32 * size_t{store::kBlockBytes});
+  if (window.empty()) return Status::NoSpace("cannot allocate a read buffer");
+  for (uint64_t off = 0; off < chunk->size; off += window.size()) {
+    const uint64_t n = std::min<uint64_t>(window.size(), chunk->size - off);
+    KDN_RETURN_IF_ERROR(source.ReadAt(off, {window.data(), n}));
+    for (uint64_t b = 0; b < n; b += store::kBlockBytes) {
+      chunk->sums.push_back(store::BlockSum(
+          {window.data() + b, static_cast<size_t>(std::min<uint64_t>(store::kBlockBytes, n - b))}));
+    }
+  }
+  KDN_ASSIGN_OR_RETURN(bool exists, ChunkExists(chunk->id));
+  if (exists || chunk->size == 0) {  // the commit only takes a reference
+    guard.chunk = nullptr;
+    return chunk;
+  }
+  // The file itself becomes the chunk file: the commit syncs it and renames it into place. Its
+  // descriptor is the store's kind (O_DIRECT) because it becomes the chunk's cached layout.
+  const uint64_t need = io::AlignUp(chunk->size, io::kDirectAlign);
+  if (chunk->reserved < need) KDN_RETURN_IF_ERROR(Reserve(*chunk, need - chunk->reserved));
+  chunk->fd = UniqueFd(::open(path.c_str(), O_RDONLY | O_DIRECT | O_CLOEXEC | O_NOFOLLOW));
+  if (!chunk->fd.valid()) return Status::FromErrno("opening " + path, errno);
+  struct stat again;
+  if (::fstat(chunk->fd.get(), &again) != 0 || again.st_ino != st.st_ino ||
+      again.st_dev != st.st_dev) {
+    return Status::InvalidArgument(path + " was replaced while it was being committed");
+  }
+  // Chunk files are their owner's alone, whatever mode the caller created it with.
+  if ((again.st_mode & 07777) != store::kFileMode && ::fchmod(chunk->fd.get(), store::kFileMode) != 0) {
+    return Status::FromErrno("chmod of " + path, errno);
+  }
+  chunk->temp_path = path;
+  chunk->written = true;
+  guard.chunk = nullptr;
+  return chunk;
+}
+
 Result<std::unique_ptr<PreparedChunk>> Store::Impl::PrepareFile(int fd, const std::string& path,
                                                                 uint64_t held) {
   auto chunk = std::make_unique<PreparedChunk>();

@@ -185,6 +185,11 @@ struct Store::Impl {
   // while it is hashed, in one read of the file (the id is that of the bytes written).
   Result<std::unique_ptr<store::PreparedChunk>> PrepareFile(int fd, const std::string& path,
                                                             uint64_t held);
+  // A staged file whose content id the caller computed from it (CommitHashedFile): checked
+  // (`.kv` content) and summed, then, unless the chunk is stored already, the file itself is the
+  // chunk's temporary file, renamed into place by the commit (no copy, no second SHA-256 pass).
+  Result<std::unique_ptr<store::PreparedChunk>> PrepareHashedFile(int fd, const std::string& path,
+                                                                  const ChunkId& id, uint64_t held);
   // Reserves capacity and writes the chunk's bytes to a new temporary file (not yet synced: the
   // commit does that).
   Status WriteData(store::PreparedChunk& chunk, store::ChunkSource& source);

@@ -843,10 +843,13 @@ void OriginReader::CommitFetched(const std::shared_ptr<InFlight>& f) {
   if (!remote.ok() || !*remote || (*remote)->object.chunk != f->object.chunk) {
     return Fail(f, "the file changed on the origin while it was fetched: not kept");
   }
-  // Committed as any local content is: `.kv` content must pass every check before it is kept.
+  // The staging file hashed to the object's id (AdvanceHash, from this very file, which only this
+  // fetch writes): the store takes it as the chunk file as it is, without copying it or hashing
+  // it again. `.kv` content must still pass every check of the store before it is kept.
   CommitOptions commit;
   commit.mtime_ns = f->object.mtime_ns;
-  Result<InodeAttr> committed = store_.CommitFileContent(f->ino, f->staged, commit);
+  Result<InodeAttr> committed =
+      store_.CommitHashedFile(f->ino, f->staged, f->object.chunk, commit);
   if (!committed.ok()) return Fail(f, "refused by the store: " + committed.status().ToString());
   // Its bytes are on the origin: the local copy is cache.
   (void)store_.SetEvictable(f->ino, true);

@@ -519,6 +519,14 @@ class Store {
   // released. The staged file is removed on success and left in place on failure.
   Result<InodeAttr> CommitFileContent(Ino ino, const std::string& staged_path,
                                       const CommitOptions& options = {});
+  // The same for a file in this store's staging directory (NewStagingPath) whose content id the
+  // caller computed from that very file, which nothing else writes (an edge's verified fetch).
+  // The store trusts the id, and nothing else: `.kv` content must still pass VerifyKv, and the
+  // read checksums are summed from the file. New content is not copied: the file is synced and
+  // renamed into place as the chunk file. On success the staged file is gone (renamed or
+  // removed); on failure it may be either there or gone, and the caller removes what is left.
+  Result<InodeAttr> CommitHashedFile(Ino ino, const std::string& staged_path, const ChunkId& id,
+                                     const CommitOptions& options = {});
   // The same for content staged in memory (small files): no file to read or remove.
   Result<InodeAttr> CommitFileContent(Ino ino, std::span<const std::byte> content,
                                       const CommitOptions& options = {});

@@ -94,6 +94,38 @@ Result<InodeAttr> Store::CommitFileContent(Ino ino, const std::string& staged_pa
   return out;
 }
 
+Result<InodeAttr> Store::CommitHashedFile(Ino ino, const std::string& staged_path,
+                                          const ChunkId& id, const CommitOptions& options) {
+  HeldSpace held{this, options.reserved_bytes};
+  // Only a file of this store's staging directory can become a chunk file by a rename (same
+  // filesystem, mode 0600, written by this process alone).
+  const std::string staging = staging_dir() + "/";
+  if (staged_path.compare(0, staging.size(), staging) != 0 ||
+      staged_path.find('/', staging.size()) != std::string::npos ||
+      staged_path.size() == staging.size()) {
+    return Status::InvalidArgument(staged_path + " is not a file of the store's staging directory");
+  }
+  UniqueFd fd = OpenFd(staged_path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+  if (!fd.valid()) return Status::FromErrno("opening " + staged_path, errno);
+  KDN_ASSIGN_OR_RETURN(
+      std::unique_ptr<PreparedChunk> chunk,
+      impl_->PrepareHashedFile(fd.get(), staged_path, id, std::exchange(held.bytes, 0)));
+  const bool adopted = chunk->written && chunk->size > 0;
+  // Should the chunk vanish before the commit, its bytes are copied from the file after all, and
+  // the copy is hashed again (CheckUnchanged): the id is trusted only for the file as it was.
+  store::FileChunkSource source(fd.get(), chunk->size, staged_path);
+  InodeAttr out;
+  KDN_RETURN_IF_ERROR(impl_->StoreAndCommit(
+      *chunk, source, false, [&](Db& db, TxnEffects& fx, bool* vanished) -> Status {
+        if (source.read_any()) KDN_RETURN_IF_ERROR(source.CheckUnchanged(chunk->id));
+        return impl_->SetContent(db, ino, *chunk, options, fx, vanished, &out);
+      }));
+  if (!adopted || !chunk->installed) ::unlink(staged_path.c_str());  // not renamed into place
+  ++impl_->counters.puts;
+  impl_->counters.put_bytes += chunk->size;
+  return out;
+}
+
 Result<InodeAttr> Store::CommitFileContent(Ino ino, std::span<const std::byte> content,
                                            const CommitOptions& options) {
   HeldSpace held{this, options.reserved_bytes};

@@ -115,5 +115,101 @@ TEST(ContentId, EqualXxh3ContentsAreDifferentChunks) {
   test::ExpectClean(*store);
 }
 
+// An edge's verified fetch: a staged file whose id the caller computed becomes the chunk file by
+// a rename (the same inode), private, read back intact, and still there after a reopen.
+TEST(ContentId, AHashedStagingFileBecomesTheChunkFileItself) {
+  test::TempDir dir("kdn-store");
+  auto bytes = RandomBytes(300000, 11);
+  auto id = ChunkId::FromHex(test::Sha256Hex(bytes));
+  ASSERT_TRUE(id.ok());
+  {
+    auto store = test::OpenStore(dir.str(), test::SmallStoreOptions());
+    ASSERT_NE(store, nullptr);
+    auto ino = store->MakeNode(kRootIno, "f", NewNode{S_IFREG | 0600, 0, 0, 0, "", kTimeNow});
+    ASSERT_TRUE(ino.ok()) << ino.status().ToString();
+    std::string staged = store->NewStagingPath();
+    test::WriteFile(staged, bytes);  // mode 0644: the store makes its chunk files private
+    struct stat before;
+    ASSERT_EQ(::stat(staged.c_str(), &before), 0);
+    auto committed = store->CommitHashedFile(ino->ino, staged, *id);
+    ASSERT_TRUE(committed.ok()) << committed.status().ToString();
+    EXPECT_EQ(committed->chunk, *id);
+    EXPECT_EQ(committed->size, bytes.size());
+    EXPECT_NE(::access(staged.c_str(), F_OK), 0) << "the staged file is the chunk file now";
+    const std::string hex = id->ToHex();
+    struct stat chunk_file;
+    ASSERT_EQ(::stat((dir.str() + "/chunks/" + hex.substr(0, 2) + "/" + hex).c_str(), &chunk_file),
+              0);
+    EXPECT_EQ(chunk_file.st_ino, before.st_ino) << "renamed, not copied";
+    EXPECT_EQ(chunk_file.st_mode & 0777, 0600u);
+    EXPECT_EQ(test::ReadWhole(*store, *id, bytes.size()), bytes);
+    EXPECT_TRUE(store->VerifyChunk(*id).ok());
+    test::ExpectClean(*store);
+  }
+  auto store = test::OpenStore(dir.str(), test::SmallStoreOptions());
+  ASSERT_NE(store, nullptr);
+  auto f = store->Lookup(kRootIno, "f");
+  ASSERT_TRUE(f.ok()) << f.status().ToString();
+  EXPECT_EQ(f->chunk, *id);
+  EXPECT_EQ(test::ReadWhole(*store, *id, bytes.size()), bytes);
+  test::ExpectClean(*store);
+}
+
+TEST(ContentId, AHashedFileOfStoredContentOnlyTakesAReference) {
+  test::TempDir dir("kdn-store");
+  auto store = test::OpenStore(dir.str(), test::SmallStoreOptions());
+  ASSERT_NE(store, nullptr);
+  auto bytes = RandomBytes(200000, 12);
+  auto put = store->Put(bytes);
+  ASSERT_TRUE(put.ok()) << put.status().ToString();
+  auto ino = store->MakeNode(kRootIno, "f", NewNode{S_IFREG | 0600, 0, 0, 0, "", kTimeNow});
+  ASSERT_TRUE(ino.ok());
+  std::string staged = store->NewStagingPath();
+  test::WriteFile(staged, bytes);
+  auto committed = store->CommitHashedFile(ino->ino, staged, *put);
+  ASSERT_TRUE(committed.ok()) << committed.status().ToString();
+  EXPECT_EQ(committed->chunk, *put);
+  EXPECT_NE(::access(staged.c_str(), F_OK), 0) << "nothing left in staging/";
+  EXPECT_EQ(store->Stats().chunks, 1u);
+  EXPECT_EQ(test::ReadWhole(*store, *put, bytes.size()), bytes);
+  test::ExpectClean(*store);
+}
+
+// The id is all the store takes on trust: `.kv` content is still verified, and only a file of its
+// own staging directory is taken by a rename.
+TEST(ContentId, AHashedFileIsStillCheckedAndMustBeStaged) {
+  test::TempDir dir("kdn-store");
+  auto store = test::OpenStore(dir.str(), test::SmallStoreOptions());
+  ASSERT_NE(store, nullptr);
+  auto ino = store->MakeNode(kRootIno, "f", NewNode{S_IFREG | 0600, 0, 0, 0, "", kTimeNow});
+  ASSERT_TRUE(ino.ok());
+  auto bad_kv = RandomBytes(100000, 13);
+  std::memcpy(bad_kv.data(), kKvMagic.data(), kKvMagic.size());
+  auto bad_id = ChunkId::FromHex(test::Sha256Hex(bad_kv));
+  ASSERT_TRUE(bad_id.ok());
+  std::string staged = store->NewStagingPath();
+  test::WriteFile(staged, bad_kv);
+  auto refused = store->CommitHashedFile(ino->ino, staged, *bad_id);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.status().code(), Code::kInvalidArgument) << refused.status().ToString();
+  EXPECT_TRUE(store->GetAttr(ino->ino)->chunk.IsZero()) << "nothing committed";
+  ::unlink(staged.c_str());
+
+  auto bytes = RandomBytes(5000, 14);
+  auto id = ChunkId::FromHex(test::Sha256Hex(bytes));
+  ASSERT_TRUE(id.ok());
+  const std::string outside = dir.str() + "/outside.tmp";
+  test::WriteFile(outside, bytes);
+  for (const std::string& path :
+       {outside, store->staging_dir() + "/", store->staging_dir() + "/../outside.tmp"}) {
+    auto r = store->CommitHashedFile(ino->ino, path, *id);
+    ASSERT_FALSE(r.ok()) << path;
+    EXPECT_EQ(r.status().code(), Code::kInvalidArgument) << path << ": " << r.status().ToString();
+  }
+  EXPECT_EQ(::access(outside.c_str(), F_OK), 0) << "left alone";
+  EXPECT_TRUE(store->GetAttr(ino->ino)->chunk.IsZero());
+  test::ExpectClean(*store);
+}
+
 }  // namespace
 }  // namespace kdn
