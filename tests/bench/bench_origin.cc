@@ -24,6 +24,9 @@ int main(int argc, char** argv) {
   kdn::origin::OriginOptions o;
   o.url = argv[2];
   if (const char* ep = std::getenv("KDN_ORIGIN_ENDPOINT")) o.endpoint = ep;
+  // For trying other shapes of one call against the defaults the edge uses.
+  if (const char* mib = std::getenv("KDN_ORIGIN_PART_MIB")) o.part_size = std::strtoull(mib, nullptr, 10) << 20;
+  if (const char* n = std::getenv("KDN_ORIGIN_PARALLELISM")) o.parallelism = static_cast<unsigned>(std::atoi(n));
   auto origin = kdn::origin::OpenOrigin(o);
   if (!origin.ok()) {
     std::fprintf(stderr, "%s\n", origin.status().ToString().c_str());
