@@ -8,6 +8,7 @@
 #include <array>
 #include <chrono>
 #include <cstring>
+#include <set>
 #include <thread>
 
 #include "iouring/aligned_buffer.h"
@@ -68,7 +69,107 @@ class ChunkByteSource final : public ByteSource {
   std::shared_ptr<const ChunkLayout> layout_;
 };
 
+// Whether `id` has a row in the transaction (or snapshot) of `db`.
+Result<bool> StoredIn(Db& db, const ChunkId& id) {
+  KDN_ASSIGN_OR_RETURN(Stmt q, db.Prepare("SELECT 1 FROM chunks WHERE id = ?"));
+  q.BindId(1, id);
+  return q.Step();
+}
+
 }  // namespace
+
+// ---- what the transaction layer asks of the chunk store (store::TxnHooks)
+// --------------------------------------------------------------------------------------
+
+void Store::Impl::RegisterWithTxn() {
+  store::TxnHooks hooks;
+  hooks.sync_data = [this](PreparedChunk& chunk) -> Status {
+    const int fd = chunk.fd.get();
+    Result<store::EnginePool::Lease> engine = engines->Acquire();
+    Status s = engine.ok() ? (*engine)->SyncData(fd) : engine.status();
+    // WriteChunk set the size after its writes completed. Writes that a device (or the fault
+    // injector's volatile cache) applies only at the sync may land past it (the last block's
+    // padding): set it again then, and sync that too.
+    struct stat st;
+    if (s.ok() && ::fstat(fd, &st) == 0 && static_cast<uint64_t>(st.st_size) != chunk.size) {
+      s = ::ftruncate(fd, static_cast<off_t>(chunk.size)) == 0
+              ? (*engine)->SyncData(fd)
+              : Status::FromErrno("setting the size of " + chunk.temp_path, errno);
+    }
+    // Unsynced writes of this chunk file may be lost without another error ever saying so.
+    if (!s.ok() && engine.ok()) txn.SetBackgroundError(s.WithContext("syncing chunk data"));
+    return s;
+  };
+  hooks.install = [this](const std::vector<PreparedChunk*>& chunks, std::vector<Status>* results) {
+    std::vector<std::string> dirs;
+    for (size_t i = 0; i < chunks.size(); ++i) {
+      PreparedChunk& chunk = *chunks[i];
+      (*results)[i] = files.Install(chunk.temp_path, chunk.id, &dirs);
+      if ((*results)[i].ok()) {
+        chunk.installed = true;
+        chunk.temp_path.clear();
+      } else {
+        ++counters.errors;
+      }
+    }
+    if (Status s = files.SyncDirs(dirs); !s.ok()) {
+      ++counters.errors;
+      for (Status& r : *results) {
+        if (r.ok()) r = s.WithContext("installing a chunk");
+      }
+    }
+  };
+  hooks.settle = [this](Db& writer, const std::vector<const TxnEffects*>& committed,
+                        const std::vector<PreparedChunk*>& failed) {
+    // A chunk deleted and published again in this same transaction keeps its file; an installed
+    // file that no committed row names (its change failed) goes, unless its chunk is stored (then
+    // it is that chunk's file: same bytes).
+    std::set<ChunkId> published, deleted;
+    for (const TxnEffects* fx : committed) {
+      for (const PreparedChunk* p : fx->published) published.insert(p->id);
+      for (const ChunkId& id : fx->deleted_chunks) deleted.insert(id);
+    }
+    for (PreparedChunk* chunk : failed) {
+      if (!chunk->installed || published.count(chunk->id) != 0) continue;
+      Result<bool> stored = StoredIn(writer, chunk->id);
+      if (stored.ok() && !*stored) files.Remove(chunk->id);
+      chunk->installed = false;
+      chunk->written = false;
+    }
+    std::vector<ChunkId> doomed;
+    for (const ChunkId& id : deleted) {
+      if (published.count(id) == 0) doomed.push_back(id);
+    }
+    return doomed;
+  };
+  hooks.remove_files = [this](const std::vector<ChunkId>& chunks, Db* recheck) {
+    for (const ChunkId& id : chunks) {
+      if (recheck != nullptr) {
+        Result<bool> stored = StoredIn(*recheck, id);
+        // When the database cannot say, the file stays: the next open removes it if it is stray.
+        if (!stored.ok() || *stored) continue;
+      }
+      files.Remove(id);
+    }
+  };
+  // LRU times ride along with some transaction now and then, so the map stays small.
+  hooks.ride_along_due = [this] { return touches.size() >= 4096; };
+  hooks.ride_along = [this](Db& db) { return FlushTouched(db); };
+  hooks.apply = [this](TxnEffects& fx) { ApplyEffects(fx); };
+  txn.SetHooks(std::move(hooks));
+}
+
+void Store::Impl::ApplyEffects(TxnEffects& fx) {
+  for (const ChunkId& id : fx.deleted_chunks) layouts.Erase(id);
+  space.Apply(fx);
+  chunk_count += fx.chunk_delta;
+  inode_count += fx.inode_delta;
+  if (fx.evicted_chunks > 0) {
+    counters.evictions += fx.evicted_chunks;
+    counters.evicted_bytes += fx.evicted_bytes;
+    if (options.on_evict && !fx.evicted.empty()) options.on_evict(fx.evicted);
+  }
+}
 
 // ---- lookups
 // --------------------------------------------------------------------------------------
@@ -491,7 +592,7 @@ Status Store::Impl::WriteFile(PreparedChunk& chunk, store::ChunkSource& source,
 
 Result<uint64_t> Store::Impl::Evict(uint64_t want_bytes) {
   uint64_t got = 0;
-  KDN_RETURN_IF_ERROR(Write(true, [&](Db& db, TxnEffects& fx) -> Status {
+  KDN_RETURN_IF_ERROR(txn.Write(true, [&](Db& db, TxnEffects& fx) -> Status {
     KDN_RETURN_IF_ERROR(FlushTouched(db));
     const int64_t now = NowNs();
     int64_t skipped = 0;
@@ -776,7 +877,7 @@ Result<ChunkInfo> Store::StatChunk(const ChunkId& id) {
 }
 
 Status Store::Release(const ChunkId& id) {
-  return impl_->Write(false, [&](Db& db, TxnEffects& fx) {
+  return impl_->txn.Write(false, [&](Db& db, TxnEffects& fx) {
     return impl_->DropChunkRef(db, id, RefKind::kPut, false, fx);
   });
 }

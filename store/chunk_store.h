@@ -4,16 +4,19 @@
 // (store/namespace/) refers to content only by chunk id and takes and drops references through
 // AddChunkRef / DropChunkRef / InstallChunk. Eviction, which must also remove the files whose
 // content a chosen chunk is, does so through the ReleaseNames the namespace registered at open
-// (namespace/evict.cc), in the same transaction: the dependency stays one-way. Every change runs through the transaction layer
-// (store/txn.h); deleting a chunk's rows records its file in TxnEffects, unlinked once the
-// deletion is durable.
+// (namespace/evict.cc), in the same transaction: the dependency stays one-way. Every change runs
+// through the transaction layer (store/txn.h); deleting a chunk's rows records its file in
+// TxnEffects, unlinked once the deletion is durable. The layer knows no chunk files: what it needs
+// done with them (syncing and installing a change's chunk file before its transaction, removing
+// deleted chunks' files, writing access times, applying effects) it asks through the
+// store::TxnHooks the chunk store registers at open (Store::Impl::RegisterWithTxn).
 //
 // Its own state so far: Space (capacity, used and reserved bytes) and TouchLog (access times not
 // yet written), both below; the rest (chunk files, layout cache, engines, counters) is still in
 // Store::Impl's "chunk store" section (store_impl.h).
-// Implementation: chunk_store.cc (those two objects, Store::Impl's chunk store methods, and the
-// chunk calls of kdn::Store: Put, Get, StatChunk, Release, Extents, OpenChunkForRead, Touch,
-// VerifyChunk, ReserveSpace, ReleaseSpace).
+// Implementation: chunk_store.cc (those two objects, the TxnHooks, Store::Impl's chunk store
+// methods, and the chunk calls of kdn::Store: Put, Get, StatChunk, Release, Extents,
+// OpenChunkForRead, Touch, VerifyChunk, ReserveSpace, ReleaseSpace).
 #ifndef KDN_STORE_CHUNK_STORE_H_
 #define KDN_STORE_CHUNK_STORE_H_
 

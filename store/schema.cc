@@ -112,7 +112,7 @@ CREATE INDEX IF NOT EXISTS outbox_chunk ON outbox(chunk) WHERE chunk IS NOT NULL
 Status ConfigureConnection(Db& db, bool sync_full) {
   KDN_RETURN_IF_ERROR(db.Exec("PRAGMA journal_mode=WAL"));
   // NORMAL: a COMMIT writes its WAL frames but does not sync them; the store syncs the log itself
-  // (Store::Impl::SyncLog, txn.cc), and SQLite syncs around checkpoints.
+  // (store::TxnLog::SyncLog, txn.cc), and SQLite syncs around checkpoints.
   KDN_RETURN_IF_ERROR(
       db.Exec(sync_full ? "PRAGMA synchronous=NORMAL" : "PRAGMA synchronous=OFF"));
   KDN_RETURN_IF_ERROR(db.Exec("PRAGMA temp_store=MEMORY"));

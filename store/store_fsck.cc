@@ -68,13 +68,13 @@ Result<FsckReport> Store::Fsck(const FsckOptions& options) {
   std::vector<ChunkId> to_verify;
   // What is committed becomes durable first: the files of chunks whose deletion was waiting for
   // that go now, rather than showing up as strays.
-  if (Status s = impl_->SyncLog(impl_->commit_seq.load()); !s.ok()) return s;
+  if (Status s = impl_->txn.SyncAll(); !s.ok()) return s;
   {
     Problems problems(&report.problems);
     for (const std::string& p : impl_->open_problems) problems.Add(p);
     // Writers wait while the metadata is checked: the snapshot and the free-space map then agree.
-    std::lock_guard wlock(impl_->write_mu);
-    Db& db = *impl_->writer;
+    std::lock_guard wlock(impl_->txn.mu());
+    Db& db = impl_->txn.writer();
     KDN_ASSIGN_OR_RETURN(store::ReadTxn snapshot, store::ReadTxn::Begin(db));
 
     {
@@ -88,7 +88,7 @@ Result<FsckReport> Store::Fsck(const FsckOptions& options) {
     }
 
     // Chunk files: no file without a committed row (files are installed and removed under
-    // write_mu, which we hold, so none is in between).
+    // the writer's lock, which we hold, so none is in between).
     std::unordered_set<std::string> rows;
     {
       KDN_ASSIGN_OR_RETURN(Stmt q, db.Prepare("SELECT id FROM chunks"));

@@ -1,38 +1,42 @@
 // Store::Impl: the state behind kdn::Store, shared by the files that implement its parts:
-//   the transaction layer  txn.h, txn.cc (group commit, log sync)
+//   the transaction layer  txn.h, txn.cc (group commit, log sync): the member `txn`
 //   the chunk store        chunk_store.h, chunk_store.cc
 //   the namespace          namespace/ (one file per operation; namespace/namespace.h)
 //   open and recovery      store_open.cc;  fsck  store_fsck.cc
-// Dependencies point namespace -> chunk store -> transaction layer; eviction reaches the namespace
-// only through the store::ReleaseNames the namespace registers at open.
-// Each part's state is moving into objects of its own: so far the chunk store's store::Space and
-// store::TouchLog (chunk_store.h) and the namespace's store::OpenCounts (namespace/namespace.h);
-// the rest is still the members below, grouped by part.
+// Dependencies point namespace -> chunk store -> transaction layer. Each lower part reaches the
+// one above only through what that part registers at open: eviction reaches the namespace through
+// store::ReleaseNames (RegisterWithChunks), and the transaction layer reaches the chunk files,
+// access times and effects through store::TxnHooks (RegisterWithTxn).
+// Each part's state is moving into objects of its own: so far the transaction layer's
+// store::TxnLog (txn.h), the chunk store's store::Space and store::TouchLog (chunk_store.h) and the
+// namespace's store::OpenCounts (namespace/namespace.h); the rest is still the members below,
+// grouped by part.
 //
 // Concurrency:
-//   write_mu   the one writer connection; every change is one transaction under it.
-//   opens.mu() the namespace's open counts (store::OpenCounts); held (after write_mu) by
+//   txn.mu()   the one writer connection (store::TxnLog); every change is one transaction under
+//              it. The layer's own locks (group commit, log sync, the sticky error) are its own:
+//              see store::TxnLog.
+//   opens.mu() the namespace's open counts (store::OpenCounts); held (after txn.mu()) by
 //              transactions that may delete inodes, so an inode is never deleted while an
 //              OpenInode of it is in progress.
-//              Chunk files are renamed into place and unlinked only under it too, so a file and
-//              its row always change together as seen by any other writer.
+//              Chunk files are renamed into place and unlinked only under txn.mu() too (in the
+//              TxnHooks the layer calls under it), so a file and its row always change together
+//              as seen by any other writer.
 //   leaves     the chunk store's store::Space (capacity accounting: used and reserved bytes)
 //              and store::TouchLog (access times not yet written) lock inside their own methods
-//              only, hold nothing else meanwhile and never wait for write_mu.
+//              only, hold nothing else meanwhile and never wait for txn.mu().
 //   reads      lease a reader connection and an engine; a chunk's layout holds its file open,
 //              so a read in progress keeps its bytes even if the chunk is deleted meanwhile.
 #ifndef KDN_STORE_STORE_IMPL_H_
 #define KDN_STORE_STORE_IMPL_H_
 
 #include <atomic>
-#include <condition_variable>
 #include <cstdint>
 #include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
-#include <thread>
 #include <unordered_map>
 #include <vector>
 
@@ -61,8 +65,6 @@ struct Store::Impl {
   store::IoShape shape;
   UniqueFd lock_fd;
 
-  std::mutex write_mu;
-  std::unique_ptr<store::Db> writer;
   std::unique_ptr<store::DbPool> readers;
 
   store::ChunkFiles files;
@@ -99,80 +101,19 @@ struct Store::Impl {
   Status RemoveEmptyFile(store::Db& db, Ino ino, store::TxnEffects& fx,
                          std::vector<EvictedName>* removed);
 
-  // ---- the transaction layer (txn.h, txn.cc)
-  // Runs `body` as one atomic change and returns once it is durable. Concurrent callers are
-  // committed together (group commit): the chunk files they wrote (`chunk`, when written and not
-  // yet in place) are synced first, then renamed into place with their directories synced, then
-  // every body runs in one SQLite transaction, each inside its own savepoint so that one failure
-  // leaves the others alone; after the COMMIT the files of deleted chunks are unlinked. With
-  // `lock_opens`, open counts are frozen while the body runs (for changes that may delete
-  // inodes). Effects are applied by the caller's thread after the commit.
-  using TxnBody = store::TxnBody;
-  Status Write(bool lock_opens, TxnBody body, store::PreparedChunk* chunk = nullptr);
-  struct WriteRequest {
-    TxnBody body;
-    bool lock_opens = false;
-    store::PreparedChunk* chunk = nullptr;  // to sync and install before the transaction
-    store::TxnEffects fx;
-    Status status;
-    bool done = false;
-  };
-  void SyncBatch(const std::vector<WriteRequest*>& batch);    // stage 1: data durable
-  void CommitBatch(const std::vector<WriteRequest*>& batch);  // stage 2: one transaction
-  Mutex group_mu;
-  std::condition_variable_any group_cv;
-  // waiting for their data to be synced
-  std::vector<WriteRequest*> sync_queue KDN_GUARDED_BY(group_mu);
-  std::vector<WriteRequest*> commit_queue KDN_GUARDED_BY(group_mu);  // waiting for a transaction
-  bool sync_leader KDN_GUARDED_BY(group_mu) = false;
-  bool commit_leader KDN_GUARDED_BY(group_mu) = false;
-
-  // Sticky (LevelDB's bg_error_): set when a data sync failed or a transaction could not be
-  // undone, i.e. once what is on disk is in doubt (after a failed fdatasync the kernel may have
-  // dropped the dirty pages and a retry would report success). Every later change fails with it
-  // until the store is reopened, whose recovery trusts only what committed rows reference.
-  Mutex bg_mu;
-  Status bg_error KDN_GUARDED_BY(bg_mu);
-  void SetBackgroundError(const Status& s) KDN_EXCLUDES(bg_mu);
-  Status BackgroundError() KDN_EXCLUDES(bg_mu);
-
-  void ApplyEffects(store::TxnEffects& fx);
-
-  // ---- durability of the log (txn.cc)
-  // Transactions are written to the WAL (to the OS) at COMMIT and numbered in commit order
-  // (`commit_seq`); SyncLog(n) makes every transaction up to n durable with one fdatasync of the
-  // WAL, shared by concurrent callers, then removes the files of the chunks those transactions
-  // deleted (removing them earlier could lose bytes that a power loss brings back into use).
-  // A background thread (LogSyncerLoop) calls it every log_sync_interval_ms while something is
-  // unsynced.
-  Status SyncLog(uint64_t upto);
-  Status SyncWalFile();
-  void StartLogSyncer();
-  void StopLogSyncer();
-  void LogSyncerLoop();
-  std::atomic<uint64_t> commit_seq{0};   // last committed transaction (WAL written)
-  std::atomic<uint64_t> durable_seq{0};  // last transaction known durable
-  std::atomic<uint64_t> log_syncs{0};
-  std::mutex durable_mu;  // guards the fields below; taken after write_mu, never before
-  std::condition_variable durable_cv;
-  bool log_sync_running = false;
-  std::mutex syncer_mu;  // the background syncer's sleep
-  std::condition_variable syncer_cv;
-  bool syncer_stop = false;
-  bool checkpoint_wanted = false;
-  void WantCheckpoint();  // the WAL is long: checkpoint it from the background thread
-  // The WAL's length (frames) when a checkpoint was last asked for; the writer's (its WAL hook).
-  int frames_at_checkpoint_request = 0;
-  UniqueFd wal_fd;  // meta.db-wal, opened at the first log sync (SyncWalFile only)
-  struct PendingRemoval {
-    uint64_t seq;                 // the transaction that deleted them
-    std::vector<ChunkId> chunks;  // their files stay until it is durable
-  };
-  std::vector<PendingRemoval> pending_removals;
-  std::thread log_syncer;
-  Status FlushTouched(store::Db& db);
+  // ---- the transaction layer (txn.h, txn.cc): the writer connection, group commit, the sticky
+  // background error, the log's durability. Every change of either part is a txn.Write.
+  store::TxnLog txn;
 
   // ---- the chunk store (chunk_store.h, chunk_store.cc)
+  // Registers what the transaction layer asks of the chunk store (store::TxnHooks: syncing and
+  // installing chunk files, removing deleted ones, access times, effects), at open, before any
+  // transaction.
+  void RegisterWithTxn();
+  // A committed change's effects on the counts, the capacity and the layout cache.
+  void ApplyEffects(store::TxnEffects& fx);
+  // Writes the access times noted in `touches` in the transaction of `db`.
+  Status FlushTouched(store::Db& db);
   Result<std::shared_ptr<const store::ChunkLayout>> LoadLayout(const ChunkId& id);
   // Hashes and checks `bytes`. When capacity is at hand (without evicting) it also writes them to
   // a temporary file, hashing each piece while the ones before it are on their way to the disk
@@ -257,10 +198,11 @@ Status Store::Impl::StoreAndCommit(store::PreparedChunk& chunk, store::ChunkSour
       if (!exists || attempt > 0) KDN_RETURN_IF_ERROR(WriteData(chunk, source));
     }
     bool vanished = false;
-    Status s = Write(
+    // The file, when written for this commit and not yet in place, is synced and installed by it.
+    Status s = txn.Write(
         lock_opens,
         [&](store::Db& db, store::TxnEffects& fx) -> Status { return commit(db, fx, &vanished); },
-        &chunk);
+        chunk.written && !chunk.installed ? &chunk : nullptr);
     if (vanished) continue;  // deleted between our look and our commit: write it and retry
     // Readers of a chunk just written usually come soon: give them its layout.
     if (s.ok() && chunk.published) CacheLayout(chunk, generation);

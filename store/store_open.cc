@@ -109,23 +109,23 @@ Store::Store(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Store::~Store() = default;
 
 Store::Impl::~Impl() {
-  StopLogSyncer();
+  txn.StopLogSyncer();
   // Recent LRU touches are worth keeping; failing to is harmless.
-  if (writer) {
+  if (txn.is_open()) {
     {
-      std::lock_guard lock(write_mu);
-      if (auto txn = store::WriteTxn::Begin(*writer); txn.ok()) {
-        if (FlushTouched(*writer).ok() && txn->Commit().ok()) commit_seq.fetch_add(1);
+      std::lock_guard lock(txn.mu());
+      if (auto t = store::WriteTxn::Begin(txn.writer()); t.ok()) {
+        if (FlushTouched(txn.writer()).ok() && t->Commit().ok()) txn.NoteCommit();
       }
     }
     // Everything committed is durable when the store is closed (SQLite's closing checkpoint
     // would sync it too, but only when no other process reads the database).
-    (void)SyncLog(commit_seq.load());
+    (void)txn.SyncAll();
   }
   layouts.Clear();  // chunk files held open by cached layouts
   engines.reset();
   readers.reset();
-  writer.reset();
+  txn.CloseWriter();
   lock_fd.reset();  // last: the store stays locked until everything above is closed
 }
 
@@ -147,6 +147,7 @@ Status Store::Impl::OpenAll(const std::string& path, const StoreOptions& opts) {
   }
   shape = store::IoShape{opts.queue_depth, opts.io_bytes};
   RegisterWithChunks();
+  RegisterWithTxn();
 
   struct stat st;
   if (::stat(path.c_str(), &st) != 0) {
@@ -184,28 +185,34 @@ Status Store::Impl::OpenAll(const std::string& path, const StoreOptions& opts) {
     if (!db_fd.valid()) return Status::FromErrno("creating " + db_path, errno);
   }
 
-  KDN_ASSIGN_OR_RETURN(
-      writer, Db::Open(db_path, exists ? Db::Mode::kReadWrite : Db::Mode::kReadWriteCreate));
-  KDN_RETURN_IF_ERROR(store::ConfigureConnection(*writer, sync_full));
+  store::TxnLog::Options txn_options;
+  txn_options.dir = dir;
+  txn_options.sync_full = sync_full;
+  txn_options.log_sync_interval_ms = opts.log_sync_interval_ms;
+  txn_options.info_log = opts.info_log;
+  txn_options.errors = &counters.errors;
+  txn_options.opens_mu = &opens.mu();
+  KDN_RETURN_IF_ERROR(txn.Open(txn_options, !exists));
+  store::Db& writer = txn.writer();  // alone here: nothing else runs until the open is done
   KDN_RETURN_IF_ERROR(files.Open(dir, sync_full));
   KDN_RETURN_IF_ERROR(MigrateIfOld());
-  KDN_RETURN_IF_ERROR(store::InitSchema(*writer, ::geteuid(), ::getegid(), NowNs()));
+  KDN_RETURN_IF_ERROR(store::InitSchema(writer, ::geteuid(), ::getegid(), NowNs()));
   // A -wal or -shm file left with a wider mode by an older version was opened as it was.
   KDN_RETURN_IF_ERROR(store::RestrictModes(dir, &open_warnings));
   readers = std::make_unique<store::DbPool>(db_path);
 
   {
-    std::lock_guard lock(write_mu);
-    KDN_ASSIGN_OR_RETURN(store::WriteTxn txn, store::WriteTxn::Begin(*writer));
+    std::lock_guard lock(txn.mu());
+    KDN_ASSIGN_OR_RETURN(store::WriteTxn t, store::WriteTxn::Begin(writer));
     if (opts.capacity_bytes != 0) {
       KDN_RETURN_IF_ERROR(
-          store::SetMetaInt(*writer, "capacity", static_cast<int64_t>(opts.capacity_bytes)));
+          store::SetMetaInt(writer, "capacity", static_cast<int64_t>(opts.capacity_bytes)));
     }
-    KDN_ASSIGN_OR_RETURN(int64_t cap, store::GetMetaInt(*writer, "capacity", 0));
+    KDN_ASSIGN_OR_RETURN(int64_t cap, store::GetMetaInt(writer, "capacity", 0));
     space.set_capacity(static_cast<uint64_t>(cap));
-    KDN_RETURN_IF_ERROR(txn.Commit());
+    KDN_RETURN_IF_ERROR(t.Commit());
     // This and InitSchema's transaction: made durable by the first log sync.
-    commit_seq.fetch_add(1);
+    txn.NoteCommit();
   }
 
   io::EngineOptions eo;
@@ -233,23 +240,24 @@ Status Store::Impl::OpenAll(const std::string& path, const StoreOptions& opts) {
     chunk_count = q.Int(0);
     inode_count = q.Int(1);
   }
-  StartLogSyncer();
+  txn.StartLogSyncer();
   return Status::OK();
 }
 
 Status Store::Impl::MigrateIfOld() {
   int64_t version = 0;
+  Db& writer = txn.writer();
   {
     KDN_ASSIGN_OR_RETURN(
-        Stmt q, writer->Prepare("SELECT 1 FROM sqlite_master WHERE type='table' AND name='meta'"));
+        Stmt q, writer.Prepare("SELECT 1 FROM sqlite_master WHERE type='table' AND name='meta'"));
     KDN_ASSIGN_OR_RETURN(bool have, q.Step());
     if (!have) return Status::OK();  // a new store
   }
-  KDN_ASSIGN_OR_RETURN(version, store::GetMetaInt(*writer, "schema_version", 0));
+  KDN_ASSIGN_OR_RETURN(version, store::GetMetaInt(writer, "schema_version", 0));
   struct stat st;
   const bool have_segments = ::lstat((dir + "/seg").c_str(), &st) == 0;
   if (version == 1) {
-    KDN_RETURN_IF_ERROR(store::MigrateV1(*writer, dir, files, sync_full, options.migrate_progress)
+    KDN_RETURN_IF_ERROR(store::MigrateV1(writer, dir, files, sync_full, options.migrate_progress)
                             .WithContext("migrating the version 1 store in " + dir));
     open_warnings.push_back(dir + ": migrated from version 1 (segment files) to version " +
                             std::to_string(store::kSchemaVersion) + " (a file per chunk)");
@@ -298,7 +306,7 @@ Status Store::Impl::RemoveStrayChunkFiles() {
 
 Status Store::Impl::ReclaimOrphans() {
   // Inodes with no name left were open when the last process stopped: nobody holds them now.
-  return Write(true, [&](Db& db, store::TxnEffects& fx) -> Status {
+  return txn.Write(true, [&](Db& db, store::TxnEffects& fx) -> Status {
     std::vector<Ino> orphans;
     {
       KDN_ASSIGN_OR_RETURN(Stmt q, db.Prepare("SELECT ino FROM inodes WHERE nlink = 0"));
@@ -337,7 +345,7 @@ Status Store::Impl::CleanStaging() {
     std::filesystem::remove_all(entry.path(), ec);
   }
   if (unborn.empty()) return Status::OK();
-  return Write(true, [&](Db& db, store::TxnEffects& fx) -> Status {
+  return txn.Write(true, [&](Db& db, store::TxnEffects& fx) -> Status {
     std::vector<EvictedName> removed;
     for (Ino ino : unborn) KDN_RETURN_IF_ERROR(RemoveEmptyFile(db, ino, fx, &removed));
     return Status::OK();
@@ -354,6 +362,10 @@ Status Store::Impl::FlushTouched(Db& db) {
     KDN_RETURN_IF_ERROR(q.Run());
   }
   return Status::OK();
+}
+
+Status Store::Sync() {
+  return impl_->txn.SyncAll();
 }
 
 const std::vector<std::string>& Store::OpenWarnings() const {
@@ -449,9 +461,8 @@ StoreStats Store::Stats() const {
   s.evictions = c.evictions;
   s.evicted_bytes = c.evicted_bytes;
   s.errors = c.errors;
-  s.log_syncs = impl_->log_syncs.load();
-  const uint64_t committed = impl_->commit_seq.load(), durable = impl_->durable_seq.load();
-  s.unsynced_changes = committed > durable ? committed - durable : 0;
+  s.log_syncs = impl_->txn.log_syncs();
+  s.unsynced_changes = impl_->txn.unsynced();
   s.read_latency_p50_ns = impl_->read_latency.Percentile(0.50);
   s.read_latency_p90_ns = impl_->read_latency.Percentile(0.90);
   s.read_latency_p99_ns = impl_->read_latency.Percentile(0.99);

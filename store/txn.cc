@@ -32,76 +32,81 @@
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
-#include <set>
 #include <string>
 #include <thread>
 #include <utility>
 
-#include "iouring/aligned_buffer.h"
-
 #include "store/schema.h"
-#include "store/store_impl.h"
+#include "store/txn.h"
 
-namespace kdn {
+namespace kdn::store {
 
-using store::Db;
-using store::Stmt;
+TxnLog::~TxnLog() {
+  StopLogSyncer();
+}
 
-void Store::Impl::SetBackgroundError(const Status& s) {
-  MutexLock lock(bg_mu);
-  if (bg_error.ok()) {
-    bg_error = s.WithContext("writes refused until the store is reopened");
-    Log(options.info_log, LogLevel::kError, "store " + dir + ": " + bg_error.ToString());
+Status TxnLog::Open(const Options& options, bool create) {
+  options_ = options;
+  const Db::Mode mode = create ? Db::Mode::kReadWriteCreate : Db::Mode::kReadWrite;
+  KDN_ASSIGN_OR_RETURN(writer_, Db::Open(options_.dir + "/meta.db", mode));
+  return ConfigureConnection(*writer_, options_.sync_full);
+}
+
+void TxnLog::SetBackgroundError(const Status& s) {
+  MutexLock lock(bg_mu_);
+  if (bg_error_.ok()) {
+    bg_error_ = s.WithContext("writes refused until the store is reopened");
+    Log(options_.info_log, LogLevel::kError, "store " + options_.dir + ": " + bg_error_.ToString());
   }
 }
 
-Status Store::Impl::BackgroundError() {
-  MutexLock lock(bg_mu);
-  return bg_error;
+Status TxnLog::BackgroundError() {
+  MutexLock lock(bg_mu_);
+  return bg_error_;
 }
 
-Status Store::Impl::Write(bool lock_opens, TxnBody body, store::PreparedChunk* chunk) {
+Status TxnLog::Write(bool lock_opens, TxnBody body, PreparedChunk* chunk) {
   KDN_RETURN_IF_ERROR(BackgroundError());
   WriteRequest req;
   req.body = std::move(body);
   req.lock_opens = lock_opens;
-  if (chunk != nullptr && chunk->written && !chunk->installed) req.chunk = chunk;
+  req.chunk = chunk;
   {
-    UniqueLock lock(group_mu);
-    (req.chunk != nullptr && sync_full ? sync_queue : commit_queue).push_back(&req);
+    UniqueLock lock(group_mu_);
+    (req.chunk != nullptr && options_.sync_full ? sync_queue_ : commit_queue_).push_back(&req);
     while (!req.done) {
-      if (!sync_leader && !sync_queue.empty()) {
-        sync_leader = true;
+      if (!sync_leader_ && !sync_queue_.empty()) {
+        sync_leader_ = true;
         std::vector<WriteRequest*> batch;
-        batch.swap(sync_queue);
+        batch.swap(sync_queue_);
         lock.unlock();
         SyncBatch(batch);
         lock.lock();
         for (WriteRequest* r : batch) {
           if (r->done) continue;  // its data could not be synced: failed
-          commit_queue.push_back(r);
+          commit_queue_.push_back(r);
         }
-        sync_leader = false;
-        group_cv.notify_all();
-      } else if (!commit_leader && !commit_queue.empty()) {
-        commit_leader = true;
+        sync_leader_ = false;
+        group_cv_.notify_all();
+      } else if (!commit_leader_ && !commit_queue_.empty()) {
+        commit_leader_ = true;
         std::vector<WriteRequest*> batch;
-        batch.swap(commit_queue);
+        batch.swap(commit_queue_);
         lock.unlock();
         CommitBatch(batch);
         lock.lock();
         for (WriteRequest* r : batch) r->done = true;
-        commit_leader = false;
-        group_cv.notify_all();
+        commit_leader_ = false;
+        group_cv_.notify_all();
       } else {
-        group_cv.wait(lock);
+        group_cv_.wait(lock);
       }
     }
   }
   if (!req.status.ok()) return req.status;
   Status synced;
-  if (sync_full && options.log_sync_interval_ms == 0) synced = SyncLog(req.fx.commit_seq);
-  ApplyEffects(req.fx);  // committed whether or not the sync worked
+  if (options_.sync_full && options_.log_sync_interval_ms == 0) synced = SyncLog(req.fx.commit_seq);
+  hooks_.apply(req.fx);  // committed whether or not the sync worked
   return synced;
 }
 
@@ -114,28 +119,11 @@ Status Exec(Db& db, const char* sql) {
 
 }  // namespace
 
-void Store::Impl::SyncBatch(const std::vector<WriteRequest*>& batch) {
+void TxnLog::SyncBatch(const std::vector<WriteRequest*>& batch) {
   // One file per chunk: each needs its own fdatasync (a journal commit when the file is new), so
   // the group's syncs run side by side rather than one after another.
   std::vector<Status> results(batch.size());
-  auto sync_one = [&](size_t i) {
-    const int fd = batch[i]->chunk->fd.get();
-    Result<store::EnginePool::Lease> engine = engines->Acquire();
-    Status s = engine.ok() ? (*engine)->SyncData(fd) : engine.status();
-    // WriteChunk set the size after its writes completed. Writes that a device (or the fault
-    // injector's volatile cache) applies only at the sync may land past it (the last block's
-    // padding): set it again then, and sync that too.
-    struct stat st;
-    if (s.ok() && ::fstat(fd, &st) == 0 &&
-        static_cast<uint64_t>(st.st_size) != batch[i]->chunk->size) {
-      s = ::ftruncate(fd, static_cast<off_t>(batch[i]->chunk->size)) == 0
-              ? (*engine)->SyncData(fd)
-              : Status::FromErrno("setting the size of " + batch[i]->chunk->temp_path, errno);
-    }
-    // Unsynced writes of this chunk file may be lost without another error ever saying so.
-    if (!s.ok() && engine.ok()) SetBackgroundError(s.WithContext("syncing chunk data"));
-    results[i] = std::move(s);
-  };
+  auto sync_one = [&](size_t i) { results[i] = hooks_.sync_data(*batch[i]->chunk); };
   if (batch.size() == 1) {
     sync_one(0);
   } else {
@@ -144,51 +132,47 @@ void Store::Impl::SyncBatch(const std::vector<WriteRequest*>& batch) {
     for (size_t i = 0; i < batch.size(); ++i) threads.emplace_back(sync_one, i);
     for (std::thread& t : threads) t.join();
   }
-  MutexLock lock(group_mu);
+  MutexLock lock(group_mu_);
   for (size_t i = 0; i < batch.size(); ++i) {
     if (results[i].ok()) continue;
-    ++counters.errors;
+    CountError();
     batch[i]->status = results[i].WithContext("syncing chunk data");  // never published
     batch[i]->done = true;
   }
 }
 
-void Store::Impl::CommitBatch(const std::vector<WriteRequest*>& batch) {
+void TxnLog::CommitBatch(const std::vector<WriteRequest*>& batch) {
   bool lock_opens = false;
   for (WriteRequest* r : batch) lock_opens = lock_opens || r->lock_opens;
-  std::unique_lock wlock(write_mu);
-  std::unique_lock olock(opens.mu(), std::defer_lock);
-  if (lock_opens) olock.lock();
+  std::unique_lock wlock(mu_);
+  std::unique_lock<std::mutex> olock;
+  if (lock_opens && options_.opens_mu != nullptr) olock = std::unique_lock(*options_.opens_mu);
   // The new chunk files into place, durably, before the transaction that names them.
-  std::vector<std::string> dirs;
-  for (WriteRequest* r : batch) {
-    if (r->chunk == nullptr) continue;
-    r->status = files.Install(r->chunk->temp_path, r->chunk->id, &dirs);
-    if (r->status.ok()) {
-      r->chunk->installed = true;
-      r->chunk->temp_path.clear();
-    } else {
-      ++counters.errors;
-    }
-  }
-  if (Status s = files.SyncDirs(dirs); !s.ok()) {
-    ++counters.errors;
+  {
+    std::vector<WriteRequest*> with_chunk;
+    std::vector<PreparedChunk*> chunks;
     for (WriteRequest* r : batch) {
-      if (r->chunk != nullptr && r->status.ok()) r->status = s.WithContext("installing a chunk");
+      if (r->chunk == nullptr) continue;
+      with_chunk.push_back(r);
+      chunks.push_back(r->chunk);
+    }
+    if (!chunks.empty()) {
+      std::vector<Status> installed(chunks.size());
+      hooks_.install(chunks, &installed);
+      for (size_t i = 0; i < chunks.size(); ++i) with_chunk[i]->status = std::move(installed[i]);
     }
   }
-  Status begin = Exec(*writer, "BEGIN IMMEDIATE");
+  Status begin = Exec(*writer_, "BEGIN IMMEDIATE");
   Status undone;  // the first failure to undo a change
-  const bool flush_touches = touches.size() >= 4096;
-  // LRU times ride along with some transaction now and then, so the map stays small. Failing to
-  // write them loses nothing but recency.
-  if (begin.ok() && flush_touches && Exec(*writer, "SAVEPOINT touches").ok()) {
-    if (!FlushTouched(*writer).ok()) (void)Exec(*writer, "ROLLBACK TO touches");
-    (void)Exec(*writer, "RELEASE touches");
+  const bool ride_along = hooks_.ride_along_due();
+  // Such work rides along with some transaction now and then; failing it loses nothing.
+  if (begin.ok() && ride_along && Exec(*writer_, "SAVEPOINT ride_along").ok()) {
+    if (!hooks_.ride_along(*writer_).ok()) (void)Exec(*writer_, "ROLLBACK TO ride_along");
+    (void)Exec(*writer_, "RELEASE ride_along");
   }
   // A change alone in its transaction needs no savepoint: should it fail, the whole transaction
   // is rolled back (two statements less on each create, commit or unlink of a lone client).
-  const bool alone = batch.size() == 1 && !flush_touches;
+  const bool alone = batch.size() == 1 && !ride_along;
   bool rolled_back = false;
   for (WriteRequest* r : batch) {
     if (!r->status.ok()) continue;  // its chunk file could not be installed
@@ -197,40 +181,40 @@ void Store::Impl::CommitBatch(const std::vector<WriteRequest*>& batch) {
       continue;
     }
     if (alone) {
-      r->status = r->body(*writer, r->fx);
+      r->status = r->body(*writer_, r->fx);
       if (!r->status.ok()) {
-        r->fx = store::TxnEffects();
-        Status rollback = Exec(*writer, "ROLLBACK");
+        r->fx = TxnEffects();
+        Status rollback = Exec(*writer_, "ROLLBACK");
         if (!rollback.ok()) SetBackgroundError(rollback.WithContext("rolling back a transaction"));
         rolled_back = true;
       }
       continue;
     }
-    r->status = Exec(*writer, "SAVEPOINT change");
-    if (r->status.ok()) r->status = r->body(*writer, r->fx);
+    r->status = Exec(*writer_, "SAVEPOINT change");
+    if (r->status.ok()) r->status = r->body(*writer_, r->fx);
     if (r->status.ok()) {
-      r->status = Exec(*writer, "RELEASE change");
+      r->status = Exec(*writer_, "RELEASE change");
     } else {
       // Undo this change only; the others in the transaction stand, unless the undo failed:
       // then nothing of this transaction may commit.
-      Status undo = Exec(*writer, "ROLLBACK TO change");
-      if (undo.ok()) undo = Exec(*writer, "RELEASE change");
+      Status undo = Exec(*writer_, "ROLLBACK TO change");
+      if (undo.ok()) undo = Exec(*writer_, "RELEASE change");
       if (!undo.ok() && undone.ok()) undone = undo.WithContext("undoing a failed change");
-      r->fx = store::TxnEffects();
+      r->fx = TxnEffects();
     }
   }
   Status commit = rolled_back  ? Status::OK()
                   : !begin.ok() ? begin
-                  : undone.ok() ? Exec(*writer, "COMMIT")
+                  : undone.ok() ? Exec(*writer_, "COMMIT")
                                 : undone;
   if (begin.ok() && commit.ok() && !rolled_back) {
     // Numbered after COMMIT has written the frames: a Sync that reads commit_seq covers them.
-    const uint64_t seq = commit_seq.load() + 1;
+    const uint64_t seq = commit_seq_.load() + 1;
     for (WriteRequest* r : batch) r->fx.commit_seq = seq;
-    commit_seq.store(seq);
+    commit_seq_.store(seq);
   }
   if (begin.ok() && !commit.ok()) {
-    Status rollback = Exec(*writer, "ROLLBACK");
+    Status rollback = Exec(*writer_, "ROLLBACK");
     // A transaction that can be neither committed nor rolled back leaves the writer connection in
     // an unknown state; an I/O error at COMMIT (its WAL sync) leaves durability in doubt.
     if (!rollback.ok()) SetBackgroundError(rollback.WithContext("rolling back a transaction"));
@@ -240,68 +224,40 @@ void Store::Impl::CommitBatch(const std::vector<WriteRequest*>& batch) {
     for (WriteRequest* r : batch) {
       if (r->status.ok()) {
         r->status = commit;
-        r->fx = store::TxnEffects();
+        r->fx = TxnEffects();
       }
     }
   }
-  // Still under write_mu: the files now follow the committed rows. A chunk deleted and published
-  // again in this same transaction keeps its file; an installed file that no committed row names
-  // (its change failed) goes, unless its chunk is stored (then it is that chunk's file: same
-  // bytes).
-  std::set<ChunkId> published, deleted;
+  // Still under mu_: the chunk store makes the files follow the committed rows.
+  std::vector<const TxnEffects*> committed;
+  std::vector<PreparedChunk*> failed;
   for (WriteRequest* r : batch) {
-    if (!r->status.ok()) continue;
-    for (const store::PreparedChunk* p : r->fx.published) published.insert(p->id);
-    for (const ChunkId& id : r->fx.deleted_chunks) deleted.insert(id);
+    if (r->status.ok()) {
+      committed.push_back(&r->fx);
+    } else if (r->chunk != nullptr) {
+      failed.push_back(r->chunk);
+    }
   }
-  std::vector<ChunkId> doomed;
-  for (const ChunkId& id : deleted) {
-    if (published.count(id) == 0) doomed.push_back(id);
-  }
+  std::vector<ChunkId> doomed = hooks_.settle(*writer_, committed, failed);
   if (!doomed.empty()) {
     // A deleted chunk's file goes once the deletion is durable (see the top of this file).
     bool later = false;
-    if (sync_full) {
-      std::lock_guard lock(durable_mu);
-      if (commit_seq.load() > durable_seq.load()) {
+    if (options_.sync_full) {
+      std::lock_guard lock(durable_mu_);
+      if (commit_seq_.load() > durable_seq_.load()) {
         later = true;
-        pending_removals.push_back(PendingRemoval{commit_seq.load(), std::move(doomed)});
+        pending_removals_.push_back(PendingRemoval{commit_seq_.load(), std::move(doomed)});
       }
     }
-    if (!later) {
-      for (const ChunkId& id : doomed) files.Remove(id);
-    }
-  }
-  for (WriteRequest* r : batch) {
-    if (r->status.ok() || r->chunk == nullptr || !r->chunk->installed) continue;
-    if (published.count(r->chunk->id) != 0) continue;
-    Result<bool> stored = [&]() -> Result<bool> {
-      KDN_ASSIGN_OR_RETURN(Stmt q, writer->Prepare("SELECT 1 FROM chunks WHERE id = ?"));
-      q.BindId(1, r->chunk->id);
-      return q.Step();
-    }();
-    if (stored.ok() && !*stored) files.Remove(r->chunk->id);
-    r->chunk->installed = false;
-    r->chunk->written = false;
-  }
-}
-
-void Store::Impl::ApplyEffects(store::TxnEffects& fx) {
-  for (const ChunkId& id : fx.deleted_chunks) layouts.Erase(id);
-  space.Apply(fx);
-  chunk_count += fx.chunk_delta;
-  inode_count += fx.inode_delta;
-  if (fx.evicted_chunks > 0) {
-    counters.evictions += fx.evicted_chunks;
-    counters.evicted_bytes += fx.evicted_bytes;
-    if (options.on_evict && !fx.evicted.empty()) options.on_evict(fx.evicted);
+    if (!later) hooks_.remove_files(doomed, nullptr);
   }
 }
 
 // ---- the log
 // ---------------------------------------------------------------------------------------------
 
-Status Store::Impl::SyncWalFile() {
+Status TxnLog::SyncWalFile() {
+  const std::string& dir = options_.dir;
   const std::string path = dir + "/meta.db-wal";
   struct stat now;
   if (::stat(path.c_str(), &now) != 0) {
@@ -311,75 +267,67 @@ Status Store::Impl::SyncWalFile() {
   }
   bool fresh = false;
   struct stat held;
-  if (!wal_fd.valid() || ::fstat(wal_fd.get(), &held) != 0 || held.st_ino != now.st_ino ||
+  if (!wal_fd_.valid() || ::fstat(wal_fd_.get(), &held) != 0 || held.st_ino != now.st_ino ||
       held.st_dev != now.st_dev) {
     // Our own descriptor: fdatasync flushes the file's pages whichever descriptor wrote them, and
     // SQLite's is not ours to use from another thread.
-    wal_fd = OpenFd(path.c_str(), O_RDONLY | O_CLOEXEC);
-    if (!wal_fd.valid()) return Status::FromErrno("opening " + path, errno);
+    wal_fd_ = OpenFd(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (!wal_fd_.valid()) return Status::FromErrno("opening " + path, errno);
     fresh = true;
   }
-  if (::fdatasync(wal_fd.get()) != 0) return Status::FromErrno("syncing " + path, errno);
+  if (::fdatasync(wal_fd_.get()) != 0) return Status::FromErrno("syncing " + path, errno);
   if (fresh) {
     // The log's name, too, must survive a power loss.
     UniqueFd d = OpenFd(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (!d.valid() || ::fsync(d.get()) != 0) {
       int err = errno;
-      wal_fd.reset();  // synced again, name included, next time
+      wal_fd_.reset();  // synced again, name included, next time
       return Status::FromErrno("syncing " + dir, err);
     }
   }
   return Status::OK();
 }
 
-Status Store::Impl::SyncLog(uint64_t upto) {
-  if (!sync_full) return Status::OK();
-  upto = std::min(upto, commit_seq.load());
-  std::vector<ChunkId> ready;  // chunk files to remove once durable_mu is released
+Status TxnLog::SyncLog(uint64_t upto) {
+  if (!options_.sync_full) return Status::OK();
+  upto = std::min(upto, commit_seq_.load());
+  std::vector<ChunkId> ready;  // chunk files to remove once durable_mu_ is released
   Status result = [&]() -> Status {
-  std::unique_lock lock(durable_mu);
-  while (durable_seq.load() < upto) {
-    if (log_sync_running) {
-      durable_cv.wait(lock);  // the running sync may cover `upto`; if not, the loop syncs again
+  std::unique_lock lock(durable_mu_);
+  while (durable_seq_.load() < upto) {
+    if (log_sync_running_) {
+      durable_cv_.wait(lock);  // the running sync may cover `upto`; if not, the loop syncs again
       continue;
     }
-    log_sync_running = true;
-    const uint64_t target = commit_seq.load();  // every frame up to it is written
+    log_sync_running_ = true;
+    const uint64_t target = commit_seq_.load();  // every frame up to it is written
     lock.unlock();
     Status s = SyncWalFile();
     lock.lock();
-    log_sync_running = false;
+    log_sync_running_ = false;
     if (!s.ok()) {
-      ++counters.errors;
-      durable_cv.notify_all();
+      CountError();
+      durable_cv_.notify_all();
       return s.WithContext("making the metadata log durable");
     }
-    ++log_syncs;
-    if (target > durable_seq.load()) durable_seq.store(target);
+    ++log_syncs_;
+    if (target > durable_seq_.load()) durable_seq_.store(target);
     // The files of chunks that the now durable transactions deleted can go.
-    auto keep = std::partition(pending_removals.begin(), pending_removals.end(),
+    auto keep = std::partition(pending_removals_.begin(), pending_removals_.end(),
                                [&](const PendingRemoval& r) { return r.seq > target; });
-    for (auto it = keep; it != pending_removals.end(); ++it) {
+    for (auto it = keep; it != pending_removals_.end(); ++it) {
       ready.insert(ready.end(), it->chunks.begin(), it->chunks.end());
     }
-    pending_removals.erase(keep, pending_removals.end());
-    durable_cv.notify_all();
+    pending_removals_.erase(keep, pending_removals_.end());
+    durable_cv_.notify_all();
   }
   return Status::OK();
   }();
   if (!ready.empty()) {
-    // Under write_mu (after durable_mu, never inside it), like every change of the chunk files:
-    // a chunk stored again since its deletion keeps its file.
-    std::lock_guard wlock(write_mu);
-    for (const ChunkId& id : ready) {
-      Result<bool> stored = [&]() -> Result<bool> {
-        KDN_ASSIGN_OR_RETURN(Stmt q, writer->Prepare("SELECT 1 FROM chunks WHERE id = ?"));
-        q.BindId(1, id);
-        return q.Step();
-      }();
-      // When the database cannot say, the file stays: the next open removes it if it is stray.
-      if (stored.ok() && !*stored) files.Remove(id);
-    }
+    // Under mu_ (after durable_mu_, never inside it), like every change of the chunk files: a
+    // chunk stored again since its deletion keeps its file.
+    std::lock_guard wlock(mu_);
+    hooks_.remove_files(ready, writer_.get());
   }
   return result;
 }
@@ -391,17 +339,17 @@ constexpr int kCheckpointFrames = 1000;
 
 }  // namespace
 
-void Store::Impl::WantCheckpoint() {
+void TxnLog::WantCheckpoint() {
   {
-    std::lock_guard lock(syncer_mu);
-    if (checkpoint_wanted) return;
-    checkpoint_wanted = true;
+    std::lock_guard lock(syncer_mu_);
+    if (checkpoint_wanted_) return;
+    checkpoint_wanted_ = true;
   }
-  syncer_cv.notify_all();
+  syncer_cv_.notify_all();
 }
 
-void Store::Impl::StartLogSyncer() {
-  if (!sync_full || options.log_sync_interval_ms == 0) return;
+void TxnLog::StartLogSyncer() {
+  if (!options_.sync_full || options_.log_sync_interval_ms == 0) return;
   // Checkpoints move to the background thread too. SQLite runs them in the committing thread
   // (every 1000 pages, with an fsync of the WAL and one of meta.db), which put two disk flushes
   // on the reply of every few hundredth create; with this hook installed it no longer does.
@@ -410,64 +358,60 @@ void Store::Impl::StartLogSyncer() {
   // it was (SQLite starts it over at a later write, once no reader still uses it), and asking at
   // every commit past the mark ran a checkpoint, with its two disk flushes, every few creates.
   auto on_commit = +[](void* arg, sqlite3*, const char*, int frames) -> int {
-    Impl* impl = static_cast<Impl*>(arg);
-    if (frames < impl->frames_at_checkpoint_request) impl->frames_at_checkpoint_request = 0;
-    if (frames - impl->frames_at_checkpoint_request >= kCheckpointFrames) {
-      impl->frames_at_checkpoint_request = frames;
-      impl->WantCheckpoint();
+    TxnLog* log = static_cast<TxnLog*>(arg);
+    if (frames < log->frames_at_checkpoint_request_) log->frames_at_checkpoint_request_ = 0;
+    if (frames - log->frames_at_checkpoint_request_ >= kCheckpointFrames) {
+      log->frames_at_checkpoint_request_ = frames;
+      log->WantCheckpoint();
     }
     return SQLITE_OK;
   };
-  sqlite3_wal_hook(writer->handle(), on_commit, this);
-  log_syncer = std::thread([this] { LogSyncerLoop(); });
+  sqlite3_wal_hook(writer_->handle(), on_commit, this);
+  log_syncer_ = std::thread([this] { LogSyncerLoop(); });
 }
 
-void Store::Impl::StopLogSyncer() {
+void TxnLog::StopLogSyncer() {
   {
-    std::lock_guard lock(syncer_mu);
-    syncer_stop = true;
+    std::lock_guard lock(syncer_mu_);
+    syncer_stop_ = true;
   }
-  syncer_cv.notify_all();
-  if (log_syncer.joinable()) log_syncer.join();
+  syncer_cv_.notify_all();
+  if (log_syncer_.joinable()) log_syncer_.join();
 }
 
-void Store::Impl::LogSyncerLoop() {
-  const auto period = std::chrono::milliseconds(options.log_sync_interval_ms);
+void TxnLog::LogSyncerLoop() {
+  const auto period = std::chrono::milliseconds(options_.log_sync_interval_ms);
   std::unique_ptr<Db> checkpointer;  // its own connection: it runs beside the writer
   auto last_sync = std::chrono::steady_clock::now();
-  std::unique_lock lock(syncer_mu);
-  while (!syncer_stop) {
-    syncer_cv.wait_until(lock, last_sync + period,
-                         [this] { return syncer_stop || checkpoint_wanted; });
-    if (syncer_stop) break;
-    const bool checkpoint = checkpoint_wanted;
-    checkpoint_wanted = false;
+  std::unique_lock lock(syncer_mu_);
+  while (!syncer_stop_) {
+    syncer_cv_.wait_until(lock, last_sync + period,
+                          [this] { return syncer_stop_ || checkpoint_wanted_; });
+    if (syncer_stop_) break;
+    const bool checkpoint = checkpoint_wanted_;
+    checkpoint_wanted_ = false;
     lock.unlock();
     if (std::chrono::steady_clock::now() >= last_sync + period) {
       last_sync = std::chrono::steady_clock::now();
-      if (durable_seq.load() < commit_seq.load()) {
-        (void)SyncLog(commit_seq.load());  // counted as an error; the next period tries again
+      if (durable_seq_.load() < commit_seq_.load()) {
+        (void)SyncLog(commit_seq_.load());  // counted as an error; the next period tries again
       }
     }
     if (checkpoint) {
       // PASSIVE: copies what no reader still needs, never waits for anyone. It syncs the WAL
       // before and meta.db after (synchronous=NORMAL), so it never loses a durable change.
       if (!checkpointer) {
-        auto db = Db::Open(dir + "/meta.db", Db::Mode::kReadWrite);
-        if (db.ok() && store::ConfigureConnection(**db, sync_full).ok()) {
+        auto db = Db::Open(options_.dir + "/meta.db", Db::Mode::kReadWrite);
+        if (db.ok() && ConfigureConnection(**db, options_.sync_full).ok()) {
           checkpointer = std::move(*db);
         }
       }
       if (!checkpointer || !checkpointer->Exec("PRAGMA wal_checkpoint(PASSIVE)").ok()) {
-        ++counters.errors;
+        CountError();
       }
     }
     lock.lock();
   }
 }
 
-Status Store::Sync() {
-  return impl_->SyncLog(impl_->commit_seq.load());
-}
-
-}  // namespace kdn
+}  // namespace kdn::store

@@ -41,7 +41,7 @@ Result<InodeAttr> Store::MakeNode(Ino parent, std::string_view name, const NewNo
       return Status::InvalidArgument("unknown file type in mode " + std::to_string(node.mode));
   }
   InodeAttr out;
-  KDN_RETURN_IF_ERROR(impl_->Write(false, [&](Db& db, TxnEffects& fx) -> Status {
+  KDN_RETURN_IF_ERROR(impl_->txn.Write(false, [&](Db& db, TxnEffects& fx) -> Status {
     KDN_ASSIGN_OR_RETURN(InodeAttr dir, LoadDir(db, parent));
     KDN_ASSIGN_OR_RETURN(std::optional<Dentry> existing, FindDentry(db, parent, name));
     if (existing) return Status::AlreadyExists(Quote(name) + " exists");

@@ -26,7 +26,7 @@ Result<InodeAttr> Store::Link(Ino ino, Ino new_parent, std::string_view new_name
                               std::string_view outbox_note) {
   KDN_RETURN_IF_ERROR(CheckName(new_name));
   InodeAttr out;
-  KDN_RETURN_IF_ERROR(impl_->Write(false, [&](Db& db, TxnEffects&) -> Status {
+  KDN_RETURN_IF_ERROR(impl_->txn.Write(false, [&](Db& db, TxnEffects&) -> Status {
     KDN_ASSIGN_OR_RETURN(InodeAttr a, LoadInode(db, ino));
     if (S_ISDIR(a.mode)) return Errno(EPERM, "hard link to a directory");
     if (a.nlink >= kMaxLinks) {

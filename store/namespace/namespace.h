@@ -12,7 +12,7 @@
 //   evict.cc     RemoveFilesWithContent (eviction's part: the files an evicted chunk takes along),
 //                registered with the chunk store at open (RegisterWithChunks)
 //   common.cc    the helpers below
-// Each operation is one transaction of the transaction layer (Store::Impl::Write, store/txn.h;
+// Each operation is one transaction of the transaction layer (store::TxnLog::Write, store/txn.h;
 // reads lease a pool connection). The namespace refers to content only by chunk id and takes and
 // drops references through the chunk store (store/chunk_store.h): dependencies point namespace ->
 // chunk store -> transaction layer.

@@ -47,7 +47,7 @@ Status Store::CloseInode(Ino ino) {
     Result<InodeAttr> a = LoadInode(*db, ino);
     if (a.ok() && a->nlink > 0) return Status::OK();
   }
-  return impl_->Write(true, [&](Db& db, TxnEffects& fx) -> Status {
+  return impl_->txn.Write(true, [&](Db& db, TxnEffects& fx) -> Status {
     if (impl_->opens.IsOpen(ino)) return Status::OK();  // opened again meanwhile
     Result<InodeAttr> a = LoadInode(db, ino);
     if (!a.ok()) return a.status().IsNotFound() ? Status::OK() : a.status();

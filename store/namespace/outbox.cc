@@ -50,7 +50,7 @@ Result<std::vector<OutboxNote>> Store::ReadOutbox(uint64_t after_seq, size_t max
 }
 
 Status Store::RemoveOutboxNote(uint64_t seq) {
-  return impl_->Write(false, [&](Db& db, TxnEffects&) -> Status {
+  return impl_->txn.Write(false, [&](Db& db, TxnEffects&) -> Status {
     KDN_ASSIGN_OR_RETURN(Stmt q, db.Prepare("DELETE FROM outbox WHERE seq = ?"));
     q.BindInt(1, static_cast<int64_t>(seq));
     return q.Run();

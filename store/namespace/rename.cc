@@ -29,7 +29,7 @@ Status Store::Rename(Ino parent, std::string_view name, Ino new_parent, std::str
       flags == (kRenameNoReplace | kRenameExchange)) {
     return Status::InvalidArgument("rename flags " + std::to_string(flags));
   }
-  return impl_->Write(true, [&](Db& db, TxnEffects& fx) -> Status {
+  return impl_->txn.Write(true, [&](Db& db, TxnEffects& fx) -> Status {
     KDN_RETURN_IF_ERROR(LoadDir(db, parent).status());
     KDN_RETURN_IF_ERROR(LoadDir(db, new_parent).status());
     KDN_ASSIGN_OR_RETURN(std::optional<Dentry> src, FindDentry(db, parent, name));

@@ -23,7 +23,7 @@ using namespace store::ns;  // the helpers every operation shares (namespace.h)
 
 Status Store::Rmdir(Ino parent, std::string_view name, std::string_view outbox_note) {
   KDN_RETURN_IF_ERROR(CheckName(name));
-  return impl_->Write(true, [&](Db& db, TxnEffects& fx) -> Status {
+  return impl_->txn.Write(true, [&](Db& db, TxnEffects& fx) -> Status {
     KDN_RETURN_IF_ERROR(LoadDir(db, parent).status());
     KDN_ASSIGN_OR_RETURN(std::optional<Dentry> d, FindDentry(db, parent, name));
     if (!d) return Status::NotFound(Quote(name) + " not found");

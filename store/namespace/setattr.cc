@@ -24,7 +24,7 @@ using namespace store::ns;  // the helpers every operation shares (namespace.h)
 Result<InodeAttr> Store::SetAttr(Ino ino, const SetAttrRequest& req,
                                  std::string_view outbox_note) {
   InodeAttr a;
-  KDN_RETURN_IF_ERROR(impl_->Write(false, [&](Db& db, TxnEffects& fx) -> Status {
+  KDN_RETURN_IF_ERROR(impl_->txn.Write(false, [&](Db& db, TxnEffects& fx) -> Status {
     KDN_ASSIGN_OR_RETURN(a, LoadInode(db, ino));
     const int64_t now = NowNs();
     bool changed = false;
@@ -97,7 +97,7 @@ Status UpdateChunkKeep(Db& db, const InodeAttr& a, bool keep_before) {
 }  // namespace
 
 Status Store::SetEvictable(Ino ino, bool evictable) {
-  return impl_->Write(false, [&](Db& db, TxnEffects&) -> Status {
+  return impl_->txn.Write(false, [&](Db& db, TxnEffects&) -> Status {
     KDN_ASSIGN_OR_RETURN(InodeAttr a, LoadInode(db, ino));
     if (a.evictable == evictable) return Status::OK();
     const bool keep_before = Keeps(a);
@@ -111,7 +111,7 @@ Status Store::SetEvictable(Ino ino, bool evictable) {
 }
 
 Status Store::SetPinned(Ino ino, bool pinned) {
-  return impl_->Write(false, [&](Db& db, TxnEffects&) -> Status {
+  return impl_->txn.Write(false, [&](Db& db, TxnEffects&) -> Status {
     KDN_ASSIGN_OR_RETURN(InodeAttr a, LoadInode(db, ino));
     if (S_ISDIR(a.mode)) return Status::InvalidArgument("only files can be pinned");
     if (a.pinned == pinned) return Status::OK();

@@ -24,7 +24,7 @@ using namespace store::ns;  // the helpers every operation shares (namespace.h)
 Result<InodeAttr> Store::Unlink(Ino parent, std::string_view name, std::string_view outbox_note) {
   KDN_RETURN_IF_ERROR(CheckName(name));
   InodeAttr out;
-  KDN_RETURN_IF_ERROR(impl_->Write(true, [&](Db& db, TxnEffects& fx) -> Status {
+  KDN_RETURN_IF_ERROR(impl_->txn.Write(true, [&](Db& db, TxnEffects& fx) -> Status {
     KDN_RETURN_IF_ERROR(LoadDir(db, parent).status());
     KDN_ASSIGN_OR_RETURN(std::optional<Dentry> d, FindDentry(db, parent, name));
     if (!d) return Status::NotFound(Quote(name) + " not found");
@@ -80,7 +80,7 @@ Status Store::Impl::RemoveEmptyFile(Db& db, Ino ino, TxnEffects& fx,
 
 Result<std::vector<EvictedName>> Store::RemoveIfEmpty(Ino ino) {
   std::vector<EvictedName> removed;
-  KDN_RETURN_IF_ERROR(impl_->Write(true, [&](Db& db, TxnEffects& fx) -> Status {
+  KDN_RETURN_IF_ERROR(impl_->txn.Write(true, [&](Db& db, TxnEffects& fx) -> Status {
     removed.clear();
     return impl_->RemoveEmptyFile(db, ino, fx, &removed);
   }));

@@ -39,7 +39,7 @@ Status Store::SetXattr(Ino ino, std::string_view name, std::string_view value, X
                        std::string_view outbox_note) {
   if (name.empty() || name.size() > 255) return Errno(ERANGE, "attribute name length");
   if (value.size() > 65536) return Errno(E2BIG, "attribute value longer than 64 KiB");
-  return impl_->Write(false, [&](Db& db, TxnEffects& fx) -> Status {
+  return impl_->txn.Write(false, [&](Db& db, TxnEffects& fx) -> Status {
     KDN_RETURN_IF_ERROR(LoadInode(db, ino).status());
     bool exists;
     uint64_t old_bytes = 0;  // name + value of the attribute replaced
@@ -106,7 +106,7 @@ Result<std::vector<std::string>> Store::ListXattr(Ino ino) {
 }
 
 Status Store::RemoveXattr(Ino ino, std::string_view name, std::string_view outbox_note) {
-  return impl_->Write(false, [&](Db& db, TxnEffects& fx) -> Status {
+  return impl_->txn.Write(false, [&](Db& db, TxnEffects& fx) -> Status {
     KDN_RETURN_IF_ERROR(LoadInode(db, ino).status());
     KDN_ASSIGN_OR_RETURN(Stmt q, db.Prepare("DELETE FROM xattrs WHERE ino = ? AND name = ? "
                                             "RETURNING length(name) + length(value)"));
