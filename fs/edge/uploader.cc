@@ -311,7 +311,9 @@ Status Uploader::Publish(std::string_view path, const InodeAttr& attr_in) {
 }
 
 Status Uploader::PublishAllNames(const InodeAttr& attr) {
-  KDN_ASSIGN_OR_RETURN(std::vector<std::string> paths, store_.PathsOf(attr.ino));
+  // Every name (a file has at most kMaxLinks): a name left out would keep older content, or none,
+  // on the other nodes.
+  KDN_ASSIGN_OR_RETURN(std::vector<std::string> paths, store_.PathsOf(attr.ino, kMaxLinks));
   for (const std::string& path : paths) {
     // Each name its own namespace object, all naming the one chunk (uploaded once).
     if (Publishable(path)) KDN_RETURN_IF_ERROR(Publish(path, attr));

@@ -259,6 +259,32 @@ TEST_F(EdgeFilesystemTest, FsyncUploadsChunkThenNamespaceObject) {
   EXPECT_NE(stats.find("origin_chunk_uploads 1\n"), std::string::npos) << stats;
 }
 
+// A file with more names than a first page of them (64): new content reaches the origin under
+// every one.
+TEST_F(EdgeFilesystemTest, NewContentIsPublishedUnderEveryHardLink) {
+  Ino a = Put(kRootIno, "a.kv", MakeKv(16, 1));
+  constexpr int kLinks = 70;
+  for (int i = 0; i < kLinks; ++i) {
+    auto l = fs_->Link(Root(), a, kRootIno, "l" + std::to_string(i));
+    ASSERT_TRUE(l.ok()) << l.status().ToString();
+  }
+  // New content: one note, published under all 71 names.
+  auto kv = MakeKv(16, 2);
+  auto w = fs_->Create(Root(), kRootIno, "a.kv", 0644, O_WRONLY | O_CREAT | O_TRUNC);
+  ASSERT_TRUE(w.ok()) << w.status().ToString();
+  ASSERT_EQ(w->attr.ino, a);
+  ASSERT_TRUE(fs_->Write(Root(), a, 0, kv).ok());
+  ASSERT_TRUE(fs_->Flush(Root(), a).ok());
+  ASSERT_TRUE(fs_->Fsync(Root(), a).ok());
+  const ChunkId id = fs_->GetAttr(a)->attr.chunk;
+  for (int i = -1; i < kLinks; ++i) {
+    const std::string name = i < 0 ? "a.kv" : "l" + std::to_string(i);
+    auto ns = DecodeNsObject(Slurp(Key("ns/" + name)));
+    ASSERT_TRUE(ns.ok()) << name << ": " << ns.status().ToString();
+    EXPECT_EQ(ns->chunk, id) << name;
+  }
+}
+
 TEST_F(EdgeFilesystemTest, UnlinkAndRenameReachTheOrigin) {
   auto kv = MakeKv(32, 1);
   Ino a = Put(kRootIno, "a.kv", kv);
