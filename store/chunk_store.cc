@@ -1,5 +1,6 @@
-// The chunk store (store/chunk_store.h): hashing and validation, space reservation and eviction,
-// writing, publishing, reference counting, verified reads.
+// The chunk store (store/chunk_store.h), store::ChunkStore's methods: hashing and validation,
+// space reservation and eviction, writing, publishing, reference counting, verified reads; and
+// kdn::Store's chunk calls, which forward to them.
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -14,12 +15,14 @@
 #include "iouring/aligned_buffer.h"
 #include "kdn/format.h"
 #include "store/byte_sources.h"
+#include "store/chunk_store.h"
 #include "store/clock.h"
 #include "store/store_impl.h"
 
 namespace kdn {
 
 using store::ChunkLayout;
+using store::ChunkStore;
 using store::Db;
 using store::NowNs;
 using store::PreparedChunk;
@@ -81,7 +84,7 @@ Result<bool> StoredIn(Db& db, const ChunkId& id) {
 // ---- what the transaction layer asks of the chunk store (store::TxnHooks)
 // --------------------------------------------------------------------------------------
 
-void Store::Impl::RegisterWithTxn() {
+store::TxnHooks ChunkStore::TxnHooksForChunks() {
   store::TxnHooks hooks;
   hooks.sync_data = [this](PreparedChunk& chunk) -> Status {
     const int fd = chunk.fd.get();
@@ -155,26 +158,35 @@ void Store::Impl::RegisterWithTxn() {
   // LRU times ride along with some transaction now and then, so the map stays small.
   hooks.ride_along_due = [this] { return touches.size() >= 4096; };
   hooks.ride_along = [this](Db& db) { return FlushTouched(db); };
-  hooks.apply = [this](TxnEffects& fx) { ApplyEffects(fx); };
-  txn.SetHooks(std::move(hooks));
+  return hooks;
 }
 
-void Store::Impl::ApplyEffects(TxnEffects& fx) {
+void ChunkStore::ApplyEffects(TxnEffects& fx) {
   for (const ChunkId& id : fx.deleted_chunks) layouts.Erase(id);
   space.Apply(fx);
   chunk_count += fx.chunk_delta;
-  inode_count += fx.inode_delta;
   if (fx.evicted_chunks > 0) {
     counters.evictions += fx.evicted_chunks;
     counters.evicted_bytes += fx.evicted_bytes;
-    if (options.on_evict && !fx.evicted.empty()) options.on_evict(fx.evicted);
+    if (on_evict && !fx.evicted.empty()) on_evict(fx.evicted);
   }
+}
+
+Status ChunkStore::FlushTouched(Db& db) {
+  const std::unordered_map<ChunkId, int64_t, store::IdHasher> batch = touches.Take();
+  if (batch.empty()) return Status::OK();
+  KDN_ASSIGN_OR_RETURN(Stmt q, db.Prepare("UPDATE chunks SET atime = max(atime, ?) WHERE id = ?"));
+  for (const auto& [id, t] : batch) {
+    q.BindInt(1, t).BindId(2, id);
+    KDN_RETURN_IF_ERROR(q.Run());
+  }
+  return Status::OK();
 }
 
 // ---- lookups
 // --------------------------------------------------------------------------------------
 
-Result<std::shared_ptr<const ChunkLayout>> Store::Impl::LoadLayout(const ChunkId& id) {
+Result<std::shared_ptr<const ChunkLayout>> ChunkStore::LoadLayout(const ChunkId& id) {
   if (auto cached = layouts.Find(id)) return cached;
   const uint64_t generation = layouts.generation();
   KDN_ASSIGN_OR_RETURN(store::DbPool::Lease db, readers->Acquire());
@@ -217,7 +229,7 @@ Result<std::shared_ptr<const ChunkLayout>> Store::Impl::LoadLayout(const ChunkId
   return std::shared_ptr<const ChunkLayout>(std::move(layout));
 }
 
-Result<bool> Store::Impl::ChunkExists(const ChunkId& id) {
+Result<bool> ChunkStore::ChunkExists(const ChunkId& id) {
   if (layouts.Find(id)) return true;
   KDN_ASSIGN_OR_RETURN(store::DbPool::Lease db, readers->Acquire());
   KDN_ASSIGN_OR_RETURN(Stmt q, db->Prepare("SELECT 1 FROM chunks WHERE id = ?"));
@@ -233,8 +245,8 @@ namespace {
 constexpr uint64_t kHashFirstBytes = uint64_t{64} << 10;
 }  // namespace
 
-Result<std::unique_ptr<PreparedChunk>> Store::Impl::PrepareMemory(std::span<const std::byte> bytes,
-                                                                  store::ChunkSource& source) {
+Result<std::unique_ptr<PreparedChunk>> ChunkStore::PrepareMemory(std::span<const std::byte> bytes,
+                                                                 store::ChunkSource& source) {
   auto chunk = std::make_unique<PreparedChunk>();
   chunk->size = bytes.size();
   store::SpanByteSource content(bytes);
@@ -261,17 +273,17 @@ Result<std::unique_ptr<PreparedChunk>> Store::Impl::PrepareMemory(std::span<cons
   return chunk;
 }
 
-Result<std::unique_ptr<PreparedChunk>> Store::Impl::PrepareHashedFile(int fd,
-                                                                      const std::string& path,
-                                                                      const ChunkId& id,
-                                                                      uint64_t held) {
+Result<std::unique_ptr<PreparedChunk>> ChunkStore::PrepareHashedFile(int fd,
+                                                                     const std::string& path,
+                                                                     const ChunkId& id,
+                                                                     uint64_t held) {
   auto chunk = std::make_unique<PreparedChunk>();
   chunk->reserved = held;
   struct FreeOnError {
-    Impl* impl;
+    ChunkStore* chunks;
     PreparedChunk* chunk;
     ~FreeOnError() {
-      if (chunk != nullptr) impl->FreeUnpublished(*chunk);
+      if (chunk != nullptr) chunks->FreeUnpublished(*chunk);
     }
   } guard{this, chunk.get()};
   struct stat st;
@@ -321,16 +333,16 @@ Result<std::unique_ptr<PreparedChunk>> Store::Impl::PrepareHashedFile(int fd,
   return chunk;
 }
 
-Result<std::unique_ptr<PreparedChunk>> Store::Impl::PrepareFile(int fd, const std::string& path,
-                                                                uint64_t held) {
+Result<std::unique_ptr<PreparedChunk>> ChunkStore::PrepareFile(int fd, const std::string& path,
+                                                               uint64_t held) {
   auto chunk = std::make_unique<PreparedChunk>();
   chunk->reserved = held;
   // Whatever goes wrong here, the capacity and any file written go back.
   struct FreeOnError {
-    Impl* impl;
+    ChunkStore* chunks;
     PreparedChunk* chunk;
     ~FreeOnError() {
-      if (chunk != nullptr) impl->FreeUnpublished(*chunk);
+      if (chunk != nullptr) chunks->FreeUnpublished(*chunk);
     }
   } guard{this, chunk.get()};
   struct stat st;
@@ -481,7 +493,7 @@ std::unordered_map<ChunkId, int64_t, IdHasher> TouchLog::Take() {
 
 }  // namespace store
 
-Status Store::Impl::Reserve(PreparedChunk& chunk, uint64_t bytes) {
+Status ChunkStore::Reserve(PreparedChunk& chunk, uint64_t bytes) {
   const uint64_t cap0 = space.capacity();
   if (cap0 != 0 && bytes > cap0) {
     return Status::NoSpace("a chunk of " + std::to_string(bytes) +
@@ -502,30 +514,30 @@ Status Store::Impl::Reserve(PreparedChunk& chunk, uint64_t bytes) {
   }
 }
 
-bool Store::Impl::TryReserve(PreparedChunk& chunk, uint64_t bytes) {
+bool ChunkStore::TryReserve(PreparedChunk& chunk, uint64_t bytes) {
   return space.TryReserve(chunk, bytes);
 }
 
-Status Store::ReserveSpace(uint64_t bytes, bool evict) {
+Status ChunkStore::ReserveSpace(uint64_t bytes, bool evict) {
   if (bytes == 0) return Status::OK();
   PreparedChunk holder;
   if (!evict) {
-    if (!impl_->TryReserve(holder, bytes)) {
+    if (!TryReserve(holder, bytes)) {
       return Status::NoSpace("store is full: " + std::to_string(bytes) + " bytes not at hand");
     }
   } else {
-    KDN_RETURN_IF_ERROR(impl_->Reserve(holder, bytes));
+    KDN_RETURN_IF_ERROR(Reserve(holder, bytes));
   }
   holder.reserved = 0;  // now the caller's, until ReleaseSpace or a commit takes it
   return Status::OK();
 }
 
-void Store::ReleaseSpace(uint64_t bytes) {
+void ChunkStore::ReleaseSpace(uint64_t bytes) {
   if (bytes == 0) return;
-  impl_->space.Unreserve(bytes);
+  space.Unreserve(bytes);
 }
 
-void Store::Impl::FreeUnpublished(PreparedChunk& chunk) {
+void ChunkStore::FreeUnpublished(PreparedChunk& chunk) {
   if (chunk.published) return;
   if (!chunk.temp_path.empty()) {
     (void)::unlink(chunk.temp_path.c_str());
@@ -539,7 +551,7 @@ void Store::Impl::FreeUnpublished(PreparedChunk& chunk) {
   }
 }
 
-void Store::Impl::CacheLayout(PreparedChunk& chunk, uint64_t generation) {
+void ChunkStore::CacheLayout(PreparedChunk& chunk, uint64_t generation) {
   if (!chunk.fd.valid()) return;
   auto layout = std::make_shared<ChunkLayout>();
   layout->id = chunk.id;
@@ -551,7 +563,7 @@ void Store::Impl::CacheLayout(PreparedChunk& chunk, uint64_t generation) {
   layouts.Insert(std::move(layout), generation);
 }
 
-Status Store::Impl::WriteData(PreparedChunk& chunk, store::ChunkSource& source) {
+Status ChunkStore::WriteData(PreparedChunk& chunk, store::ChunkSource& source) {
   if (chunk.size == 0) {
     chunk.written = true;
     return Status::OK();
@@ -562,8 +574,8 @@ Status Store::Impl::WriteData(PreparedChunk& chunk, store::ChunkSource& source) 
   return WriteFile(chunk, source, nullptr);
 }
 
-Status Store::Impl::WriteFile(PreparedChunk& chunk, store::ChunkSource& source,
-                              store::ContentHasher* hasher) {
+Status ChunkStore::WriteFile(PreparedChunk& chunk, store::ChunkSource& source,
+                             store::ContentHasher* hasher) {
   Status s;
   {
     Result<UniqueFd> fd = files.CreateTemp(&chunk.temp_path);
@@ -590,7 +602,7 @@ Status Store::Impl::WriteFile(PreparedChunk& chunk, store::ChunkSource& source,
   return Status::OK();
 }
 
-Result<uint64_t> Store::Impl::Evict(uint64_t want_bytes) {
+Result<uint64_t> ChunkStore::Evict(uint64_t want_bytes) {
   uint64_t got = 0;
   KDN_RETURN_IF_ERROR(txn.Write(true, [&](Db& db, TxnEffects& fx) -> Status {
     KDN_RETURN_IF_ERROR(FlushTouched(db));
@@ -639,8 +651,8 @@ Result<uint64_t> Store::Impl::Evict(uint64_t want_bytes) {
 // ---- publishing and references
 // --------------------------------------------------------------------
 
-Result<bool> Store::Impl::InstallChunk(Db& db, PreparedChunk& chunk, RefKind kind, bool keep,
-                                       TxnEffects& fx) {
+Result<bool> ChunkStore::InstallChunk(Db& db, PreparedChunk& chunk, RefKind kind, bool keep,
+                                      TxnEffects& fx) {
   bool exists;
   {
     KDN_ASSIGN_OR_RETURN(Stmt q, db.Prepare("SELECT 1 FROM chunks WHERE id = ?"));
@@ -690,7 +702,7 @@ Result<bool> Store::Impl::InstallChunk(Db& db, PreparedChunk& chunk, RefKind kin
   return true;
 }
 
-Status Store::Impl::AddChunkRef(Db& db, const ChunkId& id, RefKind kind, bool keep) {
+Status ChunkStore::AddChunkRef(Db& db, const ChunkId& id, RefKind kind, bool keep) {
   KDN_ASSIGN_OR_RETURN(
       Stmt q, db.Prepare(kind == RefKind::kPut
                              ? "UPDATE chunks SET put_refs = put_refs + 1, put_keep = put_keep + ? "
@@ -703,8 +715,8 @@ Status Store::Impl::AddChunkRef(Db& db, const ChunkId& id, RefKind kind, bool ke
   return Status::OK();
 }
 
-Status Store::Impl::DropChunkRef(Db& db, const ChunkId& id, RefKind kind, bool keep,
-                                 TxnEffects& fx) {
+Status ChunkStore::DropChunkRef(Db& db, const ChunkId& id, RefKind kind, bool keep,
+                                TxnEffects& fx) {
   int64_t put_refs, put_keep, inode_refs, inode_keep;
   {
     KDN_ASSIGN_OR_RETURN(Stmt q, db.Prepare("SELECT put_refs, put_keep, inode_refs, inode_keep "
@@ -740,7 +752,7 @@ Status Store::Impl::DropChunkRef(Db& db, const ChunkId& id, RefKind kind, bool k
   return u.Run();
 }
 
-Status Store::Impl::DeleteChunkRows(Db& db, const ChunkId& id, TxnEffects& fx) {
+Status ChunkStore::DeleteChunkRows(Db& db, const ChunkId& id, TxnEffects& fx) {
   {
     KDN_ASSIGN_OR_RETURN(Stmt q, db.Prepare("SELECT stored FROM chunks WHERE id = ?"));
     q.BindId(1, id);
@@ -760,8 +772,8 @@ Status Store::Impl::DeleteChunkRows(Db& db, const ChunkId& id, TxnEffects& fx) {
   return Status::OK();
 }
 
-Status Store::Impl::ReadAll(const ChunkId& id,
-                            const std::function<Status(std::span<const std::byte>)>& sink) {
+Status ChunkStore::ReadAll(const ChunkId& id,
+                           const std::function<Status(std::span<const std::byte>)>& sink) {
   KDN_ASSIGN_OR_RETURN(std::shared_ptr<const ChunkLayout> layout, LoadLayout(id));
   io::AlignedBuffer window(8u << 20);
   if (window.empty()) return Status::NoSpace("cannot allocate a read buffer");
@@ -789,49 +801,49 @@ Status Vanished(bool* flag) {
 }
 }  // namespace
 
-Result<ChunkId> Store::Put(std::span<const std::byte> bytes, const PutOptions& options) {
+Result<ChunkId> ChunkStore::Put(std::span<const std::byte> bytes, const PutOptions& options) {
   store::MemoryChunkSource source(bytes);
-  KDN_ASSIGN_OR_RETURN(std::unique_ptr<PreparedChunk> chunk, impl_->PrepareMemory(bytes, source));
+  KDN_ASSIGN_OR_RETURN(std::unique_ptr<PreparedChunk> chunk, PrepareMemory(bytes, source));
   bool dedup = false;
-  KDN_RETURN_IF_ERROR(impl_->StoreAndCommit(
-      *chunk, source, false, [&](Db& db, TxnEffects& fx, bool* vanished) -> Status {
-        KDN_ASSIGN_OR_RETURN(
-            bool ok, impl_->InstallChunk(db, *chunk, RefKind::kPut, !options.evictable, fx));
+  KDN_RETURN_IF_ERROR(
+      StoreAndCommit(*chunk, source, false, [&](Db& db, TxnEffects& fx, bool* vanished) -> Status {
+        KDN_ASSIGN_OR_RETURN(bool ok,
+                             InstallChunk(db, *chunk, RefKind::kPut, !options.evictable, fx));
         if (!ok) return Vanished(vanished);
         dedup = fx.published.empty();
         return Status::OK();
       }));
-  ++impl_->counters.puts;
-  impl_->counters.put_bytes += bytes.size();
-  if (dedup) ++impl_->counters.dedup_hits;
+  ++counters.puts;
+  counters.put_bytes += bytes.size();
+  if (dedup) ++counters.dedup_hits;
   return chunk->id;
 }
 
-Result<size_t> Store::Get(const ChunkId& id, uint64_t offset, std::span<std::byte> out) {
+Result<size_t> ChunkStore::Get(const ChunkId& id, uint64_t offset, std::span<std::byte> out) {
   const uint64_t t0 = MonoNs();
   size_t n = 0;
   {
-    KDN_ASSIGN_OR_RETURN(std::shared_ptr<const ChunkLayout> layout, impl_->LoadLayout(id));
+    KDN_ASSIGN_OR_RETURN(std::shared_ptr<const ChunkLayout> layout, LoadLayout(id));
     if (offset >= layout->size || out.empty()) return size_t{0};
     n = static_cast<size_t>(std::min<uint64_t>(out.size(), layout->size - offset));
-    KDN_ASSIGN_OR_RETURN(store::EnginePool::Lease engine, impl_->engines->Acquire());
-    Status s = store::ReadChunk(*engine, *layout, offset, out.first(n), impl_->shape);
+    KDN_ASSIGN_OR_RETURN(store::EnginePool::Lease engine, engines->Acquire());
+    Status s = store::ReadChunk(*engine, *layout, offset, out.first(n), shape);
     if (!s.ok()) {
-      ++impl_->counters.errors;
+      ++counters.errors;
       return s;
     }
   }
   Touch(id);
-  ++impl_->counters.reads;
-  impl_->counters.read_bytes += n;
-  impl_->read_latency.Record(MonoNs() - t0);
+  ++counters.reads;
+  counters.read_bytes += n;
+  read_latency.Record(MonoNs() - t0);
   return n;
 }
 
-Result<ChunkInfo> Store::StatChunk(const ChunkId& id) {
+Result<ChunkInfo> ChunkStore::StatChunk(const ChunkId& id) {
   ChunkInfo info;
   info.id = id;
-  KDN_ASSIGN_OR_RETURN(store::DbPool::Lease db, impl_->readers->Acquire());
+  KDN_ASSIGN_OR_RETURN(store::DbPool::Lease db, readers->Acquire());
   KDN_ASSIGN_OR_RETURN(store::ReadTxn snapshot, store::ReadTxn::Begin(*db));
   {
     KDN_ASSIGN_OR_RETURN(
@@ -848,7 +860,7 @@ Result<ChunkInfo> Store::StatChunk(const ChunkId& id) {
     info.atime_ns = q.Int(4);
     info.created_ns = q.Int(5);
     if (q.Int(6) == 0) {
-      info.atime_ns = impl_->touches.Latest(id, info.atime_ns);
+      info.atime_ns = touches.Latest(id, info.atime_ns);
       return info;
     }
   }
@@ -872,65 +884,108 @@ Result<ChunkInfo> Store::StatChunk(const ChunkId& id) {
     s.n_prefix_hashes = static_cast<uint32_t>(k.U64(9));
     info.kv = std::move(s);
   }
-  info.atime_ns = impl_->touches.Latest(id, info.atime_ns);
+  info.atime_ns = touches.Latest(id, info.atime_ns);
   return info;
 }
 
-Status Store::Release(const ChunkId& id) {
-  return impl_->txn.Write(false, [&](Db& db, TxnEffects& fx) {
-    return impl_->DropChunkRef(db, id, RefKind::kPut, false, fx);
+Status ChunkStore::Release(const ChunkId& id) {
+  return txn.Write(false, [&](Db& db, TxnEffects& fx) {
+    return DropChunkRef(db, id, RefKind::kPut, false, fx);
   });
 }
 
-Result<std::vector<Extent>> Store::Extents(const ChunkId& id) {
-  KDN_ASSIGN_OR_RETURN(std::shared_ptr<const ChunkLayout> layout, impl_->LoadLayout(id));
+Result<std::vector<Extent>> ChunkStore::Extents(const ChunkId& id) {
+  KDN_ASSIGN_OR_RETURN(std::shared_ptr<const ChunkLayout> layout, LoadLayout(id));
   if (layout->size == 0) return std::vector<Extent>{};
-  return std::vector<Extent>{Extent{impl_->files.PathOf(id), 0, layout->size}};
+  return std::vector<Extent>{Extent{files.PathOf(id), 0, layout->size}};
 }
 
-Result<int> Store::OpenChunkForRead(const ChunkId& id) {
-  KDN_ASSIGN_OR_RETURN(std::shared_ptr<const ChunkLayout> layout, impl_->LoadLayout(id));
+Result<int> ChunkStore::OpenChunkForRead(const ChunkId& id) {
+  KDN_ASSIGN_OR_RETURN(std::shared_ptr<const ChunkLayout> layout, LoadLayout(id));
   if (layout->size == 0) {
     return Status::InvalidArgument("chunk " + id.ToHex() + " is empty: it has no file");
   }
-  Result<UniqueFd> fd = impl_->files.OpenRead(id, false);
+  Result<UniqueFd> fd = files.OpenRead(id, false);
   if (!fd.ok()) {
     // Deleted meanwhile: its file goes right after the commit that dropped it.
     if (fd.status().sys_errno() == ENOENT) return NotFoundChunk(id);
-    ++impl_->counters.errors;
+    ++counters.errors;
     return fd.status();
   }
   return fd->release();
 }
 
-void Store::Touch(const ChunkId& id) {
-  impl_->touches.Touch(id, NowNs());
+void ChunkStore::Touch(const ChunkId& id) {
+  touches.Touch(id, NowNs());
 }
 
-Status Store::VerifyChunk(const ChunkId& id) {
+Status ChunkStore::VerifyChunk(const ChunkId& id) {
   store::ChunkHasher hasher;
   uint64_t size = 0;
-  KDN_RETURN_IF_ERROR(impl_->ReadAll(id, [&](std::span<const std::byte> bytes) {
+  KDN_RETURN_IF_ERROR(ReadAll(id, [&](std::span<const std::byte> bytes) {
     hasher.Update(bytes);
     size += bytes.size();
     return Status::OK();
   }));
   ChunkId actual = hasher.Finish();
   if (!(actual == id)) {
-    ++impl_->counters.errors;
+    ++counters.errors;
     return Status::Corruption("chunk " + id.ToHex() + ": content hashes to " + actual.ToHex());
   }
-  KDN_ASSIGN_OR_RETURN(std::shared_ptr<const ChunkLayout> layout, impl_->LoadLayout(id));
+  KDN_ASSIGN_OR_RETURN(std::shared_ptr<const ChunkLayout> layout, LoadLayout(id));
   if (!layout->kv) return Status::OK();
-  ChunkByteSource source(*impl_->engines, impl_->shape, layout);
+  ChunkByteSource source(*engines, shape, layout);
   Result<std::optional<store::KvIndex>> kv = store::InspectKvContent(source);
   if (!kv.ok() || !kv->has_value()) {
-    ++impl_->counters.errors;
+    ++counters.errors;
     return Status::Corruption(
         "chunk " + id.ToHex() + ": " +
         (kv.ok() ? std::string("no longer a .kv file") : kv.status().message()));
   }
   return Status::OK();
+}
+
+// ---- kdn::Store's chunk calls: the chunk store's
+// --------------------------------------------------------------------------------------
+
+Result<ChunkId> Store::Put(std::span<const std::byte> bytes, const PutOptions& options) {
+  return impl_->chunks.Put(bytes, options);
+}
+
+Result<size_t> Store::Get(const ChunkId& id, uint64_t offset, std::span<std::byte> out) {
+  return impl_->chunks.Get(id, offset, out);
+}
+
+Result<ChunkInfo> Store::StatChunk(const ChunkId& id) {
+  return impl_->chunks.StatChunk(id);
+}
+
+Status Store::Release(const ChunkId& id) {
+  return impl_->chunks.Release(id);
+}
+
+Result<std::vector<Extent>> Store::Extents(const ChunkId& id) {
+  return impl_->chunks.Extents(id);
+}
+
+Result<int> Store::OpenChunkForRead(const ChunkId& id) {
+  return impl_->chunks.OpenChunkForRead(id);
+}
+
+void Store::Touch(const ChunkId& id) {
+  impl_->chunks.Touch(id);
+}
+
+Status Store::VerifyChunk(const ChunkId& id) {
+  return impl_->chunks.VerifyChunk(id);
+}
+
+Status Store::ReserveSpace(uint64_t bytes, bool evict) {
+  return impl_->chunks.ReserveSpace(bytes, evict);
+}
+
+void Store::ReleaseSpace(uint64_t bytes) {
+  impl_->chunks.ReleaseSpace(bytes);
 }
 
 }  // namespace kdn

@@ -9,29 +9,37 @@
 // TxnEffects, unlinked once the deletion is durable. The layer knows no chunk files: what it needs
 // done with them (syncing and installing a change's chunk file before its transaction, removing
 // deleted chunks' files, writing access times, applying effects) it asks through the
-// store::TxnHooks the chunk store registers at open (Store::Impl::RegisterWithTxn).
+// store::TxnHooks the chunk store hands it at open (ChunkStore::TxnHooksForChunks).
 //
-// Its own state so far: Space (capacity, used and reserved bytes) and TouchLog (access times not
-// yet written), both below; the rest (chunk files, layout cache, engines, counters) is still in
-// Store::Impl's "chunk store" section (store_impl.h).
-// Implementation: chunk_store.cc (those two objects, the TxnHooks, Store::Impl's chunk store
-// methods, and the chunk calls of kdn::Store: Put, Get, StatChunk, Release, Extents,
-// OpenChunkForRead, Touch, VerifyChunk, ReserveSpace, ReleaseSpace).
+// Its state is one object, ChunkStore (below), a member of Store::Impl (store_impl.h), with its
+// parts Space (capacity, used and reserved bytes) and TouchLog (access times not yet written).
+// Implementation: chunk_store.cc (those objects, the TxnHooks, and the chunk calls of kdn::Store,
+// which forward to the ChunkStore: Put, Get, StatChunk, Release, Extents, OpenChunkForRead, Touch,
+// VerifyChunk, ReserveSpace, ReleaseSpace).
 #ifndef KDN_STORE_CHUNK_STORE_H_
 #define KDN_STORE_CHUNK_STORE_H_
 
 #include <atomic>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <unordered_map>
 #include <vector>
 
 #include "base/thread_annotations.h"
+#include "kdn/store.h"
+#include "store/chunk_files.h"
 #include "store/chunk_id.h"
+#include "store/chunk_io.h"
+#include "store/chunk_layout.h"
+#include "store/db_pool.h"
+#include "store/engine_pool.h"
 #include "store/format/file_io.h"
 #include "store/kv_content.h"
+#include "store/latency_histogram.h"
 #include "store/txn.h"
 
 namespace kdn::store {
@@ -89,7 +97,7 @@ class Space {
 
 // The chunk store's recency (for least-recently-used eviction): reads note a chunk's access time
 // here, not in the database; the notes ride along with some transaction now and then
-// (Store::Impl::FlushTouched), so the map stays small. Its lock is a leaf.
+// (ChunkStore::FlushTouched), so the map stays small. Its lock is a leaf.
 class TouchLog {
  public:
   void Touch(const ChunkId& id, int64_t now_ns) KDN_EXCLUDES(mu_);
@@ -112,6 +120,136 @@ using ReleaseNames =
 
 // Who holds a reference: a put (Store::Put, until Release) or an inode whose content it is.
 enum class RefKind { kPut, kInode };
+
+// The chunk store's state and operations. It reaches the transaction layer through `txn` (every
+// change is a txn.Write) and the namespace only through `release_names` (eviction).
+//
+// Concurrency: chunk files are renamed into place and unlinked only under txn.mu() (in the
+// TxnHooks the layer calls under it), so a file and its row always change together as seen by any
+// other writer. Space and TouchLog lock inside their own methods only (leaves). The layout cache,
+// the engine pool and the reader pool lock inside their own calls too; a chunk's layout holds its
+// file open, so a read in progress keeps its bytes even if the chunk is deleted meanwhile.
+class ChunkStore {
+ public:
+  explicit ChunkStore(TxnLog& log) : txn(log) {}
+  ChunkStore(const ChunkStore&) = delete;
+  ChunkStore& operator=(const ChunkStore&) = delete;
+
+  // What the transaction layer asks of the chunk store (syncing and installing chunk files,
+  // removing deleted ones, access times), handed to txn at open, before any transaction, by
+  // Store::Impl::RegisterWithTxn, which adds `apply`: ApplyEffects and the namespace's count.
+  TxnHooks TxnHooksForChunks();
+  // A committed change's effects on the chunk count, the capacity, the layout cache and the
+  // eviction counters (and kdnfs's on_evict).
+  void ApplyEffects(TxnEffects& fx);
+  // Writes the access times noted in `touches` in the transaction of `db`.
+  Status FlushTouched(Db& db);
+
+  Result<std::shared_ptr<const ChunkLayout>> LoadLayout(const ChunkId& id);
+  Result<bool> ChunkExists(const ChunkId& id);
+  // Hashes and checks `bytes`. When capacity is at hand (without evicting) it also writes them to
+  // a temporary file, hashing each piece while the ones before it are on their way to the disk
+  // (hashing is then off the put's critical path), and drops that file again if the id turns out
+  // to be stored already.
+  Result<std::unique_ptr<PreparedChunk>> PrepareMemory(std::span<const std::byte> bytes,
+                                                       ChunkSource& source);
+  // The same for a staged file; `held`: capacity the caller reserved for it, now the chunk's
+  // (given back with it unless it is published). New content with capacity at hand is written
+  // while it is hashed, in one read of the file (the id is that of the bytes written).
+  Result<std::unique_ptr<PreparedChunk>> PrepareFile(int fd, const std::string& path,
+                                                     uint64_t held);
+  // A staged file whose content id the caller computed from it (CommitHashedFile): checked
+  // (`.kv` content) and summed, then, unless the chunk is stored already, the file itself is the
+  // chunk's temporary file, renamed into place by the commit (no copy, no second SHA-256 pass).
+  Result<std::unique_ptr<PreparedChunk>> PrepareHashedFile(int fd, const std::string& path,
+                                                           const ChunkId& id, uint64_t held);
+  // Publishes (or references) a prepared chunk inside a transaction. False when the chunk is not
+  // stored and `chunk` was not written (it vanished since we looked): write it and retry.
+  Result<bool> InstallChunk(Db& db, PreparedChunk& chunk, RefKind kind, bool keep, TxnEffects& fx);
+  Status AddChunkRef(Db& db, const ChunkId& id, RefKind kind, bool keep);
+  Status DropChunkRef(Db& db, const ChunkId& id, RefKind kind, bool keep, TxnEffects& fx);
+  // Stores content (written when new) and takes a reference with `commit` in one transaction.
+  template <typename Commit>
+  Status StoreAndCommit(PreparedChunk& chunk, ChunkSource& source, bool lock_opens,
+                        Commit&& commit);
+  // Holds `bytes` of capacity for a chunk being written, evicting when the store is full.
+  Status Reserve(PreparedChunk& chunk, uint64_t bytes);
+  // The same without evicting (so that content that turns out to be stored already never costs
+  // an eviction); false when the capacity is not at hand.
+  bool TryReserve(PreparedChunk& chunk, uint64_t bytes);
+  // Gives back what an unpublished chunk holds: its capacity and its temporary file.
+  void FreeUnpublished(PreparedChunk& chunk);
+  Result<uint64_t> Evict(uint64_t want_bytes);
+  Status ReadAll(const ChunkId& id, const std::function<Status(std::span<const std::byte>)>& sink);
+
+  // The chunk calls of kdn::Store (include/kdn/store.h), which forward here.
+  Result<ChunkId> Put(std::span<const std::byte> bytes, const PutOptions& options);
+  Result<size_t> Get(const ChunkId& id, uint64_t offset, std::span<std::byte> out);
+  Result<ChunkInfo> StatChunk(const ChunkId& id);
+  Status Release(const ChunkId& id);
+  Result<std::vector<Extent>> Extents(const ChunkId& id);
+  Result<int> OpenChunkForRead(const ChunkId& id);
+  void Touch(const ChunkId& id);
+  Status VerifyChunk(const ChunkId& id);
+  Status ReserveSpace(uint64_t bytes, bool evict);
+  void ReleaseSpace(uint64_t bytes);
+
+  // ---- state, set up by open and recovery (store_open.cc), read by fsck and the statistics
+  TxnLog& txn;  // the transaction layer: every change is a txn.Write
+  IoShape shape;
+  DbPool* readers = nullptr;  // the store's reader connections (Store::Impl's), from open on
+  ChunkFiles files;
+  Space space;                 // capacity, used and reserved bytes
+  ReleaseNames release_names;  // eviction's call into the namespace (registered at open)
+  std::function<void(const std::vector<EvictedName>&)> on_evict;  // StoreOptions::on_evict
+  std::unique_ptr<EnginePool> engines;
+  // Layouts hold their chunk file open: small enough to stay far from descriptor limits.
+  LayoutCache layouts{256};
+  TouchLog touches;  // access times not yet written
+  // The store's operation counters (StoreStats): mostly the chunk store's; the namespace counts
+  // its puts and prefix lookups, the transaction layer its errors, here too.
+  Counters counters;
+  LatencyHistogram read_latency;
+  std::atomic<int64_t> chunk_count{0};
+
+ private:
+  // Reserves capacity and writes the chunk's bytes to a new temporary file (not yet synced: the
+  // commit does that).
+  Status WriteData(PreparedChunk& chunk, ChunkSource& source);
+  // Writes them to a new temporary file (dropped on failure), feeding `hasher` when given.
+  Status WriteFile(PreparedChunk& chunk, ChunkSource& source, ContentHasher* hasher);
+  Status DeleteChunkRows(Db& db, const ChunkId& id, TxnEffects& fx);
+  // Caches the layout of a chunk this thread published (skipped if any chunk was deleted since
+  // `generation`, which might have been this one).
+  void CacheLayout(PreparedChunk& chunk, uint64_t generation);
+};
+
+template <typename Commit>
+Status ChunkStore::StoreAndCommit(PreparedChunk& chunk, ChunkSource& source, bool lock_opens,
+                                  Commit&& commit) {
+  struct FreeGuard {
+    ChunkStore* chunks;
+    PreparedChunk& chunk;
+    ~FreeGuard() { chunks->FreeUnpublished(chunk); }
+  } guard{this, chunk};
+  for (int attempt = 0; attempt < 3; ++attempt) {
+    const uint64_t generation = layouts.generation();
+    if (!chunk.written && chunk.size > 0) {
+      KDN_ASSIGN_OR_RETURN(bool exists, ChunkExists(chunk.id));
+      if (!exists || attempt > 0) KDN_RETURN_IF_ERROR(WriteData(chunk, source));
+    }
+    bool vanished = false;
+    // The file, when written for this commit and not yet in place, is synced and installed by it.
+    Status s = txn.Write(
+        lock_opens, [&](Db& db, TxnEffects& fx) -> Status { return commit(db, fx, &vanished); },
+        chunk.written && !chunk.installed ? &chunk : nullptr);
+    if (vanished) continue;  // deleted between our look and our commit: write it and retry
+    // Readers of a chunk just written usually come soon: give them its layout.
+    if (s.ok() && chunk.published) CacheLayout(chunk, generation);
+    return s;
+  }
+  return Status::Internal("chunk " + chunk.id.ToHex() + " kept vanishing during commit");
+}
 
 }  // namespace kdn::store
 

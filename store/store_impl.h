@@ -1,16 +1,17 @@
-// Store::Impl: the state behind kdn::Store, shared by the files that implement its parts:
-//   the transaction layer  txn.h, txn.cc (group commit, log sync): the member `txn`
-//   the chunk store        chunk_store.h, chunk_store.cc
-//   the namespace          namespace/ (one file per operation; namespace/namespace.h)
+// Store::Impl: the state behind kdn::Store, composed of its parts, one object each:
+//   the transaction layer  txn.h, txn.cc (group commit, log sync): store::TxnLog, the member `txn`
+//   the chunk store        chunk_store.h, chunk_store.cc: store::ChunkStore, the member `chunks`
+//                          (chunk files, capacity (store::Space), access times (store::TouchLog),
+//                          layouts, engines, counters)
+//   the namespace          namespace/ (one file per operation; namespace/namespace.h): the
+//                          Store::Impl methods of the section below, with store::OpenCounts, the
+//                          member `opens`
 //   open and recovery      store_open.cc;  fsck  store_fsck.cc
-// Dependencies point namespace -> chunk store -> transaction layer. Each lower part reaches the
-// one above only through what that part registers at open: eviction reaches the namespace through
-// store::ReleaseNames (RegisterWithChunks), and the transaction layer reaches the chunk files,
-// access times and effects through store::TxnHooks (RegisterWithTxn).
-// Each part's state is moving into objects of its own: so far the transaction layer's
-// store::TxnLog (txn.h), the chunk store's store::Space and store::TouchLog (chunk_store.h) and the
-// namespace's store::OpenCounts (namespace/namespace.h); the rest is still the members below,
-// grouped by part.
+// Dependencies point namespace -> chunk store -> transaction layer: the namespace calls `chunks`,
+// which holds a reference to `txn`. Each lower part reaches the one above only through what that
+// part registers at open: eviction reaches the namespace through store::ReleaseNames
+// (RegisterWithChunks), and the transaction layer reaches the chunk files, access times and
+// effects through store::TxnHooks (RegisterWithTxn, which has the chunk store make them).
 //
 // Concurrency:
 //   txn.mu()   the one writer connection (store::TxnLog); every change is one transaction under
@@ -62,24 +63,17 @@ struct Store::Impl {
   std::string dir;
   StoreOptions options;
   bool sync_full = true;
-  store::IoShape shape;
   UniqueFd lock_fd;
 
   std::unique_ptr<store::DbPool> readers;
-
-  store::ChunkFiles files;
-  store::Space space;  // capacity, used and reserved bytes (store/chunk_store.h)
-  store::ReleaseNames release_names;  // eviction's call into the namespace (RegisterWithChunks)
-  std::unique_ptr<store::EnginePool> engines;
-  // Layouts hold their chunk file open: small enough to stay far from descriptor limits.
-  store::LayoutCache layouts{256};
-
   store::OpenCounts opens;  // the namespace's open counts (store/namespace/namespace.h)
-  store::TouchLog touches;  // access times not yet written (store/chunk_store.h)
 
-  store::Counters counters;
-  store::LatencyHistogram read_latency;
-  std::atomic<int64_t> chunk_count{0};
+  // ---- the transaction layer (txn.h, txn.cc): the writer connection, group commit, the sticky
+  // background error, the log's durability. Every change of either part is a txn.Write.
+  store::TxnLog txn;
+  // ---- the chunk store (chunk_store.h, chunk_store.cc); after `txn`, which it refers to.
+  store::ChunkStore chunks{txn};
+
   std::atomic<int64_t> inode_count{0};
   std::atomic<uint64_t> staging_seq{0};
   std::vector<std::string> open_problems;  // found while rebuilding at open; fsck reports them
@@ -101,67 +95,11 @@ struct Store::Impl {
   Status RemoveEmptyFile(store::Db& db, Ino ino, store::TxnEffects& fx,
                          std::vector<EvictedName>* removed);
 
-  // ---- the transaction layer (txn.h, txn.cc): the writer connection, group commit, the sticky
-  // background error, the log's durability. Every change of either part is a txn.Write.
-  store::TxnLog txn;
-
-  // ---- the chunk store (chunk_store.h, chunk_store.cc)
   // Registers what the transaction layer asks of the chunk store (store::TxnHooks: syncing and
-  // installing chunk files, removing deleted ones, access times, effects), at open, before any
-  // transaction.
+  // installing chunk files, removing deleted ones, access times; the chunk store's
+  // TxnHooksForChunks) and the effects of a committed change (the namespace's inode count and the
+  // chunk store's ApplyEffects), at open, before any transaction.
   void RegisterWithTxn();
-  // A committed change's effects on the counts, the capacity and the layout cache.
-  void ApplyEffects(store::TxnEffects& fx);
-  // Writes the access times noted in `touches` in the transaction of `db`.
-  Status FlushTouched(store::Db& db);
-  Result<std::shared_ptr<const store::ChunkLayout>> LoadLayout(const ChunkId& id);
-  // Hashes and checks `bytes`. When capacity is at hand (without evicting) it also writes them to
-  // a temporary file, hashing each piece while the ones before it are on their way to the disk
-  // (hashing is then off the put's critical path), and drops that file again if the id turns out
-  // to be stored already.
-  Result<std::unique_ptr<store::PreparedChunk>> PrepareMemory(std::span<const std::byte> bytes,
-                                                              store::ChunkSource& source);
-  // The same for a staged file; `held`: capacity the caller reserved for it, now the chunk's
-  // (given back with it unless it is published). New content with capacity at hand is written
-  // while it is hashed, in one read of the file (the id is that of the bytes written).
-  Result<std::unique_ptr<store::PreparedChunk>> PrepareFile(int fd, const std::string& path,
-                                                            uint64_t held);
-  // A staged file whose content id the caller computed from it (CommitHashedFile): checked
-  // (`.kv` content) and summed, then, unless the chunk is stored already, the file itself is the
-  // chunk's temporary file, renamed into place by the commit (no copy, no second SHA-256 pass).
-  Result<std::unique_ptr<store::PreparedChunk>> PrepareHashedFile(int fd, const std::string& path,
-                                                                  const ChunkId& id, uint64_t held);
-  // Reserves capacity and writes the chunk's bytes to a new temporary file (not yet synced: the
-  // commit does that).
-  Status WriteData(store::PreparedChunk& chunk, store::ChunkSource& source);
-  // Writes them to a new temporary file (dropped on failure), feeding `hasher` when given.
-  Status WriteFile(store::PreparedChunk& chunk, store::ChunkSource& source,
-                   store::ContentHasher* hasher);
-  Result<bool> ChunkExists(const ChunkId& id);
-  // Publishes (or references) a prepared chunk inside a transaction. False when the chunk is not
-  // stored and `chunk` was not written (it vanished since we looked): write it and retry.
-  Result<bool> InstallChunk(store::Db& db, store::PreparedChunk& chunk, store::RefKind kind,
-                            bool keep, store::TxnEffects& fx);
-  Status AddChunkRef(store::Db& db, const ChunkId& id, store::RefKind kind, bool keep);
-  Status DropChunkRef(store::Db& db, const ChunkId& id, store::RefKind kind, bool keep,
-                      store::TxnEffects& fx);
-  Status DeleteChunkRows(store::Db& db, const ChunkId& id, store::TxnEffects& fx);
-  // Stores content (written when new) and takes a reference with `commit` in one transaction.
-  template <typename Commit>
-  Status StoreAndCommit(store::PreparedChunk& chunk, store::ChunkSource& source, bool lock_opens,
-                        Commit&& commit);
-  // Holds `bytes` of capacity for a chunk being written, evicting when the store is full.
-  Status Reserve(store::PreparedChunk& chunk, uint64_t bytes);
-  // The same without evicting (so that content that turns out to be stored already never costs
-  // an eviction); false when the capacity is not at hand.
-  bool TryReserve(store::PreparedChunk& chunk, uint64_t bytes);
-  // Gives back what an unpublished chunk holds: its capacity and its temporary file.
-  void FreeUnpublished(store::PreparedChunk& chunk);
-  // Caches the layout of a chunk this thread published (skipped if any chunk was deleted since
-  // `generation`, which might have been this one).
-  void CacheLayout(store::PreparedChunk& chunk, uint64_t generation);
-  Result<uint64_t> Evict(uint64_t want_bytes);
-  Status ReadAll(const ChunkId& id, const std::function<Status(std::span<const std::byte>)>& sink);
 
   // ---- the namespace (namespace/: outbox.cc, reclaim.cc, evict.cc, content.cc)
   // Writes an outbox note (OutboxNote) in the transaction of `db`; nothing when `note` is empty.
@@ -182,34 +120,6 @@ struct Store::Impl {
   Status SetContent(store::Db& db, Ino ino, store::PreparedChunk& chunk, const CommitOptions& opts,
                     store::TxnEffects& fx, bool* vanished, InodeAttr* out);
 };
-
-template <typename Commit>
-Status Store::Impl::StoreAndCommit(store::PreparedChunk& chunk, store::ChunkSource& source,
-                                   bool lock_opens, Commit&& commit) {
-  struct FreeGuard {
-    Impl* impl;
-    store::PreparedChunk& chunk;
-    ~FreeGuard() { impl->FreeUnpublished(chunk); }
-  } guard{this, chunk};
-  for (int attempt = 0; attempt < 3; ++attempt) {
-    const uint64_t generation = layouts.generation();
-    if (!chunk.written && chunk.size > 0) {
-      KDN_ASSIGN_OR_RETURN(bool exists, ChunkExists(chunk.id));
-      if (!exists || attempt > 0) KDN_RETURN_IF_ERROR(WriteData(chunk, source));
-    }
-    bool vanished = false;
-    // The file, when written for this commit and not yet in place, is synced and installed by it.
-    Status s = txn.Write(
-        lock_opens,
-        [&](store::Db& db, store::TxnEffects& fx) -> Status { return commit(db, fx, &vanished); },
-        chunk.written && !chunk.installed ? &chunk : nullptr);
-    if (vanished) continue;  // deleted between our look and our commit: write it and retry
-    // Readers of a chunk just written usually come soon: give them its layout.
-    if (s.ok() && chunk.published) CacheLayout(chunk, generation);
-    return s;
-  }
-  return Status::Internal("chunk " + chunk.id.ToHex() + " kept vanishing during commit");
-}
 
 }  // namespace kdn
 

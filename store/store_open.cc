@@ -115,15 +115,15 @@ Store::Impl::~Impl() {
     {
       std::lock_guard lock(txn.mu());
       if (auto t = store::WriteTxn::Begin(txn.writer()); t.ok()) {
-        if (FlushTouched(txn.writer()).ok() && t->Commit().ok()) txn.NoteCommit();
+        if (chunks.FlushTouched(txn.writer()).ok() && t->Commit().ok()) txn.NoteCommit();
       }
     }
     // Everything committed is durable when the store is closed (SQLite's closing checkpoint
     // would sync it too, but only when no other process reads the database).
     (void)txn.SyncAll();
   }
-  layouts.Clear();  // chunk files held open by cached layouts
-  engines.reset();
+  chunks.layouts.Clear();  // chunk files held open by cached layouts
+  chunks.engines.reset();
   readers.reset();
   txn.CloseWriter();
   lock_fd.reset();  // last: the store stays locked until everything above is closed
@@ -145,7 +145,8 @@ Status Store::Impl::OpenAll(const std::string& path, const StoreOptions& opts) {
   if (opts.queue_depth == 0 || opts.queue_depth > 1024) {
     return Status::InvalidArgument("queue_depth must be 1..1024");
   }
-  shape = store::IoShape{opts.queue_depth, opts.io_bytes};
+  chunks.shape = store::IoShape{opts.queue_depth, opts.io_bytes};
+  chunks.on_evict = opts.on_evict;
   RegisterWithChunks();
   RegisterWithTxn();
 
@@ -190,16 +191,17 @@ Status Store::Impl::OpenAll(const std::string& path, const StoreOptions& opts) {
   txn_options.sync_full = sync_full;
   txn_options.log_sync_interval_ms = opts.log_sync_interval_ms;
   txn_options.info_log = opts.info_log;
-  txn_options.errors = &counters.errors;
+  txn_options.errors = &chunks.counters.errors;
   txn_options.opens_mu = &opens.mu();
   KDN_RETURN_IF_ERROR(txn.Open(txn_options, !exists));
   store::Db& writer = txn.writer();  // alone here: nothing else runs until the open is done
-  KDN_RETURN_IF_ERROR(files.Open(dir, sync_full));
+  KDN_RETURN_IF_ERROR(chunks.files.Open(dir, sync_full));
   KDN_RETURN_IF_ERROR(MigrateIfOld());
   KDN_RETURN_IF_ERROR(store::InitSchema(writer, ::geteuid(), ::getegid(), NowNs()));
   // A -wal or -shm file left with a wider mode by an older version was opened as it was.
   KDN_RETURN_IF_ERROR(store::RestrictModes(dir, &open_warnings));
   readers = std::make_unique<store::DbPool>(db_path);
+  chunks.readers = readers.get();
 
   {
     std::lock_guard lock(txn.mu());
@@ -209,7 +211,7 @@ Status Store::Impl::OpenAll(const std::string& path, const StoreOptions& opts) {
           store::SetMetaInt(writer, "capacity", static_cast<int64_t>(opts.capacity_bytes)));
     }
     KDN_ASSIGN_OR_RETURN(int64_t cap, store::GetMetaInt(writer, "capacity", 0));
-    space.set_capacity(static_cast<uint64_t>(cap));
+    chunks.space.set_capacity(static_cast<uint64_t>(cap));
     KDN_RETURN_IF_ERROR(t.Commit());
     // This and InitSchema's transaction: made durable by the first log sync.
     txn.NoteCommit();
@@ -222,10 +224,10 @@ Status Store::Impl::OpenAll(const std::string& path, const StoreOptions& opts) {
   eo.queue_depth = opts.queue_depth;
   eo.buffer_count = opts.queue_depth;
   eo.buffer_bytes = 256 * 1024;  // two checksum blocks: bounce space for unaligned callers
-  engines = std::make_unique<store::EnginePool>(eo);
+  chunks.engines = std::make_unique<store::EnginePool>(eo);
   {
     // An engine now, so that a refused io_uring (when asked for explicitly) fails the open.
-    KDN_ASSIGN_OR_RETURN(store::EnginePool::Lease lease, engines->Acquire());
+    KDN_ASSIGN_OR_RETURN(store::EnginePool::Lease lease, chunks.engines->Acquire());
   }
 
   KDN_RETURN_IF_ERROR(CleanStaging());
@@ -237,11 +239,21 @@ Status Store::Impl::OpenAll(const std::string& path, const StoreOptions& opts) {
                                            "(SELECT count(*) FROM inodes)"));
   KDN_ASSIGN_OR_RETURN(bool row, q.Step());
   if (row) {
-    chunk_count = q.Int(0);
+    chunks.chunk_count = q.Int(0);
     inode_count = q.Int(1);
   }
   txn.StartLogSyncer();
   return Status::OK();
+}
+
+void Store::Impl::RegisterWithTxn() {
+  store::TxnHooks hooks = chunks.TxnHooksForChunks();
+  // A committed change's effects: the namespace's count, then the chunk store's part.
+  hooks.apply = [this](store::TxnEffects& fx) {
+    inode_count += fx.inode_delta;
+    chunks.ApplyEffects(fx);
+  };
+  txn.SetHooks(std::move(hooks));
 }
 
 Status Store::Impl::MigrateIfOld() {
@@ -257,8 +269,9 @@ Status Store::Impl::MigrateIfOld() {
   struct stat st;
   const bool have_segments = ::lstat((dir + "/seg").c_str(), &st) == 0;
   if (version == 1) {
-    KDN_RETURN_IF_ERROR(store::MigrateV1(writer, dir, files, sync_full, options.migrate_progress)
-                            .WithContext("migrating the version 1 store in " + dir));
+    KDN_RETURN_IF_ERROR(
+        store::MigrateV1(writer, dir, chunks.files, sync_full, options.migrate_progress)
+            .WithContext("migrating the version 1 store in " + dir));
     open_warnings.push_back(dir + ": migrated from version 1 (segment files) to version " +
                             std::to_string(store::kSchemaVersion) + " (a file per chunk)");
   } else if (version == store::kSchemaVersion && have_segments) {
@@ -283,7 +296,7 @@ Status Store::Impl::RemoveStrayChunkFiles() {
     }
   }
   KDN_RETURN_IF_ERROR(
-      files.List([&](const std::optional<ChunkId>& id, const std::string& path) -> Status {
+      chunks.files.List([&](const std::optional<ChunkId>& id, const std::string& path) -> Status {
         if (id && known.count(id->ToHex()) != 0) return Status::OK();
         std::error_code ec;
         std::filesystem::remove_all(path, ec);
@@ -298,7 +311,7 @@ Status Store::Impl::RemoveStrayChunkFiles() {
     KDN_ASSIGN_OR_RETURN(bool row, q.Step());
     if (row) used += q.U64(0);
   }
-  space.SetUsed(used);
+  chunks.space.SetUsed(used);
   for (const std::string& p : open_problems)
     Log(options.info_log, LogLevel::kWarning, "store " + dir + ": " + p);
   return Status::OK();
@@ -352,18 +365,6 @@ Status Store::Impl::CleanStaging() {
   });
 }
 
-
-Status Store::Impl::FlushTouched(Db& db) {
-  const std::unordered_map<ChunkId, int64_t, store::IdHasher> batch = touches.Take();
-  if (batch.empty()) return Status::OK();
-  KDN_ASSIGN_OR_RETURN(Stmt q, db.Prepare("UPDATE chunks SET atime = max(atime, ?) WHERE id = ?"));
-  for (const auto& [id, t] : batch) {
-    q.BindInt(1, t).BindId(2, id);
-    KDN_RETURN_IF_ERROR(q.Run());
-  }
-  return Status::OK();
-}
-
 Status Store::Sync() {
   return impl_->txn.SyncAll();
 }
@@ -401,11 +402,11 @@ std::string Store::NewStagingPath() {
 
 StoreUsage Store::Usage() const {
   StoreUsage u;
-  u.used_bytes = impl_->space.InUse();
+  u.used_bytes = impl_->chunks.space.InUse();
   uint64_t fs_free = 0;
   struct statvfs vfs;
   if (::statvfs(impl_->dir.c_str(), &vfs) == 0) fs_free = uint64_t{vfs.f_bavail} * vfs.f_frsize;
-  const uint64_t cap = impl_->space.capacity();
+  const uint64_t cap = impl_->chunks.space.capacity();
   if (cap != 0) {
     u.capacity_bytes = cap;
     u.free_bytes = std::min(cap > u.used_bytes ? cap - u.used_bytes : 0, fs_free);
@@ -413,14 +414,14 @@ StoreUsage Store::Usage() const {
     u.free_bytes = fs_free;
     u.capacity_bytes = u.used_bytes + u.free_bytes;
   }
-  u.chunks = static_cast<uint64_t>(std::max<int64_t>(0, impl_->chunk_count.load()));
+  u.chunks = static_cast<uint64_t>(std::max<int64_t>(0, impl_->chunks.chunk_count.load()));
   u.inodes = static_cast<uint64_t>(std::max<int64_t>(0, impl_->inode_count.load()));
   return u;
 }
 
 StoreStats Store::Stats() const {
   StoreStats s;
-  s.io_engine = std::string(io::EngineKindName(impl_->engines->kind()));
+  s.io_engine = std::string(io::EngineKindName(impl_->chunks.engines->kind()));
   if (auto db = impl_->readers->Acquire(); db.ok()) {
     auto q = (*db)->Prepare(
         "SELECT (SELECT count(*) FROM inodes WHERE (mode & 61440) = 32768 AND nlink > 0), "
@@ -450,7 +451,7 @@ StoreStats Store::Stats() const {
   s.compression_ratio = s.kv_stored_bytes > 0 ? static_cast<double>(s.kv_raw_bytes) /
                                                     static_cast<double>(s.kv_stored_bytes)
                                               : 1.0;
-  const store::Counters& c = impl_->counters;
+  const store::Counters& c = impl_->chunks.counters;
   s.puts = c.puts;
   s.put_bytes = c.put_bytes;
   s.dedup_hits = c.dedup_hits;
@@ -463,14 +464,14 @@ StoreStats Store::Stats() const {
   s.errors = c.errors;
   s.log_syncs = impl_->txn.log_syncs();
   s.unsynced_changes = impl_->txn.unsynced();
-  s.read_latency_p50_ns = impl_->read_latency.Percentile(0.50);
-  s.read_latency_p90_ns = impl_->read_latency.Percentile(0.90);
-  s.read_latency_p99_ns = impl_->read_latency.Percentile(0.99);
-  s.read_latency_max_ns = impl_->read_latency.max();
-  s.read_latency_buckets = impl_->read_latency.CumulativeAtPowersOfTwo(
+  s.read_latency_p50_ns = impl_->chunks.read_latency.Percentile(0.50);
+  s.read_latency_p90_ns = impl_->chunks.read_latency.Percentile(0.90);
+  s.read_latency_p99_ns = impl_->chunks.read_latency.Percentile(0.99);
+  s.read_latency_max_ns = impl_->chunks.read_latency.max();
+  s.read_latency_buckets = impl_->chunks.read_latency.CumulativeAtPowersOfTwo(
       StoreStats::kReadLatencyFirstPow2, StoreStats::kReadLatencyLastPow2);
   s.read_latency_count = s.read_latency_buckets.back();
-  s.read_latency_sum_ns = impl_->read_latency.sum();
+  s.read_latency_sum_ns = impl_->chunks.read_latency.sum();
   return s;
 }
 

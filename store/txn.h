@@ -61,8 +61,9 @@ struct TxnEffects {
 // One change: runs inside its savepoint of the group's transaction.
 using TxnBody = std::function<Status(Db&, TxnEffects&)>;
 
-// What the transaction layer asks of the chunk store, which registers it at open
-// (Store::Impl::RegisterWithTxn, chunk_store.cc). Chunk files are the chunk store's alone.
+// What the transaction layer asks of the chunk store, which makes it
+// (store::ChunkStore::TxnHooksForChunks, chunk_store.cc) for Store::Impl::RegisterWithTxn to
+// register at open. Chunk files are the chunk store's alone.
 struct TxnHooks {
   // Stage 1 of a group commit (no lock held): makes the data of `chunk`, written for a change,
   // durable. A failure that leaves the bytes on disk in doubt the hook makes sticky itself

@@ -31,7 +31,7 @@ Status Store::Impl::SetContent(Db& db, Ino ino, PreparedChunk& chunk, const Comm
   ChunkId id;
   const uint64_t size = chunk.size;
   if (size > 0) {
-    KDN_ASSIGN_OR_RETURN(bool ok, InstallChunk(db, chunk, RefKind::kInode, keep, fx));
+    KDN_ASSIGN_OR_RETURN(bool ok, chunks.InstallChunk(db, chunk, RefKind::kInode, keep, fx));
     if (!ok) {
       *vanished = true;
       return Status::Internal("chunk vanished during commit");
@@ -39,7 +39,9 @@ Status Store::Impl::SetContent(Db& db, Ino ino, PreparedChunk& chunk, const Comm
     id = chunk.id;
   }
   // The new reference first, so that committing the same content again never drops the chunk.
-  if (!a.chunk.IsZero()) KDN_RETURN_IF_ERROR(DropChunkRef(db, a.chunk, RefKind::kInode, keep, fx));
+  if (!a.chunk.IsZero()) {
+    KDN_RETURN_IF_ERROR(chunks.DropChunkRef(db, a.chunk, RefKind::kInode, keep, fx));
+  }
   const int64_t now = NowNs();
   a.chunk = id;
   a.size = size;
@@ -77,20 +79,21 @@ Result<InodeAttr> Store::CommitFileContent(Ino ino, const std::string& staged_pa
   HeldSpace held{this, options.reserved_bytes};
   UniqueFd fd = OpenFd(staged_path.c_str(), O_RDONLY | O_CLOEXEC);
   if (!fd.valid()) return Status::FromErrno("opening " + staged_path, errno);
-  KDN_ASSIGN_OR_RETURN(std::unique_ptr<PreparedChunk> chunk,
-                       impl_->PrepareFile(fd.get(), staged_path, std::exchange(held.bytes, 0)));
+  KDN_ASSIGN_OR_RETURN(
+      std::unique_ptr<PreparedChunk> chunk,
+      impl_->chunks.PrepareFile(fd.get(), staged_path, std::exchange(held.bytes, 0)));
   // For a copy made after the id was computed (content found stored, then gone before the
   // commit; or no capacity at hand while preparing): it proves the file did not change since.
   store::FileChunkSource source(fd.get(), chunk->size, staged_path);
   InodeAttr out;
-  KDN_RETURN_IF_ERROR(impl_->StoreAndCommit(
+  KDN_RETURN_IF_ERROR(impl_->chunks.StoreAndCommit(
       *chunk, source, false, [&](Db& db, TxnEffects& fx, bool* vanished) -> Status {
         if (source.read_any()) KDN_RETURN_IF_ERROR(source.CheckUnchanged(chunk->id));
         return impl_->SetContent(db, ino, *chunk, options, fx, vanished, &out);
       }));
   ::unlink(staged_path.c_str());
-  ++impl_->counters.puts;
-  impl_->counters.put_bytes += chunk->size;
+  ++impl_->chunks.counters.puts;
+  impl_->chunks.counters.put_bytes += chunk->size;
   return out;
 }
 
@@ -109,20 +112,20 @@ Result<InodeAttr> Store::CommitHashedFile(Ino ino, const std::string& staged_pat
   if (!fd.valid()) return Status::FromErrno("opening " + staged_path, errno);
   KDN_ASSIGN_OR_RETURN(
       std::unique_ptr<PreparedChunk> chunk,
-      impl_->PrepareHashedFile(fd.get(), staged_path, id, std::exchange(held.bytes, 0)));
+      impl_->chunks.PrepareHashedFile(fd.get(), staged_path, id, std::exchange(held.bytes, 0)));
   const bool adopted = chunk->written && chunk->size > 0;
   // Should the chunk vanish before the commit, its bytes are copied from the file after all, and
   // the copy is hashed again (CheckUnchanged): the id is trusted only for the file as it was.
   store::FileChunkSource source(fd.get(), chunk->size, staged_path);
   InodeAttr out;
-  KDN_RETURN_IF_ERROR(impl_->StoreAndCommit(
+  KDN_RETURN_IF_ERROR(impl_->chunks.StoreAndCommit(
       *chunk, source, false, [&](Db& db, TxnEffects& fx, bool* vanished) -> Status {
         if (source.read_any()) KDN_RETURN_IF_ERROR(source.CheckUnchanged(chunk->id));
         return impl_->SetContent(db, ino, *chunk, options, fx, vanished, &out);
       }));
   if (!adopted || !chunk->installed) ::unlink(staged_path.c_str());  // not renamed into place
-  ++impl_->counters.puts;
-  impl_->counters.put_bytes += chunk->size;
+  ++impl_->chunks.counters.puts;
+  impl_->chunks.counters.put_bytes += chunk->size;
   return out;
 }
 
@@ -131,15 +134,15 @@ Result<InodeAttr> Store::CommitFileContent(Ino ino, std::span<const std::byte> c
   HeldSpace held{this, options.reserved_bytes};
   store::MemoryChunkSource source(content);
   KDN_ASSIGN_OR_RETURN(std::unique_ptr<PreparedChunk> chunk,
-                       impl_->PrepareMemory(content, source));
+                       impl_->chunks.PrepareMemory(content, source));
   chunk->reserved += std::exchange(held.bytes, 0);
   InodeAttr out;
-  KDN_RETURN_IF_ERROR(impl_->StoreAndCommit(
+  KDN_RETURN_IF_ERROR(impl_->chunks.StoreAndCommit(
       *chunk, source, false, [&](Db& db, TxnEffects& fx, bool* vanished) -> Status {
         return impl_->SetContent(db, ino, *chunk, options, fx, vanished, &out);
       }));
-  ++impl_->counters.puts;
-  impl_->counters.put_bytes += chunk->size;
+  ++impl_->chunks.counters.puts;
+  impl_->chunks.counters.put_bytes += chunk->size;
   return out;
 }
 

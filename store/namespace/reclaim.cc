@@ -46,7 +46,7 @@ Status Store::Impl::DropInode(Db& db, const InodeAttr& a, TxnEffects& fx) {
   }
   --fx.inode_delta;
   if (!a.chunk.IsZero()) {
-    KDN_RETURN_IF_ERROR(DropChunkRef(db, a.chunk, RefKind::kInode, Keeps(a), fx));
+    KDN_RETURN_IF_ERROR(chunks.DropChunkRef(db, a.chunk, RefKind::kInode, Keeps(a), fx));
   }
   return Status::OK();
 }

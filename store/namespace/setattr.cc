@@ -49,7 +49,7 @@ Result<InodeAttr> Store::SetAttr(Ino ino, const SetAttrRequest& req,
                                        " bytes must re-stage the file and commit it");
       }
       if (!a.chunk.IsZero()) {
-        KDN_RETURN_IF_ERROR(impl_->DropChunkRef(db, a.chunk, RefKind::kInode, Keeps(a), fx));
+        KDN_RETURN_IF_ERROR(impl_->chunks.DropChunkRef(db, a.chunk, RefKind::kInode, Keeps(a), fx));
       }
       a.chunk = ChunkId{};
       a.size = 0;
