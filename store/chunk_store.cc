@@ -273,24 +273,44 @@ Result<std::unique_ptr<PreparedChunk>> ChunkStore::PrepareMemory(std::span<const
   return chunk;
 }
 
+namespace {
+
+// Whatever goes wrong while a chunk is prepared, the capacity it holds and any file written for it
+// go back, unless it is kept for the commit.
+class FreeUnlessKept {
+ public:
+  FreeUnlessKept(ChunkStore& chunks, PreparedChunk* chunk) : chunks_(chunks), chunk_(chunk) {}
+  FreeUnlessKept(const FreeUnlessKept&) = delete;
+  FreeUnlessKept& operator=(const FreeUnlessKept&) = delete;
+  ~FreeUnlessKept() {
+    if (chunk_ != nullptr) chunks_.FreeUnpublished(*chunk_);
+  }
+  void Keep() { chunk_ = nullptr; }
+
+ private:
+  ChunkStore& chunks_;
+  PreparedChunk* chunk_;
+};
+
+// The size of a staged file, which must be a regular file (*st: what fstat said).
+Result<uint64_t> StagedFileSize(int fd, const std::string& path, struct stat* st) {
+  if (::fstat(fd, st) != 0) return Status::FromErrno("stat of " + path, errno);
+  if (!S_ISREG(st->st_mode)) return Status::InvalidArgument(path + " is not a regular file");
+  return static_cast<uint64_t>(st->st_size);
+}
+
+}  // namespace
+
 Result<std::unique_ptr<PreparedChunk>> ChunkStore::PrepareHashedFile(int fd,
                                                                      const std::string& path,
                                                                      const ChunkId& id,
                                                                      uint64_t held) {
   auto chunk = std::make_unique<PreparedChunk>();
   chunk->reserved = held;
-  struct FreeOnError {
-    ChunkStore* chunks;
-    PreparedChunk* chunk;
-    ~FreeOnError() {
-      if (chunk != nullptr) chunks->FreeUnpublished(*chunk);
-    }
-  } guard{this, chunk.get()};
+  FreeUnlessKept guard(*this, chunk.get());
   struct stat st;
-  if (::fstat(fd, &st) != 0) return Status::FromErrno("stat of " + path, errno);
-  if (!S_ISREG(st.st_mode)) return Status::InvalidArgument(path + " is not a regular file");
+  KDN_ASSIGN_OR_RETURN(chunk->size, StagedFileSize(fd, path, &st));
   chunk->id = id;
-  chunk->size = static_cast<uint64_t>(st.st_size);
   // What the store does not take on trust: `.kv` content passes VerifyKv, and the read checksums
   // are summed here from the file itself. Both read it from the page cache the caller filled.
   store::FdByteSource source(fd, chunk->size, path);
@@ -309,7 +329,7 @@ Result<std::unique_ptr<PreparedChunk>> ChunkStore::PrepareHashedFile(int fd,
   }
   KDN_ASSIGN_OR_RETURN(bool exists, ChunkExists(chunk->id));
   if (exists || chunk->size == 0) {  // the commit only takes a reference
-    guard.chunk = nullptr;
+    guard.Keep();
     return chunk;
   }
   // The file itself becomes the chunk file: the commit syncs it and renames it into place. Its
@@ -324,12 +344,13 @@ Result<std::unique_ptr<PreparedChunk>> ChunkStore::PrepareHashedFile(int fd,
     return Status::InvalidArgument(path + " was replaced while it was being committed");
   }
   // Chunk files are their owner's alone, whatever mode the caller created it with.
-  if ((again.st_mode & 07777) != store::kFileMode && ::fchmod(chunk->fd.get(), store::kFileMode) != 0) {
+  if ((again.st_mode & 07777) != store::kFileMode &&
+      ::fchmod(chunk->fd.get(), store::kFileMode) != 0) {
     return Status::FromErrno("chmod of " + path, errno);
   }
   chunk->temp_path = path;
   chunk->written = true;
-  guard.chunk = nullptr;
+  guard.Keep();
   return chunk;
 }
 
@@ -337,18 +358,9 @@ Result<std::unique_ptr<PreparedChunk>> ChunkStore::PrepareFile(int fd, const std
                                                                uint64_t held) {
   auto chunk = std::make_unique<PreparedChunk>();
   chunk->reserved = held;
-  // Whatever goes wrong here, the capacity and any file written go back.
-  struct FreeOnError {
-    ChunkStore* chunks;
-    PreparedChunk* chunk;
-    ~FreeOnError() {
-      if (chunk != nullptr) chunks->FreeUnpublished(*chunk);
-    }
-  } guard{this, chunk.get()};
+  FreeUnlessKept guard(*this, chunk.get());
   struct stat st;
-  if (::fstat(fd, &st) != 0) return Status::FromErrno("stat of " + path, errno);
-  if (!S_ISREG(st.st_mode)) return Status::InvalidArgument(path + " is not a regular file");
-  chunk->size = static_cast<uint64_t>(st.st_size);
+  KDN_ASSIGN_OR_RETURN(chunk->size, StagedFileSize(fd, path, &st));
   store::FdByteSource source(fd, chunk->size, path);
   static thread_local io::AlignedBuffer window(32 * size_t{store::kBlockBytes});
   if (window.empty()) return Status::NoSpace("cannot allocate a read buffer");
@@ -394,7 +406,7 @@ Result<std::unique_ptr<PreparedChunk>> ChunkStore::PrepareFile(int fd, const std
     }
     KDN_ASSIGN_OR_RETURN(bool exists, ChunkExists(chunk->id));
     if (exists) FreeUnpublished(*chunk);  // the commit only takes a reference
-    guard.chunk = nullptr;
+    guard.Keep();
     return chunk;
   }
   KDN_RETURN_IF_ERROR(inspect());
@@ -412,7 +424,7 @@ Result<std::unique_ptr<PreparedChunk>> ChunkStore::PrepareFile(int fd, const std
     }
   }
   chunk->id = hasher.Finish();
-  guard.chunk = nullptr;
+  guard.Keep();
   return chunk;
 }
 
