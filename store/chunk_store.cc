@@ -292,6 +292,23 @@ class FreeUnlessKept {
   PreparedChunk* chunk_;
 };
 
+// Passes each kBlockBytes block of the first `size` bytes of `source` (the last one may be
+// shorter) to `fn`, in order, read through a window that this thread reuses.
+Status ForEachBlock(const ByteSource& source, uint64_t size,
+                    const std::function<Status(std::span<const std::byte>)>& fn) {
+  static thread_local io::AlignedBuffer window(32 * size_t{store::kBlockBytes});
+  if (window.empty()) return Status::NoSpace("cannot allocate a read buffer");
+  for (uint64_t off = 0; off < size; off += window.size()) {
+    const uint64_t n = std::min<uint64_t>(window.size(), size - off);
+    KDN_RETURN_IF_ERROR(source.ReadAt(off, {window.data(), n}));
+    for (uint64_t b = 0; b < n; b += store::kBlockBytes) {
+      const size_t len = static_cast<size_t>(std::min<uint64_t>(store::kBlockBytes, n - b));
+      KDN_RETURN_IF_ERROR(fn(std::span<const std::byte>(window.data() + b, len)));
+    }
+  }
+  return Status::OK();
+}
+
 // The size of a staged file, which must be a regular file (*st: what fstat said).
 Result<uint64_t> StagedFileSize(int fd, const std::string& path, struct stat* st) {
   if (::fstat(fd, st) != 0) return Status::FromErrno("stat of " + path, errno);
@@ -317,16 +334,10 @@ Result<std::unique_ptr<PreparedChunk>> ChunkStore::PrepareHashedFile(int fd,
   Result<std::optional<store::KvIndex>> kv = store::InspectKvContent(source);
   if (!kv.ok()) return KvRefused(kv.status().WithContext(path));
   chunk->kv = std::move(*kv);
-  static thread_local io::AlignedBuffer window(32 * size_t{store::kBlockBytes});
-  if (window.empty()) return Status::NoSpace("cannot allocate a read buffer");
-  for (uint64_t off = 0; off < chunk->size; off += window.size()) {
-    const uint64_t n = std::min<uint64_t>(window.size(), chunk->size - off);
-    KDN_RETURN_IF_ERROR(source.ReadAt(off, {window.data(), n}));
-    for (uint64_t b = 0; b < n; b += store::kBlockBytes) {
-      chunk->sums.push_back(store::BlockSum(
-          {window.data() + b, static_cast<size_t>(std::min<uint64_t>(store::kBlockBytes, n - b))}));
-    }
-  }
+  KDN_RETURN_IF_ERROR(ForEachBlock(source, chunk->size, [&](std::span<const std::byte> block) {
+    chunk->sums.push_back(store::BlockSum(block));
+    return Status::OK();
+  }));
   KDN_ASSIGN_OR_RETURN(bool exists, ChunkExists(chunk->id));
   if (exists || chunk->size == 0) {  // the commit only takes a reference
     guard.Keep();
@@ -362,8 +373,6 @@ Result<std::unique_ptr<PreparedChunk>> ChunkStore::PrepareFile(int fd, const std
   struct stat st;
   KDN_ASSIGN_OR_RETURN(chunk->size, StagedFileSize(fd, path, &st));
   store::FdByteSource source(fd, chunk->size, path);
-  static thread_local io::AlignedBuffer window(32 * size_t{store::kBlockBytes});
-  if (window.empty()) return Status::NoSpace("cannot allocate a read buffer");
   auto inspect = [&]() -> Status {
     Result<std::optional<store::KvIndex>> kv = store::InspectKvContent(source);
     if (!kv.ok()) return KvRefused(kv.status().WithContext(path));
@@ -393,17 +402,12 @@ Result<std::unique_ptr<PreparedChunk>> ChunkStore::PrepareFile(int fd, const std
     // of the file against the sums of the bytes written (xxh3, a fraction of SHA-256's cost), so
     // that what was verified is what is stored.
     KDN_RETURN_IF_ERROR(inspect());
-    for (uint64_t off = 0; off < chunk->size; off += window.size()) {
-      uint64_t n = std::min<uint64_t>(window.size(), chunk->size - off);
-      KDN_RETURN_IF_ERROR(source.ReadAt(off, {window.data(), n}));
-      for (uint64_t b = 0; b < n; b += store::kBlockBytes) {
-        std::span<const std::byte> block(window.data() + b,
-                                         std::min<uint64_t>(store::kBlockBytes, n - b));
-        if (store::BlockSum(block) != chunk->sums[(off + b) / store::kBlockBytes]) {
-          return Status::InvalidArgument(path + " changed while it was being committed");
-        }
-      }
-    }
+    size_t index = 0;
+    KDN_RETURN_IF_ERROR(ForEachBlock(source, chunk->size, [&](std::span<const std::byte> block) {
+      return store::BlockSum(block) == chunk->sums[index++]
+                 ? Status::OK()
+                 : Status::InvalidArgument(path + " changed while it was being committed");
+    }));
     KDN_ASSIGN_OR_RETURN(bool exists, ChunkExists(chunk->id));
     if (exists) FreeUnpublished(*chunk);  // the commit only takes a reference
     guard.Keep();
@@ -413,16 +417,11 @@ Result<std::unique_ptr<PreparedChunk>> ChunkStore::PrepareFile(int fd, const std
   // One pass to hash (the id decides whether the bytes need writing at all), through a buffer
   // reused by this thread.
   store::ChunkHasher hasher;
-  for (uint64_t off = 0; off < chunk->size; off += window.size()) {
-    uint64_t n = std::min<uint64_t>(window.size(), chunk->size - off);
-    KDN_RETURN_IF_ERROR(source.ReadAt(off, {window.data(), n}));
-    for (uint64_t b = 0; b < n; b += store::kBlockBytes) {
-      std::span<const std::byte> block(window.data() + b,
-                                       std::min<uint64_t>(store::kBlockBytes, n - b));
-      hasher.Update(block);
-      chunk->sums.push_back(store::BlockSum(block));
-    }
-  }
+  KDN_RETURN_IF_ERROR(ForEachBlock(source, chunk->size, [&](std::span<const std::byte> block) {
+    hasher.Update(block);
+    chunk->sums.push_back(store::BlockSum(block));
+    return Status::OK();
+  }));
   chunk->id = hasher.Finish();
   guard.Keep();
   return chunk;

@@ -116,6 +116,13 @@ struct Store::Impl {
   // Registers RemoveFilesWithContent as the chunk store's release_names (at open, before any
   // eviction).
   void RegisterWithChunks();
+  // Stores a chunk prepared from the staged file open as `fd` and makes it the content of `ino`,
+  // in one transaction (namespace/content.cc). Should the chunk turn out to need copying from the
+  // file after its id was computed (content found stored, then gone before the commit; or no
+  // capacity at hand while preparing), the copy is hashed again (CheckUnchanged): the id holds only
+  // for the file as it was.
+  Status CommitPreparedFile(Ino ino, store::PreparedChunk& chunk, int fd, const std::string& path,
+                            const CommitOptions& options, InodeAttr* out);
   // Makes the prepared `chunk` the content of `ino` in the transaction of `db`.
   Status SetContent(store::Db& db, Ino ino, store::PreparedChunk& chunk, const CommitOptions& opts,
                     store::TxnEffects& fx, bool* vanished, InodeAttr* out);

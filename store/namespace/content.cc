@@ -1,5 +1,5 @@
 // File content: SetContent (a prepared chunk becomes an inode's content, in the same
-// transaction that publishes it) and CommitFileContent.
+// transaction that publishes it), CommitFileContent and CommitHashedFile.
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -73,6 +73,20 @@ struct HeldSpace {
 
 }  // namespace
 
+Status Store::Impl::CommitPreparedFile(Ino ino, PreparedChunk& chunk, int fd,
+                                       const std::string& path, const CommitOptions& options,
+                                       InodeAttr* out) {
+  store::FileChunkSource source(fd, chunk.size, path);
+  KDN_RETURN_IF_ERROR(chunks.StoreAndCommit(
+      chunk, source, false, [&](Db& db, TxnEffects& fx, bool* vanished) -> Status {
+        if (source.read_any()) KDN_RETURN_IF_ERROR(source.CheckUnchanged(chunk.id));
+        return SetContent(db, ino, chunk, options, fx, vanished, out);
+      }));
+  ++chunks.counters.puts;
+  chunks.counters.put_bytes += chunk.size;
+  return Status::OK();
+}
+
 Result<InodeAttr> Store::CommitFileContent(Ino ino, const std::string& staged_path,
                                            const CommitOptions& options) {
   // The capacity the caller holds goes back unless the prepared chunk takes it over.
@@ -82,18 +96,10 @@ Result<InodeAttr> Store::CommitFileContent(Ino ino, const std::string& staged_pa
   KDN_ASSIGN_OR_RETURN(
       std::unique_ptr<PreparedChunk> chunk,
       impl_->chunks.PrepareFile(fd.get(), staged_path, std::exchange(held.bytes, 0)));
-  // For a copy made after the id was computed (content found stored, then gone before the
-  // commit; or no capacity at hand while preparing): it proves the file did not change since.
-  store::FileChunkSource source(fd.get(), chunk->size, staged_path);
   InodeAttr out;
-  KDN_RETURN_IF_ERROR(impl_->chunks.StoreAndCommit(
-      *chunk, source, false, [&](Db& db, TxnEffects& fx, bool* vanished) -> Status {
-        if (source.read_any()) KDN_RETURN_IF_ERROR(source.CheckUnchanged(chunk->id));
-        return impl_->SetContent(db, ino, *chunk, options, fx, vanished, &out);
-      }));
+  KDN_RETURN_IF_ERROR(
+      impl_->CommitPreparedFile(ino, *chunk, fd.get(), staged_path, options, &out));
   ::unlink(staged_path.c_str());
-  ++impl_->chunks.counters.puts;
-  impl_->chunks.counters.put_bytes += chunk->size;
   return out;
 }
 
@@ -114,18 +120,10 @@ Result<InodeAttr> Store::CommitHashedFile(Ino ino, const std::string& staged_pat
       std::unique_ptr<PreparedChunk> chunk,
       impl_->chunks.PrepareHashedFile(fd.get(), staged_path, id, std::exchange(held.bytes, 0)));
   const bool adopted = chunk->written && chunk->size > 0;
-  // Should the chunk vanish before the commit, its bytes are copied from the file after all, and
-  // the copy is hashed again (CheckUnchanged): the id is trusted only for the file as it was.
-  store::FileChunkSource source(fd.get(), chunk->size, staged_path);
   InodeAttr out;
-  KDN_RETURN_IF_ERROR(impl_->chunks.StoreAndCommit(
-      *chunk, source, false, [&](Db& db, TxnEffects& fx, bool* vanished) -> Status {
-        if (source.read_any()) KDN_RETURN_IF_ERROR(source.CheckUnchanged(chunk->id));
-        return impl_->SetContent(db, ino, *chunk, options, fx, vanished, &out);
-      }));
+  KDN_RETURN_IF_ERROR(
+      impl_->CommitPreparedFile(ino, *chunk, fd.get(), staged_path, options, &out));
   if (!adopted || !chunk->installed) ::unlink(staged_path.c_str());  // not renamed into place
-  ++impl_->chunks.counters.puts;
-  impl_->chunks.counters.put_bytes += chunk->size;
   return out;
 }
 

@@ -78,6 +78,12 @@ TxnLog::Options OptionsFor(const test::TempDir& dir, bool sync_full, std::mutex*
   return o;
 }
 
+// Opens `log` on `options` with hooks that record into `calls` (`create`: a new database).
+Status OpenRecorded(TxnLog& log, Calls& calls, const TxnLog::Options& options, bool create = true) {
+  log.SetHooks(HooksFor(calls, log));
+  return log.Open(options, create);
+}
+
 Status CreateTable(TxnLog& log) {
   return log.Write(
       false, [](Db& db, TxnEffects&) { return db.Exec("CREATE TABLE t (x INTEGER PRIMARY KEY)"); });
@@ -112,8 +118,7 @@ TEST(TxnLog, ADeletedChunksFilesGoOnlyOnceTheTransactionIsDurable) {
   test::TempDir dir("kdn-txn");
   TxnLog log;
   Calls calls;
-  log.SetHooks(HooksFor(calls, log));
-  ASSERT_TRUE(log.Open(OptionsFor(dir, true), true).ok());
+  ASSERT_TRUE(OpenRecorded(log, calls, OptionsFor(dir, true)).ok());
   const ChunkId id = SomeChunk();
   ASSERT_TRUE(log.Write(false,
                         [&](Db&, TxnEffects& fx) {
@@ -138,8 +143,7 @@ TEST(TxnLog, WithoutDurabilityTheFilesGoAtCommit) {
   test::TempDir dir("kdn-txn");
   TxnLog log;
   Calls calls;
-  log.SetHooks(HooksFor(calls, log));
-  ASSERT_TRUE(log.Open(OptionsFor(dir, false), true).ok());
+  ASSERT_TRUE(OpenRecorded(log, calls, OptionsFor(dir, false)).ok());
   const ChunkId id = SomeChunk();
   ASSERT_TRUE(log.Write(false,
                         [&](Db&, TxnEffects& fx) {
@@ -156,8 +160,7 @@ TEST(TxnLog, AFailedChangeLeavesNothingAndConcurrentChangesStand) {
   test::TempDir dir("kdn-txn");
   TxnLog log;
   Calls calls;
-  log.SetHooks(HooksFor(calls, log));
-  ASSERT_TRUE(log.Open(OptionsFor(dir, true), true).ok());
+  ASSERT_TRUE(OpenRecorded(log, calls, OptionsFor(dir, true)).ok());
   ASSERT_TRUE(CreateTable(log).ok());
 
   // Alone in its transaction: rolled back whole.
@@ -194,8 +197,7 @@ TEST(TxnLog, AChunkThatCannotBeSyncedIsNeverInstalledAndWritesStopUntilReopened)
   Calls calls;
   {
     TxnLog log;
-    log.SetHooks(HooksFor(calls, log));
-    ASSERT_TRUE(log.Open(OptionsFor(dir, true), true).ok());
+    ASSERT_TRUE(OpenRecorded(log, calls, OptionsFor(dir, true)).ok());
     ASSERT_TRUE(CreateTable(log).ok());
     calls.sync_result = Status::IOError("the disk lost the chunk's pages");
     PreparedChunk chunk;
@@ -219,8 +221,7 @@ TEST(TxnLog, AChunkThatCannotBeSyncedIsNeverInstalledAndWritesStopUntilReopened)
   }
   calls.sync_result = Status::OK();
   TxnLog reopened;
-  reopened.SetHooks(HooksFor(calls, reopened));
-  ASSERT_TRUE(reopened.Open(OptionsFor(dir, true), false).ok());
+  ASSERT_TRUE(OpenRecorded(reopened, calls, OptionsFor(dir, true), false).ok());
   EXPECT_TRUE(Insert(reopened, 1).ok());
   EXPECT_EQ(Rows(reopened), 1);
 }
@@ -230,8 +231,7 @@ TEST(TxnLog, ChangesWithLockOpensRunWithTheOpensLockHeld) {
   std::mutex opens;
   TxnLog log;
   Calls calls;
-  log.SetHooks(HooksFor(calls, log));
-  ASSERT_TRUE(log.Open(OptionsFor(dir, true, &opens), true).ok());
+  ASSERT_TRUE(OpenRecorded(log, calls, OptionsFor(dir, true, &opens)).ok());
   auto held_elsewhere = [&] {
     return std::async(std::launch::async,
                       [&] {
