@@ -685,6 +685,7 @@ Status FuseAdapter::Run() {
     return (h.opcode == FUSE_FLUSH && !fs->HasStaged(h.nodeid)) || h.opcode == FUSE_RELEASE;
   };
   loop.io_uring = options_.io_uring;
+  loop.batch_scheduling = options_.batch_scheduling;
   loop.patch_init = [this](uint64_t offered, fuse_init_out& reply) {
     if (!passthrough_->Negotiate(offered, fuse_session_fd(session_))) return;
     reply.flags |= kInitExt;

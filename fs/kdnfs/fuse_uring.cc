@@ -11,6 +11,7 @@
 #include <pthread.h>
 #include <sched.h>
 #include <sys/eventfd.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -231,7 +232,8 @@ Status FuseUring::CreateQueues(size_t payload_bytes) {
     if (queue->wake.get() < 0) return Status::FromErrno("eventfd", errno);
     io_uring_params params;
     std::memset(&params, 0, sizeof(params));
-    params.flags = IORING_SETUP_SQE128 | IORING_SETUP_CQSIZE;
+    params.flags = IORING_SETUP_SQE128 | IORING_SETUP_CQSIZE | IORING_SETUP_SINGLE_ISSUER |
+                   IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_R_DISABLED;
     params.cq_entries = 4 * kQueueDepth;
     if (int rc = io_uring_queue_init_params(2 * kQueueDepth, &queue->ring, &params); rc < 0) {
       return Status::FromErrno("io_uring_queue_init", -rc);
@@ -301,8 +303,16 @@ void FuseUring::QueueThread(Queue* queue) {
   CPU_ZERO(&cpus);
   CPU_SET(queue->qid, &cpus);
   (void)::sched_setaffinity(0, sizeof(cpus), &cpus);  // a cpuset may forbid it: still correct
+  if (hooks_.thread_start != nullptr) hooks_.thread_start();
 
   io_uring* ring = &queue->ring;
+  // Created disabled (single issuer): enabling it here makes this thread its one submitter.
+  // (liburing 2.3 declares io_uring_enable_rings but does not export it.)
+  if (::syscall(__NR_io_uring_register, ring->ring_fd, IORING_REGISTER_ENABLE_RINGS, nullptr, 0) !=
+      0) {
+    KDN_LOG_ERROR("FUSE io_uring queue %u: enabling its ring: %s", queue->qid,
+                  std::strerror(errno));
+  }
   for (auto& e : queue->entries) Submit(queue, e.get(), kCmdRegister);
   auto arm_wake = [&] {
     io_uring_sqe* sqe = NextSqe(ring);

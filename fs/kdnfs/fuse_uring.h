@@ -61,6 +61,9 @@ class FuseUring {
     std::function<void(int error)> fail;
     // Take io_uring when the kernel offers it. Off, only the INIT reply is patched (below).
     bool io_uring = true;
+    // Called first by each queue thread, once pinned to its CPU (SessionLoop's scheduling
+    // policy). Optional.
+    void (*thread_start)() = nullptr;
     // Before the INIT reply is written: the flags the kernel offered (flags | flags2 << 32) and
     // the reply libfuse made, to add what libfuse does not know (FUSE_PASSTHROUGH). Optional.
     std::function<void(uint64_t offered, fuse_init_out& reply)> patch_init;

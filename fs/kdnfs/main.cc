@@ -82,6 +82,11 @@ void PrintUsage(FILE* out) {
                "  threads=N          request threads (default 64)\n"
                "  spin=US            after a request, poll for the next one this long before\n"
                "                     sleeping; 0 never polls (default 50)\n"
+               "  sched=batch|normal batch: request threads never preempt the task on\n"
+               "                     their CPU when a request wakes them, so a close's\n"
+               "                     RELEASE waits for the client's next request; normal:\n"
+               "                     they do, and a busy CPU delays no request (default\n"
+               "                     batch)\n"
                "  io_engine=KIND     auto, io_uring or psync (default auto)\n"
                "  fuse_uring=on|off  take requests from per-CPU io_uring queues when the\n"
                "                     kernel offers them (Linux 6.14+ with the fuse module's\n"
@@ -152,6 +157,10 @@ Status ParseKdnOption(std::string_view opt, CommandLine& cl, bool& ours) {
     int us = std::atoi(std::string(value("spin")).c_str());
     if (us < 0 || us > 100000) return Status::InvalidArgument("spin must be 0..100000 (us)");
     cl.fuse.spin = std::chrono::microseconds(us);
+  } else if (is("sched")) {
+    std::string_view v = value("sched");
+    if (v != "batch" && v != "normal") return Status::InvalidArgument("sched must be batch or normal");
+    cl.fuse.batch_scheduling = v == "batch";
   } else if (is("fuse_uring")) {
     std::string_view v = value("fuse_uring");
     if (v != "on" && v != "off") return Status::InvalidArgument("fuse_uring must be on or off");

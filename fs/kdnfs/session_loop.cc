@@ -106,6 +106,7 @@ Result<int> SessionLoop::Serve() {
     hooks.enqueue = [this](void* mem, size_t size) { Enqueue(mem, size); };
     hooks.fail = [this](int error) { End(error); };
     hooks.io_uring = options_.io_uring;
+    if (options_.batch_scheduling) hooks.thread_start = &UseBatchScheduling;
     hooks.patch_init = options_.patch_init;
     auto installed = FuseUring::Install(session_, std::move(hooks));
     if (installed.ok()) {
@@ -216,9 +217,22 @@ bool SessionLoop::Receive(fuse_buf& buf, std::chrono::steady_clock::time_point s
   }
 }
 
+void SessionLoop::UseBatchScheduling() {
+  sched_param param;
+  std::memset(&param, 0, sizeof(param));
+  if (::sched_setscheduler(0, SCHED_BATCH, &param) != 0) {
+    static std::atomic<bool> logged{false};
+    if (!logged.exchange(true)) {
+      KDN_LOG_WARNING("request threads stay SCHED_OTHER: sched_setscheduler: %s",
+                      std::strerror(errno));
+    }
+  }
+}
+
 void SessionLoop::Worker() {
   // An io_uring queue thread (pinned to its CPU) may have started this one.
   (void)::sched_setaffinity(0, sizeof(cpus_), &cpus_);
+  if (options_.batch_scheduling) UseBatchScheduling();
   pthread_setname_np(pthread_self(), "kdnfs");
   t_loop = this;
   fuse_buf buf;  // this thread's receive buffer; libfuse allocates buf.mem on first use

@@ -59,6 +59,9 @@ class SessionLoop {
     std::function<bool(const fuse_in_header& header, const void* args)> answers_inline;
     // Take requests from per-CPU io_uring queues when the kernel offers them (fuse_uring.h).
     bool io_uring = true;
+    // Request threads (workers and io_uring queue threads) run SCHED_BATCH: a request never
+    // preempts the task running on its CPU when it wakes one (FuseOptions::batch_scheduling).
+    bool batch_scheduling = false;
     // Adds to the INIT reply what libfuse cannot (FuseUring::Hooks::patch_init). Optional.
     std::function<void(uint64_t offered, fuse_init_out& reply)> patch_init;
   };
@@ -67,6 +70,10 @@ class SessionLoop {
   // ended it (0 for an unmount), or an error. Installs its own SIGINT/SIGTERM/SIGHUP handlers
   // for the duration and ignores SIGPIPE.
   static Result<int> Run(fuse_session* session, const Options& options);
+
+  // Makes the calling thread SCHED_BATCH (see Options::batch_scheduling); logs once if the
+  // kernel refuses.
+  static void UseBatchScheduling();
 
   // From a request handler, before work that may wait for the disk or the kernel: when the
   // calling thread is the receiver, another thread takes over receiving. Otherwise a no-op.
