@@ -290,6 +290,9 @@ void OpenTracked(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi, Passthrough
     out.backing_id = d.backing_id;
   } else if (d.mode == OpenMode::kDirect) {
     out.open_flags = fuse_abi::kOpenDirectIo;  // committed bytes only: not the writer's pages
+  } else if (d.mode == OpenMode::kCachedReader) {
+    // Without KEEP_CACHE the kernel drops the inode's pages: they hold other bytes.
+    out.open_flags = d.keep_cache ? fuse_abi::kOpenKeepCache : 0;
   } else {
     out.open_flags = fuse_abi::kOpenKeepCache;  // committed content is immutable
   }
@@ -360,7 +363,7 @@ void OnRelease(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   // Content was committed at FLUSH. The handle says how the file was served (passthrough.h); 0
   // when passthrough is off.
   auto* adapter = static_cast<FuseAdapter*>(fuse_req_userdata(req));
-  if (fi->fh <= static_cast<uint64_t>(OpenMode::kPassthrough)) {
+  if (fi->fh <= static_cast<uint64_t>(OpenMode::kCachedReader)) {
     adapter->passthrough().Release(ino, static_cast<OpenMode>(fi->fh));
   }
   ReplyStatus(req, FsOp::kRelease, Status::OK());
@@ -592,8 +595,10 @@ Result<std::unique_ptr<FuseAdapter>> FuseAdapter::Create(Filesystem* fs,
   if (adapter->session_ == nullptr) {
     return Status::InvalidArgument("libfuse refused the mount options (see above)");
   }
-  adapter->passthrough_ =
-      std::make_unique<Passthrough>(&fs->store(), &fs->counters(), options.passthrough);
+  // Small files are read from the page cache only without an origin (passthrough.h).
+  adapter->passthrough_ = std::make_unique<Passthrough>(
+      &fs->store(), &fs->counters(), options.passthrough,
+      fs->HasOrigin() ? 0 : Passthrough::kCachedReadMax);
   fs->SetKernelCache(adapter.get());
   return adapter;
 }

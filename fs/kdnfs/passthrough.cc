@@ -75,6 +75,7 @@ Passthrough::Decision Passthrough::OpenServed(Ino ino) {
   MutexLock lock(mu_);
   InodeModes& m = inodes_[ino];
   ++m.writers;
+  pages_hold_.erase(ino);  // the writer's bytes go to the inode's pages
   return ServedLocked(m);
 }
 
@@ -84,16 +85,26 @@ bool Passthrough::WriterOpen(Ino ino) {
   return it != inodes_.end() && it->second.writers > 0;
 }
 
-bool Passthrough::WaitNoPassthroughLocked(UniqueLock& lock, Ino ino,
-                                          std::chrono::steady_clock::time_point deadline) {
-  for (;;) {
+bool Passthrough::WaitUnpinnedLocked(UniqueLock& lock, Ino ino, bool cached_readers_too,
+                                     std::chrono::steady_clock::time_point deadline) {
+  auto unpinned = [&] {
     auto it = inodes_.find(ino);
-    if (it == inodes_.end() || it->second.passthrough == 0) return true;
-    if (released_.wait_until(lock, deadline) == std::cv_status::timeout) {
-      it = inodes_.find(ino);
-      return it == inodes_.end() || it->second.passthrough == 0;
-    }
+    return it == inodes_.end() ||
+           (it->second.passthrough == 0 && (!cached_readers_too || it->second.cached_readers == 0));
+  };
+  for (;;) {
+    if (unpinned()) return true;
+    if (released_.wait_until(lock, deadline) == std::cv_status::timeout) return unpinned();
   }
+}
+
+bool Passthrough::KeepPagesLocked(Ino ino, const ChunkId& content) {
+  if (pages_hold_.size() >= kMaxRememberedPages) pages_hold_.clear();
+  auto [it, added] = pages_hold_.try_emplace(ino, content);
+  if (added) return false;  // unknown pages (a writer's, another content's): dropped
+  const bool same = it->second == content;
+  it->second = content;
+  return same;
 }
 
 bool Passthrough::OpensAtOnce(Ino ino) {
@@ -105,10 +116,11 @@ bool Passthrough::OpensAtOnce(Ino ino) {
 Status Passthrough::CheckChangeable(Ino ino) {
   if (!active()) return Status::OK();
   UniqueLock lock(mu_);
-  if (WaitNoPassthroughLocked(lock, ino, std::chrono::steady_clock::now() + kBusyWait)) {
+  if (WaitUnpinnedLocked(lock, ino, /*cached_readers_too=*/true,
+                         std::chrono::steady_clock::now() + kBusyWait)) {
     return Status::OK();
   }
-  return Status::FromErrno("the file is open for passthrough reading", ETXTBSY);
+  return Status::FromErrno("the file is open for reading", ETXTBSY);
 }
 
 Passthrough::Decision Passthrough::Open(Ino ino, int flags,
@@ -118,12 +130,21 @@ Passthrough::Decision Passthrough::Open(Ino ino, int flags,
   // of it in direct mode.
   const bool read_only = (flags & O_ACCMODE) == O_RDONLY && (flags & O_TRUNC) == 0;
   const bool reader = read_only && content;
+  const bool small = reader && content->size <= cached_read_max_;
   const auto deadline = std::chrono::steady_clock::now() + kBusyWait;
   bool tried_backing = false;
   UniqueLock lock(mu_);
   for (;;) {
     InodeModes* m = &inodes_[ino];
-    if (reader && m->served == 0) {
+    // Small content with no writer at work and no passthrough file of the inode (whose mode
+    // every open of it must then share): read from the kernel's page cache.
+    if (small && m->passthrough == 0 && m->writers == 0) {
+      ++m->cached_readers;
+      counters_->served_opens.fetch_add(1, std::memory_order_relaxed);
+      return Decision{OpenMode::kCachedReader, -1, 0, KeepPagesLocked(ino, content->chunk)};
+    }
+    // (A cached file of the inode rules passthrough out: the kernel refuses the mix.)
+    if (reader && m->served == 0 && m->cached_readers == 0) {
       if (m->passthrough > 0 && m->chunk == content->chunk) {  // the backing in use
         ++m->passthrough;
         counters_->passthrough_opens.fetch_add(1, std::memory_order_relaxed);
@@ -162,20 +183,24 @@ Passthrough::Decision Passthrough::Open(Ino ino, int flags,
         }
       }
     }
-    if (m->passthrough == 0) {
+    // A writer waits for the cached readers too: they must not see its bytes before they
+    // commit.
+    if (m->passthrough == 0 && (read_only || m->cached_readers == 0)) {
       Decision d = ServedLocked(*m);
       if (read_only) {
         d.mode = OpenMode::kDirect;
       } else {
         ++m->writers;
+        pages_hold_.erase(ino);  // the writer's bytes go to the inode's pages
       }
       return d;
     }
     // Files of the inode are open in passthrough mode: this open could only pass through to
-    // their backing, which a writer must not and a reader of other content cannot. RELEASEs may
-    // still be on their way (the counts lag the kernel's).
+    // their backing, which a writer must not and a reader of other content cannot. Or this is a
+    // writer, and cached readers are open. RELEASEs may still be on their way (the counts lag
+    // the kernel's).
     if (blocking_hook_ != nullptr) blocking_hook_();
-    if (!WaitNoPassthroughLocked(lock, ino, deadline)) {
+    if (!WaitUnpinnedLocked(lock, ino, /*cached_readers_too=*/!read_only, deadline)) {
       return Decision{OpenMode::kUntracked, -1, ETXTBSY};
     }
   }
@@ -193,11 +218,13 @@ void Passthrough::Release(Ino ino, OpenMode mode) {
       m.backing_id = -1;
       released_.notify_all();
     }
+  } else if (mode == OpenMode::kCachedReader) {
+    if (m.cached_readers > 0 && --m.cached_readers == 0) released_.notify_all();
   } else if (m.served > 0) {
     --m.served;
     if (mode == OpenMode::kCached && m.writers > 0) --m.writers;
   }
-  if (m.passthrough == 0 && m.served == 0) inodes_.erase(it);
+  if (m.passthrough == 0 && m.served == 0 && m.cached_readers == 0) inodes_.erase(it);
 }
 
 int32_t Passthrough::AcquireBackingLocked(const ChunkId& chunk) {

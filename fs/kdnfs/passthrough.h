@@ -51,6 +51,20 @@
 // ETXTBSY (never EIO), and its content cannot change, so later readers share the backing.
 // Replacing a file by rename (write a new name, mv it over: what rsync does) works at any time:
 // the old readers keep the old inode and its chunk, new opens find the new one.
+//
+// Small files (kCachedReadMax bytes or less) are the exception to passing through: a read-only
+// open of small committed content is served in cached mode (kCachedReader, FOPEN_KEEP_CACHE):
+// its first READ fills the kernel's page cache of the inode from kdnfs, and later opens read
+// those pages without a request. Why: for a small file the open is the whole cost, and a
+// passthrough open also opens a backing file in the kernel (backing_file_open) and puts it at
+// close, about 1 us of the 9-10 us an open+read+close took on the 2-vCPU VM, where ext4 takes
+// 1.6-2 us (tests/bench/groups/fs, small_open_read_vs_ext4). Such readers pin the content as
+// passthrough readers do (a writer gets ETXTBSY; a reader beside a writer is still direct), so
+// a reader never sees a writer's bytes. The kernel may keep the pages only while they are
+// this content's: kdnfs remembers which chunk it let an inode's pages hold, and any other (or
+// a writer since) makes the open drop them (no FOPEN_KEEP_CACHE). Only without an origin tier:
+// there fetches and namespace refreshes change an inode's content behind the kernel, and a
+// passthrough reader keeps its chunk where pages could not.
 // The counts only err on the safe side (the kernel drops a file's mode before it sends RELEASE,
 // and takes it after kdnfs's reply); so that a writer right after a reader's close() does not
 // find that reader still counted, RELEASE is answered by the receiving thread, in order, and a
@@ -111,14 +125,18 @@ enum class OpenMode : uint64_t {
   kCached = 1,     // kdnfs serves READs, the kernel caches pages
   kDirect = 2,     // a reader beside a writer: kdnfs serves the committed bytes, uncached
   kPassthrough = 3,
+  kCachedReader = 4,  // a reader of small committed content: kdnfs fills the page cache once
 };
 
 class Passthrough {
  public:
   // `wanted`: -o passthrough=on. `store` and `counters` (shown in /.kdn/stats) must outlive
   // this object.
-  Passthrough(Store* store, FsCounters* counters, bool wanted)
-      : store_(store), counters_(counters), wanted_(wanted) {}
+  // `cached_read_max`: the largest committed content a reader is served in cached mode
+  // (kCachedReader) rather than passed through; 0: none (kdnfs passes 0 with an origin tier).
+  Passthrough(Store* store, FsCounters* counters, bool wanted,
+              uint64_t cached_read_max = kCachedReadMax)
+      : store_(store), counters_(counters), wanted_(wanted), cached_read_max_(cached_read_max) {}
   Passthrough(const Passthrough&) = delete;
   Passthrough& operator=(const Passthrough&) = delete;
 
@@ -131,11 +149,15 @@ class Passthrough {
 
   // How long a conflicting open or truncation waits for passthrough files to be released.
   static constexpr std::chrono::milliseconds kBusyWait{200};
+  // Small files are read from the kernel's page cache, filled by kdnfs (see the top of this
+  // file): one READ of up to 64 KiB fills it, and the open then costs no backing file.
+  static constexpr uint64_t kCachedReadMax = 64 << 10;
 
   struct Decision {
     OpenMode mode = OpenMode::kUntracked;
     int32_t backing_id = -1;  // for kPassthrough
     int error = 0;            // ETXTBSY: refused (nothing counted)
+    bool keep_cache = false;  // for kCachedReader: the inode's pages hold this content
   };
   // An open of `ino` with open(2) `flags`; `content` is the committed chunk a read-only open may
   // pass through to (none: staged content, empty, not a regular file). Counted until Release.
@@ -143,7 +165,8 @@ class Passthrough {
   // An open made by CREATE (a writer of a new inode): cached, counted until Release.
   Decision OpenServed(Ino ino);
   // Before the content of `ino` changes without an open (truncate(2), O_CREAT|O_TRUNC of an
-  // existing name): OK, or ETXTBSY while files of it are open in passthrough mode.
+  // existing name): OK, or ETXTBSY while files of it are open in passthrough mode or as cached
+  // readers.
   Status CheckChangeable(Ino ino);
   // Whether a read-only Open of `ino` would be decided now, without waiting for RELEASEs (no
   // file of it is open in cached mode alongside passthrough ones). A hint: the state may change
@@ -173,14 +196,18 @@ class Passthrough {
     uint32_t passthrough = 0;  // files open in passthrough mode
     uint32_t served = 0;       // files open in cached or direct mode
     uint32_t writers = 0;      // of them, in cached mode: open for writing
+    uint32_t cached_readers = 0;  // kCachedReader files: they pin the content as passthrough does
     ChunkId chunk;             // the backing of the passthrough files
     int32_t backing_id = -1;
   };
   Decision ServedLocked(InodeModes& m) KDN_REQUIRES(mu_);
-  // Waits (at most kBusyWait from `deadline`'s start) until no passthrough file of `ino` is
-  // counted; false if some still are.
-  bool WaitNoPassthroughLocked(UniqueLock& lock, Ino ino,
-                               std::chrono::steady_clock::time_point deadline) KDN_REQUIRES(mu_);
+  // Waits (at most until `deadline`) until no passthrough file of `ino` is counted, nor, when
+  // `cached_readers_too`, a cached reader; false if some still are.
+  bool WaitUnpinnedLocked(UniqueLock& lock, Ino ino, bool cached_readers_too,
+                          std::chrono::steady_clock::time_point deadline) KDN_REQUIRES(mu_);
+  // A cached reader's open of `content`: whether the inode's pages may be kept (they hold this
+  // content), remembering that they will from now on.
+  bool KeepPagesLocked(Ino ino, const ChunkId& content) KDN_REQUIRES(mu_);
   // A read-only fd of the chunk file, checked to be a regular file of the content's size; -1
   // (logged once) when the store cannot give one.
   int OpenChunkFile(const CommittedContent& content);
@@ -192,6 +219,7 @@ class Passthrough {
   Store* const store_;
   FsCounters* const counters_;
   const bool wanted_;
+  const uint64_t cached_read_max_;
   std::atomic<bool> active_{false};
   int dev_fd_ = -1;
   std::atomic<bool> fallback_logged_{false};
@@ -220,8 +248,12 @@ class Passthrough {
   void CloseIdleLocked(std::list<ChunkId>::iterator pos) KDN_REQUIRES(mu_);
 
   Mutex mu_;  // see the lock order above
-  std::condition_variable_any released_;  // a passthrough count reached 0
+  std::condition_variable_any released_;  // a passthrough or cached reader count reached 0
   std::unordered_map<Ino, InodeModes> inodes_ KDN_GUARDED_BY(mu_);
+  // The content kdnfs let each inode's page cache keep (cached readers); forgotten when a writer
+  // opens the inode. Bounded: emptied at kMaxRememberedPages, which costs each inode one READ.
+  static constexpr size_t kMaxRememberedPages = 65536;
+  std::unordered_map<Ino, ChunkId> pages_hold_ KDN_GUARDED_BY(mu_);
   std::unordered_map<ChunkId, Backing, ChunkIdHash> backings_by_chunk_ KDN_GUARDED_BY(mu_);
   std::list<ChunkId> idle_ KDN_GUARDED_BY(mu_);  // idle backings, least recently used first
 };

@@ -1,7 +1,8 @@
 // FUSE passthrough, mounted for real (fs/kdnfs/passthrough.h): committed files read by the kernel
 // from their chunk files, byte for byte, through read, mmap and O_DIRECT; rewrites and writers
-// beside passthrough readers; and -o passthrough=off. /.kdn/stats tells whether the kernel or
-// kdnfs served an open (passthrough_opens, served_opens) and every READ kdnfs served (fs_reads).
+// beside passthrough readers; small files read from the kernel's page cache instead; and
+// -o passthrough=off. /.kdn/stats tells whether the kernel or kdnfs served an open
+// (passthrough_opens, served_opens) and every READ kdnfs served (fs_reads).
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -38,6 +39,10 @@ uint64_t Stat(const KdnfsMount& m, const std::string& name) {
   return it == s.end() ? 0 : std::stoull(it->second);
 }
 
+// Committed content of up to this many bytes is read from the kernel's page cache, not passed
+// through (Passthrough::kCachedReadMax).
+constexpr size_t kCachedReadMax = 64 << 10;
+
 // Mounts with passthrough on (the default) and checks that the kernel agreed. It needs root
 // (CAP_SYS_ADMIN) and Linux 6.9+ with CONFIG_FUSE_PASSTHROUGH; elsewhere the test skips, saying
 // why, except under CI=true, which runs as root on such a kernel.
@@ -54,9 +59,9 @@ uint64_t Stat(const KdnfsMount& m, const std::string& name) {
       FAIL() << "kdnfs did not turn passthrough on:\n" << log_;                               \
     }                                                                                         \
     /* A probe: the store must give chunk files (store v2) for anything to pass through. */   \
-    ASSERT_TRUE(WriteWholeFile((m).path(".probe"), PlainBytes(8192, 1)));                     \
+    ASSERT_TRUE(WriteWholeFile((m).path(".probe"), PlainBytes(kCachedReadMax + 1, 1)));       \
     uint64_t before_ = Stat(m, "passthrough_opens");                                          \
-    ASSERT_EQ(ReadWholeFile((m).path(".probe")).size(), 8192u);                               \
+    ASSERT_EQ(ReadWholeFile((m).path(".probe")).size(), kCachedReadMax + 1);                  \
     if (Stat(m, "passthrough_opens") == before_) {                                            \
       std::string log_ = (m).log();                                                           \
       KDN_REQUIRE_OR_SKIP(log_.find("the store gives no chunk file") == std::string::npos,    \
@@ -147,8 +152,8 @@ TEST(KdnfsPassthrough, OpensOfOneContentShareOneBackingId) {
   KdnfsMount m;
   START_WITH_PASSTHROUGH(m);
   // Two names, one content (one chunk), and a third file with other bytes.
-  auto same = PlainBytes(10000, 311);
-  auto other = PlainBytes(10000, 312);
+  auto same = PlainBytes(kCachedReadMax + 10000, 311);
+  auto other = PlainBytes(kCachedReadMax + 10000, 312);
   ASSERT_TRUE(WriteWholeFile(m.path("a.bin"), same));
   ASSERT_TRUE(WriteWholeFile(m.path("b.bin"), same));
   ASSERT_TRUE(WriteWholeFile(m.path("c.bin"), other));
@@ -166,7 +171,7 @@ TEST(KdnfsPassthrough, OpensOfOneContentShareOneBackingId) {
   EXPECT_GE(Stat(m, "backing_files"), 2u) << "backing ids closed at the last release";
   EXPECT_LE(Stat(m, "backing_files"), backing + 2) << "more than one backing id per chunk";
   // A rewrite of a name changes its content: its opens pass through to the new chunk.
-  auto fresh = PlainBytes(10000, 313);
+  auto fresh = PlainBytes(kCachedReadMax + 10000, 313);
   ASSERT_TRUE(WriteWholeFile(m.path("a.bin"), fresh));
   EXPECT_EQ(ReadWholeFile(m.path("a.bin")), fresh);
   EXPECT_EQ(ReadWholeFile(m.path("b.bin")), same);
@@ -343,6 +348,113 @@ TEST(KdnfsPassthrough, ReadersSeeOnlyCommittedContentWhileAWriterIsAtWork) {
   kv_writer.fd = -1;
   EXPECT_EQ(PRead(kv_reader.fd, bad.size() + 1), good);
   EXPECT_EQ(ReadWholeFile(kv), good);
+}
+
+// Small committed files are read from the kernel's page cache: kdnfs serves the first READ, and
+// later opens of the file read the same pages without a request (and open no backing file).
+// read, mmap and O_DIRECT give the file's bytes.
+TEST(KdnfsPassthrough, SmallFilesAreReadFromThePageCacheFilledOnce) {
+  KdnfsMount m;
+  START_WITH_PASSTHROUGH(m);
+  auto data = PlainBytes(10000, 340);
+  auto edge = PlainBytes(kCachedReadMax, 341);  // the largest that is not passed through
+  ASSERT_TRUE(WriteWholeFile(m.path("small.bin"), data));
+  ASSERT_TRUE(WriteWholeFile(m.path("edge.bin"), edge));
+  const uint64_t pt = Stat(m, "passthrough_opens");
+  const uint64_t served = Stat(m, "served_opens");
+  const uint64_t reads = Stat(m, "fs_reads");
+  EXPECT_EQ(ReadWholeFile(m.path("small.bin")), data);
+  EXPECT_EQ(ReadWholeFile(m.path("edge.bin")), edge);
+  const uint64_t first_reads = Stat(m, "fs_reads");
+  EXPECT_GT(first_reads, reads) << "kdnfs did not fill the page cache";
+  for (int round = 0; round < 3; ++round) {
+    EXPECT_EQ(ReadWholeFile(m.path("small.bin")), data);
+    EXPECT_EQ(ReadWholeFile(m.path("edge.bin")), edge);
+  }
+  EXPECT_EQ(Stat(m, "fs_reads"), first_reads) << "the page cache was dropped between opens";
+  {
+    Fd f(::open(m.path("small.bin").c_str(), O_RDONLY));
+    ASSERT_GE(f.fd, 0) << std::strerror(errno);
+    void* p = ::mmap(nullptr, data.size(), PROT_READ, MAP_SHARED, f.fd, 0);
+    ASSERT_NE(p, MAP_FAILED) << std::strerror(errno);
+    EXPECT_EQ(std::memcmp(p, data.data(), data.size()), 0);
+    ::munmap(p, data.size());
+  }
+  {
+    Fd f(::open(m.path("small.bin").c_str(), O_RDONLY | O_DIRECT));
+    ASSERT_GE(f.fd, 0) << std::strerror(errno);
+    void* buf = std::aligned_alloc(4096, 16384);
+    ASSERT_NE(buf, nullptr);
+    ssize_t n = ::pread(f.fd, buf, 16384, 0);
+    EXPECT_EQ(n, static_cast<ssize_t>(data.size())) << std::strerror(errno);
+    EXPECT_EQ(std::memcmp(buf, data.data(), data.size()), 0);
+    std::free(buf);
+  }
+  EXPECT_EQ(Stat(m, "passthrough_opens"), pt) << "a small file was passed through";
+  EXPECT_EQ(Stat(m, "served_opens") - served, 10u);
+}
+
+// A reader of a small file pins its content as a passthrough reader does: a writer gets ETXTBSY
+// while it is open, so the reader never sees the writer's bytes in the page cache they share.
+// Once it is closed the writer goes first, and later readers see the new bytes, never stale
+// pages (same size, so stale bytes cannot hide).
+TEST(KdnfsPassthrough, RewriteWhileASmallFilesReaderIsOpen) {
+  KdnfsMount m;
+  START_WITH_PASSTHROUGH(m);
+  auto before = PlainBytes(20000, 350);
+  auto after = PlainBytes(20000, 351);
+  auto third = PlainBytes(20000, 352);
+  std::string f = m.path("f.bin");
+  ASSERT_TRUE(WriteWholeFile(f, before));
+  EXPECT_EQ(ReadWholeFile(f), before);  // its pages are in the cache now
+
+  Fd reader(::open(f.c_str(), O_RDONLY));
+  ASSERT_GE(reader.fd, 0) << std::strerror(errno);
+  EXPECT_EQ(Rewrite(f, after), ETXTBSY);
+  int writer = ::open(f.c_str(), O_WRONLY);
+  EXPECT_EQ(writer, -1) << "opened for writing beside a reader";
+  EXPECT_EQ(errno, ETXTBSY);
+  if (writer >= 0) ::close(writer);
+  EXPECT_EQ(::truncate(f.c_str(), 10), -1);
+  EXPECT_EQ(errno, ETXTBSY);
+  EXPECT_EQ(PRead(reader.fd, before.size() + 1), before);
+  ::close(reader.fd);
+  reader.fd = -1;
+
+  EXPECT_EQ(Rewrite(f, after), 0) << "no reader left";
+  EXPECT_EQ(ReadWholeFile(f), after);
+  EXPECT_EQ(ReadWholeFile(f), after);
+  // Rewritten by another process too (cp), and replaced by rename while a reader is open.
+  ASSERT_TRUE(WriteWholeFile(m.scratch("third.bin"), third));
+  ASSERT_TRUE(Sh("cp " + m.scratch("third.bin") + " " + f).ok());
+  EXPECT_EQ(ReadWholeFile(f), third);
+  Fd old_reader(::open(f.c_str(), O_RDONLY));
+  ASSERT_GE(old_reader.fd, 0) << std::strerror(errno);
+  ASSERT_TRUE(WriteWholeFile(m.path("f.tmp"), before));
+  ASSERT_EQ(::rename(m.path("f.tmp").c_str(), f.c_str()), 0) << std::strerror(errno);
+  EXPECT_EQ(ReadWholeFile(f), before);
+  EXPECT_EQ(PRead(old_reader.fd, third.size() + 1), third) << "the old reader's bytes changed";
+}
+
+// A reader opened while a writer of a small file is at work reads the committed bytes (direct
+// mode), and cached readers opened after the commit read the new ones.
+TEST(KdnfsPassthrough, SmallFilesReaderBesideAWriterSeesOnlyCommittedBytes) {
+  KdnfsMount m;
+  START_WITH_PASSTHROUGH(m);
+  auto before = PlainBytes(30000, 360);
+  auto after = PlainBytes(30000, 361);
+  std::string f = m.path("f.bin");
+  ASSERT_TRUE(WriteWholeFile(f, before));
+  EXPECT_EQ(ReadWholeFile(f), before);
+  Fd writer(::open(f.c_str(), O_WRONLY));
+  ASSERT_GE(writer.fd, 0) << std::strerror(errno);
+  ASSERT_EQ(::pwrite(writer.fd, after.data(), after.size(), 0),
+            static_cast<ssize_t>(after.size()));
+  EXPECT_EQ(ReadWholeFile(f), before) << "a reader saw uncommitted bytes";
+  ASSERT_EQ(::close(writer.fd), 0) << std::strerror(errno);
+  writer.fd = -1;
+  EXPECT_EQ(ReadWholeFile(f), after);
+  EXPECT_EQ(ReadWholeFile(f), after);
 }
 
 TEST(KdnfsPassthrough, OffServesEveryReadItself) {
