@@ -1,6 +1,6 @@
-// The chunk store (store/chunk_store.h), store::ChunkStore's methods: hashing and validation,
-// space reservation and eviction, writing, publishing, reference counting, verified reads; and
-// kdn::Store's chunk calls, which forward to them.
+// The chunk store (store/chunk_store.h), store::ChunkStore's methods: open, recovery of chunk
+// files and close; hashing and validation, space reservation and eviction, writing, publishing,
+// reference counting, verified reads; and kdn::Store's chunk calls, which forward to them.
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -9,8 +9,10 @@
 #include <array>
 #include <chrono>
 #include <cstring>
+#include <filesystem>
 #include <set>
 #include <thread>
+#include <unordered_set>
 
 #include "iouring/aligned_buffer.h"
 #include "kdn/format.h"
@@ -81,6 +83,53 @@ Result<bool> StoredIn(Db& db, const ChunkId& id) {
 
 }  // namespace
 
+// ---- open, recovery and close
+// --------------------------------------------------------------------------------------
+
+Status ChunkStore::Open(store::ChunkStoreSetup setup) {
+  shape_ = setup.shape;
+  readers_ = setup.readers;
+  release_names_ = std::move(setup.release_names);
+  on_evict_ = std::move(setup.on_evict);
+  space_.set_capacity(setup.capacity);
+  KDN_RETURN_IF_ERROR(files_.Open(setup.dir, setup.sync_full));
+  engines_ = std::make_unique<store::EnginePool>(setup.engines);
+  // An engine now, so that a refused io_uring (when asked for explicitly) fails the open.
+  KDN_ASSIGN_OR_RETURN(store::EnginePool::Lease lease, engines_->Acquire());
+  return Status::OK();
+}
+
+Result<uint64_t> ChunkStore::RemoveStrayFiles() {
+  // A file no committed row names was never published, or its chunk was deleted: either way
+  // nobody can reach it.
+  std::unordered_set<std::string> known;
+  uint64_t used = 0;
+  {
+    KDN_ASSIGN_OR_RETURN(store::DbPool::Lease db, readers_->Acquire());
+    KDN_ASSIGN_OR_RETURN(Stmt q, db->Prepare("SELECT id, stored FROM chunks"));
+    while (true) {
+      KDN_ASSIGN_OR_RETURN(bool row, q.Step());
+      if (!row) break;
+      known.insert(q.Chunk(0).ToHex());
+      used += q.U64(1);
+    }
+  }
+  KDN_RETURN_IF_ERROR(
+      files_.List([&](const std::optional<ChunkId>& id, const std::string& path) -> Status {
+        if (id && known.count(id->ToHex()) != 0) return Status::OK();
+        std::error_code ec;
+        std::filesystem::remove_all(path, ec);
+        if (ec) return Status::FromErrno("removing stray chunk file " + path, ec.value());
+        return Status::OK();
+      }));
+  return used;
+}
+
+void ChunkStore::Close() {
+  layouts_.Clear();  // chunk files held open by cached layouts
+  engines_.reset();
+}
+
 // ---- what the transaction layer asks of the chunk store (store::TxnHooks)
 // --------------------------------------------------------------------------------------
 
@@ -88,7 +137,7 @@ store::TxnHooks ChunkStore::TxnHooksForChunks() {
   store::TxnHooks hooks;
   hooks.sync_data = [this](PreparedChunk& chunk) -> Status {
     const int fd = chunk.fd.get();
-    Result<store::EnginePool::Lease> engine = engines->Acquire();
+    Result<store::EnginePool::Lease> engine = engines_->Acquire();
     Status s = engine.ok() ? (*engine)->SyncData(fd) : engine.status();
     // WriteChunk set the size after its writes completed. Writes that a device (or the fault
     // injector's volatile cache) applies only at the sync may land past it (the last block's
@@ -100,23 +149,23 @@ store::TxnHooks ChunkStore::TxnHooksForChunks() {
               : Status::FromErrno("setting the size of " + chunk.temp_path, errno);
     }
     // Unsynced writes of this chunk file may be lost without another error ever saying so.
-    if (!s.ok() && engine.ok()) txn.SetBackgroundError(s.WithContext("syncing chunk data"));
+    if (!s.ok() && engine.ok()) txn_.SetBackgroundError(s.WithContext("syncing chunk data"));
     return s;
   };
   hooks.install = [this](const std::vector<PreparedChunk*>& chunks, std::vector<Status>* results) {
     std::vector<std::string> dirs;
     for (size_t i = 0; i < chunks.size(); ++i) {
       PreparedChunk& chunk = *chunks[i];
-      (*results)[i] = files.Install(chunk.temp_path, chunk.id, &dirs);
+      (*results)[i] = files_.Install(chunk.temp_path, chunk.id, &dirs);
       if ((*results)[i].ok()) {
         chunk.installed = true;
         chunk.temp_path.clear();
       } else {
-        ++counters.errors;
+        ++counters_.errors;
       }
     }
-    if (Status s = files.SyncDirs(dirs); !s.ok()) {
-      ++counters.errors;
+    if (Status s = files_.SyncDirs(dirs); !s.ok()) {
+      ++counters_.errors;
       for (Status& r : *results) {
         if (r.ok()) r = s.WithContext("installing a chunk");
       }
@@ -135,7 +184,7 @@ store::TxnHooks ChunkStore::TxnHooksForChunks() {
     for (PreparedChunk* chunk : failed) {
       if (!chunk->installed || published.count(chunk->id) != 0) continue;
       Result<bool> stored = StoredIn(writer, chunk->id);
-      if (stored.ok() && !*stored) files.Remove(chunk->id);
+      if (stored.ok() && !*stored) files_.Remove(chunk->id);
       chunk->installed = false;
       chunk->written = false;
     }
@@ -152,28 +201,28 @@ store::TxnHooks ChunkStore::TxnHooksForChunks() {
         // When the database cannot say, the file stays: the next open removes it if it is stray.
         if (!stored.ok() || *stored) continue;
       }
-      files.Remove(id);
+      files_.Remove(id);
     }
   };
   // LRU times ride along with some transaction now and then, so the map stays small.
-  hooks.ride_along_due = [this] { return touches.size() >= 4096; };
+  hooks.ride_along_due = [this] { return touches_.size() >= 4096; };
   hooks.ride_along = [this](Db& db) { return FlushTouched(db); };
   return hooks;
 }
 
 void ChunkStore::ApplyEffects(TxnEffects& fx) {
-  for (const ChunkId& id : fx.deleted_chunks) layouts.Erase(id);
-  space.Apply(fx);
-  chunk_count += fx.chunk_delta;
+  for (const ChunkId& id : fx.deleted_chunks) layouts_.Erase(id);
+  space_.Apply(fx);
+  chunk_count_ += fx.chunk_delta;
   if (fx.evicted_chunks > 0) {
-    counters.evictions += fx.evicted_chunks;
-    counters.evicted_bytes += fx.evicted_bytes;
-    if (on_evict && !fx.evicted.empty()) on_evict(fx.evicted);
+    counters_.evictions += fx.evicted_chunks;
+    counters_.evicted_bytes += fx.evicted_bytes;
+    if (on_evict_ && !fx.evicted.empty()) on_evict_(fx.evicted);
   }
 }
 
 Status ChunkStore::FlushTouched(Db& db) {
-  const std::unordered_map<ChunkId, int64_t, store::IdHasher> batch = touches.Take();
+  const std::unordered_map<ChunkId, int64_t, store::IdHasher> batch = touches_.Take();
   if (batch.empty()) return Status::OK();
   KDN_ASSIGN_OR_RETURN(Stmt q, db.Prepare("UPDATE chunks SET atime = max(atime, ?) WHERE id = ?"));
   for (const auto& [id, t] : batch) {
@@ -187,9 +236,9 @@ Status ChunkStore::FlushTouched(Db& db) {
 // --------------------------------------------------------------------------------------
 
 Result<std::shared_ptr<const ChunkLayout>> ChunkStore::LoadLayout(const ChunkId& id) {
-  if (auto cached = layouts.Find(id)) return cached;
-  const uint64_t generation = layouts.generation();
-  KDN_ASSIGN_OR_RETURN(store::DbPool::Lease db, readers->Acquire());
+  if (auto cached = layouts_.Find(id)) return cached;
+  const uint64_t generation = layouts_.generation();
+  KDN_ASSIGN_OR_RETURN(store::DbPool::Lease db, readers_->Acquire());
   KDN_ASSIGN_OR_RETURN(store::ReadTxn snapshot, store::ReadTxn::Begin(*db));
   auto layout = std::make_shared<ChunkLayout>();
   layout->id = id;
@@ -205,33 +254,33 @@ Result<std::shared_ptr<const ChunkLayout>> ChunkStore::LoadLayout(const ChunkId&
     layout->kv = q.Int(3) != 0;
   }
   if (layout->size == 0) {  // empty content has no file: there is nothing to read
-    layouts.Insert(layout, generation);
+    layouts_.Insert(layout, generation);
     return std::shared_ptr<const ChunkLayout>(std::move(layout));
   }
-  Result<UniqueFd> fd = files.OpenRead(id, true);
+  Result<UniqueFd> fd = files_.OpenRead(id, true);
   if (!fd.ok()) {
     if (fd.status().sys_errno() == ENOENT) {
       // Deleted since the snapshot (its file goes right after the commit), or lost.
       KDN_ASSIGN_OR_RETURN(bool still, ChunkExists(id));
       if (!still) return NotFoundChunk(id);
     }
-    ++counters.errors;
+    ++counters_.errors;
     return fd.status();
   }
   layout->fd = std::move(*fd);
-  layout->path = files.PathOf(id);
+  layout->path = files_.PathOf(id);
   Status check = store::CheckLayout(*layout);
   if (!check.ok()) {
-    ++counters.errors;
+    ++counters_.errors;
     return check;
   }
-  layouts.Insert(layout, generation);
+  layouts_.Insert(layout, generation);
   return std::shared_ptr<const ChunkLayout>(std::move(layout));
 }
 
 Result<bool> ChunkStore::ChunkExists(const ChunkId& id) {
-  if (layouts.Find(id)) return true;
-  KDN_ASSIGN_OR_RETURN(store::DbPool::Lease db, readers->Acquire());
+  if (layouts_.Find(id)) return true;
+  KDN_ASSIGN_OR_RETURN(store::DbPool::Lease db, readers_->Acquire());
   KDN_ASSIGN_OR_RETURN(Stmt q, db->Prepare("SELECT 1 FROM chunks WHERE id = ?"));
   q.BindId(1, id);
   return q.Step();
@@ -505,7 +554,7 @@ std::unordered_map<ChunkId, int64_t, IdHasher> TouchLog::Take() {
 }  // namespace store
 
 Status ChunkStore::Reserve(PreparedChunk& chunk, uint64_t bytes) {
-  const uint64_t cap0 = space.capacity();
+  const uint64_t cap0 = space_.capacity();
   if (cap0 != 0 && bytes > cap0) {
     return Status::NoSpace("a chunk of " + std::to_string(bytes) +
                            " bytes is larger than the store's capacity (" + std::to_string(cap0) +
@@ -513,8 +562,8 @@ Status ChunkStore::Reserve(PreparedChunk& chunk, uint64_t bytes) {
   }
   while (true) {
     if (TryReserve(chunk, bytes)) return Status::OK();
-    const uint64_t cap = space.capacity();
-    const uint64_t in_use = space.InUse();
+    const uint64_t cap = space_.capacity();
+    const uint64_t in_use = space_.InUse();
     const uint64_t deficit = in_use + bytes > cap ? in_use + bytes - cap : 0;
     KDN_ASSIGN_OR_RETURN(uint64_t evicted, Evict(std::max<uint64_t>(deficit, 1)));
     if (evicted == 0) {
@@ -526,7 +575,7 @@ Status ChunkStore::Reserve(PreparedChunk& chunk, uint64_t bytes) {
 }
 
 bool ChunkStore::TryReserve(PreparedChunk& chunk, uint64_t bytes) {
-  return space.TryReserve(chunk, bytes);
+  return space_.TryReserve(chunk, bytes);
 }
 
 Status ChunkStore::ReserveSpace(uint64_t bytes, bool evict) {
@@ -545,7 +594,7 @@ Status ChunkStore::ReserveSpace(uint64_t bytes, bool evict) {
 
 void ChunkStore::ReleaseSpace(uint64_t bytes) {
   if (bytes == 0) return;
-  space.Unreserve(bytes);
+  space_.Unreserve(bytes);
 }
 
 void ChunkStore::FreeUnpublished(PreparedChunk& chunk) {
@@ -557,7 +606,7 @@ void ChunkStore::FreeUnpublished(PreparedChunk& chunk) {
   chunk.fd.reset();
   chunk.written = false;
   if (chunk.reserved != 0) {
-    space.Unreserve(chunk.reserved);
+    space_.Unreserve(chunk.reserved);
     chunk.reserved = 0;
   }
 }
@@ -570,8 +619,8 @@ void ChunkStore::CacheLayout(PreparedChunk& chunk, uint64_t generation) {
   layout->sums = chunk.sums;
   layout->kv = chunk.kv.has_value();
   layout->fd = std::move(chunk.fd);  // the chunk file itself, now that it is in place
-  layout->path = files.PathOf(chunk.id);
-  layouts.Insert(std::move(layout), generation);
+  layout->path = files_.PathOf(chunk.id);
+  layouts_.Insert(std::move(layout), generation);
 }
 
 Status ChunkStore::WriteData(PreparedChunk& chunk, store::ChunkSource& source) {
@@ -589,13 +638,13 @@ Status ChunkStore::WriteFile(PreparedChunk& chunk, store::ChunkSource& source,
                              store::ContentHasher* hasher) {
   Status s;
   {
-    Result<UniqueFd> fd = files.CreateTemp(&chunk.temp_path);
+    Result<UniqueFd> fd = files_.CreateTemp(&chunk.temp_path);
     if (fd.ok()) {
       chunk.fd = std::move(*fd);
-      Result<store::EnginePool::Lease> engine = engines->Acquire();
+      Result<store::EnginePool::Lease> engine = engines_->Acquire();
       // Holes: the all-zero blocks of plain content are not stored (`.kv` blocks never are zero
       // for long, and their file is read as a whole anyway).
-      s = engine.ok() ? store::WriteChunk(**engine, chunk.fd.get(), chunk.temp_path, source, shape,
+      s = engine.ok() ? store::WriteChunk(**engine, chunk.fd.get(), chunk.temp_path, source, shape_,
                                           !chunk.kv.has_value(), hasher)
                       : engine.status();
     } else {
@@ -604,7 +653,7 @@ Status ChunkStore::WriteFile(PreparedChunk& chunk, store::ChunkSource& source,
     }
   }
   if (!s.ok()) {
-    ++counters.errors;
+    ++counters_.errors;
     FreeUnpublished(chunk);
     return s.WithContext(hasher ? std::string("writing a new chunk")
                                 : "writing chunk " + chunk.id.ToHex());
@@ -615,7 +664,7 @@ Status ChunkStore::WriteFile(PreparedChunk& chunk, store::ChunkSource& source,
 
 Result<uint64_t> ChunkStore::Evict(uint64_t want_bytes) {
   uint64_t got = 0;
-  KDN_RETURN_IF_ERROR(txn.Write(true, [&](Db& db, TxnEffects& fx) -> Status {
+  KDN_RETURN_IF_ERROR(txn_.Write(true, [&](Db& db, TxnEffects& fx) -> Status {
     KDN_RETURN_IF_ERROR(FlushTouched(db));
     const int64_t now = NowNs();
     int64_t skipped = 0;
@@ -638,7 +687,7 @@ Result<uint64_t> ChunkStore::Evict(uint64_t want_bytes) {
       if (batch.empty()) break;
       for (const auto& [id, stored] : batch) {
         // The files whose content it is go with it (the namespace's part, registered at open).
-        KDN_ASSIGN_OR_RETURN(bool removed, release_names(db, id, now, fx));
+        KDN_ASSIGN_OR_RETURN(bool removed, release_names_(db, id, now, fx));
         if (!removed) {  // an open file keeps its content
           ++skipped;
           continue;
@@ -788,12 +837,12 @@ Status ChunkStore::ReadAll(const ChunkId& id,
   KDN_ASSIGN_OR_RETURN(std::shared_ptr<const ChunkLayout> layout, LoadLayout(id));
   io::AlignedBuffer window(8u << 20);
   if (window.empty()) return Status::NoSpace("cannot allocate a read buffer");
-  KDN_ASSIGN_OR_RETURN(store::EnginePool::Lease engine, engines->Acquire());
+  KDN_ASSIGN_OR_RETURN(store::EnginePool::Lease engine, engines_->Acquire());
   for (uint64_t off = 0; off < layout->size; off += window.size()) {
     uint64_t n = std::min<uint64_t>(window.size(), layout->size - off);
-    Status s = store::ReadChunk(*engine, *layout, off, {window.data(), n}, shape);
+    Status s = store::ReadChunk(*engine, *layout, off, {window.data(), n}, shape_);
     if (!s.ok()) {
-      ++counters.errors;
+      ++counters_.errors;
       return s;
     }
     KDN_RETURN_IF_ERROR(sink({window.data(), n}));
@@ -824,9 +873,9 @@ Result<ChunkId> ChunkStore::Put(std::span<const std::byte> bytes, const PutOptio
         dedup = fx.published.empty();
         return Status::OK();
       }));
-  ++counters.puts;
-  counters.put_bytes += bytes.size();
-  if (dedup) ++counters.dedup_hits;
+  ++counters_.puts;
+  counters_.put_bytes += bytes.size();
+  if (dedup) ++counters_.dedup_hits;
   return chunk->id;
 }
 
@@ -837,24 +886,24 @@ Result<size_t> ChunkStore::Get(const ChunkId& id, uint64_t offset, std::span<std
     KDN_ASSIGN_OR_RETURN(std::shared_ptr<const ChunkLayout> layout, LoadLayout(id));
     if (offset >= layout->size || out.empty()) return size_t{0};
     n = static_cast<size_t>(std::min<uint64_t>(out.size(), layout->size - offset));
-    KDN_ASSIGN_OR_RETURN(store::EnginePool::Lease engine, engines->Acquire());
-    Status s = store::ReadChunk(*engine, *layout, offset, out.first(n), shape);
+    KDN_ASSIGN_OR_RETURN(store::EnginePool::Lease engine, engines_->Acquire());
+    Status s = store::ReadChunk(*engine, *layout, offset, out.first(n), shape_);
     if (!s.ok()) {
-      ++counters.errors;
+      ++counters_.errors;
       return s;
     }
   }
   Touch(id);
-  ++counters.reads;
-  counters.read_bytes += n;
-  read_latency.Record(MonoNs() - t0);
+  ++counters_.reads;
+  counters_.read_bytes += n;
+  read_latency_.Record(MonoNs() - t0);
   return n;
 }
 
 Result<ChunkInfo> ChunkStore::StatChunk(const ChunkId& id) {
   ChunkInfo info;
   info.id = id;
-  KDN_ASSIGN_OR_RETURN(store::DbPool::Lease db, readers->Acquire());
+  KDN_ASSIGN_OR_RETURN(store::DbPool::Lease db, readers_->Acquire());
   KDN_ASSIGN_OR_RETURN(store::ReadTxn snapshot, store::ReadTxn::Begin(*db));
   {
     KDN_ASSIGN_OR_RETURN(
@@ -871,7 +920,7 @@ Result<ChunkInfo> ChunkStore::StatChunk(const ChunkId& id) {
     info.atime_ns = q.Int(4);
     info.created_ns = q.Int(5);
     if (q.Int(6) == 0) {
-      info.atime_ns = touches.Latest(id, info.atime_ns);
+      info.atime_ns = touches_.Latest(id, info.atime_ns);
       return info;
     }
   }
@@ -895,12 +944,12 @@ Result<ChunkInfo> ChunkStore::StatChunk(const ChunkId& id) {
     s.n_prefix_hashes = static_cast<uint32_t>(k.U64(9));
     info.kv = std::move(s);
   }
-  info.atime_ns = touches.Latest(id, info.atime_ns);
+  info.atime_ns = touches_.Latest(id, info.atime_ns);
   return info;
 }
 
 Status ChunkStore::Release(const ChunkId& id) {
-  return txn.Write(false, [&](Db& db, TxnEffects& fx) {
+  return txn_.Write(false, [&](Db& db, TxnEffects& fx) {
     return DropChunkRef(db, id, RefKind::kPut, false, fx);
   });
 }
@@ -908,7 +957,7 @@ Status ChunkStore::Release(const ChunkId& id) {
 Result<std::vector<Extent>> ChunkStore::Extents(const ChunkId& id) {
   KDN_ASSIGN_OR_RETURN(std::shared_ptr<const ChunkLayout> layout, LoadLayout(id));
   if (layout->size == 0) return std::vector<Extent>{};
-  return std::vector<Extent>{Extent{files.PathOf(id), 0, layout->size}};
+  return std::vector<Extent>{Extent{files_.PathOf(id), 0, layout->size}};
 }
 
 Result<int> ChunkStore::OpenChunkForRead(const ChunkId& id) {
@@ -916,18 +965,18 @@ Result<int> ChunkStore::OpenChunkForRead(const ChunkId& id) {
   if (layout->size == 0) {
     return Status::InvalidArgument("chunk " + id.ToHex() + " is empty: it has no file");
   }
-  Result<UniqueFd> fd = files.OpenRead(id, false);
+  Result<UniqueFd> fd = files_.OpenRead(id, false);
   if (!fd.ok()) {
     // Deleted meanwhile: its file goes right after the commit that dropped it.
     if (fd.status().sys_errno() == ENOENT) return NotFoundChunk(id);
-    ++counters.errors;
+    ++counters_.errors;
     return fd.status();
   }
   return fd->release();
 }
 
 void ChunkStore::Touch(const ChunkId& id) {
-  touches.Touch(id, NowNs());
+  touches_.Touch(id, NowNs());
 }
 
 Status ChunkStore::VerifyChunk(const ChunkId& id) {
@@ -940,15 +989,15 @@ Status ChunkStore::VerifyChunk(const ChunkId& id) {
   }));
   ChunkId actual = hasher.Finish();
   if (!(actual == id)) {
-    ++counters.errors;
+    ++counters_.errors;
     return Status::Corruption("chunk " + id.ToHex() + ": content hashes to " + actual.ToHex());
   }
   KDN_ASSIGN_OR_RETURN(std::shared_ptr<const ChunkLayout> layout, LoadLayout(id));
   if (!layout->kv) return Status::OK();
-  ChunkByteSource source(*engines, shape, layout);
+  ChunkByteSource source(*engines_, shape_, layout);
   Result<std::optional<store::KvIndex>> kv = store::InspectKvContent(source);
   if (!kv.ok() || !kv->has_value()) {
-    ++counters.errors;
+    ++counters_.errors;
     return Status::Corruption(
         "chunk " + id.ToHex() + ": " +
         (kv.ok() ? std::string("no longer a .kv file") : kv.status().message()));

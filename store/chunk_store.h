@@ -3,16 +3,19 @@
 // recently used first), verified reads. It knows nothing of names: the namespace
 // (store/namespace/) refers to content only by chunk id and takes and drops references through
 // AddChunkRef / DropChunkRef / InstallChunk. Eviction, which must also remove the files whose
-// content a chosen chunk is, does so through the ReleaseNames the namespace registered at open
-// (namespace/evict.cc), in the same transaction: the dependency stays one-way. Every change runs
-// through the transaction layer (store/txn.h); deleting a chunk's rows records its file in
-// TxnEffects, unlinked once the deletion is durable. The layer knows no chunk files: what it needs
-// done with them (syncing and installing a change's chunk file before its transaction, removing
-// deleted chunks' files, writing access times, applying effects) it asks through the
-// store::TxnHooks the chunk store hands it at open (ChunkStore::TxnHooksForChunks).
+// content a chosen chunk is, does so through the ReleaseNames the namespace hands it at open
+// (namespace/evict.cc, in the ChunkStoreSetup), in the same transaction: the dependency stays
+// one-way. Every change runs through the transaction layer (store/txn.h); deleting a chunk's rows
+// records its file in TxnEffects, unlinked once the deletion is durable. The layer knows no chunk
+// files: what it needs done with them (syncing and installing a change's chunk file before its
+// transaction, removing deleted chunks' files, writing access times, applying effects) it asks
+// through the store::TxnHooks the chunk store hands it at open (ChunkStore::TxnHooksForChunks).
 //
 // Its state is one object, ChunkStore (below), a member of Store::Impl (store_impl.h), with its
-// parts Space (capacity, used and reserved bytes) and TouchLog (access times not yet written).
+// parts Space (capacity, used and reserved bytes) and TouchLog (access times not yet written). That
+// state is private: the store's open hands it what it needs in one ChunkStoreSetup
+// (ChunkStore::Open), recovery and the namespace change it only through named calls, and
+// statistics, usage and fsck read it through const queries.
 // Implementation: chunk_store.cc (those objects, the TxnHooks, and the chunk calls of kdn::Store,
 // which forward to the ChunkStore: Put, Get, StatChunk, Release, Extents, OpenChunkForRead, Touch,
 // VerifyChunk, ReserveSpace, ReleaseSpace).
@@ -114,15 +117,30 @@ class TouchLog {
 
 // What eviction asks of the names that refer to content, in the eviction's transaction: remove
 // every file whose content `id` is, or, when one of them is open, nothing and false. The chunk
-// store knows no names: the namespace registers this at open (namespace/evict.cc).
+// store knows no names: the namespace hands this over at open (ChunkStoreSetup::release_names,
+// made by Store::Impl::ReleaseNamesForChunks in namespace/evict.cc).
 using ReleaseNames =
     std::function<Result<bool>(Db& db, const ChunkId& id, int64_t now, TxnEffects& fx)>;
 
 // Who holds a reference: a put (Store::Put, until Release) or an inode whose content it is.
 enum class RefKind { kPut, kInode };
 
-// The chunk store's state and operations. It reaches the transaction layer through `txn` (every
-// change is a txn.Write) and the namespace only through `release_names` (eviction).
+// What the store's open hands the chunk store (ChunkStore::Open), once it knows all of it: after
+// the database is up (the capacity is one of its rows), before the first transaction of recovery.
+struct ChunkStoreSetup {
+  std::string dir;             // the store's directory: chunks/ (ChunkFiles) and staging/ under it
+  bool sync_full = true;       // SyncPolicy::kFull: chunk directories are synced too
+  IoShape shape;               // queue depth and request size of chunk reads and writes
+  DbPool* readers = nullptr;   // the store's reader connections (Store::Impl's); they outlive it
+  uint64_t capacity = 0;       // the store's capacity row; 0: no limit but the filesystem's
+  io::EngineOptions engines;   // of the I/O engines its pool makes
+  ReleaseNames release_names;  // eviction's call into the namespace
+  std::function<void(const std::vector<EvictedName>&)> on_evict;  // StoreOptions::on_evict
+};
+
+// The chunk store's state and operations. It reaches the transaction layer through `txn_` (every
+// change is a txn_.Write) and the namespace only through `release_names_` (eviction). Its data
+// members are private (see the top of this file): the calls below say what each use of them is.
 //
 // Concurrency: chunk files are renamed into place and unlinked only under txn.mu() (in the
 // TxnHooks the layer calls under it), so a file and its row always change together as seen by any
@@ -131,9 +149,56 @@ enum class RefKind { kPut, kInode };
 // file open, so a read in progress keeps its bytes even if the chunk is deleted meanwhile.
 class ChunkStore {
  public:
-  explicit ChunkStore(TxnLog& log) : txn(log) {}
+  explicit ChunkStore(TxnLog& log) : txn_(log) {}
   ChunkStore(const ChunkStore&) = delete;
   ChunkStore& operator=(const ChunkStore&) = delete;
+
+  // ---- open, recovery and close (called by store_open.cc)
+  // Takes what open hands it and opens the chunk files (chunks/ is created when missing) and the
+  // engine pool. An engine is made here, so that a refused io_uring (when asked for explicitly)
+  // fails the open rather than the first read.
+  Status Open(ChunkStoreSetup setup);
+  // Recovery at open: removes the chunk files no committed row names (left by a crash between a
+  // file's rename and its commit, or between a commit and the unlink) and returns the bytes the
+  // committed chunks use. This is the whole of recovery for chunk data.
+  Result<uint64_t> RemoveStrayFiles();
+  // At open, from the committed rows: the bytes in use (chunks and extended attributes, which count
+  // against the capacity too) and the number of chunks. Later, only committed effects change them
+  // (ApplyEffects).
+  void SetUsedBytes(uint64_t bytes) { space_.SetUsed(bytes); }
+  void SetChunkCount(int64_t count) { chunk_count_ = count; }
+  // Lets go of what it holds open (cached layouts hold their chunk files, the engines their rings),
+  // before the store closes its readers and its writer.
+  void Close();
+  // The counter the transaction layer counts its errors in (TxnLog::Options::errors): one error
+  // count for the whole store (StoreStats::errors).
+  std::atomic<uint64_t>* error_counter() { return &counters_.errors; }
+
+  // ---- what the rest of the store reads (statistics, usage, fsck)
+  // The store's operation counters (StoreStats): mostly the chunk store's; the namespace counts
+  // its puts and prefix lookups (CountPut, CountPrefixLookup, CountPrefixHit), the transaction
+  // layer its errors, here too.
+  const Counters& counters() const { return counters_; }
+  const LatencyHistogram& read_latency() const { return read_latency_; }
+  int64_t chunk_count() const { return chunk_count_.load(); }
+  uint64_t capacity() const { return space_.capacity(); }  // 0: no limit but the filesystem's
+  uint64_t BytesInUse() { return space_.InUse(); }         // used and reserved
+  io::EngineKind engine_kind() const { return engines_->kind(); }
+  // The chunk files, for fsck to compare with the rows (names and listing only).
+  const ChunkFiles& files() const { return files_; }
+
+  // ---- what the namespace asks besides references (namespace/)
+  // Whether `bytes` more fit beside what is used and reserved now, without reserving or evicting:
+  // extended attributes are small and never evict content (namespace/xattr.cc).
+  bool HasRoomFor(uint64_t bytes) { return space_.HasRoomFor(bytes); }
+  // A file's content committed (namespace/content.cc): counted as a put of `bytes`, as Put counts.
+  void CountPut(uint64_t bytes) {
+    ++counters_.puts;
+    counters_.put_bytes += bytes;
+  }
+  // A prefix lookup begun, and one that found something (namespace/prefix.cc).
+  void CountPrefixLookup() { ++counters_.prefix_lookups; }
+  void CountPrefixHit() { ++counters_.prefix_hits; }
 
   // What the transaction layer asks of the chunk store (syncing and installing chunk files,
   // removing deleted ones, access times), handed to txn at open, before any transaction, by
@@ -142,7 +207,7 @@ class ChunkStore {
   // A committed change's effects on the chunk count, the capacity, the layout cache and the
   // eviction counters (and kdnfs's on_evict).
   void ApplyEffects(TxnEffects& fx);
-  // Writes the access times noted in `touches` in the transaction of `db`.
+  // Writes the access times noted in `touches_` in the transaction of `db`.
   Status FlushTouched(Db& db);
 
   Result<std::shared_ptr<const ChunkLayout>> LoadLayout(const ChunkId& id);
@@ -194,24 +259,6 @@ class ChunkStore {
   Status ReserveSpace(uint64_t bytes, bool evict);
   void ReleaseSpace(uint64_t bytes);
 
-  // ---- state, set up by open and recovery (store_open.cc), read by fsck and the statistics
-  TxnLog& txn;  // the transaction layer: every change is a txn.Write
-  IoShape shape;
-  DbPool* readers = nullptr;  // the store's reader connections (Store::Impl's), from open on
-  ChunkFiles files;
-  Space space;                 // capacity, used and reserved bytes
-  ReleaseNames release_names;  // eviction's call into the namespace (registered at open)
-  std::function<void(const std::vector<EvictedName>&)> on_evict;  // StoreOptions::on_evict
-  std::unique_ptr<EnginePool> engines;
-  // Layouts hold their chunk file open: small enough to stay far from descriptor limits.
-  LayoutCache layouts{256};
-  TouchLog touches;  // access times not yet written
-  // The store's operation counters (StoreStats): mostly the chunk store's; the namespace counts
-  // its puts and prefix lookups, the transaction layer its errors, here too.
-  Counters counters;
-  LatencyHistogram read_latency;
-  std::atomic<int64_t> chunk_count{0};
-
  private:
   // Reserves capacity and writes the chunk's bytes to a new temporary file (not yet synced: the
   // commit does that).
@@ -222,6 +269,23 @@ class ChunkStore {
   // Caches the layout of a chunk this thread published (skipped if any chunk was deleted since
   // `generation`, which might have been this one).
   void CacheLayout(PreparedChunk& chunk, uint64_t generation);
+
+  // ---- state, set by Open (the first block) or kept by the chunk store itself. Destroyed in the
+  // reverse order: the layouts (which hold chunk files open) before the engines.
+  TxnLog& txn_;  // the transaction layer: every change is a txn_.Write
+  IoShape shape_;
+  DbPool* readers_ = nullptr;  // the store's reader connections (Store::Impl's), from Open on
+  ChunkFiles files_;
+  Space space_;                 // capacity, used and reserved bytes
+  ReleaseNames release_names_;  // eviction's call into the namespace (handed over at Open)
+  std::function<void(const std::vector<EvictedName>&)> on_evict_;  // StoreOptions::on_evict
+  std::unique_ptr<EnginePool> engines_;
+  // Layouts hold their chunk file open: small enough to stay far from descriptor limits.
+  LayoutCache layouts_{256};
+  TouchLog touches_;  // access times not yet written
+  Counters counters_;
+  LatencyHistogram read_latency_;
+  std::atomic<int64_t> chunk_count_{0};
 };
 
 template <typename Commit>
@@ -233,14 +297,14 @@ Status ChunkStore::StoreAndCommit(PreparedChunk& chunk, ChunkSource& source, boo
     ~FreeGuard() { chunks->FreeUnpublished(chunk); }
   } guard{this, chunk};
   for (int attempt = 0; attempt < 3; ++attempt) {
-    const uint64_t generation = layouts.generation();
+    const uint64_t generation = layouts_.generation();
     if (!chunk.written && chunk.size > 0) {
       KDN_ASSIGN_OR_RETURN(bool exists, ChunkExists(chunk.id));
       if (!exists || attempt > 0) KDN_RETURN_IF_ERROR(WriteData(chunk, source));
     }
     bool vanished = false;
     // The file, when written for this commit and not yet in place, is synced and installed by it.
-    Status s = txn.Write(
+    Status s = txn_.Write(
         lock_opens, [&](Db& db, TxnEffects& fx) -> Status { return commit(db, fx, &vanished); },
         chunk.written && !chunk.installed ? &chunk : nullptr);
     if (vanished) continue;  // deleted between our look and our commit: write it and retry

@@ -98,7 +98,7 @@ Result<FsckReport> Store::Fsck(const FsckOptions& options) {
         rows.insert(q.Chunk(0).ToHex());
       }
     }
-    KDN_RETURN_IF_ERROR(impl_->chunks.files.List(
+    KDN_RETURN_IF_ERROR(impl_->chunks.files().List(
         [&](const std::optional<ChunkId>& id, const std::string& path) -> Status {
           if (!id) {
             problems.Add(path + ": not a chunk file");
@@ -173,7 +173,7 @@ Result<FsckReport> Store::Fsck(const FsckOptions& options) {
           problems.Add(who + ": block checksums do not match its size");
         }
         if (c.size > 0) {
-          const std::string path = impl_->chunks.files.PathOf(c.id);
+          const std::string path = impl_->chunks.files().PathOf(c.id);
           struct stat st;
           if (::lstat(path.c_str(), &st) != 0) {
             problems.Add(who + ": chunk file " + path + " is missing");

@@ -9,9 +9,10 @@
 //   open and recovery      store_open.cc;  fsck  store_fsck.cc
 // Dependencies point namespace -> chunk store -> transaction layer: the namespace calls `chunks`,
 // which holds a reference to `txn`. Each lower part reaches the one above only through what that
-// part registers at open: eviction reaches the namespace through store::ReleaseNames
-// (RegisterWithChunks), and the transaction layer reaches the chunk files, access times and
-// effects through store::TxnHooks (RegisterWithTxn, which has the chunk store make them).
+// part hands it at open: eviction reaches the namespace through store::ReleaseNames
+// (ReleaseNamesForChunks, in the chunk store's store::ChunkStoreSetup), and the transaction layer
+// reaches the chunk files, access times and effects through store::TxnHooks (RegisterWithTxn,
+// which has the chunk store make them).
 //
 // Concurrency:
 //   txn.mu()   the one writer connection (store::TxnLog); every change is one transaction under
@@ -113,9 +114,9 @@ struct Store::Impl {
   // the files, unless one of them is open (then nothing, and false). Caller holds opens.mu().
   Result<bool> RemoveFilesWithContent(store::Db& db, const ChunkId& id, int64_t now,
                                       store::TxnEffects& fx);
-  // Registers RemoveFilesWithContent as the chunk store's release_names (at open, before any
-  // eviction).
-  void RegisterWithChunks();
+  // RemoveFilesWithContent as the chunk store's ReleaseNames, handed to it at open
+  // (store::ChunkStoreSetup), before any eviction.
+  store::ReleaseNames ReleaseNamesForChunks();
   // Stores a chunk prepared from the staged file open as `fd` and makes it the content of `ino`,
   // in one transaction (namespace/content.cc). Should the chunk turn out to need copying from the
   // file after its id was computed (content found stored, then gone before the commit; or no

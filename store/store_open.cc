@@ -16,7 +16,6 @@
 #include <ctime>
 #include <filesystem>
 #include <random>
-#include <unordered_set>
 
 #include "iouring/aligned_buffer.h"
 #include "store/clock.h"
@@ -122,8 +121,7 @@ Store::Impl::~Impl() {
     // would sync it too, but only when no other process reads the database).
     (void)txn.SyncAll();
   }
-  chunks.layouts.Clear();  // chunk files held open by cached layouts
-  chunks.engines.reset();
+  chunks.Close();  // chunk files held open by cached layouts, and the engines
   readers.reset();
   txn.CloseWriter();
   lock_fd.reset();  // last: the store stays locked until everything above is closed
@@ -145,9 +143,6 @@ Status Store::Impl::OpenAll(const std::string& path, const StoreOptions& opts) {
   if (opts.queue_depth == 0 || opts.queue_depth > 1024) {
     return Status::InvalidArgument("queue_depth must be 1..1024");
   }
-  chunks.shape = store::IoShape{opts.queue_depth, opts.io_bytes};
-  chunks.on_evict = opts.on_evict;
-  RegisterWithChunks();
   RegisterWithTxn();
 
   struct stat st;
@@ -191,18 +186,25 @@ Status Store::Impl::OpenAll(const std::string& path, const StoreOptions& opts) {
   txn_options.sync_full = sync_full;
   txn_options.log_sync_interval_ms = opts.log_sync_interval_ms;
   txn_options.info_log = opts.info_log;
-  txn_options.errors = &chunks.counters.errors;
+  txn_options.errors = chunks.error_counter();
   txn_options.opens_mu = &opens.mu();
   KDN_RETURN_IF_ERROR(txn.Open(txn_options, !exists));
   store::Db& writer = txn.writer();  // alone here: nothing else runs until the open is done
-  KDN_RETURN_IF_ERROR(chunks.files.Open(dir, sync_full));
   KDN_RETURN_IF_ERROR(MigrateIfOld());
   KDN_RETURN_IF_ERROR(store::InitSchema(writer, ::geteuid(), ::getegid(), NowNs()));
   // A -wal or -shm file left with a wider mode by an older version was opened as it was.
   KDN_RETURN_IF_ERROR(store::RestrictModes(dir, &open_warnings));
   readers = std::make_unique<store::DbPool>(db_path);
-  chunks.readers = readers.get();
 
+  // What the chunk store is handed once the database can say its capacity, before the first
+  // transaction that may touch chunks (recovery, below).
+  store::ChunkStoreSetup chunk_setup;
+  chunk_setup.dir = dir;
+  chunk_setup.sync_full = sync_full;
+  chunk_setup.shape = store::IoShape{opts.queue_depth, opts.io_bytes};
+  chunk_setup.readers = readers.get();
+  chunk_setup.release_names = ReleaseNamesForChunks();
+  chunk_setup.on_evict = opts.on_evict;
   {
     std::lock_guard lock(txn.mu());
     KDN_ASSIGN_OR_RETURN(store::WriteTxn t, store::WriteTxn::Begin(writer));
@@ -211,24 +213,20 @@ Status Store::Impl::OpenAll(const std::string& path, const StoreOptions& opts) {
           store::SetMetaInt(writer, "capacity", static_cast<int64_t>(opts.capacity_bytes)));
     }
     KDN_ASSIGN_OR_RETURN(int64_t cap, store::GetMetaInt(writer, "capacity", 0));
-    chunks.space.set_capacity(static_cast<uint64_t>(cap));
+    chunk_setup.capacity = static_cast<uint64_t>(cap);
     KDN_RETURN_IF_ERROR(t.Commit());
     // This and InitSchema's transaction: made durable by the first log sync.
     txn.NoteCommit();
   }
 
-  io::EngineOptions eo;
+  io::EngineOptions& eo = chunk_setup.engines;
   eo.kind = static_cast<io::EngineKind>(opts.io_engine);
   eo.logger = opts.info_log;
   eo.wrapper = opts.io_wrapper;
   eo.queue_depth = opts.queue_depth;
   eo.buffer_count = opts.queue_depth;
   eo.buffer_bytes = 256 * 1024;  // two checksum blocks: bounce space for unaligned callers
-  chunks.engines = std::make_unique<store::EnginePool>(eo);
-  {
-    // An engine now, so that a refused io_uring (when asked for explicitly) fails the open.
-    KDN_ASSIGN_OR_RETURN(store::EnginePool::Lease lease, chunks.engines->Acquire());
-  }
+  KDN_RETURN_IF_ERROR(chunks.Open(std::move(chunk_setup)));
 
   KDN_RETURN_IF_ERROR(CleanStaging());
   KDN_RETURN_IF_ERROR(ReclaimOrphans());
@@ -239,7 +237,7 @@ Status Store::Impl::OpenAll(const std::string& path, const StoreOptions& opts) {
                                            "(SELECT count(*) FROM inodes)"));
   KDN_ASSIGN_OR_RETURN(bool row, q.Step());
   if (row) {
-    chunks.chunk_count = q.Int(0);
+    chunks.SetChunkCount(q.Int(0));
     inode_count = q.Int(1);
   }
   txn.StartLogSyncer();
@@ -269,9 +267,12 @@ Status Store::Impl::MigrateIfOld() {
   struct stat st;
   const bool have_segments = ::lstat((dir + "/seg").c_str(), &st) == 0;
   if (version == 1) {
-    KDN_RETURN_IF_ERROR(
-        store::MigrateV1(writer, dir, chunks.files, sync_full, options.migrate_progress)
-            .WithContext("migrating the version 1 store in " + dir));
+    // Before the chunk store opens (it is handed the capacity, a row of the migrated schema): the
+    // migration installs chunk files through chunk files of its own, in the same directory.
+    store::ChunkFiles files;
+    KDN_RETURN_IF_ERROR(files.Open(dir, sync_full));
+    KDN_RETURN_IF_ERROR(store::MigrateV1(writer, dir, files, sync_full, options.migrate_progress)
+                            .WithContext("migrating the version 1 store in " + dir));
     open_warnings.push_back(dir + ": migrated from version 1 (segment files) to version " +
                             std::to_string(store::kSchemaVersion) + " (a file per chunk)");
   } else if (version == store::kSchemaVersion && have_segments) {
@@ -281,28 +282,9 @@ Status Store::Impl::MigrateIfOld() {
 }
 
 Status Store::Impl::RemoveStrayChunkFiles() {
-  // A file no committed row names was never published, or its chunk was deleted: either way
-  // nobody can reach it. This is the whole of recovery for chunk data.
-  std::unordered_set<std::string> known;
-  uint64_t used = 0;
-  {
-    KDN_ASSIGN_OR_RETURN(store::DbPool::Lease db, readers->Acquire());
-    KDN_ASSIGN_OR_RETURN(Stmt q, db->Prepare("SELECT id, stored FROM chunks"));
-    while (true) {
-      KDN_ASSIGN_OR_RETURN(bool row, q.Step());
-      if (!row) break;
-      known.insert(q.Chunk(0).ToHex());
-      used += q.U64(1);
-    }
-  }
-  KDN_RETURN_IF_ERROR(
-      chunks.files.List([&](const std::optional<ChunkId>& id, const std::string& path) -> Status {
-        if (id && known.count(id->ToHex()) != 0) return Status::OK();
-        std::error_code ec;
-        std::filesystem::remove_all(path, ec);
-        if (ec) return Status::FromErrno("removing stray chunk file " + path, ec.value());
-        return Status::OK();
-      }));
+  // The chunk store's part (store::ChunkStore::RemoveStrayFiles) is the whole of recovery for
+  // chunk data; the used space is the committed chunks' and the attributes'.
+  KDN_ASSIGN_OR_RETURN(uint64_t used, chunks.RemoveStrayFiles());
   {
     // Extended attributes count against the capacity too (store.h).
     KDN_ASSIGN_OR_RETURN(store::DbPool::Lease db, readers->Acquire());
@@ -311,7 +293,7 @@ Status Store::Impl::RemoveStrayChunkFiles() {
     KDN_ASSIGN_OR_RETURN(bool row, q.Step());
     if (row) used += q.U64(0);
   }
-  chunks.space.SetUsed(used);
+  chunks.SetUsedBytes(used);
   for (const std::string& p : open_problems)
     Log(options.info_log, LogLevel::kWarning, "store " + dir + ": " + p);
   return Status::OK();
@@ -402,11 +384,11 @@ std::string Store::NewStagingPath() {
 
 StoreUsage Store::Usage() const {
   StoreUsage u;
-  u.used_bytes = impl_->chunks.space.InUse();
+  u.used_bytes = impl_->chunks.BytesInUse();
   uint64_t fs_free = 0;
   struct statvfs vfs;
   if (::statvfs(impl_->dir.c_str(), &vfs) == 0) fs_free = uint64_t{vfs.f_bavail} * vfs.f_frsize;
-  const uint64_t cap = impl_->chunks.space.capacity();
+  const uint64_t cap = impl_->chunks.capacity();
   if (cap != 0) {
     u.capacity_bytes = cap;
     u.free_bytes = std::min(cap > u.used_bytes ? cap - u.used_bytes : 0, fs_free);
@@ -414,14 +396,14 @@ StoreUsage Store::Usage() const {
     u.free_bytes = fs_free;
     u.capacity_bytes = u.used_bytes + u.free_bytes;
   }
-  u.chunks = static_cast<uint64_t>(std::max<int64_t>(0, impl_->chunks.chunk_count.load()));
+  u.chunks = static_cast<uint64_t>(std::max<int64_t>(0, impl_->chunks.chunk_count()));
   u.inodes = static_cast<uint64_t>(std::max<int64_t>(0, impl_->inode_count.load()));
   return u;
 }
 
 StoreStats Store::Stats() const {
   StoreStats s;
-  s.io_engine = std::string(io::EngineKindName(impl_->chunks.engines->kind()));
+  s.io_engine = std::string(io::EngineKindName(impl_->chunks.engine_kind()));
   if (auto db = impl_->readers->Acquire(); db.ok()) {
     auto q = (*db)->Prepare(
         "SELECT (SELECT count(*) FROM inodes WHERE (mode & 61440) = 32768 AND nlink > 0), "
@@ -451,7 +433,7 @@ StoreStats Store::Stats() const {
   s.compression_ratio = s.kv_stored_bytes > 0 ? static_cast<double>(s.kv_raw_bytes) /
                                                     static_cast<double>(s.kv_stored_bytes)
                                               : 1.0;
-  const store::Counters& c = impl_->chunks.counters;
+  const store::Counters& c = impl_->chunks.counters();
   s.puts = c.puts;
   s.put_bytes = c.put_bytes;
   s.dedup_hits = c.dedup_hits;
@@ -464,14 +446,15 @@ StoreStats Store::Stats() const {
   s.errors = c.errors;
   s.log_syncs = impl_->txn.log_syncs();
   s.unsynced_changes = impl_->txn.unsynced();
-  s.read_latency_p50_ns = impl_->chunks.read_latency.Percentile(0.50);
-  s.read_latency_p90_ns = impl_->chunks.read_latency.Percentile(0.90);
-  s.read_latency_p99_ns = impl_->chunks.read_latency.Percentile(0.99);
-  s.read_latency_max_ns = impl_->chunks.read_latency.max();
-  s.read_latency_buckets = impl_->chunks.read_latency.CumulativeAtPowersOfTwo(
-      StoreStats::kReadLatencyFirstPow2, StoreStats::kReadLatencyLastPow2);
+  const store::LatencyHistogram& latency = impl_->chunks.read_latency();
+  s.read_latency_p50_ns = latency.Percentile(0.50);
+  s.read_latency_p90_ns = latency.Percentile(0.90);
+  s.read_latency_p99_ns = latency.Percentile(0.99);
+  s.read_latency_max_ns = latency.max();
+  s.read_latency_buckets = latency.CumulativeAtPowersOfTwo(StoreStats::kReadLatencyFirstPow2,
+                                                           StoreStats::kReadLatencyLastPow2);
   s.read_latency_count = s.read_latency_buckets.back();
-  s.read_latency_sum_ns = impl_->chunks.read_latency.sum();
+  s.read_latency_sum_ns = latency.sum();
   return s;
 }
 

@@ -82,8 +82,7 @@ Status Store::Impl::CommitPreparedFile(Ino ino, PreparedChunk& chunk, int fd,
         if (source.read_any()) KDN_RETURN_IF_ERROR(source.CheckUnchanged(chunk.id));
         return SetContent(db, ino, chunk, options, fx, vanished, out);
       }));
-  ++chunks.counters.puts;
-  chunks.counters.put_bytes += chunk.size;
+  chunks.CountPut(chunk.size);
   return Status::OK();
 }
 
@@ -139,8 +138,7 @@ Result<InodeAttr> Store::CommitFileContent(Ino ino, std::span<const std::byte> c
       *chunk, source, false, [&](Db& db, TxnEffects& fx, bool* vanished) -> Status {
         return impl_->SetContent(db, ino, *chunk, options, fx, vanished, &out);
       }));
-  ++impl_->chunks.counters.puts;
-  impl_->chunks.counters.put_bytes += chunk->size;
+  impl_->chunks.CountPut(chunk->size);
   return out;
 }
 

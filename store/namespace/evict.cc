@@ -1,7 +1,7 @@
 // Eviction's namespace part: the files whose content an evicted chunk is lose every name, then
 // their inodes (which releases the chunk). The chunk store picks the chunks (chunk_store.cc,
 // store::ChunkStore::Evict) and calls this in the same transaction, through the ReleaseNames
-// registered here at open (the chunk store knows no names).
+// made here and handed to it at open (the chunk store knows no names).
 #include <string>
 #include <vector>
 
@@ -13,8 +13,8 @@ using store::Db;
 using store::Stmt;
 using store::TxnEffects;
 
-void Store::Impl::RegisterWithChunks() {
-  chunks.release_names = [this](Db& db, const ChunkId& id, int64_t now, TxnEffects& fx) {
+store::ReleaseNames Store::Impl::ReleaseNamesForChunks() {
+  return [this](Db& db, const ChunkId& id, int64_t now, TxnEffects& fx) {
     return RemoveFilesWithContent(db, id, now, fx);
   };
 }

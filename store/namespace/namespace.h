@@ -10,7 +10,7 @@
 //   prefix.cc    LookupPrefix*       usage.cc    InodesWithChunk, FileBytesOf*
 //   reclaim.cc   DropInode, DropLink (shared with eviction and recovery)
 //   evict.cc     RemoveFilesWithContent (eviction's part: the files an evicted chunk takes along),
-//                registered with the chunk store at open (RegisterWithChunks)
+//                handed to the chunk store at open (ReleaseNamesForChunks)
 //   common.cc    the helpers below
 // Each operation is one transaction of the transaction layer (store::TxnLog::Write, store/txn.h;
 // reads lease a pool connection). The namespace refers to content only by chunk id and takes and

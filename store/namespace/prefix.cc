@@ -22,7 +22,7 @@ using store::TxnEffects;
 using namespace store::ns;  // the helpers every operation shares (namespace.h)
 
 Result<std::vector<PrefixMatch>> Store::LookupPrefix(const Hash128& hash, size_t max_results) {
-  ++impl_->chunks.counters.prefix_lookups;
+  impl_->chunks.CountPrefixLookup();
   KDN_ASSIGN_OR_RETURN(store::DbPool::Lease db, impl_->readers->Acquire());
   KDN_ASSIGN_OR_RETURN(store::ReadTxn snapshot, store::ReadTxn::Begin(*db));
   std::vector<PrefixMatch> out;
@@ -46,14 +46,14 @@ Result<std::vector<PrefixMatch>> Store::LookupPrefix(const Hash128& hash, size_t
     if (row) m.ino = f.U64(0);
     f.Reset();
   }
-  if (!out.empty()) ++impl_->chunks.counters.prefix_hits;
+  if (!out.empty()) impl_->chunks.CountPrefixHit();
   return out;
 }
 
 Result<std::vector<DirPrefixMatch>> Store::LookupPrefixInDir(Ino dir, const Hash128& hash,
                                                              std::span<const uint32_t> owners,
                                                              size_t max_results) {
-  ++impl_->chunks.counters.prefix_lookups;
+  impl_->chunks.CountPrefixLookup();
   std::vector<DirPrefixMatch> out;
   if (owners.empty() || max_results == 0) return out;
   if (owners.size() > kMaxPrefixOwners) {
@@ -95,7 +95,7 @@ Result<std::vector<DirPrefixMatch>> Store::LookupPrefixInDir(Ino dir, const Hash
     if (!S_ISREG(a.mode)) continue;
     out.push_back(DirPrefixMatch{std::move(rows[k].first), a, idx[k]});
   }
-  if (!out.empty()) ++impl_->chunks.counters.prefix_hits;
+  if (!out.empty()) impl_->chunks.CountPrefixHit();
   return out;
 }
 

@@ -74,7 +74,7 @@ Status Store::SetXattr(Ino ino, std::string_view name, std::string_view value, X
       // Capacity for the growth; the transaction's effects turn it into used bytes. Checked
       // against what is used and reserved now: attributes are small and never evict content.
       const uint64_t grow = new_bytes - old_bytes;
-      if (!impl_->chunks.space.HasRoomFor(grow)) {
+      if (!impl_->chunks.HasRoomFor(grow)) {
         return Status::NoSpace("store is full: no room for " + std::to_string(grow) +
                                " more bytes of extended attributes");
       }

@@ -33,38 +33,38 @@ class ChunkStoreRig {
     TxnHooks hooks = chunks.TxnHooksForChunks();
     hooks.apply = [this](TxnEffects& fx) { chunks.ApplyEffects(fx); };
     txn.SetHooks(std::move(hooks));
-    chunks.release_names = [this](Db&, const ChunkId& id, int64_t, TxnEffects&) -> Result<bool> {
-      asked.push_back(id);
-      return keep.count(id) == 0;
-    };
     TxnLog::Options o;
     o.dir = dir.str();
     o.log_sync_interval_ms = kNever;
-    o.errors = &chunks.counters.errors;
+    o.errors = chunks.error_counter();
     opened = txn.Open(o, true);
     if (opened.ok()) opened = InitSchema(txn.writer(), ::geteuid(), ::getegid(), NowNs());
-    if (opened.ok()) opened = chunks.files.Open(dir.str(), true);
     if (opened.ok() && ::mkdir((dir.str() + "/staging").c_str(), kDirMode) != 0) {
       opened = Status::FromErrno("creating staging/", errno);
     }
     readers = std::make_unique<DbPool>(dir.str() + "/meta.db");
-    chunks.readers = readers.get();
-    chunks.space.set_capacity(capacity);
-    io::EngineOptions eo;  // as the store's open makes them: bounce space for unaligned reads
-    eo.buffer_count = eo.queue_depth;
-    eo.buffer_bytes = 256 * 1024;
-    chunks.engines = std::make_unique<EnginePool>(eo);
+    ChunkStoreSetup setup;
+    setup.dir = dir.str();
+    setup.readers = readers.get();
+    setup.capacity = capacity;
+    // As the store's open makes them: bounce space for unaligned reads.
+    setup.engines.buffer_count = setup.engines.queue_depth;
+    setup.engines.buffer_bytes = 256 * 1024;
+    setup.release_names = [this](Db&, const ChunkId& id, int64_t, TxnEffects&) -> Result<bool> {
+      asked.push_back(id);
+      return keep.count(id) == 0;
+    };
+    if (opened.ok()) opened = chunks.Open(std::move(setup));
   }
   ~ChunkStoreRig() {
-    chunks.layouts.Clear();
-    chunks.engines.reset();
+    chunks.Close();
     readers.reset();
     txn.CloseWriter();
   }
 
   bool HasFile(const ChunkId& id) {
     struct stat st;
-    return ::stat(chunks.files.PathOf(id).c_str(), &st) == 0;
+    return ::stat(chunks.files().PathOf(id).c_str(), &st) == 0;
   }
 
   test::TempDir dir{"kdn-chunks"};
@@ -85,8 +85,8 @@ TEST(ChunkStore, ContentIsStoredOnceAndItsFileGoesWithTheLastDurableRelease) {
   auto b = rig.chunks.Put(bytes, PutOptions{});
   ASSERT_TRUE(b.ok()) << b.status().ToString();
   EXPECT_EQ(*a, *b);
-  EXPECT_EQ(rig.chunks.counters.dedup_hits.load(), 1u);
-  EXPECT_EQ(rig.chunks.chunk_count.load(), 1);
+  EXPECT_EQ(rig.chunks.counters().dedup_hits.load(), 1u);
+  EXPECT_EQ(rig.chunks.chunk_count(), 1);
   auto info = rig.chunks.StatChunk(*a);
   ASSERT_TRUE(info.ok()) << info.status().ToString();
   EXPECT_EQ(info->refs, 2u);
@@ -103,11 +103,11 @@ TEST(ChunkStore, ContentIsStoredOnceAndItsFileGoesWithTheLastDurableRelease) {
   EXPECT_TRUE(rig.HasFile(*a));
   ASSERT_TRUE(rig.chunks.Release(*a).ok());
   EXPECT_EQ(rig.chunks.StatChunk(*a).status().code(), Code::kNotFound);
-  EXPECT_EQ(rig.chunks.chunk_count.load(), 0);
+  EXPECT_EQ(rig.chunks.chunk_count(), 0);
   EXPECT_TRUE(rig.HasFile(*a)) << "removed before the deletion was durable";
   ASSERT_TRUE(rig.txn.SyncAll().ok());
   EXPECT_FALSE(rig.HasFile(*a));
-  EXPECT_EQ(rig.chunks.space.InUse(), 0u);
+  EXPECT_EQ(rig.chunks.BytesInUse(), 0u);
 }
 
 TEST(ChunkStore, EvictionTakesTheLeastRecentlyUsedThatItsNamesLetGo) {
@@ -133,8 +133,8 @@ TEST(ChunkStore, EvictionTakesTheLeastRecentlyUsedThatItsNamesLetGo) {
   EXPECT_TRUE(rig.chunks.StatChunk(ids[0]).ok());
   EXPECT_EQ(rig.chunks.StatChunk(ids[1]).status().code(), Code::kNotFound);
   EXPECT_TRUE(rig.chunks.StatChunk(ids[2]).ok());
-  EXPECT_EQ(rig.chunks.counters.evictions.load(), 1u);
-  EXPECT_EQ(rig.chunks.space.InUse(), 3 * kChunk);
+  EXPECT_EQ(rig.chunks.counters().evictions.load(), 1u);
+  EXPECT_EQ(rig.chunks.BytesInUse(), 3 * kChunk);
 
   // Nothing left that the names let go: a put that needs room fails, and holds nothing.
   rig.keep.insert(ids[2]);
@@ -144,7 +144,7 @@ TEST(ChunkStore, EvictionTakesTheLeastRecentlyUsedThatItsNamesLetGo) {
   ASSERT_TRUE(fifth.ok()) << fifth.status().ToString();
   auto sixth = rig.chunks.Put(test::RandomBytes(kChunk, 6), kept);
   EXPECT_EQ(sixth.status().code(), Code::kNoSpace) << sixth.status().ToString();
-  EXPECT_EQ(rig.chunks.space.InUse(), 3 * kChunk);
+  EXPECT_EQ(rig.chunks.BytesInUse(), 3 * kChunk);
 }
 
 }  // namespace
