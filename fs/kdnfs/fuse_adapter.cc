@@ -596,9 +596,9 @@ Result<std::unique_ptr<FuseAdapter>> FuseAdapter::Create(Filesystem* fs,
     return Status::InvalidArgument("libfuse refused the mount options (see above)");
   }
   // Small files are read from the page cache only without an origin (passthrough.h).
-  adapter->passthrough_ = std::make_unique<Passthrough>(
-      &fs->store(), &fs->counters(), options.passthrough,
-      fs->HasOrigin() ? 0 : Passthrough::kCachedReadMax);
+  adapter->passthrough_ =
+      std::make_unique<Passthrough>(&fs->store(), &fs->counters(), options.passthrough,
+                                    fs->HasOrigin() ? 0 : Passthrough::kCachedReadMax);
   fs->SetKernelCache(adapter.get());
   return adapter;
 }

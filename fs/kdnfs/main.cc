@@ -159,7 +159,9 @@ Status ParseKdnOption(std::string_view opt, CommandLine& cl, bool& ours) {
     cl.fuse.spin = std::chrono::microseconds(us);
   } else if (is("sched")) {
     std::string_view v = value("sched");
-    if (v != "batch" && v != "normal") return Status::InvalidArgument("sched must be batch or normal");
+    if (v != "batch" && v != "normal") {
+      return Status::InvalidArgument("sched must be batch or normal");
+    }
     cl.fuse.batch_scheduling = v == "batch";
   } else if (is("fuse_uring")) {
     std::string_view v = value("fuse_uring");

@@ -87,15 +87,18 @@ bool Passthrough::WriterOpen(Ino ino) {
 
 bool Passthrough::WaitUnpinnedLocked(UniqueLock& lock, Ino ino, bool cached_readers_too,
                                      std::chrono::steady_clock::time_point deadline) {
-  auto unpinned = [&] {
-    auto it = inodes_.find(ino);
-    return it == inodes_.end() ||
-           (it->second.passthrough == 0 && (!cached_readers_too || it->second.cached_readers == 0));
-  };
   for (;;) {
-    if (unpinned()) return true;
-    if (released_.wait_until(lock, deadline) == std::cv_status::timeout) return unpinned();
+    if (UnpinnedLocked(ino, cached_readers_too)) return true;
+    if (released_.wait_until(lock, deadline) == std::cv_status::timeout) {
+      return UnpinnedLocked(ino, cached_readers_too);
+    }
   }
+}
+
+bool Passthrough::UnpinnedLocked(Ino ino, bool cached_readers_too) {
+  auto it = inodes_.find(ino);
+  return it == inodes_.end() ||
+         (it->second.passthrough == 0 && (!cached_readers_too || it->second.cached_readers == 0));
 }
 
 bool Passthrough::KeepPagesLocked(Ino ino, const ChunkId& content) {

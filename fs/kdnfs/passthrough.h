@@ -205,6 +205,7 @@ class Passthrough {
   // `cached_readers_too`, a cached reader; false if some still are.
   bool WaitUnpinnedLocked(UniqueLock& lock, Ino ino, bool cached_readers_too,
                           std::chrono::steady_clock::time_point deadline) KDN_REQUIRES(mu_);
+  bool UnpinnedLocked(Ino ino, bool cached_readers_too) KDN_REQUIRES(mu_);
   // A cached reader's open of `content`: whether the inode's pages may be kept (they hold this
   // content), remembering that they will from now on.
   bool KeepPagesLocked(Ino ino, const ChunkId& content) KDN_REQUIRES(mu_);

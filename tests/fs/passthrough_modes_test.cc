@@ -24,13 +24,15 @@ ChunkId IdOf(uint8_t b) {
   return id;
 }
 
-CommittedContent Small(uint8_t b) { return CommittedContent{IdOf(b), 4096}; }
+CommittedContent Small(uint8_t b) {
+  return CommittedContent{IdOf(b), 4096};
+}
 
 // Negotiate() turns the bookkeeping on only with CAP_SYS_ADMIN (root in CI).
-#define START(pt)                                                                          \
-  do {                                                                                     \
-    KDN_REQUIRE_OR_SKIP(::geteuid() == 0, "passthrough needs root (CAP_SYS_ADMIN)");       \
-    ASSERT_TRUE((pt).Negotiate(fuse_abi::kInitPassthrough, -1));                           \
+#define START(pt)                                                                    \
+  do {                                                                               \
+    KDN_REQUIRE_OR_SKIP(::geteuid() == 0, "passthrough needs root (CAP_SYS_ADMIN)"); \
+    ASSERT_TRUE((pt).Negotiate(fuse_abi::kInitPassthrough, -1));                     \
   } while (0)
 
 TEST(PassthroughModes, TheKernelKeepsASmallFilesPagesOnlyWhileTheyHoldItsContent) {

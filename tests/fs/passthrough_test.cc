@@ -46,28 +46,28 @@ constexpr size_t kCachedReadMax = 64 << 10;
 // Mounts with passthrough on (the default) and checks that the kernel agreed. It needs root
 // (CAP_SYS_ADMIN) and Linux 6.9+ with CONFIG_FUSE_PASSTHROUGH; elsewhere the test skips, saying
 // why, except under CI=true, which runs as root on such a kernel.
-#define START_WITH_PASSTHROUGH(m)                                                             \
-  do {                                                                                        \
-    KDN_REQUIRE_OR_SKIP(::access("/dev/fuse", R_OK | W_OK) == 0, "/dev/fuse is not usable");  \
-    KDN_REQUIRE_FUSE_URING_IF_ASKED();                                                        \
-    KDN_REQUIRE_OR_SKIP(::geteuid() == 0, "passthrough needs root (CAP_SYS_ADMIN)");          \
-    ASSERT_TRUE((m).Start());                                                                 \
-    if (Stats(m)["passthrough"] != "on") {                                                    \
-      std::string log_ = (m).log();                                                           \
-      KDN_REQUIRE_OR_SKIP(log_.find("the kernel does not offer it") == std::string::npos,     \
-                          "this kernel has no FUSE passthrough (Linux 6.9+)");                \
-      FAIL() << "kdnfs did not turn passthrough on:\n" << log_;                               \
-    }                                                                                         \
-    /* A probe: the store must give chunk files (store v2) for anything to pass through. */   \
-    ASSERT_TRUE(WriteWholeFile((m).path(".probe"), PlainBytes(kCachedReadMax + 1, 1)));       \
-    uint64_t before_ = Stat(m, "passthrough_opens");                                          \
-    ASSERT_EQ(ReadWholeFile((m).path(".probe")).size(), kCachedReadMax + 1);                  \
-    if (Stat(m, "passthrough_opens") == before_) {                                            \
-      std::string log_ = (m).log();                                                           \
-      KDN_REQUIRE_OR_SKIP(log_.find("the store gives no chunk file") == std::string::npos,    \
-                          "this store keeps no chunk files (Store::OpenChunkForRead)");       \
+#define START_WITH_PASSTHROUGH(m)                                                            \
+  do {                                                                                       \
+    KDN_REQUIRE_OR_SKIP(::access("/dev/fuse", R_OK | W_OK) == 0, "/dev/fuse is not usable"); \
+    KDN_REQUIRE_FUSE_URING_IF_ASKED();                                                       \
+    KDN_REQUIRE_OR_SKIP(::geteuid() == 0, "passthrough needs root (CAP_SYS_ADMIN)");         \
+    ASSERT_TRUE((m).Start());                                                                \
+    if (Stats(m)["passthrough"] != "on") {                                                   \
+      std::string log_ = (m).log();                                                          \
+      KDN_REQUIRE_OR_SKIP(log_.find("the kernel does not offer it") == std::string::npos,    \
+                          "this kernel has no FUSE passthrough (Linux 6.9+)");               \
+      FAIL() << "kdnfs did not turn passthrough on:\n" << log_;                              \
+    }                                                                                        \
+    /* A probe: the store must give chunk files (store v2) for anything to pass through. */  \
+    ASSERT_TRUE(WriteWholeFile((m).path(".probe"), PlainBytes(kCachedReadMax + 1, 1)));      \
+    uint64_t before_ = Stat(m, "passthrough_opens");                                         \
+    ASSERT_EQ(ReadWholeFile((m).path(".probe")).size(), kCachedReadMax + 1);                 \
+    if (Stat(m, "passthrough_opens") == before_) {                                           \
+      std::string log_ = (m).log();                                                          \
+      KDN_REQUIRE_OR_SKIP(log_.find("the store gives no chunk file") == std::string::npos,   \
+                          "this store keeps no chunk files (Store::OpenChunkForRead)");      \
       FAIL() << "a committed file did not pass through:\n" << log_;                          \
-    }                                                                                         \
+    }                                                                                        \
   } while (0)
 
 struct Fd {
@@ -448,8 +448,7 @@ TEST(KdnfsPassthrough, SmallFilesReaderBesideAWriterSeesOnlyCommittedBytes) {
   EXPECT_EQ(ReadWholeFile(f), before);
   Fd writer(::open(f.c_str(), O_WRONLY));
   ASSERT_GE(writer.fd, 0) << std::strerror(errno);
-  ASSERT_EQ(::pwrite(writer.fd, after.data(), after.size(), 0),
-            static_cast<ssize_t>(after.size()));
+  ASSERT_EQ(::pwrite(writer.fd, after.data(), after.size(), 0), static_cast<ssize_t>(after.size()));
   EXPECT_EQ(ReadWholeFile(f), before) << "a reader saw uncommitted bytes";
   ASSERT_EQ(::close(writer.fd), 0) << std::strerror(errno);
   writer.fd = -1;
