@@ -5,6 +5,9 @@
 //   kdn_fs_bench open-read DIR N RUNS      open + read + close of each of the N files, RUNS
 //                                          timed passes after one warm-up pass; prints the
 //                                          median microseconds per file
+//   kdn_fs_bench open-read-pair DIR BASE N RUNS  the same for DIR and BASE in turns, a pass of
+//                                          each per run; prints the median microseconds per
+//                                          file of each and the median of the per-run ratios
 //   kdn_fs_bench kdn-load PATH             libkdn (CPU backend) opens the `.kv` and loads every
 //                                          layer into host memory in the model's dtype, as an
 //                                          engine would (its destination allocated beforehand, as an
@@ -78,25 +81,71 @@ int MakeFiles(const std::string& dir, int n, size_t bytes) {
   return 0;
 }
 
-int OpenRead(const std::string& dir, int n, int runs) {
+// One pass of open + read 4 KiB + close over `paths`: microseconds per file, or < 0 (said why).
+double OpenReadPass(const std::vector<std::string>& paths) {
+  alignas(4096) static char buf[4096];
+  auto start = std::chrono::steady_clock::now();
+  for (const auto& p : paths) {
+    int fd = ::open(p.c_str(), O_RDONLY | O_CLOEXEC);
+    const char* failed = nullptr;
+    if (fd < 0) {
+      failed = "open";
+    } else if (::read(fd, buf, sizeof(buf)) < 0) {
+      failed = "read";
+      ::close(fd);
+    } else if (::close(fd) != 0) {
+      failed = "close";
+    }
+    if (failed != nullptr) {
+      Fail(std::string(failed) + " " + p + ": " + std::strerror(errno));
+      return -1;
+    }
+  }
+  double us =
+      std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - start).count();
+  return us / static_cast<double>(paths.size());
+}
+
+std::vector<std::string> FileNames(const std::string& dir, int n) {
   std::vector<std::string> paths;
   for (int i = 0; i < n; ++i) paths.push_back(dir + "/f" + std::to_string(i));
-  alignas(4096) static char buf[4096];
+  return paths;
+}
+
+double Median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+int OpenRead(const std::string& dir, int n, int runs) {
+  const auto paths = FileNames(dir, n);
   std::vector<double> per_file_us;
   for (int run = -1; run < runs; ++run) {  // run -1 warms the caches
-    auto start = std::chrono::steady_clock::now();
-    for (const auto& p : paths) {
-      int fd = ::open(p.c_str(), O_RDONLY | O_CLOEXEC);
-      if (fd < 0) return Fail("open " + p + ": " + std::strerror(errno));
-      if (::read(fd, buf, sizeof(buf)) < 0) return Fail("read " + p);
-      if (::close(fd) != 0) return Fail("close " + p);
-    }
-    double us =
-        std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - start).count();
-    if (run >= 0) per_file_us.push_back(us / n);
+    double us = OpenReadPass(paths);
+    if (us < 0) return 1;
+    if (run >= 0) per_file_us.push_back(us);
   }
-  std::sort(per_file_us.begin(), per_file_us.end());
-  std::printf("%.3f\n", per_file_us[per_file_us.size() / 2]);
+  std::printf("%.3f\n", Median(per_file_us));
+  return 0;
+}
+
+// The same for `dir` and `base` in turns, one pass of each per run: on a machine whose speed
+// drifts (a VM beside other jobs), each ratio compares passes made a moment apart. Prints the
+// median microseconds per file of each and the median of the per-run ratios.
+int OpenReadPair(const std::string& dir, const std::string& base, int n, int runs) {
+  const auto paths = FileNames(dir, n);
+  const auto base_paths = FileNames(base, n);
+  std::vector<double> us, base_us, ratios;
+  for (int run = -1; run < runs; ++run) {  // run -1 warms the caches
+    double a = OpenReadPass(paths);
+    double b = OpenReadPass(base_paths);
+    if (a < 0 || b < 0) return 1;
+    if (run < 0) continue;
+    us.push_back(a);
+    base_us.push_back(b);
+    ratios.push_back(a / b);
+  }
+  std::printf("%.3f %.3f %.3f\n", Median(us), Median(base_us), Median(ratios));
   return 0;
 }
 
@@ -196,6 +245,10 @@ int main(int argc, char** argv) {
     int runs = std::max(1, std::atoi(argv[4]));
     return OpenRead(argv[2], std::atoi(argv[3]), runs);
   }
+  if (cmd == "open-read-pair" && argc == 6) {
+    int runs = std::max(1, std::atoi(argv[5]));
+    return OpenReadPair(argv[2], argv[3], std::atoi(argv[4]), runs);
+  }
   if (cmd == "kdn-load" && argc == 3) return KdnLoad(argv[2]);
   if (cmd == "create-files" && argc == 5) {
     return CreateFiles(argv[2], std::atoi(argv[3]), std::strtoull(argv[4], nullptr, 10));
@@ -203,7 +256,7 @@ int main(int argc, char** argv) {
   if (cmd == "stat-files" && argc == 4) return StatFiles(argv[2], std::atoi(argv[3]));
   std::fprintf(stderr,
                "usage: kdn_fs_bench make-kv PATH BYTES | make-files DIR N BYTES | "
-               "open-read DIR N RUNS | kdn-load PATH | create-files DIR N BYTES | "
+               "open-read DIR N RUNS | open-read-pair DIR BASE N RUNS | kdn-load PATH | create-files DIR N BYTES | "
                "stat-files DIR N\n");
   return 2;
 }
