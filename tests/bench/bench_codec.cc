@@ -22,28 +22,16 @@
 #include "kdn/format.h"
 #include "kdn/synthetic.h"
 #include "store/format/simd.h"
+#include "tests/bench/bench_timing.h"
 
 namespace {
 
-using Clock = std::chrono::steady_clock;
+using kdn::bench::MedianSeconds;
 
 int Runs() {
   const char* s = std::getenv("KDN_BENCH_RUNS");
   const int n = s ? std::atoi(s) : 3;
   return n > 0 ? n : 3;
-}
-
-// Median seconds of `runs` timed calls of fn, after one warm-up call.
-double MedianSeconds(int runs, const std::function<void()>& fn) {
-  fn();
-  std::vector<double> t;
-  for (int i = 0; i < runs; ++i) {
-    const auto a = Clock::now();
-    fn();
-    t.push_back(std::chrono::duration<double>(Clock::now() - a).count());
-  }
-  std::sort(t.begin(), t.end());
-  return t[t.size() / 2];
 }
 
 void Print(const std::string& name, double value) {

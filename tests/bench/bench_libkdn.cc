@@ -37,11 +37,13 @@
 #include <cuda_runtime_api.h>
 
 #include "libkdn/cuda/decode_launch.h"
+#include "tests/bench/bench_timing.h"
 #endif
 
 namespace {
 
-using Clock = std::chrono::steady_clock;
+using kdn::bench::Median;
+using kdn::bench::MedianSeconds;
 
 constexpr uint32_t kTokens = 4096;
 const char* const kCodecs[] = {"raw", "lossless", "q8", "q4"};
@@ -53,23 +55,6 @@ const char* const kCodecs[] = {"raw", "lossless", "q8", "q4"};
 
 void Check(kdn_status s, const char* what) {
   if (s != KDN_OK) Die(std::string(what) + ": " + kdn_status_name(s) + ": " + kdn_last_error());
-}
-
-double Median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
-
-// Median seconds of `runs` calls of fn, after one warm-up call.
-double TimeRuns(int runs, const std::function<void()>& fn) {
-  fn();
-  std::vector<double> t;
-  for (int i = 0; i < runs; ++i) {
-    const auto a = Clock::now();
-    fn();
-    t.push_back(std::chrono::duration<double>(Clock::now() - a).count());
-  }
-  return Median(t);
 }
 
 void Print(const std::string& name, double value) {
@@ -109,7 +94,7 @@ std::string CacheFile(const std::string& dir, const kdn::ModelIdentity& m, const
 double MemcpyGbps(std::vector<std::byte>& dst, const std::vector<std::byte>& src, unsigned threads,
                   int runs) {
   const size_t n = src.size();
-  const double s = TimeRuns(runs, [&] {
+  const double s = MedianSeconds(runs, [&] {
     std::vector<std::thread> pool;
     const size_t part = (n / threads + 4095) / 4096 * 4096;
     for (unsigned i = 0; i < threads; ++i) {
@@ -149,7 +134,7 @@ double LoadSeconds(int device, const std::string& path, const kdn::ModelIdentity
   Check(kdn_ctx_create(device, &ctx), "kdn_ctx_create");
   kdn_cache* c = nullptr;
   Check(kdn_open(ctx, path.c_str(), &c), "kdn_open");
-  const double s = TimeRuns(runs, [&] {
+  const double s = MedianSeconds(runs, [&] {
     Check(kdn_load(c, 0, m.n_layers, &d, 0, stream), "kdn_load");
     Check(kdn_sync(c), "kdn_sync");
   });
@@ -229,7 +214,7 @@ void BenchParallelFile(const std::string& dir, const kdn::ModelIdentity& m, cons
     Check(load(), "load");
     Check(kdn_sync(c), "kdn_sync");
     *bytes = BytesRead() - before;
-    return TimeRuns(runs, [&] {
+    return MedianSeconds(runs, [&] {
       Check(load(), "load");
       Check(kdn_sync(c), "kdn_sync");
     });
@@ -436,7 +421,7 @@ void BenchCuda(const std::string& dir, const kdn::ModelIdentity& m, int runs) {
     if (fd < 0) Die("open " + path);
     const off_t file_bytes = ::lseek(fd, 0, SEEK_END);
     host.resize(static_cast<size_t>(file_bytes));
-    const double base_s = TimeRuns(runs, [&] {
+    const double base_s = MedianSeconds(runs, [&] {
       constexpr size_t kChunk = 8u << 20;
       for (off_t off = 0; off < file_bytes; off += static_cast<off_t>(kChunk)) {
         const size_t n_read = static_cast<size_t>(std::min<off_t>(kChunk, file_bytes - off));

@@ -22,18 +22,16 @@
 #include <vector>
 
 #include "kdn/store.h"
+#include "tests/bench/bench_timing.h"
 
 namespace {
+
+using kdn::bench::Median;
 
 using Clock = std::chrono::steady_clock;
 
 double Seconds(Clock::time_point a, Clock::time_point b) {
   return std::chrono::duration<double>(b - a).count();
-}
-
-double Median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v.empty() ? 0 : v[v.size() / 2];
 }
 
 double Percentile(std::vector<double> v, double q) {

@@ -33,8 +33,11 @@
 #include "kdn/format.h"
 #include "kdn/kdn.h"
 #include "kdn/synthetic.h"
+#include "tests/bench/bench_timing.h"
 
 namespace {
+
+using kdn::bench::Median;
 
 int Fail(const std::string& what) {
   std::fprintf(stderr, "kdn_fs_bench: %s\n", what.c_str());
@@ -112,11 +115,6 @@ std::vector<std::string> FileNames(const std::string& dir, int n) {
   return paths;
 }
 
-double Median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
-
 int OpenRead(const std::string& dir, int n, int runs) {
   const auto paths = FileNames(dir, n);
   std::vector<double> per_file_us;
@@ -138,8 +136,9 @@ int OpenReadPair(const std::string& dir, const std::string& base, int n, int run
   std::vector<double> us, base_us, ratios;
   for (int run = -1; run < runs; ++run) {  // run -1 warms the caches
     double a = OpenReadPass(paths);
+    if (a < 0) return 1;
     double b = OpenReadPass(base_paths);
-    if (a < 0 || b < 0) return 1;
+    if (b < 0) return 1;
     if (run < 0) continue;
     us.push_back(a);
     base_us.push_back(b);
