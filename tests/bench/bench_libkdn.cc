@@ -32,12 +32,12 @@
 #include "kdn/format.h"
 #include "kdn/kdn.h"
 #include "kdn/synthetic.h"
+#include "tests/bench/bench_timing.h"
 
 #if KDN_HAVE_CUDA
 #include <cuda_runtime_api.h>
 
 #include "libkdn/cuda/decode_launch.h"
-#include "tests/bench/bench_timing.h"
 #endif
 
 namespace {
