@@ -80,6 +80,16 @@ struct Fd {
   Fd& operator=(const Fd&) = delete;
 };
 
+// Maps `path` shared and read-only and compares its bytes with `data`.
+void ExpectMappedBytes(const std::string& path, const std::vector<std::byte>& data) {
+  Fd f(::open(path.c_str(), O_RDONLY));
+  ASSERT_GE(f.fd, 0) << path << ": " << std::strerror(errno);
+  void* p = ::mmap(nullptr, data.size(), PROT_READ, MAP_SHARED, f.fd, 0);
+  ASSERT_NE(p, MAP_FAILED) << std::strerror(errno);
+  EXPECT_EQ(std::memcmp(p, data.data(), data.size()), 0) << path;
+  ::munmap(p, data.size());
+}
+
 std::vector<std::byte> PRead(int fd, size_t size, off_t off = 0) {
   std::vector<std::byte> out(size);
   size_t got = 0;
@@ -105,14 +115,7 @@ TEST(KdnfsPassthrough, ReadMmapAndODirectAreByteIdenticalAndSkipTheDaemon) {
 
   EXPECT_EQ(ReadWholeFile(m.path("big.bin")), data);
   EXPECT_EQ(ReadWholeFile(m.path("doc.kv")), kv);
-  {
-    Fd f(::open(m.path("big.bin").c_str(), O_RDONLY));
-    ASSERT_GE(f.fd, 0);
-    void* p = ::mmap(nullptr, data.size(), PROT_READ, MAP_SHARED, f.fd, 0);
-    ASSERT_NE(p, MAP_FAILED) << std::strerror(errno);
-    EXPECT_EQ(std::memcmp(p, data.data(), data.size()), 0);
-    ::munmap(p, data.size());
-  }
+  ExpectMappedBytes(m.path("big.bin"), data);
   {
     Fd f(::open(m.path("big.bin").c_str(), O_RDONLY | O_DIRECT));
     ASSERT_GE(f.fd, 0) << std::strerror(errno);
@@ -372,14 +375,7 @@ TEST(KdnfsPassthrough, SmallFilesAreReadFromThePageCacheFilledOnce) {
     EXPECT_EQ(ReadWholeFile(m.path("edge.bin")), edge);
   }
   EXPECT_EQ(Stat(m, "fs_reads"), first_reads) << "the page cache was dropped between opens";
-  {
-    Fd f(::open(m.path("small.bin").c_str(), O_RDONLY));
-    ASSERT_GE(f.fd, 0) << std::strerror(errno);
-    void* p = ::mmap(nullptr, data.size(), PROT_READ, MAP_SHARED, f.fd, 0);
-    ASSERT_NE(p, MAP_FAILED) << std::strerror(errno);
-    EXPECT_EQ(std::memcmp(p, data.data(), data.size()), 0);
-    ::munmap(p, data.size());
-  }
+  ExpectMappedBytes(m.path("small.bin"), data);
   {
     Fd f(::open(m.path("small.bin").c_str(), O_RDONLY | O_DIRECT));
     ASSERT_GE(f.fd, 0) << std::strerror(errno);
@@ -465,14 +461,7 @@ TEST(KdnfsPassthrough, OffServesEveryReadItself) {
   ASSERT_TRUE(WriteWholeFile(m.path("f.bin"), data));
   uint64_t reads = Stat(m, "fs_reads");
   EXPECT_EQ(ReadWholeFile(m.path("f.bin")), data);
-  {
-    Fd f(::open(m.path("f.bin").c_str(), O_RDONLY));
-    ASSERT_GE(f.fd, 0);
-    void* p = ::mmap(nullptr, data.size(), PROT_READ, MAP_SHARED, f.fd, 0);
-    ASSERT_NE(p, MAP_FAILED) << std::strerror(errno);
-    EXPECT_EQ(std::memcmp(p, data.data(), data.size()), 0);
-    ::munmap(p, data.size());
-  }
+  ExpectMappedBytes(m.path("f.bin"), data);
   auto s = Stats(m);
   EXPECT_EQ(s["passthrough"], "off");
   EXPECT_EQ(s["passthrough_opens"], "0");

@@ -2,12 +2,11 @@
 //
 //   kdn_fs_bench make-kv PATH BYTES        a synthetic raw `.kv` of about BYTES (llama3-8b shape)
 //   kdn_fs_bench make-files DIR N BYTES    N files f0..f(N-1) of BYTES random bytes each
-//   kdn_fs_bench open-read DIR N RUNS      open + read + close of each of the N files, RUNS
-//                                          timed passes after one warm-up pass; prints the
-//                                          median microseconds per file
-//   kdn_fs_bench open-read-pair DIR BASE N RUNS  the same for DIR and BASE in turns, a pass of
-//                                          each per run; prints the median microseconds per
-//                                          file of each and the median of the per-run ratios
+//   kdn_fs_bench open-read-pair DIR BASE N RUNS  open + read 4 KiB + close of f0..f(N-1) in DIR
+//                                          and in BASE, in turns: RUNS timed passes of each
+//                                          after one warm-up pass; prints the median
+//                                          microseconds per file of each and the median of the
+//                                          per-run ratios
 //   kdn_fs_bench kdn-load PATH             libkdn (CPU backend) opens the `.kv` and loads every
 //                                          layer into host memory in the model's dtype, as an
 //                                          engine would (its destination allocated beforehand, as an
@@ -115,21 +114,10 @@ std::vector<std::string> FileNames(const std::string& dir, int n) {
   return paths;
 }
 
-int OpenRead(const std::string& dir, int n, int runs) {
-  const auto paths = FileNames(dir, n);
-  std::vector<double> per_file_us;
-  for (int run = -1; run < runs; ++run) {  // run -1 warms the caches
-    double us = OpenReadPass(paths);
-    if (us < 0) return 1;
-    if (run >= 0) per_file_us.push_back(us);
-  }
-  std::printf("%.3f\n", Median(per_file_us));
-  return 0;
-}
-
-// The same for `dir` and `base` in turns, one pass of each per run: on a machine whose speed
-// drifts (a VM beside other jobs), each ratio compares passes made a moment apart. Prints the
-// median microseconds per file of each and the median of the per-run ratios.
+// open + read 4 KiB + close of N files in `dir` and in `base`, in turns, one pass of each per run
+// after a warm-up pass of each: on a machine whose speed drifts (a VM beside other jobs), each
+// ratio compares passes made a moment apart. Prints the median microseconds per file of each and
+// the median of the per-run ratios.
 int OpenReadPair(const std::string& dir, const std::string& base, int n, int runs) {
   const auto paths = FileNames(dir, n);
   const auto base_paths = FileNames(base, n);
@@ -240,10 +228,6 @@ int main(int argc, char** argv) {
   if (cmd == "make-files" && argc == 5) {
     return MakeFiles(argv[2], std::atoi(argv[3]), std::strtoull(argv[4], nullptr, 10));
   }
-  if (cmd == "open-read" && argc == 5) {
-    int runs = std::max(1, std::atoi(argv[4]));
-    return OpenRead(argv[2], std::atoi(argv[3]), runs);
-  }
   if (cmd == "open-read-pair" && argc == 6) {
     int runs = std::max(1, std::atoi(argv[5]));
     return OpenReadPair(argv[2], argv[3], std::atoi(argv[4]), runs);
@@ -255,7 +239,7 @@ int main(int argc, char** argv) {
   if (cmd == "stat-files" && argc == 4) return StatFiles(argv[2], std::atoi(argv[3]));
   std::fprintf(stderr,
                "usage: kdn_fs_bench make-kv PATH BYTES | make-files DIR N BYTES | "
-               "open-read DIR N RUNS | open-read-pair DIR BASE N RUNS | kdn-load PATH | create-files DIR N BYTES | "
+               "open-read-pair DIR BASE N RUNS | kdn-load PATH | create-files DIR N BYTES | "
                "stat-files DIR N\n");
   return 2;
 }
